@@ -1,0 +1,15 @@
+"""fairseq-headless: headless language models with Contrastive Weight Tying.
+
+Godey, de la Clergerie, Sagot. "Headless Language Models: Learning without
+Predicting with Contrastive Weight Tying", ICLR 2024.
+
+Importing this package (``--user-dir`` / ``common.user_dir``) registers the
+criterions ``headless_masked_lm`` and ``headless_language_modeling`` and the
+headless architectures with fairseq. The loss itself, :func:`cwt_loss`, is a
+pure function of tensors in :mod:`fairseq_headless.cwt`.
+"""
+
+from . import criterions, models  # noqa: F401
+from .cwt import CWTOutput, cwt_loss  # noqa: F401
+
+__version__ = "0.1.0"

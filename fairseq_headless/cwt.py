@@ -1,0 +1,162 @@
+"""Contrastive Weight Tying (CWT), the loss of headless language models.
+
+Paper §3.2 and App. G. For K selected positions with output vectors o_i and the
+input embeddings e_i of their true tokens,
+
+    loss = sum_i [ logsumexp_j (o_i . n_j / t) - o_i . e_i / t ]
+
+where the negatives n_j are the target embeddings of the same micro-batch. The
+loss is returned as a *sum* with the number of positions K, so that fairseq's
+trainer normalises it like its own criterions.
+
+This module is a pure function of tensors: it imports nothing from fairseq, so it
+can be reused in any training loop and tested against a float64 reference.
+"""
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+NEGATIVE_MODES = ("batch", "unique")
+
+
+@dataclass
+class CWTOutput:
+    """What one call of :func:`cwt_loss` returns."""
+
+    loss: Tensor  # scalar, fp32, summed over positions
+    correct: Tensor  # scalar long: positions whose own target id scores highest
+    num_positions: int  # K
+    num_negatives: int  # columns of the denominator (K for `batch`, U for `unique`)
+
+
+def cwt_loss(
+    outputs: Tensor,
+    target_ids: Tensor,
+    target_embeddings: Optional[Tensor] = None,
+    *,
+    embedding_matrix: Optional[Tensor] = None,
+    negatives: str = "batch",
+    temperature: float = 1.0,
+    chunk_size: int = 0,
+) -> CWTOutput:
+    """CWT loss of ``outputs`` (K x D) against the embeddings of ``target_ids`` (K).
+
+    Args:
+        outputs: final hidden states o at the K selected positions.
+        target_ids: the true token id at each position (used to deduplicate
+            negatives and to count in-batch accuracy by token, not by column).
+        target_embeddings: e(target_ids), K x D. Give this *or* ``embedding_matrix``.
+        embedding_matrix: the V x D input embedding table; rows are gathered here
+            (only the U distinct rows in ``unique`` mode).
+        negatives: which targets form the denominator.
+
+            * ``batch`` (the paper): every one of the K targets of the micro-batch,
+              repeated tokens included. A token that occurs m times contributes m
+              columns, and the other occurrences of a position's own token act as
+              false negatives: the loss can never reach 0 and frequent tokens are
+              pushed harder. Cost: K x K.
+            * ``unique``: each distinct target id once (U columns). No false
+              negatives from repetitions and the denominator is a plain set of
+              candidate tokens, as in sampled softmax. Cost: K x U, U <= K.
+        temperature: t; logits are o.e / t (the paper uses t = 1).
+        chunk_size: if > 0, compute the logits ``chunk_size`` rows at a time and
+            recompute them in backward, so the extra memory is O(chunk x K)
+            instead of O(K x K) (needed for causal LM, where K = 16k per micro-batch
+            makes the K x K fp32 matrix and its gradient 2 GiB).
+
+    Numerics: the dot products are computed in the inputs' dtype (as fairseq's own
+    output projections are) and the softmax normaliser in fp32 through logsumexp,
+    so fp16/bf16 inputs with dot products of several hundred give finite loss and
+    gradients, unlike the paper's reference ``exp(mm) / sum`` which overflows fp32
+    past ~88.
+    """
+    if negatives not in NEGATIVE_MODES:
+        raise ValueError(f"negatives must be one of {NEGATIVE_MODES}, got {negatives!r}")
+    if (target_embeddings is None) == (embedding_matrix is None):
+        raise ValueError("give exactly one of target_embeddings or embedding_matrix")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    num_positions = outputs.size(0)
+    if num_positions == 0:
+        # Keep the graph connected so that backward() and DDP see every parameter.
+        zero = outputs.sum().float() * 0.0
+        return CWTOutput(zero, target_ids.new_zeros(()), 0, 0)
+
+    negative_ids, negative_embeddings, positive_index = build_negatives(
+        target_ids, target_embeddings, embedding_matrix, negatives
+    )
+    if chunk_size and chunk_size < num_positions:
+        loss, prediction = _ChunkedContrastive.apply(
+            outputs, negative_embeddings, positive_index, temperature, chunk_size
+        )
+    else:
+        logits = (outputs @ negative_embeddings.t()).float() / temperature
+        loss = (
+            torch.logsumexp(logits, dim=-1) - logits.gather(1, positive_index[:, None]).squeeze(1)
+        ).sum()
+        prediction = logits.detach().argmax(dim=-1)
+    correct = (negative_ids[prediction] == target_ids).sum()
+    return CWTOutput(loss, correct, num_positions, negative_ids.numel())
+
+
+def build_negatives(target_ids, target_embeddings, embedding_matrix, negatives):
+    """The denominator's columns: (ids N, embeddings N x D, column of each row's target K)."""
+    if negatives == "batch":
+        positive_index = torch.arange(target_ids.numel(), device=target_ids.device)
+        if target_embeddings is None:
+            target_embeddings = embedding_matrix[target_ids]
+        return target_ids, target_embeddings, positive_index
+
+    unique_ids, positive_index = torch.unique(target_ids, return_inverse=True)
+    if embedding_matrix is not None:
+        return unique_ids, embedding_matrix[unique_ids], positive_index
+    # All rows with the same id are the same embedding lookup, so any one of them
+    # represents the id; the gradient reaching the embedding table is identical.
+    positions = torch.arange(target_ids.numel(), device=target_ids.device)
+    first = torch.full_like(unique_ids, target_ids.numel()).scatter_reduce(
+        0, positive_index, positions, reduce="amin"
+    )
+    return unique_ids, target_embeddings[first], positive_index
+
+
+class _ChunkedContrastive(torch.autograd.Function):
+    """Summed contrastive loss computed ``chunk`` rows at a time, logits recomputed in backward."""
+
+    @staticmethod
+    def forward(ctx, outputs, negatives, positive_index, temperature, chunk):
+        num_positions = outputs.size(0)
+        lse = torch.empty(num_positions, dtype=torch.float32, device=outputs.device)
+        positive_logit = torch.empty_like(lse)
+        prediction = torch.empty(num_positions, dtype=torch.long, device=outputs.device)
+        for start in range(0, num_positions, chunk):
+            rows = slice(start, start + chunk)
+            logits = (outputs[rows] @ negatives.t()).float() / temperature
+            lse[rows] = torch.logsumexp(logits, dim=-1)
+            positive_logit[rows] = logits.gather(1, positive_index[rows, None]).squeeze(1)
+            prediction[rows] = logits.argmax(dim=-1)
+        ctx.save_for_backward(outputs, negatives, positive_index, lse)
+        ctx.temperature, ctx.chunk = temperature, chunk
+        ctx.mark_non_differentiable(prediction)
+        return (lse - positive_logit).sum(), prediction
+
+    @staticmethod
+    def backward(ctx, grad_loss, _grad_prediction):
+        outputs, negatives, positive_index, lse = ctx.saved_tensors
+        temperature, chunk = ctx.temperature, ctx.chunk
+        scale = grad_loss.float() / temperature
+        grad_outputs = torch.empty_like(outputs)
+        grad_negatives = torch.zeros(negatives.shape, dtype=torch.float32, device=negatives.device)
+        for start in range(0, outputs.size(0), chunk):
+            rows = slice(start, start + chunk)
+            logits = (outputs[rows] @ negatives.t()).float() / temperature
+            # d loss / d logits = softmax - onehot(positive)
+            grad_logits = torch.exp(logits - lse[rows, None])
+            grad_logits[torch.arange(grad_logits.size(0)), positive_index[rows]] -= 1.0
+            # Same casts as autograd through the unchunked path: matmuls in the inputs' dtype.
+            grad_logits = (grad_logits * scale).to(outputs.dtype)
+            grad_outputs[rows] = grad_logits @ negatives
+            grad_negatives += (grad_logits.t() @ outputs[rows]).float()
+        return grad_outputs, grad_negatives.to(negatives.dtype), None, None, None

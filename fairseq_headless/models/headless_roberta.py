@@ -1,0 +1,59 @@
+"""Headless RoBERTa/BERT encoders: fairseq's RoBERTa with no LM head (paper §3.2, §4.1, §5).
+
+The encoder is fairseq's ``RobertaEncoder`` with one builder overridden: it
+builds no LM head, so the model holds no output-projection parameters (nothing
+unused under DDP, smaller checkpoints). Training uses the ``headless_masked_lm``
+criterion on the final hidden states. When logits over the vocabulary are asked
+for (fill-mask, the demo's whole-vocabulary accuracy), the input embedding
+matrix is used as the head, e^T (weight tying at inference; no new parameter).
+"""
+
+from contextlib import nullcontext
+
+import torch.nn.functional as F
+from fairseq.models import register_model, register_model_architecture
+from fairseq.models.roberta.model import (
+    RobertaEncoder,
+    RobertaModel,
+    base_architecture,
+    roberta_base_architecture,
+)
+from fairseq.utils import safe_getattr, safe_hasattr
+from omegaconf import OmegaConf, open_dict
+
+from .roberta_shapes import roberta_multilingual_shape, roberta_small_shape, roberta_tiny_shape
+
+
+class HeadlessRobertaEncoder(RobertaEncoder):
+    def build_lm_head(self, embed_dim, output_dim, activation_fn, weight):
+        return None
+
+    def output_layer(self, features, masked_tokens=None, **unused):
+        if masked_tokens is not None:
+            features = features[masked_tokens, :]
+        return F.linear(features, self.sentence_encoder.embed_tokens.weight)
+
+
+@register_model("headless_roberta")
+class HeadlessRobertaModel(RobertaModel):
+    @classmethod
+    def build_model(cls, args, task):
+        # As RobertaModel.build_model, with the headless encoder.
+        with open_dict(args) if OmegaConf.is_config(args) else nullcontext():
+            base_architecture(args)
+            if not safe_hasattr(args, "max_positions"):
+                args.max_positions = safe_getattr(args, "tokens_per_sample", task.max_positions())
+            encoder = HeadlessRobertaEncoder(args, task.source_dictionary)
+        return cls(args, encoder)
+
+    def input_embeddings(self):
+        return self.encoder.sentence_encoder.embed_tokens
+
+
+register_model_architecture("headless_roberta", "headless_roberta")(base_architecture)
+register_model_architecture("headless_roberta", "headless_roberta_base")(roberta_base_architecture)
+register_model_architecture("headless_roberta", "headless_roberta_small")(roberta_small_shape)
+register_model_architecture("headless_roberta", "headless_roberta_multilingual")(
+    roberta_multilingual_shape
+)
+register_model_architecture("headless_roberta", "headless_roberta_tiny")(roberta_tiny_shape)

@@ -1,0 +1,46 @@
+"""fairseq-headless: headless language models (Contrastive Weight Tying) as a fairseq plugin."""
+from setuptools import find_packages, setup
+
+# Pins live here and only here; the Makefile adds no version of its own except
+# torch's (see the Makefile for why).
+INSTALL_REQUIRES = [
+    # fairseq's own 0.12.2 release does not import on Python 3.11
+    # (dataclass mutable-default error); ve-fairseq is a prebuilt wheel of
+    # fairseq's main branch for cp311/cp312 that installs in under a minute.
+    # It declares a torchaudio dependency that fairseq never imports; on a CPU
+    # torch the CUDA torchaudio wheel breaks `import transformers`, so the
+    # Makefile removes it after installing (GPU users can keep it).
+    "ve-fairseq==0.12.3",
+    # Any torch 2.x; `make` installs the 2.13.0 CPU wheel before this resolves
+    # so that pip never fetches a multi-GB CUDA build on a CPU machine.
+    "torch>=2.1",
+    # hydra 1.3.8 + omegaconf 2.3.x is the pair fairseq was checked with here.
+    "hydra-core==1.3.8",
+    "omegaconf>=2.3,<2.4",
+    "numpy>=1.24",
+    "sentencepiece>=0.2",
+    "tokenizers>=0.20",
+    # transformers 5.x: the export and evaluation scripts load models offline.
+    "transformers>=5.0,<6",
+    "safetensors>=0.4",
+    "tqdm",
+    "matplotlib>=3.8",
+]
+
+setup(
+    name="fairseq-headless",
+    version="0.1.0",
+    description="Headless language models: pretraining without an output vocabulary projection "
+    "(Contrastive Weight Tying, Godey et al., ICLR 2024) as a fairseq --user-dir plugin.",
+    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["fairseq_headless", "fairseq_headless.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require={
+        "test": ["pytest>=8"],
+        # xformers' memory-efficient attention has no CPU operator; only useful on GPUs.
+        "gpu": ["xformers"],
+    },
+    license="MIT",
+)

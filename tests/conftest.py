@@ -1,0 +1,82 @@
+"""Shared fixtures: one tiny binarized corpus per test session, and config loading."""
+
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent  # the venv's console scripts (fairseq-preprocess, ...)
+
+
+def write_markov_corpus(path: Path, lines: int, seed: int, vocab: int = 64) -> None:
+    """Sentences from a near-deterministic chain (next word = 5 * word + {0,1} mod vocab):
+    predictable enough that 50 updates of a tiny model visibly lower any of the losses."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(lines):
+        word = rng.randrange(vocab)
+        words = []
+        for _ in range(rng.randint(8, 30)):
+            words.append(f"w{word}")
+            word = (5 * word + rng.randint(0, 1)) % vocab
+        out.append(" ".join(words))
+    path.write_text("\n".join(out) + "\n", encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A fairseq data folder binarized by the real `fairseq-preprocess` CLI."""
+    root = tmp_path_factory.mktemp("tiny_corpus")
+    write_markov_corpus(root / "train.txt", 1500, seed=1)
+    write_markov_corpus(root / "valid.txt", 80, seed=2)
+    data = root / "bin"
+    subprocess.run(
+        [str(BIN / "fairseq-preprocess"), "--only-source", "--trainpref", str(root / "train.txt"),
+         "--validpref", str(root / "valid.txt"), "--destdir", str(data), "--workers", "1"],
+        check=True, capture_output=True,
+    )
+    return data
+
+
+def load_config(name: str, *overrides: str):
+    """Compose configs/<name>.yaml exactly as fairseq-hydra-train does (without training)."""
+    import fairseq_headless  # noqa: F401  (registers the plugin)
+    from fairseq.dataclass.initialize import add_defaults, hydra_init
+    from fairseq.dataclass.utils import omegaconf_no_object_check
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    GlobalHydra.instance().clear()
+    hydra_init(name)
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):
+        cfg = compose(config_name=name, overrides=list(overrides))
+    add_defaults(cfg)
+    with omegaconf_no_object_check():
+        cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+def build_task_and_model(name: str, data: Path, *overrides: str):
+    from fairseq import tasks
+
+    cfg = load_config(name, f"task.data={data}", *overrides)
+    task = tasks.setup_task(cfg.task)
+    return cfg, task, task.build_model(cfg.model)
+
+
+def run_cli(args, cwd=REPO, timeout=300):
+    """Run a console script of the venv; return its combined output, failing loudly."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    proc = subprocess.run(
+        [str(BIN / args[0]), *map(str, args[1:])], cwd=cwd, env=env,
+        capture_output=True, text=True, timeout=timeout,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-4000:]
+    return output
