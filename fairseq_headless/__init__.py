@@ -6,10 +6,12 @@ Predicting with Contrastive Weight Tying", ICLR 2024.
 Importing this package (``--user-dir`` / ``common.user_dir``) registers the
 criterions ``headless_masked_lm`` and ``headless_language_modeling`` and the
 headless architectures with fairseq. The loss itself, :func:`cwt_loss`, is a
-pure function of tensors in :mod:`fairseq_headless.cwt`.
+pure function of tensors in :mod:`fairseq_headless.cwt`. Two small corrections
+to fairseq (CPU DDP, atomic checkpoint copies) are applied on import: see
+:mod:`fairseq_headless.fairseq_patches`.
 """
 
-from . import criterions, models  # noqa: F401
+from . import criterions, fairseq_patches, models  # noqa: F401
 from .cwt import CWTOutput, cwt_loss  # noqa: F401
 
 __version__ = "0.1.0"

@@ -14,12 +14,15 @@ can be reused in any training loop and tested against a float64 reference.
 """
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 NEGATIVE_MODES = ("batch", "unique")
+
+# (local tensor) -> (every rank's tensor in rank order, this rank's index); differentiable.
+Gather = Callable[[Tensor], Tuple[List[Tensor], int]]
 
 
 @dataclass
@@ -41,6 +44,7 @@ def cwt_loss(
     negatives: str = "batch",
     temperature: float = 1.0,
     chunk_size: int = 0,
+    gather: Optional[Gather] = None,
 ) -> CWTOutput:
     """CWT loss of ``outputs`` (K x D) against the embeddings of ``target_ids`` (K).
 
@@ -66,6 +70,15 @@ def cwt_loss(
             recompute them in backward, so the extra memory is O(chunk x K)
             instead of O(K x K) (needed for causal LM, where K = 16k per micro-batch
             makes the K x K fp32 matrix and its gradient 2 GiB).
+        gather: if given, the negatives are the targets of *every* data-parallel
+            rank (beyond the paper, whose negatives are each device's micro-batch):
+            each rank's target embeddings (and ids) are all-gathered, each rank's
+            rows keep their own positives, and the gradients of the gathered
+            embeddings flow back to the rank that owns them. With fairseq's
+            gradient all-reduce, W ranks then compute exactly the loss and
+            gradients of one process on the concatenated batch. Every rank must
+            call it, even with no selected position. See
+            :func:`fairseq_headless.all_gather.all_gather_with_grad`.
 
     Numerics: the dot products are computed in the inputs' dtype (as fairseq's own
     output projections are) and the softmax normaliser in fp32 through logsumexp,
@@ -80,14 +93,24 @@ def cwt_loss(
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     num_positions = outputs.size(0)
+    if target_embeddings is None and (gather is not None or negatives == "batch"):
+        target_embeddings = embedding_matrix[target_ids]
+        embedding_matrix = None
+    if gather is not None:  # collective: before any early return
+        target_ids, target_embeddings, first_row = _gather_targets(target_ids, target_embeddings, gather)
+    else:
+        first_row = 0
     if num_positions == 0:
         # Keep the graph connected so that backward() and DDP see every parameter.
-        zero = outputs.sum().float() * 0.0
+        zero = (outputs.sum() + (target_embeddings.sum() if target_embeddings is not None else 0)).float() * 0.0
         return CWTOutput(zero, target_ids.new_zeros(()), 0, 0)
 
     negative_ids, negative_embeddings, positive_index = build_negatives(
         target_ids, target_embeddings, embedding_matrix, negatives
     )
+    # Rows of this rank's own positions (all rows when nothing was gathered).
+    positive_index = positive_index[first_row : first_row + num_positions]
+    target_ids = target_ids[first_row : first_row + num_positions]
     if chunk_size and chunk_size < num_positions:
         loss, prediction = _ChunkedContrastive.apply(
             outputs, negative_embeddings, positive_index, temperature, chunk_size
@@ -100,6 +123,14 @@ def cwt_loss(
         prediction = logits.detach().argmax(dim=-1)
     correct = (negative_ids[prediction] == target_ids).sum()
     return CWTOutput(loss, correct, num_positions, negative_ids.numel())
+
+
+def _gather_targets(target_ids, target_embeddings, gather):
+    """All ranks' targets concatenated in rank order, and where this rank's rows start."""
+    id_shards, rank = gather(target_ids)
+    embedding_shards, _ = gather(target_embeddings)
+    first_row = sum(shard.numel() for shard in id_shards[:rank])
+    return torch.cat(id_shards), torch.cat(embedding_shards), first_row
 
 
 def build_negatives(target_ids, target_embeddings, embedding_matrix, negatives):

@@ -10,11 +10,14 @@ output that can be summed across workers.
 
 import math
 from dataclasses import dataclass, field
+from functools import partial
 
 from fairseq.criterions import FairseqCriterion
+from fairseq.distributed import utils as distributed_utils
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.logging import metrics
 
+from ..all_gather import all_gather_with_grad
 from ..cwt import NEGATIVE_MODES, cwt_loss
 
 
@@ -30,6 +33,14 @@ class CWTCriterionConfig(FairseqDataclass):
             "help": "denominator of the contrastive softmax: 'batch' = every selected target "
             "of the micro-batch, repeats included (the paper); 'unique' = each distinct "
             "target token once (no false negatives from repeated tokens, K x U cost)"
+        },
+    )
+    negatives_scope: ChoiceEnum(["local", "global"]) = field(
+        default="local",
+        metadata={
+            "help": "'local' = negatives from this device's micro-batch (the paper); 'global' = "
+            "all-gather the targets of every data-parallel rank (beyond the paper: W times more "
+            "negatives, the loss and gradients of one process on the concatenated batch)"
         },
     )
     chunk_size: int = field(
@@ -62,6 +73,13 @@ class CWTCriterion(FairseqCriterion):
         self.temperature = cfg.temperature
         self.negatives = str(cfg.negatives)
         self.chunk_size = cfg.chunk_size
+        self.negatives_scope = str(cfg.negatives_scope)
+
+    def gather(self):
+        """The all-gather for global negatives, or None (local scope, or a single process)."""
+        if self.negatives_scope != "global" or distributed_utils.get_data_parallel_world_size() == 1:
+            return None
+        return partial(all_gather_with_grad, group=distributed_utils.get_data_parallel_group())
 
     def selected_targets(self, sample):
         """(K-selection mask over the feature grid, target ids at those positions)."""
@@ -77,6 +95,7 @@ class CWTCriterion(FairseqCriterion):
             negatives=self.negatives,
             temperature=self.temperature,
             chunk_size=self.chunk_size,
+            gather=self.gather(),
         )
         logging_output = {
             "loss": result.loss.data,
