@@ -25,6 +25,13 @@ INSTALL_REQUIRES = [
     "safetensors>=0.4",
     "tqdm",
     "matplotlib>=3.8",
+    # Downstream fine-tuning (GLUE, SuperGLUE, XNLI) runs on the transformers Trainer,
+    # which needs accelerate; 1.15.0 is the version it was tested with here.
+    "accelerate==1.15.0",
+    # Metrics (Matthews, Spearman, F1) are computed locally: the `evaluate` package
+    # fetches metric code from a hub at run time.
+    "scipy>=1.10",
+    "scikit-learn>=1.3",
 ]
 
 setup(
@@ -41,6 +48,8 @@ setup(
         "test": ["pytest>=8"],
         # xformers' memory-efficient attention has no CPU operator; only useful on GPUs.
         "gpu": ["xformers"],
+        # Hugging Face dataset names (GLUE/SuperGLUE/XNLI/raw text) when the machine is online.
+        "hub": ["datasets"],
     },
     license="MIT",
 )

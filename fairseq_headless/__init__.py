@@ -11,7 +11,13 @@ to fairseq (CPU DDP, atomic checkpoint copies) are applied on import: see
 :mod:`fairseq_headless.fairseq_patches`.
 """
 
-from . import criterions, fairseq_patches, models  # noqa: F401
+import importlib.util
+
 from .cwt import CWTOutput, cwt_loss  # noqa: F401
+
+# The fairseq plugin proper. Without fairseq (e.g. only evaluating exported Hugging
+# Face models with fairseq_headless.evaluation), the loss and evaluation code still import.
+if importlib.util.find_spec("fairseq") is not None:
+    from . import criterions, fairseq_patches, models  # noqa: F401
 
 __version__ = "0.1.0"

@@ -1,0 +1,23 @@
+"""Downstream evaluation of exported encoders (paper §4.1 Tab.1-2, §5 Tab.5, App. E).
+
+Fine-tunes any Hugging Face RoBERTa-style encoder folder (a headless export is a bare
+``RobertaModel``, a vanilla one a ``RobertaForMaskedLM``) on GLUE, SuperGLUE (BoolQ, CB,
+COPA, WiC) and XNLI with the protocol of App. E, and writes the paper's tables.
+
+Nothing here imports fairseq: the modules run on Hugging Face models only.
+
+    errors.py         EvaluationInputError: bad input the user can fix (scripts: one line, exit 2)
+    tasks.py          what each task is: files, columns, labels, metrics (the registry)
+    readers.py        TSV / jsonl readers that validate what they read
+    task_data.py      rows -> examples (local files in the benchmarks' own layouts, or the hub)
+    encoding.py       examples -> token ids, and the batch collators
+    model_loading.py  encoder folder -> model with a new task head, checked
+    balanced_loss.py  the balanced cross-entropy of App. E.1
+    metrics.py        accuracy, F1, Matthews, Spearman/Pearson (scikit-learn / scipy)
+    finetune.py       one fine-tuning run (transformers Trainer) with per-epoch evaluation
+    results.py        seeds aggregation, atomic JSON, markdown tables, PNG
+    benchmark.py      models x tasks x seeds, resume and --force
+    cli.py            the command lines of scripts/finetune_{glue,superglue,xnli}.py
+    sotu_era.py       the demo's downstream task built from the SOTU corpus (not a paper task)
+    demo_check.py     fine-tune exported demo models and a random-init control on it
+"""

@@ -1,0 +1,43 @@
+"""Balanced cross-entropy for fine-tuning (paper App. E.1).
+
+With L_c the summed cross-entropy of the batch examples of class c and w_c the class's
+frequency in the batch (App. E.1: "we approximate the (w_c) using the batch labels"),
+
+    L_bce = sum_c L_c / w_c,        w_c = n_c / N.
+
+We return L_bce / N, the same normalisation as a mean cross-entropy, so that
+
+    loss = sum_{c in batch} (L_c / n_c) = the sum over the classes present of their mean loss.
+
+A batch of a single class gives exactly the mean cross-entropy; a batch with every class
+equally frequent gives C times it. Every class present weighs the same whatever its
+count, which is the point: rare classes (MRPC's negatives, CoLA's unacceptable
+sentences) are not drowned by frequent ones. (This differs from torch's
+``cross_entropy(weight=1/n_c)``, which divides by the sum of weights, i.e. by the number
+of classes present.)
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def balanced_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+    """App. E.1's loss of ``logits`` (N x C, or any shape whose last dim is C) for ``labels`` (N)."""
+    logits = logits.reshape(-1, logits.shape[-1])
+    labels = labels.reshape(-1)
+    per_example = F.cross_entropy(logits.float(), labels, reduction="none")
+    counts = torch.bincount(labels, minlength=logits.shape[-1]).to(per_example.dtype)
+    return (per_example / counts[labels]).sum()
+
+
+def balanced_loss_func(outputs, labels: Tensor, num_items_in_batch=None) -> Tensor:
+    """The Trainer's ``compute_loss_func`` hook: balanced CE of the model's logits.
+
+    ``num_items_in_batch`` (gradient accumulation over several micro-batches) is ignored:
+    the class frequencies are those of each micro-batch, as in the paper (no accumulation
+    at batch 32); the fine-tuning Trainer sets ``loss_is_scaled_for_ga = False`` so that it
+    divides this per-micro-batch loss by the accumulation steps itself.
+    """
+    return balanced_cross_entropy(outputs["logits"], labels)

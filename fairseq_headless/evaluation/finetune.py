@@ -1,0 +1,203 @@
+"""One fine-tuning run (one model, one task, one seed) with the protocol of paper App. E.
+
+The loop is the `transformers` Trainer: AdamW, a constant learning rate after a linear
+warmup over the first 10% of the steps (``constant_with_warmup``), validation after every
+epoch, a checkpoint after every epoch (the last one kept) so that an interrupted run
+resumes from its last finished epoch. The paper's custom part is the loss: the balanced
+cross-entropy of App. E.1 through the Trainer's ``compute_loss_func`` hook (the model's
+own loss otherwise: cross-entropy, or MSE for the STS-B regression).
+
+The run reports every epoch's dev metrics and the best epoch, chosen on the task's main
+metric (averaged over the dev sets when there are several, e.g. XNLI's languages).
+"""
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+from tqdm import tqdm
+from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
+
+from .balanced_loss import balanced_loss_func
+from .encoding import EncodedDataset, collator, max_positions
+from .errors import EvaluationInputError
+from .metrics import compute_metrics_fn
+from .model_loading import load_model, load_tokenizer, quiet_transformers
+from .tasks import REGRESSION, TaskSpec
+
+LOSSES = ("balanced", "ce")
+
+
+@dataclass
+class FinetuneConfig:
+    """Hyperparameters of one fine-tuning run; defaults are App. E's for GLUE (Tab.14)."""
+
+    learning_rate: float = field(default=1e-5, metadata={"help": "peak AdamW learning rate"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (not on biases/LayerNorm)"})
+    batch_size: int = field(default=32, metadata={"help": "training examples per step"})
+    epochs: int = field(default=10, metadata={"help": "fine-tuning epochs; dev metrics after each"})
+    warmup_ratio: float = field(default=0.1, metadata={"help": "linear warmup over this share of all steps, "
+                                                                "then a constant learning rate"})
+    loss: str = field(default="balanced", metadata={"help": "balanced: App. E.1's balanced cross-entropy; "
+                                                            "ce: regular cross-entropy (regression: MSE either way)"})
+    max_length: int = field(default=128, metadata={"help": "tokens per input (pair) after truncation; the paper "
+                                                           "pretrains on 128-token sequences"})
+    eval_batch_size: int = field(default=128, metadata={"help": "examples per evaluation batch (speed only)"})
+    max_train_examples: Optional[int] = field(default=None, metadata={
+        "help": "fine-tune on a fixed random subset of this many training examples (not the paper's protocol)"})
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise EvaluationInputError(f"--loss {self.loss}: choose balanced or ce")
+        for name in ("batch_size", "epochs", "max_length", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise EvaluationInputError(f"--{name.replace('_', '-')} must be at least 1")
+        if not 0 <= self.warmup_ratio < 1:
+            raise EvaluationInputError("--warmup-ratio must be in [0, 1)")
+        if self.learning_rate <= 0:
+            raise EvaluationInputError("--lr must be positive")
+
+    def settings(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class RunResult:
+    """What one run reports (stored as JSON by the benchmark)."""
+
+    epochs: list  # [{"epoch": 1, "train_loss": x, "dev": {set: {metric: value}}, "score": s}, ...]
+    best_epoch: int
+    best: dict  # {set: {metric: value}} at the best epoch
+    score: float  # the main metric at the best epoch (mean over dev sets)
+    model_summary: str
+
+
+def finetune(model_dir: Path, spec: TaskSpec, train_examples: list, dev_sets: dict, config: FinetuneConfig,
+             seed: int, run_dir: Path, desc: str, callbacks: tuple = ()) -> RunResult:
+    """Fine-tune ``model_dir`` on ``train_examples``; evaluate on each of ``dev_sets`` after every epoch.
+
+    ``run_dir`` holds the Trainer's checkpoints; if it has one, training resumes from it.
+    """
+    tokenizer, model_config = load_tokenizer(model_dir)
+    limit = max_positions(model_config)
+    if config.max_length > limit:
+        raise EvaluationInputError(
+            f"--max-length {config.max_length}: {model_dir} takes at most {limit} tokens "
+            f"(max_position_embeddings {model_config.max_position_embeddings})")
+    train = EncodedDataset(spec, train_examples, tokenizer, config.max_length)
+    dev = {name: EncodedDataset(spec, examples, tokenizer, config.max_length) for name, examples in dev_sets.items()}
+
+    set_seed(seed)  # before the model: the new head's initialisation depends on the seed
+    model, summary = load_model(model_dir, spec)
+    _write(f"{desc}: {summary}")
+
+    args = TrainingArguments(
+        output_dir=str(run_dir),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        num_train_epochs=config.epochs,
+        lr_scheduler_type="constant_with_warmup",
+        warmup_steps=config.warmup_ratio,  # a float in [0, 1) is a share of all steps
+        optim="adamw_torch",
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=1,  # only the last epoch: what a resume needs
+        logging_strategy="epoch",
+        seed=seed,
+        report_to="none",
+        disable_tqdm=True,  # replaced by per-epoch bars
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+    use_balanced = config.loss == "balanced" and spec.kind != REGRESSION
+    trainer = Trainer(
+        model=model, args=args, train_dataset=train, eval_dataset=dev,
+        data_collator=collator(spec, tokenizer), compute_metrics=compute_metrics_fn(spec),
+        compute_loss_func=balanced_loss_func if use_balanced else None,
+        callbacks=[EpochProgress(desc, list(dev)), *callbacks],
+    )
+    # The balanced loss is a per-micro-batch mean: let the Trainer scale it for accumulation.
+    trainer.loss_is_scaled_for_ga = False
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout
+
+    resume = any(Path(run_dir).glob("checkpoint-*"))
+    if resume:
+        _write(f"{desc}: resuming from the last finished epoch in {run_dir}")
+    with quiet_transformers():  # checkpoint-writing bars and notices; our bars say what happens
+        trainer.train(resume_from_checkpoint=True if resume else None)
+    return _result(spec, trainer.state.log_history, list(dev), config.epochs, summary)
+
+
+def _result(spec: TaskSpec, log_history: list, dev_names: list, epochs: int, summary: str) -> RunResult:
+    by_epoch = {}
+    for entry in log_history:
+        if "epoch" not in entry:
+            continue
+        record = by_epoch.setdefault(int(round(entry["epoch"])), {"dev": {}})
+        if "loss" in entry:
+            record["train_loss"] = entry["loss"]
+        for name in dev_names:
+            prefix = f"eval_{name}_"
+            metrics = {k[len(prefix):]: v for k, v in entry.items() if k.startswith(prefix)}
+            metrics = {m: metrics[m] for m in spec.metrics if m in metrics}
+            if metrics:
+                record["dev"][name] = metrics
+    rows = []
+    for epoch in sorted(by_epoch):
+        record = by_epoch[epoch]
+        if len(record["dev"]) != len(dev_names):
+            continue  # e.g. the train_loss-only summary entry
+        score = sum(record["dev"][n][spec.main_metric] for n in dev_names) / len(dev_names)
+        rows.append({"epoch": epoch, "train_loss": record.get("train_loss"), "dev": record["dev"], "score": score})
+    if len(rows) != epochs:
+        raise RuntimeError(f"expected dev metrics for {epochs} epochs, the Trainer logged {len(rows)}")
+    best = max(rows, key=lambda r: (r["score"] if not math.isnan(r["score"]) else -math.inf, -r["epoch"]))
+    return RunResult(epochs=rows, best_epoch=best["epoch"], best=best["dev"], score=best["score"],
+                     model_summary=summary)
+
+
+def _write(line: str) -> None:
+    tqdm.write(line, file=sys.stderr)
+
+
+class EpochProgress(TrainerCallback):
+    """A tqdm bar per training epoch and per evaluation (stderr), and one line of dev metrics per epoch."""
+
+    def __init__(self, desc: str, dev_names: list):
+        self.desc, self.dev_names = desc, dev_names
+        self.bar = self.eval_bar = None
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        epoch = int(round(state.epoch or 0)) + 1
+        per_epoch = math.ceil(state.max_steps / args.num_train_epochs)
+        self.bar = tqdm(total=per_epoch, desc=f"{self.desc} epoch {epoch}/{int(args.num_train_epochs)}",
+                        unit="step", file=sys.stderr, leave=False, dynamic_ncols=True)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        if self.eval_bar is None and eval_dataloader is not None:
+            self.eval_bar = tqdm(total=len(eval_dataloader), desc=f"{self.desc} evaluating", unit="batch",
+                                 file=sys.stderr, leave=False, dynamic_ncols=True)
+        if self.eval_bar is not None:
+            self.eval_bar.update(1)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if self.eval_bar is not None:
+            self.eval_bar.close()
+            self.eval_bar = None
+        shown = ", ".join(f"{k[len('eval_'):]} {v:.4f}" for k, v in (metrics or {}).items()
+                          if k.startswith("eval_") and not k.endswith(("_runtime", "_per_second", "_loss")))
+        _write(f"{self.desc} epoch {int(round(state.epoch or 0))}: {shown}")

@@ -1,0 +1,63 @@
+"""The paper's downstream metrics (Tab.1, 2, 5), computed with scikit-learn and scipy.
+
+Matthews correlation for CoLA, Spearman correlation for STS-B, accuracy elsewhere, plus F1
+(of the positive class, label 1) for MRPC and QQP as GLUE reports it. Values are
+fractions in [0, 1] (correlations in [-1, 1]); tables print them x 100 like the paper.
+(The `evaluate` package is not used: it fetches metric code from a hub at run time.)
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+from .tasks import REGRESSION, TaskSpec
+
+
+def accuracy(labels, predictions) -> float:
+    return float(accuracy_score(labels, predictions))
+
+
+def f1(labels, predictions) -> float:
+    """F1 of class 1 (MRPC: equivalent, QQP: duplicate)."""
+    return float(f1_score(labels, predictions, pos_label=1, average="binary", zero_division=0))
+
+
+def matthews(labels, predictions) -> float:
+    return float(matthews_corrcoef(labels, predictions))
+
+
+def spearman(labels, scores) -> float:
+    if np.std(scores) == 0 or np.std(labels) == 0:
+        return 0.0  # constant predictions (a collapsed model) carry no ranking: no correlation
+    return float(spearmanr(labels, scores).statistic)
+
+
+def pearson(labels, scores) -> float:
+    if np.std(scores) == 0 or np.std(labels) == 0:
+        return 0.0  # as for spearman
+    return float(pearsonr(labels, scores).statistic)
+
+
+METRICS = {"accuracy": accuracy, "f1": f1, "matthews": matthews, "spearman": spearman, "pearson": pearson}
+
+
+def task_metrics(spec: TaskSpec, labels, logits) -> dict:
+    """Every metric of ``spec`` from the model's raw outputs (logits, or scores for a regression)."""
+    logits = np.asarray(logits)
+    labels = np.asarray(labels)
+    if spec.kind == REGRESSION:
+        predictions = logits.reshape(-1)
+    else:
+        predictions = logits.reshape(len(labels), -1).argmax(-1)
+    return {name: METRICS[name](labels, predictions) for name in spec.metrics}
+
+
+def compute_metrics_fn(spec: TaskSpec):
+    """The Trainer's ``compute_metrics`` for ``spec``."""
+    def compute_metrics(eval_prediction) -> dict:
+        logits = eval_prediction.predictions
+        if isinstance(logits, tuple):  # (logits, hidden states...) when a model returns more
+            logits = logits[0]
+        return task_metrics(spec, eval_prediction.label_ids, logits)
+    return compute_metrics

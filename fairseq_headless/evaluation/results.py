@@ -1,0 +1,139 @@
+"""Results: atomic JSON, mean and standard deviation over seeds, the paper's tables, a PNG.
+
+Scores are stored as fractions and printed x 100 like the paper. A cell is
+``mean ± std`` over fine-tuning seeds (sample standard deviation, ddof = 1; 0 for one
+seed), each seed taken at its best epoch. The average column follows Tab.1/2/5: for each
+seed, the mean over the averaged columns; then mean ± std of those per-seed averages
+(which is how a "(±0.12)" on an average arises). A row that lacks one of the averaged
+columns gets no average, so that rows compare only on equal terms.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+METRIC_LABELS = {"accuracy": "acc.", "f1": "F1", "matthews": "MCC", "spearman": "Spearman", "pearson": "Pearson"}
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def mean_std(values) -> tuple:
+    values = [float(v) for v in values]
+    if not values:
+        return math.nan, math.nan
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def cell(per_seed: Optional[dict]) -> str:
+    """``{seed: score}`` -> '85.87 ± 0.40' (x 100)."""
+    if not per_seed:
+        return "—"
+    mean, std = mean_std(per_seed.values())
+    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
+def row_average(columns: dict, avg_columns: list, main_metric: dict) -> Optional[dict]:
+    """{seed: mean over ``avg_columns`` of their main metric}, over the seeds every column has."""
+    if not avg_columns or any(c not in columns for c in avg_columns):
+        return None
+    seeds = set.intersection(*(set(columns[c][main_metric[c]]) for c in avg_columns))
+    return {s: sum(columns[c][main_metric[c]][s] for c in avg_columns) / len(avg_columns) for s in sorted(seeds)}
+
+
+def markdown_table(rows: list, columns: list, avg_columns: list, main_metric: dict, first_header: str = "model",
+                   avg_header: str = "Avg.") -> str:
+    """One row per model: ``rows`` = [(name, {column: {metric: {seed: value}}})].
+
+    ``columns`` are shown in order with their main metric; the average column comes after
+    the ``avg_columns`` (the columns not averaged, e.g. RTE, follow it).
+    """
+    shown = [c for c in columns if any(c in r for _, r in rows)]
+    averaged = [c for c in shown if c in avg_columns]
+    rest = [c for c in shown if c not in avg_columns]
+    header = [first_header] + averaged + ([avg_header] if averaged else []) + rest
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" + "---:|" * (len(header) - 1)]
+    for name, data in rows:
+        cells = [cell(data.get(c, {}).get(main_metric[c])) for c in averaged]
+        if averaged:
+            cells.append(cell(row_average(data, averaged, main_metric)))
+        cells += [cell(data.get(c, {}).get(main_metric[c])) for c in rest]
+        lines.append("| " + " | ".join([name] + cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def secondary_table(rows: list, columns: list, main_metric: dict, first_header: str = "model") -> str:
+    """The metrics that are not the table's (MRPC/QQP F1, STS-B Pearson); '' if there are none."""
+    pairs = []
+    for c in columns:
+        metrics = sorted({m for _, r in rows for m in r.get(c, {}) if m != main_metric[c]})
+        pairs += [(c, m) for m in metrics]
+    if not pairs:
+        return ""
+    header = [first_header] + [f"{c} {METRIC_LABELS.get(m, m)}" for c, m in pairs]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" + "---:|" * len(pairs)]
+    for name, data in rows:
+        lines.append("| " + " | ".join([name] + [cell(data.get(c, {}).get(m)) for c, m in pairs]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def bar_chart(path: Path, sections: list, title: str) -> None:
+    """A PNG of grouped bars (one group per column, one bar per model, seed std as error bars).
+
+    ``sections`` = [(subtitle or "", rows, columns, main_metric)], one panel each.
+    """
+    import logging
+
+    import matplotlib
+
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # a DEBUG root logger would list every font
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(sections), 1, figsize=(max(6, 1.4 * max(len(s[2]) for s in sections) + 2),
+                                                       3.2 * len(sections)), squeeze=False)
+    for ax, (subtitle, rows, columns, main_metric) in zip(axes[:, 0], sections):
+        shown = [c for c in columns if any(c in r for _, r in rows)]
+        width = 0.8 / max(1, len(rows))
+        for i, (name, data) in enumerate(rows):
+            stats = [mean_std(data[c][main_metric[c]].values()) if c in data else (math.nan, 0.0) for c in shown]
+            xs = [j + (i - (len(rows) - 1) / 2) * width for j in range(len(shown))]
+            bars = ax.bar(xs, [100 * m for m, _ in stats], width, yerr=[100 * s for _, s in stats], label=name,
+                          capsize=3)
+            ax.bar_label(bars, fmt="%.1f", fontsize="x-small", label_type="center")
+        ax.set_xticks(range(len(shown)))
+        ax.set_xticklabels([f"{c}\n({METRIC_LABELS.get(main_metric[c], main_metric[c])})" for c in shown])
+        ax.set_ylabel("score x 100")
+        if subtitle:
+            ax.set_title(subtitle)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
