@@ -8,7 +8,11 @@
    budget each;
 4. score both on the validation set: masked-token top-1 accuracy over the whole vocabulary
    (vanilla: its LM head; headless: its input embedding matrix as the head, e^T);
-5. print a table, and write results.json, results.md and training_curves.png into a new run folder.
+5. export both to Hugging Face folders (scripts/convert_to_hf.py, with its fairseq parity check):
+   ``run-*/hf/headless`` (RobertaModel) and ``run-*/hf/vanilla`` (RobertaForMaskedLM);
+6. with the default corpus, a small downstream check: fine-tune both exports (and a random-init
+   control) to classify the era of SOTU sentences (fairseq_headless.evaluation.demo_check);
+7. print a table, and write results.json, results.md and training_curves.png into a new run folder.
 """
 
 import argparse
@@ -53,7 +57,7 @@ def ensure_data(workdir: Path, corpus: Path, vocab_size: int) -> Path:
     return data
 
 
-def train(config: str, data: Path, run_dir: Path, budget_s: float, extra=()):
+def train(config: str, data: Path, run_dir: Path, budget_s: float, max_update: int, extra=()):
     """One fairseq-hydra-train run with a wall-clock budget; returns its log and peak RSS (MiB)."""
     save_dir = run_dir / config
     command = [
@@ -62,7 +66,7 @@ def train(config: str, data: Path, run_dir: Path, budget_s: float, extra=()):
         f"task.data={data}", f"checkpoint.save_dir={save_dir}",
         f"common.user_dir={REPO / 'fairseq_headless'}",
         f"optimization.stop_time_hours={budget_s / 3600:.6f}",
-        "optimization.max_update=1000000", "common.log_format=simple",
+        f"optimization.max_update={max_update}", "common.log_format=simple",
         # one checkpoint at the end: the budget is spent training, not saving
         "checkpoint.save_interval_updates=0", "checkpoint.no_last_checkpoints=false",
         "dataset.validate_interval_updates=0",
@@ -156,6 +160,18 @@ def evaluate(save_dir: Path, data: Path):
     return {"masked_top1_accuracy": accuracy, "masked_positions": positions, "parameters": parameters}
 
 
+def export_to_hf(checkpoint: Path, output: Path, data: Path):
+    """scripts/convert_to_hf.py in-process: the folder, its class and the parity max abs difference."""
+    sys.path.insert(0, str(SCRIPTS))
+    from convert_to_hf import DataError, ExportError, ParityError, convert
+
+    try:
+        summary = convert(checkpoint, output, data=data)
+    except (ExportError, ParityError, DataError) as e:
+        raise SystemExit(f"error: exporting {checkpoint} to Hugging Face failed: {e}") from None
+    return {"path": str(output), "hf_class": summary["hf_class"], "max_abs_diff": max(summary["parity"].values())}
+
+
 def render_table(results):
     rows = [
         ("updates", "{:d}", "updates"),
@@ -200,6 +216,10 @@ def plot(results, path: Path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", type=float, default=180, help="training seconds per model (default 180)")
+    parser.add_argument("--no-downstream", action="store_true",
+                        help="skip the downstream check (SOTU-era classification, default corpus only)")
+    parser.add_argument("--max-update", type=int, default=1_000_000,
+                        help="also stop after this many updates (default: the budget alone decides)")
     parser.add_argument("--corpus", type=Path, help="a folder of .txt files instead of the embedded default corpus")
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="where data and runs go (default demo_runs/)")
     parser.add_argument("--vocab-size", type=int, default=8000, help="sentencepiece vocabulary (default 8000)")
@@ -224,11 +244,30 @@ def main(argv=None):
     run_dir.mkdir(parents=True)
     results = {}
     for name, config in TWINS:
-        text, peak = train(config, data, run_dir, args.budget, args.train_override)
+        text, peak = train(config, data, run_dir, args.budget, args.max_update, args.train_override)
         results[name] = {"config": config, "peak_rss_mib": peak, **parse_training_log(text)}
     for name, config in TWINS:
         log(f"scoring {config} on the validation set (whole-vocabulary top-1 at masked positions)")
         results[name].update(evaluate(run_dir / config, data))
+
+    for name, config in TWINS:
+        log(f"exporting {config} to Hugging Face (scripts/convert_to_hf.py)")
+        results[name]["export"] = export_to_hf(run_dir / config / "checkpoint_last.pt", run_dir / "hf" / name, data)
+        export = results[name]["export"]
+        log(f"  {export['path']}: {export['hf_class']}, max abs diff vs fairseq {export['max_abs_diff']:.2e}")
+
+    downstream = ""
+    if args.no_downstream:
+        log("downstream check skipped (--no-downstream)")
+    elif not (corpus / "SOURCE.json").exists():
+        log("downstream check skipped: it is built from the default SOTU corpus, not from --corpus")
+    else:
+        from fairseq_headless.evaluation.demo_check import run_demo_check
+
+        log("downstream check: fine-tuning both exports (and a random-init control) on SOTU-era classification")
+        downstream = run_demo_check({name: run_dir / "hf" / name for name, _ in TWINS}, corpus=corpus,
+                                    output=run_dir / "downstream")
+        print("\n" + downstream + "\n", flush=True)
 
     table = render_table(results)
     print("\n" + table + "\n", flush=True)
@@ -239,10 +278,14 @@ def main(argv=None):
         f"# Demo: headless vs vanilla tiny encoders, {args.budget:.0f} s of training each\n\n"
         f"Data: `{data}`\n\n{table}\n\n"
         "The validation losses are different objectives (CWT over in-batch targets vs cross-entropy "
-        "over the vocabulary) and are not comparable; the whole-vocabulary accuracy is.\n"
+        "over the vocabulary) and are not comparable; the whole-vocabulary accuracy is.\n\n"
+        "Hugging Face exports (`AutoModel.from_pretrained(PATH)`; parity = max abs difference with fairseq, fp32):\n\n"
+        + "".join(f"- {name}: `{results[name]['export']['path']}` ({results[name]['export']['hf_class']}, "
+                  f"parity {results[name]['export']['max_abs_diff']:.2e})\n" for name, _ in TWINS)
+        + (f"\n## Downstream check (not a task of the paper; see docs/evaluation.md)\n\n{downstream}\n" if downstream else "")
     )
     plot(results, run_dir / "training_curves.png")
-    log(f"done in {time.time() - started:.0f} s; results in {run_dir} (results.md, results.json, training_curves.png)")
+    log(f"done in {time.time() - started:.0f} s; results in {run_dir} (results.md, results.json, training_curves.png, hf/)")
     return 0
 
 

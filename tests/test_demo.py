@@ -18,7 +18,9 @@ def demo_run(tmp_path_factory):
     write_markov_corpus(corpus / "a.txt", 2000, seed=3)
     proc = subprocess.run(
         [sys.executable, REPO / "scripts" / "demo.py", "--corpus", corpus, "--workdir", root / "work",
-         "--budget", "6", "--vocab-size", "150"],
+         # an update cap rather than a short budget, so a loaded machine gives the same run
+         "--budget", "600", "--max-update", "30", "--train-override", "common.log_interval=5",
+         "--vocab-size", "150"],
         capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
@@ -71,6 +73,38 @@ def test_demo_accuracy_matches_an_independent_count(demo_run):
             total += int(masked.sum())
     assert total == summary["results"]["headless"]["masked_positions"]
     assert correct / total == pytest.approx(summary["results"]["headless"]["masked_top1_accuracy"], abs=1e-12)
+
+
+def test_demo_exports_both_models_to_hugging_face(demo_run):
+    """run-*/hf/{headless,vanilla} load with transformers' Auto classes and agree with the fairseq checkpoints."""
+    import torch
+    from fairseq import checkpoint_utils
+    from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
+
+    import fairseq_headless  # noqa: F401
+
+    stdout, run_dir, _ = demo_run
+    summary = json.loads((run_dir / "results.json").read_text())
+    for name, config, hf_class in (("headless", "hmlm_tiny", "RobertaModel"), ("vanilla", "mlm_tiny", "RobertaForMaskedLM")):
+        export = summary["results"][name]["export"]
+        out = run_dir / "hf" / name
+        assert export["path"] == str(out) and export["hf_class"] == hf_class and export["max_abs_diff"] <= 1e-4
+        assert f"{out}: {hf_class}" in stdout
+        assert json.loads((out / "config.json").read_text())["architectures"] == [hf_class]
+        models, _, task = checkpoint_utils.load_model_ensemble_and_task(
+            [str(run_dir / config / "checkpoint_last.pt")], arg_overrides={"data": summary["data"]})
+        fairseq_model = models[0].eval()
+        tokenizer = AutoTokenizer.from_pretrained(out)
+        batch = tokenizer(["Some validation text.", "and more of it , with a longer second line"], padding=True,
+                          return_tensors="pt")
+        real = batch["attention_mask"].bool()
+        with torch.no_grad():
+            features = fairseq_model(batch["input_ids"], features_only=True)[0]
+            hidden = AutoModel.from_pretrained(out).eval()(**batch).last_hidden_state
+            assert (hidden - features)[real].abs().max() <= 1e-4
+            if name == "vanilla":
+                logits = AutoModelForMaskedLM.from_pretrained(out).eval()(**batch).logits
+                assert (logits - fairseq_model(batch["input_ids"])[0])[real].abs().max() <= 1e-4
 
 
 def test_demo_reuses_prepared_data_and_never_overwrites_a_run(demo_run):

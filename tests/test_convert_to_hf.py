@@ -1,0 +1,444 @@
+"""scripts/convert_to_hf.py: fairseq checkpoints -> Hugging Face folders that compute the same numbers.
+
+Every family is checked on random-weight models built from the project's configs (weights
+perturbed so that no LayerNorm is the identity and no bias is zero) and saved by fairseq's own
+Trainer.save_checkpoint; outputs are compared with the source fairseq model, tokenizer ids with the
+preprocessing path (prepare_data's tokenizer + 4, and the binarized validation split itself).
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, build_task_and_model
+
+TOL = 1e-4
+MULTILINGUAL = [
+    "Accents: café, naïve, Ångström, Straße, façade, coöperate, jalapeño, smörgåsbord.",
+    "Русский текст для проверки токенизатора, с пунктуацией!",
+    "中文文本用于检查分词器。日本語のテキストも少し。",
+    "Numbers 1790-2021, 3.14 and 50,304; symbols (a) [b] {c} #1 @x $5 % & * + = ? !",
+    "  Leading spaces, inner   runs   of spaces,\ttabs and trailing spaces.  ",
+]
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(f"_script_{name}", REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
+    spec.loader.exec_module(module)
+    return module
+
+
+cv = load_script("convert_to_hf")
+
+
+def corpus_lines() -> list[str]:
+    """Real English (the project's own docs), a few other scripts, no blank lines (one document)."""
+    lines = []
+    for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        lines += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return lines + MULTILINGUAL * 20
+
+
+def prepare(root: Path, *tokenizer_args) -> Path:
+    (root / "corpus.txt").write_text("\n".join(corpus_lines()) + "\n", encoding="utf-8")
+    data = root / "data"
+    proc = subprocess.run(
+        [sys.executable, REPO / "scripts" / "prepare_data.py", "--input", root / "corpus.txt", "--output", data,
+         "--valid-lines", "200", "--test-lines", "10", *tokenizer_args], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return data
+
+
+@pytest.fixture(scope="module")
+def spm_data(tmp_path_factory):
+    """sentencepiece BPE with byte fallback, as prepare_data trains it."""
+    return prepare(tmp_path_factory.mktemp("spm"), "--vocab-size", "1000", "--byte-fallback", "on")
+
+
+@pytest.fixture(scope="module")
+def hf_data(tmp_path_factory):
+    """A Pythia-style byte-level BPE tokenizer.json (<|endoftext|> = id 0), padded like Pythia's rows."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    root = tmp_path_factory.mktemp("hf")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    tok.train_from_iterator(corpus_lines(), trainers.BpeTrainer(
+        vocab_size=700, special_tokens=["<|endoftext|>", "<|padding|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.save(str(root / "tokenizer.json"))
+    return prepare(root, "--hf-tokenizer", root / "tokenizer.json", "--padding-factor", "128")
+
+
+def save_checkpoint(config: str, data: Path, path: Path, *overrides: str, seed: int = 0):
+    """A random-weight model of `config`, saved by fairseq's Trainer; returns the fairseq model."""
+    from fairseq.trainer import Trainer
+
+    cfg, task, model = build_task_and_model(config, data, "common.cpu=true", *overrides)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=generator))
+    trainer = Trainer(cfg, task, model, task.build_criterion(cfg.criterion))
+    trainer.consolidate_optimizer()
+    trainer.save_checkpoint(str(path), {})
+    return model.eval()
+
+
+def run(*argv) -> int:
+    return cv.main([str(a) for a in argv])
+
+
+# --------------------------------------------------------------------------
+# every family: convert, reload with transformers, compare with the source model
+# --------------------------------------------------------------------------
+
+CASES = {  # id: (config, data fixture, overrides, HF class, tied head)
+    "headless_encoder": ("hmlm_tiny", "spm_data", (), "RobertaModel", None),
+    "vanilla_encoder": ("mlm_tiny", "spm_data", (), "RobertaForMaskedLM", True),
+    "vanilla_encoder_untied": ("mlm_tiny", "hf_data", ("+model.untie_weights_roberta=true",), "RobertaForMaskedLM", False),
+    "headless_decoder": ("hlm_tiny", "spm_data", (), "GPT2LMHeadModel", True),
+    "vanilla_decoder": ("lm_tiny", "spm_data", (), "GPT2LMHeadModel", True),
+    # the shape of a headless decoder after causal fine-tuning: a head of its own
+    "decoder_untied": ("lm_tiny", "hf_data", ("+model.share_decoder_input_output_embed=false",), "GPT2LMHeadModel", False),
+}
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def exported(request, tmp_path_factory):
+    config, data_fixture, overrides, hf_class, tied = CASES[request.param]
+    data = request.getfixturevalue(data_fixture)
+    root = tmp_path_factory.mktemp(request.param)
+    model = save_checkpoint(config, data, root / "checkpoint.pt", *overrides)
+    assert run("--checkpoint", root / "checkpoint.pt", "--output", root / "hf") == 0
+    return request.param, model, root / "hf", data, hf_class, tied
+
+
+def random_ids(rows: int, length: int, seed: int = 7):
+    ids = torch.randint(4, rows, (3, length), generator=torch.Generator().manual_seed(seed))
+    ids[1, length // 3:] = 1  # right padding, as fairseq batches are padded
+    return ids, ids.ne(1)
+
+
+def test_output_folder_holds_safetensors_config_tokenizer_and_card(exported):
+    case, _, out, data, hf_class, _ = exported
+    expected = ["README.md", "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
+    if hf_class == "GPT2LMHeadModel":
+        expected.append("generation_config.json")
+    assert sorted(p.name for p in out.iterdir()) == sorted(expected)  # no pickles
+    assert json.loads((out / "config.json").read_text())["architectures"] == [hf_class]
+    card = (out / "README.md").read_text()
+    config = CASES[case][0]
+    assert f"criterion `{'headless_' if config.startswith('h') else ''}" in card
+    assert str(data / "manifest.json") in card and ("headless:" in card) == config.startswith("h")
+    assert not list(out.parent.glob("hf.tmp-*"))
+
+
+def test_hidden_states_and_logits_match_the_fairseq_model(exported):
+    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
+
+    case, model, out, _, hf_class, tied = exported
+    encoder = hf_class.startswith("Roberta")
+    rows = model.encoder.sentence_encoder.embed_tokens.weight.shape[0] if encoder else \
+        model.decoder.embed_tokens.weight.shape[0]
+    ids, real = random_ids(rows, 128)
+    base = AutoModel.from_pretrained(out).eval()
+    with torch.no_grad():
+        fs_hidden = model(ids, features_only=True)[0]
+        fs_logits = model(ids)[0]
+        hidden = base(input_ids=ids, attention_mask=real.long()).last_hidden_state
+        if hf_class == "RobertaModel":  # the card's recipe: e^T on the exported embeddings
+            logits = hidden @ base.get_input_embeddings().weight.t()
+        else:
+            auto = AutoModelForMaskedLM if encoder else AutoModelForCausalLM
+            full = auto.from_pretrained(out).eval()
+            assert full.config.tie_word_embeddings is tied
+            logits = full(input_ids=ids, attention_mask=real.long()).logits
+    assert fs_logits.abs().max() > 1.0 and fs_hidden.std() > 0.1  # not a degenerate comparison
+    assert (hidden - fs_hidden)[real].abs().max() <= TOL
+    assert (logits - fs_logits)[real].abs().max() <= TOL
+
+
+def test_task_classes_load_and_run(exported):
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+    case, model, out, _, hf_class, _ = exported
+    tok = AutoTokenizer.from_pretrained(out)
+    if hf_class.startswith("Roberta"):
+        classifier = AutoModelForSequenceClassification.from_pretrained(out, num_labels=3).eval()
+        batch = tok(["A short one.", "The dictionary is padded to a multiple of eight."], padding=True,
+                    return_tensors="pt")
+        assert classifier(**batch).logits.shape == (2, 3)
+        embeddings = model.encoder.sentence_encoder.embed_tokens.weight
+        assert torch.equal(classifier.roberta.embeddings.word_embeddings.weight, embeddings)
+    if hf_class == "RobertaForMaskedLM":
+        text = f"The data path should read in one {tok.mask_token} direction."
+        predictions = pipeline("fill-mask", model=str(out), tokenizer=str(out), top_k=5)(text)
+        ids = tok(text, return_tensors="pt")["input_ids"]
+        position = int((ids[0] == tok.mask_token_id).nonzero())
+        with torch.no_grad():
+            probs = model(ids)[0][0, position].softmax(-1)
+        top = probs.topk(5)
+        assert [p["token"] for p in predictions] == top.indices.tolist()
+        assert [p["score"] for p in predictions] == pytest.approx(top.values.tolist(), abs=1e-5)
+    if hf_class == "GPT2LMHeadModel":
+        lm = AutoModelForCausalLM.from_pretrained(out).eval()
+        prompt = tok("The headless model", return_tensors="pt")["input_ids"]
+        generated = lm.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=12,
+                                do_sample=False)[0].tolist()
+        tokens = prompt[0].tolist()  # greedy decoding with the fairseq model itself
+        with torch.no_grad():
+            for _ in range(12):
+                tokens.append(int(model(torch.tensor([tokens]))[0][0, -1].argmax()))
+                if tokens[-1] == lm.generation_config.eos_token_id:
+                    break
+        assert generated == tokens and len(tokens) > prompt.shape[1]
+
+
+def test_tokenizer_ids_equal_the_binarized_validation_split(exported):
+    """HF tokenizer(line) == the ids fairseq-preprocess wrote for that line (+ the task's specials)."""
+    from fairseq.data import Dictionary, data_utils
+    from transformers import AutoTokenizer
+
+    case, _, out, data, hf_class, _ = exported
+    tok = AutoTokenizer.from_pretrained(out)
+    dictionary = Dictionary.load(str(data / "dict.txt"))
+    dataset = data_utils.load_indexed_dataset(str(data / "valid"), dictionary)
+    # prepare_data's valid split: the 200 lines before the last 10, whitespace-stripped
+    lines = [line.strip() for line in corpus_lines()[-210:-10]]
+    assert len(dataset) == len(lines) == 200
+    specials = {t.content for t in tok.added_tokens_decoder.values() if t.special}
+    compared = 0
+    for line, binarized in zip(lines, dataset):
+        ids = tok(line)["input_ids"]
+        if any(s in line for s in specials):  # read as a special by HF tokenizers (documented)
+            continue
+        expected = binarized.tolist()  # line ids + </s>
+        if hf_class.startswith("Roberta"):
+            assert ids == [0] + expected, line  # masked_lm prepends <s>
+        else:
+            assert ids + [2] == expected, line  # language_modeling: no bos, </s> after each line
+        assert tok.decode(ids, skip_special_tokens=True) == tok.decode(expected[:-1])
+        compared += 1
+    assert compared >= 150
+    assert tok.pad_token_id == 1 and tok.eos_token_id == 2
+    if hf_class.startswith("Roberta"):
+        assert tok.mask_token_id == len(dictionary) and tok.bos_token_id == 0
+    else:
+        assert tok.bos_token_id == 2 and tok.mask_token is None  # fairseq LMs start from </s>
+
+
+def test_tokenizer_specials_and_padding_rows(spm_data, hf_data):
+    """Edge ids of the exported vocabulary, and the one documented divergence (special-token text)."""
+    from fairseq.data import Dictionary
+
+    for data in (spm_data, hf_data):
+        manifest = json.loads((data / "manifest.json").read_text())
+        size = manifest["id_mapping"]["dictionary_size"]
+        reference, raw = cv.raw_tokenizer(manifest, data / manifest["tokenizer"]["path"])
+        tok, unk = cv.shift_to_fairseq_ids(raw, size, encoder=True, add_bos=False)
+        assert [tok.id_to_token(i) for i in range(4)] == ["<s>", "<pad>", "</s>", "<unk>"]
+        assert tok.token_to_id("<mask>") == size == len(Dictionary.load(str(data / "dict.txt")))
+        madeup = manifest["id_mapping"]["madeupwords"]
+        assert [tok.id_to_token(size - madeup + j) for j in range(madeup)] == [f"madeupword{j:04d}" for j in range(madeup)]
+        assert tok.get_vocab_size() == size + 1
+        assert tok.encode("x <mask>").ids[-2] == size  # HF reads special-token text as the special
+        if data == spm_data:  # sentencepiece's own <unk> <s> </s> (0 1 2) are fairseq 4 5 6, renamed
+            assert [tok.id_to_token(i) for i in (4, 5, 6)] == ["tokenizer:<unk>", "tokenizer:<s>", "tokenizer:</s>"]
+            assert unk == "tokenizer:<unk>"
+        else:  # byte-level BPE has no unknown token; Pythia-style <|endoftext|> = 0 is fairseq 4
+            assert unk == "<unk>" and tok.id_to_token(4) == "<|endoftext|>"
+
+
+@pytest.mark.parametrize("model_type", ["unigram", "bpe"])
+def test_sentencepiece_conversion_without_protobuf(tmp_path, model_type):
+    """Both sentencepiece model types convert (protobuf is not installed) and encode like sentencepiece."""
+    import sentencepiece as spm
+
+    with pytest.raises(ImportError):
+        import google.protobuf  # noqa: F401  (the point: no protobuf needed)
+    text = tmp_path / "text.txt"
+    text.write_text("\n".join(corpus_lines()) + "\n", encoding="utf-8")
+    spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(tmp_path / "m"), vocab_size=600,
+                                   model_type=model_type, byte_fallback=True, hard_vocab_limit=False,
+                                   minloglevel=2)
+    manifest = {"tokenizer": {"type": "sentencepiece", "model_type": model_type}}
+    reference, raw = cv.raw_tokenizer(manifest, tmp_path / "m.model")
+    size = 4 + reference.vocab_size + 4
+    tok, unk = cv.shift_to_fairseq_ids(raw, size, encoder=False, add_bos=False)
+    specials = {t.content for t in tok.get_added_tokens_decoder().values()}
+    lines = [line for line in corpus_lines() if not any(s in line for s in specials)] + ["unseen: ☃ ⚽ 🎉"]
+    expected = [[i + 4 for i in ids] for ids in reference.encode_batch(lines)]
+    assert [e.ids for e in tok.encode_batch(lines)] == expected
+    assert tok.token_to_id(unk) == 4
+
+
+def test_tokenizer_json_with_colliding_specials_is_renamed_not_merged():
+    """A RoBERTa-like tokenizer.json holding its own <s>/</s>/<unk>/<mask> keeps its ids, shifted."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"<s>": 0, "</s>": 1, "<unk>": 2, "<mask>": 3, "hello": 4, "world": 5}
+    raw = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok, unk = cv.shift_to_fairseq_ids(raw, 16, encoder=True, add_bos=False)
+    assert tok.encode("hello world planet").ids == [0, 8, 9, 6, 2]
+    assert unk == "tokenizer:<unk>" and tok.id_to_token(7) == "tokenizer:<mask>" and tok.token_to_id("<mask>") == 16
+
+
+# --------------------------------------------------------------------------
+# the checks fail when they should
+# --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def lm_checkpoint(spm_data, tmp_path_factory):
+    path = tmp_path_factory.mktemp("lm") / "checkpoint.pt"
+    save_checkpoint("lm_tiny", spm_data, path, seed=1)
+    return path
+
+
+def assert_error(capsys, code, rc, *fragments):
+    err = capsys.readouterr().err.strip()
+    assert rc == code, err
+    assert err.startswith("error: ") and len(err.splitlines()) == 1, err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+def test_gelu_trap_fails_the_parity_check_and_writes_nothing(lm_checkpoint, tmp_path, capsys, monkeypatch):
+    """Mapping fairseq's gelu_accurate to exact gelu is off by more than the bound: exit 1, no folder."""
+    monkeypatch.setitem(cv.ACTIVATIONS, "gelu_accurate", "gelu")
+    rc = run("--checkpoint", lm_checkpoint, "--output", tmp_path / "out" / "hf")
+    assert_error(capsys, 1, rc, "parity check failed", "> 0.0001")
+    assert not (tmp_path / "out").exists()
+
+
+def test_tokenizer_mismatch_fails_the_check(lm_checkpoint, tmp_path, capsys, monkeypatch):
+    shift = cv.shift_to_fairseq_ids
+    monkeypatch.setattr(cv, "shift_to_fairseq_ids", lambda raw, size, encoder, add_bos: shift(raw, size, encoder, True))
+    rc = run("--checkpoint", lm_checkpoint, "--output", tmp_path / "hf")
+    assert_error(capsys, 1, rc, "tokenizer mismatch")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_needs_force_and_moved_data_needs_data(lm_checkpoint, spm_data, tmp_path, capsys):
+    out = tmp_path / "hf"
+    out.mkdir()
+    (out / "keep.txt").write_text("earlier results")
+    assert_error(capsys, 2, run("--checkpoint", lm_checkpoint, "--output", out), "already exists", "--force")
+    assert (out / "keep.txt").read_text() == "earlier results"
+    # the data folder moved: task.data in the checkpoint no longer exists
+    moved = tmp_path / "moved"
+    shutil.copytree(spm_data, moved)
+    state = torch.load(lm_checkpoint, weights_only=True)
+    state["cfg"]["task"]["data"] = str(tmp_path / "gone")
+    torch.save(state, tmp_path / "moved.pt")
+    assert_error(capsys, 2, run("--checkpoint", tmp_path / "moved.pt", "--output", out, "--force"),
+                 "no manifest.json", "--data")
+    assert (out / "keep.txt").exists()
+    assert run("--checkpoint", tmp_path / "moved.pt", "--output", out, "--force", "--data", moved) == 0
+    assert not (out / "keep.txt").exists() and (out / "model.safetensors").exists()
+    assert str(moved / "manifest.json") in (out / "README.md").read_text()
+
+
+def test_bad_checkpoints(lm_checkpoint, tmp_path, capsys):
+    out = tmp_path / "hf"
+    assert_error(capsys, 2, run("--checkpoint", tmp_path / "nope.pt", "--output", out), "file not found")
+    blob = lm_checkpoint.read_bytes()
+    (tmp_path / "truncated.pt").write_bytes(blob[: len(blob) // 2])
+    assert_error(capsys, 2, run("--checkpoint", tmp_path / "truncated.pt", "--output", out), "truncated or corrupt")
+    (tmp_path / "noise.pt").write_bytes(bytes(range(256)) * 10)
+    assert_error(capsys, 2, run("--checkpoint", tmp_path / "noise.pt", "--output", out), "truncated or corrupt")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "plain.pt")
+    assert_error(capsys, 2, run("--checkpoint", tmp_path / "plain.pt", "--output", out), "--checkpoint")
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == [
+        "noise.pt", "plain.pt", "truncated.pt"]
+
+
+class _RunsCodeWhenUnpickled:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_pickled_code_is_refused_not_run(lm_checkpoint, tmp_path, capsys):
+    state = torch.load(lm_checkpoint, weights_only=True)
+    marker = tmp_path / "code_ran"
+    state["extra_state"]["payload"] = _RunsCodeWhenUnpickled(marker)
+    torch.save(state, tmp_path / "evil.pt")
+    assert_error(capsys, 2, run("--checkpoint", tmp_path / "evil.pt", "--output", tmp_path / "hf"),
+                 "weights_only", "pickled")
+    assert not marker.exists() and not (tmp_path / "hf").exists()
+
+
+def test_unknown_and_unexportable_architectures(lm_checkpoint, spm_data, tmp_path, capsys):
+    state = torch.load(lm_checkpoint, weights_only=True)
+    state["cfg"]["model"]["_name"] = "no_such_arch"
+    torch.save(state, tmp_path / "unknown.pt")
+    assert_error(capsys, 2, run("--checkpoint", tmp_path / "unknown.pt", "--output", tmp_path / "hf"),
+                 "unknown architecture `no_such_arch`")
+    # fairseq's plain transformer_lm defaults: post-LN, sinusoidal positions, scaled embeddings, relu
+    save_checkpoint("lm_tiny", spm_data, tmp_path / "plain.pt", "model._name=transformer_lm",
+                    "+model.decoder_layers=1", "+model.decoder_embed_dim=32", "+model.decoder_ffn_embed_dim=64",
+                    "+model.decoder_attention_heads=2")
+    capsys.readouterr()  # hydra's deprecation note while building it
+    assert_error(capsys, 2, run("--checkpoint", tmp_path / "plain.pt", "--output", tmp_path / "hf"),
+                 "`transformer_lm` cannot be expressed as GPT2LMHeadModel", "post-LayerNorm", "sinusoidal",
+                 "scaled embeddings")
+    with pytest.raises(cv.ExportError, match="no Hugging Face export"):
+        cv.family_of(torch.nn.Linear(1, 1), "some_arch")
+    assert not (tmp_path / "hf").exists()
+
+
+def test_bad_data_folders(lm_checkpoint, spm_data, hf_data, tmp_path, capsys):
+    out = tmp_path / "hf"
+    no_tokenizer = tmp_path / "no_tokenizer"
+    shutil.copytree(spm_data, no_tokenizer)
+    (no_tokenizer / "tokenizer" / "spm.model").unlink()
+    assert_error(capsys, 2, run("--checkpoint", lm_checkpoint, "--output", out, "--data", no_tokenizer),
+                 "tokenizer file", "missing")
+    broken = tmp_path / "broken_tokenizer"
+    shutil.copytree(spm_data, broken)
+    (broken / "tokenizer" / "spm.model").write_bytes(b"not a model")
+    assert_error(capsys, 2, run("--checkpoint", lm_checkpoint, "--output", out, "--data", broken), "spm.model")
+    disagree = tmp_path / "disagree"
+    shutil.copytree(spm_data, disagree)
+    rows = (disagree / "dict.txt").read_text().splitlines()
+    (disagree / "dict.txt").write_text("\n".join(rows[:-20]) + "\n")  # another tokenizer's dictionary
+    assert_error(capsys, 2, run("--checkpoint", lm_checkpoint, "--output", out, "--data", disagree),
+                 "dict.txt and", "disagree")
+    # a consistent data folder, but not the one this checkpoint was trained on
+    assert_error(capsys, 2, run("--checkpoint", lm_checkpoint, "--output", out, "--data", hf_data),
+                 "do not fit")
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------
+# the command line itself (the demo test converts two checkpoints trained by fairseq-hydra-train)
+# --------------------------------------------------------------------------
+
+def test_command_line(lm_checkpoint, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    command = [sys.executable, REPO / "scripts" / "convert_to_hf.py", "--checkpoint", lm_checkpoint,
+               "--output", tmp_path / "hf"]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "max abs diff: hidden" in proc.stdout and proc.stderr == ""
+    lm = AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+    assert lm.config.n_positions == 128 and lm.config.activation_function == "gelu_new"
+    assert "0 updates" in (tmp_path / "hf" / "README.md").read_text()
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: --output") and proc.stderr.count("\n") == 1
