@@ -127,11 +127,16 @@ def test_resume_from_the_last_finished_epoch(root, tmp_path):
     run_dir = tmp_path / "out" / "hmlm" / "runs" / "SST-2" / "seed-0"
     assert first.steps == 8 and [p.name for p in run_dir.glob("checkpoint-*")] == ["checkpoint-4"]
     assert not (run_dir / "result.json").exists()
+    # a crash while epoch 2's checkpoint was being written: a newer folder without the marker
+    partial = run_dir / "checkpoint-8"
+    shutil.copytree(run_dir / "checkpoint-4", partial)
+    (partial / "checkpoint_complete").unlink()
+    (partial / "trainer_state.json").write_text('{"global_ste')
 
     second = Steps()
     results = bench.run(model, "SST-2", settings, [0], lambda seed, run_dir: finetune(
         model.path, spec, train, dev, config, seed, run_dir, "x", callbacks=(second,)))
-    assert second.steps == 8  # epochs 2 and 3 only
+    assert second.steps == 8  # epochs 2 and 3 only: resumed from checkpoint-4, not the partial one
     record = results["0"]
     assert [e["epoch"] for e in record["epochs"]] == [1, 2, 3]
     assert record == json.loads((run_dir / "result.json").read_text())

@@ -13,6 +13,7 @@ metric (averaged over the dev sets when there are several, e.g. XNLI's languages
 from __future__ import annotations
 
 import math
+import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -125,12 +126,38 @@ def finetune(model_dir: Path, spec: TaskSpec, train_examples: list, dev_sets: di
     trainer.loss_is_scaled_for_ga = False
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout
 
-    resume = any(Path(run_dir).glob("checkpoint-*"))
+    trainer.add_callback(MarkCheckpointComplete())
+    resume = last_complete_checkpoint(Path(run_dir))
     if resume:
-        _write(f"{desc}: resuming from the last finished epoch in {run_dir}")
+        _write(f"{desc}: resuming from the last finished epoch in {resume}")
     with quiet_transformers():  # checkpoint-writing bars and notices; our bars say what happens
-        trainer.train(resume_from_checkpoint=True if resume else None)
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     return _result(spec, trainer.state.log_history, list(dev), config.epochs, summary)
+
+
+# The Trainer writes ``checkpoint-N/`` file by file; a crash in the middle leaves a folder
+# that its own ``resume_from_checkpoint=True`` would pick (the highest N) and fail on. A
+# marker written atomically once the save is over tells finished checkpoints apart.
+COMPLETE = "checkpoint_complete"
+
+
+class MarkCheckpointComplete(TrainerCallback):
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        tmp = folder / (COMPLETE + ".tmp")
+        tmp.write_text(str(state.global_step))
+        tmp.replace(folder / COMPLETE)
+
+
+def last_complete_checkpoint(run_dir: Path) -> Optional[Path]:
+    """The newest finished checkpoint; half-written ones (no marker) are removed."""
+    complete = []
+    for folder in run_dir.glob("checkpoint-*"):
+        if (folder / COMPLETE).exists():
+            complete.append(folder)
+        else:
+            shutil.rmtree(folder)
+    return max(complete, key=lambda f: int(f.name.split("-")[-1]), default=None)
 
 
 def _result(spec: TaskSpec, log_history: list, dev_names: list, epochs: int, summary: str) -> RunResult:
