@@ -7,7 +7,7 @@ import torch
 
 from conftest import REPO, run_cli
 
-HEAD_KEYS = ("lm_head", "output_projection")
+HEAD_KEYS = ("lm_head", "output_projection", "embed_out")
 # A higher peak lr than the tiny configs' so that 100 updates move the masked-LM CWT loss clearly.
 SHORT_SCHEDULE = ["lr_scheduler.warmup_updates=5", "optimization.lr=[0.003]"]
 

@@ -1,5 +1,6 @@
 """Every config of configs/ composes through hydra, builds its model, and has the
-closed-form parameter count of its architecture; twins differ only where they should."""
+closed-form parameter count of its architecture; twins differ only where they should;
+the causal fine-tuning configs (*_ft) follow §4.2."""
 
 from pathlib import Path
 
@@ -9,29 +10,38 @@ import yaml
 from conftest import REPO, build_task_and_model
 
 CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.yaml"))
-TWINS = [(name, name[1:]) for name in CONFIGS if name.startswith("h")]
+FINETUNING = [name for name in CONFIGS if name.endswith("_ft")]  # causal fine-tuning of a headless decoder
+TWINS = [(name, name[1:]) for name in CONFIGS if name.startswith("h") and name not in FINETUNING]
 
 # (layers, dim, ffn) of each run's architecture (paper App. D)
 SHAPES = {
     "mlm_base": (12, 768, 3072), "mlm_small": (4, 512, 2048), "mlm_multilingual": (6, 768, 3072),
     "mlm_tiny": (2, 128, 512), "lm_small": (3, 192, 768), "lm_tiny": (2, 128, 512), "lm_pythia70m": (6, 512, 2048),
+    "lm_pythia_tiny": (2, 128, 512),
 }
 
 
+def shape_of(name):
+    """The SHAPES entry of a config: hlm_x and hlm_x_ft are shaped as lm_x."""
+    name = name.removesuffix("_ft")
+    return name[1:] if name.startswith("h") else name
+
+
 def expected_parameters(name, cfg, vocab):
-    headless = name.startswith("h")
-    layers, dim, ffn = SHAPES[name[1:] if headless else name]
-    positions = cfg.task.tokens_per_sample + 2  # fairseq's learned positions are offset by padding_idx + 1
+    headless = cfg.criterion._name.startswith("headless_")  # a fine-tuning config is vanilla
+    layers, dim, ffn = SHAPES[shape_of(name)]
     block = 4 * dim * dim + 4 * dim + 2 * dim * ffn + ffn + dim + 4 * dim  # attention, FFN, two LayerNorms
-    total = vocab * dim + positions * dim + layers * block
+    total = vocab * dim + layers * block
+    if "pythia" not in cfg.model._name:  # GPT-NeoX has rotary positions: no table
+        total += (cfg.task.tokens_per_sample + 2) * dim  # fairseq's learned positions, offset by padding_idx + 1
     if cfg.task._name == "masked_lm":
         total += 2 * dim  # embedding LayerNorm (BERT)
         if not headless:
             total += dim * dim + dim + 2 * dim + vocab  # RoBERTa LM head: dense, LayerNorm, bias (tied matrix)
     else:
         total += 2 * dim  # final LayerNorm (pre-norm decoder)
-        if not headless and name == "lm_pythia70m":
-            total += vocab * dim  # untied head
+        if not headless and ("pythia" in cfg.model._name or name in FINETUNING):
+            total += vocab * dim  # untied head: Pythia's, and every fine-tuned head (a copy of e, then trained)
     return total
 
 
@@ -58,21 +68,72 @@ def test_twins_differ_only_in_objective_architecture_and_batch(headless, vanilla
     h = flatten(yaml.safe_load(Path(REPO / "configs" / f"{headless}.yaml").read_text()))
     v = flatten(yaml.safe_load(Path(REPO / "configs" / f"{vanilla}.yaml").read_text()))
     differing = {k for k in h.keys() | v.keys() if h.get(k) != v.get(k)}
-    allowed = {"criterion._name", "criterion.temperature", "criterion.negatives", "criterion.chunk_size",
-               "model._name", "model.share_decoder_input_output_embed", "checkpoint.save_dir"}
+    allowed = {"model._name", "model.share_decoder_input_output_embed", "checkpoint.save_dir"}
     if headless == "hmlm_base":
         allowed.add("dataset.batch_size")  # 64 vs 32 per device: the paper's equal-compute choice (§4.1)
-    assert differing <= allowed, differing - allowed
+    objective = {k for k in differing if k.startswith("criterion.")}  # the CWT criterion's own options
+    assert differing - objective <= allowed, differing - objective - allowed
     assert h["criterion._name"].startswith("headless_") and not v["criterion._name"].startswith("headless_")
 
 
 def test_paper_configs_are_multi_gpu_fp16_as_the_paper():
     for name in CONFIGS:
         tree = yaml.safe_load((REPO / "configs" / f"{name}.yaml").read_text())
-        if name.endswith("_tiny"):
+        if "_tiny" in name:  # hlm_tiny, hlm_pythia_tiny_ft, ...
             assert not tree["common"].get("fp16")
             continue
         assert tree["common"]["fp16"] is True, name
     world = {n: yaml.safe_load((REPO / "configs" / f"{n}.yaml").read_text()).get("distributed_training", {})
              .get("distributed_world_size", 1) for n in CONFIGS}
-    assert world["hmlm_base"] == world["mlm_base"] == 8 and world["hlm_pythia70m"] == 16
+    assert world["hmlm_base"] == world["mlm_base"] == 8 and world["hlm_pythia70m"] == world["hlm_pythia70m_ft"] == 16
+
+
+def yaml_tree(name):
+    return flatten(yaml.safe_load((REPO / "configs" / f"{name}.yaml").read_text()))
+
+
+def global_batch(tree):
+    return (tree["dataset.batch_size"] * tree.get("distributed_training.distributed_world_size", 1)
+            * tree["optimization.update_freq"][0])
+
+
+# fine-tuning config -> (the headless pretraining it starts from, its vanilla baseline)
+FINETUNED = {
+    "hlm_pythia70m_ft": ("hlm_pythia70m", "lm_pythia70m"), "hlm_small_ft": ("hlm_small", "lm_small"),
+    "hlm_pythia_tiny_ft": ("hlm_pythia_tiny", "lm_pythia_tiny"), "hlm_tiny_ft": ("hlm_tiny", "lm_tiny"),
+}
+
+
+def test_every_finetuning_config_is_listed():
+    assert sorted(FINETUNED) == FINETUNING
+
+
+@pytest.mark.parametrize("name", FINETUNING)
+def test_finetuning_configs_follow_section_4_2(name, tiny_data):
+    """Cross-entropy on the pretraining data, the headless checkpoint as a mandatory finetune_from_model, the
+    baseline's shape with an untied head, a constant lr after linear warmup; the paper runs also: 10k updates,
+    lr 1e-4, 2000 warmup updates, a global batch 4x smaller than pretraining, every other optimizer setting kept."""
+    pretraining, baseline = FINETUNED[name]
+    ft, pre = yaml_tree(name), yaml_tree(pretraining)
+    assert ft["criterion._name"] == "cross_entropy" and ft["checkpoint.finetune_from_model"] == "???"
+    assert ft["lr_scheduler._name"] == "fixed" and ft["lr_scheduler.warmup_updates"] > 0
+    assert {k: v for k, v in ft.items() if k.startswith("task.")} == {k: v for k, v in pre.items() if k.startswith("task.")}
+    kept = ["optimizer._name", "optimizer.adam_betas", "optimizer.adam_eps", "optimizer.weight_decay",
+            "optimization.clip_norm", "common.fp16", "distributed_training.distributed_world_size"]
+    assert [ft.get(k) for k in kept] == [pre.get(k) for k in kept]
+    if "_tiny" not in name:
+        lr = [float(x) for x in ft["optimization.lr"]]  # PyYAML reads 1e-4 as a string; hydra as a float
+        assert (ft["optimization.max_update"], lr, ft["lr_scheduler.warmup_updates"]) == (10000, [1e-4], 2000)
+        assert global_batch(ft) * 4 == global_batch(pre)
+
+    cfg, _, model = build_task_and_model(name, tiny_data)
+    _, _, vanilla = build_task_and_model(baseline, tiny_data)
+    baseline_model = yaml_tree(baseline)["model._name"]
+    assert cfg.model._name in (baseline_model, f"{baseline_model}_untied")  # GPT-2's twin ties its head
+    params = dict(model.named_parameters())
+    head = params.get("decoder.embed_out.weight", params.get("decoder.output_projection.weight"))
+    embeddings = params.get("decoder.embed_in.weight", params.get("decoder.embed_tokens.weight"))
+    assert head is not None and head.shape == embeddings.shape and head.data_ptr() != embeddings.data_ptr()
+    # the shape of the baseline: the same body, and the untied head's matrix on top
+    body = sum(p.numel() for n, p in vanilla.named_parameters() if "output_projection" not in n and "embed_out" not in n)
+    assert sum(p.numel() for p in model.parameters()) == body + head.numel()

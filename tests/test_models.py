@@ -9,7 +9,7 @@ from test_cwt import reference_cwt
 
 from fairseq_headless.criterions.cwt_criterion import input_embeddings
 
-HEAD_KEYS = ("lm_head", "output_projection")
+HEAD_KEYS = ("lm_head", "output_projection", "embed_out")
 TINY_TWINS = [("hmlm_tiny", "mlm_tiny"), ("hlm_tiny", "lm_tiny")]
 HEADLESS_CONFIGS = ["hmlm_tiny", "hlm_tiny", "hmlm_small", "hlm_small", "hmlm_base", "hmlm_multilingual", "hlm_pythia70m"]
 

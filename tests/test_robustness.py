@@ -12,7 +12,7 @@ import torch
 
 from conftest import BIN, REPO, run_cli
 
-HEAD_KEYS = ("lm_head", "output_projection")
+HEAD_KEYS = ("lm_head", "output_projection", "embed_out")
 
 
 def free_port():
