@@ -13,6 +13,7 @@ difference <= 1e-4, or the script fails).
 | fairseq model                                           | Hugging Face class                   |
 | roberta / headless_roberta (base, small, multilingual, tiny) | RobertaForMaskedLM (vanilla: its trained head) / RobertaModel (headless) |
 | transformer_lm shapes: gpt2_*, headless_gpt2_*, headless_transformer_lm | GPT2LMHeadModel (headless: head = e^T, tied to wte) |
+| GPT-NeoX: pythia_*, headless_pythia_*                   | GPTNeoXForCausalLM (headless: head = e^T, tied to embed_in) |
 
 The tokenizer comes from the checkpoint's data folder (``task.data``, or ``--data``): its
 ``tokenizer/`` file is rebuilt as a Hugging Face fast tokenizer whose ids are the fairseq
@@ -135,6 +136,19 @@ GPT2_TABLE = [  # HF keys relative to GPT2Model
     ("h.{i}.mlp.c_fc", "decoder.layers.{i}.fc1", conv1d),
     ("h.{i}.mlp.c_proj", "decoder.layers.{i}.fc2", conv1d),
     ("ln_f", "decoder.layer_norm", same),
+]
+GPT_NEOX_TABLE = [  # HF keys relative to GPTNeoXForCausalLM: the plugin's names are GPT-NeoX's
+    ("gpt_neox.embed_in", "decoder.embed_in", same),
+    ("gpt_neox.layers.{i}.input_layernorm", "decoder.layers.{i}.input_layernorm", same),
+    ("gpt_neox.layers.{i}.post_attention_layernorm", "decoder.layers.{i}.post_attention_layernorm", same),
+    # fused QKV in GPT-NeoX's own layout, [heads, 3, head_dim]: no reshaping
+    ("gpt_neox.layers.{i}.attention.query_key_value", "decoder.layers.{i}.attention.query_key_value", same),
+    ("gpt_neox.layers.{i}.attention.dense", "decoder.layers.{i}.attention.dense", same),
+    ("gpt_neox.layers.{i}.mlp.dense_h_to_4h", "decoder.layers.{i}.mlp.dense_h_to_4h", same),
+    ("gpt_neox.layers.{i}.mlp.dense_4h_to_h", "decoder.layers.{i}.mlp.dense_4h_to_h", same),
+    ("gpt_neox.final_layer_norm", "decoder.final_layer_norm", same),
+    # Pythia's checkpoints call the head `embed_out`; transformers 5 calls it `lm_head`.
+    ("lm_head", "decoder.embed_out", same),
 ]
 
 
@@ -278,6 +292,30 @@ def gpt2_export(model, task, arch: str) -> Export:
                   encoder=False, max_length=config.n_positions)
 
 
+def gpt_neox_export(model, task, arch: str) -> Export:
+    from transformers import GPTNeoXConfig
+
+    dec = model.decoder
+    attention = dec.layers[0].attention
+    rows, dim = dec.embed_in.weight.shape
+    headless = dec.embed_out is None
+    add_bos = bool(getattr(task.cfg, "add_bos_token", False))
+    config = GPTNeoXConfig(
+        vocab_size=rows, hidden_size=dim, num_hidden_layers=len(dec.layers),
+        num_attention_heads=attention.num_heads, intermediate_size=dec.layers[0].mlp.dense_h_to_4h.out_features,
+        max_position_embeddings=dec.max_target_positions, rotary_pct=attention.rotary_dim / attention.head_dim,
+        rotary_emb_base=attention.rotary_base, layer_norm_eps=dec.final_layer_norm.eps, hidden_act="gelu",
+        use_parallel_residual=dec.layers[0].use_parallel_residual, attention_bias=True,
+        hidden_dropout=0.0, attention_dropout=0.0, tie_word_embeddings=headless,
+        bos_token_id=0 if add_bos else 2, eos_token_id=2, pad_token_id=1)
+    weights, used = map_weights(GPT_NEOX_TABLE, model.state_dict(), len(dec.layers))
+    if headless:  # e^T: exactly the logits of the headless decoder's output_layer
+        weights["lm_head.weight"] = weights["gpt_neox.embed_in.weight"]
+    head = "none (headless): the head is e^T, tied to embed_in" if headless else "trained LM head, untied (Pythia)"
+    return Export(config, "GPTNeoXForCausalLM", "AutoModelForCausalLM", weights, used, {}, head,
+                  encoder=False, max_length=dec.max_target_positions)
+
+
 @dataclass
 class Family:
     name: str
@@ -286,11 +324,9 @@ class Family:
 
 
 FAMILIES = [
-    # The GPT-NeoX/Pythia decoders (fairseq_headless.models, in progress) become one more row here,
-    # listed before `gpt2` if their model subclasses transformer_lm: a key table, and an export
-    # function building a GPTNeoXConfig (rotary, parallel residual) and GPTNeoXForCausalLM.
     Family("roberta", "fairseq.models.roberta:RobertaModel", roberta_export),
     Family("gpt2", "fairseq.models.transformer_lm:TransformerLanguageModel", gpt2_export),
+    Family("gpt_neox", "fairseq_headless.models.gpt_neox:GPTNeoXLanguageModel", gpt_neox_export),
 ]
 
 
@@ -589,10 +625,12 @@ def model_card(info: dict) -> str:
                         "scores = hidden @ model.get_input_embeddings().weight.T  # e^T: the headless vocabulary scores",
         "RobertaForMaskedLM": "from transformers import pipeline\n"
                               "pipeline(\"fill-mask\", model=PATH)(\"The <mask> of the Union.\")",
-        "GPT2LMHeadModel": "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
-                           "tok = AutoTokenizer.from_pretrained(PATH); model = AutoModelForCausalLM.from_pretrained(PATH)\n"
-                           "model.generate(**tok(\"The\", return_tensors=\"pt\"), max_new_tokens=20)",
-    }[info["hf_class"]]
+    }
+    usage["GPT2LMHeadModel"] = usage["GPTNeoXForCausalLM"] = (
+        "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
+        "tok = AutoTokenizer.from_pretrained(PATH); model = AutoModelForCausalLM.from_pretrained(PATH)\n"
+        "model.generate(**tok(\"The\", return_tensors=\"pt\"), max_new_tokens=20)")
+    usage = usage[info["hf_class"]]
     m = info["manifest"]
     return f"""---
 library_name: transformers

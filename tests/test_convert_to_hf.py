@@ -29,6 +29,12 @@ MULTILINGUAL = [
 ]
 
 
+def input_embeddings(model):
+    from fairseq_headless.criterions.cwt_criterion import input_embeddings as lookup
+
+    return lookup(model)
+
+
 def load_script(name):
     spec = importlib.util.spec_from_file_location(f"_script_{name}", REPO / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
@@ -112,6 +118,8 @@ CASES = {  # id: (config, data fixture, overrides, HF class, tied head)
     "vanilla_decoder": ("lm_tiny", "spm_data", (), "GPT2LMHeadModel", True),
     # the shape of a headless decoder after causal fine-tuning: a head of its own
     "decoder_untied": ("lm_tiny", "hf_data", ("+model.share_decoder_input_output_embed=false",), "GPT2LMHeadModel", False),
+    "headless_pythia": ("hlm_pythia_tiny", "spm_data", (), "GPTNeoXForCausalLM", True),
+    "vanilla_pythia": ("lm_pythia_tiny", "hf_data", (), "GPTNeoXForCausalLM", False),
 }
 
 
@@ -134,7 +142,7 @@ def random_ids(rows: int, length: int, seed: int = 7):
 def test_output_folder_holds_safetensors_config_tokenizer_and_card(exported):
     case, _, out, data, hf_class, _ = exported
     expected = ["README.md", "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
-    if hf_class == "GPT2LMHeadModel":
+    if hf_class in ("GPT2LMHeadModel", "GPTNeoXForCausalLM"):
         expected.append("generation_config.json")
     assert sorted(p.name for p in out.iterdir()) == sorted(expected)  # no pickles
     assert json.loads((out / "config.json").read_text())["architectures"] == [hf_class]
@@ -150,8 +158,7 @@ def test_hidden_states_and_logits_match_the_fairseq_model(exported):
 
     case, model, out, _, hf_class, tied = exported
     encoder = hf_class.startswith("Roberta")
-    rows = model.encoder.sentence_encoder.embed_tokens.weight.shape[0] if encoder else \
-        model.decoder.embed_tokens.weight.shape[0]
+    rows = input_embeddings(model).weight.shape[0]
     ids, real = random_ids(rows, 128)
     base = AutoModel.from_pretrained(out).eval()
     with torch.no_grad():
@@ -180,7 +187,7 @@ def test_task_classes_load_and_run(exported):
         batch = tok(["A short one.", "The dictionary is padded to a multiple of eight."], padding=True,
                     return_tensors="pt")
         assert classifier(**batch).logits.shape == (2, 3)
-        embeddings = model.encoder.sentence_encoder.embed_tokens.weight
+        embeddings = input_embeddings(model).weight
         assert torch.equal(classifier.roberta.embeddings.word_embeddings.weight, embeddings)
     if hf_class == "RobertaForMaskedLM":
         text = f"The data path should read in one {tok.mask_token} direction."
