@@ -11,7 +11,8 @@ architecture function of ``safe_getattr`` defaults would silently be ignored
 (512-dim, ReLU). Each shape is therefore a config dataclass whose *defaults* are the
 shape, registered as a model of its own name: ``model._name=gpt2_quarter`` (hydra)
 and ``--arch gpt2_quarter`` (argparse) both give the shape, and every field can
-still be overridden (``model.decoder_layers=4`` / ``--decoder-layers 4``).
+still be overridden (``+model.decoder_layers=4`` in hydra, as the YAMLs list only the name;
+``--decoder-layers 4`` with fairseq-train).
 """
 
 from dataclasses import dataclass
