@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 NEGATIVE_MODES = ("batch", "unique")
@@ -45,6 +46,7 @@ def cwt_loss(
     temperature: float = 1.0,
     chunk_size: int = 0,
     gather: Optional[Gather] = None,
+    sparse_gradient: bool = False,
 ) -> CWTOutput:
     """CWT loss of ``outputs`` (K x D) against the embeddings of ``target_ids`` (K).
 
@@ -66,10 +68,14 @@ def cwt_loss(
               negatives from repetitions and the denominator is a plain set of
               candidate tokens, as in sampled softmax. Cost: K x U, U <= K.
         temperature: t; logits are o.e / t (the paper uses t = 1).
-        chunk_size: if > 0, compute the logits ``chunk_size`` rows at a time and
-            recompute them in backward, so the extra memory is O(chunk x K)
-            instead of O(K x K) (needed for causal LM, where K = 16k per micro-batch
-            makes the K x K fp32 matrix and its gradient 2 GiB).
+        chunk_size: if > 0, compute the logits ``chunk_size`` rows at a time, so the
+            extra memory is O(chunk x K) instead of O(K x K) (needed for causal LM,
+            where K = 16k per micro-batch makes the K x K fp32 matrix and its
+            gradient 2 GiB). When gradients are needed, they are computed in the
+            same pass as the loss, so the loss costs its three matrix products and
+            nothing is recomputed (fp16 inputs recompute the logits in backward
+            instead, where fairseq's loss scale keeps small probabilities from
+            underflowing). Also cheaper than ``0`` when ``chunk_size >= K``.
         gather: if given, the negatives are the targets of *every* data-parallel
             rank (beyond the paper, whose negatives are each device's micro-batch):
             each rank's target embeddings (and ids) are all-gathered, each rank's
@@ -79,6 +85,9 @@ def cwt_loss(
             gradients of one process on the concatenated batch. Every rank must
             call it, even with no selected position. See
             :func:`fairseq_headless.all_gather.all_gather_with_grad`.
+        sparse_gradient: gather the rows of ``embedding_matrix`` so that its gradient
+            is a sparse tensor of the gathered rows (``F.embedding(sparse=True)``), for
+            a table trained row-sparsely; the values are the same.
 
     Numerics: the dot products are computed in the inputs' dtype (as fairseq's own
     output projections are) and the softmax normaliser in fp32 through logsumexp,
@@ -94,7 +103,7 @@ def cwt_loss(
         raise ValueError(f"temperature must be > 0, got {temperature}")
     num_positions = outputs.size(0)
     if target_embeddings is None and (gather is not None or negatives == "batch"):
-        target_embeddings = embedding_matrix[target_ids]
+        target_embeddings = _rows(embedding_matrix, target_ids, sparse_gradient)
         embedding_matrix = None
     if gather is not None:  # collective: before any early return
         target_ids, target_embeddings, first_row = _gather_targets(target_ids, target_embeddings, gather)
@@ -106,12 +115,18 @@ def cwt_loss(
         return CWTOutput(zero, target_ids.new_zeros(()), 0, 0)
 
     negative_ids, negative_embeddings, positive_index = build_negatives(
-        target_ids, target_embeddings, embedding_matrix, negatives
+        target_ids, target_embeddings, embedding_matrix, negatives, sparse_gradient
     )
     # Rows of this rank's own positions (all rows when nothing was gathered).
     positive_index = positive_index[first_row : first_row + num_positions]
     target_ids = target_ids[first_row : first_row + num_positions]
-    if chunk_size and chunk_size < num_positions:
+    needs_grad = torch.is_grad_enabled() and (outputs.requires_grad or negative_embeddings.requires_grad)
+    if chunk_size and needs_grad and outputs.dtype != torch.float16:
+        # Loss and gradients in one pass, no recomputation (see _FusedChunkedContrastive).
+        loss, prediction = _FusedChunkedContrastive.apply(
+            outputs, negative_embeddings, positive_index, temperature, min(chunk_size, num_positions)
+        )
+    elif chunk_size and chunk_size < num_positions:
         loss, prediction = _ChunkedContrastive.apply(
             outputs, negative_embeddings, positive_index, temperature, chunk_size
         )
@@ -133,17 +148,21 @@ def _gather_targets(target_ids, target_embeddings, gather):
     return torch.cat(id_shards), torch.cat(embedding_shards), first_row
 
 
-def build_negatives(target_ids, target_embeddings, embedding_matrix, negatives):
+def _rows(matrix, ids, sparse_gradient):
+    return F.embedding(ids, matrix, sparse=True) if sparse_gradient else matrix[ids]
+
+
+def build_negatives(target_ids, target_embeddings, embedding_matrix, negatives, sparse_gradient=False):
     """The denominator's columns: (ids N, embeddings N x D, column of each row's target K)."""
     if negatives == "batch":
         positive_index = torch.arange(target_ids.numel(), device=target_ids.device)
         if target_embeddings is None:
-            target_embeddings = embedding_matrix[target_ids]
+            target_embeddings = _rows(embedding_matrix, target_ids, sparse_gradient)
         return target_ids, target_embeddings, positive_index
 
     unique_ids, positive_index = torch.unique(target_ids, return_inverse=True)
     if embedding_matrix is not None:
-        return unique_ids, embedding_matrix[unique_ids], positive_index
+        return unique_ids, _rows(embedding_matrix, unique_ids, sparse_gradient), positive_index
     # All rows with the same id are the same embedding lookup, so any one of them
     # represents the id; the gradient reaching the embedding table is identical.
     positions = torch.arange(target_ids.numel(), device=target_ids.device)
@@ -191,3 +210,74 @@ class _ChunkedContrastive(torch.autograd.Function):
             grad_outputs[rows] = grad_logits @ negatives
             grad_negatives += (grad_logits.t() @ outputs[rows]).float()
         return grad_outputs, grad_negatives.to(negatives.dtype), None, None, None
+
+
+class _FusedChunkedContrastive(torch.autograd.Function):
+    """Summed contrastive loss and its gradients in one pass, ``chunk`` rows at a time.
+
+    The loss is a sum, so its gradients for ``grad_loss = 1`` are computed with the
+    loss and scaled in backward. Each row block's logits are computed once into one
+    reused fp32 buffer, which then becomes dL/dlogits in place: the loss costs its
+    three matrix products (logits, dL/do, dL/dn), a few passes over the block, no
+    recomputation (:class:`_ChunkedContrastive` does four products) and no autograd
+    graph (the plain formula holds several K x K tensors). dL/dlogits is computed as
+    autograd computes it through the plain formula, exp(logits - logsumexp) - onehot,
+    so the two paths give the same gradients up to the order of the sums. fp16
+    inputs take :class:`_ChunkedContrastive`: there the gradient carries fairseq's
+    loss scale, which keeps small probabilities from underflowing when cast to fp16.
+    """
+
+    @staticmethod
+    def forward(ctx, outputs, negatives, positive_index, temperature, chunk):
+        num_positions, device, dtype = outputs.size(0), outputs.device, outputs.dtype
+        accumulate = torch.promote_types(dtype, torch.float32)  # fp32 (fp64 stays fp64)
+        in_place = dtype == accumulate  # fp32/fp64: products straight into the buffers
+        lse = torch.empty(num_positions, dtype=accumulate, device=device)
+        positive_logit = torch.empty_like(lse)
+        prediction = torch.empty(num_positions, dtype=torch.long, device=device)
+        grad_outputs = torch.empty(outputs.shape, dtype=accumulate, device=device)
+        grad_negatives = torch.zeros(negatives.shape, dtype=accumulate, device=device)
+        block = torch.empty(chunk, negatives.size(0), dtype=accumulate, device=device)
+        rows_per_pass = max(1, 2**21 // max(1, negatives.size(0)))  # logsumexp's temporary: ~8 MB
+        for start in range(0, num_positions, chunk):
+            rows = slice(start, start + chunk)
+            o, positives = outputs[rows], positive_index[rows]
+            logits = block[: o.size(0)]
+            if in_place:
+                torch.matmul(o, negatives.t(), out=logits)
+            else:  # bf16: the products in the inputs' dtype (as the plain formula), normalised in fp32
+                logits.copy_(o @ negatives.t())
+            if temperature != 1.0:
+                logits.div_(temperature)
+            positive_logit[rows] = logits.gather(1, positives[:, None]).squeeze(1)
+            prediction[rows] = logits.argmax(dim=-1)
+            # softmax - onehot(positive) = dL/dlogits (the 1 / t is applied in backward)
+            for first in range(0, o.size(0), rows_per_pass):
+                part = logits[first : first + rows_per_pass]
+                part_lse = torch.logsumexp(part, dim=-1)
+                lse[start + first : start + first + part.size(0)] = part_lse
+                part.sub_(part_lse[:, None]).exp_()
+            probs = logits
+            probs[torch.arange(o.size(0), device=device), positives] -= 1.0
+            if in_place:
+                torch.matmul(probs, negatives, out=grad_outputs[rows])
+                grad_negatives.addmm_(probs.t(), o)
+            else:
+                probs = probs.to(dtype)
+                grad_outputs[rows] = probs @ negatives
+                grad_negatives += probs.t() @ o
+        ctx.save_for_backward(grad_outputs, grad_negatives)
+        ctx.dtypes, ctx.temperature = (dtype, negatives.dtype), temperature
+        ctx.mark_non_differentiable(prediction)
+        return (lse - positive_logit).sum().float(), prediction
+
+    @staticmethod
+    def backward(ctx, grad_loss, _grad_prediction):
+        grad_outputs, grad_negatives = ctx.saved_tensors
+        outputs_dtype, negatives_dtype = ctx.dtypes
+        grad_loss = grad_loss.to(grad_outputs.dtype) / ctx.temperature
+        return (
+            (grad_outputs * grad_loss).to(outputs_dtype),
+            (grad_negatives * grad_loss).to(negatives_dtype),
+            None, None, None,
+        )

@@ -1,4 +1,4 @@
-"""Two small corrections to fairseq, applied when the plugin is imported.
+"""Small corrections to fairseq, applied when the plugin is imported.
 
 Each is guarded by tests/test_fairseq_patches.py, which fails if the fairseq code it
 corrects changes, so that a fairseq upgrade cannot silently leave a patch stale.
@@ -15,6 +15,27 @@ corrects changes, so that a fairseq upgrade cannot silently leave a patch stale.
    (``checkpoint_last.pt``, ``checkpoint_best.pt``, ...) with a plain file copy: a
    crash during the copy leaves a truncated ``checkpoint_last.pt`` to resume from.
    The patch makes local copies go to a temporary file that is renamed into place.
+
+3. Row-sparse embedding gradients (``model.sparse_embedding_update=true``, see
+   :mod:`fairseq_headless.sparse_embedding`). fairseq's training step assumes dense
+   gradients in four places, corrected here only for parameters whose gradient
+   is sparse (nothing changes for any other run):
+
+   * ``utils.clip_grad_norm_`` calls ``torch.norm(grad, dtype=float32)``, which
+     sparse tensors refuse: a sparse gradient is coalesced (duplicate rows summed)
+     and its values stand in for it, whose norm is the dense gradient's norm and
+     which clipping scales in place;
+   * ``FairseqOptimizer.multiply_grads`` (the 1 / sample_size normalisation, the
+     fp16 unscaling) has a branch for sparse gradients, ``p.grad.data.mul_(c)``,
+     which no longer changes the gradient (in-place ops on the ``.data`` alias of a
+     sparse tensor do not reach it in current PyTorch): sparse gradients are
+     scaled with ``p.grad.mul_(c)``;
+   * fairseq's ``adam`` raises on sparse gradients: ``FairseqAdam.step`` updates
+     the parameters with a sparse gradient by lazy AdamW and hands every other
+     parameter to fairseq's step as before;
+   * setups that flatten gradients into dense buffers (``FP16Optimizer``,
+     ``legacy_ddp``, ...) are refused when the optimizer is built, with one error
+     naming the option and the alternative.
 """
 
 import os
@@ -22,8 +43,14 @@ import shutil
 import tempfile
 
 import torch
+from fairseq import utils
 from fairseq.file_io import PathManager
 from fairseq.models import distributed_fairseq_model
+from fairseq.optim.adam import FairseqAdam
+from fairseq.optim.fairseq_optimizer import FairseqOptimizer
+from fairseq.trainer import Trainer
+
+from .sparse_embedding import check_training_setup, has_sparse_embedding_update, lazy_adam_update_
 
 
 class CpuSafeDistributedDataParallel(torch.nn.parallel.DistributedDataParallel):
@@ -57,9 +84,83 @@ def atomic_copy(src_path: str, dst_path: str, overwrite: bool = False) -> bool:
 _original_copy = PathManager.copy
 
 
+class _SparseGradValues:
+    """Stands for a parameter in fairseq's clipping: ``.grad`` is its sparse gradient's values."""
+
+    def __init__(self, values):
+        self.grad = values
+
+
+def clip_grad_norm_(params, max_norm, aggregate_norm_fn=None) -> torch.Tensor:
+    """fairseq's ``utils.clip_grad_norm_``, accepting row-sparse gradients."""
+    params = [params] if torch.is_tensor(params) else list(params)
+    if not any(p.grad is not None and p.grad.is_sparse for p in params):
+        return _original_clip_grad_norm(params, max_norm, aggregate_norm_fn)
+    stand_ins = []
+    for p in params:
+        if p.grad is not None and p.grad.is_sparse:
+            # Coalesced, the values hold each touched row once: their norm is the dense norm,
+            # and scaling them in place scales the gradient.
+            p.grad = p.grad.coalesce()
+            stand_ins.append(_SparseGradValues(p.grad._values()))
+        else:
+            stand_ins.append(p)
+    return _original_clip_grad_norm(stand_ins, max_norm, aggregate_norm_fn)
+
+
+def multiply_grads(self, c):
+    """``FairseqOptimizer.multiply_grads``, scaling sparse gradients for real."""
+    sparse = [p for p in self.params if p.grad is not None and p.grad.is_sparse]
+    grads = [p.grad for p in sparse]
+    for p in sparse:
+        p.grad = None
+    try:
+        _original_multiply_grads(self, c)
+    finally:
+        for p, grad in zip(sparse, grads):
+            p.grad = grad.mul_(c.to(grad.device) if torch.is_tensor(c) else c)
+
+
+def sparse_aware_adam_step(self, closure=None, scale=1.0, groups=None):
+    """``FairseqAdam.step``: lazy AdamW for parameters with a sparse gradient, fairseq's step for the rest."""
+    sparse = [(p, group) for group in self.param_groups for p in group["params"]
+              if p.grad is not None and p.grad.is_sparse]
+    if not sparse:
+        return FairseqOptimizer.step(self, closure, scale=scale, groups=groups)
+    for p, group in sparse:
+        if group.get("amsgrad", False):
+            raise ValueError("model.sparse_embedding_update=true: lazy Adam has no AMSGrad variant")
+        lazy_adam_update_(p, p.grad, self.optimizer.state[p], lr=group["lr"], betas=group["betas"],
+                          eps=group["eps"], weight_decay=group["weight_decay"], scale=scale)
+    grads = [p.grad for p, _ in sparse]
+    for p, _ in sparse:
+        p.grad = None  # fairseq's Adam skips parameters without a gradient
+    try:
+        return FairseqOptimizer.step(self, closure, scale=scale, groups=groups)
+    finally:
+        for (p, _), grad in zip(sparse, grads):
+            p.grad = grad
+
+
+def build_optimizer_checking_sparse_embeddings(self):
+    """``Trainer._build_optimizer``, refusing setups that cannot take row-sparse gradients."""
+    if has_sparse_embedding_update(self.model.parameters()):
+        check_training_setup(self.cfg)
+    return _original_build_optimizer(self)
+
+
+_original_clip_grad_norm = utils.clip_grad_norm_
+_original_build_optimizer = Trainer._build_optimizer
+_original_multiply_grads = FairseqOptimizer.multiply_grads
+
+
 def apply() -> None:
     distributed_fairseq_model.DistributedDataParallel = CpuSafeDistributedDataParallel
     PathManager.copy = staticmethod(atomic_copy)
+    utils.clip_grad_norm_ = clip_grad_norm_
+    FairseqOptimizer.multiply_grads = multiply_grads
+    FairseqAdam.step = sparse_aware_adam_step
+    Trainer._build_optimizer = build_optimizer_checking_sparse_embeddings
 
 
 apply()

@@ -70,7 +70,7 @@ def build_task_and_model(name: str, data: Path, *overrides: str):
     return cfg, task, task.build_model(cfg.model)
 
 
-def run_cli(args, cwd=REPO, timeout=300):
+def run_cli(args, cwd=REPO, timeout=900):
     """Run a console script of the venv; return its combined output, failing loudly."""
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     proc = subprocess.run(

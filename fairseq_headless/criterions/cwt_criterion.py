@@ -88,10 +88,13 @@ class CWTCriterion(FairseqCriterion):
     def forward(self, model, sample, reduce=True):
         selected, target_ids = self.selected_targets(sample)
         features = model(**sample["net_input"], features_only=True)[0]
+        embedding = input_embeddings(model)
         result = cwt_loss(
             features[selected],
             target_ids,
-            embedding_matrix=input_embeddings(model).weight,
+            embedding_matrix=embedding.weight,
+            # a table trained row-sparsely (model.sparse_embedding_update) gets a sparse gradient here too
+            sparse_gradient=getattr(embedding, "sparse", False),
             negatives=self.negatives,
             temperature=self.temperature,
             chunk_size=self.chunk_size,

@@ -6,6 +6,8 @@ unused under DDP, smaller checkpoints). Training uses the ``headless_masked_lm``
 criterion on the final hidden states. When logits over the vocabulary are asked
 for (fill-mask, the demo's whole-vocabulary accuracy), the input embedding
 matrix is used as the head, e^T (weight tying at inference; no new parameter).
+``--sparse-embedding-update`` (``model.sparse_embedding_update=true``) trains the
+input embeddings row-sparsely: see :mod:`fairseq_headless.sparse_embedding`.
 """
 
 from contextlib import nullcontext
@@ -21,6 +23,8 @@ from fairseq.models.roberta.model import (
 from fairseq.utils import safe_getattr, safe_hasattr
 from omegaconf import OmegaConf, open_dict
 
+from ..sparse_embedding import HELP as SPARSE_EMBEDDING_UPDATE_HELP
+from ..sparse_embedding import maybe_enable_sparse_embedding_update
 from .roberta_shapes import roberta_multilingual_shape, roberta_small_shape, roberta_tiny_shape
 
 
@@ -36,6 +40,11 @@ class HeadlessRobertaEncoder(RobertaEncoder):
 
 @register_model("headless_roberta")
 class HeadlessRobertaModel(RobertaModel):
+    @staticmethod
+    def add_args(parser):
+        RobertaModel.add_args(parser)
+        parser.add_argument("--sparse-embedding-update", action="store_true", help=SPARSE_EMBEDDING_UPDATE_HELP)
+
     @classmethod
     def build_model(cls, args, task):
         # As RobertaModel.build_model, with the headless encoder.
@@ -44,7 +53,7 @@ class HeadlessRobertaModel(RobertaModel):
             if not safe_hasattr(args, "max_positions"):
                 args.max_positions = safe_getattr(args, "tokens_per_sample", task.max_positions())
             encoder = HeadlessRobertaEncoder(args, task.source_dictionary)
-        return cls(args, encoder)
+        return maybe_enable_sparse_embedding_update(cls(args, encoder), args)
 
     def input_embeddings(self):
         return self.encoder.sentence_encoder.embed_tokens

@@ -4,7 +4,9 @@ The decoder is fairseq's ``TransformerDecoder`` with ``build_output_projection``
 overridden to build nothing; training uses the ``headless_language_modeling``
 criterion on the final hidden states. Asked for logits (``fairseq-eval-lm``,
 generation), it scores with the input embeddings, e^T: the zero-cost
-"Headless" row of the paper's Tab.3.
+"Headless" row of the paper's Tab.3. ``--sparse-embedding-update``
+(``model.sparse_embedding_update=true``) trains the input embeddings row-sparsely:
+see :mod:`fairseq_headless.sparse_embedding`.
 """
 
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from fairseq.models.transformer_lm import (
 )
 from fairseq.utils import safe_getattr
 
+from ..sparse_embedding import SparseEmbeddingUpdateConfig, maybe_enable_sparse_embedding_update
 from .gpt2_shapes import Gpt2QuarterConfig, Gpt2TinyConfig
 
 
@@ -38,7 +41,7 @@ class HeadlessTransformerDecoder(TransformerDecoder):
 
 
 @dataclass
-class HeadlessTransformerLanguageModelConfig(TransformerLanguageModelConfig):
+class HeadlessTransformerLanguageModelConfig(TransformerLanguageModelConfig, SparseEmbeddingUpdateConfig):
     pass
 
 
@@ -60,7 +63,7 @@ class HeadlessTransformerLanguageModel(TransformerLanguageModel):
         decoder = HeadlessTransformerDecoder(
             args, task.target_dictionary, embed_tokens, no_encoder_attn=True
         )
-        return cls(decoder)
+        return maybe_enable_sparse_embedding_update(cls(decoder), args)
 
     def input_embeddings(self):
         return self.decoder.embed_tokens
@@ -68,12 +71,12 @@ class HeadlessTransformerLanguageModel(TransformerLanguageModel):
 
 # The headless twins of gpt2_shapes: same dataclass defaults, a model without head.
 @dataclass
-class HeadlessGpt2QuarterConfig(Gpt2QuarterConfig):
+class HeadlessGpt2QuarterConfig(Gpt2QuarterConfig, SparseEmbeddingUpdateConfig):
     pass
 
 
 @dataclass
-class HeadlessGpt2TinyConfig(Gpt2TinyConfig):
+class HeadlessGpt2TinyConfig(Gpt2TinyConfig, SparseEmbeddingUpdateConfig):
     pass
 
 

@@ -1,0 +1,7 @@
+"""Speed and memory of headless against vanilla training (paper §3.4, Fig.2, Fig.6b, Tab.6; issue 7).
+
+``steps``: training steps through fairseq's ``Trainer`` (vanilla, headless, body with a free loss);
+``loss``: the CWT loss against cross-entropy and their matrix-product floors; ``curves``: dense vs
+sparse embedding update on a corpus; ``machine``: machine description, peak memory, isolation;
+``report``: tables and plots. ``scripts/benchmark.py`` is the command line.
+"""

@@ -1,0 +1,352 @@
+"""Training-step throughput and peak memory, headless against vanilla (paper Fig.2, Fig.6b, Tab.6).
+
+One *group* is an architecture at one vocabulary size and micro-batch. In one
+process, every variant of the group is built from the project's YAML configs (the
+same composition as ``fairseq-hydra-train``), with the project's criterions and
+fairseq's optimizer, and trained through fairseq's own ``Trainer.train_step``
+(forward, backward, gradient normalisation, clipping, optimizer step), alternating
+between variants step after step so that a drift of the machine hits all alike:
+
+* ``vanilla``: the vanilla twin (its LM head tied to the input embeddings);
+* ``headless``: the headless model with the CWT criterion, once per
+  ``embedding_update`` (``dense``: the paper's; ``sparse``:
+  ``model.sparse_embedding_update=true``) x ``negatives`` x ``chunk_size``;
+* ``body``: the headless body with a trivial loss on the same positions' features
+  (their sum), per ``embedding_update``: the limit a free loss would reach;
+* optionally ``frozen``: the body with the input embeddings not trained at all:
+  the limit of the embedding update too.
+
+Batches are random tokens of the right shape (15% masking for encoders, every
+position a target for decoders): speed does not depend on the text. The first
+two steps of each variant are not timed. Before the first, the optimizer state is
+created (one optimizer step with zero gradients), and the first step measures
+peak memory: persistent tensors (parameters, buffers, optimizer state) plus the
+step's peak extra memory (gradients, activations, temporaries). The second
+re-warms the heap that the memory measurement handed back to the OS. Then each
+variant runs ``steps`` timed steps; a record gives their median.
+"""
+
+import logging
+import statistics
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+from fairseq.criterions import FairseqCriterion
+from fairseq.logging import metrics
+
+from ..sparse_embedding import enable_sparse_embedding_update
+from .machine import PeakMemory, run_isolated, tensor_mb
+
+
+@dataclass(frozen=True)
+class Arch:
+    """An architecture of the sweep: its two YAML configs and the micro-batch it is timed with."""
+
+    family: str  # encoder or decoder
+    headless_config: str
+    vanilla_config: str
+    batch: int  # sequences per micro-batch
+    length: int  # tokens per sequence
+    description: str
+
+
+ARCHS = {
+    "bert-small": Arch("encoder", "hmlm_small", "mlm_small", 32, 128, "BERT-small, 4 x 512 (D.4, Fig.6, Tab.6)"),
+    "bert-base": Arch("encoder", "hmlm_base", "mlm_base", 32, 128, "BERT-base, 12 x 768 (D.1, Fig.2)"),
+    "gpt2-quarter": Arch("decoder", "hlm_small", "lm_small", 16, 128, "GPT-2 / 4, 3 x 192 (D.5, Fig.7)"),
+    "pythia-70m": Arch("decoder", "hlm_pythia70m", "lm_pythia70m", 4, 512, "Pythia-70M, 6 x 512 (D.2)"),
+    # CPU-sized, for the smoke preset and the tests
+    "bert-tiny": Arch("encoder", "hmlm_tiny", "mlm_tiny", 4, 32, "tiny encoder, 2 x 128 (tests)"),
+    "gpt2-tiny": Arch("decoder", "hlm_tiny", "lm_tiny", 2, 32, "tiny decoder, 2 x 128 (tests)"),
+}
+
+
+class FeatureSumLoss(FairseqCriterion):
+    """The body alone: the sum of the features at the criterion's positions (a free loss)."""
+
+    def forward(self, model, sample, reduce=True):
+        selected = sample["target"].ne(self.padding_idx)
+        features = model(**sample["net_input"], features_only=True)[0]
+        loss = features[selected].float().sum()
+        positions = int(selected.sum())
+        return loss, positions, {"loss": loss.data, "sample_size": positions, "ntokens": sample["ntokens"],
+                                 "nsentences": sample["nsentences"]}
+
+    @staticmethod
+    def reduce_metrics(logging_outputs) -> None:
+        total = sum(log.get("sample_size", 0) for log in logging_outputs)
+        metrics.log_scalar("loss", sum(log.get("loss", 0) for log in logging_outputs) / max(total, 1), total)
+
+    @staticmethod
+    def logging_outputs_can_be_summed() -> bool:
+        return True
+
+
+def quiet():
+    """Keep the progress bar readable: fairseq, hydra and matplotlib log and warn a lot."""
+    logging.getLogger().setLevel(logging.WARNING)
+    for name in ("fairseq", "hydra", "matplotlib"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*validated against ConfigStore schema.*")
+    warnings.filterwarnings("ignore", message=".*torch.cuda.amp.autocast.*")
+
+
+def compose(config_dir: Path, name: str, overrides: List[str]):
+    """configs/<name>.yaml with overrides, composed exactly as ``fairseq-hydra-train`` does."""
+    import fairseq_headless  # noqa: F401  (registers the plugin)
+    from fairseq.dataclass.initialize import add_defaults, hydra_init
+    from fairseq.dataclass.utils import omegaconf_no_object_check
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    GlobalHydra.instance().clear()
+    hydra_init(name)
+    with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base=None):
+        cfg = hydra_compose(config_name=name, overrides=list(overrides))
+    add_defaults(cfg)
+    with omegaconf_no_object_check():
+        cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+def write_dictionary(folder: Path, vocab_size: int, family: str) -> None:
+    """A dict.txt whose fairseq Dictionary has ``vocab_size`` entries (specials and <mask> included)."""
+    # fairseq adds <s>, <pad>, </s>, <unk>; the masked_lm task also adds <mask>.
+    symbols = vocab_size - 4 - (1 if family == "encoder" else 0)
+    with open(folder / "dict.txt", "w") as handle:
+        handle.writelines(f"w{i} 1\n" for i in range(symbols))
+
+
+def random_sample(family, batch, length, vocab_size, pad, mask, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(5, vocab_size - 1, (batch, length), generator=generator)
+    if family == "encoder":  # fairseq's masked_lm: 15% of positions predicted, shown as <mask>
+        selected = torch.rand(batch, length, generator=generator) < 0.15
+        target = torch.full_like(tokens, pad)
+        target[selected] = tokens[selected]
+        source = tokens.masked_fill(selected, mask)
+    else:  # next-token prediction at every position
+        source, target = tokens, torch.randint(5, vocab_size - 1, (batch, length), generator=generator)
+    return {
+        "id": torch.arange(batch),
+        "net_input": {"src_tokens": source, "src_lengths": torch.full((batch,), length)},
+        "target": target,
+        "ntokens": int(target.ne(pad).sum()),
+        "nsentences": batch,
+    }
+
+
+@dataclass
+class Variant:
+    name: str  # vanilla, headless-<mode>-<negatives>-c<chunk>, body-<mode>, frozen
+    kind: str
+    embedding_update: Optional[str] = None
+    negatives: Optional[str] = None
+    chunk_size: Optional[int] = None  # None: the config's own
+
+
+def group_variants(embedding_updates, negatives_modes, chunk_sizes, frozen) -> List[Variant]:
+    variants = [Variant("vanilla", "vanilla")]
+    for mode in embedding_updates:
+        variants.append(Variant(f"body-{mode}", "body", mode))
+        for negatives in negatives_modes:
+            for chunk in chunk_sizes:
+                label = "config" if chunk is None else chunk
+                variants.append(Variant(f"headless-{mode}-{negatives}-c{label}", "headless", mode, negatives, chunk))
+    if frozen:
+        variants.append(Variant("frozen", "frozen"))
+    return variants
+
+
+def _overrides(data, batch, length, device, precision):
+    overrides = [
+        f"task.data={data}", f"dataset.batch_size={batch}", f"task.tokens_per_sample={length}",
+        "distributed_training.distributed_world_size=1", "optimization.update_freq=[1]",
+        "common.log_format=none", f"common.cpu={'true' if device.type == 'cpu' else 'false'}",
+    ]
+    if precision == "fp32":
+        overrides.append("common.fp16=false")
+    else:  # the memory-efficient wrapper: FP16Optimizer's flat buffer cannot take sparse gradients
+        overrides += [f"common.fp16={'true' if precision == 'fp16' else 'false'}",
+                      f"common.bf16={'true' if precision == 'bf16' else 'false'}",
+                      f"common.memory_efficient_fp16={'true' if precision == 'fp16' else 'false'}",
+                      f"common.memory_efficient_bf16={'true' if precision == 'bf16' else 'false'}"]
+    return overrides
+
+
+def build_trainer(arch: Arch, variant: Variant, config_dir, data, device, precision):
+    from fairseq import tasks
+    from fairseq.trainer import Trainer
+
+    base = _overrides(data, arch.batch, arch.length, device, precision)
+    if variant.kind == "vanilla":
+        cfg = compose(config_dir, arch.vanilla_config, base)
+    else:
+        extra = []
+        if variant.kind == "headless":
+            extra = [f"criterion.negatives={variant.negatives}"]
+            if variant.chunk_size is not None:
+                extra.append(f"criterion.chunk_size={variant.chunk_size}")
+        cfg = compose(config_dir, arch.headless_config, base + extra)
+    task = tasks.setup_task(cfg.task)
+    model = task.build_model(cfg.model)
+    if variant.embedding_update == "sparse":
+        # What model.sparse_embedding_update=true does at build time, for any headless model.
+        enable_sparse_embedding_update(model)
+    if variant.kind == "frozen":
+        model.input_embeddings().weight.requires_grad_(False)
+    criterion = task.build_criterion(cfg.criterion) if variant.kind in ("vanilla", "headless") else FeatureSumLoss(task)
+    trainer = Trainer(cfg, task, model, criterion)
+    return cfg, task, trainer
+
+
+def _synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _prime_optimizer(trainer):
+    """Create the optimizer state (one step on zero gradients) so that the first step measures steady memory."""
+    for p in trainer.model.parameters():
+        if p.requires_grad:
+            p.grad = torch.zeros_like(p)
+    trainer.optimizer.step()
+    trainer.zero_grad()
+
+
+def _persistent_mb(trainer):
+    state = [t for s in trainer.optimizer.optimizer.state.values() for t in s.values()]
+    return tensor_mb(list(trainer.model.parameters()) + list(trainer.model.buffers()) + state)
+
+
+def measure_group(arch_name, vocab_size, variants, steps, config_dir, device, precision, batch=None, report=print):
+    """Build every variant of one group, time them alternately, return {variant name: numbers}."""
+    quiet()
+    device = torch.device(device)
+    arch = ARCHS[arch_name]
+    if batch:  # another micro-batch than the architecture's default (sequences, same length)
+        arch = Arch(arch.family, arch.headless_config, arch.vanilla_config, batch, arch.length, arch.description)
+    label = f"{arch_name} V={vocab_size}"
+    with tempfile.TemporaryDirectory(prefix="benchmark-dict-") as data:
+        write_dictionary(Path(data), vocab_size, arch.family)
+        trainers = {}
+        for variant in variants:
+            report(f"{label}: building {variant.name}")
+            trainers[variant.name] = build_trainer(arch, variant, config_dir, data, device, precision)
+    _, task, _ = next(iter(trainers.values()))
+    dictionary = task.source_dictionary
+    mask = dictionary.index("<mask>") if arch.family == "encoder" else dictionary.unk()
+    sample = random_sample(arch.family, arch.batch, arch.length, len(dictionary), dictionary.pad(), mask)
+    results = {v.name: {"times_s": []} for v in variants}
+    for variant in variants:  # warm-up step, which also measures memory
+        cfg, _, trainer = trainers[variant.name]
+        results[variant.name]["chunk_size"] = cfg.criterion.get("chunk_size")
+        _prime_optimizer(trainer)
+        with PeakMemory(device) as meter:
+            trainer.train_step([sample])
+            _synchronize(device)
+        results[variant.name].update(
+            persistent_mb=_persistent_mb(trainer), step_extra_mb=meter.extra_mb,
+            parameters=sum(p.numel() for p in trainer.model.parameters()),
+        )
+        report(f"{label}: {variant.name} warm-up done")
+    for step in range(-1, steps):  # step -1: untimed, re-warms what the memory step handed back to the OS
+        # Rotate the order every step, so that no variant always runs right after the same one.
+        order = variants[step % len(variants):] + variants[: step % len(variants)]
+        for variant in order:
+            _, _, trainer = trainers[variant.name]
+            _synchronize(device)
+            start = time.perf_counter()
+            trainer.train_step([sample])
+            _synchronize(device)
+            if step >= 0:
+                results[variant.name]["times_s"].append(time.perf_counter() - start)
+                report(f"{label}: {variant.name} step {step + 1}/{steps} {results[variant.name]['times_s'][-1]:.2f} s")
+    for name, numbers in results.items():
+        numbers["step_s"] = statistics.median(numbers["times_s"])
+        extra = numbers["step_extra_mb"]
+        numbers["peak_mb"] = None if extra is None else numbers["persistent_mb"] + extra
+    info = {
+        "vocab_size": len(dictionary),
+        "batch": arch.batch,
+        "seq_len": arch.length,
+        "tokens_per_step": arch.batch * arch.length,
+        "positions": int(sample["target"].ne(dictionary.pad()).sum()),
+    }
+    return {"info": info, "variants": results}
+
+
+def records_of_group(arch_name, group, variants, device, precision):
+    """The group's results as records, one per headless variant (the vanilla and body numbers repeated)."""
+    arch = ARCHS[arch_name]  # family and configs; the batch comes from the group
+    info, results = group["info"], group["variants"]
+    vanilla = results["vanilla"]
+    frozen = results.get("frozen")
+    records = []
+    for variant in variants:
+        if variant.kind != "headless":
+            continue
+        headless, body = results[variant.name], results[f"body-{variant.embedding_update}"]
+        tokens = info["tokens_per_step"]
+        records.append({
+            "family": arch.family,
+            "arch": arch_name,
+            "configs": [arch.headless_config, arch.vanilla_config],
+            "device": str(device),
+            "precision": precision,
+            **info,
+            "embedding_update": variant.embedding_update,
+            "negatives": variant.negatives,
+            "chunk_size": headless["chunk_size"],
+            "vanilla_step_s": vanilla["step_s"],
+            "headless_step_s": headless["step_s"],
+            "body_step_s": body["step_s"],
+            "frozen_embedding_step_s": frozen["step_s"] if frozen else None,
+            "speedup": vanilla["step_s"] / headless["step_s"],
+            "vanilla_tokens_per_s": tokens / vanilla["step_s"],
+            "headless_tokens_per_s": tokens / headless["step_s"],
+            "body_tokens_per_s": tokens / body["step_s"],
+            "vanilla_peak_mb": vanilla["peak_mb"],
+            "headless_peak_mb": headless["peak_mb"],
+            "body_peak_mb": body["peak_mb"],
+            "vanilla_parameters": vanilla["parameters"],
+            "headless_parameters": headless["parameters"],
+            "times_s": {"vanilla": vanilla["times_s"], "headless": headless["times_s"], "body": body["times_s"],
+                        **({"frozen": frozen["times_s"]} if frozen else {})},
+        })
+    return records
+
+
+def run(archs, vocab_sizes, batches, embedding_updates, negatives_modes, chunk_sizes, steps, config_dir, device,
+        precision, frozen=False, on_progress=lambda message: None, on_group=lambda: None):
+    """Every group of the sweep, each in its own process on CPU; returns (records, skipped groups).
+
+    ``batches``: sequences per micro-batch; None = the architecture's own (``ARCHS``).
+    """
+    records, skipped = [], []
+    variants = group_variants(embedding_updates, negatives_modes, chunk_sizes, frozen)
+    groups = [(a, v, b) for a in archs for b in batches for v in vocab_sizes]
+    for arch_name, vocab_size, batch in groups:
+        kind, payload = run_isolated(
+            measure_group,
+            dict(arch_name=arch_name, vocab_size=vocab_size, variants=variants, steps=steps,
+                 config_dir=config_dir, device=device, precision=precision, batch=batch),
+            device, on_progress,
+        )
+        if kind == "result":
+            records += records_of_group(arch_name, payload, variants, device, precision)
+        elif kind == "skipped":
+            skipped.append({"arch": arch_name, "vocab_size": vocab_size,
+                            "batch": batch or ARCHS[arch_name].batch, "reason": payload})
+        else:
+            raise RuntimeError(f"step benchmark {arch_name} V={vocab_size} failed:\n{payload}")
+        on_group()
+    return records, skipped

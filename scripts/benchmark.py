@@ -1,0 +1,294 @@
+#!/usr/bin/env python
+"""Speed and memory of headless against vanilla training (paper Fig.2, Fig.6b, Tab.6, §3.4).
+
+    python scripts/benchmark.py --quick --output bench/      # the issue's targets, < 10 min on 2 CPU cores
+    python scripts/benchmark.py --output bench/              # the whole sweep (hours on a CPU)
+    python scripts/benchmark.py --smoke --output /tmp/b      # seconds: tiny models (the tests run this)
+    python scripts/benchmark.py --quick --device cuda --precision fp16 --output bench-gpu/
+
+Three parts, each optional:
+
+1. training steps (``--archs``, ``--vocab``, ``--batch``, ``--embedding-update``, ``--negatives``,
+   ``--chunk``): for every architecture x vocabulary size x micro-batch, the vanilla twin, the
+   headless model (per embedding update, negatives and chunk mode) and the headless body with a
+   trivial loss are built from the project's YAML configs and trained through fairseq's
+   ``Trainer.train_step`` in one process, alternating; median step time and peak memory
+   (:mod:`fairseq_headless.benchmarking.steps`);
+2. the loss alone (``--loss-k``): CWT (one block and chunked) against full-vocabulary
+   cross-entropy and against the bare matrix products each must do
+   (:mod:`fairseq_headless.benchmarking.loss`);
+3. with ``--curves DATA``: the training curves of the dense and sparse embedding update on a
+   prepared corpus (:mod:`fairseq_headless.benchmarking.curves`).
+
+Writes ``OUTPUT/benchmark.json`` (machine, settings, every record), ``OUTPUT/benchmark.md`` (the
+tables, and the issue's targets checked) and PNG plots; refuses to overwrite a result without
+``--force``. Vocabulary sizes take k = 1000 (``50k`` = 50,000), loss sizes k = 1024 (``16k`` = 16,384).
+"""
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+PRESETS = {
+    # Each sweep is a cartesian product of architectures x vocabulary sizes x micro-batches (None: the
+    # architecture's own, see fairseq_headless.benchmarking.steps.ARCHS).
+    "smoke": dict(
+        sweeps=[(["bert-tiny", "gpt2-tiny"], [300], [None])], embedding_update=["dense", "sparse"],
+        negatives=["batch"], chunk=[None], steps=2, frozen=True,
+        loss_k=[64, 128], loss_vocab=1000, loss_dim=32, loss_chunk=32, loss_repeats=(2, 1, 1),
+        threads=1,  # tiny ops: one thread is faster, and immune to OpenMP spinning on a busy machine
+    ),
+    "quick": dict(
+        sweeps=[(["bert-small", "pythia-70m"], [8000, 50000, 131000], [None])], embedding_update=["dense", "sparse"],
+        negatives=["batch"], chunk=[None], steps=3, frozen=False,
+        loss_k=[1024, 4096, 16384], loss_vocab=50000, loss_dim=512, loss_chunk=4096, loss_repeats=(3, 1, 1),
+        loss_ce_max_k=4096,
+    ),
+    "full": dict(
+        sweeps=[
+            (["bert-small", "bert-base", "gpt2-quarter", "pythia-70m"], [8000, 32000, 50000, 131000, 256000], [None]),
+            (["bert-base"], [50000], [8, 16, 64]),  # Fig.2: latency and memory against the micro-batch
+            (["pythia-70m"], [50000], [1, 2, 8]),
+        ],
+        embedding_update=["dense", "sparse"], negatives=["batch", "unique"], chunk=[None, 0], steps=5, frozen=True,
+        loss_k=[1024, 2048, 4096, 8192, 16384], loss_vocab=50000, loss_dim=512, loss_chunk=4096,
+        loss_repeats=(5, 3, 1),
+    ),
+}
+
+
+class UsageError(Exception):
+    pass
+
+
+def sizes(text, unit, option):
+    values = []
+    for item in text.split(","):
+        item = item.strip().lower()
+        try:
+            values.append(int(float(item[:-1]) * unit) if item.endswith("k") else int(item))
+        except ValueError:
+            raise UsageError(f"{option}: '{item}' is not a size (e.g. 8k, 50000)") from None
+    if any(v <= 0 for v in values):
+        raise UsageError(f"{option}: sizes must be positive")
+    return values
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--output", required=True, type=Path, help="folder for benchmark.json/.md and the plots")
+    preset = parser.add_mutually_exclusive_group()
+    preset.add_argument("--quick", action="store_true", help="the issue's targets: BERT-small and Pythia-70M at "
+                        "V = 8k, 50k, 131k, both embedding updates; the loss at K = 1k, 4k, 16k (< 10 min, 2 cores)")
+    preset.add_argument("--smoke", action="store_true", help="tiny models, seconds (what the tests run)")
+    parser.add_argument("--force", action="store_true", help="overwrite a benchmark.json already in --output")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    parser.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32",
+                        help="fp16/bf16 use fairseq's memory-efficient wrapper for every model (default fp32)")
+    parser.add_argument("--archs", help="comma-separated, of: " + ", ".join(_arch_names()))
+    parser.add_argument("--vocab", help="vocabulary sizes, e.g. 8k,32k,50k,131k,256k (k = 1000)")
+    parser.add_argument("--batch", help="sequences per micro-batch, e.g. 8,16,32 (default: each architecture's own)")
+    parser.add_argument("--embedding-update", help="dense,sparse (model.sparse_embedding_update)")
+    parser.add_argument("--negatives", help="batch,unique")
+    parser.add_argument("--chunk", help="criterion chunk sizes, e.g. 0,4096 ('config': the YAML's own)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's, i.e. all cores)")
+    parser.add_argument("--steps", type=int, help="timed steps per variant, after two untimed ones")
+    parser.add_argument("--frozen", action="store_true", default=None,
+                        help="also time the body with the input embeddings not trained at all")
+    parser.add_argument("--loss-k", help="loss benchmark sizes K, e.g. 1k,4k,16k (k = 1024)")
+    parser.add_argument("--loss-vocab", type=int, help="V of the cross-entropy in the loss benchmark (default 50000)")
+    parser.add_argument("--no-steps", action="store_true", help="skip the training-step benchmark")
+    parser.add_argument("--no-loss", action="store_true", help="skip the loss benchmark")
+    parser.add_argument("--curves", type=Path, metavar="DATA",
+                        help="also train hmlm_tiny with the dense and the sparse embedding update on this "
+                        "prepared data folder and plot both loss curves")
+    parser.add_argument("--curves-config", default="hmlm_tiny", help="config for --curves (default hmlm_tiny)")
+    parser.add_argument("--curves-updates", type=int, default=300, help="updates per --curves run (default 300)")
+    parser.add_argument("--config-dir", type=Path, default=REPO / "configs", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def _arch_names():
+    from fairseq_headless.benchmarking.steps import ARCHS
+
+    return list(ARCHS)
+
+
+def plan(args):
+    """The settings of this run: the preset, overridden by any option given."""
+    from fairseq_headless.benchmarking.steps import ARCHS
+
+    name = "smoke" if args.smoke else "quick" if args.quick else "full"
+    settings = dict(PRESETS[name], preset=name)
+    if args.archs or args.vocab or args.batch:
+        archs = [a.strip() for a in args.archs.split(",")] if args.archs else sorted({a for s in settings["sweeps"] for a in s[0]})
+        unknown = [a for a in archs if a not in ARCHS]
+        if unknown:
+            raise UsageError(f"--archs: unknown {', '.join(unknown)}; choose from {', '.join(ARCHS)}")
+        vocab = sizes(args.vocab, 1000, "--vocab") if args.vocab else settings["sweeps"][0][1]
+        batches = sizes(args.batch, 1, "--batch") if args.batch else [None]
+        settings["sweeps"] = [(archs, vocab, batches)]
+    for option in ("embedding_update", "negatives"):
+        value = getattr(args, option)
+        if value:
+            allowed = {"embedding_update": ("dense", "sparse"), "negatives": ("batch", "unique")}[option]
+            items = [v.strip() for v in value.split(",")]
+            if any(v not in allowed for v in items):
+                raise UsageError(f"--{option.replace('_', '-')}: choose from {', '.join(allowed)}")
+            settings[option] = items
+    if args.chunk:
+        chunks = []
+        for item in args.chunk.split(","):
+            item = item.strip()
+            if item != "config" and not item.isdigit():
+                raise UsageError(f"--chunk: '{item}' is neither a size (0 = one block) nor 'config'")
+            chunks.append(None if item == "config" else int(item))
+        settings["chunk"] = chunks
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError("--threads must be at least 1")
+        settings["threads"] = args.threads
+    if args.steps is not None:
+        if args.steps < 1:
+            raise UsageError("--steps must be at least 1")
+        settings["steps"] = args.steps
+    if args.frozen:
+        settings["frozen"] = True
+    if args.loss_k:
+        settings["loss_k"] = sizes(args.loss_k, 1024, "--loss-k")
+    if args.loss_vocab:
+        settings["loss_vocab"] = args.loss_vocab
+    if args.precision == "fp16" and args.device == "cpu" and "sparse" in settings["embedding_update"] \
+            and not args.no_steps:
+        raise UsageError("--precision fp16 on a CPU cannot run the sparse embedding update (PyTorch has no CPU "
+                         "kernel adding fp16 sparse gradients): use --precision bf16 or --embedding-update dense")
+    for sweep in settings["sweeps"]:
+        for vocab in sweep[1]:
+            if vocab < 16:
+                raise UsageError(f"--vocab: {vocab} is too small (at least 16)")
+    return settings
+
+
+def check_output(args):
+    if args.output.exists() and not args.output.is_dir():
+        raise UsageError(f"--output {args.output} is a file; give a folder")
+    if (args.output / "benchmark.json").exists() and not args.force:
+        raise UsageError(f"--output {args.output} already holds benchmark.json; add --force to overwrite it")
+    if args.curves is not None and not (args.curves / "dict.txt").exists():
+        raise UsageError(f"--curves {args.curves} has no dict.txt: give a folder made by scripts/prepare_data.py")
+
+
+def write_atomic(path: Path, text: str):
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def save_plot(function, records, path: Path):
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    drawn = function(records, tmp)
+    if drawn is False:
+        return None
+    os.replace(tmp, path)
+    return path.name
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        settings = plan(args)
+        check_output(args)
+        import torch
+
+        device = torch.device(args.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise UsageError("--device cuda: no CUDA device here; use --device cpu")
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    from tqdm import tqdm
+
+    from fairseq_headless.benchmarking import curves, loss, report, steps
+    from fairseq_headless.benchmarking.machine import describe
+
+    steps.quiet()
+    if settings.get("threads"):
+        torch.set_num_threads(settings["threads"])  # forked measurements inherit it
+
+    command = "python scripts/benchmark.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    started = time.time()
+    machine = describe(device)
+    machine["precision"] = args.precision
+    variants = len(steps.group_variants(settings["embedding_update"], settings["negatives"], settings["chunk"],
+                                        settings["frozen"]))
+    groups = 0 if args.no_steps else sum(len(a) * len(v) * len(b) for a, v, b in settings["sweeps"])
+    loss_points = 0 if args.no_loss else len(settings["loss_k"]) * len(loss.IMPLEMENTATIONS)
+    bar = tqdm(total=groups + loss_points + (2 if args.curves else 0), desc="benchmark", unit="part",
+               file=sys.stderr, dynamic_ncols=True)
+    progress = lambda message: bar.set_postfix_str(message[-90:], refresh=True)  # noqa: E731
+    advance = lambda: bar.update(1)  # noqa: E731
+
+    result = {"machine": machine, "command": command, "settings": _jsonable(settings), "steps": [],
+              "steps_skipped": [], "loss": [], "loss_agreement": None, "loss_curves": None}
+    if not args.no_steps:
+        bar.write(f"training steps: {groups} groups x {variants} variants, {settings['steps']} timed steps each",
+                  file=sys.stderr)
+        for archs, vocab_sizes, batches in settings["sweeps"]:
+            records, skipped = steps.run(
+                archs, vocab_sizes, batches, settings["embedding_update"], settings["negatives"], settings["chunk"],
+                settings["steps"], args.config_dir, device, args.precision, frozen=settings["frozen"],
+                on_progress=progress, on_group=advance,
+            )
+            result["steps"] += records
+            result["steps_skipped"] += skipped
+    if not args.no_loss:
+        repeats = settings["loss_repeats"]
+        result["loss"] = loss.run(
+            settings["loss_k"], settings["loss_dim"], settings["loss_vocab"], settings["loss_chunk"],
+            lambda k: repeats[0] if k <= 4096 else repeats[1] if k <= 8192 else repeats[2], device,
+            {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.precision],
+            cross_entropy_max_k=settings.get("loss_ce_max_k"), on_progress=progress, on_point=advance,
+        )
+        result["loss_agreement"] = loss.agreement()
+    if args.curves is not None:
+        result["loss_curves"] = curves.run(args.config_dir, args.curves_config, args.curves.resolve(),
+                                           args.curves_updates, threads=settings.get("threads"), report=progress)
+        bar.update(2)
+    bar.close()
+    machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    result["wall_s"] = round(time.time() - started, 1)
+    result["targets"] = report.targets(result["steps"], result["loss"])
+
+    args.output.mkdir(parents=True, exist_ok=True)
+    plots = []
+    if result["steps"]:
+        plots.append(save_plot(report.plot_vocab, result["steps"], args.output / "steps_vocab.png"))
+        plots.append(save_plot(report.plot_batch, result["steps"], args.output / "steps_batch.png"))
+    if any(r["time_s"] for r in result["loss"]):
+        plots.append(save_plot(report.plot_loss, result["loss"], args.output / "loss.png"))
+    if result["loss_curves"]:
+        plots.append(save_plot(report.plot_curves, result["loss_curves"], args.output / "loss_curves.png"))
+    result["plots"] = [p for p in plots if p]
+    markdown = report.markdown(result, command) + "\n" + "\n".join(f"![{p}]({p})" for p in result["plots"]) + "\n"
+    write_atomic(args.output / "benchmark.md", markdown)
+    write_atomic(args.output / "benchmark.json", json.dumps(result, indent=1) + "\n")
+    print(markdown)
+    print(f"wrote {args.output / 'benchmark.json'} ({result['wall_s']:.0f} s)", file=sys.stderr)
+    return 0
+
+
+def _jsonable(settings):
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

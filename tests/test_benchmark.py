@@ -1,0 +1,148 @@
+"""scripts/benchmark.py in its smallest setting: it runs, writes every field, its loss implementations agree,
+its memory meter measures, and its targets are checked as the issue states them."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO
+
+from fairseq_headless.benchmarking import loss, report
+from fairseq_headless.benchmarking.machine import PeakMemory, cpu_peak_memory_available
+
+SCRIPT = REPO / "scripts" / "benchmark.py"
+STEP_FIELDS = {"family", "arch", "vocab_size", "batch", "embedding_update", "negatives", "vanilla_step_s",
+               "headless_step_s", "body_step_s", "vanilla_peak_mb", "headless_peak_mb"}
+MACHINE_FIELDS = {"cpu_model", "logical_cpus", "torch_threads", "torch", "gpu", "load_average_at_start"}
+
+
+def run_script(*args):
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True,
+                          cwd=REPO, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory, tiny_data):
+    output = tmp_path_factory.mktemp("benchmark") / "out"
+    proc = run_script("--smoke", "--output", output, "--curves", tiny_data, "--curves-config", "hlm_tiny",
+                      "--curves-updates", 10)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return output, json.loads((output / "benchmark.json").read_text()), proc
+
+
+def test_smoke_run_writes_every_field(smoke):
+    output, result, proc = smoke
+    assert MACHINE_FIELDS <= result["machine"].keys() and result["machine"]["torch"] == torch.__version__
+    steps = result["steps"]
+    assert {(r["family"], r["embedding_update"]) for r in steps} == {
+        ("encoder", "dense"), ("encoder", "sparse"), ("decoder", "dense"), ("decoder", "sparse")}
+    for record in steps:
+        assert STEP_FIELDS <= record.keys()
+        assert record["vocab_size"] == 300 and record["batch"] in (2, 4)
+        for key in ("vanilla_step_s", "headless_step_s", "body_step_s", "frozen_embedding_step_s"):
+            assert 0 < record[key] < 60, (key, record[key])
+            assert len(record["times_s"][key.split("_")[0]]) == 2  # the timed steps, warm-up excluded
+        for key in ("vanilla_peak_mb", "headless_peak_mb", "body_peak_mb"):
+            assert 0.5 < record[key] < 2000, (key, record[key])  # params + optimizer state at least
+        assert record["speedup"] == pytest.approx(record["vanilla_step_s"] / record["headless_step_s"])
+        assert record["headless_tokens_per_s"] == pytest.approx(record["tokens_per_step"] / record["headless_step_s"])
+    encoder = next(r for r in steps if r["family"] == "encoder")
+    assert encoder["vanilla_parameters"] > encoder["headless_parameters"]  # the LM head (dense + norm + bias)
+    assert 0 < encoder["positions"] < encoder["tokens_per_step"]  # ~15% masked
+    assert {(r["implementation"], r["num_positions"]) for r in result["loss"]} == {
+        (name, k) for name in loss.IMPLEMENTATIONS for k in (64, 128)}
+    assert all(r["time_s"] > 0 and r["peak_extra_mb"] is not None and r["skipped"] is None for r in result["loss"])
+    curves = result["loss_curves"]["curves"]
+    assert set(curves) == {"dense", "sparse"}
+    assert all(c["updates"][-1] == 10 and len(c["train_loss"]) == len(c["updates"]) >= 5 for c in curves.values())
+    assert len(result["targets"]) == 14  # none measured at these sizes, each reported as such
+    assert all(t["measured"] is None and t["met"] is None for t in result["targets"])
+    markdown = (output / "benchmark.md").read_text()
+    assert result["command"] in markdown and "| family | arch | V |" in markdown and "not in this run" in markdown
+    for name in ("steps_vocab.png", "loss.png", "loss_curves.png"):
+        assert name in result["plots"] and (output / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "benchmark: 100%" in proc.stderr  # the progress bar
+
+
+def test_loss_records_of_one_run_agree(smoke):
+    _, result, _ = smoke
+    for k in (64, 128):
+        by_name = {r["implementation"]: r for r in result["loss"] if r["num_positions"] == k}
+        assert by_name["cwt"]["loss"] == pytest.approx(by_name["cwt_chunked"]["loss"], rel=1e-6)
+        assert by_name["cwt"]["loss"] == pytest.approx(by_name["cwt_chunked_recompute"]["loss"], rel=1e-6)
+        assert by_name["cross_entropy"]["loss"] > 0 and by_name["cwt_floor"]["loss"] is None
+
+
+def test_an_existing_result_is_not_overwritten_without_force(smoke):
+    output, result, _ = smoke
+    before = (output / "benchmark.json").read_bytes()
+    proc = run_script("--smoke", "--output", output, "--no-steps")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
+        f"error: --output {output} already holds benchmark.json; add --force to overwrite it")
+    assert (output / "benchmark.json").read_bytes() == before
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--archs", "bert-huge"], "--archs: unknown bert-huge"),
+    (["--vocab", "8k,lots"], "--vocab: 'lots' is not a size"),
+    (["--embedding-update", "lazy"], "--embedding-update: choose from dense, sparse"),
+    (["--steps", "0"], "--steps must be at least 1"),
+    (["--vocab", "3"], "--vocab: 3 is too small"),
+    (["--device", "cuda"], "--device cuda: no CUDA device here") if not torch.cuda.is_available()
+    else (["--loss-k", "-1"], "--loss-k: sizes must be positive"),
+])
+def test_bad_options_give_one_error_line_and_exit_2(args, message, tmp_path, capsys):
+    from importlib import util
+
+    spec = util.spec_from_file_location("benchmark_script", SCRIPT)
+    script = util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--output", str(tmp_path / "out"), *args]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"error: {message}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_loss_implementations_agree_with_float64():
+    gaps = loss.agreement()
+    for name in ("cwt", "cwt_chunked", "cwt_chunked_recompute", "cross_entropy"):
+        assert gaps[name]["loss_rel_diff"] < 1e-6
+        assert gaps[name]["grad_outputs_max_abs_diff"] < 1e-5 and gaps[name]["grad_targets_max_abs_diff"] < 1e-5
+    outputs, matrix, ids = loss.make_inputs(50, 8, 70, "cpu", torch.float32)
+    logits, grad_outputs, grad_columns = loss.floor("cwt_floor", outputs, matrix, ids)
+    assert logits.shape == (50, 50) and grad_outputs.shape == (50, 8) and grad_columns.shape == (50, 8)
+    logits, _, grad_columns = loss.floor("cross_entropy_floor", outputs, matrix, ids)
+    assert logits.shape == (50, 70) and grad_columns.shape == (70, 8)
+
+
+@pytest.mark.skipif(not cpu_peak_memory_available(), reason="needs Linux's /proc/self/clear_refs")
+def test_cpu_peak_memory_meter_sees_an_allocation_that_is_freed_again():
+    with PeakMemory(torch.device("cpu")) as meter:
+        block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+        del block
+    assert 60 < meter.extra_mb < 80, meter.extra_mb
+    with PeakMemory(torch.device("cpu")) as meter:
+        torch.ones(16)
+    assert meter.extra_mb < 8, meter.extra_mb
+
+
+def test_targets_are_checked_as_the_issue_states_them():
+    def step(family, vocab, mode, speedup, headless):
+        return {"family": family, "vocab_size": vocab, "embedding_update": mode, "negatives": "batch",
+                "speedup": speedup, "headless_step_s": headless}
+
+    steps = [step("encoder", 50_000, "sparse", 1.5, 1.0), step("encoder", 131_000, "sparse", 2.1, 1.04),
+             step("encoder", 8_000, "sparse", 1.1, 1.0), step("decoder", 50_000, "dense", 1.9, 1.0)]
+    losses = [{"implementation": name, "num_positions": 16_384, "time_s": t, "peak_extra_mb": m}
+              for name, t, m in (("cwt", 30.0, 5000.0), ("cwt_chunked", 12.0, 400.0), ("cwt_floor", 10.0, 1000.0))]
+    checks = {c["target"]: c for c in report.targets(steps, losses)}
+    assert checks["encoder speed-up at V=50,000 (sparse embedding update)"]["met"] is True
+    assert checks["encoder speed-up at V=131,000 (sparse embedding update)"]["met"] is False
+    assert checks["decoder speed-up at V=50,000 (dense embedding update)"]["met"] is False
+    assert checks["decoder speed-up at V=50,000 (sparse embedding update)"]["met"] is None
+    flat = checks["encoder headless step at V=131,000 vs V=8,000 (sparse)"]
+    assert flat["measured"] == pytest.approx(0.04) and flat["met"] is True
+    assert checks["CWT loss at K=16,384: peak extra memory, chunked / one block"]["measured"] == pytest.approx(0.08)
+    assert checks["CWT loss at K=16,384: time, chunked / matrix-product floor"]["met"] is True

@@ -1,0 +1,207 @@
+"""model.sparse_embedding_update: row-sparse gradients of the input embeddings and lazy AdamW.
+
+The documented semantics (fairseq_headless/sparse_embedding.py): a row touched at every step gets
+exactly fairseq's dense AdamW update; a row a step does not touch keeps its parameters and moments;
+a row touched again after skipped steps is updated from undecayed moments with this step's weight
+decay only; bias correction uses the global step. Everything else (other parameters, the gradient
+norm and clipping) is the dense run's.
+"""
+
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from conftest import BIN, REPO, build_task_and_model, load_config, run_cli
+from test_models import one_training_batch
+from test_robustness import TWO_PROCESSES, free_port, hydra_args
+
+from fairseq import optim, options, tasks, utils
+from fairseq.trainer import Trainer
+from fairseq_headless.sparse_embedding import check_training_setup, lazy_adam_update_
+
+LR, BETAS, EPS, WD = 0.01, (0.9, 0.98), 1e-6, 0.1
+# rows touched at each step (repeats included: the sparse gradient then has duplicates to sum)
+STEPS = [[1, 2, 2, 5], [1, 5, 7, 1], [2, 1, 9]]
+VOCAB, DIM = 12, 4
+
+
+def adam(params):
+    cfg = OmegaConf.create({"_name": "adam", "adam_betas": str(BETAS), "adam_eps": EPS, "weight_decay": WD,
+                            "use_old_adam": False, "fp16_adam_stats": False, "tpu": False, "lr": [LR]})
+    return optim.build_optimizer(cfg, params)
+
+
+def sparse_grad(rows, step):
+    generator = torch.Generator().manual_seed(step)
+    values = torch.randn(len(rows), DIM, generator=generator)
+    return torch.sparse_coo_tensor(torch.tensor([rows]), values, (VOCAB, DIM), check_invariants=True)
+
+
+def lazy_reference(initial, grads):
+    """The documented lazy AdamW, written out in float64 row by row."""
+    p = initial.double().clone()
+    m, v = torch.zeros_like(p), torch.zeros_like(p)
+    for step, grad in enumerate(grads, start=1):
+        grad = grad.coalesce().double()
+        for row, g in zip(grad.indices()[0].tolist(), grad.values()):
+            m[row] = BETAS[0] * m[row] + (1 - BETAS[0]) * g
+            v[row] = BETAS[1] * v[row] + (1 - BETAS[1]) * g * g
+            step_size = LR * math.sqrt(1 - BETAS[1] ** step) / (1 - BETAS[0] ** step)
+            p[row] = p[row] * (1 - WD * LR) - step_size * m[row] / (v[row].sqrt() + EPS)
+    return p, m, v
+
+
+def test_lazy_adam_through_fairseqs_adam_matches_the_documented_semantics():
+    initial = torch.randn(VOCAB, DIM, generator=torch.Generator().manual_seed(0))
+    sparse_param = torch.nn.Parameter(initial.clone())
+    dense_param = torch.nn.Parameter(initial.clone())
+    sparse_opt, dense_opt = adam([sparse_param]), adam([dense_param])
+    grads = [sparse_grad(rows, step) for step, rows in enumerate(STEPS)]
+    touched = set()
+    for grad, rows in zip(grads, STEPS):
+        before = sparse_param.detach().clone()
+        sparse_param.grad, dense_param.grad = grad, grad.to_dense()
+        sparse_opt.step()  # the patched FairseqAdam.step: lazy for the sparse gradient
+        dense_opt.step()
+        assert sparse_param.grad is grad  # handed back after the step, as fairseq's own step leaves it
+        untouched = [r for r in range(VOCAB) if r not in rows]
+        assert torch.equal(sparse_param[untouched], before[untouched])  # not even weight decay
+        touched |= set(rows)
+    # row 1 is touched at every step: exactly the dense AdamW update, bit for bit
+    assert torch.equal(sparse_param[1], dense_param[1])
+    # the dense run shrank every row by weight decay; the never-touched ones kept their values here
+    never = [r for r in range(VOCAB) if r not in touched]
+    assert torch.equal(sparse_param[never], initial[never]) and not torch.equal(dense_param[never], initial[never])
+    # every row against the float64 lazy reference (row 2 skips step 2, row 7 enters at step 2, ...)
+    p, m, v = lazy_reference(initial, grads)
+    state = sparse_opt.optimizer.state[sparse_param]
+    torch.testing.assert_close(sparse_param.detach().double(), p, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(state["exp_avg"].double(), m, rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(state["exp_avg_sq"].double(), v, rtol=1e-6, atol=1e-10)
+    # same state layout as the dense optimizer: a checkpoint loads into either
+    dense_state = dense_opt.optimizer.state[dense_param]
+    assert state.keys() == dense_state.keys() and state["step"] == dense_state["step"] == len(STEPS)
+
+
+def test_lazy_adam_update_of_half_precision_parameters_reads_and_writes_only_touched_rows():
+    param = torch.nn.Parameter(torch.randn(VOCAB, DIM).to(torch.bfloat16))
+    reference = torch.nn.Parameter(param.detach().float().clone())
+    grad = sparse_grad([3, 4, 3], 0)
+    state, state32 = {}, {}
+    lazy_adam_update_(param, grad.to(torch.bfloat16), state, lr=LR, betas=BETAS, eps=EPS, weight_decay=WD, scale=4.0)
+    lazy_adam_update_(reference, grad.to(torch.bfloat16).float(), state32, lr=LR, betas=BETAS, eps=EPS,
+                      weight_decay=WD, scale=4.0)
+    assert state["exp_avg"].dtype == torch.float32  # fp32 moments, as fairseq's Adam keeps them
+    torch.testing.assert_close(param.detach().float(), reference.detach().to(torch.bfloat16).float())
+
+
+def test_clipping_and_scaling_treat_a_sparse_gradient_as_its_dense_twin():
+    grad = sparse_grad([1, 2, 2, 5, 1], 3)  # uncoalesced, with duplicates
+    sparse_param, dense_param = torch.nn.Parameter(torch.zeros(VOCAB, DIM)), torch.nn.Parameter(torch.zeros(VOCAB, DIM))
+    other_s, other_d = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(3))
+    other_s.grad, other_d.grad = torch.full((3,), 2.0), torch.full((3,), 2.0)
+    sparse_param.grad, dense_param.grad = grad, grad.to_dense()
+    norm_s = utils.clip_grad_norm_([sparse_param, other_s], max_norm=1.0)
+    norm_d = utils.clip_grad_norm_([dense_param, other_d], max_norm=1.0)
+    torch.testing.assert_close(norm_s, norm_d)
+    assert sparse_param.grad.is_sparse and norm_d > 1.0
+    torch.testing.assert_close(sparse_param.grad.to_dense(), dense_param.grad)
+    torch.testing.assert_close(other_s.grad, other_d.grad)
+    optimizer = adam([sparse_param, other_s])
+    optimizer.multiply_grads(0.5)  # fairseq's normalisation by the sample size / fp16 unscaling
+    torch.testing.assert_close(sparse_param.grad.to_dense(), dense_param.grad * 0.5)
+    torch.testing.assert_close(other_s.grad, other_d.grad * 0.5)
+
+
+def trainer_step(config, data, sparse, *overrides):
+    torch.manual_seed(0)
+    cfg = load_config(config, f"task.data={data}", "common.cpu=true", "optimization.lr=[0.01]",
+                      "lr_scheduler.warmup_updates=0", f"+model.sparse_embedding_update={str(sparse).lower()}",
+                      *overrides)
+    task = tasks.setup_task(cfg.task)
+    model = task.build_model(cfg.model)
+    trainer = Trainer(cfg, task, model, task.build_criterion(cfg.criterion))
+    initial = {k: p.detach().clone() for k, p in model.named_parameters()}
+    log = trainer.train_step([one_training_batch(cfg, task)])
+    return model, initial, log
+
+
+@pytest.mark.parametrize("config", ["hmlm_tiny", "hlm_tiny"])
+def test_one_fairseq_trainer_step_sparse_equals_dense_on_touched_rows(config, tiny_data):
+    dense, initial, dense_log = trainer_step(config, tiny_data, False)
+    sparse, initial_s, sparse_log = trainer_step(config, tiny_data, True)
+    embedding = sparse.input_embeddings()
+    name = next(k for k, p in sparse.named_parameters() if p is embedding.weight)
+    assert embedding.sparse and embedding.weight.grad.is_sparse  # the gradient fairseq saw was sparse
+    assert not dense.input_embeddings().sparse  # off by default: the paper's setting
+    assert sparse_log["loss"] == dense_log["loss"]
+    for key, p in sparse.named_parameters():  # same gradient norm, so the same clipping and the same body update
+        torch.testing.assert_close(initial_s[key], initial[key], rtol=0, atol=0)
+        if key != name:
+            torch.testing.assert_close(p, dict(dense.named_parameters())[key], rtol=0, atol=0)
+    after_s, after_d = embedding.weight.detach(), dense.input_embeddings().weight.detach()
+    touched = (after_s != initial[name]).any(dim=1)
+    assert 0 < touched.sum() < len(touched)
+    # touched rows: the dense update (the gradients differ only in summation order)
+    torch.testing.assert_close(after_s[touched], after_d[touched], rtol=1e-5, atol=1e-6)
+    # untouched rows: unchanged, where dense AdamW applied its weight decay (p * (1 - lr wd), zero moments)
+    assert torch.equal(after_s[~touched], initial[name][~touched])
+    lr, wd = 0.01, 0.01  # the overridden lr (no warmup) and the configs' weight decay
+    torch.testing.assert_close(after_d[~touched], initial[name][~touched] * (1 - lr * wd), rtol=1e-6, atol=0)
+
+
+def test_bf16_memory_efficient_training_with_sparse_updates_runs(tiny_data):
+    model, initial, log = trainer_step("hlm_tiny", tiny_data, True, "common.bf16=true",
+                                       "common.memory_efficient_bf16=true")
+    assert model.input_embeddings().weight.dtype == torch.bfloat16 and math.isfinite(log["loss"])
+    assert model.input_embeddings().weight.grad.is_sparse
+
+
+def test_the_switch_in_hydra_and_argparse(tiny_data):
+    for config in ("hmlm_tiny", "hlm_tiny", "hlm_small"):
+        cfg = load_config(config, f"task.data={tiny_data}")
+        assert not cfg.model.get("sparse_embedding_update", False)  # the paper's setting stays the default
+    for arch, task in (("headless_roberta_tiny", "masked_lm"), ("headless_gpt2_tiny", "language_modeling")):
+        parser = options.get_training_parser()
+        args = options.parse_args_and_arch(parser, [str(tiny_data), "--user-dir", str(REPO / "fairseq_headless"),
+                                                    "--task", task, "--arch", arch, "--sparse-embedding-update"])
+        assert args.sparse_embedding_update is True
+        model = tasks.setup_task(args).build_model(args)
+        assert model.input_embeddings().sparse
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["optimizer._name=sgd"], "needs optimizer._name=adam"),
+    (["common.fp16=true"], "add common.memory_efficient_fp16=true"),
+    (["common.fp16=true", "common.memory_efficient_fp16=true"], "use common.bf16=true"),  # CPU only
+    (["distributed_training.distributed_world_size=2", "distributed_training.ddp_backend=legacy_ddp"],
+     "use ddp_backend=pytorch_ddp"),
+    (["distributed_training.zero_sharding=os"], "ZeRO"),
+])
+def test_setups_that_densify_the_gradient_are_refused_with_the_fix(overrides, message, tiny_data):
+    cfg = load_config("hmlm_tiny", f"task.data={tiny_data}", "common.cpu=true", *overrides)
+    with pytest.raises(ValueError, match=message) as error:
+        check_training_setup(cfg)
+    assert "sparse_embedding_update" in str(error.value)
+    check_training_setup(load_config("hmlm_tiny", f"task.data={tiny_data}", "common.cpu=true"))  # the default: fine
+
+
+def test_fairseq_trainer_refuses_fp16optimizer_before_training(tiny_data):
+    cfg, task, model = build_task_and_model("hmlm_tiny", tiny_data, "common.cpu=true", "common.fp16=true",
+                                            "+model.sparse_embedding_update=true")
+    trainer = Trainer(cfg, task, model, task.build_criterion(cfg.criterion))
+    with pytest.raises(ValueError, match="FP16Optimizer"):
+        trainer.optimizer
+
+
+def test_two_process_training_with_pytorch_ddp_and_sparse_gradients(tiny_data, tmp_path):
+    log = run_cli([
+        "torchrun", "--nproc_per_node=2", f"--master_port={free_port()}", BIN / "fairseq-hydra-train",
+        *hydra_args("hmlm_tiny", tiny_data, tmp_path, "optimization.max_update=10", *TWO_PROCESSES,
+                    "+model.sparse_embedding_update=true"),
+    ])
+    # run_cli asserts a clean exit: fairseq checks after every all-reduce that both ranks hold the same
+    # gradient norm, and stops with an error if not
+    assert "distributed init (rank 1)" in log and "num_updates=10" in log
