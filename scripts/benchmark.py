@@ -13,7 +13,9 @@ Three parts, each optional:
    headless model (per embedding update, negatives and chunk mode) and the headless body with a
    trivial loss are built from the project's YAML configs and trained through fairseq's
    ``Trainer.train_step`` in one process, alternating; median step time and peak memory
-   (:mod:`fairseq_headless.benchmarking.steps`);
+   (:mod:`fairseq_headless.benchmarking.steps`); ``--reference-vocab`` times the headless
+   variants at that size again inside the largest vocabulary's group, for the vocabulary
+   dependence of the headless step without the machine's drift between groups;
 2. the loss alone (``--loss-k``): CWT (one block and chunked) against full-vocabulary
    cross-entropy and against the bare matrix products each must do
    (:mod:`fairseq_headless.benchmarking.loss`);
@@ -44,12 +46,14 @@ PRESETS = {
         negatives=["batch"], chunk=[None], steps=2, frozen=True,
         loss_k=[64, 128], loss_vocab=1000, loss_dim=32, loss_chunk=32, loss_repeats=(2, 1, 1),
         threads=1,  # tiny ops: one thread is faster, and immune to OpenMP spinning on a busy machine
+        reference_vocab=200,
     ),
     "quick": dict(
         sweeps=[(["bert-small", "pythia-70m"], [8000, 50000, 131000], [None])], embedding_update=["dense", "sparse"],
         negatives=["batch"], chunk=[None], steps=3, frozen=False,
         loss_k=[1024, 4096, 16384], loss_vocab=50000, loss_dim=512, loss_chunk=4096, loss_repeats=(3, 1, 1),
         loss_ce_max_k=4096,
+        reference_vocab=8000,  # the headless variants at 8k again, interleaved in the 131k group
     ),
     "full": dict(
         sweeps=[
@@ -59,7 +63,7 @@ PRESETS = {
         ],
         embedding_update=["dense", "sparse"], negatives=["batch", "unique"], chunk=[None, 0], steps=5, frozen=True,
         loss_k=[1024, 2048, 4096, 8192, 16384], loss_vocab=50000, loss_dim=512, loss_chunk=4096,
-        loss_repeats=(5, 3, 1),
+        loss_repeats=(5, 3, 1), reference_vocab=8000,
     ),
 }
 
@@ -101,6 +105,9 @@ def parse_args(argv):
     parser.add_argument("--chunk", help="criterion chunk sizes, e.g. 0,4096 ('config': the YAML's own)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's, i.e. all cores)")
     parser.add_argument("--steps", type=int, help="timed steps per variant, after two untimed ones")
+    parser.add_argument("--reference-vocab", help="also time the headless variants at this vocabulary size, "
+                        "interleaved in the group of the largest one: the vocabulary dependence measured in one "
+                        "process (default 8k with --quick and the full sweep; 0: off)")
     parser.add_argument("--frozen", action="store_true", default=None,
                         help="also time the body with the input embeddings not trained at all")
     parser.add_argument("--loss-k", help="loss benchmark sizes K, e.g. 1k,4k,16k (k = 1024)")
@@ -162,6 +169,9 @@ def plan(args):
         settings["steps"] = args.steps
     if args.frozen:
         settings["frozen"] = True
+    if args.reference_vocab is not None:
+        settings["reference_vocab"] = 0 if args.reference_vocab.strip() == "0" else \
+            sizes(args.reference_vocab, 1000, "--reference-vocab")[0]
     if args.loss_k:
         settings["loss_k"] = sizes(args.loss_k, 1024, "--loss-k")
     if args.loss_vocab:
@@ -246,6 +256,7 @@ def main(argv=None):
             records, skipped = steps.run(
                 archs, vocab_sizes, batches, settings["embedding_update"], settings["negatives"], settings["chunk"],
                 settings["steps"], args.config_dir, device, args.precision, frozen=settings["frozen"],
+                reference_vocab=settings["reference_vocab"],
                 on_progress=progress, on_group=advance,
             )
             result["steps"] += records

@@ -48,6 +48,11 @@ def test_smoke_run_writes_every_field(smoke):
         for key in ("vanilla_peak_mb", "headless_peak_mb", "body_peak_mb"):
             assert 0.5 < record[key] < 2000, (key, record[key])  # params + optimizer state at least
         assert record["speedup"] == pytest.approx(record["vanilla_step_s"] / record["headless_step_s"])
+        # the smoke preset's reference vocabulary: the same headless variant at V=200, interleaved
+        reference = record["reference"]
+        assert reference["vocab_size"] == 200 and len(reference["times_s"]) == 2
+        assert reference["headless_step_s"] == pytest.approx(sorted(reference["times_s"])[0] / 2
+                                                             + sorted(reference["times_s"])[1] / 2)
         assert record["headless_tokens_per_s"] == pytest.approx(record["tokens_per_step"] / record["headless_step_s"])
     encoder = next(r for r in steps if r["family"] == "encoder")
     assert encoder["vanilla_parameters"] > encoder["headless_parameters"]  # the LM head (dense + norm + bias)
@@ -90,6 +95,7 @@ def test_an_existing_result_is_not_overwritten_without_force(smoke):
     (["--vocab", "8k,lots"], "--vocab: 'lots' is not a size"),
     (["--embedding-update", "lazy"], "--embedding-update: choose from dense, sparse"),
     (["--steps", "0"], "--steps must be at least 1"),
+    (["--reference-vocab", "big"], "--reference-vocab: 'big' is not a size"),
     (["--vocab", "3"], "--vocab: 3 is too small"),
     (["--device", "cuda"], "--device cuda: no CUDA device here") if not torch.cuda.is_available()
     else (["--loss-k", "-1"], "--loss-k: sizes must be positive"),
@@ -143,6 +149,12 @@ def test_targets_are_checked_as_the_issue_states_them():
     assert checks["decoder speed-up at V=50,000 (dense embedding update)"]["met"] is False
     assert checks["decoder speed-up at V=50,000 (sparse embedding update)"]["met"] is None
     flat = checks["encoder headless step at V=131,000 vs V=8,000 (sparse)"]
-    assert flat["measured"] == pytest.approx(0.04) and flat["met"] is True
+    assert flat["measured"] == pytest.approx(0.04) and flat["met"] is True and flat["how"] == "across two groups"
+    # With the interleaved reference in the 131k group, that is what is judged (the across-groups ratio is kept).
+    steps[1]["reference"] = {"vocab_size": 8_000, "headless_step_s": 0.96, "times_s": [0.96]}
+    flat = {c["target"]: c for c in report.targets(steps, losses)}["encoder headless step at V=131,000 vs V=8,000 (sparse)"]
+    assert flat["measured"] == pytest.approx(1.04 / 0.96 - 1) and flat["met"] is False
+    assert flat["how"] == "interleaved in one process" and flat["across_groups"] == pytest.approx(0.04)
+    assert "interleaved (+4.0% across groups)" in "\n".join(report.targets_table([flat]))
     assert checks["CWT loss at K=16,384: peak extra memory, chunked / one block"]["measured"] == pytest.approx(0.08)
     assert checks["CWT loss at K=16,384: time, chunked / matrix-product floor"]["met"] is True

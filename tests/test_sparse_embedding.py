@@ -118,7 +118,7 @@ def test_clipping_and_scaling_treat_a_sparse_gradient_as_its_dense_twin():
 def trainer_step(config, data, sparse, *overrides):
     torch.manual_seed(0)
     cfg = load_config(config, f"task.data={data}", "common.cpu=true", "optimization.lr=[0.01]",
-                      "lr_scheduler.warmup_updates=0", f"+model.sparse_embedding_update={str(sparse).lower()}",
+                      "lr_scheduler.warmup_updates=0", f"model.sparse_embedding_update={str(sparse).lower()}",
                       *overrides)
     task = tasks.setup_task(cfg.task)
     model = task.build_model(cfg.model)
@@ -128,7 +128,7 @@ def trainer_step(config, data, sparse, *overrides):
     return model, initial, log
 
 
-@pytest.mark.parametrize("config", ["hmlm_tiny", "hlm_tiny"])
+@pytest.mark.parametrize("config", ["hmlm_tiny", "hlm_tiny", "hlm_pythia_tiny"])
 def test_one_fairseq_trainer_step_sparse_equals_dense_on_touched_rows(config, tiny_data):
     dense, initial, dense_log = trainer_step(config, tiny_data, False)
     sparse, initial_s, sparse_log = trainer_step(config, tiny_data, True)
@@ -148,7 +148,7 @@ def test_one_fairseq_trainer_step_sparse_equals_dense_on_touched_rows(config, ti
     torch.testing.assert_close(after_s[touched], after_d[touched], rtol=1e-5, atol=1e-6)
     # untouched rows: unchanged, where dense AdamW applied its weight decay (p * (1 - lr wd), zero moments)
     assert torch.equal(after_s[~touched], initial[name][~touched])
-    lr, wd = 0.01, 0.01  # the overridden lr (no warmup) and the configs' weight decay
+    lr, wd = 0.01, load_config(config, f"task.data={tiny_data}").optimizer.weight_decay  # lr: overridden, no warmup
     torch.testing.assert_close(after_d[~touched], initial[name][~touched] * (1 - lr * wd), rtol=1e-6, atol=0)
 
 
@@ -160,10 +160,11 @@ def test_bf16_memory_efficient_training_with_sparse_updates_runs(tiny_data):
 
 
 def test_the_switch_in_hydra_and_argparse(tiny_data):
-    for config in ("hmlm_tiny", "hlm_tiny", "hlm_small"):
+    for config in ("hmlm_tiny", "hlm_tiny", "hlm_small", "hlm_pythia_tiny"):
         cfg = load_config(config, f"task.data={tiny_data}")
         assert not cfg.model.get("sparse_embedding_update", False)  # the paper's setting stays the default
-    for arch, task in (("headless_roberta_tiny", "masked_lm"), ("headless_gpt2_tiny", "language_modeling")):
+    for arch, task in (("headless_roberta_tiny", "masked_lm"), ("headless_gpt2_tiny", "language_modeling"),
+                       ("headless_pythia_tiny", "language_modeling")):
         parser = options.get_training_parser()
         args = options.parse_args_and_arch(parser, [str(tiny_data), "--user-dir", str(REPO / "fairseq_headless"),
                                                     "--task", task, "--arch", arch, "--sparse-embedding-update"])
@@ -190,7 +191,7 @@ def test_setups_that_densify_the_gradient_are_refused_with_the_fix(overrides, me
 
 def test_fairseq_trainer_refuses_fp16optimizer_before_training(tiny_data):
     cfg, task, model = build_task_and_model("hmlm_tiny", tiny_data, "common.cpu=true", "common.fp16=true",
-                                            "+model.sparse_embedding_update=true")
+                                            "model.sparse_embedding_update=true")
     trainer = Trainer(cfg, task, model, task.build_criterion(cfg.criterion))
     with pytest.raises(ValueError, match="FP16Optimizer"):
         trainer.optimizer
@@ -200,7 +201,7 @@ def test_two_process_training_with_pytorch_ddp_and_sparse_gradients(tiny_data, t
     log = run_cli([
         "torchrun", "--nproc_per_node=2", f"--master_port={free_port()}", BIN / "fairseq-hydra-train",
         *hydra_args("hmlm_tiny", tiny_data, tmp_path, "optimization.max_update=10", *TWO_PROCESSES,
-                    "+model.sparse_embedding_update=true"),
+                    "model.sparse_embedding_update=true"),
     ])
     # run_cli asserts a clean exit: fairseq checks after every all-reduce that both ranks hold the same
     # gradient norm, and stops with an error if not

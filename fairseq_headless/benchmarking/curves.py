@@ -1,7 +1,7 @@
 """Training curves of the dense and the sparse embedding update on a real corpus (issue 7, section 2).
 
 Two ``fairseq-hydra-train`` runs of the same config, seed and data, one with
-``+model.sparse_embedding_update=true``: where lazy AdamW changes training (the
+``model.sparse_embedding_update=true``: where lazy AdamW changes training (the
 moments and weight decay of rows a step does not touch), it shows here.
 """
 
@@ -26,7 +26,7 @@ def train(config_dir, config, data, updates, sparse, save_dir, seed=1, threads=N
         f"optimization.max_update={updates}", "common.log_format=json", f"common.log_interval={max(1, updates // 20)}",
         f"common.seed={seed}", f"dataset.validate_interval_updates={updates}", "common.cpu=true",
         f"common.user_dir={Path(__file__).resolve().parents[1]}",
-        f"+model.sparse_embedding_update={'true' if sparse else 'false'}",
+        f"model.sparse_embedding_update={'true' if sparse else 'false'}",
     ]
     env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
     proc = subprocess.run(command, capture_output=True, text=True, env=env)

@@ -90,9 +90,18 @@ def targets(steps, losses):
         for mode in ("sparse", "dense"):
             a = _find(steps, family=family, vocab_size=small, embedding_update=mode, negatives="batch")
             b = _find(steps, family=family, vocab_size=large, embedding_update=mode, negatives="batch")
-            value = (b[0]["headless_step_s"] / a[0]["headless_step_s"] - 1) if a and b else None
+            across = (b[0]["headless_step_s"] / a[0]["headless_step_s"] - 1) if a and b else None
+            # Judged on the interleaved measurement when the run has it: across two groups the
+            # machine's drift between them is as large as the effect (see steps.py).
+            reference = b[0].get("reference") if b else None
+            interleaved = None
+            if reference and reference["vocab_size"] == small:
+                interleaved = b[0]["headless_step_s"] / reference["headless_step_s"] - 1
+            value = across if interleaved is None else interleaved
             checks.append({"target": f"{family} headless step at V={large:,} vs V={small:,} ({mode})",
                            "wanted": f"<= +{tolerance:.0%}", "measured": value,
+                           "how": "interleaved in one process" if interleaved is not None else "across two groups",
+                           "across_groups": across,
                            "met": None if value is None else value <= tolerance})
     size, memory_share, time_ratio = LOSS_TARGET
     by_name = {r["implementation"]: r for r in losses if r["num_positions"] == size}
@@ -116,6 +125,9 @@ def targets_table(checks):
     for c in checks:
         value = c["measured"]
         shown = "not in this run" if value is None else (f"{value:+.1%}" if "step at" in c["target"] else f"{value:.3f}")
+        if value is not None and c.get("how") == "interleaved in one process":
+            across = c["across_groups"]
+            shown += " interleaved" + ("" if across is None else f" ({across:+.1%} across groups)")
         met = {True: "yes", False: "**no**", None: "—"}[c["met"]]
         lines.append(f"| {c['target']} | {c['wanted']} | {shown} | {met} |")
     return lines

@@ -14,7 +14,12 @@ between variants step after step so that a drift of the machine hits all alike:
 * ``body``: the headless body with a trivial loss on the same positions' features
   (their sum), per ``embedding_update``: the limit a free loss would reach;
 * optionally ``frozen``: the body with the input embeddings not trained at all:
-  the limit of the embedding update too.
+  the limit of the embedding update too;
+* optionally the ``headless`` variants again at a *reference* vocabulary size
+  (``reference_vocab``, e.g. 8k in the 131k group): the vocabulary dependence of
+  the headless step, measured interleaved in one process. Measured across two
+  groups instead (two processes, minutes apart), it is dominated by the drift of a
+  shared machine: +7% to +17% or -2% for the same code on this 2-core CPU.
 
 Batches are random tokens of the right shape (15% masking for encoders, every
 position a target for decoders): speed does not depend on the text. The first
@@ -146,11 +151,12 @@ def random_sample(family, batch, length, vocab_size, pad, mask, seed=0):
 
 @dataclass
 class Variant:
-    name: str  # vanilla, headless-<mode>-<negatives>-c<chunk>, body-<mode>, frozen
+    name: str  # vanilla, headless-<mode>-<negatives>-c<chunk>[@<reference V>], body-<mode>, frozen
     kind: str
     embedding_update: Optional[str] = None
     negatives: Optional[str] = None
     chunk_size: Optional[int] = None  # None: the config's own
+    vocab_size: Optional[int] = None  # None: the group's; else a reference size (see the module docstring)
 
 
 def group_variants(embedding_updates, negatives_modes, chunk_sizes, frozen) -> List[Variant]:
@@ -164,6 +170,15 @@ def group_variants(embedding_updates, negatives_modes, chunk_sizes, frozen) -> L
     if frozen:
         variants.append(Variant("frozen", "frozen"))
     return variants
+
+
+def with_reference(variants: List[Variant], group_vocab: int, reference_vocab: Optional[int]) -> List[Variant]:
+    """The group's variants plus each headless one at ``reference_vocab`` (none in the reference's own group)."""
+    if not reference_vocab or reference_vocab == group_vocab:
+        return list(variants)
+    extra = [Variant(f"{v.name}@{reference_vocab}", v.kind, v.embedding_update, v.negatives, v.chunk_size,
+                     reference_vocab) for v in variants if v.kind == "headless"]
+    return list(variants) + extra
 
 
 def _overrides(data, batch, length, device, precision):
@@ -235,19 +250,22 @@ def measure_group(arch_name, vocab_size, variants, steps, config_dir, device, pr
     if batch:  # another micro-batch than the architecture's default (sequences, same length)
         arch = Arch(arch.family, arch.headless_config, arch.vanilla_config, batch, arch.length, arch.description)
     label = f"{arch_name} V={vocab_size}"
-    with tempfile.TemporaryDirectory(prefix="benchmark-dict-") as data:
-        write_dictionary(Path(data), vocab_size, arch.family)
-        trainers = {}
-        for variant in variants:
-            report(f"{label}: building {variant.name}")
-            trainers[variant.name] = build_trainer(arch, variant, config_dir, data, device, precision)
-    _, task, _ = next(iter(trainers.values()))
-    dictionary = task.source_dictionary
-    mask = dictionary.index("<mask>") if arch.family == "encoder" else dictionary.unk()
-    sample = random_sample(arch.family, arch.batch, arch.length, len(dictionary), dictionary.pad(), mask)
+    trainers, samples = {}, {}
+    for size in dict.fromkeys(v.vocab_size or vocab_size for v in variants):
+        with tempfile.TemporaryDirectory(prefix="benchmark-dict-") as data:
+            write_dictionary(Path(data), size, arch.family)
+            for variant in variants:
+                if (variant.vocab_size or vocab_size) == size:
+                    report(f"{label}: building {variant.name}")
+                    trainers[variant.name] = build_trainer(arch, variant, config_dir, data, device, precision)
+                    dictionary = trainers[variant.name][1].source_dictionary
+        mask = dictionary.index("<mask>") if arch.family == "encoder" else dictionary.unk()
+        samples[size] = random_sample(arch.family, arch.batch, arch.length, len(dictionary), dictionary.pad(), mask)
+    dictionary = trainers[variants[0].name][1].source_dictionary  # the group's (variants[0] is vanilla)
     results = {v.name: {"times_s": []} for v in variants}
     for variant in variants:  # warm-up step, which also measures memory
         cfg, _, trainer = trainers[variant.name]
+        sample = samples[variant.vocab_size or vocab_size]
         results[variant.name]["chunk_size"] = cfg.criterion.get("chunk_size")
         _prime_optimizer(trainer)
         with PeakMemory(device) as meter:
@@ -265,7 +283,7 @@ def measure_group(arch_name, vocab_size, variants, steps, config_dir, device, pr
             _, _, trainer = trainers[variant.name]
             _synchronize(device)
             start = time.perf_counter()
-            trainer.train_step([sample])
+            trainer.train_step([samples[variant.vocab_size or vocab_size]])
             _synchronize(device)
             if step >= 0:
                 results[variant.name]["times_s"].append(time.perf_counter() - start)
@@ -279,7 +297,7 @@ def measure_group(arch_name, vocab_size, variants, steps, config_dir, device, pr
         "batch": arch.batch,
         "seq_len": arch.length,
         "tokens_per_step": arch.batch * arch.length,
-        "positions": int(sample["target"].ne(dictionary.pad()).sum()),
+        "positions": int(samples[vocab_size]["target"].ne(dictionary.pad()).sum()),
     }
     return {"info": info, "variants": results}
 
@@ -294,7 +312,12 @@ def records_of_group(arch_name, group, variants, device, precision):
     for variant in variants:
         if variant.kind != "headless":
             continue
+        if variant.vocab_size:  # a reference, reported with its group's variant below
+            continue
         headless, body = results[variant.name], results[f"body-{variant.embedding_update}"]
+        reference = next((dict(vocab_size=v.vocab_size, headless_step_s=results[v.name]["step_s"],
+                               times_s=results[v.name]["times_s"])
+                          for v in variants if v.vocab_size and v.name.startswith(variant.name + "@")), None)
         tokens = info["tokens_per_step"]
         records.append({
             "family": arch.family,
@@ -321,20 +344,26 @@ def records_of_group(arch_name, group, variants, device, precision):
             "headless_parameters": headless["parameters"],
             "times_s": {"vanilla": vanilla["times_s"], "headless": headless["times_s"], "body": body["times_s"],
                         **({"frozen": frozen["times_s"]} if frozen else {})},
+            # the headless step at a reference vocabulary, interleaved with this group's (None: not measured)
+            "reference": reference,
         })
     return records
 
 
 def run(archs, vocab_sizes, batches, embedding_updates, negatives_modes, chunk_sizes, steps, config_dir, device,
-        precision, frozen=False, on_progress=lambda message: None, on_group=lambda: None):
+        precision, frozen=False, reference_vocab=None, on_progress=lambda message: None, on_group=lambda: None):
     """Every group of the sweep, each in its own process on CPU; returns (records, skipped groups).
 
     ``batches``: sequences per micro-batch; None = the architecture's own (``ARCHS``).
+    ``reference_vocab``: also time the headless variants at this size in the group of the largest
+    vocabulary (see the module docstring).
     """
     records, skipped = [], []
-    variants = group_variants(embedding_updates, negatives_modes, chunk_sizes, frozen)
+    base_variants = group_variants(embedding_updates, negatives_modes, chunk_sizes, frozen)
     groups = [(a, v, b) for a in archs for b in batches for v in vocab_sizes]
     for arch_name, vocab_size, batch in groups:
+        variants = with_reference(base_variants, vocab_size,
+                                  reference_vocab if vocab_size == max(vocab_sizes) else None)
         kind, payload = run_isolated(
             measure_group,
             dict(arch_name=arch_name, vocab_size=vocab_size, variants=variants, steps=steps,

@@ -26,7 +26,8 @@ are computed on the fly, so there is no buffer to export.
 Each shape is a config dataclass whose defaults are the shape, registered as a model
 of its own name (see :mod:`fairseq_headless.models.gpt2_shapes` for why not an
 architecture function): ``pythia_70m`` / ``headless_pythia_70m`` and the CPU-sized
-``pythia_tiny`` / ``headless_pythia_tiny``.
+``pythia_tiny`` / ``headless_pythia_tiny``. The headless ones accept
+``model.sparse_embedding_update=true``: see :mod:`fairseq_headless.sparse_embedding`.
 """
 
 import logging
@@ -41,6 +42,7 @@ from fairseq.incremental_decoding_utils import with_incremental_state
 from fairseq.models import FairseqIncrementalDecoder, FairseqLanguageModel, register_model
 from torch import Tensor, nn
 
+from ..sparse_embedding import SparseEmbeddingUpdateConfig, maybe_enable_sparse_embedding_update
 from .causal_finetune import fill_missing_head_from_embeddings, freeze_all_but
 
 logger = logging.getLogger(__name__)
@@ -305,7 +307,8 @@ class GPTNeoXLanguageModel(FairseqLanguageModel):
             if cls.headless:
                 raise ValueError("model.freeze_body=true on a headless model leaves nothing to train")
             freeze_all_but(decoder, decoder.embed_out)
-        return cls(decoder)
+        # Only the headless configs have the field: a vanilla head spreads the gradient over every row.
+        return maybe_enable_sparse_embedding_update(cls(decoder), cfg)
 
     def input_embeddings(self):
         return self.decoder.embed_in
@@ -320,12 +323,12 @@ class GPTNeoXLanguageModel(FairseqLanguageModel):
 
 
 @dataclass
-class HeadlessPythiaConfig(PythiaConfig):
+class HeadlessPythiaConfig(PythiaConfig, SparseEmbeddingUpdateConfig):
     pass
 
 
 @dataclass
-class HeadlessPythiaTinyConfig(PythiaTinyConfig):
+class HeadlessPythiaTinyConfig(PythiaTinyConfig, SparseEmbeddingUpdateConfig):
     pass
 
 
