@@ -18,7 +18,8 @@ install: $(STAMP)
 $(STAMP): setup.py Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --disable-pip-version-check "$(TORCH)"
-	$(PIP) install --quiet --disable-pip-version-check -e ".[test]"
+	@# zeroshot: lm-eval, so that the test suite runs the real harness (tests/test_zeroshot.py).
+	$(PIP) install --quiet --disable-pip-version-check -e ".[test,zeroshot]"
 	@# ve-fairseq pulls a CUDA torchaudio that breaks `import transformers` beside a
 	@# CPU torch; fairseq never imports it (see setup.py).
 	$(PIP) uninstall --quiet --yes torchaudio 2>/dev/null || true

@@ -45,11 +45,22 @@ setup(
     packages=find_packages(include=["fairseq_headless", "fairseq_headless.*"]),
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest>=8"],
+        # nltk: tests/test_synonym_analysis.py reads a hand-made WordNet folder with it (see "analysis").
+        "test": ["pytest>=8", "nltk==3.10.4"],
         # xformers' memory-efficient attention has no CPU operator; only useful on GPUs.
         "gpu": ["xformers"],
         # Hugging Face dataset names (GLUE/SuperGLUE/XNLI/raw text) when the machine is online.
         "hub": ["datasets"],
+        # Synonym analysis (App. A, scripts/synonym_analysis.py --wordnet): nltk's WordNet reader on a
+        # local database (Debian's wordnet-base), never a download. Pure Python; adds only defusedxml
+        # here (its click, joblib, regex, tqdm are already installed), ~5 s.
+        "analysis": ["nltk==3.10.4"],
+        # Zero-shot suite of Tab.4 (scripts/eval_zeroshot.py): the task files in
+        # fairseq_headless/evaluation/zeroshot_tasks/ include lm-eval's own YAMLs by path,
+        # written against this exact version. Adds datasets, evaluate, pandas, pyarrow (~70 s);
+        # changes no pin above (it moves python-dateutil from 4.0 to 2.9, which matplotlib accepts).
+        "zeroshot": ["lm-eval==0.4.13"],
     },
+    package_data={"fairseq_headless.evaluation": ["zeroshot_tasks/*.yaml"]},
     license="MIT",
 )

@@ -1,6 +1,7 @@
 """Every config of configs/ composes through hydra, builds its model, and has the
 closed-form parameter count of its architecture; twins differ only where they should;
-the causal fine-tuning configs (*_ft) follow §4.2."""
+the causal fine-tuning configs (*_ft) follow §4.2; the ablation configs (Tab.6) differ
+from the CWT config they ablate only in their objective."""
 
 from pathlib import Path
 
@@ -11,7 +12,13 @@ from conftest import REPO, build_task_and_model
 
 CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.yaml"))
 FINETUNING = [name for name in CONFIGS if name.endswith("_ft")]  # causal fine-tuning of a headless decoder
-TWINS = [(name, name[1:]) for name in CONFIGS if name.startswith("h") and name not in FINETUNING]
+# Tab.6's ablation rows -> the CWT config each one mirrors
+ABLATIONS = {
+    "mlm_small_cwt_ce": "hmlm_small", "hmlm_small_nce": "hmlm_small",
+    "mlm_tiny_cwt_ce": "hmlm_tiny", "hmlm_tiny_nce": "hmlm_tiny",
+}
+TWINS = [(name, name[1:]) for name in CONFIGS
+         if name.startswith("h") and name not in FINETUNING and name not in ABLATIONS]
 
 # (layers, dim, ffn) of each run's architecture (paper App. D)
 SHAPES = {
@@ -22,13 +29,13 @@ SHAPES = {
 
 
 def shape_of(name):
-    """The SHAPES entry of a config: hlm_x and hlm_x_ft are shaped as lm_x."""
-    name = name.removesuffix("_ft")
+    """The SHAPES entry of a config: hlm_x, hlm_x_ft and the ablations of hmlm_x are shaped as (m)lm_x."""
+    name = name.removesuffix("_ft").removesuffix("_nce").removesuffix("_cwt_ce")
     return name[1:] if name.startswith("h") else name
 
 
 def expected_parameters(name, cfg, vocab):
-    headless = cfg.criterion._name.startswith("headless_")  # a fine-tuning config is vanilla
+    headless = cfg.model._name.startswith("headless_")  # a fine-tuning config is vanilla, as mlm_*_cwt_ce
     layers, dim, ffn = SHAPES[shape_of(name)]
     block = 4 * dim * dim + 4 * dim + 2 * dim * ffn + ffn + dim + 4 * dim  # attention, FFN, two LayerNorms
     total = vocab * dim + layers * block
@@ -42,6 +49,8 @@ def expected_parameters(name, cfg, vocab):
         total += 2 * dim  # final LayerNorm (pre-norm decoder)
         if not headless and ("pythia" in cfg.model._name or name in FINETUNING):
             total += vocab * dim  # untied head: Pythia's, and every fine-tuned head (a copy of e, then trained)
+    if cfg.criterion.get("targets") == "separate":
+        total += vocab * dim  # Tab.6 NCE (wo/ WT): the criterion's own target matrix
     return total
 
 
@@ -50,7 +59,8 @@ def test_config_builds_with_closed_form_parameter_count(name, tiny_data):
     cfg, task, model = build_task_and_model(name, tiny_data)
     vocab = len(task.source_dictionary)  # from the data, not from the YAML
     assert model.max_positions() >= cfg.task.tokens_per_sample
-    assert sum(p.numel() for p in model.parameters()) == expected_parameters(name, cfg, vocab)
+    trained = [*model.parameters(), *task.build_criterion(cfg.criterion).parameters()]  # what fairseq optimizes
+    assert sum(p.numel() for p in trained) == expected_parameters(name, cfg, vocab)
 
 
 def flatten(tree, prefix=""):
@@ -75,6 +85,25 @@ def test_twins_differ_only_in_objective_architecture_and_batch(headless, vanilla
     objective = {k for k in differing if k.startswith("criterion.")}  # the CWT criterion's own options
     assert differing - objective <= allowed, differing - objective - allowed
     assert h["criterion._name"].startswith("headless_") and not v["criterion._name"].startswith("headless_")
+
+
+@pytest.mark.parametrize("ablation", sorted(ABLATIONS))
+def test_ablations_mirror_the_cwt_config_but_for_their_objective(ablation):
+    """Tab.6: the same run as the CWT row (hmlm_*) but for the objective's lines."""
+    a, cwt = yaml_tree(ablation), yaml_tree(ABLATIONS[ablation])
+    differing = {k for k in a.keys() | cwt.keys() if a.get(k) != cwt.get(k)}
+    assert a["checkpoint.save_dir"] == f"checkpoints/{ablation}"
+    if ablation.endswith("_cwt_ce"):  # CWT + the cross-entropy of the vanilla model's LM head
+        # (model.sparse_embedding_update is an option of headless models only)
+        assert differing == {
+            "checkpoint.save_dir", "criterion.cross_entropy", "model._name", "model.sparse_embedding_update"
+        }
+        assert a["criterion.cross_entropy"] is True
+        assert a["model._name"] == cwt["model._name"].removeprefix("headless_")
+    else:  # NCE (wo/ WT): the headless model, a separate target matrix of the model's width
+        assert differing == {"checkpoint.save_dir", "criterion.targets", "criterion.target_dim"}
+        assert a["criterion.targets"] == "separate"
+        assert a["criterion.target_dim"] == SHAPES[shape_of(ablation)][1]
 
 
 def test_paper_configs_are_multi_gpu_fp16_as_the_paper():

@@ -6,6 +6,10 @@ the model's own input embeddings of the true tokens as targets, and applies the
 pure CWT loss of :mod:`fairseq_headless.cwt`. It follows fairseq's criterion
 contract: summed loss, ``sample_size`` = number of positions, and a logging
 output that can be summed across workers.
+
+Two options give the ablation objectives of Tab.6 (see :mod:`.ablation_objectives`):
+``cross_entropy`` adds the LM head's cross-entropy, ``targets=separate`` replaces
+the input embeddings as targets by a separate matrix (NCE without weight tying).
 """
 
 import math
@@ -19,6 +23,13 @@ from fairseq.logging import metrics
 
 from ..all_gather import all_gather_with_grad
 from ..cwt import NEGATIVE_MODES, cwt_loss
+from .ablation_objectives import (
+    TARGET_MODES,
+    check_target_dim,
+    cross_entropy_sum,
+    require_lm_head,
+    separate_target_matrix,
+)
 
 
 @dataclass
@@ -50,6 +61,32 @@ class CWTCriterionConfig(FairseqDataclass):
             "them in backward (O(chunk x K) memory instead of O(K^2)); 0 = in one block"
         },
     )
+    cross_entropy: bool = field(
+        default=False,
+        metadata={
+            "help": "also add the full-vocabulary cross-entropy of the model's LM head at the same "
+            "positions, unweighted (paper Tab.6 'Cross-Entropy + CWT'); needs a vanilla model (with "
+            "an LM head), e.g. roberta_small. The head runs on the body's features outside the DDP "
+            "forward pass: not with distributed_training.find_unused_parameters=true (DDP would "
+            "mark the head's parameters unused, then see their gradients)"
+        },
+    )
+    targets: ChoiceEnum(TARGET_MODES) = field(
+        default="tied",
+        metadata={
+            "help": "CWT targets: 'tied' = the model's own input embeddings (the paper's CWT); "
+            "'separate' = a separate trainable V x D static embedding matrix held by the criterion "
+            "(saved in the checkpoint's criterion state), the input embeddings then only embed the "
+            "input (paper Tab.6 'NCE (wo/ WT)', after Ma & Collins 2018)"
+        },
+    )
+    target_dim: int = field(
+        default=0,
+        metadata={
+            "help": "D of the separate target matrix (targets=separate only): the model's hidden "
+            "size, e.g. 512 for BERT-small; checked against the model at the first batch"
+        },
+    )
 
 
 def input_embeddings(model):
@@ -74,6 +111,20 @@ class CWTCriterion(FairseqCriterion):
         self.negatives = str(cfg.negatives)
         self.chunk_size = cfg.chunk_size
         self.negatives_scope = str(cfg.negatives_scope)
+        self.cross_entropy = cfg.cross_entropy
+        self.target_matrix = None
+        if str(cfg.targets) == "separate":
+            # fairseq builds the model first but never shows it to the criterion: D comes from the config.
+            if cfg.target_dim <= 0:
+                raise ValueError(
+                    "criterion.targets=separate needs criterion.target_dim (--target-dim): the model's "
+                    "hidden size D, e.g. 512 for BERT-small"
+                )
+            self.target_matrix = separate_target_matrix(
+                len(task.target_dictionary), cfg.target_dim, self.padding_idx
+            )
+        elif cfg.target_dim:
+            raise ValueError("criterion.target_dim is only for criterion.targets=separate")
 
     def gather(self):
         """The all-gather for global negatives, or None (local scope, or a single process)."""
@@ -85,12 +136,20 @@ class CWTCriterion(FairseqCriterion):
         """(K-selection mask over the feature grid, target ids at those positions)."""
         raise NotImplementedError
 
+    def targets_of(self, model):
+        """The CWT target table: the model's input embeddings, or the separate matrix."""
+        return input_embeddings(model) if self.target_matrix is None else self.target_matrix
+
     def forward(self, model, sample, reduce=True):
         selected, target_ids = self.selected_targets(sample)
+        head = require_lm_head(model) if self.cross_entropy else None  # fail before the forward pass
         features = model(**sample["net_input"], features_only=True)[0]
-        embedding = input_embeddings(model)
+        if self.target_matrix is not None:
+            check_target_dim(self.target_matrix, features.size(-1))
+        outputs = features[selected]
+        embedding = self.targets_of(model)
         result = cwt_loss(
-            features[selected],
+            outputs,
             target_ids,
             embedding_matrix=embedding.weight,
             # a table trained row-sparsely (model.sparse_embedding_update) gets a sparse gradient here too
@@ -100,16 +159,23 @@ class CWTCriterion(FairseqCriterion):
             chunk_size=self.chunk_size,
             gather=self.gather(),
         )
-        logging_output = {
-            "loss": result.loss.data,
+        loss = result.loss
+        logging_output = {}
+        if head is not None:
+            # One body pass: the head sees only the selected positions' features (fairseq's masked_tokens).
+            ce = cross_entropy_sum(head, outputs, target_ids)
+            loss = loss + ce
+            logging_output.update(cwt_loss=result.loss.data, ce_loss=ce.data)
+        logging_output.update({
+            "loss": loss.data,
             "ntokens": sample["ntokens"],
             "nsentences": sample["nsentences"],
             "sample_size": result.num_positions,
             "ncorrect": result.correct.data,
             "nnegatives": result.num_negatives,
             "nbatches": 1,
-        }
-        return result.loss, result.num_positions, logging_output
+        })
+        return loss, result.num_positions, logging_output
 
     @staticmethod
     def reduce_metrics(logging_outputs) -> None:
@@ -119,6 +185,9 @@ class CWTCriterion(FairseqCriterion):
         loss, positions, batches = total("loss"), total("sample_size"), total("nbatches")
         # Base 2, as fairseq's own criterions log their losses.
         metrics.log_scalar("loss", loss / max(positions, 1) / math.log(2), positions, round=3)
+        for part in ("cwt_loss", "ce_loss"):  # the two terms of Tab.6's 'Cross-Entropy + CWT'
+            if any(part in log for log in logging_outputs):
+                metrics.log_scalar(part, total(part) / max(positions, 1) / math.log(2), positions, round=3)
         metrics.log_scalar("cwt_acc", 100.0 * total("ncorrect") / max(positions, 1), positions, round=2)
         metrics.log_scalar("positions", positions / max(batches, 1), batches, round=1)
         metrics.log_scalar("negatives", total("nnegatives") / max(batches, 1), batches, round=1)

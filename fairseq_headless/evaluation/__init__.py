@@ -20,4 +20,7 @@ Nothing here imports fairseq: the modules run on Hugging Face models only.
     cli.py            the command lines of scripts/finetune_{glue,superglue,xnli}.py
     sotu_era.py       the demo's downstream task built from the SOTU corpus (not a paper task)
     demo_check.py     fine-tune exported demo models and a random-init control on it
+    zeroshot.py       Tab.4's zero-shot suite of causal models: lm-eval's own tasks on local files
+    zeroshot_compare.py  one-tailed t-tests (Tab.4's daggers), the table and its PNG
+    zeroshot_tasks/   one YAML per zero-shot task (derived from lm-eval's, by path)
 """

@@ -1,0 +1,9 @@
+"""The one error type of the analysis package: bad input that the user can fix.
+
+scripts/synonym_analysis.py prints it as a single ``error: ...`` line and exits with
+status 2; its message names the file or option at fault and what to do.
+"""
+
+
+class AnalysisInputError(ValueError):
+    """A lexicon, model or option that cannot be used as given."""

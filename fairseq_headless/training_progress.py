@@ -1,0 +1,192 @@
+"""How far a fairseq run had trained when it saved a checkpoint: updates, tokens seen, hours.
+
+The x axes of the paper's curves along pretraining (Figs.3-5, 7: score against tokens seen
+and against training hours). Everything is read from what fairseq itself stores, so any run
+(this project's configs or not, resumed or not) can be placed on those axes afterwards:
+
+- **updates**: ``optimizer_history[-1]["num_updates"]`` (the trainer's own counter);
+- **tokens**: the ``wpb`` meter (an ``AverageMeter``) of the ``default`` metrics aggregator
+  saved in ``extra_state["metrics"]``. The task's ``reduce_metrics`` logs each update's
+  ``ntokens`` (summed over gradient accumulation and data-parallel ranks) into it once per
+  update, validation runs under a new root aggregator and does not touch it, so its ``sum`` is
+  the number of (target) tokens and its ``count`` the number of updates since the meters last
+  started. A resume restores the meters, *except* from a checkpoint saved at the end of an
+  epoch (fairseq's ``Trainer.load_checkpoint`` sets ``reset_meters`` when the saved iterator has
+  ``iterations_in_epoch == 0``) or with ``checkpoint.reset_meters``: the meter then holds only
+  the updates since that resume (``count`` < updates). Tokens are then extrapolated from the
+  counted updates' mean (``sum / count * updates``) and marked ``tokens_estimated`` (exact for
+  fixed-size batches such as ``sample_break_mode: none``). A run started with
+  ``finetune_from_model`` starts its updates and its meters from 0 together: exact;
+- **hours**: ``extra_state["previous_training_time"]``, fairseq's ``cumulative_training_time``:
+  wall-clock seconds since the trainer started, carried over restarts (the time between a
+  crash and its resume does not count), averaged over ranks. Multiply by the number of
+  devices (``world_size``) for device hours. fairseq restores it on every load, also with
+  ``finetune_from_model``: a fine-tuned checkpoint's clock includes its pretraining's.
+
+The checkpoint's cfg is read whether fairseq-hydra-train (dicts) or fairseq-train (some sections
+as ``argparse.Namespace``) wrote it (:mod:`fairseq_headless.checkpoint_reading`); its digest and
+the clock tell one training's checkpoint from another's at the same update count.
+
+The training log (fairseq's ``train_inner`` lines, json or simple format; hydra writes them
+to ``<save_dir>/hydra_train.log``) carries the same clock as ``wall`` (whole seconds) and each
+logging interval's mean ``wpb``: :func:`read_train_log` reads it to cross-check the above.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+from .checkpoint_reading import cfg_field, weights_only_loading
+
+INTERVAL = re.compile(r"^checkpoint_(\d+)_(\d+)\.pt$")  # checkpoint_<epoch>_<updates>.pt
+EPOCH = re.compile(r"^checkpoint(\d+)\.pt$")
+
+
+class ProgressError(Exception):
+    """A file that is not a fairseq training checkpoint (or lacks what is read here)."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    checkpoint: str
+    updates: int
+    tokens: int
+    seconds: float  # fairseq's cumulative training time at the save
+    world_size: int
+    task: str  # the fairseq task: language_modeling (decoders) or masked_lm (encoders)
+    arch: str
+    data: str  # the checkpoint's task.data
+    cfg_digest: str  # of the whole training config (lr, seed, ...): another training in the same folder differs
+    tokens_counted_updates: int  # updates whose ntokens the wpb meter holds; < updates: tokens extrapolated
+
+    @property
+    def hours(self) -> float:
+        return self.seconds / 3600
+
+    @property
+    def tokens_estimated(self) -> bool:
+        return self.tokens_counted_updates < self.updates
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "tokens_estimated": self.tokens_estimated, "hours": self.hours,
+                "device_hours": self.hours * self.world_size}
+
+
+def _meter(aggregator, name: str) -> Optional[dict]:
+    """A meter's state in a saved aggregator: a list of (priority, name, class, state) tuples."""
+    for entry in aggregator or ():
+        if len(entry) == 4 and entry[1] == name:
+            return entry[3]
+    return None
+
+
+def _cfg_digest(cfg) -> str:
+    plain = json.dumps(cfg, sort_keys=True, default=lambda o: vars(o) if hasattr(o, "__dict__") else str(o))
+    return hashlib.sha256(plain.encode("utf-8")).hexdigest()[:16]
+
+
+def read_progress(path: Path) -> Progress:
+    """Updates, tokens and training seconds of one checkpoint file (loaded weights_only, memory-mapped)."""
+    import torch
+
+    path = Path(path)
+    try:
+        with weights_only_loading():
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # torch raises RuntimeError/UnpicklingError/EOFError... for bad files
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ProgressError(f"{path}: not a readable fairseq checkpoint ({type(e).__name__}: {first})") from None
+    try:
+        extra, history, cfg = state["extra_state"], state["optimizer_history"], state["cfg"]
+        updates = int(history[-1]["num_updates"])
+        seconds = float(extra["previous_training_time"])
+        wpb = _meter(dict(extra["metrics"]).get("default"), "wpb")
+    except (KeyError, IndexError, TypeError) as e:
+        raise ProgressError(f"{path}: no training state in it ({type(e).__name__}: {e}); a checkpoint written by "
+                            "fairseq-train / fairseq-hydra-train is needed") from None
+    if cfg is None:
+        raise ProgressError(f"{path}: written without a config (pre-hydra fairseq); re-save it with fairseq >= 0.10")
+    if wpb is None:
+        if updates:
+            raise ProgressError(f"{path}: its saved metrics have no 'wpb' meter, so tokens seen are unknown")
+        tokens, counted = 0, 0
+    else:
+        total, counted = float(wpb["sum"]), int(wpb.get("count", updates))
+        if counted <= 0 < updates:
+            raise ProgressError(f"{path}: its 'wpb' meter counted no update, so tokens seen are unknown")
+        # Meters reset by a resume from an end-of-epoch checkpoint: the counted updates' mean stands in for the rest.
+        tokens = int(round(total if counted >= updates else total / counted * updates))
+    try:
+        return Progress(
+            checkpoint=str(path), updates=updates, tokens=tokens, seconds=seconds,
+            world_size=int(cfg_field(cfg_field(cfg, "distributed_training"), "distributed_world_size")),
+            task=str(cfg_field(cfg_field(cfg, "task"), "_name")), arch=str(cfg_field(cfg_field(cfg, "model"), "_name")),
+            data=str(cfg_field(cfg_field(cfg, "task"), "data")), cfg_digest=_cfg_digest(cfg),
+            tokens_counted_updates=min(counted, updates),
+        )
+    except (KeyError, TypeError) as e:
+        raise ProgressError(f"{path}: its config lacks {e} (task._name, task.data, model._name and "
+                            "distributed_training.distributed_world_size are read)") from None
+
+
+def list_checkpoints(folder: Path) -> list:
+    """The run's saves that mark a point along training, in training order, one per update count.
+
+    Interval (``checkpoint_<epoch>_<updates>.pt``) and epoch (``checkpoint<epoch>.pt``)
+    checkpoints, and ``checkpoint_last.pt`` when it is at an update count none of them has
+    (a run that stopped between intervals). ``checkpoint_best.pt`` is always a copy of one of them.
+    Returns [(updates, path)]; reads only the epoch and last checkpoints' update counts.
+    """
+    folder = Path(folder)
+    found = {}
+    for path in sorted(folder.glob("checkpoint*.pt")):
+        match = INTERVAL.match(path.name)
+        if match:
+            found.setdefault(int(match[2]), path)
+        elif EPOCH.match(path.name):
+            found.setdefault(read_progress(path).updates, path)
+    last = folder / "checkpoint_last.pt"
+    if last.is_file():
+        found.setdefault(read_progress(last).updates, last)
+    return sorted(found.items())
+
+
+TRAIN_INNER = re.compile(r"train_inner\W.*?(\{.*\})\s*$")
+
+
+def read_train_log(path: Path) -> dict:
+    """{num_updates: the train_inner record} from a fairseq training log (json log format).
+
+    A resumed run logs some updates twice (those after its last save); the later line wins,
+    as it belongs to the run whose checkpoints survive. Values are numbers (fairseq writes
+    them as strings).
+    """
+    records = {}
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            match = TRAIN_INNER.search(line)
+            if not match:
+                continue
+            try:
+                record = json.loads(match[1])
+            except json.JSONDecodeError:
+                continue  # log_format simple / tqdm: not machine-readable, skipped
+            values = {}
+            for key, value in record.items():
+                try:
+                    values[key] = float(value)
+                except (TypeError, ValueError):
+                    values[key] = value
+            if "num_updates" in values:
+                records[int(values["num_updates"])] = values
+    return records
+
+
+def log_wall_seconds(records: dict, updates: int) -> Optional[float]:
+    """The log's ``wall`` (whole seconds) at exactly ``updates``, if a train_inner line was written there."""
+    record = records.get(updates)
+    return None if record is None or "wall" not in record else float(record["wall"])

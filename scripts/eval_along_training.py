@@ -1,0 +1,520 @@
+#!/usr/bin/env python
+"""Downstream score along pretraining, headless and vanilla on one figure (paper Figs.3-5 and 7).
+
+    # decoders (Fig.4): LAMBADA of every saved checkpoint, headless ones also after causal fine-tuning
+    python scripts/eval_along_training.py --run hlm=checkpoints/hlm_pythia70m lm=checkpoints/lm_pythia70m \\
+        --lambada lambada_test.jsonl --finetune-config hlm_pythia70m_ft --output results/along_pythia
+    # encoders (Fig.3): GLUE average (without RTE, as Tab.1) of every saved checkpoint
+    python scripts/eval_along_training.py --run hmlm=checkpoints/hmlm_base mlm=checkpoints/mlm_base \\
+        --glue-data GLUE --output results/along_bert
+
+For each ``--run NAME=DIR`` (a fairseq ``checkpoint.save_dir``), every interval checkpoint
+``checkpoint_<epoch>_<updates>.pt`` (the paper configs keep them all: ``keep_interval_updates:
+-1``), epoch checkpoint and ``checkpoint_last.pt`` is a point. Its x values come from the
+checkpoint itself (fairseq_headless/training_progress.py): updates, tokens seen (fairseq's
+``wpb`` meter) and training hours (fairseq's cumulative training time); the training log
+beside it (``hydra_train.log`` / ``train.log``) gives the same clock, ``wall``, which is
+recorded next to it as a check.
+
+Scores:
+- decoders (fairseq ``language_modeling``): LAMBADA accuracy and perplexity as
+  lm-evaluation-harness's ``lambada_openai`` (scripts/eval_lambada.py); a headless one scores
+  with e^T. With ``--finetune-config``, each headless checkpoint is also fine-tuned with that
+  config (``checkpoint.finetune_from_model``, fairseq-hydra-train, §3.3) and scored again:
+  the "NAME + FT" line, whose tokens and hours include the fine-tuning's (Fig.4's caption:
+  fairseq's clock carries on from the pretraining checkpoint's, the fine-tuning's tokens are added);
+- encoders (fairseq ``masked_lm``): exported with scripts/convert_to_hf.py, fine-tuned on
+  GLUE with scripts/finetune_glue.py's suite (App. E protocol, ``--glue-seeds`` x
+  ``--glue-epochs``), scored as the average over the chosen tasks minus ``--glue-exclude``
+  (RTE: Tab.1 / Fig.3; Fig.6 also drops MRPC and CoLA).
+
+Each point is cached in ``OUTPUT/points/<run>/<updates>.json`` with the settings that made
+it and the checkpoint's identity (its config digest and training clock): a rerun evaluates only
+new checkpoints (runs still training can be re-evaluated as they go); a point made with other
+settings or from another training in the same folder is an error unless ``--force`` redoes it. The figure is
+rebuilt every time: ``OUTPUT/along_training.{json,md,png}``, two columns (x = tokens seen,
+x = training hours), one line per run. Bad input ends with one ``error: ...`` line, exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "scripts"
+if str(SCRIPTS) not in sys.path:
+    sys.path.insert(0, str(SCRIPTS))
+CPU_OVERRIDES = ("common.cpu=true", "common.fp16=false", "distributed_training.distributed_world_size=1")
+TRAIN_LOGS = ("hydra_train.log", "train.log")  # hydra's own log; scripts/demo.py's copy of the output
+KINDS = {"language_modeling": "lambada", "masked_lm": "glue"}
+METRICS = {  # kind -> [(key, axis label, log scale)]
+    "lambada": [("accuracy", "LAMBADA accuracy (%)", False), ("perplexity", "LAMBADA perplexity", True)],
+    "glue": [("glue_average", "GLUE average", False)],
+}
+
+
+class InputError(Exception):
+    """Bad input or options; main() prints `error: <message>` and returns 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse hook: one line, exit code 2
+        raise InputError(f"{message} (see --help)")
+
+
+def log(message: str) -> None:
+    print(f"[along-training] {message}", file=sys.stderr, flush=True)
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------
+# runs and their points
+
+
+def parse_runs(values: Sequence[str]) -> dict:
+    """``NAME=DIR`` (or ``DIR``: named after the folder) -> {name: folder}."""
+    runs = {}
+    for value in values:
+        name, sep, folder = value.partition("=")
+        if not sep:
+            name, folder = "", value
+        folder = Path(folder)
+        name = name or folder.name
+        if not folder.is_dir():
+            raise InputError(f"--run {value}: {folder} is not a folder (a run's checkpoint.save_dir)")
+        if not name or "/" in name or name.startswith(".") or name.endswith(" + FT"):
+            raise InputError(f"--run {value}: '{name}' cannot name a run; use NAME=DIR with a plain name")
+        if name in runs:
+            raise InputError(f"--run {value}: two runs named '{name}'; name them with NAME=DIR")
+        runs[name] = folder
+    return runs
+
+
+def find_points(name: str, folder: Path) -> list:
+    """[(Progress, log wall seconds or None)] of a run folder, in training order."""
+    from fairseq_headless.training_progress import list_checkpoints, log_wall_seconds, read_progress, read_train_log
+
+    checkpoints = list_checkpoints(folder)
+    if not checkpoints:
+        raise InputError(f"--run {name}={folder}: no checkpoint*.pt in it; is it a checkpoint.save_dir?")
+    records = {}
+    for log_name in TRAIN_LOGS:
+        if (folder / log_name).is_file():
+            records = read_train_log(folder / log_name)
+            break
+    points = []
+    for updates, path in checkpoints:
+        progress = read_progress(path)
+        if progress.tokens_estimated:
+            log(f"{name} @ {progress.updates} updates: fairseq reset its meters on a resume (end-of-epoch checkpoint), "
+                f"tokens extrapolated from the last {progress.tokens_counted_updates} updates (tokens_estimated)")
+        points.append((progress, log_wall_seconds(records, progress.updates)))
+    return points
+
+
+# ------------------------------------------------------------------------------------------
+# scores of one checkpoint
+
+
+def lambada_scores(checkpoint: Path, args) -> dict:
+    import eval_lambada
+
+    passages = eval_lambada.read_passages(args.lambada)[: args.limit]
+    scorer = eval_lambada.load_scorer(checkpoint, args.data_bin, args.device)
+    metrics = eval_lambada.evaluate(scorer, passages, args.batch_size, show_progress=True)
+    return {**metrics, "passages": len(passages), "model_type": scorer.description}
+
+
+FINETUNE_SETTINGS = "finetune_settings.json"  # beside an (interrupted) fine-tuning: what it was started with
+
+
+def finetune(checkpoint: Path, save_dir: Path, data: str, args, settings: dict) -> Path:
+    """The causal fine-tuning stage (§3.3) from ``checkpoint`` into ``save_dir``.
+
+    An interrupted one resumes from its ``checkpoint_last.pt`` only if it was started with the
+    same ``settings`` (fine-tuning config, overrides, data, and the pretraining checkpoint);
+    otherwise its folder is cleared and it starts again.
+    """
+    marker = save_dir / FINETUNE_SETTINGS
+    if save_dir.exists():
+        try:
+            previous = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            previous = None
+        if previous != settings:
+            log(f"  {save_dir} holds a fine-tuning started with other settings: cleared")
+            shutil.rmtree(save_dir)
+    command = [
+        str(Path(sys.executable).parent / "fairseq-hydra-train"),
+        "--config-dir", str(args.config_dir), "--config-name", args.finetune_config,
+        f"task.data={data}", f"checkpoint.save_dir={save_dir}",
+        f"checkpoint.finetune_from_model={checkpoint.resolve()}",
+        f"common.user_dir={REPO / 'fairseq_headless'}",
+        *(CPU_OVERRIDES if args.cpu else ()), *args.finetune_override,
+    ]
+    save_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(marker, settings)
+    log(f"  causal fine-tuning ({args.finetune_config}) into {save_dir}")
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    (save_dir / "finetune.out").write_text(proc.stdout, encoding="utf-8")
+    last = save_dir / "checkpoint_last.pt"
+    if proc.returncode != 0 or not last.is_file():
+        tail = "; ".join(line.strip() for line in proc.stdout.strip().splitlines()[-3:])[-400:]
+        raise InputError(f"fine-tuning {checkpoint} with --finetune-config {args.finetune_config} failed "
+                         f"(exit {proc.returncode}; {save_dir}/finetune.out): {tail}")
+    return last
+
+
+def glue_scores(checkpoint: Path, work: Path, args) -> dict:
+    """Export, then finetune_glue's suite on the export; the average as Tab.1 over the chosen tasks."""
+    from convert_to_hf import DataError, ExportError, ParityError, convert
+    from fairseq_headless.evaluation.cli import suite_main
+    from fairseq_headless.evaluation.results import mean_std, row_average
+
+    hf = work / "hf"
+    try:
+        convert(checkpoint, hf, data=args.data_bin, force=True)
+    except (ExportError, ParityError, DataError) as e:
+        raise InputError(f"exporting {checkpoint} to Hugging Face failed: {e}") from None
+    argv = ["--model", f"model={hf}", "--tasks", ",".join(s.name for s in args.glue_specs), "--output",
+            str(work / "glue"), "--seeds", str(args.glue_seeds), "--epochs", str(args.glue_epochs),
+            *(["--data-dir", str(args.glue_data)] if args.glue_data else []), *args.glue_option]
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):  # its table is ours to print
+        code = suite_main(argv, "glue")
+    if code != 0:
+        raise InputError(f"GLUE fine-tuning of {hf} failed: {stderr.getvalue().strip().splitlines()[-1:]}")
+    columns = json.loads((work / "glue" / "results_glue.json").read_text(encoding="utf-8"))["main"]["model"]
+    main_metric = {s.name: s.main_metric for s in args.glue_specs}
+    averaged = [s.name for s in args.glue_specs if s.name not in args.glue_exclude]
+    per_seed = row_average(columns, averaged, main_metric)
+    mean, std = mean_std(per_seed.values())
+    tasks = {name: mean_std(columns[name][main_metric[name]].values())[0] for name in main_metric}
+    shutil.rmtree(hf, ignore_errors=True)  # the scores are kept; a model per point would fill the disk
+    return {"glue_average": 100 * mean, "glue_average_std": 100 * std, "averaged_tasks": averaged,
+            "tasks": {name: 100 * value for name, value in tasks.items()}}
+
+
+def settings_of(args, kind: str, headless: bool) -> dict:
+    """What a cached point depends on: a point made with other settings is not reused."""
+    if kind == "lambada":
+        settings = {"lambada": file_digest(args.lambada), "limit": args.limit}
+        if headless and args.finetune_config:
+            settings["finetune"] = {"config": args.finetune_config, "config_file": file_digest(
+                args.config_dir / f"{args.finetune_config}.yaml"), "overrides": list(args.finetune_override),
+                "cpu": args.cpu, "data": str(args.finetune_data) if args.finetune_data else None}
+        return settings
+    return {"glue_tasks": [s.name for s in args.glue_specs], "glue_exclude": sorted(args.glue_exclude),
+            "glue_seeds": args.glue_seeds, "glue_epochs": args.glue_epochs, "glue_option": list(args.glue_option),
+            "glue_data": str(args.glue_data) if args.glue_data else "hub"}
+
+
+def checkpoint_identity(progress: dict) -> dict:
+    """Which training's checkpoint a point is: another one in the same folder (other lr or seed, same
+    batches) has the same update and token counts, but not the same config and training clock."""
+    return {k: progress.get(k) for k in ("cfg_digest", "seconds", "tokens")}
+
+
+def evaluate_point(name: str, progress, log_wall, kind: str, args) -> dict:
+    """The cached record of one checkpoint, computing it if needed."""
+    headless = progress.arch.startswith("headless")  # the plugin's naming: headless_<shape>
+    settings = settings_of(args, kind, headless)
+    cache = args.output / "points" / name / f"{progress.updates}.json"
+    work = args.output / "work" / name / str(progress.updates)
+    if cache.is_file():
+        record = json.loads(cache.read_text(encoding="utf-8"))
+        stale = [k for k, same in (
+            ("settings", record.get("settings") == settings),
+            ("checkpoint", checkpoint_identity(record.get("progress", {})) == checkpoint_identity(progress.as_dict())),
+        ) if not same]
+        if not stale:
+            log(f"{name} @ {progress.updates} updates: cached ({cache})")
+            return record
+        if not args.force:
+            raise InputError(f"{cache} was made with other {' and '.join(stale)} (other evaluation settings, or "
+                             f"a checkpoint of another training in {Path(progress.checkpoint).parent}); pass --force "
+                             "to redo it, or use another --output")
+    if args.force:
+        shutil.rmtree(work, ignore_errors=True)
+    checkpoint = Path(progress.checkpoint)
+    log(f"{name} @ {progress.updates} updates ({progress.tokens:,} tokens, {progress.hours:.4f} h): {checkpoint.name}")
+    record = {"run": name, "settings": settings, "progress": {**progress.as_dict(), "log_wall_seconds": log_wall},
+              "headless": headless}
+    if kind == "lambada":
+        record["scores"] = lambada_scores(checkpoint, args)
+        log(f"  LAMBADA accuracy {100 * record['scores']['accuracy']:.2f}%, "
+            f"perplexity {record['scores']['perplexity']:.2f}")
+        if "finetune" in settings:
+            from fairseq_headless.training_progress import read_progress
+
+            data = str(args.finetune_data) if args.finetune_data else progress.data
+            last = finetune(checkpoint, work / "finetune", data, args,
+                            {**settings["finetune"], "data": data, "from": checkpoint_identity(progress.as_dict())})
+            ft = read_progress(last)
+            record["finetuned"] = {"progress": ft.as_dict(), "scores": lambada_scores(last, args)}
+            log(f"  after fine-tuning ({ft.updates} updates, {ft.tokens:,} tokens): LAMBADA accuracy "
+                f"{100 * record['finetuned']['scores']['accuracy']:.2f}%")
+            if not args.keep_finetuned:
+                for path in (work / "finetune").glob("checkpoint*.pt"):
+                    path.unlink()
+    else:
+        record["scores"] = glue_scores(checkpoint, work, args)
+        log(f"  GLUE average {record['scores']['glue_average']:.2f} over {', '.join(record['scores']['averaged_tasks'])}")
+    write_json_atomic(cache, record)
+    return record
+
+
+# ------------------------------------------------------------------------------------------
+# the curves
+
+
+def series_of(records_by_run: dict) -> dict:
+    """{label: [point]}: one line per run, and "NAME + FT" for fine-tuned headless decoders.
+
+    A point = updates, tokens, hours (and device hours) and the scores; an FT point sits at
+    the pretraining checkpoint's tokens plus the fine-tuning's own (Fig.4), and at the fine-tuned
+    checkpoint's hours: fairseq restores ``previous_training_time`` also with
+    ``finetune_from_model`` (only the meters, optimizer and data iterator are reset), so that
+    clock already includes the pretraining's. Device hours: the pretraining's, plus the
+    fine-tuning's own seconds on its own devices.
+    """
+    series = {}
+    for name, records in records_by_run.items():
+        for record in records:
+            p = record["progress"]
+            scores = {k: v * 100 if k == "accuracy" else v for k, v in record["scores"].items()}
+            series.setdefault(name, []).append({
+                "updates": p["updates"], "tokens": p["tokens"], "hours": p["hours"], "device_hours": p["device_hours"],
+                "log_wall_seconds": p["log_wall_seconds"], "checkpoint": p["checkpoint"], **scores})
+            if "finetuned" in record:
+                f = record["finetuned"]["progress"]
+                ft_scores = {k: v * 100 if k == "accuracy" else v for k, v in record["finetuned"]["scores"].items()}
+                series.setdefault(f"{name} + FT", []).append({
+                    "updates": p["updates"], "finetune_updates": f["updates"], "tokens": p["tokens"] + f["tokens"],
+                    "hours": f["hours"],
+                    "device_hours": p["device_hours"] + (f["seconds"] - p["seconds"]) / 3600 * f["world_size"],
+                    "checkpoint": p["checkpoint"], **ft_scores})
+    return series
+
+
+def plot(series: dict, kind: str, path: Path, title: str) -> None:
+    """Rows: the metrics; columns: x = tokens seen, x = training hours. One line per series."""
+    import logging
+
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # importing fairseq sets the root logger to DEBUG
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [m for m in METRICS[kind] if any(m[0] in p for points in series.values() for p in points)]
+    fig, axes = plt.subplots(len(metrics), 2, figsize=(11, 3.6 * len(metrics)), squeeze=False)
+    for row, (key, label, log_scale) in enumerate(metrics):
+        for col, (x, xlabel) in enumerate((("tokens", "tokens seen"), ("hours", "training hours"))):
+            ax = axes[row, col]
+            for name, points in series.items():
+                ax.plot([p[x] for p in points], [p[key] for p in points], marker="o", label=name,
+                        linestyle="--" if name.endswith(" + FT") else "-")
+            ax.set_xlabel(xlabel)
+            ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 4))
+            ax.set_ylabel(label)
+            if log_scale:
+                ax.set_yscale("log")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize="small")
+    fig.suptitle(title)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def markdown(series: dict, kind: str, title: str) -> str:
+    keys = [m[0] for m in METRICS[kind]]
+    parts = [f"# {title}\n"]
+    for name, points in series.items():
+        shown = [k for k in keys if any(k in p for p in points)]
+        parts.append(f"## {name}\n\n| updates | tokens | hours | " + " | ".join(shown) + " |\n|"
+                     + "---:|" * (3 + len(shown)))
+        for p in points:
+            parts.append(f"| {p['updates']} | {p['tokens']:,} | {p['hours']:.4f} | "
+                         + " | ".join(f"{p[k]:.2f}" for k in shown) + " |")
+        parts.append("")
+    return "\n".join(parts) + "\n"
+
+
+def write_summary(output: Path, kind: str, series: dict, runs: dict, stem: str = "along_training",
+                  title: str | None = None) -> Path:
+    title = title or {"lambada": "LAMBADA along pretraining (paper Figs.4, 7)",
+                      "glue": "GLUE average along pretraining (paper Fig.3)"}[kind]
+    write_json_atomic(output / f"{stem}.json", {
+        "kind": kind, "title": title, "runs": {n: str(f) for n, f in runs.items()}, "series": series,
+        "units": {"accuracy": "% of passages", "glue_average": "score x 100", "hours": "wall-clock training hours "
+                  "(fairseq cumulative_training_time)", "device_hours": "hours x distributed_world_size",
+                  "tokens": "sum of ntokens over updates (fairseq wpb meter; extrapolated from its counted updates "
+                  "where a point's tokens_estimated)"}})
+    md = output / f"{stem}.md"
+    tmp = md.with_name(f".{md.name}.tmp")
+    tmp.write_text(markdown(series, kind, title), encoding="utf-8")
+    os.replace(tmp, md)
+    png = output / f"{stem}.png"
+    plot(series, kind, png, title)
+    return png
+
+
+# ------------------------------------------------------------------------------------------
+
+
+def evaluate_runs(runs: dict, args) -> tuple:
+    """(kind, {run: [record]}) for every checkpoint of every run."""
+    points = {name: find_points(name, folder) for name, folder in runs.items()}
+    kinds = {name: KINDS.get(ps[0][0].task) for name, ps in points.items()}
+    for name, kind in kinds.items():
+        if kind is None:
+            raise InputError(f"--run {name}: task {points[name][0][0].task!r} is neither language_modeling "
+                             "(decoders, LAMBADA) nor masked_lm (encoders, GLUE)")
+    if len(set(kinds.values())) > 1:
+        raise InputError("--run: mixes decoders (LAMBADA) and encoders (GLUE); one figure compares one kind")
+    kind = next(iter(kinds.values()))
+    if kind == "lambada" and args.lambada is None:
+        raise InputError("--lambada FILE is needed for decoder runs (LAMBADA as jsonl, see scripts/eval_lambada.py)")
+    if kind == "glue":
+        from fairseq_headless.evaluation.errors import EvaluationInputError
+        from fairseq_headless.evaluation.tasks import resolve_tasks
+
+        try:
+            args.glue_specs = resolve_tasks("glue", args.glue_tasks)
+        except EvaluationInputError as e:
+            raise InputError(str(e).replace("--tasks", "--glue-tasks")) from None
+        if not [s for s in args.glue_specs if s.name not in args.glue_exclude]:
+            raise InputError("--glue-tasks minus --glue-exclude leaves no task to average")
+    total = sum(len(p) for p in points.values())
+    log(f"{total} checkpoint(s) in {len(runs)} run(s); scores: {kind}")
+    records = {name: [evaluate_point(name, progress, wall, kind, args) for progress, wall in ps]
+               for name, ps in points.items()}
+    return kind, records
+
+
+def add_evaluation_options(parser: argparse.ArgumentParser) -> None:
+    """The options shared with scripts/sweep_batch_size.py."""
+    parser.add_argument("--force", action="store_true", help="redo points cached with other settings")
+    parser.add_argument("--data-bin", type=Path,
+                        help="the data folder of the runs (tokenizer, dict.txt) when their task.data has moved")
+    parser.add_argument("--cpu", action="store_true",
+                        help="fine-tune on CPU: " + " ".join(CPU_OVERRIDES) + "; LAMBADA on CPU too")
+    lm = parser.add_argument_group("decoders (LAMBADA, Figs.4 and 7)")
+    lm.add_argument("--lambada", type=Path, help="LAMBADA as jsonl, {\"text\": ...} per line (lambada_test.jsonl)")
+    lm.add_argument("--limit", type=int, help="score only the first N passages (smoke tests)")
+    lm.add_argument("--batch-size", type=int, default=8, help="LAMBADA passages per forward pass (default 8)")
+    lm.add_argument("--device", help="cpu, cuda, ... for LAMBADA (default: cuda when available)")
+    lm.add_argument("--finetune-config", metavar="NAME",
+                    help="fine-tune each headless checkpoint with configs/NAME.yaml (e.g. hlm_pythia70m_ft) and "
+                         "score it again: the 'RUN + FT' line")
+    lm.add_argument("--finetune-override", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra hydra override for the fine-tuning runs (repeatable)")
+    lm.add_argument("--finetune-data", type=Path, help="the fine-tuning data folder (default: the run's task.data)")
+    lm.add_argument("--keep-finetuned", action="store_true",
+                    help="keep the fine-tuned checkpoints (OUTPUT/work/RUN/UPDATES/finetune/); default: delete "
+                         "them once scored")
+    lm.add_argument("--config-dir", type=Path, default=REPO / "configs", help="where --finetune-config lives")
+    enc = parser.add_argument_group("encoders (GLUE, Fig.3)")
+    enc.add_argument("--glue-data", type=Path, help="GLUE in its distribution layout (docs/evaluation.md); "
+                     "default: the Hugging Face hub (needs `datasets` and network)")
+    enc.add_argument("--glue-tasks", default="all", help="comma-separated GLUE tasks, or all (default)")
+    enc.add_argument("--glue-exclude", default="RTE",
+                     help="tasks left out of the average (default RTE, as Tab.1; Fig.6: RTE,MRPC,CoLA)")
+    enc.add_argument("--glue-seeds", type=int, default=3, help="fine-tuning seeds per task (default 3, Tab.1)")
+    enc.add_argument("--glue-epochs", type=int, default=10, help="fine-tuning epochs (default 10, App. E)")
+    enc.add_argument("--glue-option", action="append", default=[], metavar="--OPTION=VALUE",
+                     help="extra scripts/finetune_glue.py option (repeatable), e.g. --glue-option=--threads=1")
+
+
+def check_evaluation_options(args) -> None:
+    if args.batch_size < 1 or (args.limit is not None and args.limit < 1):
+        raise InputError("--batch-size and --limit must be positive")
+    if args.glue_seeds < 1 or args.glue_epochs < 1:
+        raise InputError("--glue-seeds and --glue-epochs must be at least 1")
+    if args.lambada is not None and not args.lambada.is_file():
+        raise InputError(f"--lambada {args.lambada}: no such file")
+    if args.glue_data is not None and not args.glue_data.is_dir():
+        raise InputError(f"--glue-data {args.glue_data}: not a folder (GLUE's distribution layout)")
+    if args.data_bin is not None and not (args.data_bin / "manifest.json").is_file():
+        raise InputError(f"--data-bin {args.data_bin}: no manifest.json (a folder written by scripts/prepare_data.py)")
+    if args.finetune_config and not (args.config_dir / f"{args.finetune_config}.yaml").is_file():
+        raise InputError(f"--finetune-config {args.finetune_config}: no {args.config_dir}/{args.finetune_config}.yaml")
+    if args.finetune_data is not None and not args.finetune_data.is_dir():
+        raise InputError(f"--finetune-data {args.finetune_data}: not a folder")
+    for override in args.finetune_override:
+        if "=" not in override:
+            raise InputError(f"--finetune-override {override}: expected KEY=VALUE")
+    if args.cpu and args.device is None:
+        args.device = "cpu"
+    args.glue_exclude = {t.strip() for t in args.glue_exclude.split(",") if t.strip()}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", nargs="+", action="extend", required=True, metavar="NAME=DIR",
+                        help="a run's checkpoint folder (checkpoint.save_dir), named for the legend (repeatable)")
+    parser.add_argument("--output", type=Path, required=True,
+                        help="results folder: points/ (the cache), along_training.json/.md/.png")
+    add_evaluation_options(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    started = time.time()
+    try:
+        args = build_parser().parse_args(argv)
+        check_evaluation_options(args)
+        if args.output.exists() and not args.output.is_dir():
+            raise InputError(f"--output {args.output}: exists and is not a folder")
+        runs = parse_runs(args.run)
+    except InputError as e:  # before anything heavy is imported
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
+    import logging
+
+    logging.getLogger("fairseq").setLevel(logging.WARNING)  # stderr is for progress lines and errors
+    import eval_lambada
+    from fairseq_headless.training_progress import ProgressError
+
+    try:
+        kind, records = evaluate_runs(runs, args)
+    except (InputError, ProgressError, eval_lambada.InputError) as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
+    png = write_summary(args.output, kind, series_of(records), runs)
+    log(f"done in {time.time() - started:.0f} s: {png.with_suffix('.json')}, {png.with_suffix('.md')}, {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
