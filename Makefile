@@ -27,7 +27,7 @@ $(STAMP): setup.py Makefile
 	@touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q --durations=20
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py $(DEMO_ARGS)
