@@ -191,10 +191,11 @@ def render_table(results):
 
 
 def plot(results, path: Path):
+    # fairseq sets the root logger to DEBUG; matplotlib logs at import already, so quiet it first.
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     import matplotlib
 
     matplotlib.use("Agg")
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq sets the root logger to DEBUG
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))

@@ -106,9 +106,10 @@ def bar_chart(path: Path, sections: list, title: str) -> None:
     """
     import logging
 
+    # A DEBUG root logger (fairseq sets one) would list every font, from matplotlib's import on.
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     import matplotlib
 
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # a DEBUG root logger would list every font
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
