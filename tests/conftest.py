@@ -1,5 +1,6 @@
 """Shared fixtures: one tiny binarized corpus per test session, and config loading."""
 
+import importlib.util
 import os
 import random
 import subprocess
@@ -80,3 +81,23 @@ def run_cli(args, cwd=REPO, timeout=900):
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-4000:]
     return output
+
+
+def load_script(name: str):
+    """scripts/<name>.py as a module (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(f"_script_{name}", REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run several times faster on one thread on a shared 2-core machine (no OpenMP spinning)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

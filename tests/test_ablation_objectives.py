@@ -22,12 +22,7 @@ CE_CASES = [
 NCE_CASES = [("hmlm_tiny_nce", ()), ("hlm_tiny", ("+criterion.targets=separate", "+criterion.target_dim=128"))]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, one thread
 
 
 def reference_cwt(outputs, target_ids, table):

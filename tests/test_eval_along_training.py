@@ -3,7 +3,6 @@ of the tiny decoders with two interval checkpoints each; the x values against th
 scripts/eval_lambada.py run directly, the cache, and the batch-size sweep end to end."""
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,15 +11,7 @@ import sys
 import pytest
 import torch
 
-from conftest import BIN, REPO, write_markov_corpus
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(f"_script_{name}", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+from conftest import BIN, REPO, load_script, write_markov_corpus
 
 
 along = load_script("eval_along_training")
@@ -29,12 +20,7 @@ eval_lambada = load_script("eval_lambada")
 CPU = ["common.cpu=true", "common.fp16=false", "distributed_training.distributed_world_size=1"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, one thread
 
 
 def pretrain(config, data, save_dir, *overrides):

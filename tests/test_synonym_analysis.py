@@ -36,12 +36,7 @@ KEPT = [("big", "large"), ("happy", "glad"), ("quick", "fast")]
 EXPECTED = {"headless": [1 / math.sqrt(2), 0.8, 0.96], "vanilla": [0.0, 1 / math.sqrt(2), 8 / 9]}  # by hand
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, one thread
 
 
 def wordpiece():

@@ -3,7 +3,6 @@ and scripts/eval_zeroshot.py running the real lm-evaluation-harness offline on a
 against an independent computation (scripts/eval_lambada.py for LAMBADA, unbatched log-likelihoods for SciQ/BoolQ)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import sys
@@ -13,16 +12,8 @@ import pytest
 import torch
 from scipy import stats
 
-from conftest import REPO
+from conftest import REPO, load_script
 
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(f"_script_{name}", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
 
 
 compare_zeroshot = load_script("compare_zeroshot")
