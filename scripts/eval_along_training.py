@@ -77,14 +77,10 @@ def log(message: str) -> None:
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    # The evaluation package's (temporary file + rename), imported late: importing it imports fairseq.
+    from fairseq_headless.evaluation.results import write_json_atomic as write
+
+    write(path, obj)
 
 
 def file_digest(path: Path) -> str:
@@ -379,10 +375,9 @@ def write_summary(output: Path, kind: str, series: dict, runs: dict, stem: str =
                   "(fairseq cumulative_training_time)", "device_hours": "hours x distributed_world_size",
                   "tokens": "sum of ntokens over updates (fairseq wpb meter; extrapolated from its counted updates "
                   "where a point's tokens_estimated)"}})
-    md = output / f"{stem}.md"
-    tmp = md.with_name(f".{md.name}.tmp")
-    tmp.write_text(markdown(series, kind, title), encoding="utf-8")
-    os.replace(tmp, md)
+    from fairseq_headless.evaluation.results import write_atomic
+
+    write_atomic(output / f"{stem}.md", markdown(series, kind, title))
     png = output / f"{stem}.png"
     plot(series, kind, png, title)
     return png
