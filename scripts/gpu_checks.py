@@ -5,8 +5,8 @@
 
 1. the CWT loss on CUDA in fp16 and bf16: finite loss and gradients with dot products of several
    hundred, chunked equal to unchunked;
-2. fp16 training with fairseq's loss scaling (plain ``common.fp16=true``, the paper's setting) of
-   ``hmlm_tiny`` and ``hlm_tiny``: the loss goes down, overflow skips are counted;
+2. fp16 training (``--updates``, default 300) with fairseq's loss scaling (plain ``common.fp16=true``,
+   the paper's setting) of ``hmlm_tiny`` and ``hlm_tiny``: the loss goes down, overflow skips are counted;
 3. with 2+ GPUs: a 2-process NCCL run with ``negatives_scope=global``;
 4. xformers: whether it imports and runs ``memory_efficient_attention`` here.
 
@@ -51,10 +51,10 @@ def check_loss():
     return results
 
 
-def train(config, data, save_dir, extra=(), launcher=()):
+def train(config, data, save_dir, updates, extra=(), launcher=()):
     command = [*launcher, str(BIN / "fairseq-hydra-train"), "--config-dir", str(REPO / "configs"),
                "--config-name", config, f"task.data={data}", f"checkpoint.save_dir={save_dir}",
-               "optimization.max_update=300", "common.log_interval=20", "common.fp16=true",
+               f"optimization.max_update={updates}", f"common.log_interval={max(1, updates // 15)}", "common.fp16=true",
                f"common.user_dir={REPO / 'fairseq_headless'}", *extra]
     proc = subprocess.run(command, capture_output=True, text=True)
     log = proc.stdout + proc.stderr
@@ -85,7 +85,10 @@ def main(argv=None):
     parser.add_argument("--data", type=Path, required=True, help="a data folder made by scripts/prepare_data.py")
     parser.add_argument("--output", type=Path, required=True, help="where to write the JSON results")
     parser.add_argument("--workdir", type=Path, default=Path("gpu_checks_runs"))
+    parser.add_argument("--updates", type=int, default=300, help="updates per fp16 training check (default 300)")
     args = parser.parse_args(argv)
+    if args.updates <= 0:
+        parser.error(f"--updates {args.updates}: give a positive number of updates")
     if not torch.cuda.is_available():
         parser.error("no CUDA device here: run this on a GPU machine")
     if not (args.data / "dict.txt").exists():
@@ -95,11 +98,11 @@ def main(argv=None):
                "torch": torch.__version__, "loss": check_loss()}
     print(json.dumps(results["loss"], indent=2), flush=True)
     for config in ("hmlm_tiny", "hlm_tiny"):
-        results[f"fp16_{config}"] = train(config, args.data, args.workdir / config)
+        results[f"fp16_{config}"] = train(config, args.data, args.workdir / config, args.updates)
         print(config, json.dumps(results[f"fp16_{config}"]), flush=True)
     if torch.cuda.device_count() >= 2:
         results["nccl_2gpu_global"] = train(
-            "hmlm_tiny", args.data, args.workdir / "nccl",
+            "hmlm_tiny", args.data, args.workdir / "nccl", args.updates,
             extra=["distributed_training.distributed_world_size=2", "distributed_training.distributed_init_method=env://",
                    "distributed_training.distributed_no_spawn=true", "criterion.negatives_scope=global",
                    "distributed_training.distributed_rank=${oc.env:RANK}"],

@@ -269,12 +269,14 @@ def test_tokenizer_specials_and_padding_rows(spm_data, hf_data):
 
 
 @pytest.mark.parametrize("model_type", ["unigram", "bpe"])
-def test_sentencepiece_conversion_without_protobuf(tmp_path, model_type):
-    """Both sentencepiece model types convert (protobuf is not installed) and encode like sentencepiece."""
+def test_sentencepiece_conversion_without_protobuf(tmp_path, model_type, monkeypatch):
+    """Both sentencepiece model types convert (protobuf is not installed) and encode like sentencepiece,
+    without transformers' internal converter (transformers 5.17's built a BPE without merges)."""
     import sentencepiece as spm
 
     with pytest.raises(ImportError):
         import google.protobuf  # noqa: F401  (the point: no protobuf needed)
+    monkeypatch.setitem(sys.modules, "transformers.convert_slow_tokenizer", None)  # any import of it fails
     text = tmp_path / "text.txt"
     text.write_text("\n".join(corpus_lines()) + "\n", encoding="utf-8")
     spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(tmp_path / "m"), vocab_size=600,
@@ -285,10 +287,16 @@ def test_sentencepiece_conversion_without_protobuf(tmp_path, model_type):
     size = 4 + reference.vocab_size + 4
     tok, unk = cv.shift_to_fairseq_ids(raw, size, encoder=False, add_bos=False)
     specials = {t.content for t in tok.get_added_tokens_decoder().values()}
-    lines = [line for line in corpus_lines() if not any(s in line for s in specials)] + ["unseen: ☃ ⚽ 🎉"]
+    lines = [line for line in corpus_lines() if not any(s in line for s in specials)] + [
+        "unseen: ☃ ⚽ 🎉", "  two leading spaces,   runs of spaces  ", "tab\tand\nnewline", "\u2581already escaped",
+        "ＦＵＬＬ width ①", ""]
     expected = [[i + 4 for i in ids] for ids in reference.encode_batch(lines)]
     assert [e.ids for e in tok.encode_batch(lines)] == expected
     assert tok.token_to_id(unk) == 4
+    # decoding gives back sentencepiece's own decoding (dummy prefix stripped, bytes fused)
+    processor = spm.SentencePieceProcessor(model_file=str(tmp_path / "m.model"))
+    for line, ids in zip(lines[-6:], expected[-6:]):
+        assert raw.decode([i - 4 for i in ids]) == processor.decode([i - 4 for i in ids]), line
 
 
 def test_tokenizer_json_with_colliding_specials_is_renamed_not_merged():

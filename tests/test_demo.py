@@ -1,13 +1,14 @@
 """`make demo` end to end on a small generated corpus (never the network), with a tiny budget."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, write_markov_corpus
+from conftest import REPO, load_script, write_markov_corpus
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +37,15 @@ def test_demo_writes_a_side_by_side_comparison(demo_run):
     for result in (headless, vanilla):
         assert result["updates"] > 0 and result["tokens_per_s"] > 0 and result["peak_rss_mib"] > 50
         assert 0.0 <= result["masked_top1_accuracy"] <= 1.0
+    # --max-update 30 for both on the same seeded batches: the same tokens, fairseq's wpb meter summed,
+    # which the log's per-interval mean wpb (5 updates each, 1 decimal) gives within rounding
+    assert headless["updates"] == vanilla["updates"] == 30
+    assert headless["tokens_seen"] == vanilla["tokens_seen"]
+    logged = sum(5 * float(w) for w in re.findall(r"train_inner.*? wpb=([\d.]+)",
+                                                  (run_dir / "hmlm_tiny" / "train.log").read_text()))
+    assert abs(headless["tokens_seen"] - logged) <= 30 * 0.05 + 1 and logged > 30 * 16 * 10
+    assert summary["size"] == "tiny" and summary["device"] == "cpu" and "--max-update 30" in summary["command"]
+    assert summary["train_overrides"][:2] == ["common.fp16=false", "common.cpu=true"]
     # both scored on the same seeded masked positions of the validation set
     assert headless["masked_positions"] == vanilla["masked_positions"] > 0
     # the headless twin is the vanilla one minus the RoBERTa LM head (dense D x D + LayerNorm + bias V)
@@ -118,3 +128,13 @@ def test_demo_rejects_a_missing_corpus(tmp_path):
         capture_output=True, text=True,
     )
     assert proc.returncode == 2 and "--corpus" in proc.stderr and "not a folder" in proc.stderr
+
+
+def test_small_size_trains_the_paper_twins_and_runs_them_on_a_cpu():
+    """--size small picks hmlm_small/mlm_small, fp16 configs that a CPU can only run in fp32."""
+    demo = load_script("demo")
+    assert demo.SIZES["small"] == (("headless", "hmlm_small"), ("vanilla", "mlm_small"))
+    for _, config in demo.SIZES["small"] + demo.SIZES["tiny"]:
+        assert (REPO / "configs" / f"{config}.yaml").is_file()
+    assert demo.device_overrides(cuda=True) == []
+    assert demo.device_overrides(cuda=False) == ["common.fp16=false", "common.cpu=true"]
