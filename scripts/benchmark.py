@@ -8,7 +8,7 @@
 
 Three parts, each optional:
 
-1. training steps (``--archs``, ``--vocab``, ``--batch``, ``--embedding-update``, ``--negatives``,
+1. training steps (``--archs``, ``--vocab``, ``--batch``, ``--seq-len``, ``--embedding-update``, ``--negatives``,
    ``--chunk``): for every architecture x vocabulary size x micro-batch, the vanilla twin, the
    headless model (per embedding update, negatives and chunk mode) and the headless body with a
    trivial loss are built from the project's YAML configs and trained through fairseq's
@@ -100,6 +100,8 @@ def parse_args(argv):
     parser.add_argument("--archs", help="comma-separated, of: " + ", ".join(_arch_names()))
     parser.add_argument("--vocab", help="vocabulary sizes, e.g. 8k,32k,50k,131k,256k (k = 1000)")
     parser.add_argument("--batch", help="sequences per micro-batch, e.g. 8,16,32 (default: each architecture's own)")
+    parser.add_argument("--seq-len", type=int, help="tokens per sequence for every architecture (default: each "
+                        "architecture's own: 128 for the encoders, as the paper trains; Fig.2 used 512)")
     parser.add_argument("--embedding-update", help="dense,sparse (model.sparse_embedding_update)")
     parser.add_argument("--negatives", help="batch,unique")
     parser.add_argument("--chunk", help="criterion chunk sizes, e.g. 0,4096 ('config': the YAML's own)")
@@ -163,6 +165,10 @@ def plan(args):
         if args.threads < 1:
             raise UsageError("--threads must be at least 1")
         settings["threads"] = args.threads
+    if args.seq_len is not None:
+        if args.seq_len < 8:
+            raise UsageError(f"--seq-len {args.seq_len}: give at least 8 tokens per sequence")
+        settings["seq_len"] = args.seq_len
     if args.steps is not None:
         if args.steps < 1:
             raise UsageError("--steps must be at least 1")
@@ -256,7 +262,7 @@ def main(argv=None):
             records, skipped = steps.run(
                 archs, vocab_sizes, batches, settings["embedding_update"], settings["negatives"], settings["chunk"],
                 settings["steps"], args.config_dir, device, args.precision, frozen=settings["frozen"],
-                reference_vocab=settings["reference_vocab"],
+                reference_vocab=settings["reference_vocab"], seq_len=settings.get("seq_len"),
                 on_progress=progress, on_group=advance,
             )
             result["steps"] += records

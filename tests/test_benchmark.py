@@ -72,6 +72,19 @@ def test_smoke_run_writes_every_field(smoke):
     assert "benchmark: 100%" in proc.stderr  # the progress bar
 
 
+def test_sequence_length_is_the_one_asked_for():
+    """--seq-len (Fig.2 used 512-token sequences): the group trains on batch x seq_len samples."""
+    from fairseq_headless.benchmarking import steps
+
+    variants = steps.group_variants(["dense"], ["batch"], [None], frozen=False)
+    group = steps.measure_group("bert-tiny", 300, variants, 1, REPO / "configs", "cpu", "fp32", seq_len=48,
+                                report=lambda message: None)
+    info = group["info"]
+    assert (info["batch"], info["seq_len"], info["tokens_per_step"]) == (4, 48, 4 * 48)
+    assert 0.05 * 192 < info["positions"] < 0.3 * 192  # ~15% of the 192 tokens masked
+    assert all(len(v["times_s"]) == 1 for v in group["variants"].values())
+
+
 def test_loss_records_of_one_run_agree(smoke):
     _, result, _ = smoke
     for k in (64, 128):
@@ -95,6 +108,7 @@ def test_an_existing_result_is_not_overwritten_without_force(smoke):
     (["--vocab", "8k,lots"], "--vocab: 'lots' is not a size"),
     (["--embedding-update", "lazy"], "--embedding-update: choose from dense, sparse"),
     (["--steps", "0"], "--steps must be at least 1"),
+    (["--seq-len", "4"], "--seq-len 4: give at least 8 tokens per sequence"),
     (["--reference-vocab", "big"], "--reference-vocab: 'big' is not a size"),
     (["--vocab", "3"], "--vocab: 3 is too small"),
     (["--device", "cuda"], "--device cuda: no CUDA device here") if not torch.cuda.is_available()

@@ -242,13 +242,15 @@ def _persistent_mb(trainer):
     return tensor_mb(list(trainer.model.parameters()) + list(trainer.model.buffers()) + state)
 
 
-def measure_group(arch_name, vocab_size, variants, steps, config_dir, device, precision, batch=None, report=print):
+def measure_group(arch_name, vocab_size, variants, steps, config_dir, device, precision, batch=None, seq_len=None,
+                  report=print):
     """Build every variant of one group, time them alternately, return {variant name: numbers}."""
     quiet()
     device = torch.device(device)
     arch = ARCHS[arch_name]
-    if batch:  # another micro-batch than the architecture's default (sequences, same length)
-        arch = Arch(arch.family, arch.headless_config, arch.vanilla_config, batch, arch.length, arch.description)
+    if batch or seq_len:  # another micro-batch (sequences) or sequence length than the architecture's own
+        arch = Arch(arch.family, arch.headless_config, arch.vanilla_config, batch or arch.batch,
+                    seq_len or arch.length, arch.description)
     label = f"{arch_name} V={vocab_size}"
     trainers, samples = {}, {}
     for size in dict.fromkeys(v.vocab_size or vocab_size for v in variants):
@@ -351,10 +353,12 @@ def records_of_group(arch_name, group, variants, device, precision):
 
 
 def run(archs, vocab_sizes, batches, embedding_updates, negatives_modes, chunk_sizes, steps, config_dir, device,
-        precision, frozen=False, reference_vocab=None, on_progress=lambda message: None, on_group=lambda: None):
+        precision, frozen=False, reference_vocab=None, seq_len=None, on_progress=lambda message: None,
+        on_group=lambda: None):
     """Every group of the sweep, each in its own process on CPU; returns (records, skipped groups).
 
-    ``batches``: sequences per micro-batch; None = the architecture's own (``ARCHS``).
+    ``batches``: sequences per micro-batch; None = the architecture's own (``ARCHS``); likewise
+    ``seq_len``, tokens per sequence (e.g. 512 for the paper's Fig.2).
     ``reference_vocab``: also time the headless variants at this size in the group of the largest
     vocabulary (see the module docstring).
     """
@@ -367,14 +371,15 @@ def run(archs, vocab_sizes, batches, embedding_updates, negatives_modes, chunk_s
         kind, payload = run_isolated(
             measure_group,
             dict(arch_name=arch_name, vocab_size=vocab_size, variants=variants, steps=steps,
-                 config_dir=config_dir, device=device, precision=precision, batch=batch),
+                 config_dir=config_dir, device=device, precision=precision, batch=batch, seq_len=seq_len),
             device, on_progress,
         )
         if kind == "result":
             records += records_of_group(arch_name, payload, variants, device, precision)
         elif kind == "skipped":
             skipped.append({"arch": arch_name, "vocab_size": vocab_size,
-                            "batch": batch or ARCHS[arch_name].batch, "reason": payload})
+                            "batch": batch or ARCHS[arch_name].batch,
+                            "seq_len": seq_len or ARCHS[arch_name].length, "reason": payload})
         else:
             raise RuntimeError(f"step benchmark {arch_name} V={vocab_size} failed:\n{payload}")
         on_group()
