@@ -299,6 +299,30 @@ def test_sentencepiece_conversion_without_protobuf(tmp_path, model_type, monkeyp
         assert raw.decode([i - 4 for i in ids]) == processor.decode([i - 4 for i in ids]), line
 
 
+@pytest.mark.parametrize("model_type", ["unigram", "bpe"])
+@pytest.mark.parametrize("options", [
+    dict(add_dummy_prefix=False, remove_extra_whitespaces=False, normalization_rule_name="identity"),
+    dict(add_dummy_prefix=True, remove_extra_whitespaces=False, user_defined_symbols=["<sep>", "[X]"]),
+])
+def test_sentencepiece_options_encode_like_sentencepiece(tmp_path, model_type, options):
+    """The normalizer spec's switches and user-defined pieces (a model brought from elsewhere may set them)."""
+    import sentencepiece as spm
+
+    text = tmp_path / "text.txt"
+    text.write_text("\n".join(corpus_lines()) + "\n", encoding="utf-8")
+    spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(tmp_path / "m"), vocab_size=800,
+                                   model_type=model_type, byte_fallback=True, hard_vocab_limit=False,
+                                   minloglevel=2, **options)
+    processor = spm.SentencePieceProcessor(model_file=str(tmp_path / "m.model"))
+    raw = cv.spm_to_tokenizers(cv.read_spm_proto((tmp_path / "m.model").read_bytes()))
+    lines = corpus_lines()[:200] + ["  two leading,   runs  ", "tab\tand\nnewline", "ＦＵＬＬ ①", "", " ",
+                                    "a<sep>b [X]c", "<sep>"]
+    assert [raw.encode(line, add_special_tokens=False).ids for line in lines] == processor.encode(lines)
+    assert [raw.decode(ids) for ids in processor.encode(lines)] == processor.decode(processor.encode(lines))
+    if "user_defined_symbols" in options:  # emitted whole, never merged with a neighbour
+        assert processor.piece_to_id("<sep>") in raw.encode("a<sep>b", add_special_tokens=False).ids
+
+
 def test_tokenizer_json_with_colliding_specials_is_renamed_not_merged():
     """A RoBERTa-like tokenizer.json holding its own <s>/</s>/<unk>/<mask> keeps its ids, shifted."""
     from tokenizers import Tokenizer, models, pre_tokenizers
