@@ -30,8 +30,8 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import re
+import shutil
 import struct
 import sys
 import warnings
@@ -435,7 +435,8 @@ def build_fairseq_model(state, arch: str):
 def read_spm_proto(buf: bytes) -> SimpleNamespace:
     """The fields of sentencepiece's ModelProto that spm_to_tokenizers reads, without protobuf (not a
     dependency): pieces (1), trainer_spec (2), normalizer_spec (3)."""
-    trainer = SimpleNamespace(model_type=1, byte_fallback=False, unk_id=0, unk_piece="<unk>")
+    trainer = SimpleNamespace(model_type=1, byte_fallback=False, unk_id=0, unk_piece="<unk>",
+                              treat_whitespace_as_suffix=False)
     normalizer = SimpleNamespace(precompiled_charsmap=b"", add_dummy_prefix=True,
                                  remove_extra_whitespaces=True, escape_whitespaces=True)
     pieces = []
@@ -451,10 +452,11 @@ def read_spm_proto(buf: bytes) -> SimpleNamespace:
                     piece.type = v
             pieces.append(piece)
         elif field == 2 and wire == 2:
-            names = {3: "model_type", 35: "byte_fallback", 40: "unk_id", 45: "unk_piece"}
+            names = {3: "model_type", 24: "treat_whitespace_as_suffix", 35: "byte_fallback", 40: "unk_id",
+                     45: "unk_piece"}
             for f, _, v in _iter_proto_fields(value):
                 if f in names:
-                    setattr(trainer, names[f], v.decode("utf-8") if f == 45 else bool(v) if f == 35 else v)
+                    setattr(trainer, names[f], v.decode("utf-8") if f == 45 else bool(v) if f in (24, 35) else v)
         elif field == 3 and wire == 2:
             names = {2: "precompiled_charsmap", 3: "add_dummy_prefix", 4: "remove_extra_whitespaces",
                      5: "escape_whitespaces"}
@@ -464,33 +466,49 @@ def read_spm_proto(buf: bytes) -> SimpleNamespace:
     return SimpleNamespace(pieces=pieces, trainer_spec=trainer, normalizer_spec=normalizer)
 
 
-def spm_to_tokenizers(proto: SimpleNamespace):
+def spm_to_tokenizers(proto: SimpleNamespace, path: Path = Path("the sentencepiece model")):
     """A `tokenizers` object that encodes like sentencepiece, from the fields read by read_spm_proto.
 
     Built here rather than with transformers' SpmConverter: that helper is internal and changed within
     transformers 5.x (5.17 builds a BPE without merges, i.e. every character a byte-fallback piece).
     SentencePiece's order: the precompiled normalization map, removal of extra spaces, the dummy prefix
-    "▁" (always, even before an existing "▁"), spaces escaped as "▁"; user-defined pieces are emitted
-    whole; BPE merges a pair when the merged piece is in the vocabulary, best score first.
+    "▁" (always, even before an existing "▁"), spaces escaped as "▁". User-defined pieces are emitted
+    whole (isolated after normalization); BPE merges a pair when the merged piece is a normal piece,
+    best score first.
+
+    Known differences, both caught by the export's tokenizer check when its sample holds such text:
+    sentencepiece never produces control or byte pieces from text, while here a unigram model with
+    byte fallback turns a literal "<0x41>" into that byte piece, and a BPE model with user-defined
+    pieces does so when such a string is all the text between a user-defined piece and the next one
+    (or an end of the text).
     """
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
     NORMAL, USER_DEFINED = 1, 4  # sentencepiece's ModelProto.SentencePiece.Type
     trainer, spec = proto.trainer_spec, proto.normalizer_spec
-    pieces = [p.piece for p in proto.pieces]
+    if trainer.treat_whitespace_as_suffix:
+        raise ExportError(f"{path}: trained with treat_whitespace_as_suffix (\"▁\" ends pieces instead of starting "
+                          "them), which the exported fast tokenizer cannot reproduce; retrain without it")
+    charsmap = normalizers.Precompiled(spec.precompiled_charsmap) if spec.precompiled_charsmap else None
     user_defined = [p.piece for p in proto.pieces if p.type == USER_DEFINED]
+    changed = [piece for piece in user_defined if charsmap and charsmap.normalize_str(piece) != piece]
+    if changed:  # sentencepiece matches them before normalizing; the fast tokenizer isolates them after
+        raise ExportError(f"{path}: user-defined pieces {changed[:5]} are changed by the model's normalization "
+                          "map, so the exported tokenizer would not find them; retrain with pieces the map "
+                          "leaves alone or with --normalization_rule_name identity")
     if trainer.model_type == 2:  # BPE: rank each normal piece's splits into two normal pieces by its score
         normal = {p.piece: (-p.score, i) for i, p in enumerate(proto.pieces) if p.type == NORMAL}
         ranked = sorted((rank, piece[:k], piece[k:]) for piece, rank in normal.items()
                         for k in range(1, len(piece)) if piece[:k] in normal and piece[k:] in normal)
-        model = models.BPE(vocab={piece: i for i, piece in enumerate(pieces)},
+        model = models.BPE(vocab={p.piece: i for i, p in enumerate(proto.pieces)},
                            merges=[(left, right) for _, left, right in ranked], unk_token=trainer.unk_piece,
-                           fuse_unk=True, byte_fallback=trainer.byte_fallback, ignore_merges=bool(user_defined))
+                           fuse_unk=True, byte_fallback=trainer.byte_fallback,
+                           ignore_merges=bool(user_defined))  # a user-defined chunk is emitted as it is
     else:  # unigram: pieces and their log-probabilities
         model = models.Unigram([(p.piece, p.score) for p in proto.pieces], unk_id=trainer.unk_id,
                                byte_fallback=trainer.byte_fallback)
     tokenizer = Tokenizer(model)
-    steps = [normalizers.Precompiled(spec.precompiled_charsmap)] if spec.precompiled_charsmap else []
+    steps = [charsmap] if charsmap else []
     if spec.remove_extra_whitespaces:  # spaces only: sentencepiece leaves newlines and tabs alone
         steps += [normalizers.Replace(Regex(r"\A +| +\z"), ""), normalizers.Replace(Regex(" {2,}"), " ")]
     if spec.add_dummy_prefix:
@@ -498,7 +516,7 @@ def spm_to_tokenizers(proto: SimpleNamespace):
     if spec.escape_whitespaces:
         steps.append(normalizers.Replace(" ", "\u2581"))
     tokenizer.normalizer = normalizers.Sequence(steps)
-    if user_defined:
+    if user_defined:  # never split, never merged with a neighbour
         pattern = "|".join(re.escape(piece) for piece in sorted(user_defined, key=len, reverse=True))
         tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(pattern), behavior="isolated")
     steps = [decoders.Replace("\u2581", " ")] + ([decoders.ByteFallback()] if trainer.byte_fallback else [])
@@ -519,7 +537,7 @@ def raw_tokenizer(manifest: dict, path: Path):
         if proto.trainer_spec.model_type not in (1, 2):
             raise ExportError(f"{path}: sentencepiece model type {manifest['tokenizer']['model_type']} has no "
                               f"fast-tokenizer equivalent (bpe and unigram do)")
-        return reference, spm_to_tokenizers(proto)
+        return reference, spm_to_tokenizers(proto, path)
     reference = HFTokenizer(path)
     return reference, Tokenizer.from_file(str(path))
 

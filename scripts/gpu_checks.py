@@ -95,7 +95,7 @@ def main(argv=None):
         parser.error(f"--data {args.data} has no dict.txt; make it with scripts/prepare_data.py")
 
     results = {"device": torch.cuda.get_device_name(0), "gpus": torch.cuda.device_count(),
-               "torch": torch.__version__, "loss": check_loss()}
+               "torch": torch.__version__, "fp16_updates": args.updates, "loss": check_loss()}
     print(json.dumps(results["loss"], indent=2), flush=True)
     for config in ("hmlm_tiny", "hlm_tiny"):
         results[f"fp16_{config}"] = train(config, args.data, args.workdir / config, args.updates)

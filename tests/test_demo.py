@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import REPO, load_script, write_markov_corpus
 
@@ -44,8 +45,9 @@ def test_demo_writes_a_side_by_side_comparison(demo_run):
     logged = sum(5 * float(w) for w in re.findall(r"train_inner.*? wpb=([\d.]+)",
                                                   (run_dir / "hmlm_tiny" / "train.log").read_text()))
     assert abs(headless["tokens_seen"] - logged) <= 30 * 0.05 + 1 and logged > 30 * 16 * 10
-    assert summary["size"] == "tiny" and summary["device"] == "cpu" and "--max-update 30" in summary["command"]
-    assert summary["train_overrides"][:2] == ["common.fp16=false", "common.cpu=true"]
+    assert summary["size"] == "tiny" and "--max-update 30" in summary["command"]
+    if not torch.cuda.is_available():  # the CPU overrides, only where there is no GPU
+        assert summary["device"] == "cpu" and summary["train_overrides"][:2] == ["common.fp16=false", "common.cpu=true"]
     # both scored on the same seeded masked positions of the validation set
     assert headless["masked_positions"] == vanilla["masked_positions"] > 0
     # the headless twin is the vanilla one minus the RoBERTa LM head (dense D x D + LayerNorm + bias V)
@@ -130,11 +132,26 @@ def test_demo_rejects_a_missing_corpus(tmp_path):
     assert proc.returncode == 2 and "--corpus" in proc.stderr and "not a folder" in proc.stderr
 
 
-def test_small_size_trains_the_paper_twins_and_runs_them_on_a_cpu():
-    """--size small picks hmlm_small/mlm_small, fp16 configs that a CPU can only run in fp32."""
+def test_small_size_trains_the_paper_twins_with_cpu_overrides(tmp_path, monkeypatch):
+    """--size small hands hmlm_small/mlm_small (fp16 configs) to the training, in fp32 on a CPU."""
     demo = load_script("demo")
-    assert demo.SIZES["small"] == (("headless", "hmlm_small"), ("vanilla", "mlm_small"))
-    for _, config in demo.SIZES["small"] + demo.SIZES["tiny"]:
-        assert (REPO / "configs" / f"{config}.yaml").is_file()
     assert demo.device_overrides(cuda=True) == []
     assert demo.device_overrides(cuda=False) == ["common.fp16=false", "common.cpu=true"]
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    write_markov_corpus(corpus / "a.txt", 300, seed=5)
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_train(config, data, run_dir, budget_s, max_update, extra=()):
+        calls.append((config, max_update, list(extra)))
+        raise Stop
+
+    monkeypatch.setattr(demo, "train", fake_train)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a CPU machine
+    with pytest.raises(Stop):
+        demo.main(["--size", "small", "--corpus", str(corpus), "--workdir", str(tmp_path / "work"),
+                   "--vocab-size", "120", "--max-update", "7", "--train-override", "dataset.batch_size=2"])
+    assert calls == [("hmlm_small", 7, ["common.fp16=false", "common.cpu=true", "dataset.batch_size=2"])]
