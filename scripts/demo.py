@@ -41,12 +41,6 @@ TWINS = SIZES["tiny"]
 MAX_UPDATE_DEFAULT = 1_000_000  # no cap: the wall-clock budget decides
 
 
-def device_overrides(cuda: bool):
-    """Hydra overrides that let a config written for GPUs (fp16, the paper's) train on a CPU."""
-    # fairseq's plain fp16 asserts on a CPU (ENVIRONMENT.md); the tiny configs are fp32 already.
-    return [] if cuda else ["common.fp16=false", "common.cpu=true"]
-
-
 def log(message):
     print(f"[demo] {message}", flush=True)
 
@@ -73,10 +67,10 @@ def ensure_data(workdir: Path, corpus: Path, vocab_size: int) -> Path:
 
 def train(config: str, data: Path, run_dir: Path, budget_s: float, max_update: int, extra=()):
     """One fairseq-hydra-train run with a wall-clock budget; returns its log and peak RSS (MiB)."""
+    from fairseq_headless.experiments.training_runs import hydra_train_command
+
     save_dir = run_dir / config
-    command = [
-        str(Path(sys.executable).parent / "fairseq-hydra-train"),
-        "--config-dir", str(REPO / "configs"), "--config-name", config,
+    command = hydra_train_command(config, [
         f"task.data={data}", f"checkpoint.save_dir={save_dir}",
         f"common.user_dir={REPO / 'fairseq_headless'}",
         f"optimization.stop_time_hours={budget_s / 3600:.6f}",
@@ -85,7 +79,7 @@ def train(config: str, data: Path, run_dir: Path, budget_s: float, max_update: i
         "checkpoint.save_interval_updates=0", "checkpoint.no_last_checkpoints=false",
         "dataset.validate_interval_updates=0",
         *extra,
-    ]
+    ])
     log(f"training {config} for {budget_s:.0f} s (fairseq-hydra-train, log in {save_dir}/train.log)")
     save_dir.mkdir(parents=True, exist_ok=True)
     lines = []
@@ -260,6 +254,7 @@ def main(argv=None):
 
     import torch
 
+    from fairseq_headless.experiments.training_runs import device_overrides
     from fairseq_headless.training_progress import read_progress
 
     twins = SIZES[args.size]
@@ -275,7 +270,7 @@ def main(argv=None):
     run_dir = args.workdir / time.strftime("run-%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True)
     results = {}
-    overrides = [*device_overrides(torch.cuda.is_available()), *args.train_override]
+    overrides = [*device_overrides(), *args.train_override]  # fp16 configs train in fp32 on a CPU
     for name, config in twins:
         text, peak = train(config, data, run_dir, args.budget, args.max_update, overrides)
         tokens = read_progress(run_dir / config / "checkpoint_last.pt").tokens

@@ -54,7 +54,9 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
 if str(SCRIPTS) not in sys.path:
     sys.path.insert(0, str(SCRIPTS))
-CPU_OVERRIDES = ("common.cpu=true", "common.fp16=false", "distributed_training.distributed_world_size=1")
+
+from fairseq_headless.experiments.training_runs import CPU_OVERRIDES, hydra_train_command  # noqa: E402
+
 TRAIN_LOGS = ("hydra_train.log", "train.log")  # hydra's own log; scripts/demo.py's copy of the output
 KINDS = {"language_modeling": "lambada", "masked_lm": "glue"}
 METRICS = {  # kind -> [(key, axis label, log scale)]
@@ -164,14 +166,12 @@ def finetune(checkpoint: Path, save_dir: Path, data: str, args, settings: dict) 
         if previous != settings:
             log(f"  {save_dir} holds a fine-tuning started with other settings: cleared")
             shutil.rmtree(save_dir)
-    command = [
-        str(Path(sys.executable).parent / "fairseq-hydra-train"),
-        "--config-dir", str(args.config_dir), "--config-name", args.finetune_config,
+    command = hydra_train_command(args.finetune_config, [
         f"task.data={data}", f"checkpoint.save_dir={save_dir}",
         f"checkpoint.finetune_from_model={checkpoint.resolve()}",
         f"common.user_dir={REPO / 'fairseq_headless'}",
         *(CPU_OVERRIDES if args.cpu else ()), *args.finetune_override,
-    ]
+    ], args.config_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(marker, settings)
     log(f"  causal fine-tuning ({args.finetune_config}) into {save_dir}")

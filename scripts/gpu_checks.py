@@ -52,10 +52,12 @@ def check_loss():
 
 
 def train(config, data, save_dir, updates, extra=(), launcher=()):
-    command = [*launcher, str(BIN / "fairseq-hydra-train"), "--config-dir", str(REPO / "configs"),
-               "--config-name", config, f"task.data={data}", f"checkpoint.save_dir={save_dir}",
+    from fairseq_headless.experiments.training_runs import hydra_train_command
+
+    command = [*launcher, *hydra_train_command(config, [
+               f"task.data={data}", f"checkpoint.save_dir={save_dir}",
                f"optimization.max_update={updates}", f"common.log_interval={max(1, updates // 15)}", "common.fp16=true",
-               f"common.user_dir={REPO / 'fairseq_headless'}", *extra]
+               f"common.user_dir={REPO / 'fairseq_headless'}", *extra])]
     proc = subprocess.run(command, capture_output=True, text=True)
     log = proc.stdout + proc.stderr
     losses = [float(x) for x in re.findall(r"train_inner.*? loss=([\d.]+)", log)]

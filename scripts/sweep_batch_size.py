@@ -38,6 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import eval_along_training as along  # noqa: E402  (scripts/ is not a package)
 from eval_along_training import InputError, log, write_json_atomic  # noqa: E402
 
+from fairseq_headless.experiments.training_runs import CPU_OVERRIDES, hydra_train_command  # noqa: E402
+
 REPO = along.REPO
 DONE = "sweep_training.json"  # in a run folder from its start: the command, and whether the training ended
 
@@ -53,23 +55,22 @@ def parse_sizes(text: str) -> list:
 
 
 def train_command(config: str, batch_size: int, save_dir: Path, args, scale: int) -> list:
-    command = [
-        str(Path(sys.executable).parent / "fairseq-hydra-train"),
-        "--config-dir", str(args.config_dir), "--config-name", config,
+    overrides = [
         f"task.data={args.data.resolve()}", f"checkpoint.save_dir={save_dir.resolve()}",
         f"common.user_dir={REPO / 'fairseq_headless'}", f"dataset.batch_size={batch_size}",
         "common.log_format=json",  # machine-readable train_inner lines: the log's clock is checked against
         "checkpoint.keep_interval_updates=-1",  # every interval checkpoint is a point of the curve
     ]
     if args.max_update is not None:
-        command.append(f"optimization.max_update={args.max_update * scale}")
+        overrides.append(f"optimization.max_update={args.max_update * scale}")
     elif scale != 1:
         raise InputError("--equal-tokens needs --max-update (the updates of the largest batch size)")
     if args.save_interval_updates is not None:
-        command.append(f"checkpoint.save_interval_updates={args.save_interval_updates * scale}")
+        overrides.append(f"checkpoint.save_interval_updates={args.save_interval_updates * scale}")
     elif scale != 1:
         raise InputError("--equal-tokens needs --save-interval-updates (that of the largest batch size)")
-    return command + [*(along.CPU_OVERRIDES if args.cpu else ()), *args.override]
+    return hydra_train_command(config, [*overrides, *(CPU_OVERRIDES if args.cpu else ()), *args.override],
+                               args.config_dir)
 
 
 def train(name: str, command: list, save_dir: Path, output: Path, force: bool) -> None:

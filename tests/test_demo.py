@@ -11,6 +11,8 @@ import torch
 
 from conftest import REPO, load_script, write_markov_corpus
 
+from fairseq_headless.experiments.training_runs import CPU_OVERRIDES
+
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
@@ -47,7 +49,7 @@ def test_demo_writes_a_side_by_side_comparison(demo_run):
     assert abs(headless["tokens_seen"] - logged) <= 30 * 0.05 + 1 and logged > 30 * 16 * 10
     assert summary["size"] == "tiny" and "--max-update 30" in summary["command"]
     if not torch.cuda.is_available():  # the CPU overrides, only where there is no GPU
-        assert summary["device"] == "cpu" and summary["train_overrides"][:2] == ["common.fp16=false", "common.cpu=true"]
+        assert summary["device"] == "cpu" and summary["train_overrides"][:3] == list(CPU_OVERRIDES)
     # both scored on the same seeded masked positions of the validation set
     assert headless["masked_positions"] == vanilla["masked_positions"] > 0
     # the headless twin is the vanilla one minus the RoBERTa LM head (dense D x D + LayerNorm + bias V)
@@ -135,8 +137,6 @@ def test_demo_rejects_a_missing_corpus(tmp_path):
 def test_small_size_trains_the_paper_twins_with_cpu_overrides(tmp_path, monkeypatch):
     """--size small hands hmlm_small/mlm_small (fp16 configs) to the training, in fp32 on a CPU."""
     demo = load_script("demo")
-    assert demo.device_overrides(cuda=True) == []
-    assert demo.device_overrides(cuda=False) == ["common.fp16=false", "common.cpu=true"]
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     write_markov_corpus(corpus / "a.txt", 300, seed=5)
@@ -154,4 +154,10 @@ def test_small_size_trains_the_paper_twins_with_cpu_overrides(tmp_path, monkeypa
     with pytest.raises(Stop):
         demo.main(["--size", "small", "--corpus", str(corpus), "--workdir", str(tmp_path / "work"),
                    "--vocab-size", "120", "--max-update", "7", "--train-override", "dataset.batch_size=2"])
-    assert calls == [("hmlm_small", 7, ["common.fp16=false", "common.cpu=true", "dataset.batch_size=2"])]
+    assert calls == [("hmlm_small", 7, [*CPU_OVERRIDES, "dataset.batch_size=2"])]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine: the configs as written
+    calls.clear()
+    with pytest.raises(Stop):
+        demo.main(["--size", "small", "--corpus", str(corpus), "--workdir", str(tmp_path / "work-gpu"),
+                   "--vocab-size", "120", "--max-update", "7"])
+    assert calls == [("hmlm_small", 7, [])]

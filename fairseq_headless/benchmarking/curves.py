@@ -9,25 +9,24 @@ import json
 import os
 import re
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-BIN = Path(sys.executable).parent
 
 _INNER = re.compile(r"train_inner\]\[INFO\] - (\{.*\})")
 _VALID = re.compile(r"\]\[valid\]\[INFO\] - (\{.*\})")
 
 
 def train(config_dir, config, data, updates, sparse, save_dir, seed=1, threads=None):
-    command = [
-        str(BIN / "fairseq-hydra-train"), "--config-dir", str(config_dir), "--config-name", config,
+    from fairseq_headless.experiments.training_runs import hydra_train_command
+
+    command = hydra_train_command(config, [
         f"task.data={data}", f"checkpoint.save_dir={save_dir}", "checkpoint.no_save=true",
         f"optimization.max_update={updates}", "common.log_format=json", f"common.log_interval={max(1, updates // 20)}",
         f"common.seed={seed}", f"dataset.validate_interval_updates={updates}", "common.cpu=true",
         f"common.user_dir={Path(__file__).resolve().parents[1]}",
         f"model.sparse_embedding_update={'true' if sparse else 'false'}",
-    ]
+    ], config_dir)
     env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
     proc = subprocess.run(command, capture_output=True, text=True, env=env)
     log = proc.stdout + proc.stderr
