@@ -85,6 +85,127 @@ def test_sequence_length_is_the_one_asked_for():
     assert all(len(v["times_s"]) == 1 for v in group["variants"].values())
 
 
+def load_script():
+    from importlib import util
+
+    spec = util.spec_from_file_location("benchmark_script", SCRIPT)
+    script = util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def test_quick_preset_fits_its_budget_as_planned(tmp_path):
+    """--quick (< 10 min on 2 cores): no V=8k group (8k is the interleaved reference), the body at 50k only,
+    no re-warm step, the one-block loss at 16k for memory only; --vocab brings the body back everywhere."""
+    script = load_script()
+    settings = script.plan(script.parse_args(["--quick", "--output", str(tmp_path)]))
+    assert settings["sweeps"] == [(["bert-small", "pythia-70m"], [50_000, 131_000], [None])]
+    assert (settings["reference_vocab"], settings["body_sizes"], settings["rewarm"], settings["steps"]) == (
+        8_000, [50_000], False, 3)
+    assert "cwt_chunked_recompute" not in settings["loss_implementations"]
+    assert settings["loss_one_block_time_max_k"] == 4096 and settings["loss_k"][-1] == 16_384
+    settings = script.plan(script.parse_args(["--quick", "--vocab", "8k,131k", "--output", str(tmp_path)]))
+    assert settings["sweeps"][0][1] == [8_000, 131_000] and settings["body_sizes"] is None
+
+
+@pytest.mark.parametrize("rewarm,calls", [(True, 2 + 2), (False, 1 + 2)])
+def test_each_variant_runs_the_memory_step_the_rewarm_step_if_asked_and_the_timed_steps(rewarm, calls, monkeypatch):
+    from fairseq.trainer import Trainer
+
+    from fairseq_headless.benchmarking import steps
+
+    counts = {}
+    original = Trainer.train_step
+
+    def counting(self, samples, *args, **kwargs):
+        counts[id(self)] = counts.get(id(self), 0) + 1
+        return original(self, samples, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "train_step", counting)
+    variants = steps.group_variants(["sparse"], ["batch"], [None], frozen=False)
+    group = steps.measure_group("gpt2-tiny", 300, variants, 2, REPO / "configs", "cpu", "fp32", rewarm=rewarm,
+                                report=lambda message: None)
+    assert sorted(counts.values()) == [calls] * len(variants)  # vanilla, body-sparse, headless-sparse
+    assert all(len(v["times_s"]) == 2 for v in group["variants"].values())
+
+
+def in_fresh_process(code):
+    """Run ``code`` in a new interpreter and return what it printed as JSON. steps.run and loss.run fork one
+    child per measurement (as the script does, from a parent that has not computed yet); forked from this
+    pytest process after other tests ran torch's OpenMP thread pool, a child can hang."""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_body_only_at_the_sizes_asked_for():
+    """body_sizes: the other sizes' records have no body numbers (None)."""
+    records, skipped = in_fresh_process(
+        "import json, torch\n"
+        "from fairseq_headless.benchmarking import steps\n"
+        "steps.quiet()\n"
+        "print(json.dumps(steps.run(['bert-tiny'], [300, 400], [None], ['sparse'], ['batch'], [None], 1, 'configs',"
+        " torch.device('cpu'), 'fp32', reference_vocab=200, body_sizes=[300])))\n")
+    assert not skipped
+    by_vocab = {r["vocab_size"]: r for r in records}
+    assert set(by_vocab) == {300, 400}
+    assert 0 < by_vocab[300]["body_step_s"] < 60 and by_vocab[300]["body_peak_mb"] > 0
+    assert by_vocab[400]["body_step_s"] is None and by_vocab[400]["body_peak_mb"] is None
+    assert "body" not in by_vocab[400]["times_s"] and by_vocab[300]["reference"] is None
+    reference = by_vocab[400]["reference"]  # in the largest group only
+    assert reference["vocab_size"] == 200 and reference["headless_peak_mb"] > 0
+    assert "| 400 | 4x32 | sparse | batch |" in "\n".join(report.steps_table(records))
+
+
+def test_plots_draw_records_without_body_or_time(tmp_path):
+    """The vocabulary plot takes the interleaved reference as a point; the loss plot a memory-only point."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    drawn = []
+    import matplotlib.axes
+
+    original = matplotlib.axes.Axes.plot
+
+    def recording(self, xs, ys, *args, **kwargs):
+        drawn.append((kwargs.get("label"), list(xs), list(ys)))
+        return original(self, xs, ys, *args, **kwargs)
+
+    record = {"family": "encoder", "arch": "bert-tiny", "batch": 4, "seq_len": 32, "negatives": "batch",
+              "embedding_update": "sparse", "vocab_size": 400, "tokens_per_step": 128,
+              "vanilla_tokens_per_s": 100.0, "vanilla_peak_mb": 50.0, "headless_tokens_per_s": 150.0,
+              "headless_peak_mb": 40.0, "body_step_s": None, "body_tokens_per_s": None, "body_peak_mb": None,
+              "reference": {"vocab_size": 200, "headless_step_s": 0.8, "times_s": [0.8], "headless_peak_mb": 30.0}}
+    losses = [{"implementation": "cwt", "num_positions": 64, "time_s": 0.5, "peak_extra_mb": 10.0},
+              {"implementation": "cwt", "num_positions": 128, "time_s": None, "peak_extra_mb": 40.0}]
+    import unittest.mock
+
+    with unittest.mock.patch.object(matplotlib.axes.Axes, "plot", recording):
+        report.plot_vocab([record], tmp_path / "vocab.png")
+        report.plot_loss(losses, tmp_path / "loss.png")
+    assert ("headless (sparse)", [200, 400], [128 / 0.8, 150.0]) in drawn  # throughput
+    assert ("headless (sparse)", [200, 400], [30.0, 40.0]) in drawn  # memory
+    assert not any(label and label.startswith("body") for label, _, _ in drawn)
+    assert ("cwt", [64], [0.5]) in drawn and ("cwt", [64, 128], [10.0, 40.0]) in drawn
+    assert (tmp_path / "vocab.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "loss.png").exists()
+
+
+def test_one_block_loss_beyond_its_time_limit_is_measured_for_memory_only():
+    records = in_fresh_process(
+        "import json, torch\n"
+        "from fairseq_headless.benchmarking import loss\n"
+        "print(json.dumps(loss.run([64, 128], 32, 1000, 32, lambda k: 1, torch.device('cpu'), torch.float32,"
+        " implementations=('cwt', 'cwt_chunked', 'cwt_floor'), one_block_time_max_k=64)))\n")
+    by_key = {(r["implementation"], r["num_positions"]): r for r in records}
+    assert by_key[("cwt", 64)]["time_s"] > 0 and by_key[("cwt", 64)]["note"] is None
+    big = by_key[("cwt", 128)]
+    assert big["time_s"] is None and big["times_s"] == [] and big["peak_extra_mb"] is not None
+    assert big["loss"] == pytest.approx(by_key[("cwt_chunked", 128)]["loss"], rel=1e-6)
+    assert big["note"] == "peak memory only (timed up to K=64 in this run)"
+    assert by_key[("cwt_chunked", 128)]["time_s"] > 0
+    assert "peak memory only" in "\n".join(report.loss_table(records))
+
+
 def test_loss_records_of_one_run_agree(smoke):
     _, result, _ = smoke
     for k in (64, 128):
@@ -115,11 +236,7 @@ def test_an_existing_result_is_not_overwritten_without_force(smoke):
     else (["--loss-k", "-1"], "--loss-k: sizes must be positive"),
 ])
 def test_bad_options_give_one_error_line_and_exit_2(args, message, tmp_path, capsys):
-    from importlib import util
-
-    spec = util.spec_from_file_location("benchmark_script", SCRIPT)
-    script = util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script()
     assert script.main(["--output", str(tmp_path / "out"), *args]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"error: {message}")
     assert not (tmp_path / "out").exists()

@@ -94,7 +94,10 @@ def _synchronize(device):
 
 
 def measure_point(name, num_positions, dim, vocab, chunk_size, repeats, device, dtype, report=print):
-    """Time (median of ``repeats`` after one warm-up call) and peak extra memory of one implementation at one K."""
+    """Time (median of ``repeats`` after one warm-up call) and peak extra memory of one implementation at one K.
+
+    ``repeats=0``: the warm-up call only, for the peak memory (no time).
+    """
     device = torch.device(device)
     outputs, matrix, ids = make_inputs(num_positions, dim, vocab, device, dtype)
 
@@ -116,7 +119,8 @@ def measure_point(name, num_positions, dim, vocab, chunk_size, repeats, device, 
         times.append(time.perf_counter() - start)
         del result
         report(f"loss {name} K={num_positions}: call {i + 1}/{repeats} {times[-1]:.2f} s")
-    return {"time_s": statistics.median(times), "times_s": times, "peak_extra_mb": meter.extra_mb, "loss": loss}
+    return {"time_s": statistics.median(times) if times else None, "times_s": times, "peak_extra_mb": meter.extra_mb,
+            "loss": loss}
 
 
 def agreement(num_positions=300, dim=32, vocab=1000, chunk_size=64, seed=0):
@@ -148,18 +152,21 @@ def agreement(num_positions=300, dim=32, vocab=1000, chunk_size=64, seed=0):
 
 
 def run(sizes, dim, vocab, chunk_size, repeats, device, dtype, implementations=IMPLEMENTATIONS,
-        cross_entropy_max_k=None, on_progress=lambda message: None, on_point=lambda: None):
+        cross_entropy_max_k=None, one_block_time_max_k=None, on_progress=lambda message: None,
+        on_point=lambda: None):
     """Every implementation at every K; a list of records (skipped points say why).
 
     ``cross_entropy_max_k``: time cross-entropy only up to this K (a short run's choice: at K=16k it
-    alone takes longer than all of CWT).
+    alone takes longer than all of CWT). ``one_block_time_max_k``: beyond this K, call the one-block
+    CWT once, for its peak memory only (what the chunked loss's memory is compared with).
     """
     records = []
     for num_positions in sizes:
         for name in implementations:
             record = {"implementation": name, "num_positions": num_positions, "dim": dim, "vocab_size": vocab,
                       "chunk_size": chunk_size if name.startswith("cwt_chunked") else 0, "dtype": str(dtype).replace("torch.", ""),
-                      "time_s": None, "peak_extra_mb": None, "loss": None, "skipped": None}
+                      "time_s": None, "peak_extra_mb": None, "loss": None, "skipped": None, "note": None}
+            memory_only = name == "cwt" and one_block_time_max_k and num_positions > one_block_time_max_k
             needed = estimated_mb(name, num_positions, dim, vocab, chunk_size, torch.finfo(dtype).bits // 8)
             available = available_memory_mb(device)
             if name.startswith("cross_entropy") and cross_entropy_max_k and num_positions > cross_entropy_max_k:
@@ -170,11 +177,13 @@ def run(sizes, dim, vocab, chunk_size, repeats, device, dtype, implementations=I
                 kind, payload = run_isolated(
                     measure_point,
                     dict(name=name, num_positions=num_positions, dim=dim, vocab=vocab, chunk_size=chunk_size,
-                         repeats=repeats(num_positions), device=device, dtype=dtype),
+                         repeats=0 if memory_only else repeats(num_positions), device=device, dtype=dtype),
                     device, on_progress,
                 )
                 if kind == "result":
                     record.update(payload)
+                    if memory_only:
+                        record["note"] = f"peak memory only (timed up to K={one_block_time_max_k:,} in this run)"
                 elif kind == "skipped":
                     record["skipped"] = payload
                 else:

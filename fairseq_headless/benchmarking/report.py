@@ -67,7 +67,7 @@ def loss_table(records):
         ratio = r["time_s"] / floor if (floor and r["time_s"] and not r["implementation"].endswith("floor")) else None
         name = r["implementation"] + (f" (chunk {r['chunk_size']})" if r["chunk_size"] else "")
         lines.append(f"| {r['num_positions']:,} | {name} | {_fmt(r['time_s'], 3)} | {_fmt(ratio)} | "
-                     f"{_fmt(r['peak_extra_mb'], 0)} | {r['skipped'] and 'skipped: ' + r['skipped'] or ''} |")
+                     f"{_fmt(r['peak_extra_mb'], 0)} | {r['skipped'] and 'skipped: ' + r['skipped'] or r.get('note') or ''} |")
     return lines
 
 
@@ -172,14 +172,22 @@ def plot_vocab(records, path):
             v = r["vocab_size"]
             series["vanilla"][v] = (r["vanilla_tokens_per_s"], r["vanilla_peak_mb"])
             series[f"headless ({r['embedding_update']})"][v] = (r["headless_tokens_per_s"], r["headless_peak_mb"])
-            series[f"body, trivial loss ({r['embedding_update']})"][v] = (r["body_tokens_per_s"], r["body_peak_mb"])
+            if r["body_step_s"] is not None:  # None: the run timed the body at other sizes only
+                series[f"body, trivial loss ({r['embedding_update']})"][v] = (r["body_tokens_per_s"], r["body_peak_mb"])
+            reference = r.get("reference")
+            if reference and reference["vocab_size"] not in series["vanilla"]:
+                # measured interleaved in this group (the run has no group of its own at that size)
+                series[f"headless ({r['embedding_update']})"].setdefault(reference["vocab_size"], (
+                    r["tokens_per_step"] / reference["headless_step_s"], reference.get("headless_peak_mb")))
         for name, points in sorted(series.items()):
             xs = sorted(points)
             style = "--" if name.startswith("body") else "-"
             color = COLORS.get(name)
             axes[0][column].plot(xs, [points[x][0] for x in xs], style, marker="o", label=name, color=color)
-            if all(points[x][1] is not None for x in xs):
-                axes[1][column].plot(xs, [points[x][1] for x in xs], style, marker="o", label=name, color=color)
+            measured = [x for x in xs if points[x][1] is not None]
+            if measured:
+                axes[1][column].plot(measured, [points[x][1] for x in measured], style, marker="o", label=name,
+                                     color=color)
         axes[0][column].set_title(f"{arch} ({family}), batch {batch}x{rows[0]['seq_len']}")
         axes[0][column].set_ylabel("training tokens / s")
         axes[1][column].set_ylabel("peak memory (MB)")
@@ -229,14 +237,15 @@ def plot_loss(records, path):
     """Time and peak memory of the loss alone against the number of positions K."""
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for name in sorted({r["implementation"] for r in records}):
-        points = sorted((r["num_positions"], r["time_s"], r["peak_extra_mb"]) for r in records
-                        if r["implementation"] == name and r["time_s"] is not None)
-        if not points:
-            continue
+        rows = sorted((r["num_positions"], r["time_s"], r["peak_extra_mb"]) for r in records
+                      if r["implementation"] == name)
+        timed = [p for p in rows if p[1] is not None]
+        measured = [p for p in rows if p[2] is not None]  # the one-block loss can be measured for memory only
         style, color = (":" if name.endswith("floor") else "-"), COLORS.get(name)
-        left.plot([p[0] for p in points], [p[1] for p in points], style, marker="o", label=name, color=color)
-        if not name.endswith("floor"):
-            right.plot([p[0] for p in points], [p[2] for p in points], style, marker="o", label=name, color=color)
+        if timed:
+            left.plot([p[0] for p in timed], [p[1] for p in timed], style, marker="o", label=name, color=color)
+        if measured and not name.endswith("floor"):
+            right.plot([p[0] for p in measured], [p[2] for p in measured], style, marker="o", label=name, color=color)
     left.set_ylabel("forward + backward (s)")
     right.set_ylabel("peak extra memory (MB)")
     for ax in (left, right):

@@ -26,9 +26,13 @@ position a target for decoders): speed does not depend on the text. The first
 two steps of each variant are not timed. Before the first, the optimizer state is
 created (one optimizer step with zero gradients), and the first step measures
 peak memory: persistent tensors (parameters, buffers, optimizer state) plus the
-step's peak extra memory (gradients, activations, temporaries). The second
-re-warms the heap that the memory measurement handed back to the OS. Then each
-variant runs ``steps`` timed steps; a record gives their median.
+step's peak extra memory (gradients, activations, temporaries). With
+``rewarm`` (the default), a second untimed step re-warms the heap that the
+memory measurements handed back to the OS (each one starts by trimming it).
+Without it (``--quick``, to fit its time), the first timed step of every variant
+but the last may run on a cold heap: the median of three or more timed steps
+leaves that step out when it is the slowest. Then each variant runs ``steps``
+timed steps; a record gives their median.
 """
 
 import logging
@@ -159,10 +163,11 @@ class Variant:
     vocab_size: Optional[int] = None  # None: the group's; else a reference size (see the module docstring)
 
 
-def group_variants(embedding_updates, negatives_modes, chunk_sizes, frozen) -> List[Variant]:
+def group_variants(embedding_updates, negatives_modes, chunk_sizes, frozen, body=True) -> List[Variant]:
     variants = [Variant("vanilla", "vanilla")]
     for mode in embedding_updates:
-        variants.append(Variant(f"body-{mode}", "body", mode))
+        if body:
+            variants.append(Variant(f"body-{mode}", "body", mode))
         for negatives in negatives_modes:
             for chunk in chunk_sizes:
                 label = "config" if chunk is None else chunk
@@ -197,11 +202,14 @@ def _overrides(data, batch, length, device, precision):
     return overrides
 
 
-def build_trainer(arch: Arch, variant: Variant, config_dir, data, device, precision):
+def build_trainer(arch: Arch, variant: Variant, config_dir, data, device, precision, tasks_by_config=None):
+    """(cfg, task, trainer) of one variant; ``tasks_by_config``: a dict that shares one task per config
+    (a task only holds the dictionary here, and loading a 131k-entry dict.txt takes ~0.7 s)."""
     from fairseq import tasks
     from fairseq.trainer import Trainer
 
     base = _overrides(data, arch.batch, arch.length, device, precision)
+    name = arch.vanilla_config if variant.kind == "vanilla" else arch.headless_config
     if variant.kind == "vanilla":
         cfg = compose(config_dir, arch.vanilla_config, base)
     else:
@@ -211,7 +219,10 @@ def build_trainer(arch: Arch, variant: Variant, config_dir, data, device, precis
             if variant.chunk_size is not None:
                 extra.append(f"criterion.chunk_size={variant.chunk_size}")
         cfg = compose(config_dir, arch.headless_config, base + extra)
-    task = tasks.setup_task(cfg.task)
+    cache = {} if tasks_by_config is None else tasks_by_config
+    if name not in cache:
+        cache[name] = tasks.setup_task(cfg.task)
+    task = cache[name]
     model = task.build_model(cfg.model)
     if variant.embedding_update == "sparse":
         # What model.sparse_embedding_update=true does at build time, for any headless model.
@@ -243,7 +254,7 @@ def _persistent_mb(trainer):
 
 
 def measure_group(arch_name, vocab_size, variants, steps, config_dir, device, precision, batch=None, seq_len=None,
-                  report=print):
+                  rewarm=True, report=print):
     """Build every variant of one group, time them alternately, return {variant name: numbers}."""
     quiet()
     device = torch.device(device)
@@ -256,10 +267,12 @@ def measure_group(arch_name, vocab_size, variants, steps, config_dir, device, pr
     for size in dict.fromkeys(v.vocab_size or vocab_size for v in variants):
         with tempfile.TemporaryDirectory(prefix="benchmark-dict-") as data:
             write_dictionary(Path(data), size, arch.family)
+            tasks_by_config = {}
             for variant in variants:
                 if (variant.vocab_size or vocab_size) == size:
                     report(f"{label}: building {variant.name}")
-                    trainers[variant.name] = build_trainer(arch, variant, config_dir, data, device, precision)
+                    trainers[variant.name] = build_trainer(arch, variant, config_dir, data, device, precision,
+                                                           tasks_by_config)
                     dictionary = trainers[variant.name][1].source_dictionary
         mask = dictionary.index("<mask>") if arch.family == "encoder" else dictionary.unk()
         samples[size] = random_sample(arch.family, arch.batch, arch.length, len(dictionary), dictionary.pad(), mask)
@@ -278,7 +291,7 @@ def measure_group(arch_name, vocab_size, variants, steps, config_dir, device, pr
             parameters=sum(p.numel() for p in trainer.model.parameters()),
         )
         report(f"{label}: {variant.name} warm-up done")
-    for step in range(-1, steps):  # step -1: untimed, re-warms what the memory step handed back to the OS
+    for step in range(-1 if rewarm else 0, steps):  # step -1: untimed, re-warms what the memory steps trimmed
         # Rotate the order every step, so that no variant always runs right after the same one.
         order = variants[step % len(variants):] + variants[: step % len(variants)]
         for variant in order:
@@ -316,9 +329,10 @@ def records_of_group(arch_name, group, variants, device, precision):
             continue
         if variant.vocab_size:  # a reference, reported with its group's variant below
             continue
-        headless, body = results[variant.name], results[f"body-{variant.embedding_update}"]
+        headless = results[variant.name]
+        body = results.get(f"body-{variant.embedding_update}")  # None: not timed at this size (body_sizes)
         reference = next((dict(vocab_size=v.vocab_size, headless_step_s=results[v.name]["step_s"],
-                               times_s=results[v.name]["times_s"])
+                               times_s=results[v.name]["times_s"], headless_peak_mb=results[v.name]["peak_mb"])
                           for v in variants if v.vocab_size and v.name.startswith(variant.name + "@")), None)
         tokens = info["tokens_per_step"]
         records.append({
@@ -333,18 +347,19 @@ def records_of_group(arch_name, group, variants, device, precision):
             "chunk_size": headless["chunk_size"],
             "vanilla_step_s": vanilla["step_s"],
             "headless_step_s": headless["step_s"],
-            "body_step_s": body["step_s"],
+            "body_step_s": body and body["step_s"],
             "frozen_embedding_step_s": frozen["step_s"] if frozen else None,
             "speedup": vanilla["step_s"] / headless["step_s"],
             "vanilla_tokens_per_s": tokens / vanilla["step_s"],
             "headless_tokens_per_s": tokens / headless["step_s"],
-            "body_tokens_per_s": tokens / body["step_s"],
+            "body_tokens_per_s": body and tokens / body["step_s"],
             "vanilla_peak_mb": vanilla["peak_mb"],
             "headless_peak_mb": headless["peak_mb"],
-            "body_peak_mb": body["peak_mb"],
+            "body_peak_mb": body and body["peak_mb"],
             "vanilla_parameters": vanilla["parameters"],
             "headless_parameters": headless["parameters"],
-            "times_s": {"vanilla": vanilla["times_s"], "headless": headless["times_s"], "body": body["times_s"],
+            "times_s": {"vanilla": vanilla["times_s"], "headless": headless["times_s"],
+                        **({"body": body["times_s"]} if body else {}),
                         **({"frozen": frozen["times_s"]} if frozen else {})},
             # the headless step at a reference vocabulary, interleaved with this group's (None: not measured)
             "reference": reference,
@@ -353,25 +368,28 @@ def records_of_group(arch_name, group, variants, device, precision):
 
 
 def run(archs, vocab_sizes, batches, embedding_updates, negatives_modes, chunk_sizes, steps, config_dir, device,
-        precision, frozen=False, reference_vocab=None, seq_len=None, on_progress=lambda message: None,
-        on_group=lambda: None):
+        precision, frozen=False, reference_vocab=None, seq_len=None, rewarm=True, body_sizes=None,
+        on_progress=lambda message: None, on_group=lambda: None):
     """Every group of the sweep, each in its own process on CPU; returns (records, skipped groups).
 
     ``batches``: sequences per micro-batch; None = the architecture's own (``ARCHS``); likewise
     ``seq_len``, tokens per sequence (e.g. 512 for the paper's Fig.2).
     ``reference_vocab``: also time the headless variants at this size in the group of the largest
-    vocabulary (see the module docstring).
+    vocabulary (see the module docstring). ``body_sizes``: the vocabulary sizes at which the body
+    variants are timed (None: every size; elsewhere a record's ``body_*`` fields are None).
     """
     records, skipped = [], []
-    base_variants = group_variants(embedding_updates, negatives_modes, chunk_sizes, frozen)
     groups = [(a, v, b) for a in archs for b in batches for v in vocab_sizes]
     for arch_name, vocab_size, batch in groups:
+        base_variants = group_variants(embedding_updates, negatives_modes, chunk_sizes, frozen,
+                                       body=body_sizes is None or vocab_size in body_sizes)
         variants = with_reference(base_variants, vocab_size,
                                   reference_vocab if vocab_size == max(vocab_sizes) else None)
         kind, payload = run_isolated(
             measure_group,
             dict(arch_name=arch_name, vocab_size=vocab_size, variants=variants, steps=steps,
-                 config_dir=config_dir, device=device, precision=precision, batch=batch, seq_len=seq_len),
+                 config_dir=config_dir, device=device, precision=precision, batch=batch, seq_len=seq_len,
+                 rewarm=rewarm),
             device, on_progress,
         )
         if kind == "result":
