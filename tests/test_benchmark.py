@@ -129,23 +129,29 @@ def test_each_variant_runs_the_memory_step_the_rewarm_step_if_asked_and_the_time
     assert all(len(v["times_s"]) == 2 for v in group["variants"].values())
 
 
-def in_fresh_process(code):
-    """Run ``code`` in a new interpreter and return what it printed as JSON. steps.run and loss.run fork one
+@pytest.fixture(scope="module")
+def fresh_runs():
+    """steps.run with body_sizes and loss.run with one_block_time_max_k, in a new interpreter: both fork one
     child per measurement (as the script does, from a parent that has not computed yet); forked from this
     pytest process after other tests ran torch's OpenMP thread pool, a child can hang."""
+    code = (
+        "import json, torch\n"
+        "from fairseq_headless.benchmarking import loss, steps\n"
+        "steps.quiet()\n"
+        "records, skipped = steps.run(['bert-tiny'], [300, 400], [None], ['sparse'], ['batch'], [None], 1, 'configs',"
+        " torch.device('cpu'), 'fp32', reference_vocab=200, body_sizes=[300])\n"
+        "losses = loss.run([64, 128], 32, 1000, 32, lambda k: 1, torch.device('cpu'), torch.float32,"
+        " implementations=('cwt', 'cwt_chunked', 'cwt_floor'), one_block_time_max_k=64)\n"
+        "print(json.dumps({'steps': records, 'skipped': skipped, 'loss': losses}))\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_body_only_at_the_sizes_asked_for():
+def test_body_only_at_the_sizes_asked_for(fresh_runs):
     """body_sizes: the other sizes' records have no body numbers (None)."""
-    records, skipped = in_fresh_process(
-        "import json, torch\n"
-        "from fairseq_headless.benchmarking import steps\n"
-        "steps.quiet()\n"
-        "print(json.dumps(steps.run(['bert-tiny'], [300, 400], [None], ['sparse'], ['batch'], [None], 1, 'configs',"
-        " torch.device('cpu'), 'fp32', reference_vocab=200, body_sizes=[300])))\n")
+    records, skipped = fresh_runs["steps"], fresh_runs["skipped"]
     assert not skipped
     by_vocab = {r["vocab_size"]: r for r in records}
     assert set(by_vocab) == {300, 400}
@@ -190,12 +196,35 @@ def test_plots_draw_records_without_body_or_time(tmp_path):
     assert (tmp_path / "vocab.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "loss.png").exists()
 
 
-def test_one_block_loss_beyond_its_time_limit_is_measured_for_memory_only():
-    records = in_fresh_process(
-        "import json, torch\n"
-        "from fairseq_headless.benchmarking import loss\n"
-        "print(json.dumps(loss.run([64, 128], 32, 1000, 32, lambda k: 1, torch.device('cpu'), torch.float32,"
-        " implementations=('cwt', 'cwt_chunked', 'cwt_floor'), one_block_time_max_k=64)))\n")
+def test_batch_plot_draws_latency_and_memory_against_the_micro_batch(tmp_path):
+    """Fig.2's spirit: one panel per (arch, V) that has several micro-batches; none when no sweep has."""
+    import unittest.mock
+
+    import matplotlib.axes
+
+    drawn = []
+    original = matplotlib.axes.Axes.plot
+
+    def recording(self, xs, ys, *args, **kwargs):
+        drawn.append((kwargs.get("label"), list(xs), list(ys)))
+        return original(self, xs, ys, *args, **kwargs)
+
+    def record(batch, mode, vanilla, headless):
+        return {"arch": "bert-small", "vocab_size": 50_000, "batch": batch, "negatives": "batch",
+                "embedding_update": mode, "vanilla_step_s": vanilla, "vanilla_peak_mb": 100.0 * batch,
+                "headless_step_s": headless, "headless_peak_mb": 60.0 * batch}
+
+    records = [record(8, "sparse", 1.0, 0.6), record(16, "sparse", 2.0, 1.1), record(16, "dense", 2.0, 1.3)]
+    with unittest.mock.patch.object(matplotlib.axes.Axes, "plot", recording):
+        assert report.plot_batch(records, tmp_path / "batch.png") is True
+        assert report.plot_batch(records[1:], tmp_path / "none.png") is False  # one micro-batch only
+    assert ("vanilla", [8, 16], [1.0, 2.0]) in drawn and ("vanilla", [8, 16], [800.0, 1600.0]) in drawn
+    assert ("headless (sparse)", [8, 16], [0.6, 1.1]) in drawn and ("headless (dense)", [16], [1.3]) in drawn
+    assert (tmp_path / "batch.png").read_bytes()[:4] == b"\x89PNG" and not (tmp_path / "none.png").exists()
+
+
+def test_one_block_loss_beyond_its_time_limit_is_measured_for_memory_only(fresh_runs):
+    records = fresh_runs["loss"]
     by_key = {(r["implementation"], r["num_positions"]): r for r in records}
     assert by_key[("cwt", 64)]["time_s"] > 0 and by_key[("cwt", 64)]["note"] is None
     big = by_key[("cwt", 128)]
@@ -215,11 +244,11 @@ def test_loss_records_of_one_run_agree(smoke):
         assert by_name["cross_entropy"]["loss"] > 0 and by_name["cwt_floor"]["loss"] is None
 
 
-def test_an_existing_result_is_not_overwritten_without_force(smoke):
+def test_an_existing_result_is_not_overwritten_without_force(smoke, capsys):
     output, result, _ = smoke
     before = (output / "benchmark.json").read_bytes()
-    proc = run_script("--smoke", "--output", output, "--no-steps")
-    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
+    assert load_script().main(["--smoke", "--output", str(output), "--no-steps"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"error: --output {output} already holds benchmark.json; add --force to overwrite it")
     assert (output / "benchmark.json").read_bytes() == before
 
@@ -266,12 +295,16 @@ def test_cpu_peak_memory_meter_sees_an_allocation_that_is_freed_again():
 
 
 def test_targets_are_checked_as_the_issue_states_them():
-    def step(family, vocab, mode, speedup, headless):
+    def step(family, vocab, mode, speedup, headless, **sizes):
+        sizes = sizes or report.TARGET_SIZES[family]  # the issue's: BERT-small 32 x 128, Pythia-70M 4 x 512
         return {"family": family, "vocab_size": vocab, "embedding_update": mode, "negatives": "batch",
-                "speedup": speedup, "headless_step_s": headless}
+                "speedup": speedup, "headless_step_s": headless, **sizes}
 
     steps = [step("encoder", 50_000, "sparse", 1.5, 1.0), step("encoder", 131_000, "sparse", 2.1, 1.04),
-             step("encoder", 8_000, "sparse", 1.1, 1.0), step("decoder", 50_000, "dense", 1.9, 1.0)]
+             step("encoder", 8_000, "sparse", 1.1, 1.0), step("decoder", 50_000, "dense", 1.9, 1.0),
+             # another architecture or micro-batch of a sweep is not judged against the issue's targets
+             step("encoder", 131_000, "sparse", 3.0, 1.0, arch="bert-base", batch=32, seq_len=128),
+             step("decoder", 50_000, "dense", 3.0, 1.0, arch="pythia-70m", batch=8, seq_len=512)]
     losses = [{"implementation": name, "num_positions": 16_384, "time_s": t, "peak_extra_mb": m}
               for name, t, m in (("cwt", 30.0, 5000.0), ("cwt_chunked", 12.0, 400.0), ("cwt_floor", 10.0, 1000.0))]
     checks = {c["target"]: c for c in report.targets(steps, losses)}

@@ -2,7 +2,9 @@
 
 Two ``fairseq-hydra-train`` runs of the same config, seed and data, one with
 ``model.sparse_embedding_update=true``: where lazy AdamW changes training (the
-moments and weight decay of rows a step does not touch), it shows here.
+moments and weight decay of rows a step does not touch), it shows here. The two
+run at the same time (half of each one's time is fairseq's start-up; they are
+not timed, so sharing the cores changes nothing they report).
 """
 
 import json
@@ -17,7 +19,8 @@ _INNER = re.compile(r"train_inner\]\[INFO\] - (\{.*\})")
 _VALID = re.compile(r"\]\[valid\]\[INFO\] - (\{.*\})")
 
 
-def train(config_dir, config, data, updates, sparse, save_dir, seed=1, threads=None):
+def start(config_dir, config, data, updates, sparse, save_dir, seed=1, threads=None):
+    """Launch one run, its output to ``save_dir``/train.log; returns (command, process, log path)."""
     from fairseq_headless.experiments.training_runs import hydra_train_command
 
     command = hydra_train_command(config, [
@@ -28,8 +31,16 @@ def train(config_dir, config, data, updates, sparse, save_dir, seed=1, threads=N
         f"model.sparse_embedding_update={'true' if sparse else 'false'}",
     ], config_dir)
     env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
-    proc = subprocess.run(command, capture_output=True, text=True, env=env)
-    log = proc.stdout + proc.stderr
+    log_path = Path(save_dir) / "train.log"  # a file, not a pipe: nobody reads it until the run ends
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as log:
+        return command, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), log_path
+
+
+def finish(command, proc, log_path):
+    """Wait for one run; its curve from fairseq's json log."""
+    proc.wait()
+    log = Path(log_path).read_text(encoding="utf-8", errors="replace")
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{log[-3000:]}")
     inner = [json.loads(m) for m in _INNER.findall(log)]
@@ -42,9 +53,15 @@ def train(config_dir, config, data, updates, sparse, save_dir, seed=1, threads=N
 
 
 def run(config_dir, config, data, updates, threads=None, report=print):
-    curves = {}
     with tempfile.TemporaryDirectory(prefix="benchmark-curves-") as tmp:
-        for mode in ("dense", "sparse"):
-            report(f"loss curves: {config}, {mode} embedding update, {updates} updates")
-            curves[mode] = train(config_dir, config, data, updates, mode == "sparse", Path(tmp) / mode, threads=threads)
+        report(f"loss curves: {config}, dense and sparse embedding update, {updates} updates each")
+        runs = {mode: start(config_dir, config, data, updates, mode == "sparse", Path(tmp) / mode, threads=threads)
+                for mode in ("dense", "sparse")}
+        try:
+            curves = {mode: finish(*launched) for mode, launched in runs.items()}
+        finally:  # one failed: do not leave the other running
+            for _, proc, _ in runs.values():
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
     return {"config": config, "data": str(data), "data_name": Path(data).name, "updates": updates, "curves": curves}

@@ -13,6 +13,10 @@ STEP_TARGETS = [  # (family, vocab size, minimal vanilla / headless speed-up)
     ("decoder", 50_000, 2.4), ("decoder", 131_000, 5.5),
 ]
 FLAT_VOCAB = (8_000, 131_000, 0.05)  # headless step at the large V within 5% of the small one
+# The sizes the issue states its targets at (--quick's): other architectures and micro-batches of a
+# sweep are reported, not judged.
+TARGET_SIZES = {"encoder": dict(arch="bert-small", batch=32, seq_len=128),
+                "decoder": dict(arch="pythia-70m", batch=4, seq_len=512)}
 LOSS_TARGET = (16_384, 1 / 8, 1.5)  # K, peak memory vs the one-block CWT, time vs its floor
 
 
@@ -80,7 +84,8 @@ def targets(steps, losses):
     checks = []
     for family, vocab, minimum in STEP_TARGETS:
         for mode in ("sparse", "dense"):
-            found = _find(steps, family=family, vocab_size=vocab, embedding_update=mode, negatives="batch")
+            found = _find(steps, family=family, vocab_size=vocab, embedding_update=mode, negatives="batch",
+                          **TARGET_SIZES[family])
             value = max((r["speedup"] for r in found), default=None)
             checks.append({"target": f"{family} speed-up at V={vocab:,} ({mode} embedding update)",
                            "wanted": f">= {minimum}x", "measured": value,
@@ -88,8 +93,10 @@ def targets(steps, losses):
     small, large, tolerance = FLAT_VOCAB
     for family in ("encoder", "decoder"):
         for mode in ("sparse", "dense"):
-            a = _find(steps, family=family, vocab_size=small, embedding_update=mode, negatives="batch")
-            b = _find(steps, family=family, vocab_size=large, embedding_update=mode, negatives="batch")
+            a = _find(steps, family=family, vocab_size=small, embedding_update=mode, negatives="batch",
+                      **TARGET_SIZES[family])
+            b = _find(steps, family=family, vocab_size=large, embedding_update=mode, negatives="batch",
+                      **TARGET_SIZES[family])
             across = (b[0]["headless_step_s"] / a[0]["headless_step_s"] - 1) if a and b else None
             # Judged on the interleaved measurement when the run has it: across two groups the
             # machine's drift between them is as large as the effect (see steps.py).

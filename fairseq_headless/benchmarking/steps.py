@@ -23,7 +23,7 @@ between variants step after step so that a drift of the machine hits all alike:
 
 Batches are random tokens of the right shape (15% masking for encoders, every
 position a target for decoders): speed does not depend on the text. The first
-two steps of each variant are not timed. Before the first, the optimizer state is
+two steps of each variant (one without ``rewarm``) are not timed. Before the first, the optimizer state is
 created (one optimizer step with zero gradients), and the first step measures
 peak memory: persistent tensors (parameters, buffers, optimizer state) plus the
 step's peak extra memory (gradients, activations, temporaries). With
