@@ -67,6 +67,7 @@ def test_smoke_run_writes_every_field(smoke):
     assert all(t["measured"] is None and t["met"] is None for t in result["targets"])
     markdown = (output / "benchmark.md").read_text()
     assert result["command"] in markdown and "| family | arch | V |" in markdown and "not in this run" in markdown
+    assert "- interleaved in the bert-tiny V=300 group: headless (sparse, batch) at V=200: " in markdown
     for name in ("steps_vocab.png", "loss.png", "loss_curves.png"):
         assert name in result["plots"] and (output / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "benchmark: 100%" in proc.stderr  # the progress bar
@@ -94,9 +95,10 @@ def load_script():
     return script
 
 
-def test_quick_preset_fits_its_budget_as_planned(tmp_path):
-    """--quick (< 10 min on 2 cores): no V=8k group (8k is the interleaved reference), the body at 50k only,
-    no re-warm step, the one-block loss at 16k for memory only; --vocab brings the body back everywhere."""
+def test_quick_preset_plan_is_what_the_docs_say(tmp_path):
+    """--quick (its time is measured by running it, BENCHMARKS.md): no V=8k group (8k is the interleaved
+    reference), the body at 50k only, no re-warm step, the one-block loss at 16k for memory only; --vocab brings
+    the body back everywhere, and --reference-vocab 0 the 8k group."""
     script = load_script()
     settings = script.plan(script.parse_args(["--quick", "--output", str(tmp_path)]))
     assert settings["sweeps"] == [(["bert-small", "pythia-70m"], [50_000, 131_000], [None])]
@@ -106,6 +108,8 @@ def test_quick_preset_fits_its_budget_as_planned(tmp_path):
     assert settings["loss_one_block_time_max_k"] == 4096 and settings["loss_k"][-1] == 16_384
     settings = script.plan(script.parse_args(["--quick", "--vocab", "8k,131k", "--output", str(tmp_path)]))
     assert settings["sweeps"][0][1] == [8_000, 131_000] and settings["body_sizes"] is None
+    settings = script.plan(script.parse_args(["--quick", "--reference-vocab", "0", "--output", str(tmp_path)]))
+    assert settings["sweeps"][0][1] == [8_000, 50_000, 131_000] and settings["reference_vocab"] == 0
 
 
 @pytest.mark.parametrize("rewarm,calls", [(True, 2 + 2), (False, 1 + 2)])
@@ -163,20 +167,24 @@ def test_body_only_at_the_sizes_asked_for(fresh_runs):
     assert "| 400 | 4x32 | sparse | batch |" in "\n".join(report.steps_table(records))
 
 
-def test_plots_draw_records_without_body_or_time(tmp_path):
-    """The vocabulary plot takes the interleaved reference as a point; the loss plot a memory-only point."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    drawn = []
+@pytest.fixture
+def drawn(monkeypatch):
+    """Every line the report's plots draw, as (label, xs, ys); the plots are still drawn and saved."""
     import matplotlib.axes
 
+    lines = []
     original = matplotlib.axes.Axes.plot
 
     def recording(self, xs, ys, *args, **kwargs):
-        drawn.append((kwargs.get("label"), list(xs), list(ys)))
+        lines.append((kwargs.get("label"), list(xs), list(ys)))
         return original(self, xs, ys, *args, **kwargs)
 
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", recording)
+    return lines
+
+
+def test_plots_draw_records_without_body_or_time(tmp_path, drawn):
+    """The vocabulary plot takes the interleaved reference as a point; the loss plot a memory-only point."""
     record = {"family": "encoder", "arch": "bert-tiny", "batch": 4, "seq_len": 32, "negatives": "batch",
               "embedding_update": "sparse", "vocab_size": 400, "tokens_per_step": 128,
               "vanilla_tokens_per_s": 100.0, "vanilla_peak_mb": 50.0, "headless_tokens_per_s": 150.0,
@@ -184,11 +192,8 @@ def test_plots_draw_records_without_body_or_time(tmp_path):
               "reference": {"vocab_size": 200, "headless_step_s": 0.8, "times_s": [0.8], "headless_peak_mb": 30.0}}
     losses = [{"implementation": "cwt", "num_positions": 64, "time_s": 0.5, "peak_extra_mb": 10.0},
               {"implementation": "cwt", "num_positions": 128, "time_s": None, "peak_extra_mb": 40.0}]
-    import unittest.mock
-
-    with unittest.mock.patch.object(matplotlib.axes.Axes, "plot", recording):
-        report.plot_vocab([record], tmp_path / "vocab.png")
-        report.plot_loss(losses, tmp_path / "loss.png")
+    report.plot_vocab([record], tmp_path / "vocab.png")
+    report.plot_loss(losses, tmp_path / "loss.png")
     assert ("headless (sparse)", [200, 400], [128 / 0.8, 150.0]) in drawn  # throughput
     assert ("headless (sparse)", [200, 400], [30.0, 40.0]) in drawn  # memory
     assert not any(label and label.startswith("body") for label, _, _ in drawn)
@@ -196,28 +201,16 @@ def test_plots_draw_records_without_body_or_time(tmp_path):
     assert (tmp_path / "vocab.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "loss.png").exists()
 
 
-def test_batch_plot_draws_latency_and_memory_against_the_micro_batch(tmp_path):
+def test_batch_plot_draws_latency_and_memory_against_the_micro_batch(tmp_path, drawn):
     """Fig.2's spirit: one panel per (arch, V) that has several micro-batches; none when no sweep has."""
-    import unittest.mock
-
-    import matplotlib.axes
-
-    drawn = []
-    original = matplotlib.axes.Axes.plot
-
-    def recording(self, xs, ys, *args, **kwargs):
-        drawn.append((kwargs.get("label"), list(xs), list(ys)))
-        return original(self, xs, ys, *args, **kwargs)
-
     def record(batch, mode, vanilla, headless):
         return {"arch": "bert-small", "vocab_size": 50_000, "batch": batch, "negatives": "batch",
                 "embedding_update": mode, "vanilla_step_s": vanilla, "vanilla_peak_mb": 100.0 * batch,
                 "headless_step_s": headless, "headless_peak_mb": 60.0 * batch}
 
     records = [record(8, "sparse", 1.0, 0.6), record(16, "sparse", 2.0, 1.1), record(16, "dense", 2.0, 1.3)]
-    with unittest.mock.patch.object(matplotlib.axes.Axes, "plot", recording):
-        assert report.plot_batch(records, tmp_path / "batch.png") is True
-        assert report.plot_batch(records[1:], tmp_path / "none.png") is False  # one micro-batch only
+    assert report.plot_batch(records, tmp_path / "batch.png") is True
+    assert report.plot_batch(records[1:], tmp_path / "none.png") is False  # one micro-batch only
     assert ("vanilla", [8, 16], [1.0, 2.0]) in drawn and ("vanilla", [8, 16], [800.0, 1600.0]) in drawn
     assert ("headless (sparse)", [8, 16], [0.6, 1.1]) in drawn and ("headless (dense)", [16], [1.3]) in drawn
     assert (tmp_path / "batch.png").read_bytes()[:4] == b"\x89PNG" and not (tmp_path / "none.png").exists()

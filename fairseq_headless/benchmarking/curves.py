@@ -29,8 +29,11 @@ def start(config_dir, config, data, updates, sparse, save_dir, seed=1, threads=N
         f"common.seed={seed}", f"dataset.validate_interval_updates={updates}", "common.cpu=true",
         f"common.user_dir={Path(__file__).resolve().parents[1]}",
         f"model.sparse_embedding_update={'true' if sparse else 'false'}",
+        f"hydra.run.dir={save_dir}",  # the two runs start in the same second: never one hydra folder
     ], config_dir)
-    env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
+    # the two runs share the machine: half of its cores each, unless told
+    threads = threads or max(1, (os.cpu_count() or 2) // 2)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     log_path = Path(save_dir) / "train.log"  # a file, not a pipe: nobody reads it until the run ends
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log:
@@ -55,9 +58,11 @@ def finish(command, proc, log_path):
 def run(config_dir, config, data, updates, threads=None, report=print):
     with tempfile.TemporaryDirectory(prefix="benchmark-curves-") as tmp:
         report(f"loss curves: {config}, dense and sparse embedding update, {updates} updates each")
-        runs = {mode: start(config_dir, config, data, updates, mode == "sparse", Path(tmp) / mode, threads=threads)
-                for mode in ("dense", "sparse")}
+        runs = {}
         try:
+            for mode in ("dense", "sparse"):
+                runs[mode] = start(config_dir, config, data, updates, mode == "sparse", Path(tmp) / mode,
+                                   threads=threads)
             curves = {mode: finish(*launched) for mode, launched in runs.items()}
         finally:  # one failed: do not leave the other running
             for _, proc, _ in runs.values():

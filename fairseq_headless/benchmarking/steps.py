@@ -210,15 +210,12 @@ def build_trainer(arch: Arch, variant: Variant, config_dir, data, device, precis
 
     base = _overrides(data, arch.batch, arch.length, device, precision)
     name = arch.vanilla_config if variant.kind == "vanilla" else arch.headless_config
-    if variant.kind == "vanilla":
-        cfg = compose(config_dir, arch.vanilla_config, base)
-    else:
-        extra = []
-        if variant.kind == "headless":
-            extra = [f"criterion.negatives={variant.negatives}"]
-            if variant.chunk_size is not None:
-                extra.append(f"criterion.chunk_size={variant.chunk_size}")
-        cfg = compose(config_dir, arch.headless_config, base + extra)
+    extra = []
+    if variant.kind == "headless":
+        extra = [f"criterion.negatives={variant.negatives}"]
+        if variant.chunk_size is not None:
+            extra.append(f"criterion.chunk_size={variant.chunk_size}")
+    cfg = compose(config_dir, name, base + extra)
     cache = {} if tasks_by_config is None else tasks_by_config
     if name not in cache:
         cache[name] = tasks.setup_task(cfg.task)
@@ -347,15 +344,15 @@ def records_of_group(arch_name, group, variants, device, precision):
             "chunk_size": headless["chunk_size"],
             "vanilla_step_s": vanilla["step_s"],
             "headless_step_s": headless["step_s"],
-            "body_step_s": body and body["step_s"],
+            "body_step_s": body["step_s"] if body else None,
             "frozen_embedding_step_s": frozen["step_s"] if frozen else None,
             "speedup": vanilla["step_s"] / headless["step_s"],
             "vanilla_tokens_per_s": tokens / vanilla["step_s"],
             "headless_tokens_per_s": tokens / headless["step_s"],
-            "body_tokens_per_s": body and tokens / body["step_s"],
+            "body_tokens_per_s": tokens / body["step_s"] if body else None,
             "vanilla_peak_mb": vanilla["peak_mb"],
             "headless_peak_mb": headless["peak_mb"],
-            "body_peak_mb": body and body["peak_mb"],
+            "body_peak_mb": body["peak_mb"] if body else None,
             "vanilla_parameters": vanilla["parameters"],
             "headless_parameters": headless["parameters"],
             "times_s": {"vanilla": vanilla["times_s"], "headless": headless["times_s"],
