@@ -75,14 +75,10 @@ def loss_table(records):
     return lines
 
 
-def _find(records, **keys):
-    return [r for r in records if all(r.get(k) == v for k, v in keys.items())]
-
-
 def _at_target_sizes(records, family, vocab, mode):
     """The records a target judges: the issue's architecture and micro-batch, the paper's negatives."""
-    return _find(records, family=family, vocab_size=vocab, embedding_update=mode, negatives="batch",
-                 **TARGET_SIZES[family])
+    keys = dict(family=family, vocab_size=vocab, embedding_update=mode, negatives="batch", **TARGET_SIZES[family])
+    return [r for r in records if all(r.get(k) == v for k, v in keys.items())]
 
 
 def targets(steps, losses):

@@ -40,7 +40,7 @@ import statistics
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import List, Optional
 
@@ -257,8 +257,7 @@ def measure_group(arch_name, vocab_size, variants, steps, config_dir, device, pr
     device = torch.device(device)
     arch = ARCHS[arch_name]
     if batch or seq_len:  # another micro-batch (sequences) or sequence length than the architecture's own
-        arch = Arch(arch.family, arch.headless_config, arch.vanilla_config, batch or arch.batch,
-                    seq_len or arch.length, arch.description)
+        arch = replace(arch, batch=batch or arch.batch, length=seq_len or arch.length)
     label = f"{arch_name} V={vocab_size}"
     trainers, samples = {}, {}
     for size in dict.fromkeys(v.vocab_size or vocab_size for v in variants):
