@@ -92,6 +92,60 @@ def load_script(name: str):
     return module
 
 
+def rounding_bound(terms: int, scale: float, dtype=None) -> float:
+    """How far apart two different computations of one value may land, in absolute terms.
+
+    A sum of n terms rounded at unit u = eps/2 lies within about n*u*sum|x_i| of the exact sum (Higham,
+    Accuracy and Stability of Numerical Algorithms, eq. 3.5), so two computations that sum in other orders
+    (another kernel set or thread count, another chunking, two ranks against one process, sparse against
+    dense, fairseq against an export) lie within n*eps*sum|x_i| of each other. `terms` is the longest chain
+    of roundings behind one value (the longest sum, plus the operations after it); `scale` stands for
+    sum|x_i|, usually the largest |value| of the result (a normwise bound); `dtype` is the precision the
+    values were computed in (float32 when one side is a float64 reference).
+    """
+    import torch
+
+    return terms * torch.finfo(dtype or torch.float32).eps * float(scale)
+
+
+def assert_close_computations(actual, expected, *, terms: int, scale=None, dtype=None, msg=None):
+    """assert_close for two different computations of the same tensor, within rounding_bound.
+
+    The precision is the coarser of the two dtypes (a float64 reference checks the float32 result);
+    the scale is the largest |expected| unless given. Bit equality is for the same computation repeated.
+    """
+    import torch
+
+    if dtype is None:
+        dtype = min((actual.dtype, expected.dtype), key=lambda d: torch.finfo(d).bits)
+    if scale is None:
+        scale = expected.detach().abs().max().item() if expected.numel() else 0.0
+    bound = rounding_bound(terms, scale, dtype)
+    where = f"{msg}: " if msg else ""
+    torch.testing.assert_close(
+        actual.detach().to(expected.dtype), expected.detach(), rtol=0, atol=bound,
+        msg=lambda m: f"{where}{m}\n(rounding bound {bound:.2e} = {terms} x eps({dtype}) x {scale:.2e})")
+
+
+def network_terms(model, positions: int) -> int:
+    """An upper bound on the longest chain of roundings behind one output or parameter gradient of `model`
+    on a batch of `positions` tokens: every linear layer's in_features on the way (parallel projections
+    each counted), plus a sum over the positions per linear layer (attention, and the backward's sums)."""
+    import torch
+
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    return sum(m.in_features for m in linears) + positions * (1 + len(linears))
+
+
+def perplexity_rtol(layers: int, dim: int, ffn: int, length: int, vocab: int, perplexity: float) -> float:
+    """Relative tolerance of a perplexity computed by two different paths (batched against one passage at a
+    time, fairseq against an export): d(ppl)/ppl is the error of the mean log-likelihood, whose longest chain
+    of roundings is each layer's FFN (2D + ffn) and attention (T) sums, the head's D, the log-softmax's V."""
+    import math
+
+    return rounding_bound(layers * (2 * dim + ffn + length) + dim + vocab, math.log(perplexity))
+
+
 @pytest.fixture
 def one_thread():
     """Tiny models run several times faster on one thread on a shared 2-core machine (no OpenMP spinning)."""

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, rounding_bound
 
 from fairseq_headless.benchmarking import loss, report
 from fairseq_headless.benchmarking.machine import PeakMemory, cpu_peak_memory_available
@@ -222,7 +222,9 @@ def test_one_block_loss_beyond_its_time_limit_is_measured_for_memory_only(fresh_
     assert by_key[("cwt", 64)]["time_s"] > 0 and by_key[("cwt", 64)]["note"] is None
     big = by_key[("cwt", 128)]
     assert big["time_s"] is None and big["times_s"] == [] and big["peak_extra_mb"] is not None
-    assert big["loss"] == pytest.approx(by_key[("cwt_chunked", 128)]["loss"], rel=1e-6)
+    # one block vs chunks: each of the K positive terms is a D-term dot product and a K-column logsumexp
+    assert big["loss"] == pytest.approx(by_key[("cwt_chunked", 128)]["loss"],
+                                        abs=rounding_bound(big["dim"] + 2 * 128, big["loss"]))
     assert big["note"] == "peak memory only (timed up to K=64 in this run)"
     assert by_key[("cwt_chunked", 128)]["time_s"] > 0
     assert "peak memory only" in "\n".join(report.loss_table(records))
@@ -232,8 +234,9 @@ def test_loss_records_of_one_run_agree(smoke):
     _, result, _ = smoke
     for k in (64, 128):
         by_name = {r["implementation"]: r for r in result["loss"] if r["num_positions"] == k}
-        assert by_name["cwt"]["loss"] == pytest.approx(by_name["cwt_chunked"]["loss"], rel=1e-6)
-        assert by_name["cwt"]["loss"] == pytest.approx(by_name["cwt_chunked_recompute"]["loss"], rel=1e-6)
+        bound = rounding_bound(by_name["cwt"]["dim"] + 2 * k, by_name["cwt"]["loss"])  # as above
+        assert by_name["cwt"]["loss"] == pytest.approx(by_name["cwt_chunked"]["loss"], abs=bound)
+        assert by_name["cwt"]["loss"] == pytest.approx(by_name["cwt_chunked_recompute"]["loss"], abs=bound)
         assert by_name["cross_entropy"]["loss"] > 0 and by_name["cwt_floor"]["loss"] is None
 
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from conftest import build_task_and_model
+from conftest import assert_close_computations, build_task_and_model, rounding_bound
 
 from fairseq_headless.criterions.cwt_criterion import input_embeddings
 from fairseq_headless.models.gpt_neox import (
@@ -93,14 +93,17 @@ def test_rotary_matches_the_pairwise_rotation_and_depends_only_on_relative_posit
     positions = torch.arange(9)
     cos, sin = rotary_cos_sin(positions, rotary_dim, base, torch.float64)
     rotated = apply_rotary(q, cos, sin)
-    torch.testing.assert_close(rotated, reference_rotary(q, positions, rotary_dim, base), rtol=0, atol=1e-12)
+    # the angle m * theta is rounded (m eps relative to 1 rad), then cos/sin and a multiply-add
+    assert_close_computations(rotated, reference_rotary(q, positions, rotary_dim, base), terms=len(positions) + 4)
     assert torch.equal(rotated[..., rotary_dim:], q[..., rotary_dim:])  # 75% of each head is not rotated
 
     # <R(m) q, R(n) k> depends on m - n only: shifting every position by 100 changes no score
     shifted_cos, shifted_sin = rotary_cos_sin(positions + 100, rotary_dim, base, torch.float64)
     scores = apply_rotary(q, cos, sin) @ apply_rotary(k, cos, sin).transpose(-1, -2)
     shifted = apply_rotary(q, shifted_cos, shifted_sin) @ apply_rotary(k, shifted_cos, shifted_sin).transpose(-1, -2)
-    torch.testing.assert_close(scores, shifted, rtol=0, atol=1e-10)
+    # each rotated element moves by <= (m + 100) eps |q| through its angle, then a head_dim-term dot product
+    scale = head_dim * q.abs().max().item() * k.abs().max().item()  # bounds sum |q_i k_i|
+    assert_close_computations(scores, shifted, terms=len(positions) + 100 + head_dim, scale=scale)
 
 
 @pytest.mark.parametrize("parallel", [True, False], ids=["parallel_residual", "sequential_residual"])
@@ -113,7 +116,8 @@ def test_layer_matches_float64_reference(parallel):
     params = {name: p.detach() for name, p in layer.named_parameters()}
     expected = reference_layer(x, params, cfg.decoder_attention_heads, cfg.rotary_pct, cfg.rotary_base,
                                cfg.layer_norm_eps, parallel)
-    torch.testing.assert_close(out, expected, rtol=0, atol=1e-10)
+    # float64 both: the longest sums are the FFN's (D + ffn terms) and attention's (T + head_dim)
+    assert_close_computations(out, expected, terms=cfg.decoder_embed_dim + cfg.decoder_ffn_embed_dim + 11 + 16)
 
 
 def to_transformers_key(fairseq_key):
@@ -157,13 +161,17 @@ def test_model_matches_transformers_gpt_neox(config, parallel, tiny_data):
     with torch.no_grad():
         logits = model(tokens)[0]
         expected = hf(tokens).logits
-        # transformers computes the rotary angles in float32 even for a float64 model: ~1e-7 apart
-        torch.testing.assert_close(logits, expected, rtol=0, atol=1e-6)
+        # transformers computes the rotary angles in float32 even for a float64 model: each angle m * theta is
+        # off by ~m eps32, in every layer; the float64 sums are far below that
+        angle_terms = tokens.size(1) * cfg.model.decoder_layers
+        assert_close_computations(logits, expected, terms=angle_terms, dtype=torch.float32)
         if config.startswith("h"):  # headless: features, and logits with e^T
             features = model(tokens, features_only=True)[0]
             hidden = hf(tokens, output_hidden_states=True).hidden_states[-1]
-            torch.testing.assert_close(features, hidden, rtol=0, atol=1e-6)
-            torch.testing.assert_close(logits, features @ input_embeddings(model).weight.T, rtol=0, atol=1e-12)
+            assert_close_computations(features, hidden, terms=angle_terms, dtype=torch.float32)
+            embeddings = input_embeddings(model).weight
+            scale = (features.abs().max() * embeddings.abs().max() * features.size(-1)).item()  # sum|f_i e_i|
+            assert_close_computations(logits, features @ embeddings.T, terms=features.size(-1), scale=scale)
 
 
 def test_pythia_70m_has_pythias_70426624_parameters(tmp_path):
@@ -201,6 +209,14 @@ def tiny_model(tiny_data):
     return task, randomize(model, seed=4).eval()
 
 
+def incremental_terms(model, length):
+    """Longest chain of roundings behind one logit: each layer's FFN (D + ffn) and attention (T + D) sums,
+    then the head's D-term dot product."""
+    layer = model.decoder.layers[0]
+    dim, ffn = layer.mlp.dense_h_to_4h.in_features, layer.mlp.dense_h_to_4h.out_features
+    return len(model.decoder.layers) * (2 * dim + ffn + length) + dim
+
+
 def test_incremental_decoding_equals_full_forward(tiny_model):
     task, model = tiny_model
     tokens = torch.randint(4, len(task.source_dictionary), (3, 12), generator=torch.Generator().manual_seed(5))
@@ -208,7 +224,10 @@ def test_incremental_decoding_equals_full_forward(tiny_model):
         full = model(tokens)[0]
         state = {}
         steps = [model.decoder(tokens[:, :t], incremental_state=state)[0][:, -1] for t in range(1, 13)]
-        torch.testing.assert_close(torch.stack(steps, dim=1), full, rtol=0, atol=1e-5)
+        # a cached step against the whole prefix: the same sums over other kernels (per layer, D + ffn in
+        # the FFN and T in attention; then the head's D)
+        terms = incremental_terms(model, tokens.size(1))
+        assert_close_computations(torch.stack(steps, dim=1), full, terms=terms)
 
         # beam search reorders the cache between steps: continue from reordered (and duplicated) rows
         state = {}
@@ -217,7 +236,7 @@ def test_incremental_decoding_equals_full_forward(tiny_model):
         model.decoder.reorder_incremental_state_scripting(state, order)
         reordered = tokens[order]
         step = model.decoder(reordered[:, :7], incremental_state=state)[0][:, -1]
-        torch.testing.assert_close(step, full[order][:, 6], rtol=0, atol=1e-5)
+        assert_close_computations(step, full[order][:, 6], terms=terms)
 
 
 def test_beam_search_with_the_cache_equals_beam_search_without(tiny_model):
@@ -233,7 +252,10 @@ def test_beam_search_with_the_cache_equals_beam_search_without(tiny_model):
         hypos = generator.generate([model], sample, prefix_tokens=prefix)
         results.append([(h["tokens"].tolist(), h["score"].item()) for beam in hypos for h in beam])
     assert [t for t, _ in results[0]] == [t for t, _ in results[1]]
-    assert [s for _, s in results[0]] == pytest.approx([s for _, s in results[1]], abs=1e-5)
+    # a hypothesis' score: a mean of per-token log-softmaxes over V, each after the model's own sums
+    scores = [s for _, s in results[1]]
+    terms = incremental_terms(model, 16) + len(task.target_dictionary) + 16
+    assert [s for _, s in results[0]] == pytest.approx(scores, abs=rounding_bound(terms, max(map(abs, scores))))
 
 
 def test_padding_changes_no_score(tiny_model):
@@ -244,13 +266,14 @@ def test_padding_changes_no_score(tiny_model):
     right = torch.cat([tokens, torch.full((1, 3), pad)], dim=1)
     with torch.no_grad():
         alone = model(tokens)[0]
-        torch.testing.assert_close(model(torch.cat([left, right]))[0][0, 3:], alone[0], rtol=0, atol=1e-5)
-        torch.testing.assert_close(model(torch.cat([left, right]))[0][1, :9], alone[0], rtol=0, atol=1e-5)
+        terms = incremental_terms(model, left.size(1))  # padded batches: the same sums, other shapes
+        assert_close_computations(model(torch.cat([left, right]))[0][0, 3:], alone[0], terms=terms)
+        assert_close_computations(model(torch.cat([left, right]))[0][1, :9], alone[0], terms=terms)
         # a left-padded prompt also decodes incrementally: positions count real tokens only
         state = {}
         model.decoder(left[:, :8], incremental_state=state)
         step = model.decoder(left, incremental_state=state)[0][:, -1]
-        torch.testing.assert_close(step, alone[:, -1], rtol=0, atol=1e-5)
+        assert_close_computations(step, alone[:, -1], terms=terms)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
