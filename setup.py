@@ -41,7 +41,7 @@ setup(
     "(Contrastive Weight Tying, Godey et al., ICLR 2024) as a fairseq --user-dir plugin.",
     long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
-    python_requires=">=3.10",
+    python_requires=">=3.11,<3.13",  # ve-fairseq==0.12.3 ships cp311 and cp312 wheels only
     packages=find_packages(include=["fairseq_headless", "fairseq_headless.*"]),
     install_requires=INSTALL_REQUIRES,
     extras_require={

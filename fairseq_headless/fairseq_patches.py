@@ -36,20 +36,28 @@ corrects changes, so that a fairseq upgrade cannot silently leave a patch stale.
    * setups that flatten gradients into dense buffers (``FP16Optimizer``,
      ``legacy_ddp``, ...) are refused when the optimizer is built, with one error
      naming the option and the alternative.
+
+4. numpy 2 and ``sample_break_mode=eos``. fairseq's ``TokenBlockDataset`` builds its eos-mode index
+   with ``np.compat.long``, which numpy 2 removed: every eos-mode dataset fails, both training with
+   ``task.sample_break_mode=eos`` and ``LanguageModelingTask.build_dataset_for_inference`` (scoring and
+   sampling through the hub interface, ``fairseq-interactive``). The patch gives that one module a numpy
+   that still has ``compat.long`` (numpy 1's ``int``: int64 here); numpy itself is left alone.
 """
 
 import os
-import shutil
-import tempfile
+import types
 
+import numpy as np
 import torch
 from fairseq import utils
+from fairseq.data import token_block_dataset
 from fairseq.file_io import PathManager
 from fairseq.models import distributed_fairseq_model
 from fairseq.optim.adam import FairseqAdam
 from fairseq.optim.fairseq_optimizer import FairseqOptimizer
 from fairseq.trainer import Trainer
 
+from .files import copy_atomic
 from .sparse_embedding import check_training_setup, has_sparse_embedding_update, lazy_adam_update_
 
 
@@ -68,20 +76,24 @@ def atomic_copy(src_path: str, dst_path: str, overwrite: bool = False) -> bool:
         return _original_copy(src_path, dst_path, overwrite=overwrite)
     if not overwrite and os.path.exists(dst_path):
         return False
-    folder = os.path.dirname(os.path.abspath(dst_path))
-    handle, tmp_path = tempfile.mkstemp(dir=folder, prefix=os.path.basename(dst_path) + ".", suffix=".tmp")
-    os.close(handle)
-    try:
-        shutil.copyfile(src_path, tmp_path)
-        os.replace(tmp_path, dst_path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+    copy_atomic(src_path, dst_path)  # with the mode a plain copy would give, readable by colleagues
     return True
 
 
 _original_copy = PathManager.copy
+
+
+class _NumpyWithCompatLong(types.ModuleType):
+    """numpy, seen from fairseq's token_block_dataset module, with numpy 1's ``np.compat.long``."""
+
+    compat = types.SimpleNamespace(long=np.int64)
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+
+def numpy_for_token_blocks():
+    return np if hasattr(np, "compat") else _NumpyWithCompatLong("numpy")
 
 
 class _SparseGradValues:
@@ -161,6 +173,7 @@ def apply() -> None:
     FairseqOptimizer.multiply_grads = multiply_grads
     FairseqAdam.step = sparse_aware_adam_step
     Trainer._build_optimizer = build_optimizer_checking_sparse_embeddings
+    token_block_dataset.np = numpy_for_token_blocks()
 
 
 apply()

@@ -215,19 +215,14 @@ def check_output(args):
         raise UsageError(f"--curves {args.curves} has no dict.txt: give a folder made by scripts/prepare_data.py")
 
 
-def write_atomic(path: Path, text: str):
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def save_plot(function, records, path: Path):
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    drawn = function(records, tmp)
-    if drawn is False:
-        return None
-    os.replace(tmp, path)
-    return path.name
+    from fairseq_headless.files import atomic_path
+
+    with atomic_path(path) as tmp:
+        drawn = function(records, tmp)
+        if drawn is False:  # nothing to draw: leave no file
+            tmp.unlink(missing_ok=True)
+    return None if drawn is False else path.name
 
 
 def main(argv=None):
@@ -313,8 +308,10 @@ def main(argv=None):
         plots.append(save_plot(report.plot_curves, result["loss_curves"], args.output / "loss_curves.png"))
     result["plots"] = [p for p in plots if p]
     markdown = report.markdown(result, command) + "\n" + "\n".join(f"![{p}]({p})" for p in result["plots"]) + "\n"
-    write_atomic(args.output / "benchmark.md", markdown)
-    write_atomic(args.output / "benchmark.json", json.dumps(result, indent=1) + "\n")
+    from fairseq_headless.files import write_text_atomic
+
+    write_text_atomic(args.output / "benchmark.md", markdown)
+    write_text_atomic(args.output / "benchmark.json", json.dumps(result, indent=1) + "\n")
     print(markdown)
     print(f"wrote {args.output / 'benchmark.json'} ({result['wall_s']:.0f} s)", file=sys.stderr)
     return 0

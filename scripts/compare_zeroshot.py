@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 from fairseq_headless.evaluation.errors import EvaluationInputError
-from fairseq_headless.evaluation.results import write_atomic, write_json_atomic
+from fairseq_headless.files import atomic_path, write_json_atomic, write_text_atomic as write_atomic
 from fairseq_headless.evaluation.zeroshot_compare import TESTS, compare, load_result, markdown_table, plot
 
 OUTPUTS = ("table4.md", "table4.json", "table4.png")
@@ -69,13 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq's import leaves the root at DEBUG
     args.output.mkdir(parents=True, exist_ok=True)
     table = markdown_table(comparison)
-    fd, tmp = tempfile.mkstemp(prefix=".table4.", suffix=".png", dir=args.output)
-    os.close(fd)
-    try:
-        plot(comparison, Path(tmp))
-        os.replace(tmp, paths["table4.png"])
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_path(paths["table4.png"]) as tmp:
+        plot(comparison, tmp)
     write_json_atomic(paths["table4.json"], comparison)
     write_atomic(paths["table4.md"], table)
     print(table, end="")

@@ -79,8 +79,8 @@ def log(message: str) -> None:
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    # The evaluation package's (temporary file + rename), imported late: importing it imports fairseq.
-    from fairseq_headless.evaluation.results import write_json_atomic as write
+    # The project's one atomic writer, imported late: importing the package imports fairseq.
+    from fairseq_headless.files import write_json_atomic as write
 
     write(path, obj)
 
@@ -345,10 +345,11 @@ def plot(series: dict, kind: str, path: Path, title: str) -> None:
             ax.legend(fontsize="small")
     fig.suptitle(title)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    from fairseq_headless.files import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def markdown(series: dict, kind: str, title: str) -> str:
@@ -375,9 +376,9 @@ def write_summary(output: Path, kind: str, series: dict, runs: dict, stem: str =
                   "(fairseq cumulative_training_time)", "device_hours": "hours x distributed_world_size",
                   "tokens": "sum of ntokens over updates (fairseq wpb meter; extrapolated from its counted updates "
                   "where a point's tokens_estimated)"}})
-    from fairseq_headless.evaluation.results import write_atomic
+    from fairseq_headless.files import write_text_atomic
 
-    write_atomic(output / f"{stem}.md", markdown(series, kind, title))
+    write_text_atomic(output / f"{stem}.md", markdown(series, kind, title))
     png = output / f"{stem}.png"
     plot(series, kind, png, title)
     return png

@@ -39,7 +39,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -300,13 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    # the project's one atomic writer, imported late: importing the package imports fairseq
+    from fairseq_headless.files import write_json_atomic as write
+
+    write(path, obj)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shlex
 import shutil
@@ -355,9 +354,10 @@ class Sweep:
         tokenizer.train_from_iterator(lines, trainer, length=len(lines))
         path = self.folder(size) / "tokenizer" / "tokenizer.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tokenizer.save(str(tmp))
-        os.replace(tmp, path)
+        from fairseq_headless.files import atomic_path
+
+        with atomic_path(path) as tmp:
+            tokenizer.save(str(tmp))
         log(f"vocab {size} | tokenizer: BPE of {tokenizer.get_vocab_size()} tokens from {len(lines)} lines")
         return {"path": str(path), "vocab_size": tokenizer.get_vocab_size(), "training_lines": len(lines)}
 
@@ -570,14 +570,15 @@ def plot(summary: dict, path: Path) -> None:
         if ax.lines:
             ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100)
+    from fairseq_headless.files import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def write_outputs(sweep: Sweep, sizes: list) -> None:
-    from fairseq_headless.evaluation.results import write_atomic, write_json_atomic
+    from fairseq_headless.files import write_json_atomic, write_text_atomic as write_atomic
 
     a = sweep.args
     summary = {

@@ -113,9 +113,30 @@ def test_paper_configs_are_multi_gpu_fp16_as_the_paper():
             assert not tree["common"].get("fp16")
             continue
         assert tree["common"]["fp16"] is True, name
-    world = {n: yaml.safe_load((REPO / "configs" / f"{n}.yaml").read_text()).get("distributed_training", {})
-             .get("distributed_world_size", 1) for n in CONFIGS}
-    assert world["hmlm_base"] == world["mlm_base"] == 8 and world["hlm_pythia70m"] == world["hlm_pythia70m_ft"] == 16
+
+
+# The paper's (GPUs, global batch) of every paper run: App. D's tables, §4.2 for the fine-tuning stage
+# (4x smaller than pretraining), the small decoders' largest batch of Fig.7 (Tab.11 gives none).
+PAPER_BATCHES = {
+    "mlm_base": (8, 256), "hmlm_base": (8, 512),  # Tab.7: 8 A100s, 32 / 64 per device
+    "lm_pythia70m": (16, 1024), "hlm_pythia70m": (16, 1024), "hlm_pythia70m_ft": (16, 256),  # Tab.8, §4.2
+    "mlm_multilingual": (1, 64), "hmlm_multilingual": (1, 64),  # Tab.9, one RTX 8000
+    "mlm_small": (1, 64), "hmlm_small": (1, 64), "hmlm_small_nce": (1, 64), "mlm_small_cwt_ce": (1, 64),  # Tab.10
+    "lm_small": (1, 128), "hlm_small": (1, 128), "hlm_small_ft": (1, 32),  # Fig.7, §4.2
+}
+
+
+def test_every_config_pins_its_world_size_and_paper_configs_have_the_papers_global_batch():
+    """fairseq's default world size is every visible GPU: a config that leaves it out changes the batch."""
+    assert sorted(PAPER_BATCHES) == [n for n in CONFIGS if "_tiny" not in n]
+    for name in CONFIGS:
+        tree = yaml_tree(name)
+        world = tree["distributed_training.distributed_world_size"]  # present in every YAML
+        assert tree["hydra.callbacks.launch_check._target_"] == "fairseq_headless.launch.LaunchCheck"
+        if "_tiny" in name:
+            assert world == 1, name
+            continue
+        assert (world, global_batch(tree)) == PAPER_BATCHES[name], name
 
 
 def yaml_tree(name):
@@ -123,7 +144,7 @@ def yaml_tree(name):
 
 
 def global_batch(tree):
-    return (tree["dataset.batch_size"] * tree.get("distributed_training.distributed_world_size", 1)
+    return (tree["dataset.batch_size"] * tree["distributed_training.distributed_world_size"]
             * tree["optimization.update_freq"][0])
 
 

@@ -122,3 +122,39 @@ def test_fairseqs_trainer_still_builds_the_optimizers_the_check_knows_and_the_pa
     assert "optim.FP16Optimizer.build_optimizer(self.cfg, params)" in source
     assert "optim.MemoryEfficientFP16Optimizer.build_optimizer(" in source
     assert Trainer._build_optimizer is fairseq_patches.build_optimizer_checking_sparse_embeddings
+
+
+def test_fairseq_still_uses_np_compat_long_in_eos_mode_and_the_patch_is_applied():
+    import numpy as np
+    from fairseq.data import token_block_dataset
+
+    assert "np.compat.long" in inspect.getsource(token_block_dataset.TokenBlockDataset)
+    if not hasattr(np, "compat"):  # numpy 2: fairseq's module sees the stand-in, numpy itself is untouched
+        assert token_block_dataset.np.compat.long is np.int64 and token_block_dataset.np.arange is np.arange
+
+
+def test_eos_mode_blocks_are_the_lines(tiny_data):
+    """Training with task.sample_break_mode=eos: one block per line of the split, every token kept."""
+    from conftest import load_config
+    from fairseq import tasks
+
+    cfg = load_config("hlm_tiny", f"task.data={tiny_data}", "task.sample_break_mode=eos")
+    task = tasks.setup_task(cfg.task)
+    task.load_dataset("valid")
+    blocks, lines = task.dataset("valid"), (tiny_data.parent / "valid.txt").read_text().splitlines()
+    assert len(blocks) == len(lines) == 80
+    assert [int(n) for n in blocks.sizes] == [len(line.split()) + 1 for line in lines]  # + </s>
+
+
+def test_build_dataset_for_inference_scores_through_eos_mode(tiny_data):
+    """LanguageModelingTask.build_dataset_for_inference (the hub interface's score/sample, fairseq-interactive)."""
+    from conftest import load_config
+    from fairseq import tasks
+
+    task = tasks.setup_task(load_config("hlm_tiny", f"task.data={tiny_data}").task)
+    eos, pad = task.source_dictionary.eos(), task.source_dictionary.pad()
+    tokens = [torch.tensor([10, 11, 12, eos]), torch.tensor([13, eos])]
+    dataset = task.build_dataset_for_inference(tokens, [4, 2])
+    batch = dataset.collater([dataset[0], dataset[1]])
+    assert batch["net_input"]["src_tokens"].tolist() == [[eos, 10, 11, 12], [eos, 13, pad, pad]]
+    assert batch["target"].tolist() == [[10, 11, 12, pad], [13, pad, pad, pad]]

@@ -6,12 +6,11 @@ paper's "1.4 points higher". Every file is written through a temporary file and 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
-from ..evaluation.results import write_atomic, write_json_atomic
+from ..files import atomic_path, write_json_atomic, write_text_atomic as write_atomic
 from .synonyms import MODELS, SynonymAnalysis
 
 FILES = {"json": "synonyms.json", "markdown": "synonyms.md", "png": "synonyms.png", "pairs": "pairs.tsv"}
@@ -117,11 +116,9 @@ def plot(path: Path, analysis: SynonymAnalysis, title: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def pairs_tsv(analysis: SynonymAnalysis) -> str:

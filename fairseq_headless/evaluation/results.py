@@ -9,32 +9,13 @@ columns gets no average, so that rows compare only on equal terms.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
+from ..files import atomic_path, write_json_atomic, write_text_atomic as write_atomic  # noqa: F401 (re-exported)
+
 METRIC_LABELS = {"accuracy": "acc.", "f1": "F1", "matthews": "MCC", "spearman": "Spearman", "pearson": "Pearson"}
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    write_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def mean_std(values) -> tuple:
@@ -133,8 +114,6 @@ def bar_chart(path: Path, sections: list, title: str) -> None:
         ax.legend(fontsize="small")
     fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)

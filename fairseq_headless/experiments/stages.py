@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from ..evaluation.results import write_json_atomic
+from ..files import write_json_atomic
 
 
 def _stamp(seconds: float) -> str:

@@ -1,0 +1,70 @@
+"""Writing a result file so that nobody ever reads it half-written: the one atomic writer.
+
+Every file the project writes for people or for a later stage (checkpoints copied by fairseq,
+JSON and markdown results, plots, tokenizers) goes to a temporary file beside its destination
+and is renamed onto it (a rename within one folder is atomic on POSIX filesystems). The file then
+gets the mode a plain ``open()`` would have given it: the existing file's mode, or 0o666 less the
+umask. ``tempfile.mkstemp`` would leave 0o600, which colleagues on a shared filesystem cannot read.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+
+def _umask() -> int:
+    try:  # Linux >= 4.7: read it without changing it (os.umask() sets it, for every thread)
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def plain_open_mode(path: Path) -> int:
+    """The permission bits ``open(path, "w")`` leaves: the file's own if it exists, else 0o666 - umask."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
+@contextlib.contextmanager
+def atomic_path(path) -> Iterator[Path]:
+    """A temporary path beside `path` to write to; renamed onto `path` when the block ends without an
+    error, removed otherwise (a block that writes nothing leaves `path` as it was). It ends with `path`'s
+    suffix, so that matplotlib and friends pick the format."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}")
+    try:
+        yield tmp
+        if tmp.exists():
+            os.chmod(tmp, plain_open_mode(path))
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text_atomic(path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json_atomic(path, obj, indent: int = 2) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=indent) + "\n")
+
+
+def copy_atomic(src, dst) -> None:
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)

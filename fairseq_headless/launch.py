@@ -1,0 +1,133 @@
+"""How a training run was launched must agree with the config's world size, before fairseq looks.
+
+The paper's runs fix their GPU count (8 A100s for BERT-base, 16 V100s for Pythia-70M, one GPU
+elsewhere; App. D), and every config of configs/ pins ``distributed_world_size`` to it, so that the
+global batch (device batch x GPUs x update_freq) is the paper's. fairseq itself reconciles a
+launcher with the config silently, in three ways that each change the experiment:
+
+* under ``torchrun``, a world size of 1 makes ``infer_init_method`` return early: every process
+  trains alone as rank 0, into the same ``save_dir``;
+* under ``torchrun``, any other world size is overwritten with ``WORLD_SIZE``: 8 processes of a
+  16-GPU config train with half the paper's global batch;
+* on CPU, ``torchrun`` without an explicit init method dies with ``ZeroDivisionError``
+  (``LOCAL_RANK % torch.cuda.device_count()``).
+
+Under Slurm with several tasks per node, fairseq asserts ``ntasks_per_node == world_size // nnodes``
+and uses ``SLURM_LOCALID`` as the CUDA device, so each task must see all of its node's GPUs
+(``--gpus-per-node``), not one (``--gpus-per-task=1`` gives "invalid device ordinal").
+
+:func:`check_launch` turns each of these into one error that names what to change. It is a pure
+function of the config's values and the environment; :class:`LaunchCheck` runs it as a hydra
+callback (hydra's own extension point, listed under ``hydra.callbacks`` in every YAML), which fires
+in each process before fairseq-hydra-train's main function, so before fairseq reads the launcher.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Mapping
+
+TORCHRUN_KEYS = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK")
+# The README's CPU recipe: what a torchrun command on CPU needs besides the world size.
+CPU_TORCHRUN_FLAGS = ("distributed_training.distributed_backend=gloo "
+                      "distributed_training.distributed_init_method=env:// "
+                      "distributed_training.distributed_no_spawn=true "
+                      "'distributed_training.distributed_rank=${oc.env:RANK}'")
+
+
+class LaunchError(RuntimeError):
+    """The launcher and the config disagree; the message says which setting to change."""
+
+
+def _keep_the_batch(world_size: int, launched: int, update_freq: int, batch_size: int | None) -> str:
+    """The overrides that keep the global batch (device batch x GPUs x update_freq) on `launched` GPUs."""
+    overrides = f"distributed_training.distributed_world_size={launched}"
+    if (world_size * update_freq) % launched == 0:
+        return f"{overrides} 'optimization.update_freq=[{world_size * update_freq // launched}]'"
+    if batch_size and (batch_size * world_size * update_freq) % launched == 0:
+        return (f"{overrides} 'optimization.update_freq=[1]' "
+                f"dataset.batch_size={batch_size * world_size * update_freq // launched}")
+    return f"{overrides} and a dataset.batch_size x optimization.update_freq of {batch_size} x {world_size * update_freq} / {launched}"
+
+
+def check_launch(world_size: int, update_freq: int = 1, batch_size: int | None = None, *, cpu: bool = False,
+                 init_method: str | None = None, environ: Mapping[str, str] | None = None,
+                 cuda_devices: int | None = None) -> None:
+    """Raise LaunchError when the launcher in `environ` disagrees with the config's world size.
+
+    `world_size`, `update_freq` and `batch_size` (per device) are the config's; `cuda_devices` is what this process sees
+    (torch.cuda.device_count() when None); `cpu` is common.cpu.
+    """
+    environ = os.environ if environ is None else environ
+    if cuda_devices is None:
+        import torch
+
+        cuda_devices = torch.cuda.device_count()
+    on_cpu = cpu or cuda_devices == 0
+
+    if all(key in environ for key in TORCHRUN_KEYS):
+        launched = int(environ["WORLD_SIZE"])
+        if launched != world_size:
+            raise LaunchError(
+                f"torchrun started {launched} process(es) (WORLD_SIZE={launched}) but the config has "
+                f"distributed_training.distributed_world_size={world_size}: launch {world_size} process(es) "
+                f"(--nnodes x --nproc_per_node), or keep the global batch with {_keep_the_batch(world_size, launched, update_freq, batch_size)}")
+        if on_cpu and launched > 1 and init_method is None:
+            raise LaunchError(
+                "torchrun on CPU needs an explicit init method (fairseq otherwise divides by the number of CUDA "
+                f"devices): add {CPU_TORCHRUN_FLAGS} common.cpu=true (README, multi-process training)")
+        return
+
+    if "SLURM_NTASKS" in environ and ("SLURM_STEP_NODELIST" in environ or "SLURM_JOB_NODELIST" in environ):
+        tasks, nodes = int(environ["SLURM_NTASKS"]), int(environ.get("SLURM_NNODES", "1"))
+        per_node = int(environ.get("SLURM_NTASKS_PER_NODE", "").split("(")[0] or tasks // max(nodes, 1))
+        if per_node == 1:
+            # fairseq spawns one process per visible GPU on each node
+            if not on_cpu and nodes * cuda_devices != world_size:
+                raise LaunchError(
+                    f"Slurm runs one task on each of {nodes} node(s), and fairseq spawns one process per visible GPU "
+                    f"({cuda_devices}): {nodes * cuda_devices} processes, but the config has "
+                    f"distributed_training.distributed_world_size={world_size}: change the node count, or set "
+                    f"{_keep_the_batch(world_size, nodes * cuda_devices, update_freq, batch_size)}")
+            return
+        if tasks != world_size:
+            raise LaunchError(
+                f"Slurm started {tasks} task(s) (SLURM_NTASKS={tasks}) but the config has "
+                f"distributed_training.distributed_world_size={world_size}: ask for {world_size} tasks "
+                f"(--nodes x --ntasks-per-node), or keep the global batch with {_keep_the_batch(world_size, tasks, update_freq, batch_size)}")
+        if not on_cpu and cuda_devices < per_node:
+            raise LaunchError(
+                f"Slurm runs {per_node} tasks per node but this task sees {cuda_devices} GPU(s): fairseq uses "
+                "SLURM_LOCALID as the CUDA device, so every task must see all of its node's GPUs: ask for "
+                f"--gpus-per-node={per_node} instead of --gpus-per-task")
+
+
+def check_config(cfg, environ: Mapping[str, str] | None = None, cuda_devices: int | None = None) -> None:
+    """check_launch on a composed fairseq config (a DictConfig with distributed_training, optimization, common)."""
+    dt = cfg.distributed_training
+    update_freq = cfg.optimization.get("update_freq", [1]) if "optimization" in cfg else [1]
+    batch_size = cfg.dataset.get("batch_size") if "dataset" in cfg else None
+    check_launch(int(dt.get("distributed_world_size", 1) or 1), int(update_freq[0]), batch_size,
+                 cpu=bool(cfg.common.get("cpu", False)) if "common" in cfg else False,
+                 init_method=dt.get("distributed_init_method"), environ=environ, cuda_devices=cuda_devices)
+
+
+try:
+    from hydra.experimental.callback import Callback
+except ImportError:  # hydra is fairseq's dependency; without it there is no hydra run to check
+    Callback = object
+
+
+class LaunchCheck(Callback):
+    """hydra callback (``hydra.callbacks.launch_check._target_: fairseq_headless.launch.LaunchCheck``).
+
+    hydra turns an exception raised by a callback into a warning and runs the job anyway, so a
+    disagreement ends the process here: one ``error:`` line and exit code 2, on every rank.
+    """
+
+    def on_job_start(self, config, **kwargs) -> None:
+        try:
+            check_config(config)
+        except LaunchError as e:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None

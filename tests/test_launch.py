@@ -1,0 +1,70 @@
+"""fairseq_headless/launch.py: a launcher that disagrees with the config's world size stops the run with
+one error naming what to change, before fairseq silently trains duplicates or another global batch."""
+
+import pytest
+
+from conftest import BIN, REPO, load_config
+from test_robustness import free_port, hydra_args
+
+from fairseq_headless.launch import LaunchError, check_config, check_launch
+
+TORCHRUN = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500", "RANK": "0", "LOCAL_RANK": "0"}
+SLURM = {"SLURM_JOB_NODELIST": "gpu[01-02]", "SLURM_NNODES": "2", "SLURM_PROCID": "0", "SLURM_LOCALID": "0"}
+
+
+def refused(match, *args, **kwargs):
+    with pytest.raises(LaunchError, match=match) as error:
+        check_launch(*args, **kwargs)
+    return str(error.value)
+
+
+def test_torchrun_world_size_must_match_and_the_error_keeps_the_global_batch():
+    check_launch(16, 8, 8, environ={**TORCHRUN, "WORLD_SIZE": "16"}, cuda_devices=8)  # agrees: fine
+    # 8 GPUs for the 16-GPU Pythia-70M config (Tab.8): twice the accumulation keeps 8 x 16 x 8 = 1024
+    message = refused("WORLD_SIZE=8", 16, 8, 8, environ={**TORCHRUN, "WORLD_SIZE": "8"}, cuda_devices=8)
+    assert "distributed_world_size=16" in message
+    assert "distributed_training.distributed_world_size=8 'optimization.update_freq=[16]'" in message
+    # a one-GPU config under 8 processes (fairseq would train 8 independent copies into one save_dir)
+    message = refused("WORLD_SIZE=8", 1, 1, 64, environ={**TORCHRUN, "WORLD_SIZE": "8"}, cuda_devices=8)
+    assert "'optimization.update_freq=[1]' dataset.batch_size=8" in message  # 8 x 8 x 1 = 64
+
+
+def test_torchrun_on_cpu_needs_the_readme_flags():
+    message = refused("explicit init method", 2, environ={**TORCHRUN, "WORLD_SIZE": "2"}, cuda_devices=0)
+    assert "distributed_init_method=env://" in message and "${oc.env:RANK}" in message
+    check_launch(2, environ={**TORCHRUN, "WORLD_SIZE": "2"}, cuda_devices=0, init_method="env://")
+
+
+def test_slurm_tasks_and_gpus_per_task():
+    tasks = {**SLURM, "SLURM_NTASKS": "16", "SLURM_NTASKS_PER_NODE": "8"}
+    check_launch(16, 8, 8, environ=tasks, cuda_devices=8)  # 2 nodes x 8 tasks, each task sees its node's 8 GPUs
+    assert "--ntasks-per-node" in refused("SLURM_NTASKS=16", 8, environ=tasks, cuda_devices=8)
+    # --gpus-per-task=1: each task sees one GPU, but fairseq picks device SLURM_LOCALID
+    assert "--gpus-per-node=8" in refused("sees 1 GPU", 16, 8, 8, environ=tasks, cuda_devices=1)
+    # one task per node: fairseq spawns one process per visible GPU
+    one = {**SLURM, "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "1"}
+    check_launch(16, 8, 8, environ=one, cuda_devices=8)
+    refused("spawns one process per visible GPU", 16, 8, 8, environ=one, cuda_devices=4)
+    # SLURM_NTASKS_PER_NODE as Slurm writes it for uneven nodes: "8(x2)"
+    check_launch(16, 8, 8, environ={**tasks, "SLURM_NTASKS_PER_NODE": "8(x2)"}, cuda_devices=8)
+
+
+def test_no_launcher_no_check(tiny_data):
+    check_launch(16, 8, 8, environ={}, cuda_devices=0)  # a single process: fairseq spawns (or runs on CPU)
+    cfg = load_config("hlm_pythia70m", f"task.data={tiny_data}")
+    with pytest.raises(LaunchError, match="update_freq=\\[16\\]"):  # the composed config's own numbers
+        check_config(cfg, environ={**TORCHRUN, "WORLD_SIZE": "8"}, cuda_devices=8)
+
+
+def test_torchrun_with_a_one_process_config_stops_every_rank(tiny_data, tmp_path):
+    """The real command: 2 processes of a config pinned to 1 exit with the error instead of training twice."""
+    import subprocess
+
+    proc = subprocess.run(
+        [str(BIN / "torchrun"), "--nproc_per_node=2", f"--master_port={free_port()}", str(BIN / "fairseq-hydra-train"),
+         *map(str, hydra_args("hmlm_tiny", tiny_data, tmp_path, "common.cpu=true", "optimization.max_update=2"))],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert proc.returncode != 0 and len(errors) == 2, proc.stderr[-3000:]  # one line from each rank
+    assert "WORLD_SIZE=2" in errors[0] and "distributed_world_size=1" in errors[0]
+    assert not (tmp_path / "checkpoint_last.pt").exists()
