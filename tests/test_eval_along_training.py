@@ -87,9 +87,13 @@ def test_along_training_decoders_with_causal_finetuning(workspace, tmp_path, cap
         for p in points:
             # tokens = the sum of every update's ntokens, as the log reports them one update per line
             assert p["tokens"] == sum(wpb for u, (wpb, _) in log.items() if u <= p["updates"])
-            # hours: fairseq's training clock; the log prints the same clock in whole seconds
-            assert p["log_wall_seconds"] == log[p["updates"]][1]
-            assert abs(3600 * p["hours"] - p["log_wall_seconds"]) <= 1.0 and p["hours"] > 0
+            # hours: fairseq's training clock, read when the checkpoint was saved. The log prints the same
+            # clock rounded to whole seconds; the save comes after that update's line and before the next
+            # one's (an order, not a duration: validation between the two takes what a busy machine gives)
+            assert p["log_wall_seconds"] == log[p["updates"]][1] and p["hours"] > 0
+            assert 3600 * p["hours"] >= p["log_wall_seconds"] - 0.5
+            if p["updates"] + 1 in log:
+                assert 3600 * p["hours"] <= log[p["updates"] + 1][1] + 0.5
             # the score is exactly scripts/eval_lambada.py's on that checkpoint
             direct = tmp_path / f"{name}-{p['updates']}.json"
             assert eval_lambada.main(["--model", p["checkpoint"], "--data", str(workspace / "lambada.jsonl"),
