@@ -11,15 +11,17 @@ a node. What a rank holds, by fairseq's code (``itemize`` lists it from the live
   (``best_fitting_int_dtype`` of the token count), and ``_sizes`` (uint16): 22 or 42 bytes a block;
 * masked_lm: ``PrependTokenDataset._sizes`` (a uint16 copy, +1 for <s>), the task's shuffle
   permutation (int64, kept in ``SortDataset.sort_order``); language_modeling: nothing more;
-* ``get_batch_iterator``: the ordered indices (int64, then the size filter's copy) cut into one
-  small int64 array per batch, kept as a tuple (``frozen_batches``: 8 bytes a block plus ~100 bytes
-  a batch); ``next_epoch_itr`` copies that tuple into a shuffled list and keeps this rank's share;
-* while they are built: int64 copies of the per-line sizes and of the slice indices, the lexsort of
-  the ordering, the filter's masks: the peak (``VmHWM``) is well above what stays.
+* ``get_batch_iterator``: the ordered indices (int64, 8 bytes a block), of which every batch is a
+  view (a ~120-byte ndarray object a batch), kept as a tuple (``frozen_batches``); ``next_epoch_itr``
+  copies that tuple into a shuffled list and keeps this rank's share;
+* while they are built: an int64 copy of the per-line sizes (8 bytes a *line*), int64 slice indices
+  before their cast, the lexsort of the ordering, the filter's masks: the build peak is well above
+  what stays (measured 43.6 held, 73.7 at the peak for hmlm_base: BENCHMARKS.md).
 
 The ``.idx`` (``sizes`` int32 and ``pointers`` int64 per line) and ``.bin`` are memory-mapped: pages
 that are read count in a rank's ``RssFile`` but are the page cache, shared by the node's ranks and
-reclaimable; only ``RssAnon`` is each rank's own. Both are reported.
+reclaimable; only ``RssAnon`` is each rank's own. Both are reported; the peaks are heap peaks
+(``VmHWM`` less the file pages mapped by the end of the measured block).
 
 Measurement: a synthetic split is written straight into fairseq's mmap format in chunks
 (:func:`write_synthetic_split`, never the whole split in RAM), each config's task is built in a
@@ -150,29 +152,42 @@ def status_kib() -> dict:
     return values
 
 
-def _backing(array: np.ndarray) -> str:
-    """'mmap' when the bytes are a mapped file (the .idx's sizes and pointers), else 'heap'."""
+def _owner(array: np.ndarray):
+    """(the ndarray that owns the bytes, or None for a mapped file; 'heap' | 'mmap')."""
     import mmap
 
     base = array
     while isinstance(base, np.ndarray):
         if isinstance(base, np.memmap):
-            return "mmap"
+            return None, "mmap"
         if base.base is None:
-            return "heap"
+            return base, "heap"
         base = base.base
     if isinstance(base, memoryview):
         base = base.obj
-    return "mmap" if isinstance(base, (mmap.mmap, np.memmap)) else "heap"
+    return (None, "mmap") if isinstance(base, (mmap.mmap, np.memmap)) else (None, "heap")
 
 
 def itemize(roots: dict, min_bytes: int = 4096) -> List[dict]:
-    """The numpy arrays reachable from fairseq's data objects (datasets, iterators, torch's DataLoader),
-    each buffer once, as ``[{path, dtype, shape, bytes, backing}]`` with ``path`` = owner class.attribute.
-    A list or tuple of many arrays (the batches) is one entry whose bytes count each array object
-    (~112 bytes), its data and the container. A file's whole map (``np.memmap``) is left out: only
-    its typed views (the .idx's ``_sizes``, ``_pointers``) are listed, as ``mmap``."""
-    seen_objects, seen_buffers, items = set(), set(), []
+    """The numpy memory reachable from fairseq's data objects (datasets, iterators, torch's DataLoader),
+    as ``[{path, dtype, shape, bytes, backing}]`` with ``path`` = holder class.attribute. Heap bytes
+    count once per owning buffer, listed under the first holder found (a view's owner under the view's
+    holder); a mapped file's views (the .idx's ``_sizes``, ``_pointers``) are listed as ``mmap``, the
+    whole-file ``np.memmap`` is not. A list or tuple of many arrays (the batches, views of one index
+    array) is one entry: its container, each array object (~112 bytes) and the owners not yet counted."""
+    seen_objects, counted, items = set(), set(), []
+
+    def new_bytes(array):
+        owner, backing = _owner(array)
+        if owner is None:
+            key = ("mmap", array.__array_interface__["data"][0], array.nbytes)
+            size = array.nbytes
+        else:
+            key, size = id(owner), owner.nbytes
+        if key in counted:
+            return 0, backing
+        counted.add(key)
+        return size, backing
 
     def visit(obj, path):
         if id(obj) in seen_objects:
@@ -181,20 +196,20 @@ def itemize(roots: dict, min_bytes: int = 4096) -> List[dict]:
         if isinstance(obj, np.memmap):
             return
         if isinstance(obj, np.ndarray):
-            key = (obj.__array_interface__["data"][0], obj.nbytes)  # views of one buffer count once
-            if key not in seen_buffers:
-                seen_buffers.add(key)
-                if obj.nbytes >= min_bytes:
-                    items.append({"path": path, "dtype": str(obj.dtype), "shape": list(obj.shape),
-                                  "bytes": int(obj.nbytes), "backing": _backing(obj)})
+            size, backing = new_bytes(obj)
+            if size >= min_bytes:
+                items.append({"path": path, "dtype": str(obj.dtype), "shape": list(obj.shape),
+                              "bytes": int(size), "backing": backing})
             return
         if isinstance(obj, (list, tuple)):
             arrays = [x for x in obj if isinstance(x, np.ndarray)]
             if len(arrays) > 256:  # batches: summarised, not one entry each
-                total = sys.getsizeof(obj) + sum(sys.getsizeof(a) for a in arrays)
+                fresh = [a for a in arrays if id(a) not in seen_objects]
+                seen_objects.update(id(a) for a in fresh)
+                total = sys.getsizeof(obj) + sum(sys.getsizeof(a) - (a.nbytes if a.base is None else 0) for a in fresh)
+                total += sum(new_bytes(a)[0] for a in fresh)
                 items.append({"path": path, "dtype": f"{type(obj).__name__} of {len(arrays)} arrays",
                               "shape": [len(obj)], "bytes": int(total), "backing": "heap"})
-                seen_objects.update(id(a) for a in arrays)
                 return
             for i, x in enumerate(obj):
                 visit(x, f"{path}[{i}]")
@@ -238,7 +253,9 @@ def measure(report, config: str, data: str, ranks: int, overrides: List[str] = (
             dataset=dataset, max_tokens=cfg.dataset.max_tokens, max_sentences=cfg.dataset.batch_size,
             max_positions=max_positions, ignore_invalid_inputs=True,
             required_batch_size_multiple=cfg.dataset.required_batch_size_multiple, seed=cfg.common.seed,
-            num_shards=ranks, shard_id=0, num_workers=0, epoch=1, data_buffer_size=cfg.dataset.data_buffer_size,
+            # no workers and no prefetch thread (the trainer's data_buffer_size: 10 batches, a few MB): a
+            # thread that keeps reading batches would add heap and .bin pages to the stages after it
+            num_shards=ranks, shard_id=0, num_workers=0, epoch=1, data_buffer_size=0,
             skip_remainder_batch=cfg.optimization.skip_remainder_batch,
             grouped_shuffling=cfg.dataset.grouped_shuffling,
         )
@@ -274,7 +291,19 @@ def measure(report, config: str, data: str, ranks: int, overrides: List[str] = (
             task.load_dataset(cfg.dataset.train_subset, epoch=2, combine=True)
             batch_iterator(task.dataset(cfg.dataset.train_subset)).next_epoch_itr(shuffle=True)
             stage("second_shard", t)
-    kib = lambda meter: round(meter.extra_mb * 1024) if meter is not None and meter.extra_mb is not None else None  # noqa: E731
+
+    def anon_peak_kib(meter, start, end):
+        """The block's peak heap over its start: VmHWM counts mapped file pages too (the .idx sizes the
+        index is built from, 4 bytes a line), so the file pages mapped by the block's end are taken off.
+        They are mapped first (TokenBlockDataset reads the sizes before it allocates), so this is the
+        heap's peak."""
+        if meter is None or meter.extra_mb is None:
+            return None
+        return round(meter.extra_mb * 1024) - (stages[end]["RssFile"] - stages[start]["RssFile"])
+
+    def raw(meter):  # VmHWM over the block's start, file pages included
+        return round(meter.extra_mb * 1024) if meter is not None and meter.extra_mb is not None else None
+
     block_tokens = cfg.task.tokens_per_sample - (1 if cfg.task._name == "masked_lm" else 0)
     sizes = dataset.sizes[0] if isinstance(dataset.sizes, list) else dataset.sizes
     return {
@@ -285,8 +314,10 @@ def measure(report, config: str, data: str, ranks: int, overrides: List[str] = (
         - (len(dataset) if cfg.task._name == "masked_lm" else 0),
         "batches_all_ranks": len(epoch_itr.frozen_batches), "batches_this_rank": len(itr),
         "first_batch_ntokens": int(batch.get("ntokens", 0)),
-        "stages_kib": stages, "peak_kib_over_before": kib(build),
-        "shard_switch_peak_kib_over_one_shard": kib(switch), "itemized": items,
+        "stages_kib": stages, "peak_kib_over_before": anon_peak_kib(build, "before", "next_epoch_itr"),
+        "peak_vmhwm_kib_over_before": raw(build),
+        "shard_switch_peak_kib_over_one_shard": anon_peak_kib(switch, "first_batch", "second_shard"),
+        "shard_switch_peak_vmhwm_kib_over_one_shard": raw(switch), "itemized": items,
     }
 
 
@@ -496,8 +527,8 @@ def markdown(result: dict, command: Optional[str] = None) -> str:
             f"| {mib(p['peak_kib_over_before'])} | {mib(p['shard_switch_peak_kib_over_one_shard'])} | {p['seconds']} |")
     lines += ["", "MiB over the state before `load_dataset`: RssAnon after each stage (cumulative), RssFile after "
               "the first batch (mapped .idx/.bin pages: page cache, as many as the disk's read-ahead maps); "
-              "peak = VmHWM over building (load_dataset to next_epoch_itr, before any batch is read); "
-              "shard switch = the split loaded again while the first is held, VmHWM over what was held.", ""]
+              "peak = heap peak of building (load_dataset to next_epoch_itr: VmHWM less the file pages mapped by its end); "
+              "shard switch = the split loaded again while the first is held, heap peak over what was held.", ""]
     lines.append("## Bytes per block per rank (slope between the two sizes)")
     lines.append("")
     lines.append("| config | index | held (anon) | held (file, page cache) | peak | shard switch extra peak "
