@@ -54,7 +54,8 @@ def test_hydra_train_learns_saves_no_head_and_resumes(config, tiny_data, tmp_pat
     "task_args",
     [
         ["--task", "masked_lm", "--criterion", "headless_masked_lm", "--arch", "headless_roberta_tiny",
-         "--sample-break-mode", "complete", "--negatives", "unique"],
+         "--sample-break-mode", "none", "--required-batch-size-multiple", "1",
+         "--negatives", "unique"],
         ["--task", "language_modeling", "--criterion", "headless_language_modeling",
          "--arch", "headless_gpt2_tiny", "--sample-break-mode", "none", "--chunk-size", "64"],
     ],

@@ -188,3 +188,15 @@ def test_finetuning_configs_follow_section_4_2(name, tiny_data):
     # the shape of the baseline: the same body, and the untied head's matrix on top
     body = sum(p.numel() for n, p in vanilla.named_parameters() if "output_projection" not in n and "embed_out" not in n)
     assert sum(p.numel() for p in model.parameters()) == body + head.numel()
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_packing_is_fixed_blocks_that_skip_no_line(name):
+    """docs/data.md, Packing: `none` blocks of the paper's sequence length (Tabs.7-11: 128; Tab.8: 2048 for
+    Pythia-70M), every block in some batch (no multiple of 8 that drops an epoch's last batch), and
+    validation left to fail loudly on a sample over max_positions (tests/test_packing.py: there is none)."""
+    tree = yaml_tree(name)
+    assert tree["task.sample_break_mode"] == "none"
+    assert tree["task.tokens_per_sample"] == (2048 if "pythia70m" in name else 128)
+    assert tree["dataset.required_batch_size_multiple"] == 1
+    assert "dataset.skip_invalid_size_inputs_valid_test" not in tree

@@ -4,4 +4,5 @@
 ``loss``: the CWT loss against cross-entropy and their matrix-product floors; ``curves``: dense vs
 sparse embedding update on a corpus; ``machine``: machine description, peak memory, isolation;
 ``report``: tables and plots. ``scripts/benchmark.py`` is the command line.
+``host_memory`` (issue 16): host RAM of a rank's training split per block; ``scripts/measure_train_memory.py``.
 """
