@@ -44,6 +44,7 @@ from typing import Callable
 from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package, when run from a checkout
+logging.getLogger("fairseq").setLevel(logging.WARNING)  # the package imports fairseq; stderr is for errors
 # The preprocessing path (scripts/prepare_data.py's package) and the reader of data folders.
 from fairseq_headless.data.binarize import FAIRSEQ_SPECIALS, ID_OFFSET  # noqa: E402
 from fairseq_headless.data.errors import DataError  # noqa: E402
