@@ -519,6 +519,7 @@ class Preparation:
                 parts[split][r["unit"]] = part
         seconds = progress.close()
         stats = {}
+        joining = time.monotonic()
         for split in SPLITS if shard == 0 else ("train",):
             ordered = [parts[split][u] for u in sorted(parts[split])]
             binarize.join(dest / split, ordered, dict_size)
@@ -534,8 +535,11 @@ class Preparation:
                 raise DataError(f"{where} has no tokens after tokenization{fix}")
             stats[split] = s
         shutil.rmtree(work)
+        joined = time.monotonic() - joining
+        size = sum((dest / f"{s}.bin").stat().st_size for s in stats)
         self.log(f"{what}: {progress.bytes / 1e6:,.1f} MB in {seconds:.1f} s "
-                 f"({progress.bytes / 1e6 / max(seconds, 1e-9):.2f} MB/s), {progress.tokens:,} tokens")
+                 f"({progress.bytes / 1e6 / max(seconds, 1e-9):.2f} MB/s), {progress.tokens:,} tokens; "
+                 f"joined {size / 1e6:,.1f} MB of ids in {joined:.2f} s")
         return {"shard": shard, "splits": stats, "counts": counts.tolist(), "workers": self.workers,
                 "seconds": round(seconds, 3)}
 

@@ -307,7 +307,7 @@ def _lines(source: Source, unit: Unit, on_bytes: ProgressFn) -> Iterator[tuple[i
                 break
             yield offset, data
             offset += len(data)
-            if n % 4096 == 4095:
+            if n % 512 == 511:  # a worker's progress reaches the parent every second or so
                 done = raw.tell() - unit.start
                 if total is not None:
                     done = min(done, total)
