@@ -616,7 +616,9 @@ def test_shards_prepare_resume_and_train_one_per_epoch(corpus, bpe_run, tmp_path
     out = tmp_path / "sharded"
     base = ["--input", path, "--output", out, "--spm-model", spm_model, "--shards", 3, "--valid-lines", 6,
             "--test-lines", 4]
-    # one task of a Slurm array: shard 1 only, no manifest yet
+    # one task of a Slurm array: shard 1 only, no manifest yet; the empty folder that another task
+    # has just created is not refused
+    out.mkdir()
     printed = run_ok(base + ["--shard-index", 1])
     assert "shards still to prepare: 0, 2" in printed
     assert sorted(p.name for p in (out / "shard1").iterdir()) == ["shard.json", "train.bin", "train.idx"]

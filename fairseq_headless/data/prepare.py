@@ -651,7 +651,8 @@ class Preparation:
         settings = opts.settings()
         marker = out / "prepare.json"
         old = None
-        if out.exists() or out.is_symlink():
+        # An empty folder is what another task of the same array has just created.
+        if (out.exists() or out.is_symlink()) and not (out.is_dir() and not any(out.iterdir())):
             previous = _read_json(marker) if out.is_dir() else None
             if previous is not None and previous.get("settings") == settings and not opts.force:
                 pass  # resume
