@@ -24,6 +24,8 @@ INSTALL_REQUIRES = [
     "transformers>=5.0,<6",
     "safetensors>=0.4",
     "tqdm",
+    # .zst input (OpenWebText2's distribution format), read by fairseq_headless/data/sources.py.
+    "zstandard>=0.22",
     "matplotlib>=3.8",
     # Downstream fine-tuning (GLUE, SuperGLUE, XNLI) runs on the transformers Trainer,
     # which needs accelerate; 1.15.0 is the version it was tested with here.

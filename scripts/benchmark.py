@@ -211,8 +211,15 @@ def check_output(args):
         raise UsageError(f"--output {args.output} is a file; give a folder")
     if (args.output / "benchmark.json").exists() and not args.force:
         raise UsageError(f"--output {args.output} already holds benchmark.json; add --force to overwrite it")
-    if args.curves is not None and not (args.curves / "dict.txt").exists():
-        raise UsageError(f"--curves {args.curves} has no dict.txt: give a folder made by scripts/prepare_data.py")
+    if args.curves is not None:
+        from fairseq_headless.data.errors import DataError
+        from fairseq_headless.data.folder import open_data_folder
+
+        try:
+            open_data_folder(args.curves, f"--curves {args.curves}", need_tokenizer=False).require_dictionary(
+                f"--curves {args.curves}")
+        except DataError as e:
+            raise UsageError(str(e)) from None
 
 
 def save_plot(function, records, path: Path):

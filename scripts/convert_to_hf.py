@@ -8,14 +8,15 @@ load the fairseq checkpoint, map its weights through one visible table per archi
 save, reload with the Auto classes and compare outputs with the fairseq model (fp32, max abs
 difference <= 1e-4, or the script fails).
 
-    python scripts/convert_to_hf.py --checkpoint CKPT --output DIR [--data DATA_DIR] [--force]
+    python scripts/convert_to_hf.py --checkpoint CKPT --output DIR [--data DATA_DIR] [--tokenizer FILE...] [--force]
 
 | fairseq model                                           | Hugging Face class                   |
 | roberta / headless_roberta (base, small, multilingual, tiny) | RobertaForMaskedLM (vanilla: its trained head) / RobertaModel (headless) |
 | transformer_lm shapes: gpt2_*, headless_gpt2_*, headless_transformer_lm | GPT2LMHeadModel (headless: head = e^T, tied to wte) |
 | GPT-NeoX: pythia_*, headless_pythia_*                   | GPTNeoXForCausalLM (headless: head = e^T, tied to embed_in) |
 
-The tokenizer comes from the checkpoint's data folder (``task.data``, or ``--data``): its
+The tokenizer comes from the checkpoint's data folder (``task.data``, its first shard if a colon
+list, or ``--data``; ``--tokenizer`` for a folder binarized by fairseq-preprocess): its
 ``tokenizer/`` file is rebuilt as a Hugging Face fast tokenizer whose ids are the fairseq
 dictionary's (tokenizer id + 4 after <s> <pad> </s> <unk>, then the madeupword padding rows, then
 <mask> for encoders), and checked against the preprocessing path (scripts/prepare_data.py).
@@ -42,9 +43,15 @@ from types import SimpleNamespace
 from typing import Callable
 from unittest import mock
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the preprocessing path, scripts/prepare_data.py
-from prepare_data import (  # noqa: E402
-    FAIRSEQ_SPECIALS, ID_OFFSET, DataError, HFTokenizer, SentencePieceTokenizer, _iter_proto_fields, publish,
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package, when run from a checkout
+logging.getLogger("fairseq").setLevel(logging.WARNING)  # the package imports fairseq; stderr is for errors
+# The preprocessing path (scripts/prepare_data.py's package) and the reader of data folders.
+from fairseq_headless.data.binarize import FAIRSEQ_SPECIALS, ID_OFFSET  # noqa: E402
+from fairseq_headless.data.errors import DataError  # noqa: E402
+from fairseq_headless.data.folder import DataFolder, open_data_folder  # noqa: E402
+from fairseq_headless.data.prepare import publish  # noqa: E402
+from fairseq_headless.data.tokenizer import (  # noqa: E402
+    GPT2BPETokenizer, SentencePieceTokenizer, iter_proto_fields as _iter_proto_fields,
 )
 
 TOLERANCE = 1e-4  # max abs difference, fp32, fairseq vs Hugging Face
@@ -373,37 +380,31 @@ def load_checkpoint(path: Path, data: Path | None):
     return state
 
 
-def read_data_folder(cfg, data_option: Path | None) -> tuple[Path, dict, Path]:
-    data = Path(str(cfg.task.data).split(":")[0])  # fairseq's data shards are ':'-separated
+def read_data_folder(cfg, data_option: Path | None, tokenizer: tuple = ()) -> DataFolder:
+    """The data folder of the checkpoint (task.data, its shard0 if a colon list) or --data."""
+    data = data_option if data_option else cfg.task.data
     where = f"--data {data}" if data_option else f"the checkpoint's task.data {data}"
-    fix = "pass the folder prepare_data.py wrote as --data" if not data_option else "check the path"
-    manifest_path = data / "manifest.json"
-    if not manifest_path.is_file():
-        raise ExportError(f"{where}: no manifest.json there (the data folder moved, or was not made by "
-                          f"scripts/prepare_data.py); {fix}")
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        tokenizer = data / manifest["tokenizer"]["path"]
-        mapping = manifest["id_mapping"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise ExportError(f"{manifest_path}: not a valid manifest ({e}); re-run scripts/prepare_data.py") from None
-    if mapping.get("offset") != ID_OFFSET or mapping.get("fairseq_specials") != FAIRSEQ_SPECIALS:
-        raise ExportError(f"{manifest_path}: id_mapping is not `tokenizer id + {ID_OFFSET}` after {SPECIALS}")
-    if not tokenizer.is_file():
-        raise ExportError(f"{where}: tokenizer file {tokenizer} (manifest tokenizer.path) is missing; {fix}")
-    return data, manifest, tokenizer
+        folder = open_data_folder(data, where, tokenizer=tokenizer)
+        folder.require_dictionary(where)
+    except DataError as e:
+        fix = "check the path" if data_option else "pass the folder prepare_data.py wrote as --data"
+        raise ExportError(f"{e}; {fix}") from None
+    return folder
 
 
-def check_dictionary(dictionary, manifest: dict, tokenizer_size: int, tokenizer_path: Path) -> int:
-    """dict.txt must be exactly prepare_data's layout for this tokenizer; returns its size."""
+def check_dictionary(dictionary, manifest: dict | None, tokenizer_size: int, tokenizer_path: Path) -> int:
+    """dict.txt must be prepare_data's layout for this tokenizer (the ids in order, then padding):
+    also what docs/data.md's fairseq-preprocess recipe writes; returns its size."""
     symbols = dictionary.symbols
     rows = [s for s in symbols[ID_OFFSET:] if not s.startswith("madeupword")]
-    size = manifest["id_mapping"].get("dictionary_size")
+    size = (manifest or {}).get("id_mapping", {}).get("dictionary_size")
     if rows != [str(i) for i in range(tokenizer_size)] or (size is not None and len(symbols) != size):
         raise ExportError(
             f"dict.txt and {tokenizer_path} disagree: the dictionary has {len(rows)} tokenizer rows "
             f"({len(symbols)} entries, manifest says {size}) but the tokenizer has {tokenizer_size} ids "
-            f"0..{tokenizer_size - 1}; use the data folder this checkpoint was trained on")
+            f"0..{tokenizer_size - 1} in order; use the data folder this checkpoint was trained on (a "
+            f"frequency-ordered dict.txt, such as fairseq's own GPT-2 one, cannot be exported)")
     return len(symbols)
 
 
@@ -527,18 +528,20 @@ def spm_to_tokenizers(proto: SimpleNamespace, path: Path = Path("the sentencepie
     return tokenizer
 
 
-def raw_tokenizer(manifest: dict, path: Path):
-    """(prepare_data's tokenizer = the preprocessing path, the same tokenizer as a `tokenizers` object)."""
+def raw_tokenizer(folder: DataFolder):
+    """(the preprocessing path's tokenizer, the same tokenizer as a `tokenizers` object)."""
     from tokenizers import Tokenizer
 
-    if manifest["tokenizer"]["type"] == "sentencepiece":
-        reference = SentencePieceTokenizer(path, "the data folder's tokenizer")
+    reference = folder.load_tokenizer()
+    path = reference.path
+    if isinstance(reference, SentencePieceTokenizer):
         proto = read_spm_proto(path.read_bytes())
         if proto.trainer_spec.model_type not in (1, 2):
-            raise ExportError(f"{path}: sentencepiece model type {manifest['tokenizer']['model_type']} has no "
+            raise ExportError(f"{path}: sentencepiece model type {reference.model_type} has no "
                               f"fast-tokenizer equivalent (bpe and unigram do)")
         return reference, spm_to_tokenizers(proto, path)
-    reference = HFTokenizer(path)
+    if isinstance(reference, GPT2BPETokenizer):
+        return reference, reference.to_tokenizers()
     return reference, Tokenizer.from_file(str(path))
 
 
@@ -617,7 +620,7 @@ def sample_lines(data: Path, dictionary, reference, limit: int) -> list[str]:
 
     lines = list(SAMPLE_TEXT)
     dataset = data_utils.load_indexed_dataset(str(data / "valid"), dictionary)
-    decode = (reference.sp.decode if isinstance(reference, SentencePieceTokenizer) else reference.tok.decode)
+    decode = reference.decode
     for k in range(len(dataset) if dataset is not None else 0):
         ids = [i - ID_OFFSET for i in dataset[k].tolist()[:-1]]  # drop the </s> binarization appended
         if ids:
@@ -709,8 +712,8 @@ Predicting with Contrastive Weight Tying*, ICLR 2024.
 | training objective | {info["objective"]} |
 | Hugging Face class | `{info["hf_class"]}` |
 | head | {info["head"]} |
-| data manifest | `{info["manifest_path"]}` (sha256 `{info["manifest_sha256"][:16]}...`, created {m.get("created")}) |
-| tokenizer | {m["tokenizer"]["type"]} `{m["tokenizer"]["path"]}`, {m["tokenizer"]["vocab_size"]} ids; exported ids = fairseq ids (tokenizer id + 4) |
+| data manifest | {f'`{info["manifest_path"]}` (sha256 `{info["manifest_sha256"][:16]}...`, created {m.get("created")})' if m else f'none (`{info["data"]}`, binarized by fairseq-preprocess)'} |
+| tokenizer | {info["tokenizer_type"]} {", ".join(f"`{t}`" for t in info["tokenizer_files"])}, {info["tokenizer_size"]} ids; exported ids = fairseq ids (tokenizer id + 4) |
 | parity with fairseq (fp32, random ids) | max abs diff hidden {info["parity"]["hidden"]:.2e}, logits {info["parity"]["logits"]:.2e} (bound {TOLERANCE:g}) |
 | tokenizer check | {info["tokenizer_lines"]} lines identical to the preprocessing path |
 
@@ -725,14 +728,15 @@ read as that special token, as usual for Hugging Face tokenizers; the fairseq pr
 """
 
 
-def convert(checkpoint: Path, output: Path, data: Path | None = None, force: bool = False) -> dict:
+def convert(checkpoint: Path, output: Path, data: Path | None = None, force: bool = False,
+            tokenizer: tuple = ()) -> dict:
     """Export `checkpoint` to `output`; returns a summary with the parity numbers."""
     output = Path(output)
     if (output.exists() or output.is_symlink()) and not force:
         raise ExportError(f"--output {output} already exists; pass --force to replace it or choose another folder")
     if output.exists() and not output.is_dir():
         raise ExportError(f"--output {output} exists and is not a folder; remove it first")
-    if data is not None and not Path(data).is_dir():
+    if data is not None and not all(p.is_dir() for p in map(Path, str(data).split(":"))):
         raise ExportError(f"--data {data}: not a folder")
     logging.getLogger("fairseq").setLevel(logging.WARNING)
     import torch
@@ -747,8 +751,9 @@ def convert(checkpoint: Path, output: Path, data: Path | None = None, force: boo
     cfg = state["cfg"]
     arch = cfg.model._name
     check_architecture(arch)
-    data, manifest, tokenizer_path = read_data_folder(cfg, data)
-    reference, raw = raw_tokenizer(manifest, tokenizer_path)
+    folder = read_data_folder(cfg, data, tuple(tokenizer))
+    data, manifest, tokenizer_path = folder.path, folder.manifest, folder.tokenizer[0]
+    reference, raw = raw_tokenizer(folder)
     from fairseq.data import Dictionary
 
     dictionary = Dictionary.load(str(data / "dict.txt"))
@@ -818,7 +823,7 @@ def convert(checkpoint: Path, output: Path, data: Path | None = None, force: boo
         criterion = str(cfg.criterion._name) if cfg.get("criterion") else "unknown"
         headless = criterion.startswith("headless_")
         finetuned_from = cfg.get("checkpoint", {}).get("finetune_from_model")
-        manifest_path = data / "manifest.json"
+        manifest_path = folder.manifest_path
         info = dict(
             checkpoint=str(checkpoint), arch=arch, task=cfg.task._name, criterion=criterion, headless=headless,
             objective=("headless: Contrastive Weight Tying, no LM head in pretraining" if headless
@@ -826,7 +831,10 @@ def convert(checkpoint: Path, output: Path, data: Path | None = None, force: boo
                        else f"vanilla: `{criterion}` with an LM head"),
             updates=state.get("optimizer_history", [{}])[-1].get("num_updates", "?"),
             hf_class=export.hf_class, head=export.head, encoder=export.encoder, manifest=manifest,
-            manifest_path=str(manifest_path), manifest_sha256=hashlib.sha256(manifest_path.read_bytes()).hexdigest(),
+            manifest_path=str(manifest_path), data=str(data),
+            manifest_sha256=hashlib.sha256(manifest_path.read_bytes()).hexdigest() if manifest else None,
+            tokenizer_type=folder.tokenizer_type, tokenizer_files=[str(t) for t in folder.tokenizer],
+            tokenizer_size=reference.vocab_size,
             parity=diffs, tokenizer_lines=checked, output=str(output), family=family.name,
             add_bos=add_bos, tag="headless" if headless else "causal-finetuned" if finetuned_from else "vanilla")
         (workdir / "README.md").write_text(model_card(info), encoding="utf-8")
@@ -851,10 +859,14 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoint", type=Path, required=True, help="fairseq checkpoint (.pt)")
     parser.add_argument("--output", type=Path, required=True, help="folder to write (must not exist, see --force)")
     parser.add_argument("--data", type=Path, help="the data folder it was trained on, when task.data has moved")
+    parser.add_argument("--tokenizer", type=Path, nargs="+", default=(), metavar="FILE",
+                        help="for a data folder binarized by fairseq-preprocess (no manifest.json): its "
+                             "tokenizer, a sentencepiece .model, a tokenizer.json, or GPT-2's encoder.json "
+                             "and vocab.bpe (docs/data.md); dict.txt must list the ids in order")
     parser.add_argument("--force", action="store_true", help="replace --output once the new export is complete")
     args = parser.parse_args(argv)
     try:
-        convert(args.checkpoint, args.output, args.data, args.force)
+        convert(args.checkpoint, args.output, args.data, args.force, tuple(args.tokenizer))
     except (ExportError, DataError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2

@@ -460,8 +460,14 @@ def check_evaluation_options(args) -> None:
         raise InputError(f"--lambada {args.lambada}: no such file")
     if args.glue_data is not None and not args.glue_data.is_dir():
         raise InputError(f"--glue-data {args.glue_data}: not a folder (GLUE's distribution layout)")
-    if args.data_bin is not None and not (args.data_bin / "manifest.json").is_file():
-        raise InputError(f"--data-bin {args.data_bin}: no manifest.json (a folder written by scripts/prepare_data.py)")
+    if args.data_bin is not None:
+        from fairseq_headless.data.errors import DataError
+        from fairseq_headless.data.folder import open_data_folder
+
+        try:
+            open_data_folder(args.data_bin, f"--data-bin {args.data_bin}")
+        except DataError as e:
+            raise InputError(str(e)) from None
     if args.finetune_config and not (args.config_dir / f"{args.finetune_config}.yaml").is_file():
         raise InputError(f"--finetune-config {args.finetune_config}: no {args.config_dir}/{args.finetune_config}.yaml")
     if args.finetune_data is not None and not args.finetune_data.is_dir():

@@ -181,27 +181,17 @@ def default_device() -> str:
 
 
 def data_tokenizer(data_bin: Path):
-    """text -> fairseq ids, with the tokenizer of a prepare_data.py folder (docs/data.md)."""
-    manifest_path = data_bin / "manifest.json"
-    if not manifest_path.is_file():
-        raise InputError(
-            f"{manifest_path}: not found; the model's data folder (written by scripts/prepare_data.py) holds "
-            "its tokenizer: pass it with --data-bin DIR"
-        )
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    kind, path = manifest["tokenizer"]["type"], data_bin / manifest["tokenizer"]["path"]
-    offset = int(manifest["id_mapping"]["offset"])
-    if kind == "sentencepiece":
-        import sentencepiece as spm
+    """text -> fairseq ids, with the tokenizer of a prepare_data.py folder (docs/data.md), or of its shards."""
+    from fairseq_headless.data.errors import DataError
+    from fairseq_headless.data.folder import open_data_folder
 
-        sp = spm.SentencePieceProcessor(model_file=str(path))
-        return lambda text: [i + offset for i in sp.encode(text, out_type=int)]
-    if kind == "hf":
-        from tokenizers import Tokenizer
-
-        tok = Tokenizer.from_file(str(path))
-        return lambda text: [i + offset for i in tok.encode(text, add_special_tokens=False).ids]
-    raise InputError(f"{manifest_path}: tokenizer type {kind!r} is neither 'sentencepiece' nor 'hf'")
+    try:
+        folder = open_data_folder(data_bin, str(data_bin))
+        tokenizer = folder.load_tokenizer()
+    except DataError as e:
+        raise InputError(f"{e}; the model's data folder (written by scripts/prepare_data.py) holds its tokenizer: "
+                         "pass it with --data-bin DIR") from None
+    return lambda text: [i + folder.offset for i in tokenizer.encode_batch([text])[0]]
 
 
 def fairseq_scorer(checkpoint: Path, data_bin: Path | None, device: str) -> Scorer:

@@ -93,8 +93,13 @@ def main(argv=None):
         parser.error(f"--updates {args.updates}: give a positive number of updates")
     if not torch.cuda.is_available():
         parser.error("no CUDA device here: run this on a GPU machine")
-    if not (args.data / "dict.txt").exists():
-        parser.error(f"--data {args.data} has no dict.txt; make it with scripts/prepare_data.py")
+    from fairseq_headless.data.errors import DataError
+    from fairseq_headless.data.folder import open_data_folder
+
+    try:
+        open_data_folder(args.data, f"--data {args.data}", need_tokenizer=False).require_dictionary(f"--data {args.data}")
+    except DataError as e:
+        parser.error(str(e))
 
     results = {"device": torch.cuda.get_device_name(0), "gpus": torch.cuda.device_count(),
                "torch": torch.__version__, "fp16_updates": args.updates, "loss": check_loss()}

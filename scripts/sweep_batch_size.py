@@ -154,8 +154,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         along.check_evaluation_options(args)
         if args.lambada is None:
             raise InputError("--lambada FILE is needed: the sweep scores LAMBADA accuracy (Fig.7)")
-        if not (args.data / "manifest.json").is_file():
-            raise InputError(f"--data {args.data}: no manifest.json (a folder written by scripts/prepare_data.py)")
+        from fairseq_headless.data.errors import DataError
+        from fairseq_headless.data.folder import open_data_folder
+
+        try:
+            open_data_folder(args.data, f"--data {args.data}")
+        except DataError as e:
+            raise InputError(str(e)) from None
         sizes = parse_sizes(args.batch_sizes)
         configs = [c.strip() for c in args.configs.split(",") if c.strip()]
         for config in configs:

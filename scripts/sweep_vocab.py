@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import shlex
 import shutil
 import sys
@@ -320,31 +319,28 @@ class Sweep:
     # -- tokenizer ------------------------------------------------------------
 
     def train_lines(self) -> list:
-        """The training split's lines, as prepare_data.py splits them (valid/test = the last lines)."""
+        """The training split's lines as prepare_data.py splits them, sampled as it samples them for
+        sentencepiece (--tokenizer-sample-lines; 0: all): the same sample for every size."""
         if self._train_lines is None:
             import prepare_data
+            from fairseq_headless.data.prepare import tokenizer_sample
 
             argv = ["--input", *self.args.corpus, "--output", str(self.args.output / ".probe"),
-                    "--jsonl-field", self.args.jsonl_field]
+                    "--jsonl-field", self.args.jsonl_field, "--workers", str(self.args.workers)]
             for option in ("valid_lines", "test_lines"):
                 if getattr(self.args, option):
                     argv += [f"--{option.replace('_', '-')}", str(getattr(self.args, option))]
             try:
                 opts = prepare_data.parse_options(argv)
-                specs = prepare_data.resolve_inputs(opts.inputs, exclude=[self.args.output])
-                splits = prepare_data.make_splits(prepare_data.read_sources(specs, opts.field), opts)
+                self._train_lines = tokenizer_sample(opts, self.args.tokenizer_sample_lines or 10 ** 12)
             except prepare_data.DataError as e:
                 raise SweepError(f"--corpus: {e}") from None
-            self._train_lines = [line for doc in splits.train for line in doc]
         return self._train_lines
 
     def train_tokenizer(self, size: int) -> dict:
         from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
         lines = self.train_lines()
-        limit = self.args.tokenizer_sample_lines
-        if limit and len(lines) > limit:
-            lines = random.Random(1).sample(lines, limit)  # the same sample for every size
         tokenizer = Tokenizer(models.BPE(unk_token="[UNK]", continuing_subword_prefix="##"))
         tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
         tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()

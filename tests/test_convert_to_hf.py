@@ -55,6 +55,19 @@ def corpus_lines() -> list[str]:
     return lines + MULTILINGUAL * 20
 
 
+def valid_lines(data: Path) -> list[str]:
+    """prepare_data's valid split (whole records of smallest hash rank, docs/data.md), recomputed from
+    the manifest's thresholds."""
+    from fairseq_headless.data import sources, splits
+
+    manifest = json.loads((data / "manifest.json").read_text())
+    plan = splits.SplitPlan(**manifest["split_thresholds"]["all"])
+    found = sources.resolve_inputs([(None, manifest["sources"][0]["path"])])
+    rank = splits.RecordHasher(found[0].name)
+    return [line for unit in sources.make_units(found) for record in sources.read_unit(found, unit, "text")
+            if plan.split_of(rank(record.position)[0]) == "valid" for line in record.lines]
+
+
 def prepare(root: Path, *tokenizer_args) -> Path:
     (root / "corpus.txt").write_text("\n".join(corpus_lines()) + "\n", encoding="utf-8")
     data = root / "data"
@@ -225,12 +238,12 @@ def test_tokenizer_ids_equal_the_binarized_validation_split(exported):
     tok = AutoTokenizer.from_pretrained(out)
     dictionary = Dictionary.load(str(data / "dict.txt"))
     dataset = data_utils.load_indexed_dataset(str(data / "valid"), dictionary)
-    # prepare_data's valid split: the 200 lines before the last 10, whitespace-stripped
-    lines = [line.strip() for line in corpus_lines()[-210:-10]]
-    assert len(dataset) == len(lines) == 200
+    entries = [dataset[k] for k in range(len(dataset)) if len(dataset[k]) > 1]  # not document separators
+    lines = valid_lines(data)
+    assert len(entries) == len(lines) >= 200
     specials = {t.content for t in tok.added_tokens_decoder.values() if t.special}
     compared = 0
-    for line, binarized in zip(lines, dataset):
+    for line, binarized in zip(lines, entries):
         ids = tok(line)["input_ids"]
         if any(s in line for s in specials):  # read as a special by HF tokenizers (documented)
             continue
@@ -256,7 +269,7 @@ def test_tokenizer_specials_and_padding_rows(spm_data, hf_data):
     for data in (spm_data, hf_data):
         manifest = json.loads((data / "manifest.json").read_text())
         size = manifest["id_mapping"]["dictionary_size"]
-        reference, raw = cv.raw_tokenizer(manifest, data / manifest["tokenizer"]["path"])
+        reference, raw = cv.raw_tokenizer(cv.open_data_folder(data, "--data"))
         tok, unk = cv.shift_to_fairseq_ids(raw, size, encoder=True, add_bos=False)
         assert [tok.id_to_token(i) for i in range(4)] == ["<s>", "<pad>", "</s>", "<unk>"]
         assert tok.token_to_id("<mask>") == size == len(Dictionary.load(str(data / "dict.txt")))
@@ -285,8 +298,7 @@ def test_sentencepiece_conversion_without_protobuf(tmp_path, model_type, monkeyp
     spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(tmp_path / "m"), vocab_size=600,
                                    model_type=model_type, byte_fallback=True, hard_vocab_limit=False,
                                    minloglevel=2)
-    manifest = {"tokenizer": {"type": "sentencepiece", "model_type": model_type}}
-    reference, raw = cv.raw_tokenizer(manifest, tmp_path / "m.model")
+    reference, raw = cv.raw_tokenizer(cv.DataFolder((tmp_path,), None, (tmp_path / "m.model",), "sentencepiece"))
     size = 4 + reference.vocab_size + 4
     tok, unk = cv.shift_to_fairseq_ids(raw, size, encoder=False, add_bos=False)
     specials = {t.content for t in tok.get_added_tokens_decoder().values()}
@@ -494,6 +506,34 @@ def test_bad_data_folders(lm_checkpoint, spm_data, hf_data, tmp_path, capsys):
     assert_error(capsys, 2, run("--checkpoint", lm_checkpoint, "--output", out, "--data", hf_data),
                  "do not fit")
     assert not out.exists()
+
+
+def test_a_plain_fairseq_preprocess_folder_exports_with_its_tokenizer_files(tmp_path, capsys):
+    """fairseq's own RoBERTa recipe (GPT-2 BPE ids through fairseq-preprocess, no manifest.json,
+    docs/data.md): exported when given --tokenizer encoder.json vocab.bpe, and the exported tokenizer
+    gives the ids fairseq-preprocess wrote."""
+    from fairseq.data import Dictionary, data_utils
+    from transformers import AutoTokenizer
+
+    from test_data_folder import plain_fairseq_folder
+
+    data, encoder_json, vocab_bpe = plain_fairseq_folder(tmp_path / "plain")
+    save_checkpoint("hlm_tiny", data, tmp_path / "lm.pt")
+    capsys.readouterr()
+    out = tmp_path / "hf"
+    assert_error(capsys, 2, run("--checkpoint", tmp_path / "lm.pt", "--output", out), "no manifest.json",
+                 "tokenizer files")
+    assert run("--checkpoint", tmp_path / "lm.pt", "--output", out, "--tokenizer", encoder_json, vocab_bpe) == 0
+    assert "lines identical to the preprocessing path" in capsys.readouterr().out
+    tok = AutoTokenizer.from_pretrained(out)
+    dictionary = Dictionary.load(str(data / "dict.txt"))
+    valid = data_utils.load_indexed_dataset(str(data / "valid"), dictionary)
+    lines = (data.parent / "valid.raw").read_text().splitlines()
+    assert len(valid) == len(lines)
+    for k, line in enumerate(lines):
+        assert tok(line)["input_ids"] + [2] == valid[k].tolist(), line
+    card = (out / "README.md").read_text()
+    assert "binarized by fairseq-preprocess" in card and "encoder.json" in card
 
 
 # --------------------------------------------------------------------------

@@ -41,6 +41,10 @@ def workspace(tmp_path_factory):
     """A prepare_data.py folder (its tokenizer is what LAMBADA needs), LAMBADA-style passages, two trained runs."""
     root = tmp_path_factory.mktemp("along")
     write_markov_corpus(root / "corpus.txt", 500, seed=21)
+    # Documents of 20 lines: valid/test are whole documents (docs/data.md), so --valid-lines 40 is 40 lines,
+    # and validation stays as short as the training clock checks below allow.
+    lines = (root / "corpus.txt").read_text().splitlines()
+    (root / "corpus.txt").write_text("".join("\n".join(lines[i:i + 20]) + "\n\n" for i in range(0, len(lines), 20)))
     write_markov_corpus(root / "heldout.txt", 8, seed=22)
     subprocess.run([sys.executable, REPO / "scripts" / "prepare_data.py", "--input", root / "corpus.txt",
                     "--output", root / "data", "--vocab-size", "100", "--workers", "1", "--valid-lines", "40"],

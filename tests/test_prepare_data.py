@@ -1,47 +1,46 @@
-"""Tests for the data stage: scripts/prepare_data.py and scripts/fetch_corpus.py.
+"""Tests for the data stage: scripts/prepare_data.py over fairseq_headless.data, and fetch_corpus.py.
 
-The headless (CWT) objective compares model outputs with rows of the input
-embedding matrix, so the data stage must give every tokenizer token a known,
-fixed fairseq id (tokenizer id + 4). These tests check that contract with
-numbers: binarized data decodes back to the exact source lines, dictionary
-sizes are padded as documented, manifest counts match the binarized data, and
-multilingual sampling follows q_i ~ p_i^alpha. Corpora are tiny synthetic
-texts built here; nothing touches the network (npm included).
+The headless (CWT) objective compares model outputs with rows of the input embedding matrix, so
+the data stage must give every tokenizer token a known, fixed fairseq id (tokenizer id + 4). These
+tests check that contract with numbers: binarized data decodes back to the exact source lines and
+is byte for byte what fairseq-preprocess writes for the same ids; the splits are the documented
+hash split, recomputed here from docs/data.md's definition; the output is the same for any
+--workers; shards hold every training record exactly once; multilingual sampling follows
+q_i ~ p_i^alpha exactly; the memory of a run does not grow with the corpus. Corpora are tiny
+synthetic texts built here; nothing touches the network (npm included).
 
-Expensive runs (each one starts fairseq-preprocess) happen once per module in
-fixtures and are shared by the tests that inspect them.
+Expensive runs happen once per module in fixtures and are shared by the tests that inspect them.
 """
 from __future__ import annotations
 
 import bz2
 import contextlib
 import gzip
-import importlib.util
+import hashlib
 import io
 import json
 import lzma
 import math
+import os
 import random
+import re
 import subprocess
 import sys
 import tarfile
+import tracemalloc
 from pathlib import Path
 
 import pytest
+import zstandard
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import BIN, REPO, load_script
 
+prepare_data = load_script("prepare_data")
+fetch_corpus = load_script("fetch_corpus")
 
-def _load_script(name):
-    spec = importlib.util.spec_from_file_location(f"_script_{name}", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-prepare_data = _load_script("prepare_data")
-fetch_corpus = _load_script("fetch_corpus")
+from fairseq_headless.data import binarize, prepare, sampling, sources  # noqa: E402
+from fairseq_headless.data.progress import Progress  # noqa: E402
+from fairseq_headless.data.tokenizer import HFTokenizer  # noqa: E402
 
 EN = ("the of and to in a is that for it as was with be by on not he this are or his from at "
       "which but have an they you were her she there would their we him been has when who will "
@@ -71,32 +70,125 @@ def documents_text(docs, seed=0):
     return "".join(parts)
 
 
-def run_main(argv):
+def jsonl_text(docs):
+    # a record is one document; blank lines inside a record are not boundaries
+    rows = [json.dumps({"id": i, "text": "\n\n".join(doc)}) for i, doc in enumerate(docs)]
+    return "\n".join(rows) + "\n\n"
+
+
+def run_main(argv, progress_seconds=None):
     """prepare_data.main in-process; returns (exit code, stdout, stderr)."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = prepare_data.main([str(a) for a in argv])
+        rc = prepare_data.main([str(a) for a in argv], progress_seconds=progress_seconds)
     return rc, out.getvalue(), err.getvalue()
 
 
-def run_ok(argv):
-    rc, out, err = run_main(argv)
+def run_ok(argv, **kwargs):
+    rc, out, err = run_main(argv, **kwargs)
     assert rc == 0, f"prepare_data failed: {err}"
     return out
+
+
+# ---------------------------------------------------------------- the documented split, recomputed
+
+
+def record_hash(name, position):
+    """docs/data.md: blake2b-128 of "<source name>\\n<position>"; rank = first 8 bytes, shard = last 8."""
+    digest = hashlib.blake2b(f"{name}\n{position}".encode(), digest_size=16).digest()
+    return int.from_bytes(digest[:8], "big"), int.from_bytes(digest[8:], "big")
+
+
+def text_records(data: bytes, unit_bytes=16 << 20, record_bytes=8 << 10):
+    """(position, lines, continues) of a decompressed text file by docs/data.md's rules: blank lines
+    end a document; a record also ends after record_bytes and at each unit start (the first line
+    start at or after a multiple of unit_bytes)."""
+    raw_lines, starts, pos = [], [], 0
+    for raw in io.BytesIO(data):
+        raw_lines.append(raw)
+        starts.append(pos)
+        pos += len(raw)
+    cuts = {min(s for s in starts if s >= m) for m in range(unit_bytes, len(data), unit_bytes)
+            if any(s >= m for s in starts)}
+    records, current, size, cut = [], None, 0, False
+    for start, raw in zip(starts, raw_lines):
+        if start in cuts:
+            current, cut = None, False  # a unit boundary ends the document
+        text = raw.decode("utf-8")
+        if start == 0:
+            text = text.lstrip("\ufeff")
+        line = text.strip()
+        if not line:
+            current, cut = None, False
+            continue
+        if current is None:
+            current, size = [start, [], cut], 0
+            records.append(current)
+        current[1].append(line)
+        size += len(raw)
+        if size >= record_bytes:
+            current, cut = None, True
+    return [tuple(r) for r in records]
+
+
+def jsonl_records(data: bytes):
+    records, pos = [], 0
+    for raw in io.BytesIO(data):
+        if raw.strip():
+            lines = [s.strip() for s in json.loads(raw)["text"].split("\n") if s.strip()]
+            if lines:
+                records.append((pos, lines, False))
+        pos += len(raw)
+    return records
+
+
+def heldout(corpus, n_valid, n_test):
+    """{(source name, position): "valid" | "test"}: the smallest ranks up to n_valid lines, then
+    the next ones up to n_test lines."""
+    ranked = sorted((record_hash(name, pos)[0], name, pos, len(lines))
+                    for name, records in corpus for pos, lines, _ in records)
+    where, got, i = {}, {"valid": 0, "test": 0}, 0
+    for split, want in (("valid", n_valid), ("test", n_test)):
+        while got[split] < want:
+            _, name, pos, n = ranked[i]
+            where[(name, pos)] = split
+            got[split] += n
+            i += 1
+    return where
+
+
+def expected_splits(corpus, n_valid, n_test, shards=1):
+    """corpus: [(source name, records)] in reading order. Returns {split: (lines, documents)} and,
+    with shards, {f"train{i}": ...} per shard, each in corpus order."""
+    where = heldout(corpus, n_valid, n_test)
+    out = {}
+    for name, records in corpus:
+        previous = None
+        for pos, lines, continues in records:
+            split = where.get((name, pos), "train")
+            if split == "train" and shards > 1:
+                split = f"train{record_hash(name, pos)[1] % shards}"
+            entry = out.setdefault(split, [[], 0, None])
+            entry[0].extend(lines)
+            # a new document unless it continues the record written just before in this split
+            if not (continues and entry[2] == previous):
+                entry[1] += 1
+            entry[2] = (name, pos)
+            previous = (name, pos)
+    return {k: (v[0], v[1]) for k, v in out.items()}
 
 
 # ---------------------------------------------------------------- loading
 
 
-def load_binarized(data_dir):
+def load_binarized(data_dir, names=("train", "valid", "test"), dict_dir=None):
     """{split: list of entries (lists of fairseq ids)} via fairseq's own loaders."""
     from fairseq.data import Dictionary, data_utils
 
-    dictionary = Dictionary.load(str(data_dir / "dict.txt"))
+    dictionary = Dictionary.load(str((dict_dir or data_dir) / "dict.txt"))
     splits = {}
-    for split in ("train", "valid", "test"):
-        ds = data_utils.load_indexed_dataset(str(data_dir / split), dictionary,
-                                             dataset_impl="mmap")
+    for split in names:
+        ds = data_utils.load_indexed_dataset(str(data_dir / split), dictionary, dataset_impl="mmap")
         assert ds is not None, f"{split} did not load"
         splits[split] = [ds[i].tolist() for i in range(len(ds))]
     return dictionary, splits
@@ -112,16 +204,6 @@ def entry_lines(entries):
     assert all(not (len(a) == 1 and len(b) == 1) for a, b in zip(entries, entries[1:])), \
         "no repeated separators"
     return lines, separators + 1
-
-
-def expected_splits(docs, n_valid, n_test):
-    """The documented split: test = last lines, valid = the lines before.
-    Returns {split: (lines, number of documents)} computed independently."""
-    flat = [(d, line) for d, doc in enumerate(docs) for line in doc]
-    n_train = len(flat) - n_valid - n_test
-    parts = {"train": flat[:n_train], "valid": flat[n_train:n_train + n_valid],
-             "test": flat[n_train + n_valid:]}
-    return {k: ([line for _, line in v], len({d for d, _ in v})) for k, v in parts.items()}
 
 
 def spm_decoder(data_dir):
@@ -175,6 +257,12 @@ def check_dataset(data_dir, decode, expected, padding_factor):
     return manifest
 
 
+def folder_bytes(folder, names=None):
+    """{file name: bytes} of the binarized files and dict.txt of a folder."""
+    names = names or [f"{s}.{e}" for s in ("train", "valid", "test") for e in ("bin", "idx")] + ["dict.txt"]
+    return {n: (folder / n).read_bytes() for n in names if (folder / n).exists()}
+
+
 # ---------------------------------------------------------------- fixtures
 
 
@@ -184,25 +272,29 @@ def corpus(tmp_path_factory):
     docs = make_documents(EN, 60, seed=1)
     path = root / "corpus.txt"
     path.write_text(documents_text(docs), encoding="utf-8")
-    return path, [[line.strip() for line in d] for d in docs]
+    return path, [("corpus.txt", text_records(path.read_bytes()))]
+
+
+def total_lines(corpus_records):
+    return sum(len(lines) for _, records in corpus_records for _, lines, _ in records)
 
 
 @pytest.fixture(scope="module")
 def bpe_run(corpus, tmp_path_factory):
-    path, docs = corpus
+    path, records = corpus
     out = tmp_path_factory.mktemp("bpe") / "data-bin"
     run_ok(["--input", path, "--output", out, "--vocab-size", 120, "--licence", "CC0"])
-    return out, docs
+    return out, records
 
 
 RARE = ["Naïve café — ok? (yes) “quoted” 9° [sic] Œuvre!", "V-J Day & K-12: 50% off *now*."]
 
 
 @pytest.fixture(scope="module")
-def unigram_run(corpus, tmp_path_factory):
+def unigram_run(tmp_path_factory):
     """Unigram with byte fallback on a corpus with characters too rare for
     character_coverage: they must still round-trip exactly (no <unk>)."""
-    _, docs = corpus
+    docs = make_documents(EN, 60, seed=1)
     docs = [*docs[:30], RARE[:1], *docs[30:], RARE[1:]]
     root = tmp_path_factory.mktemp("unigram")
     path = root / "rare.txt"
@@ -210,16 +302,16 @@ def unigram_run(corpus, tmp_path_factory):
     out = root / "data-bin"
     run_ok(["--input", path, "--output", out, "--vocab-size", 400, "--model-type", "unigram",
             "--byte-fallback", "on", "--valid-lines", 7, "--test-lines", 5,
-            "--padding-factor", 16])
-    return out, docs
+            "--padding-factor", 16, "--workers", 1])
+    return out, [("rare.txt", text_records(path.read_bytes()))]
 
 
 @pytest.fixture(scope="module")
-def hf_tokenizer_file(corpus, tmp_path_factory):
+def hf_tokenizer_file(tmp_path_factory):
     """A tiny byte-level BPE tokenizer.json (the kind Pythia's is), trained here."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    _, docs = corpus
+    docs = make_documents(EN, 60, seed=1)
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -234,11 +326,42 @@ def hf_tokenizer_file(corpus, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def hf_run(corpus, hf_tokenizer_file, tmp_path_factory):
-    path, docs = corpus
+    path, records = corpus
     out = tmp_path_factory.mktemp("hfrun") / "data-bin"
     run_ok(["--input", path, "--output", out, "--hf-tokenizer", hf_tokenizer_file,
             "--padding-factor", 128, "--workers", 2])
-    return out, docs
+    return out, records
+
+
+def formats_files():
+    """Every input format, .zst included (a .txt.zst of two frames, as concatenated files are)."""
+    groups = [make_documents(EN, 6, seed=10 + i) for i in range(9)]
+
+    def txt(docs):
+        return documents_text(docs).encode("utf-8")
+
+    def jsonl(docs):
+        return jsonl_text(docs).encode("utf-8")
+
+    zst = zstandard.ZstdCompressor()
+    two_frames = txt(groups[7])
+    files = [
+        ("1_plain.txt", txt(groups[0]), txt(groups[0])),
+        ("2_records.jsonl", jsonl(groups[1]), jsonl(groups[1])),
+        ("3_gz.txt.gz", gzip.compress(txt(groups[2])), txt(groups[2])),
+        ("4_bz.txt.bz2", bz2.compress(txt(groups[3])), txt(groups[3])),
+        ("5_xz.txt.xz", lzma.compress(txt(groups[4])), txt(groups[4])),
+        ("6_sub/7_nested.jsonl.gz", gzip.compress(jsonl(groups[5])), jsonl(groups[5])),
+        ("8_bom.txt", b"\xef\xbb\xbf" + txt(groups[6]), b"\xef\xbb\xbf" + txt(groups[6])),
+        ("9_zst.txt.zst", zst.compress(two_frames[:200]) + zst.compress(two_frames[200:]), two_frames),
+        ("a_zst.jsonl.zst", zst.compress(jsonl(groups[8])), jsonl(groups[8])),
+    ]
+    return files
+
+
+def corpus_of(folder_name, files):
+    return [(f"{folder_name}/{name}", (jsonl_records if ".jsonl" in name else text_records)(plain))
+            for name, _, plain in files]
 
 
 @pytest.fixture(scope="module")
@@ -247,46 +370,26 @@ def formats_run(bpe_run, tmp_path_factory):
     root = tmp_path_factory.mktemp("formats")
     folder = root / "in"
     (folder / "6_sub").mkdir(parents=True)
-    groups = [make_documents(EN, 6, seed=10 + i) for i in range(7)]
-
-    def txt(docs):
-        return documents_text(docs).encode("utf-8")
-
-    def jsonl(docs):
-        # a record is one document; blank lines inside a record are not boundaries
-        rows = [json.dumps({"id": i, "text": "\n\n".join(doc)}) for i, doc in enumerate(docs)]
-        return ("\n".join(rows) + "\n\n").encode("utf-8")
-
-    files = [
-        ("1_plain.txt", txt(groups[0])),
-        ("2_records.jsonl", jsonl(groups[1])),
-        ("3_gz.txt.gz", gzip.compress(txt(groups[2]))),
-        ("4_bz.txt.bz2", bz2.compress(txt(groups[3]))),
-        ("5_xz.txt.xz", lzma.compress(txt(groups[4]))),
-        ("6_sub/7_nested.jsonl.gz", gzip.compress(jsonl(groups[5]))),
-        ("8_bom.txt", b"\xef\xbb\xbf" + txt(groups[6])),
-    ]
-    for name, data in files:
+    files = formats_files()
+    for name, data, _ in files:
         (folder / name).write_bytes(data)
     (folder / "README.md").write_text("not corpus text\n")  # ignored: not .txt/.jsonl
     (folder / "meta.json").write_text("{}\n")
-    docs = [doc for g in groups for doc in g]
-
     out = root / "data-bin"
     spm_model = bpe_run[0] / "tokenizer" / "spm.model"
     run_ok(["--input", folder, "--output", out, "--spm-model", spm_model,
             "--valid-lines", 4, "--test-lines", 3])
-    return out, docs, files
+    return out, corpus_of("in", files), files
 
 
 # ---------------------------------------------------------------- tokenizer modes
 
 
 def test_train_spm_bpe(bpe_run):
-    out, docs = bpe_run
-    n = sum(len(d) for d in docs)
+    out, records = bpe_run
+    n = total_lines(records)
     n_split = max(1, n // 100)  # documented default: 1%, at least 1
-    manifest = check_dataset(out, spm_decoder(out), expected_splits(docs, n_split, n_split), 8)
+    manifest = check_dataset(out, spm_decoder(out), expected_splits(records, n_split, n_split), 8)
     tok = manifest["tokenizer"]
     assert tok == {"type": "sentencepiece", "path": "tokenizer/spm.model", "model_type": "bpe",
                    "trained": True, "vocab_size": 120, "requested_vocab_size": 120,
@@ -297,17 +400,25 @@ def test_train_spm_bpe(bpe_run):
     assert manifest["id_mapping"]["mask_appended_by_masked_lm_task"] is True
     assert manifest["id_mapping"]["dictionary_size"] == 128  # 124 padded to a multiple of 8
     src, = manifest["sources"]
-    assert (src["lines"], src["documents"], src["licence"]) == (n, len(docs), "CC0")
+    assert (src["lines"], src["documents"], src["licence"]) == (n, 60, "CC0")
     assert src["bytes"] == Path(src["path"]).stat().st_size
     assert manifest["multilingual"] is None
     assert manifest["format_version"] == 1 and manifest["created"].endswith("+00:00")
+    assert manifest["split_method"].startswith("hash: ")
+    assert manifest["workers"] == prepare.default_workers()  # the default: this machine's cores
+    assert manifest["shards"] == {"count": 1, "paths": ["."], "train": [manifest["splits"]["train"]]}
     assert "--vocab-size 120" in manifest["command"]
     # nothing but the documented layout is left, no temporary folder beside it
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["dict.txt", "manifest.json", "preprocess.log", "tokenizer"]
+        ["dict.txt", "manifest.json", "tokenizer"]
         + [f"{s}.{e}" for s in ("train", "valid", "test") for e in ("bin", "idx")])
     assert sorted(p.name for p in (out / "tokenizer").iterdir()) == ["spm.model", "spm.vocab"]
     assert [p.name for p in out.parent.iterdir()] == [out.name]
+    # files written through a temporary file have ordinary permissions, not mkstemp's 0600
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("manifest.json", "dict.txt", "train.bin"):
+        assert (out / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
 
 
 def test_fairseq_masked_lm_task_reads_the_folder(bpe_run):
@@ -328,15 +439,42 @@ def test_fairseq_masked_lm_task_reads_the_folder(bpe_run):
     assert 0 < len(sample["net_input.src_tokens"]) <= 32
 
 
+def test_binarized_files_are_what_fairseq_preprocess_writes(bpe_run, tmp_path):
+    """The same ids as decimal text through the real fairseq-preprocess (2 workers): identical
+    .bin/.idx. The ids come from sentencepiece directly, the lines from the documented split."""
+    import sentencepiece as spm
+
+    out, records = bpe_run
+    sp = spm.SentencePieceProcessor(model_file=str(out / "tokenizer" / "spm.model"))
+    n_split = max(1, total_lines(records) // 100)
+    where = {pos: split for (_, pos), split in heldout(records, n_split, n_split).items()}
+    texts = {"train": [], "valid": [], "test": []}  # documents separated by an empty line (a lone </s>)
+    for pos, lines, _ in records[0][1]:
+        docs = texts[where.get(pos, "train")]
+        docs.append("\n".join(" ".join(map(str, sp.encode(line))) for line in lines))
+    for split, docs in texts.items():
+        (tmp_path / f"{split}.ids").write_text("\n\n".join(docs) + "\n")
+    dest = tmp_path / "fairseq"
+    subprocess.run([str(BIN / "fairseq-preprocess"), "--only-source", "--srcdict", str(out / "dict.txt"),
+                    "--trainpref", str(tmp_path / "train.ids"), "--validpref", str(tmp_path / "valid.ids"),
+                    "--testpref", str(tmp_path / "test.ids"), "--destdir", str(dest), "--workers", "2",
+                    "--dataset-impl", "mmap"], check=True, capture_output=True)
+    ours, theirs = folder_bytes(out), folder_bytes(dest)
+    assert sorted(ours) == sorted(theirs) and len(ours) == 7
+    for name in ours:
+        assert ours[name] == theirs[name], name
+
+
 def test_train_spm_unigram(unigram_run):
-    out, docs = unigram_run
-    manifest = check_dataset(out, spm_decoder(out), expected_splits(docs, 7, 5), 16)
+    out, records = unigram_run
+    manifest = check_dataset(out, spm_decoder(out), expected_splits(records, 7, 5), 16)
     assert manifest["tokenizer"]["model_type"] == "unigram"
     assert manifest["tokenizer"]["byte_fallback"] is True
     # hard_vocab_limit=false: a tiny corpus may give fewer pieces than asked
     assert 256 < manifest["tokenizer"]["vocab_size"] <= 400
     rows = (out / "dict.txt").read_text().splitlines()
     assert rows[0] == "0 0"  # the tokenizer's <unk> never occurs
+    assert manifest["workers"] == 1
 
 
 def test_byte_fallback_needs_a_larger_vocabulary(tmp_path, small_txt):
@@ -347,25 +485,36 @@ def test_byte_fallback_needs_a_larger_vocabulary(tmp_path, small_txt):
 
 
 def test_given_spm_model_and_all_input_formats(formats_run, bpe_run):
-    out, docs, files = formats_run
-    manifest = check_dataset(out, spm_decoder(out), expected_splits(docs, 4, 3), 8)
+    out, records, files = formats_run
+    manifest = check_dataset(out, spm_decoder(out), expected_splits(records, 4, 3), 8)
     assert manifest["tokenizer"]["trained"] is False
     assert manifest["tokenizer"]["model_type"] == "bpe"  # read from the model file
     assert (out / "tokenizer" / "spm.model").read_bytes() == \
         (bpe_run[0] / "tokenizer" / "spm.model").read_bytes()
     # one source per corpus file, in sorted order, README.md and meta.json ignored
-    assert [Path(s["path"]).name for s in manifest["sources"]] == [Path(n).name for n, _ in files]
-    assert [s["documents"] for s in manifest["sources"]] == [6] * 7
-    assert [s["bytes"] for s in manifest["sources"]] == [len(data) for _, data in files]
+    assert [Path(s["path"]).name for s in manifest["sources"]] == [Path(n).name for n, _, _ in files]
+    assert [s["documents"] for s in manifest["sources"]] == [6] * len(files)
+    assert [s["bytes"] for s in manifest["sources"]] == [len(data) for _, data, _ in files]
+
+
+def test_a_named_zst_file(tmp_path, bpe_run):
+    docs = make_documents(EN, 30, seed=3)
+    path = tmp_path / "owt2-2019-01.jsonl.zst"
+    plain = jsonl_text(docs).encode()
+    path.write_bytes(zstandard.ZstdCompressor(level=3).compress(plain))
+    out = tmp_path / "bin"
+    run_ok(["--input", path, "--output", out, "--spm-model", bpe_run[0] / "tokenizer" / "spm.model",
+            "--valid-lines", 3, "--test-lines", 3])
+    corpus = [(path.name, jsonl_records(plain))]
+    check_dataset(out, spm_decoder(out), expected_splits(corpus, 3, 3), 8)
 
 
 def test_hf_tokenizer_and_padding_128(hf_run, hf_tokenizer_file):
     from tokenizers import Tokenizer
 
-    out, docs = hf_run
-    n = sum(len(d) for d in docs)
-    n_split = max(1, n // 100)
-    manifest = check_dataset(out, hf_decoder(out), expected_splits(docs, n_split, n_split), 128)
+    out, records = hf_run
+    n_split = max(1, total_lines(records) // 100)
+    manifest = check_dataset(out, hf_decoder(out), expected_splits(records, n_split, n_split), 128)
     vocab = Tokenizer.from_file(str(hf_tokenizer_file)).get_vocab_size()
     assert manifest["tokenizer"]["vocab_size"] == vocab
     assert manifest["tokenizer"]["type"] == "hf" and manifest["tokenizer"]["model_type"] == "BPE"
@@ -375,45 +524,259 @@ def test_hf_tokenizer_and_padding_128(hf_run, hf_tokenizer_file):
 
 def test_pythia_sized_dictionary_padding():
     # 50,277 Pythia tokens + 4 fairseq specials -> 50,304 rows with factor 128
-    text, madeup = prepare_data.dictionary_text([0] * 50_277, 128)
+    text, madeup = binarize.dictionary_text([0] * 50_277, 128)
     assert madeup == 23 and 4 + len(text.splitlines()) == 50_304
-    assert prepare_data.dictionary_text([5] * 124, 8)[1] == 0
+    assert binarize.dictionary_text([5] * 124, 8)[1] == 0
+    assert binarize.dictionary_size(50_277, 128) == 50_304
 
 
-# ---------------------------------------------------------------- multilingual
+# ---------------------------------------------------------------- workers, units, records
+
+
+@pytest.fixture
+def small_units(monkeypatch):
+    """2 KiB units and 512-byte text records, so that tiny files are cut the way big ones are."""
+    monkeypatch.setattr(sources, "UNIT_BYTES", 2048)
+    monkeypatch.setattr(sources, "RECORD_BYTES", 512)
+    return {"unit_bytes": 2048, "record_bytes": 512}
+
+
+@pytest.fixture(scope="module")
+def cut_corpus(tmp_path_factory):
+    """Files that small units cut: a text file without blank lines (one long document), a jsonl and
+    a text file over 2 KiB, and a compressed file (one unit whatever its size)."""
+    root = tmp_path_factory.mktemp("cut") / "corpus"
+    root.mkdir()
+    long_doc = [line for doc in make_documents(EN, 40, seed=21) for line in doc]
+    files = {
+        "a_one_document.txt": ("\n".join(long_doc) + "\n").encode(),
+        "b_records.jsonl": jsonl_text(make_documents(EN, 40, seed=22)).encode(),
+        "c_docs.txt": documents_text(make_documents(EN, 40, seed=23)).encode(),
+        "d_small.txt.gz": documents_text(make_documents(EN, 30, seed=24)).encode(),
+    }
+    for name, plain in files.items():
+        (root / name).write_bytes(gzip.compress(plain) if name.endswith(".gz") else plain)
+    return root, files
+
+
+def cut_records(files, unit_bytes, record_bytes):
+    out = []
+    for name, plain in files.items():
+        if ".jsonl" in name:
+            records = jsonl_records(plain)
+        elif name.endswith(".gz"):  # a compressed file is one unit
+            records = text_records(plain, record_bytes=record_bytes)
+        else:
+            records = text_records(plain, unit_bytes, record_bytes)
+        out.append((f"corpus/{name}", records))
+    return out
+
+
+def test_output_does_not_depend_on_workers(cut_corpus, bpe_run, small_units, tmp_path):
+    root, files = cut_corpus
+    found = sources.resolve_inputs([(None, str(root))])
+    units = sources.make_units(found)
+    assert len(units) > 2 * len(found)  # the uncompressed files are cut into byte ranges
+    spm_model = bpe_run[0] / "tokenizer" / "spm.model"
+    outs = {}
+    for workers in (1, 2):
+        outs[workers] = tmp_path / f"w{workers}"
+        run_ok(["--input", root, "--output", outs[workers], "--spm-model", spm_model, "--valid-lines", 20,
+                "--test-lines", 10, "--workers", workers])
+    assert folder_bytes(outs[1]) == folder_bytes(outs[2])
+    one, two = (json.loads((outs[w] / "manifest.json").read_text()) for w in (1, 2))
+    assert (one["workers"], two["workers"]) == (1, 2)
+    for key in ("created", "workers", "command"):
+        del one[key], two[key]
+    assert one == two
+    # and it is the documented split, records cut at 512 bytes and at unit starts
+    records = cut_records(files, **small_units)
+    assert len(records[0][1]) > 10  # the file without blank lines is many records
+    check_dataset(outs[1], spm_decoder(outs[1]), expected_splits(records, 20, 10), 8)
+
+
+def test_records_are_named_by_their_byte_position(tmp_path, small_units):
+    """The position of every record is its offset in the file, known to the unit that reads it."""
+    plain = documents_text(make_documents(EN, 50, seed=5)).encode()
+    (tmp_path / "x.txt").write_bytes(plain)
+    found = sources.resolve_inputs([(None, str(tmp_path / "x.txt"))])
+    units = sources.make_units(found)
+    assert len(units) >= 3 and units[0].start == 0 and units[-1].end == len(plain)
+    assert all(a.end == b.start and plain[b.start - 1:b.start] == b"\n" for a, b in zip(units, units[1:]))
+    read = [(r.position, r.lines, r.continues) for u in units for r in sources.read_unit(found, u, "text")]
+    assert read == text_records(plain, **small_units)
+
+
+# ---------------------------------------------------------------- shards
+
+
+def test_shards_prepare_resume_and_train_one_per_epoch(corpus, bpe_run, tmp_path):
+    path, records = corpus
+    spm_model = bpe_run[0] / "tokenizer" / "spm.model"
+    out = tmp_path / "sharded"
+    base = ["--input", path, "--output", out, "--spm-model", spm_model, "--shards", 3, "--valid-lines", 6,
+            "--test-lines", 4]
+    # one task of a Slurm array: shard 1 only, no manifest yet; the empty folder that another task
+    # has just created is not refused
+    out.mkdir()
+    printed = run_ok(base + ["--shard-index", 1])
+    assert "shards still to prepare: 0, 2" in printed
+    assert sorted(p.name for p in (out / "shard1").iterdir()) == ["shard.json", "train.bin", "train.idx"]
+    assert not (out / "shard2").exists() and not (out / "shard0" / "manifest.json").exists()
+    before = (out / "shard1" / "train.bin").stat().st_mtime_ns
+    # the same command without --shard-index finishes the rest and merges; shard 1 is not redone
+    printed = run_ok(base)
+    assert "shard 1: finished before" in printed and "reusing the scan" in printed
+    assert (out / "shard1" / "train.bin").stat().st_mtime_ns == before
+    assert sorted(p.name for p in (out / "shard0").iterdir()) == sorted(
+        ["dict.txt", "manifest.json", "shard.json", "tokenizer"]
+        + [f"{s}.{e}" for s in ("train", "valid", "test") for e in ("bin", "idx")])
+    for i in (1, 2):
+        assert sorted(p.name for p in (out / f"shard{i}").iterdir()) == ["shard.json", "train.bin", "train.idx"]
+    assert sorted(p.name for p in out.iterdir()) == ["prepare.json", "scan.json", "shard0", "shard1", "shard2"]
+
+    # every training record in exactly the shard its hash names; valid/test in shard0
+    expected = expected_splits(records, 6, 4, shards=3)
+    decode = spm_decoder(out / "shard0")
+    manifest = json.loads((out / "shard0" / "manifest.json").read_text())
+    vocab = manifest["tokenizer"]["vocab_size"]
+    counts = [0] * vocab
+    for i in range(3):
+        names = ("train", "valid", "test") if i == 0 else ("train",)
+        _, splits = load_binarized(out / f"shard{i}", names, dict_dir=out / "shard0")
+        for split, entries in splits.items():
+            lines, docs = entry_lines(entries)
+            key = f"train{i}" if split == "train" else split
+            assert ([decode(ids) for ids in lines], docs) == expected[key], (i, split)
+            if split == "train":
+                assert manifest["shards"]["train"][i]["lines"] == len(lines)
+                for ids in lines:
+                    for t in ids:
+                        counts[t - 4] += 1
+    assert sum(len(expected[f"train{i}"][0]) for i in range(3)) == manifest["splits"]["train"]["lines"]
+    assert manifest["shards"]["count"] == 3 and manifest["shards"]["paths"] == ["shard0", "shard1", "shard2"]
+    rows = (out / "shard0" / "dict.txt").read_text().splitlines()
+    assert rows[:vocab] == [f"{t} {c}" for t, c in enumerate(counts)]  # one dictionary, all shards counted
+
+    # task.data=shard0:shard1:shard2 trains one shard per epoch, validates on shard0's valid
+    from fairseq.tasks.masked_lm import MaskedLMConfig, MaskedLMTask
+    from omegaconf import OmegaConf
+
+    data = ":".join(str(out / f"shard{i}") for i in range(3))
+    task = MaskedLMTask.setup_task(OmegaConf.structured(MaskedLMConfig(data=data, tokens_per_sample=64, seed=1)))
+    for epoch in (1, 2, 3, 4):
+        task.load_dataset("train", epoch=epoch)
+        _, shard = load_binarized(out / f"shard{(epoch - 1) % 3}", ("train",), dict_dir=out / "shard0")
+        sizes = task.dataset("train").sizes[0]  # blocks of the shard's ids, each with <s> prepended
+        assert sizes.sum() - len(sizes) == sum(len(e) for e in shard["train"]), epoch
+    task.load_dataset("valid", epoch=1)
+
+    # a run with other options is refused; --force with --shard-index too
+    rc, _, err = run_main(base[:-4] + ["--valid-lines", 7, "--test-lines", 4])
+    assert_failed(rc, err, "other options", "--force")
+    rc, _, err = run_main(base + ["--shard-index", 0, "--force"])
+    assert_failed(rc, err, "--force with --shard-index")
+    assert (out / "shard0" / "manifest.json").exists()
+
+
+def test_shard_tasks_need_the_tokenizer_first(corpus, tmp_path):
+    path, _ = corpus
+    out = tmp_path / "sharded"
+    rc, _, err = run_main(["--input", path, "--output", out, "--vocab-size", 100, "--shards", 2,
+                           "--shard-index", 1])
+    assert_failed(rc, err, "--shard-index 0", "trains the tokenizer", out=out)
+    rc, _, err = run_main(["--input", path, "--output", out, "--shard-index", 1])
+    assert_failed(rc, err, "--shard-index", "--shards", out=out)
+
+
+# ---------------------------------------------------------------- sampling
+
+
+def test_reservoir_is_uniform_and_its_merge_is_exact():
+    k, n, seeds = 50, 500, 200
+    inclusion = [0] * n
+    for seed in range(seeds):
+        priority = sampling.Priorities(seed, "corpus/x.jsonl")
+        whole = sampling.Reservoir(k)
+        for i in range(n):
+            whole.offer(priority(i, 0, 0, 0), i)
+        for i in whole.items():
+            inclusion[i] += 1
+        if seed < 5:  # three units with the cut-off, merged: the same sample as one reservoir
+            cutoff = sampling.reservoir_cutoff(k, n)
+            merged = sampling.Reservoir(k)
+            for part in (range(0, 100), range(100, 350), range(350, n)):
+                merged.merge([(priority(i, 0, 0, 0), i) for i in part if priority(i, 0, 0, 0) < cutoff])
+            assert merged.items() == whole.items() and len(whole) == k
+    # each item is drawn with probability k/n: 20 of 200 draws; deciles of 50 items: 1000 +- ~30
+    deciles = [sum(inclusion[d * 50:(d + 1) * 50]) for d in range(10)]
+    assert all(abs(d - 1000) < 120 for d in deciles), deciles
+    assert sampling.reservoir_cutoff(10, 5) == sampling.PRIORITY_RANGE
+
+
+def test_tokenizer_sample_is_the_smallest_priorities_for_any_workers(cut_corpus, small_units):
+    """The sentencepiece sample: the k training lines of smallest priority, whoever reads them."""
+    root, files = cut_corpus
+    k = 40
+    samples = []
+    for workers in (1, 2):
+        opts = prepare_data.parse_options(["--input", str(root), "--output", "/nonexistent/x", "--workers",
+                                           str(workers), "--valid-lines", "20", "--test-lines", "10", "--seed", "3"])
+        samples.append(prepare.tokenizer_sample(opts, k))
+    assert samples[0] == samples[1] and len(samples[0]) == k
+    records = cut_records(files, **small_units)
+    held = heldout(records, 20, 10)
+    train = sorted((sampling.Priorities(3, name)(pos, j, 0, 0), line)
+                   for name, recs in records for pos, lines, _ in recs if (name, pos) not in held
+                   for j, line in enumerate(lines))
+    assert samples[0] == [line for _, line in train[:k]]
+
+
+def test_selection_and_allocation_are_exact():
+    rng = random.Random(0)
+    for k, n in ((0, 5), (3, 10), (10, 10)):
+        sampler = sampling.SelectionSampler(k, n, rng)
+        assert sum(sampler.take() for _ in range(n)) == k
+    assert sampling.allocate(7, {0: 10, 1: 20, 2: 40}) == {0: 1, 1: 2, 2: 4}
+    assert sum(sampling.allocate(99, {i: i + 1 for i in range(13)}).values()) == 99
+    assert sampling.sampled_line_counts({"x": 1000, "y": 10}, 1.0) == {"x": 1000, "y": 10}
+    assert sampling.sampled_line_counts({"x": 1000, "y": 10}, 0.0) == {"x": 505, "y": 505}
 
 
 @pytest.fixture(scope="module")
 def multilingual_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("multi")
     langs = {"en": make_documents(EN, 90, seed=2), "fr": make_documents(FR, 20, seed=3),
-             "de": make_documents(DE, 4, seed=4)}
-    args = []
+             "de": make_documents(DE, 8, seed=4)}
+    args, corpus = [], {}
     for lang, docs in langs.items():
         (root / f"{lang}.txt").write_text(documents_text(docs), encoding="utf-8")
         args.append(f"{lang}={root / f'{lang}.txt'}")
+        corpus[lang] = [(f"{lang}.txt", text_records((root / f"{lang}.txt").read_bytes()))]
     out = root / "data-bin"
     run_ok(["--lang-input", *args, "--output", out, "--alpha", 0.3, "--vocab-size", 150,
             "--valid-lines", 2, "--test-lines", 2, "--seed", 7])
-    return out, langs
+    return out, corpus
 
 
 def test_multilingual_sampling(multilingual_run):
-    out, langs = multilingual_run
+    out, corpus = multilingual_run
     manifest = json.loads((out / "manifest.json").read_text())
     section = manifest["multilingual"]
     assert section["alpha"] == 0.3
-    original = {lang: sum(len(d) for d in docs) - 4 for lang, docs in langs.items()}
+    expected = {lang: expected_splits(records, 2, 2) for lang, records in corpus.items()}
+    original = {lang: len(e["train"][0]) for lang, e in expected.items()}
     total = sum(original.values())
     weights = {lang: (n / total) ** 0.3 for lang, n in original.items()}
     q = {lang: w / sum(weights.values()) for lang, w in weights.items()}
-    sampled = {lang: section["languages"][lang]["sampled_train_lines"] for lang in langs}
-    for lang in langs:
+    sampled = {lang: section["languages"][lang]["sampled_train_lines"] for lang in corpus}
+    for lang in corpus:
         info = section["languages"][lang]
         assert info["original_train_lines"] == original[lang]
         assert abs(sampled[lang] - q[lang] * total) < 1, lang  # within rounding
         assert info["sampling_probability"] == pytest.approx(q[lang])
-        assert (info["valid_lines"], info["test_lines"]) == (2, 2)
+        assert (info["valid_lines"], info["test_lines"]) == (len(expected[lang]["valid"][0]),
+                                                            len(expected[lang]["test"][0]))
     assert sum(sampled.values()) == total == manifest["splits"]["train"]["lines"]
     # alpha < 1 flattens the distribution: the smallest language is upsampled
     assert sampled["de"] > original["de"] and sampled["en"] < original["en"]
@@ -428,31 +791,128 @@ def test_multilingual_sampling(multilingual_run):
     _, splits = load_binarized(out)
     train_lines, _ = entry_lines(splits["train"])
     decoded = [decode(ids) for ids in train_lines]
-    counts = {lang: sum(1 for t in decoded if language(t) == lang) for lang in langs}
+    counts = {lang: sum(1 for t in decoded if language(t) == lang) for lang in corpus}
     assert counts == sampled
-    # upsampling repeats lines: every German training line is there, several times
-    de_train = [line for d in langs["de"] for line in d][:original["de"]]
+    # upsampling repeats lines: every German training line floor(m/n) or floor(m/n) + 1 times
+    de_train = expected["de"]["train"][0]
     de_seen = [t for t in decoded if language(t) == "de"]
-    assert all(de_seen.count(line) >= sampled["de"] // original["de"] for line in de_train)
-    assert set(de_seen) <= set(de_train)
-    # valid/test: the last lines of each language, never resampled
+    full = sampled["de"] // original["de"]
+    assert all(full <= de_seen.count(line) <= (full + 1) * de_train.count(line) for line in set(de_train))
+    assert set(de_seen) == set(de_train)
+    # valid: each language's valid records, in --lang-input order, never resampled
     valid, _ = entry_lines(splits["valid"])
-    want = [line for lang, docs in langs.items() for line in
-            [x for d in docs for x in d][-4:-2]]
-    assert [decode(ids) for ids in valid] == want
+    assert [decode(ids) for ids in valid] == [line for lang in corpus for line in expected[lang]["valid"][0]]
 
 
-def test_resampling_is_deterministic_and_keeps_contiguity():
-    docs = [["a1", "a2", "a3"], ["b1", "b2"]]
-    one = prepare_data.resample_lines(docs, 12, random.Random("1:x"))
-    two = prepare_data.resample_lines(docs, 12, random.Random("1:x"))
-    assert one == two and sum(len(d) for d in one) == 12
-    assert one[:4] == [["a1", "a2", "a3"], ["b1", "b2"], ["a1", "a2", "a3"], ["b1", "b2"]]
-    down = prepare_data.resample_lines(docs, 3, random.Random(0))
-    flat = [x for d in down for x in d]
-    assert len(flat) == 3 and flat == sorted(flat, key=["a1", "a2", "a3", "b1", "b2"].index)
-    assert prepare_data.sampled_line_counts({"x": 1000, "y": 10}, 1.0) == {"x": 1000, "y": 10}
-    assert prepare_data.sampled_line_counts({"x": 1000, "y": 10}, 0.0) == {"x": 505, "y": 505}
+def test_multilingual_sampling_streams_over_units(tmp_path, bpe_run, small_units):
+    """Languages cut into several units: exact m_i per language, and the same bytes for any --workers."""
+    args = []
+    for lang, words, n in (("en", EN, 60), ("fr", FR, 12)):
+        (tmp_path / f"{lang}.txt").write_text(documents_text(make_documents(words, n, seed=len(lang) + n)))
+        args.append(f"{lang}={tmp_path / f'{lang}.txt'}")
+    found = sources.resolve_inputs([(a.split("=")[0], a.split("=")[1]) for a in args])
+    assert len(sources.make_units(found)) >= 4
+    outs = []
+    for workers in (1, 2):
+        outs.append(tmp_path / f"w{workers}")
+        run_ok(["--lang-input", *args, "--output", outs[-1], "--spm-model", bpe_run[0] / "tokenizer" / "spm.model",
+                "--valid-lines", 3, "--test-lines", 3, "--workers", workers])
+    assert folder_bytes(outs[0]) == folder_bytes(outs[1])
+    manifest = json.loads((outs[0] / "manifest.json").read_text())
+    languages = manifest["multilingual"]["languages"]
+    counts = {lang: v["original_train_lines"] for lang, v in languages.items()}
+    assert {lang: v["sampled_train_lines"] for lang, v in languages.items()} == \
+        sampling.sampled_line_counts(counts, 0.3)
+    assert manifest["splits"]["train"]["lines"] == sum(counts.values())
+
+
+# ---------------------------------------------------------------- progress and memory
+
+
+def test_progress_lines_every_interval_without_a_terminal():
+    now = [0.0]
+    lines = []
+    progress = Progress("encoding", 100_000_000, interval=30, log=lines.append, terminal=False,
+                        clock=lambda: now[0])
+    progress.update(10_000_000, 1234)
+    now[0] = 29.0
+    progress.tick()
+    assert lines == []
+    now[0] = 30.0
+    progress.tick()
+    assert lines == ["encoding: 10.0 of 100.0 MB read (10%), 1,234 tokens written, 0.33 MB/s, ETA 0:04:30"]
+    progress.tick()
+    assert len(lines) == 1  # the next one 30 s later
+    now[0] = 60.0
+    progress.update(40_000_000)
+    progress.tick()
+    assert lines[-1].endswith("(50%), 1,234 tokens written, 0.83 MB/s, ETA 0:01:00")
+
+
+def test_a_run_logs_progress_lines(corpus, bpe_run, tmp_path):
+    path, _ = corpus
+    printed = run_ok(["--input", path, "--output", tmp_path / "out", "--spm-model",
+                      bpe_run[0] / "tokenizer" / "spm.model", "--workers", 2], progress_seconds=0)
+    size = path.stat().st_size / 1e6
+    assert re.search(rf"^scanning: [\d.]+ of {size:.1f} MB read \(\d+%\), [\d.]+ MB/s, ETA (\d+:\d\d:\d\d|\?)$",
+                     printed, re.M), printed
+    assert re.search(rf"^encoding: {size:.1f} of {size:.1f} MB read \(100%\), [\d,]+ tokens written, [\d.]+ MB/s, "
+                     rf"ETA 0:00:00$", printed, re.M), printed
+
+
+def _peak_memory(run):
+    tracemalloc.start()
+    try:
+        run()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def _fairseq_index_peak(entries, tmp_path):
+    """What fairseq's builder itself takes to merge and finalize an index of `entries` entries."""
+    import torch
+    from fairseq.data import indexed_dataset
+
+    part = indexed_dataset.make_builder(str(tmp_path / "part.bin"), "mmap", vocab_size=200)
+    for _ in range(entries):
+        part.add_item(torch.tensor([5, 6, 2]))
+    part.finalize(str(tmp_path / "part.idx"))
+
+    def merge():
+        whole = indexed_dataset.make_builder(str(tmp_path / "whole.bin"), "mmap", vocab_size=200)
+        whole.merge_file_(str(tmp_path / "part"))
+        whole.finalize(str(tmp_path / "whole.idx"))
+
+    return _peak_memory(merge)
+
+
+def test_memory_does_not_grow_with_the_corpus(tmp_path, bpe_run, monkeypatch):
+    """Python's peak allocations at 1x and 10x the corpus (traced in-process, --workers 1), once
+    the growth of fairseq's own index of entry sizes (a Python list, ~40-75 bytes per entry while it
+    is written; bounded by --shards) is subtracted: no list of documents, lines or ids may grow with
+    the input. (Peak RSS of real runs: scripts/benchmark_data.py.)"""
+    from fairseq.data import indexed_dataset
+
+    monkeypatch.setattr(prepare, "BATCH_BYTES", 32 << 10)  # several batches even at 1x
+    # merge_file_ opens each part's index after reading its file in 100 MB chunks (fairseq's page
+    # cache warm-up): a constant 100 MB that would hide everything else here.
+    monkeypatch.setattr(indexed_dataset, "_warmup_mmap_file", lambda path: None)
+    spm_model = bpe_run[0] / "tokenizer" / "spm.model"
+    peaks, index = {}, {}
+    for scale in (1, 10):
+        folder, out = tmp_path / f"x{scale}", tmp_path / f"out{scale}"
+        folder.mkdir()
+        for part in range(scale):
+            docs = make_documents(EN, 400, seed=100 + part)
+            (folder / f"part{part:02d}.jsonl").write_text(jsonl_text(docs))
+        argv = ["--input", folder, "--output", out, "--spm-model", spm_model, "--valid-lines", 30,
+                "--test-lines", 30, "--workers", 1]
+        peaks[scale] = _peak_memory(lambda: run_ok(argv))
+        train = json.loads((out / "manifest.json").read_text())["splits"]["train"]
+        index[scale] = _fairseq_index_peak(train["lines"] + train["documents"] - 1, tmp_path)
+    assert index[10] > 5 * index[1]
+    assert peaks[10] - (index[10] - index[1]) <= 1.2 * peaks[1], (peaks, index)
 
 
 # ---------------------------------------------------------------- bad input
@@ -549,14 +1009,14 @@ def test_bad_tokenizer_files(tmp_path, small_txt):
 
 
 def test_tokenizer_id_outside_vocabulary(tmp_path, small_txt, hf_tokenizer_file, monkeypatch):
-    """An id >= vocab size is caught while encoding, after the temporary
+    """An id >= vocab size is caught while encoding (in a worker process), after the temporary
     folder exists: it must be cleaned up."""
-    real = prepare_data.HFTokenizer.encode_batch
+    real = HFTokenizer.encode_batch
 
     def broken(self, lines):
         return [ids + [self.vocab_size + 5] for ids in real(self, lines)]
 
-    monkeypatch.setattr(prepare_data.HFTokenizer, "encode_batch", broken)
+    monkeypatch.setattr(HFTokenizer, "encode_batch", broken)
     out = tmp_path / "out"
     rc, _, err = run_main(["--input", small_txt, "--output", out,
                            "--hf-tokenizer", hf_tokenizer_file])
@@ -565,10 +1025,36 @@ def test_tokenizer_id_outside_vocabulary(tmp_path, small_txt, hf_tokenizer_file,
 
 def test_too_few_lines(tmp_path):
     path = tmp_path / "two.txt"
-    path.write_text("one line\nanother line\n")
+    path.write_text("one line\nanother line\n")  # one document: no room for valid, test and train
     out = tmp_path / "out"
     rc, _, err = run_main(["--input", path, "--output", out])
     assert_failed(rc, err, "--valid-lines", out=out)
+
+
+def test_unknown_compression(tmp_path):
+    out = tmp_path / "out"
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "2019-01.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(b'{"text": "a b"}\n'))
+    (folder / "2019-02.jsonl.lz4").write_bytes(b"\x04\x22\x4d\x18 lz4 frame")
+    rc, _, err = run_main(["--input", folder, "--output", out])
+    assert_failed(rc, err, "2019-02.jsonl.lz4", "unknown compression .lz4", ".gz, .bz2, .xz or .zst", out=out)
+    named = tmp_path / "corpus.txt.zip"
+    named.write_bytes(b"PK\x03\x04 zip archive")
+    rc, _, err = run_main(["--input", named, "--output", out])
+    assert_failed(rc, err, "corpus.txt.zip", "unknown compression .zip", ".zst", out=out)
+    disguised = tmp_path / "plain.txt"
+    disguised.write_bytes(zstandard.ZstdCompressor().compress(b"looks like text\n"))
+    rc, _, err = run_main(["--input", disguised, "--output", out])
+    assert_failed(rc, err, "plain.txt", ".zst-compressed", "plain.txt.zst", out=out)
+    zipped = tmp_path / "other.txt"
+    zipped.write_bytes(b"PK\x03\x04 zip archive")
+    rc, _, err = run_main(["--input", zipped, "--output", out])
+    assert_failed(rc, err, "other.txt", "unknown compression (zip data)", ".zst", out=out)
+    cut = tmp_path / "cut.jsonl.zst"
+    cut.write_bytes(zstandard.ZstdCompressor().compress(b'{"text": "a b"}\n' * 500)[:30])
+    rc, _, err = run_main(["--input", cut, "--output", out])
+    assert_failed(rc, err, "cut.jsonl.zst", "cannot decompress this .zst file", out=out)
 
 
 def test_hf_dataset_without_datasets_library(tmp_path, monkeypatch):
@@ -587,6 +1073,9 @@ def test_hf_dataset_without_datasets_library(tmp_path, monkeypatch):
     (["--padding-factor", "0"], ["--padding-factor"]),
     (["--model-type", "wordpiece"], ["--model-type"]),
     (["--spm-model", "m.model", "--byte-fallback", "on"], ["--byte-fallback", "--spm-model"]),
+    (["--workers", "0"], ["--workers"]),
+    (["--shards", "0"], ["--shards"]),
+    (["--shards", "2", "--shard-index", "2"], ["--shard-index", "--shards - 1 = 1"]),
 ])
 def test_conflicting_options(tmp_path, small_txt, extra, mentions):
     out = tmp_path / "out"
@@ -613,7 +1102,8 @@ def test_existing_output_untouched_then_forced(tmp_path, small_txt):
     assert [p.name for p in out.iterdir()] == ["keep.me"]
     assert (out / "keep.me").read_text() == "precious"
 
-    run_ok(["--input", small_txt, "--output", out, "--vocab-size", 60, "--force"])
+    run_ok(["--input", small_txt, "--output", out, "--vocab-size", 60, "--force", "--valid-lines", 1,
+            "--test-lines", 1])
     assert not (out / "keep.me").exists()
     assert json.loads((out / "manifest.json").read_text())["splits"]["train"]["lines"] > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "small.txt"]

@@ -16,7 +16,7 @@ from conftest import REPO, build_task_and_model
 
 sys.path.insert(0, str(REPO / "scripts"))
 import synonym_analysis  # noqa: E402
-from prepare_data import dictionary_text  # noqa: E402
+from fairseq_headless.data.binarize import dictionary_text  # noqa: E402
 
 from fairseq_headless.analysis import embeddings, wordnet  # noqa: E402
 

@@ -18,7 +18,6 @@ that is no special token (unknown, padding, ...) and has an embedding row.
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,22 +79,17 @@ def _first_line(e: BaseException) -> str:
 
 
 def manifest_tokenizer(data: Path, option: str):
-    """(encode: text -> fairseq ids, special fairseq ids) from a prepare_data.py data folder."""
-    manifest_path = data / "manifest.json"
-    if not manifest_path.is_file():
-        raise AnalysisInputError(
-            f"{option}: its data folder {data} has no manifest.json, so no tokenizer (the folder moved, or "
-            f"was not made by scripts/prepare_data.py); pass the folder with {option}-data-bin DIR")
+    """(encode: text -> fairseq ids, special fairseq ids) from a prepare_data.py data folder (or a colon list of
+    its shards)."""
+    from ..data.errors import DataError
+    from ..data.folder import open_data_folder
+
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        kind, path = manifest["tokenizer"]["type"], data / manifest["tokenizer"]["path"]
-        offset = int(manifest["id_mapping"]["offset"])
-        specials = {int(i) for i in manifest["id_mapping"].get("fairseq_specials", {}).values()}
-    except (ValueError, KeyError, TypeError) as e:
-        raise AnalysisInputError(f"{manifest_path}: not a valid manifest ({e}); re-run scripts/prepare_data.py") \
-            from None
-    if not path.is_file():
-        raise AnalysisInputError(f"{manifest_path}: its tokenizer file {path} is missing")
+        folder = open_data_folder(data, f"{option}: its data folder {data}")
+    except DataError as e:
+        raise AnalysisInputError(f"{e}; pass the folder with {option}-data-bin DIR") from None
+    kind, path, offset = folder.tokenizer_type, folder.tokenizer[0], folder.offset
+    specials = {int(i) for i in folder.manifest["id_mapping"].get("fairseq_specials", {}).values()}
     if kind == "sentencepiece":
         import sentencepiece as spm
 
@@ -112,7 +106,7 @@ def manifest_tokenizer(data: Path, option: str):
         specials |= {i + offset for i, added in tok.get_added_tokens_decoder().items() if added.special}
         return (lambda text: [i + offset for i in tok.encode(text, add_special_tokens=False).ids]), \
             frozenset(specials)
-    raise AnalysisInputError(f"{manifest_path}: tokenizer type {kind!r} is neither 'sentencepiece' nor 'hf'")
+    raise AnalysisInputError(f"{folder.manifest_path}: tokenizer type {kind!r} is neither 'sentencepiece' nor 'hf'")
 
 
 def load_fairseq(path: Path, data_bin: Path | None, option: str) -> EmbeddingModel:
@@ -137,7 +131,7 @@ def load_fairseq(path: Path, data_bin: Path | None, option: str) -> EmbeddingMod
         data = Path(data_bin)
     else:
         try:
-            data = Path(str(cfg_field(cfg_field(cfg, "task"), "data")).split(":")[0])
+            data = str(cfg_field(cfg_field(cfg, "task"), "data"))  # a folder, or a colon list of shards
         except (KeyError, TypeError):
             raise AnalysisInputError(f"{option} {path}: its config names no task.data; pass the data folder "
                                      f"with {option}-data-bin DIR") from None

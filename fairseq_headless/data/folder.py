@@ -1,0 +1,121 @@
+"""A data folder as training reads it, for every script that needs its dictionary or tokenizer
+(export, LAMBADA, the analyses, the sweeps).
+
+``task.data`` is one folder or a colon list of shards (``OUT/shard0:OUT/shard1:...``, one shard per
+epoch, as in fairseq's RoBERTa pretraining); fairseq reads the dictionary of the first only, and
+prepare_data.py keeps ``dict.txt``, ``manifest.json`` and ``tokenizer/`` there. A folder binarized
+by ``fairseq-preprocess`` directly has no manifest: it is read with the tokenizer files given
+(``tokenizer=``), and its dict.txt must list the tokenizer's ids in order (docs/data.md's recipe).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Sequence
+
+from .binarize import FAIRSEQ_SPECIALS, ID_OFFSET
+from .errors import DataError
+
+
+@dataclasses.dataclass(frozen=True)
+class DataFolder:
+    shards: tuple[Path, ...]  # every folder of task.data, in order
+    manifest: dict | None  # shard0's manifest.json; None for plain fairseq-preprocess output
+    tokenizer: tuple[Path, ...]  # the tokenizer's file(s); () if none was needed or found
+    tokenizer_type: str | None  # "sentencepiece" | "hf" | "gpt2" (encoder.json + vocab.bpe)
+
+    @property
+    def path(self) -> Path:
+        return self.shards[0]
+
+    @property
+    def dictionary(self) -> Path:
+        """dict.txt (readers that need it check that it is there: ``require_dictionary``)."""
+        return self.path / "dict.txt"
+
+    def require_dictionary(self, where: str) -> Path:
+        if not self.dictionary.is_file():
+            raise DataError(f"{where}: no dict.txt in {self.path}; give a folder written by scripts/prepare_data.py "
+                            f"or fairseq-preprocess")
+        return self.dictionary
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / "manifest.json"
+
+    def load_tokenizer(self):
+        """The preprocessing path's tokenizer (tokenizer.py): encode_batch, decode, vocab_size."""
+        from .tokenizer import load_tokenizer
+
+        if not self.tokenizer:
+            raise DataError(f"{self.path}: no tokenizer known for this data folder")
+        files = self.tokenizer if self.tokenizer_type == "gpt2" else self.tokenizer[0]
+        return load_tokenizer(self.tokenizer_type, files, "the data folder's tokenizer")
+
+    offset = ID_OFFSET  # fairseq id = tokenizer id + 4, in both kinds of folder
+
+
+def split_data_path(data) -> list[Path]:
+    """fairseq's task.data: one folder or ``a:b:c``."""
+    return [Path(p) for p in str(data).split(":") if p]
+
+
+def tokenizer_type_of(files: Sequence[Path]) -> str:
+    names = [Path(f).name for f in files]
+    if len(files) == 2 and sorted(Path(f).suffix for f in files) == [".bpe", ".json"]:
+        return "gpt2"
+    if len(files) == 1 and names[0].endswith(".model"):
+        return "sentencepiece"
+    if len(files) == 1 and names[0].endswith(".json"):
+        return "hf"
+    raise DataError(f"tokenizer files {', '.join(map(str, files))}: give a sentencepiece .model, a tokenizer.json, "
+                    f"or GPT-2's encoder.json and vocab.bpe")
+
+
+def open_data_folder(data, where: str, tokenizer: Sequence[Path] = (), need_tokenizer: bool = True) -> DataFolder:
+    """Resolve ``data`` (a folder or colon list) to its first shard's manifest, dict.txt and
+    tokenizer; ``where`` starts every error message (the option or config key at fault)."""
+    shards = tuple(split_data_path(data))
+    if not shards:
+        raise DataError(f"{where}: no data folder given")
+    first = shards[0]
+    manifest_path = first / "manifest.json"
+    tokenizer = tuple(Path(t) for t in tokenizer)
+    if tokenizer:
+        for f in tokenizer:
+            if not f.is_file():
+                raise DataError(f"{where}: tokenizer file {f} not found")
+        kind = tokenizer_type_of(tokenizer)
+        if kind == "gpt2":
+            tokenizer = tuple(sorted(tokenizer, key=lambda f: f.suffix != ".json"))  # encoder.json, vocab.bpe
+        manifest = _read_manifest(manifest_path) if manifest_path.is_file() else None
+    elif manifest_path.is_file():
+        manifest = _read_manifest(manifest_path)
+        try:
+            kind = manifest["tokenizer"]["type"]
+            tokenizer = (first / manifest["tokenizer"]["path"],)
+        except (KeyError, TypeError) as e:
+            raise DataError(f"{manifest_path}: not a valid manifest ({e}); re-run scripts/prepare_data.py") from None
+        if need_tokenizer and not tokenizer[0].is_file():
+            raise DataError(f"{where}: tokenizer file {tokenizer[0]} (manifest tokenizer.path) is missing")
+    elif need_tokenizer:
+        raise DataError(f"{where}: no manifest.json in {first} (the data folder moved, or was not made by "
+                        f"scripts/prepare_data.py); pass the folder prepare_data.py wrote, or the tokenizer "
+                        f"files of a folder binarized by fairseq-preprocess")
+    else:
+        manifest, kind = None, None
+    if kind not in (None, "sentencepiece", "hf", "gpt2"):
+        raise DataError(f"{manifest_path}: tokenizer type {kind!r} is neither 'sentencepiece' nor 'hf'")
+    return DataFolder(shards, manifest, tokenizer, kind)
+
+
+def _read_manifest(path: Path) -> dict:
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        mapping = manifest["id_mapping"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{path}: not a valid manifest ({e}); re-run scripts/prepare_data.py") from None
+    if mapping.get("offset") != ID_OFFSET or mapping.get("fairseq_specials", FAIRSEQ_SPECIALS) != FAIRSEQ_SPECIALS:
+        raise DataError(f"{path}: id_mapping is not `tokenizer id + {ID_OFFSET}` after {list(FAIRSEQ_SPECIALS)}")
+    return manifest

@@ -1,0 +1,815 @@
+"""Raw text -> a fairseq data folder for headless pretraining, streaming, parallel and sharded.
+
+The data stage of the paper's recipe (a fixed tokenizer: Pythia's for the English models, Sec.
+4.1-4.2; a multilingual vocabulary sampled over languages, Sec. 5; BPE tokenizers of several
+sizes, Sec. 6), built for corpora far larger than memory (OpenWebText2: 63 GiB of ``.jsonl.zst``).
+scripts/prepare_data.py is its command line; docs/data.md describes the output.
+
+Passes over the corpus, each one parallel over work units (sources.py) in ``--workers`` processes
+of one tokenizer thread each, each holding one record and one batch of lines at a time:
+
+1. scan: count lines and records and keep the smallest-rank records (splits.py), from which the
+   valid/test thresholds follow; with --lang-input, the training lines of each language and unit
+   (sampling.py);
+2. sample (only when training sentencepiece): the priority reservoir of training lines, then
+   sentencepiece is trained on it;
+3. encode, once per shard: tokenize, write each unit's ids with fairseq's mmap builder
+   (binarize.py), join the units in corpus order. Nothing depends on which worker did what, so the
+   output is the same for any --workers.
+
+With ``--shards K`` the output is ``OUT/shard0 .. OUT/shard{K-1}`` (training records go to shard
+``hash % K``; valid, test, the tokenizer, ``dict.txt`` and ``manifest.json`` live in shard0), and a
+run resumes: the scan (``OUT/scan.json``), the tokenizer and every finished shard
+(``OUT/shardI/shard.json``) are reused, and ``--shard-index I`` prepares one shard only, so a
+Slurm array prepares the shards on K machines. Whichever run finishes the last shard sums the
+shards' counts into shard0's ``dict.txt`` and ``manifest.json``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import os
+import shlex
+import shutil
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from ..evaluation.results import write_atomic, write_json_atomic
+from . import binarize, sampling, splits
+from .errors import DataError
+from .progress import DEFAULT_INTERVAL_SECONDS, Progress
+from .sources import Source, Unit, make_units, read_unit, resolve_inputs
+from .tokenizer import (Tokenizer, load_tokenizer, single_threaded, train_sentencepiece,
+                        training_pieces)
+
+FORMAT_VERSION = 1
+DEFAULT_VOCAB_SIZE = 8000
+DEFAULT_PADDING_FACTOR = 8
+DEFAULT_ALPHA = 0.3
+DEFAULT_SPM_SAMPLE_LINES = 300_000
+DEFAULT_CHARACTER_COVERAGE = 0.9995
+LICENCE_UNKNOWN = "unknown"
+# One tokenizer call: large enough that the call overhead vanishes, small enough that a worker
+# holds a few MB of text and ids.
+BATCH_BYTES = 1 << 20
+BATCH_LINES = 10_000
+SPLITS = ("train", "valid", "test")
+
+
+def default_workers() -> int:
+    """The cores this process may use (a Slurm allocation, not the whole node)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+@dataclasses.dataclass
+class Options:
+    """A validated command line (scripts/prepare_data.py)."""
+
+    inputs: list[tuple[str | None, str]]  # (language or None, path or hf: spec)
+    multilingual: bool
+    alpha: float | None
+    output: Path
+    force: bool
+    tokenizer_mode: str  # "train" | "spm" | "hf"
+    vocab_size: int | None
+    model_type: str | None
+    tokenizer_file: Path | None
+    character_coverage: float
+    byte_fallback: bool
+    spm_sample_lines: int
+    valid_lines: int | None
+    test_lines: int | None
+    padding_factor: int
+    workers: int
+    seed: int
+    field: str
+    licence: str
+    shards: int = 1
+    shard_index: int | None = None
+
+    def settings(self) -> dict:
+        """What decides the output (not --workers, --force, --shard-index): a resumed run must
+        have the same."""
+        keep = ("inputs", "alpha", "tokenizer_mode", "vocab_size", "model_type", "tokenizer_file",
+                "character_coverage", "byte_fallback", "spm_sample_lines", "valid_lines", "test_lines",
+                "padding_factor", "seed", "field", "licence", "shards")
+        return json.loads(json.dumps({k: getattr(self, k) for k in keep}, default=str))
+
+
+def info(message: str) -> None:
+    # Informational output goes to stdout so that stderr carries only progress bars, warnings and
+    # the single error line.
+    print(message, flush=True)
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------
+# what the workers share (inherited through fork, set again for each pass)
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Job:
+    sources: list[Source]
+    units: list[Unit]
+    field: str
+    shards: int = 1
+    seed: int = 1
+    budgets: dict = dataclasses.field(default_factory=dict)  # group -> (valid, test) line budgets
+    plans: dict = dataclasses.field(default_factory=dict)  # group -> SplitPlan
+    resampling: dict | None = None  # unit -> (copies, extra lines, training lines)
+    cutoff: int = sampling.PRIORITY_RANGE
+    tokenizer: tuple | None = None  # (kind, path, option, trained)
+    dict_size: int = 0
+    vocab_size: int = 0
+    workdir: Path | None = None
+    queue: object = None
+
+
+_JOB: Job | None = None
+_TOKENIZER: Tokenizer | None = None
+
+
+def _worker_start(load_tok: bool) -> None:
+    global _TOKENIZER
+    if load_tok:
+        single_threaded()
+        kind, path, option, trained = _JOB.tokenizer
+        _TOKENIZER = load_tokenizer(kind, path, option, trained)
+
+
+class _Reporter:
+    """Progress from a worker: bytes read and tokens written, sent at most once a second."""
+
+    def __init__(self, direct: Callable | None):
+        self.direct, self.bytes, self.tokens, self.sent = direct, 0, 0, time.monotonic()
+
+    def __call__(self, nbytes: int, tokens: int = 0) -> None:
+        if self.direct is not None:
+            self.direct(nbytes, tokens)
+            return
+        self.bytes += nbytes
+        self.tokens += tokens
+        if time.monotonic() - self.sent >= 1.0:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.direct is None and (self.bytes or self.tokens):
+            _JOB.queue.put((self.bytes, self.tokens))
+            self.bytes = self.tokens = 0
+            self.sent = time.monotonic()
+
+
+_DIRECT_REPORT: Callable | None = None  # in-process (--workers 1): straight to the Progress
+
+
+def _task(args):
+    stage, unit_index, extra = args
+    report = _Reporter(_DIRECT_REPORT)
+    try:
+        return {"scan": _scan, "sample": _sample, "encode": _encode}[stage](_JOB.units[unit_index], extra, report)
+    finally:
+        report.flush()
+
+
+# --------------------------------------------------------------------------
+# the three passes, per unit
+# --------------------------------------------------------------------------
+
+
+def _group(source: Source):
+    return source.language
+
+
+def _scan(unit: Unit, _, report) -> dict:
+    source = _JOB.sources[unit.source]
+    hasher = splits.RecordHasher(source.name)
+    candidates = splits.SplitCandidates(*_JOB.budgets[_group(source)])
+    lines = records = documents = text_bytes = 0
+    for record in read_unit(_JOB.sources, unit, _JOB.field, lambda n: report(n)):
+        n = len(record.lines)
+        lines += n
+        records += 1
+        documents += not record.continues
+        if source.kind == "hf":
+            text_bytes += sum(len(line.encode("utf-8")) + 1 for line in record.lines)
+        candidates.add(hasher(record.position)[0], n, unit.index)
+    return {"unit": unit.index, "lines": lines, "records": records, "documents": documents,
+            "text_bytes": text_bytes, "candidates": candidates.state()}
+
+
+def _lines(unit: Unit, shard: int | None, heldout: bool, report) -> Iterator[tuple]:
+    """(split, line, key, copy, record position, line in record) in the order they are written.
+    ``shard`` None: the training lines of every shard (the tokenizer's sample). ``key`` tells
+    contiguous text apart: consecutive keys (same pass and document, next line) are one text."""
+    source = _JOB.sources[unit.source]
+    hasher = splits.RecordHasher(source.name)
+    plan = _JOB.plans[_group(source)]
+    copies, extra, train_lines = (_JOB.resampling or {}).get(unit.index, (1, 0, 0))
+    k = _JOB.shards
+
+    def place(position):
+        rank, shard_hash = hasher(position)
+        return plan.split_of(rank), shard is None or shard_hash % k == shard
+
+    def wanted(position):  # jsonl records of other shards are skipped unparsed
+        split, mine = place(position)
+        return (heldout and split != "train") or (split == "train" and mine)
+
+    # A resampled unit reads everything: its draw counts every training line.
+    want = wanted if _JOB.resampling is None and shard is not None else None
+
+    for copy in range(copies + (extra > 0)):
+        # The last pass of an up- or downsampled language keeps `extra` of its training lines,
+        # drawn over all of them (every shard), so the draw does not depend on the shard.
+        sampler = (sampling.SelectionSampler(extra, train_lines, sampling.unit_rng(
+            _JOB.seed, source.language, source.name, unit.start)) if copy == copies else None)
+        seq, doc = 0, None
+        for record in read_unit(_JOB.sources, unit, _JOB.field, lambda n: report(n), want):
+            split, mine = place(record.position)
+            if not record.continues:
+                doc = record.position
+            for j, line in enumerate(record.lines):
+                seq += 1
+                if split == "train":
+                    if (sampler is not None and not sampler.take()) or not mine:
+                        continue
+                elif not (heldout and copy == 0):
+                    continue
+                yield split, line, (copy, doc, seq), copy, record.position, j
+
+
+def _sample(unit: Unit, _, report) -> dict:
+    source = _JOB.sources[unit.source]
+    priority = sampling.Priorities(_JOB.seed, source.name)
+    kept, pieces = [], 0
+    for _, line, _, copy, position, j in _lines(unit, None, False, report):
+        for p, piece in enumerate(training_pieces(line)):
+            pieces += 1
+            value = priority(position, j, p, copy)
+            if value < _JOB.cutoff:
+                kept.append((value, piece))
+    return {"unit": unit.index, "kept": kept, "pieces": pieces}
+
+
+def _encode(unit: Unit, shard: int, report) -> dict:
+    tok = _TOKENIZER
+    counts = np.zeros(_JOB.vocab_size, dtype=np.int64)
+    writers: dict[str, binarize.SplitWriter] = {}
+    pending: list[tuple[str, str, bool]] = []
+    size = 0
+    last: dict[str, tuple] = {}
+
+    def flush():
+        if not pending:
+            return
+        encoded = tok.encode_batch([line for _, line, _ in pending])
+        tokens = 0
+        for split in SPLITS:
+            rows = [i for i, (s, _, _) in enumerate(pending) if s == split]
+            if not rows:
+                continue
+            if split not in writers:
+                writers[split] = binarize.SplitWriter(
+                    _JOB.workdir / f"{split}-{unit.index:07d}", _JOB.dict_size, tok.vocab_size, tok.option,
+                    counts if split == "train" else None)
+            writers[split].add([encoded[i] for i in rows], [pending[i][2] for i in rows])
+            tokens += sum(len(encoded[i]) for i in rows)
+        report(0, tokens)
+        pending.clear()
+
+    for split, line, key, *_ in _lines(unit, shard, shard == 0, report):
+        copy, doc, seq = key
+        pending.append((split, line, last.get(split) != (copy, doc, seq - 1)))
+        last[split] = key
+        size += len(line)
+        if size >= BATCH_BYTES or len(pending) >= BATCH_LINES:
+            flush()
+            size = 0
+    flush()
+    return {"unit": unit.index, "parts": {s: w.finish() for s, w in writers.items()}, "counts": counts}
+
+
+# --------------------------------------------------------------------------
+# running a pass
+# --------------------------------------------------------------------------
+
+
+def run_pass(job: Job, stage: str, units: Sequence[Unit], workers: int, progress: Progress,
+             extra=None, load_tok: bool = False) -> Iterator[dict]:
+    """Run ``stage`` over ``units``; yields each unit's result as it finishes (in any order)."""
+    global _JOB, _DIRECT_REPORT
+    # Longest first, so that the last unit to start is a short one.
+    order = sorted(units, key=lambda u: -u.disk_bytes(job.sources))
+    tasks = [(stage, u.index, extra) for u in order]
+    _JOB = job
+    if workers == 1 or len(tasks) == 1:
+        saved = {k: os.environ.get(k) for k in ("RAYON_NUM_THREADS", "TOKENIZERS_PARALLELISM")}
+        _DIRECT_REPORT = lambda n, t=0: (progress.update(n, t), progress.tick())
+        try:
+            _worker_start(load_tok)
+            for t in tasks:
+                yield _task(t)
+        finally:
+            _DIRECT_REPORT = None
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        return
+    # fork: the workers inherit the job and the imported libraries (fairseq, tokenizers) instead
+    # of importing them again, and no worker has run a tokenizer thread before it forks.
+    context = multiprocessing.get_context("fork")
+    job.queue = context.SimpleQueue()
+    pool = context.Pool(min(workers, len(tasks)), initializer=_worker_start, initargs=(load_tok,))
+    try:
+        results = pool.imap_unordered(_task, tasks, chunksize=1)
+        while True:
+            try:
+                result = results.next(timeout=0.5)
+            except multiprocessing.TimeoutError:
+                result = None
+            except StopIteration:
+                break
+            while not job.queue.empty():
+                progress.update(*job.queue.get())
+            progress.tick()
+            if result is not None:
+                yield result
+        while not job.queue.empty():
+            progress.update(*job.queue.get())
+        pool.close()
+        pool.join()
+    finally:
+        pool.terminate()
+        job.queue = None
+
+
+# --------------------------------------------------------------------------
+# the corpus after the scan
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Scan:
+    sources: list[dict]  # manifest entries (path, lines, documents, bytes, language, licence)
+    unit_lines: list[int]
+    groups: dict  # group -> {"plan": [valid_below, test_below], "lines": {...}, "unit_heldout": {...}}
+    multilingual: dict | None
+    resampling: dict | None  # str(unit) -> [copies, extra, training lines]
+    train_lines: int  # training lines written (after resampling), all shards
+
+    def plans(self) -> dict:
+        return {_group_key(g): splits.SplitPlan(*v["plan"]) for g, v in self.groups.items()}
+
+    def resampling_by_unit(self) -> dict | None:
+        return None if self.resampling is None else {int(u): tuple(v) for u, v in self.resampling.items()}
+
+
+def _group_name(group) -> str:
+    return "all" if group is None else group
+
+
+def _group_key(name: str):
+    return None if name == "all" else name
+
+
+class Preparation:
+    def __init__(self, opts: Options, argv: Sequence[str], progress_seconds: float = DEFAULT_INTERVAL_SECONDS,
+                 log: Callable[[str], None] = info):
+        self.opts, self.argv, self.progress_seconds, self.log = opts, list(argv), progress_seconds, log
+        self.workers = opts.workers
+
+    # -- passes --------------------------------------------------------------
+
+    def _progress(self, what: str, total: int) -> Progress:
+        return Progress(what, total, self.progress_seconds, log=self.log)
+
+    def scan(self, sources: list[Source], units: list[Unit]) -> Scan:
+        opts = self.opts
+        groups = list(dict.fromkeys(lang for lang, _ in opts.inputs)) if opts.multilingual else [None]
+        limit = splits.MAX_DEFAULT_SPLIT_LINES
+        budgets = {g: (opts.valid_lines or limit, opts.test_lines or limit) for g in groups}
+        job = Job(sources, units, opts.field, budgets=budgets)
+        candidates = {g: splits.SplitCandidates(*budgets[g]) for g in groups}
+        unit_lines = [0] * len(units)
+        per_source = [{"lines": 0, "documents": 0, "text_bytes": 0} for _ in sources]  # for the manifest
+        progress = self._progress("scanning", sum(u.disk_bytes(sources) for u in units))
+        for r in run_pass(job, "scan", units, self.workers, progress):
+            unit = units[r["unit"]]
+            unit_lines[unit.index] = r["lines"]
+            for key, total in per_source[unit.source].items():
+                per_source[unit.source][key] = total + r[key]
+            candidates[_group(sources[unit.source])].merge(r["candidates"])
+        seconds = progress.close()
+        self.log(f"scanned {progress.bytes / 1e6:,.1f} MB in {seconds:.1f} s: {sum(unit_lines):,} lines in "
+                 f"{len(sources)} source{'s' * (len(sources) != 1)}")
+
+        manifest_sources = [
+            {"path": s.path, "lines": st["lines"], "documents": st["documents"],
+             "bytes": st["text_bytes"] if s.kind == "hf" else s.size, "language": s.language,
+             "licence": opts.licence} for s, st in zip(sources, per_source)]
+        result_groups = {}
+        for g in groups:
+            total = sum(n for u, n in zip(units, unit_lines) if _group(sources[u.source]) == g)
+            if total == 0:
+                if g is None:
+                    shown = ", ".join(path for _, path in opts.inputs)
+                    raise DataError(f"input is empty: no non-empty lines in {shown} (--input)")
+                paths = ", ".join(p for lang, p in opts.inputs if lang == g)
+                raise DataError(f"input is empty: no non-empty lines for language {g} in {paths} (--lang-input)")
+            n_valid = splits.default_split_lines(total) if opts.valid_lines is None else opts.valid_lines
+            n_test = splits.default_split_lines(total) if opts.test_lines is None else opts.test_lines
+            what = "the input" if g is None else f"language {g}"
+            split = splits.plan_split(candidates[g], total, n_valid, n_test, what)
+            result_groups[_group_name(g)] = {
+                "plan": [split.plan.valid_below, split.plan.test_below], "lines": split.lines,
+                "unit_heldout": {str(u): v["valid"] + v["test"] for u, v in split.unit_lines.items()}}
+
+        multilingual = resampling = None
+        train_lines = sum(g["lines"]["train"] for g in result_groups.values())
+        if opts.multilingual:
+            multilingual, resampling = self._resampling(units, sources, unit_lines, result_groups)
+        return Scan(manifest_sources, unit_lines, result_groups, multilingual, resampling, train_lines)
+
+    def _resampling(self, units, sources, unit_lines, groups) -> tuple[dict, dict]:
+        opts = self.opts
+        counts = {_group_key(g): v["lines"]["train"] for g, v in groups.items()}
+        q = sampling.sampling_probabilities(counts, opts.alpha)
+        targets = sampling.sampled_line_counts(counts, opts.alpha)
+        total = sum(counts.values())
+        section = {"alpha": opts.alpha, "languages": {}}
+        resampling = {}
+        for lang, n in counts.items():
+            g = groups[_group_name(lang)]
+            train_of = {u.index: unit_lines[u.index] - g["unit_heldout"].get(str(u.index), 0)
+                        for u in units if _group(sources[u.source]) == lang}
+            copies, extra = divmod(targets[lang], n)
+            shares = sampling.allocate(extra, train_of)
+            for u, lines in train_of.items():
+                resampling[str(u)] = [copies, shares[u], lines]
+            section["languages"][lang] = {
+                "original_train_lines": n, "sampled_train_lines": targets[lang], "original_share": n / total,
+                "sampling_probability": q[lang], "valid_lines": g["lines"]["valid"],
+                "test_lines": g["lines"]["test"]}
+        return section, resampling
+
+    def training_sample(self, sources, units, scan: Scan, k: int) -> list[str]:
+        """k training lines (pieces of at most 4,000 bytes) drawn uniformly: the priority reservoir."""
+        opts = self.opts
+        job = Job(sources, units, opts.field, shards=opts.shards, seed=opts.seed, plans=scan.plans(),
+                  resampling=scan.resampling_by_unit())
+        job.cutoff = sampling.reservoir_cutoff(k, scan.train_lines)
+        while True:
+            reservoir, pieces = sampling.Reservoir(k), 0
+            progress = self._progress("sampling for sentencepiece", self._pass_bytes(units, sources, scan))
+            for r in run_pass(job, "sample", units, self.workers, progress):
+                reservoir.merge(r["kept"])
+                pieces += r["pieces"]
+            progress.close()
+            if len(reservoir) >= min(k, pieces) or job.cutoff >= sampling.PRIORITY_RANGE:
+                break
+            job.cutoff = min(sampling.PRIORITY_RANGE, job.cutoff * 4)  # far below the odds, see reservoir_cutoff
+        return reservoir.items()
+
+    def train_tokenizer(self, sources, units, scan: Scan, folder: Path) -> Tokenizer:
+        opts = self.opts
+        sample = self.training_sample(sources, units, scan, opts.spm_sample_lines)
+        self.log(f"training a sentencepiece {opts.model_type} model, vocab size {opts.vocab_size}, byte fallback "
+                 f"{'on' if opts.byte_fallback else 'off'}, on {len(sample)} lines")
+        return train_sentencepiece(sample, folder, opts.vocab_size, opts.model_type, opts.character_coverage,
+                                   opts.byte_fallback, threads=self.workers)
+
+    @staticmethod
+    def _pass_bytes(units, sources, scan: Scan) -> int:
+        """Bytes read by a pass: a resampled unit is read once per copy."""
+        resampling = scan.resampling_by_unit() or {}
+        return sum(u.disk_bytes(sources) * (lambda c, e, _: c + (e > 0))(*resampling.get(u.index, (1, 0, 0)))
+                   for u in units)
+
+    def encode_shard(self, shard: int, sources, units, scan: Scan, tok: Tokenizer, dest: Path) -> dict:
+        """Write shard ``shard``'s splits into ``dest``; returns its counts."""
+        opts = self.opts
+        work = dest / ".units"
+        work.mkdir(parents=True, exist_ok=True)
+        dict_size = binarize.dictionary_size(tok.vocab_size, opts.padding_factor)
+        job = Job(sources, units, opts.field, shards=opts.shards, seed=opts.seed, plans=scan.plans(),
+                  resampling=scan.resampling_by_unit(), tokenizer=(tok.kind, tok.path, tok.option, tok.trained),
+                  dict_size=dict_size, vocab_size=tok.vocab_size, workdir=work)
+        what = "encoding" if opts.shards == 1 else f"encoding shard {shard}"
+        progress = self._progress(what, self._pass_bytes(units, sources, scan))
+        parts: dict[str, dict[int, dict]] = {s: {} for s in SPLITS}
+        counts = np.zeros(tok.vocab_size, dtype=np.int64)
+        for r in run_pass(job, "encode", units, self.workers, progress, extra=shard, load_tok=True):
+            counts += r["counts"]
+            for split, part in r["parts"].items():
+                parts[split][r["unit"]] = part
+        seconds = progress.close()
+        stats = {}
+        joining = time.monotonic()
+        for split in SPLITS if shard == 0 else ("train",):
+            ordered = [parts[split][u] for u in sorted(parts[split])]
+            binarize.join(dest / split, ordered, dict_size)
+            s = {k: sum(p[k] for p in ordered) for k in ("lines", "documents", "tokens", "dropped_lines")}
+            if s["dropped_lines"]:
+                warn(f"{split}: {s['dropped_lines']} non-empty lines encoded to no tokens and were dropped")
+            else:
+                del s["dropped_lines"]
+            if s["lines"] == 0:
+                where = f"the {split} split" + (f" of shard {shard}" if opts.shards > 1 else "")
+                fix = "; use fewer --shards" if opts.shards > 1 and split == "train" else \
+                    "; check the input text and the tokenizer"
+                raise DataError(f"{where} has no tokens after tokenization{fix}")
+            stats[split] = s
+        shutil.rmtree(work)
+        joined = time.monotonic() - joining
+        size = sum((dest / f"{s}.bin").stat().st_size for s in stats)
+        self.log(f"{what}: {progress.bytes / 1e6:,.1f} MB in {seconds:.1f} s "
+                 f"({progress.bytes / 1e6 / max(seconds, 1e-9):.2f} MB/s), {progress.tokens:,} tokens; "
+                 f"joined {size / 1e6:,.1f} MB of ids in {joined:.2f} s")
+        return {"shard": shard, "splits": stats, "counts": counts.tolist(), "workers": self.workers,
+                "seconds": round(seconds, 3)}
+
+    # -- the output ----------------------------------------------------------
+
+    def manifest(self, tok: Tokenizer, scan: Scan, shard_results: list[dict]) -> dict:
+        opts = self.opts
+        madeup = binarize.madeupwords(tok.vocab_size, opts.padding_factor)
+        dict_size = binarize.dictionary_size(tok.vocab_size, opts.padding_factor)
+        first = shard_results[0]["splits"]
+        train = {k: sum(r["splits"]["train"].get(k, 0) for r in shard_results)
+                 for k in ("lines", "documents", "tokens", "dropped_lines")}
+        if not train["dropped_lines"]:
+            del train["dropped_lines"]
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "tokenizer": {"type": tok.kind, "path": f"tokenizer/{tok.filename}", "model_type": tok.model_type,
+                          "trained": tok.trained, "vocab_size": tok.vocab_size},
+            "id_mapping": {
+                "fairseq_id": "tokenizer_id + offset", "offset": binarize.ID_OFFSET,
+                "fairseq_specials": dict(binarize.FAIRSEQ_SPECIALS), "padding_factor": opts.padding_factor,
+                "dictionary_size": dict_size, "madeupwords": madeup, "mask_appended_by_masked_lm_task": True,
+                "masked_lm_embedding_rows": dict_size + 1},
+            "splits": {"train": train, "valid": first["valid"], "test": first["test"]},
+            "split_method": splits.METHOD + (", per language before sampling" if opts.multilingual else ""),
+            "split_thresholds": {g: {"valid_below": v["plan"][0], "test_below": v["plan"][1]}
+                                 for g, v in scan.groups.items()},
+            "seed": opts.seed,
+            "workers": self.workers,
+            "shards": {"count": opts.shards,
+                       "paths": [f"shard{r['shard']}" for r in shard_results] if opts.shards > 1 else ["."],
+                       "train": [r["splits"]["train"] for r in shard_results]},
+            "sources": scan.sources,
+            "multilingual": scan.multilingual,
+            "command": shlex.join(["prepare_data.py", *self.argv]),
+        }
+        if tok.trained:
+            manifest["tokenizer"].update(requested_vocab_size=opts.vocab_size,
+                                         character_coverage=opts.character_coverage,
+                                         byte_fallback=opts.byte_fallback)
+        return manifest
+
+    def write_dictionary_and_manifest(self, folder: Path, tok: Tokenizer, scan: Scan, shard_results: list[dict]):
+        counts = np.sum([np.asarray(r["counts"], dtype=np.int64) for r in shard_results], axis=0)
+        body, _ = binarize.dictionary_text(counts, self.opts.padding_factor)
+        write_atomic(folder / "dict.txt", body)
+        manifest = self.manifest(tok, scan, shard_results)
+        write_json_atomic(folder / "manifest.json", manifest)  # last: a complete folder has it
+        return manifest
+
+    # -- whole runs ----------------------------------------------------------
+
+    def _given_tokenizer(self) -> Tokenizer | None:
+        """The given tokenizer, loaded before any text is read so a bad file fails fast."""
+        opts = self.opts
+        if opts.tokenizer_mode == "train":
+            return None
+        kind = "sentencepiece" if opts.tokenizer_mode == "spm" else "hf"
+        return load_tokenizer(kind, opts.tokenizer_file, "--spm-model" if kind == "sentencepiece" else "--hf-tokenizer")
+
+    def _sources(self, excluded: Sequence[Path]):
+        sources = resolve_inputs(self.opts.inputs, exclude=excluded)
+        return sources, make_units(sources)
+
+    def run(self) -> dict | None:
+        return self._run_single() if self.opts.shards == 1 else self._run_sharded()
+
+    def _run_single(self) -> dict:
+        opts = self.opts
+        out = opts.output
+        check_output(out, opts.force)
+        tok = self._given_tokenizer()
+        workdir = out.parent / f"{out.name}.tmp-{os.getpid()}"
+        sources, units = self._sources([out, workdir])
+        created = [p for p in reversed(out.parents) if not p.exists()]
+        try:
+            for parent in created:
+                parent.mkdir()
+            if workdir.exists():  # left over by a killed run with our pid
+                shutil.rmtree(workdir)
+            workdir.mkdir()
+            scan = self.scan(sources, units)
+            (workdir / "tokenizer").mkdir()
+            if tok is None:
+                (workdir / ".spm").mkdir()
+                tok = self.train_tokenizer(sources, units, scan, workdir / ".spm")
+            tok.save(workdir / "tokenizer")
+            tok = load_tokenizer(tok.kind, workdir / "tokenizer" / tok.filename, tok.option, tok.trained)
+            result = self.encode_shard(0, sources, units, scan, tok, workdir)
+            shutil.rmtree(workdir / ".spm", ignore_errors=True)
+            manifest = self.write_dictionary_and_manifest(workdir, tok, scan, [result])
+            publish(workdir, out, opts.force)
+            workdir = None
+        finally:
+            # Any failure, including Ctrl-C, leaves nothing behind.
+            if workdir is not None:
+                shutil.rmtree(workdir, ignore_errors=True)
+                for parent in reversed(created):
+                    try:
+                        parent.rmdir()
+                    except OSError:
+                        pass
+        return manifest
+
+    def _run_sharded(self) -> dict | None:
+        opts = self.opts
+        out, k = opts.output, opts.shards
+        settings = opts.settings()
+        marker = out / "prepare.json"
+        old = None
+        # An empty folder is what another task of the same array has just created.
+        if (out.exists() or out.is_symlink()) and not (out.is_dir() and not any(out.iterdir())):
+            previous = _read_json(marker) if out.is_dir() else None
+            if previous is not None and previous.get("settings") == settings and not opts.force:
+                pass  # resume
+            elif not opts.force:
+                why = ("was prepared with other options" if previous is not None
+                       else "already exists and is not a sharded preparation")
+                raise DataError(f"output folder {out} {why}; pass --force to replace it or choose another --output")
+            elif opts.shard_index is not None:
+                raise DataError("--force with --shard-index would let every task of an array delete the others' "
+                                "shards; remove the output folder once before the array starts")
+            elif not out.is_dir():
+                raise DataError(f"--output {out} exists and is not a folder; remove it first")
+            else:
+                old = out.with_name(f"{out.name}.old-{os.getpid()}")
+        tok = self._given_tokenizer()
+        if tok is None and opts.shard_index not in (None, 0) and not (out / "shard0" / "tokenizer").is_dir():
+            raise DataError(f"no tokenizer in {out}/shard0/tokenizer yet: train it first with the same command and "
+                            f"--shard-index 0 (it trains the tokenizer, then prepares shard 0), or give one with "
+                            f"--spm-model / --hf-tokenizer")
+        sources, units = self._sources([out] + ([old] if old else []))
+        if old is not None:
+            out.rename(old)  # deleted once the new folder is complete
+        # A run that created the folder removes it if it fails before finishing anything; never a
+        # task of an array (--shard-index), whose siblings may be working in it.
+        fresh = not out.exists() and opts.shard_index is None
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(marker, {"settings": settings, "note": "scripts/prepare_data.py --shards: the options "
+                                       "of this preparation; a run with the same options resumes it"})
+            scan = self._cached_scan(out, sources, units)
+            tok = self._sharded_tokenizer(out, tok, sources, units, scan)
+            todo = [opts.shard_index] if opts.shard_index is not None else list(range(k))
+            for i in todo:
+                done = out / f"shard{i}" / "shard.json"
+                if done.exists():
+                    self.log(f"shard {i}: finished before ({done}), skipped")
+                    continue
+                tmp = out / f"shard{i}.tmp-{os.getpid()}"
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir()
+                try:
+                    result = self.encode_shard(i, sources, units, scan, tok, tmp)
+                    final = out / f"shard{i}"
+                    final.mkdir(exist_ok=True)
+                    for f in tmp.iterdir():
+                        os.replace(f, final / f.name)
+                    write_json_atomic(done, result)  # last: the shard is complete
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                fresh = False
+            results = [_read_json(out / f"shard{i}" / "shard.json") for i in range(k)]
+            if any(r is None for r in results):
+                missing = [i for i, r in enumerate(results) if r is None]
+                self.log(f"shards still to prepare: {', '.join(map(str, missing))}; the run that finishes the "
+                         f"last one writes {out}/shard0/dict.txt and manifest.json")
+                return None
+            manifest = self.write_dictionary_and_manifest(out / "shard0", tok, scan, results)
+        except BaseException:
+            if fresh:  # nothing finished: leave nothing behind
+                shutil.rmtree(out, ignore_errors=True)
+                if old is not None:
+                    old.rename(out)
+                    old = None
+            raise
+        if old is not None:
+            shutil.rmtree(old)
+        return manifest
+
+    def _cached_scan(self, out: Path, sources, units) -> Scan:
+        path = out / "scan.json"
+        described = [[s.path, s.size] for s in sources]
+        cached = _read_json(path)
+        if cached is not None:
+            if cached.get("inputs") != described:
+                raise DataError(f"the input files changed since {out} was started ({path} lists others); "
+                                f"pass --force to start over")
+            self.log(f"reusing the scan of {path}")
+            return Scan(**cached["scan"])
+        scan = self.scan(sources, units)
+        write_json_atomic(path, {"inputs": described, "scan": dataclasses.asdict(scan)})
+        return scan
+
+    def _sharded_tokenizer(self, out: Path, given: Tokenizer | None, sources, units, scan) -> Tokenizer:
+        folder = out / "shard0" / "tokenizer"
+        if not folder.exists():
+            tmp = out / f"tokenizer.tmp-{os.getpid()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            (tmp / "tokenizer").mkdir(parents=True)
+            try:
+                tok = given or self.train_tokenizer(sources, units, scan, tmp)
+                tok.save(tmp / "tokenizer")
+                (out / "shard0").mkdir(exist_ok=True)
+                try:
+                    os.replace(tmp / "tokenizer", folder)
+                except OSError:
+                    if not folder.is_dir():  # else another task of the array put the same one there first
+                        raise
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            self.log(f"reusing the tokenizer of {folder}")
+        if given is not None:
+            kept = folder / given.filename
+            if not kept.is_file() or kept.read_bytes() != given.path.read_bytes():
+                raise DataError(f"{kept} is not the given tokenizer; pass --force to start over")
+            return load_tokenizer(given.kind, kept, given.option)
+        return load_tokenizer("sentencepiece", folder / "spm.model", "--vocab-size", trained=True)
+
+
+# --------------------------------------------------------------------------
+# files and folders
+# --------------------------------------------------------------------------
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def check_output(out: Path, force: bool) -> None:
+    if out.exists() or out.is_symlink():
+        if not force:
+            raise DataError(f"output folder {out} already exists; pass --force to replace it or choose another "
+                            f"--output")
+        if not out.is_dir():
+            raise DataError(f"--output {out} exists and is not a folder; remove it first")
+
+
+def publish(workdir: Path, out: Path, force: bool) -> None:
+    """Move the finished workdir into place; an old DIR (--force) is moved aside first and deleted
+    only once the new one is in place."""
+    old = out.with_name(f"{out.name}.old-{os.getpid()}")
+    if out.exists():
+        if not force:  # appeared while we were working
+            raise DataError(f"output folder {out} appeared during the run; pass --force to replace it or "
+                            f"choose another --output")
+        out.rename(old)
+    try:
+        workdir.rename(out)
+    except BaseException:
+        if old.exists():
+            old.rename(out)
+        raise
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def tokenizer_sample(opts: Options, k: int) -> list[str]:
+    """The sample prepare() trains sentencepiece on, for tokenizers trained elsewhere (scripts/sweep_vocab.py)."""
+    preparation = Preparation(opts, [], log=lambda message: None)
+    sources, units = preparation._sources([opts.output])
+    return preparation.training_sample(sources, units, preparation.scan(sources, units), k)
+
+
+def prepare(opts: Options, argv: Sequence[str], progress_seconds: float = DEFAULT_INTERVAL_SECONDS,
+            log: Callable[[str], None] = info) -> dict | None:
+    """Prepare the data folder; returns the manifest (None while shards of a sharded run are left)."""
+    return Preparation(opts, argv, progress_seconds, log).run()

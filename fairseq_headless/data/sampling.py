@@ -1,0 +1,125 @@
+"""Sampling that streams: XLM's multilingual resampling (paper Sec. 5) and the tokenizer's
+training sample, both decided unit by unit so that workers need no shared state.
+
+Multilingual (``--lang-input``, XLM): language i with n_i training lines gets probability
+q_i = p_i^alpha / sum_j p_j^alpha (p_i = n_i / sum n) and m_i = q_i * sum n lines, rounded so that
+the m_i sum to sum n (largest remainder). Language i's lines are then written floor(m_i / n_i)
+times over, plus r_i = m_i mod n_i lines chosen at random. The r_i are shared out among the
+language's units in proportion to their training lines (largest remainder, ``allocate``), and each
+unit picks its share while streaming (selection sampling, Knuth's algorithm S, seeded by
+``--seed``, the language and the unit). The draw is stratified by unit, so exactly m_i lines come
+out, with no list of the language's lines ever held.
+
+The tokenizer's sample (``--spm-sample-lines`` k) is a priority reservoir: every training line (in
+multilingual mode every copy of it) gets a pseudo-random 64-bit priority from ``--seed`` and its
+name; the sample is the k lines of smallest priority, a uniform random sample without
+replacement. Unlike Algorithm R it is mergeable: each unit keeps its own smallest priorities
+below a cut-off (``reservoir_cutoff``: far above the k-th smallest expected over the whole corpus,
+so a unit keeps about its share of k, not k), and the parent keeps the k smallest of all.
+"""
+from __future__ import annotations
+
+import hashlib
+import heapq
+import math
+import random
+from typing import Iterable
+
+PRIORITY_RANGE = 1 << 64
+
+
+def sampling_probabilities(counts: dict[str, int], alpha: float) -> dict[str, float]:
+    """XLM sampling: q_i = p_i^alpha / sum_j p_j^alpha with p_i = n_i / sum n."""
+    total = sum(counts.values())
+    weights = {lang: (n / total) ** alpha for lang, n in counts.items()}
+    z = sum(weights.values())
+    return {lang: w / z for lang, w in weights.items()}
+
+
+def allocate(total: int, weights: dict, order: Iterable | None = None) -> dict:
+    """Integers proportional to ``weights`` that sum to ``total`` (largest remainder; ties go to
+    the key listed first)."""
+    keys = list(order if order is not None else weights)
+    z = sum(weights[k] for k in keys)
+    if z == 0:
+        return {k: 0 for k in keys}
+    exact = {k: total * weights[k] / z for k in keys}
+    result = {k: math.floor(x) for k, x in exact.items()}
+    missing = total - sum(result.values())
+    for k in sorted(keys, key=lambda k: -(exact[k] - result[k]))[:missing]:
+        result[k] += 1
+    return result
+
+
+def sampled_line_counts(counts: dict[str, int], alpha: float) -> dict[str, int]:
+    """m_i = q_i * sum n, rounded to integers summing to sum n."""
+    return allocate(sum(counts.values()), sampling_probabilities(counts, alpha), order=counts)
+
+
+class SelectionSampler:
+    """Knuth's algorithm S: exactly ``k`` of the next ``n`` items, each k-subset equally likely,
+    deciding item by item with two counters."""
+
+    def __init__(self, k: int, n: int, rng: random.Random):
+        assert 0 <= k <= n, (k, n)
+        self.k, self.n, self.rng = k, n, rng
+
+    def take(self) -> bool:
+        take = self.rng.random() * self.n < self.k
+        self.n -= 1
+        if take:
+            self.k -= 1
+        return take
+
+
+def unit_rng(seed: int, language: str | None, source_name: str, unit_start: int) -> random.Random:
+    # A string seed is hashed deterministically (not by PYTHONHASHSEED).
+    return random.Random(f"{seed}:{language}:{source_name}:{unit_start}")
+
+
+class Priorities:
+    """Priority of a training line (reservoir sampling) from the seed and the line's name."""
+
+    def __init__(self, seed: int, source_name: str):
+        self._prefix = hashlib.blake2b(f"{seed}\n{source_name}\n".encode("utf-8"), digest_size=8)
+
+    def __call__(self, position: int, line: int, piece: int, copy: int) -> int:
+        h = self._prefix.copy()
+        h.update(b"%d:%d:%d:%d" % (position, line, piece, copy))
+        return int.from_bytes(h.digest(), "big")
+
+
+def reservoir_cutoff(k: int, population: int) -> int:
+    """A priority below which a unit keeps its lines: the k-th smallest of ``population``
+    uniform priorities lies below k/population + 10 standard deviations but for a chance of
+    about 1e-23; if it ever does not, the caller sees fewer than k lines kept and asks again
+    with a larger cut-off."""
+    if population <= k:
+        return PRIORITY_RANGE
+    share = (k + 10 * math.sqrt(k) + 100) / population
+    return PRIORITY_RANGE if share >= 1 else int(share * PRIORITY_RANGE)
+
+
+class Reservoir:
+    """The k items of smallest priority seen (a max-heap of k)."""
+
+    def __init__(self, k: int):
+        self.k = k
+        self._heap: list[tuple[int, str]] = []
+
+    def offer(self, priority: int, item: str) -> None:
+        if len(self._heap) < self.k:
+            heapq.heappush(self._heap, (-priority, item))
+        elif priority < -self._heap[0][0]:
+            heapq.heapreplace(self._heap, (-priority, item))
+
+    def merge(self, pairs: Iterable[tuple[int, str]]) -> None:
+        for priority, item in pairs:
+            self.offer(priority, item)
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def items(self) -> list[str]:
+        """Smallest priority first (a random order)."""
+        return [item for _, item in sorted(((-p, i) for p, i in self._heap))]

@@ -1,0 +1,260 @@
+"""The tokenizers of the data stage: sentencepiece (trained here or given) and Hugging Face
+``tokenizer.json`` (e.g. Pythia's, paper Sec. 4.2), behind one batched ``encode_batch``.
+
+A preparation worker is one process running one tokenizer thread (``single_threaded``): the
+parallelism is the workers', so that N workers use N cores and no more.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from .errors import DataError
+
+# byte_fallback needs 256 byte pieces on top of the characters, so "auto" turns it on only for
+# vocabularies at least this large.
+BYTE_FALLBACK_AUTO_MIN_VOCAB = 1000
+# sentencepiece silently skips training sentences longer than max_sentence_length (4192 bytes by
+# default); long lines (a whole speech on one line, say) are cut at whitespace into pieces below
+# this for training.
+SPM_TRAIN_CHUNK_BYTES = 4000
+
+
+def single_threaded() -> None:
+    """One tokenizer thread in this process (call before the tokenizer first encodes): HF
+    tokenizers otherwise start a thread per core in every worker."""
+    os.environ["RAYON_NUM_THREADS"] = "1"
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+
+class Tokenizer:
+    """What the pipeline needs of a tokenizer: batched encoding to ids, and its file."""
+
+    kind: str  # manifest tokenizer.type
+    filename: str  # file name inside DIR/tokenizer/
+    path: Path
+    vocab_size: int
+    model_type: str | None
+    trained: bool = False
+    option: str  # the command-line option it came from, for messages
+
+    def encode_batch(self, lines: list[str]) -> list[list[int]]:
+        raise NotImplementedError
+
+    def save(self, folder: Path) -> None:
+        shutil.copyfile(self.path, folder / self.filename)
+
+
+class SentencePieceTokenizer(Tokenizer):
+    kind = "sentencepiece"
+    filename = "spm.model"
+
+    def __init__(self, model_file: Path, option: str, trained: bool = False):
+        import sentencepiece as spm
+
+        try:
+            self.sp = spm.SentencePieceProcessor(model_file=str(model_file))
+        except (RuntimeError, OSError) as e:
+            raise DataError(f"{option} {model_file}: sentencepiece cannot load this model ({e}); pass a "
+                            f"sentencepiece .model file") from None
+        self.path = Path(model_file)
+        self.option = option
+        self.vocab_size = self.sp.get_piece_size()
+        self.model_type = spm_model_type(self.path.read_bytes())
+        self.trained = trained
+
+    def encode_batch(self, lines):
+        return self.sp.encode(lines, out_type=int, num_threads=1)
+
+    def decode(self, ids):
+        return self.sp.decode(ids)
+
+    def save(self, folder):
+        super().save(folder)
+        vocab = self.path.with_suffix(".vocab")
+        if self.trained and vocab.exists():  # human-readable piece list, written by training
+            shutil.copyfile(vocab, folder / "spm.vocab")
+
+
+class HFTokenizer(Tokenizer):
+    kind = "hf"
+    filename = "tokenizer.json"
+
+    def __init__(self, path: Path, option: str = "--hf-tokenizer"):
+        try:
+            from tokenizers import Tokenizer as _HFTok
+        except ImportError:
+            raise DataError(f"{option} needs the `tokenizers` library, which is not installed") from None
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"{option} {path}: file not found")
+        try:
+            self.tok = _HFTok.from_file(str(path))
+        except Exception as e:  # tokenizers raises a bare Exception on bad JSON/schema
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise DataError(f"{option} {path}: not a valid tokenizer.json ({first})") from None
+        self.path = path
+        self.option = option
+        vocab = self.tok.get_vocab(with_added_tokens=True)
+        if not vocab:
+            raise DataError(f"{option} {path}: the tokenizer has an empty vocabulary")
+        # Ids may have holes (added tokens placed far out); every id below the largest gets a
+        # dictionary row so the +4 mapping holds for all of them.
+        self.vocab_size = max(vocab.values()) + 1
+        try:
+            self.model_type = json.loads(path.read_text(encoding="utf-8"))["model"]["type"]
+        except (ValueError, KeyError, TypeError):
+            self.model_type = None
+
+    def encode_batch(self, lines):
+        # No special tokens: fairseq adds its own </s> per line.
+        return [e.ids for e in self.tok.encode_batch(lines, add_special_tokens=False)]
+
+    def decode(self, ids):
+        return self.tok.decode(ids, skip_special_tokens=False)
+
+
+class GPT2BPETokenizer(Tokenizer):
+    """GPT-2's BPE files (``encoder.json``, ``vocab.bpe``) encoded by fairseq's own GPT-2 encoder,
+    as ``examples/roberta/multiprocessing_bpe_encoder.py`` does before fairseq-preprocess: the
+    preprocessing path of a folder binarized by fairseq directly (fairseq's RoBERTa recipe)."""
+
+    kind = "gpt2"
+    option = "--tokenizer"
+
+    def __init__(self, encoder_json: Path, vocab_bpe: Path):
+        from fairseq.data.encoders.gpt2_bpe_utils import get_encoder
+
+        self.path, self.merges = Path(encoder_json), Path(vocab_bpe)
+        try:
+            self.bpe = get_encoder(str(self.path), str(self.merges))
+        except (OSError, ValueError) as e:
+            raise DataError(f"--tokenizer {self.path} {self.merges}: not GPT-2 BPE files ({e})") from None
+        self.vocab_size = max(self.bpe.encoder.values()) + 1
+        self.model_type = "BPE"
+
+    def encode_batch(self, lines):
+        return [self.bpe.encode(line) for line in lines]
+
+    def decode(self, ids):
+        return self.bpe.decode(ids)
+
+    def to_tokenizers(self):
+        """The same tokenizer as a `tokenizers` object: a byte-level BPE (GPT-2's regex and byte map)."""
+        from tokenizers import Tokenizer as _HFTok, decoders, models, pre_tokenizers
+
+        tok = _HFTok(models.BPE.from_file(str(self.path), str(self.merges)))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        return tok
+
+
+def load_tokenizer(kind: str, path, option: str, trained: bool = False) -> Tokenizer:
+    """``path``: the file, or for "gpt2" the pair (encoder.json, vocab.bpe)."""
+    if kind == "gpt2":
+        return GPT2BPETokenizer(*path)
+    if kind == "sentencepiece":
+        if not Path(path).is_file():
+            raise DataError(f"{option} {path}: file not found")
+        return SentencePieceTokenizer(path, option, trained=trained)
+    return HFTokenizer(path, option)
+
+
+# --------------------------------------------------------------------------
+# sentencepiece model files and training
+# --------------------------------------------------------------------------
+
+
+def iter_proto_fields(buf: bytes) -> Iterator[tuple[int, int, object]]:
+    """Minimal protobuf wire-format reader (protobuf itself is not a dependency): yields
+    (field number, wire type, value)."""
+
+    def varint(pos):
+        result = shift = 0
+        while True:
+            b = buf[pos]
+            pos += 1
+            result |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return result, pos
+            shift += 7
+
+    pos = 0
+    while pos < len(buf):
+        key, pos = varint(pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = varint(pos)
+        elif wire == 1:
+            value, pos = buf[pos:pos + 8], pos + 8
+        elif wire == 2:
+            length, pos = varint(pos)
+            value, pos = buf[pos:pos + length], pos + length
+        elif wire == 5:
+            value, pos = buf[pos:pos + 4], pos + 4
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+        yield field, wire, value
+
+
+def spm_model_type(model_bytes: bytes) -> str | None:
+    """ModelProto.trainer_spec (field 2) .model_type (field 3); None if unreadable."""
+    names = {1: "unigram", 2: "bpe", 3: "word", 4: "char"}
+    try:
+        for field, wire, value in iter_proto_fields(model_bytes):
+            if field == 2 and wire == 2:
+                for f2, w2, v2 in iter_proto_fields(value):
+                    if f2 == 3 and w2 == 0:
+                        return names.get(v2)
+                return "unigram"  # proto default when the field is absent
+    except (ValueError, IndexError):
+        pass
+    return None
+
+
+def training_pieces(line: str) -> list[str]:
+    """A line cut at whitespace into pieces sentencepiece will not skip."""
+    if len(line.encode("utf-8")) <= SPM_TRAIN_CHUNK_BYTES:
+        return [line]
+    pieces, piece, size = [], [], 0
+    for word in line.split():
+        n = len(word.encode("utf-8")) + 1
+        if piece and size + n > SPM_TRAIN_CHUNK_BYTES:
+            pieces.append(" ".join(piece))
+            piece, size = [], 0
+        piece.append(word)
+        size += n
+    if piece:
+        pieces.append(" ".join(piece))
+    return pieces
+
+
+def train_sentencepiece(sample: Iterable[str], folder: Path, vocab_size: int, model_type: str,
+                        character_coverage: float, byte_fallback: bool, threads: int) -> SentencePieceTokenizer:
+    """Train on the given sample (the training split's reservoir, sampling.py) into folder/spm.model."""
+    import sentencepiece as spm
+
+    prefix = Path(folder) / "spm"
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(sample), model_prefix=str(prefix),
+            vocab_size=vocab_size, model_type=model_type, character_coverage=character_coverage,
+            # Without byte fallback, characters outside the coverage become <unk> (on the SOTU
+            # corpus at 0.9995: "?", "(", "V", "K", ...).
+            byte_fallback=byte_fallback,
+            # A small corpus may not support the requested size; take what it supports instead of
+            # failing (the manifest has the real size).
+            hard_vocab_limit=False,
+            num_threads=threads,
+            # Silence the trainer's C++ log (thousands of lines on stderr); failures still arrive
+            # as exceptions.
+            minloglevel=2)
+    except RuntimeError as e:
+        hint = ("raise --vocab-size or use --byte-fallback off" if byte_fallback
+                else "try another --vocab-size or --character-coverage")
+        raise DataError(f"--vocab-size {vocab_size}: sentencepiece training failed "
+                        f"({str(e).splitlines()[0]}); {hint}") from None
+    return SentencePieceTokenizer(prefix.with_suffix(".model"), "--vocab-size", trained=True)

