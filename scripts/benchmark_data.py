@@ -38,7 +38,7 @@ def main(argv=None) -> int:
         parser.error(f"--corpus {args.corpus}: no .jsonl files in it")
 
     from fairseq_headless.benchmarking import data
-    from fairseq_headless.evaluation.results import write_atomic, write_json_atomic
+    from fairseq_headless.files import write_json_atomic, write_text_atomic as write_atomic
 
     preset = "smoke" if args.smoke else "quick" if args.quick else "full"
     args.output.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 
 def main(argv=None) -> int:
     from fairseq_headless.benchmarking import host_memory
-    from fairseq_headless.evaluation.results import write_atomic, write_json_atomic
+    from fairseq_headless.files import write_json_atomic, write_text_atomic as write_atomic
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokens", nargs="+", default=["256M", "2G"],

@@ -36,6 +36,8 @@ import threading
 import time
 from pathlib import Path
 
+from ..files import atomic_path
+
 REPO = Path(__file__).resolve().parents[2]
 # OpenWebText2 as the issue gives it.
 OWT2_TEXT_MB = 63 * 2 ** 30 / 1e6
@@ -150,9 +152,8 @@ def train_tokenizers(corpus: Path, cache: Path, spm_vocab: int, bpe_vocab: int, 
         tok.train_from_iterator(lines, trainers.BpeTrainer(
             vocab_size=bpe_vocab, show_progress=False, special_tokens=["<|endoftext|>", "<|padding|>"],
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-        tmp = bpe_path.with_suffix(".tmp")
-        tok.save(str(tmp))
-        os.replace(tmp, bpe_path)
+        with atomic_path(bpe_path) as tmp:
+            tok.save(str(tmp))
     return {"sentencepiece": {"option": "--spm-model", "path": str(spm_path), "requested_vocab": spm_vocab},
             "bpe": {"option": "--hf-tokenizer", "path": str(bpe_path), "requested_vocab": bpe_vocab}}
 
@@ -517,7 +518,6 @@ def plot(result: dict, path: Path) -> None:
     memory.set_title("peak memory, 2 workers")
     memory.legend(fontsize="small")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)

@@ -40,7 +40,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..evaluation.results import write_atomic, write_json_atomic
+from ..files import write_json_atomic, write_text_atomic as write_atomic
 from . import binarize, sampling, splits
 from .errors import DataError
 from .progress import DEFAULT_INTERVAL_SECONDS, Progress
