@@ -36,6 +36,17 @@ corrects changes, so that a fairseq upgrade cannot silently leave a patch stale.
    * setups that flatten gradients into dense buffers (``FP16Optimizer``,
      ``legacy_ddp``, ...) are refused when the optimizer is built, with one error
      naming the option and the alternative.
+
+Section "Distributed" (issue 17), applied by :func:`apply_distributed_patches`:
+
+4. DDP with row-sparse gradients on any backend. fairseq builds its
+   ``DistributedDataParallel`` in ``DistributedFairseqModel`` and offers no way to
+   attach a communication hook but its own ``ddp_comm_hook=fp16``; DDP would hand
+   the sparse embedding gradient to the backend's sparse all-reduce, which NCCL
+   lacks. ``fairseq.models.DistributedFairseqModel`` (what ``Trainer`` calls) is
+   wrapped: a DDP module holding a row-sparse embedding gets the hook of
+   :mod:`fairseq_headless.sparse_all_reduce`, on gloo and NCCL alike.
+
 """
 
 import os
@@ -164,3 +175,41 @@ def apply() -> None:
 
 
 apply()
+
+
+# ---- Distributed (issue 17): the sparse all-reduce hook on fairseq's DDP -------------------------------------
+
+from fairseq import models as _fairseq_models  # noqa: E402  (kept with the section it serves)
+
+from .sparse_all_reduce import register_sparse_all_reduce  # noqa: E402
+
+
+def _find_ddp(wrapped):
+    """The torch DDP inside fairseq's wrappers (``ModuleProxyWrapper``, ``DistributedTimeoutWrapper``), or None."""
+    for _ in range(4):
+        if isinstance(wrapped, torch.nn.parallel.DistributedDataParallel):
+            return wrapped
+        wrapped = getattr(wrapped, "module", None)
+    return None
+
+
+def distributed_fairseq_model_with_sparse_all_reduce(args, model, process_group, device):
+    """``fairseq.models.DistributedFairseqModel``; a DDP whose module has a row-sparse embedding gets the hook."""
+    wrapped = _original_distributed_fairseq_model(args, model, process_group, device)
+    if has_sparse_embedding_update(model.parameters()):
+        ddp = _find_ddp(wrapped)
+        if ddp is None:  # check_training_setup refuses the other backends first
+            raise ValueError(f"model.sparse_embedding_update=true: no PyTorch DDP module in {type(wrapped).__name__} "
+                             "to register the sparse all-reduce on; use ddp_backend=pytorch_ddp")
+        register_sparse_all_reduce(ddp, process_group)
+    return wrapped
+
+
+_original_distributed_fairseq_model = _fairseq_models.DistributedFairseqModel
+
+
+def apply_distributed_patches() -> None:
+    _fairseq_models.DistributedFairseqModel = distributed_fairseq_model_with_sparse_all_reduce
+
+
+apply_distributed_patches()

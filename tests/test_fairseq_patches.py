@@ -122,3 +122,55 @@ def test_fairseqs_trainer_still_builds_the_optimizers_the_check_knows_and_the_pa
     assert "optim.FP16Optimizer.build_optimizer(self.cfg, params)" in source
     assert "optim.MemoryEfficientFP16Optimizer.build_optimizer(" in source
     assert Trainer._build_optimizer is fairseq_patches.build_optimizer_checking_sparse_embeddings
+
+
+# 4. The sparse all-reduce hook on fairseq's DDP (model.sparse_embedding_update under NCCL)
+
+def test_fairseq_builds_its_ddp_in_distributedfairseqmodel_and_the_patch_is_applied():
+    from fairseq import models
+    from fairseq.trainer import Trainer
+
+    for prop in (Trainer.model, Trainer.criterion):  # where the trainer wraps the model and the criterion
+        assert "models.DistributedFairseqModel(" in inspect.getsource(prop.fget)
+    source = inspect.getsource(fairseq_patches._original_distributed_fairseq_model)
+    assert "wrapped_model = DistributedDataParallel(" in source
+    assert "wrapped_model = ModuleProxyWrapper(wrapped_model)" in source  # what _find_ddp looks through
+    # fairseq's only hook, fp16 compression, is the one registration that could clash: refused by the check
+    assert 'if args.ddp_comm_hook == "fp16"' in source and "register_ddp_comm_hook(" in source
+    assert models.DistributedFairseqModel is fairseq_patches.distributed_fairseq_model_with_sparse_all_reduce
+
+
+def ddp_args():
+    from types import SimpleNamespace
+
+    return SimpleNamespace(tpu=False, ddp_backend="pytorch_ddp", device_id=0, broadcast_buffers=False, bucket_cap_mb=25,
+                           find_unused_parameters=False, gradient_as_bucket_view=False, ddp_comm_hook="none",
+                           heartbeat_timeout=-1)
+
+
+def test_the_hook_is_registered_on_a_ddp_with_a_row_sparse_embedding_only(tmp_path):
+    from fairseq import models
+    from fairseq.distributed import DistributedTimeoutWrapper
+
+    from fairseq_headless.sparse_embedding import MARKER
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        sparse = torch.nn.Sequential(torch.nn.Embedding(6, 3, sparse=True), torch.nn.Linear(3, 1))
+        setattr(sparse[0].weight, MARKER, True)
+        dense = torch.nn.Sequential(torch.nn.Embedding(6, 3), torch.nn.Linear(3, 1))
+        wrapped = models.DistributedFairseqModel(ddp_args(), sparse, process_group=None, device="cpu")
+        other = models.DistributedFairseqModel(ddp_args(), dense, process_group=None, device="cpu")
+        ddp = fairseq_patches._find_ddp(wrapped)
+        # with heartbeat_timeout > 0, fairseq adds one wrapper more
+        assert fairseq_patches._find_ddp(DistributedTimeoutWrapper(wrapped, timeout=-1)) is ddp
+        assert ddp.sparse_all_reduce.calls == 0 and not hasattr(fairseq_patches._find_ddp(other), "sparse_all_reduce")
+        wrapped(torch.tensor([[1, 4, 4]])).sum().backward()
+        assert ddp.sparse_all_reduce.calls == 1 and ddp.sparse_all_reduce.dense_buckets >= 1
+        expected = torch.zeros(6, 3)
+        expected[[1, 4]] = sparse[1].weight.detach() * torch.tensor([[1.0], [2.0]])
+        assert sparse[0].weight.grad.is_sparse
+        torch.testing.assert_close(sparse[0].weight.grad.to_dense(), expected)  # one rank: its own gradient
+    finally:
+        dist.destroy_process_group()
+
