@@ -47,6 +47,14 @@ Section "Distributed" (issue 17), applied by :func:`apply_distributed_patches`:
    wrapped: a DDP module holding a row-sparse embedding gets the hook of
    :mod:`fairseq_headless.sparse_all_reduce`, on gloo and NCCL alike.
 
+5. Dummy batches. When ranks hold unequal numbers of batches, fairseq's ``Trainer``
+   replays a batch on the ranks that ran out (``_prepare_sample`` returns it with
+   ``is_dummy_batch``) and multiplies its loss by 0 (``ignore_grad``, passed to the
+   task's ``train_step``, never to the criterion). Its targets would still be
+   all-gathered as negatives for the other ranks (``negatives_scope=global``). The
+   sample of a dummy batch is marked (:data:`~fairseq_headless.criterions.cwt_criterion.DUMMY_BATCH`),
+   in training and validation alike; the CWT criterions then select no position in
+   it, so it still joins every collective but adds no row.
 """
 
 import os
@@ -177,10 +185,11 @@ def apply() -> None:
 apply()
 
 
-# ---- Distributed (issue 17): the sparse all-reduce hook on fairseq's DDP -------------------------------------
+# ---- Distributed (issue 17): the sparse all-reduce hook on fairseq's DDP, dummy batches marked ----------------
 
 from fairseq import models as _fairseq_models  # noqa: E402  (kept with the section it serves)
 
+from .criterions.cwt_criterion import DUMMY_BATCH  # noqa: E402
 from .sparse_all_reduce import register_sparse_all_reduce  # noqa: E402
 
 
@@ -205,11 +214,21 @@ def distributed_fairseq_model_with_sparse_all_reduce(args, model, process_group,
     return wrapped
 
 
+def prepare_sample_marking_dummies(self, sample, is_dummy=False):
+    """``Trainer._prepare_sample``; the sample of a dummy batch comes back marked (a copy: the kept batch is not)."""
+    sample, is_dummy_batch = _original_prepare_sample(self, sample, is_dummy=is_dummy)
+    if is_dummy_batch and isinstance(sample, dict):
+        sample = {**sample, DUMMY_BATCH: True}
+    return sample, is_dummy_batch
+
+
 _original_distributed_fairseq_model = _fairseq_models.DistributedFairseqModel
+_original_prepare_sample = Trainer._prepare_sample
 
 
 def apply_distributed_patches() -> None:
     _fairseq_models.DistributedFairseqModel = distributed_fairseq_model_with_sparse_all_reduce
+    Trainer._prepare_sample = prepare_sample_marking_dummies
 
 
 apply_distributed_patches()

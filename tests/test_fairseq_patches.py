@@ -174,3 +174,35 @@ def test_the_hook_is_registered_on_a_ddp_with_a_row_sparse_embedding_only(tmp_pa
     finally:
         dist.destroy_process_group()
 
+
+# 5. Dummy batches marked (negatives_scope=global with unequal batch counts)
+
+def test_fairseq_still_replays_dummy_batches_through_prepare_sample_and_the_patch_is_applied():
+    from fairseq.trainer import Trainer
+
+    train, valid = inspect.getsource(Trainer.train_step), inspect.getsource(Trainer.valid_step)
+    for source in (train, valid):
+        assert "sample, is_dummy_batch = self._prepare_sample(sample)" in source
+    assert "ignore_grad=is_dummy_batch" in train  # what the task's train_step turns into loss * 0
+    prepare = inspect.getsource(fairseq_patches._original_prepare_sample)
+    assert "sample, _ = self._prepare_sample(self._dummy_batch, is_dummy=True)" in prepare
+    assert "return sample, True" in prepare
+    assert Trainer._prepare_sample is fairseq_patches.prepare_sample_marking_dummies
+
+
+def test_a_replayed_batch_comes_back_marked_and_the_kept_one_does_not(tiny_data):
+    from conftest import build_task_and_model
+    from fairseq.trainer import Trainer
+    from test_models import one_training_batch
+
+    from fairseq_headless.criterions.cwt_criterion import DUMMY_BATCH
+
+    cfg, task, model = build_task_and_model("hmlm_tiny", tiny_data, "common.cpu=true")
+    trainer = Trainer(cfg, task, model, task.build_criterion(cfg.criterion))
+    batch = one_training_batch(cfg, task)
+    trainer.reset_dummy_batch(batch)
+    for empty in ({}, None):  # what fairseq's sharded iterator gives a rank out of batches, or a None sample
+        sample, is_dummy = trainer._prepare_sample(empty)
+        assert is_dummy and sample[DUMMY_BATCH] is True and sample["target"] is batch["target"]
+    sample, is_dummy = trainer._prepare_sample(batch)
+    assert not is_dummy and DUMMY_BATCH not in sample and DUMMY_BATCH not in trainer._dummy_batch
