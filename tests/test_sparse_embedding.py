@@ -320,3 +320,16 @@ def test_two_ddp_ranks_through_the_sparse_all_reduce_hook_equal_one_process(mode
         assert difference <= bound, (name, difference, bound)
         if name == "encoder.sentence_encoder.embed_tokens.weight":  # not vacuous: the table moved far more
             assert (value - initial[name]).abs().max() > 10 * bound
+
+
+def test_the_hook_takes_the_exchange_that_moves_fewer_bytes():
+    from fairseq_headless.sparse_all_reduce import choose_path, exchange_bytes
+
+    # docs/distributed.md's table: (V, D, distinct rows n), fp16
+    pythia, small8k = (50_304, 512, 5_736), (8_000, 512, 2_320)
+    assert exchange_bytes(8, 5_736, 50_304, 512, 2) == {"gather": 8 * 5_736 * (512 * 2 + 8),
+                                                         "dense": 2 * 7 * 50_304 * (512 * 2 + 1) // 8}
+    assert [choose_path("auto", w, pythia[2], *pythia[:2], 2) for w in (2, 8, 16, 17)] == ["gather"] * 3 + ["dense"]
+    assert [choose_path("auto", w, small8k[2], *small8k[:2], 2) for w in (2, 5, 6, 8)] == ["gather"] * 2 + ["dense"] * 2
+    assert choose_path("auto", 1, 10, 100, 4, 4) == "dense"  # one rank: densifying moves nothing
+    assert choose_path("gather", 8, small8k[2], *small8k[:2], 2) == "gather"  # a forced mode wins
