@@ -139,7 +139,8 @@ def sparse_all_reduce_hook(state: SparseAllReduceState, bucket: dist.GradBucket)
     if not buffer.is_sparse:
         state.dense_buckets += 1
         return allreduce_hook(state.process_group, bucket)
-    future = torch.futures.Future()
+    # On a GPU the future records an event on the current stream, which DDP's reads of the result wait for.
+    future = torch.futures.Future(devices=[buffer.device] if buffer.is_cuda else None)
     future.set_result(all_reduce_sparse(buffer, state))
     return future
 
