@@ -22,8 +22,9 @@
    500 / 300 sentences per era); needs ``--corpus`` (the SOTU folder of scripts/fetch_corpus.py);
 7. ``xformers``: whether it imports and runs ``memory_efficient_attention`` here.
 
-Sized for an H200 from the times RESULTS.md measured: ~2.5 minutes for 1-5, ~6 for the demo. The JSON is
-rewritten after every check (with each one's ``wall_s``), so a call stopped at its limit keeps what ran.
+Sized for an H200, estimated from the times RESULTS.md measured (not yet run as a whole): ~2 minutes for
+1-5, ~6 for the demo (``--demo-timeout``, default 7 minutes). The JSON is rewritten after every check (with
+each one's ``wall_s``), so a call stopped at its limit keeps what ran.
 
 ``--cpu-dry-run`` runs the same code on a CPU (what tests/test_gpu_checks.py does): the CUDA parts
 (the loss in fp16 on CUDA, xformers) on CPU shapes or skipped, fp32 instead of fp16 (fairseq's fp16
