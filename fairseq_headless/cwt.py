@@ -102,7 +102,9 @@ def cwt_loss(
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     num_positions = outputs.size(0)
-    if target_embeddings is None and (gather is not None or negatives == "batch"):
+    # With no position, the (empty) rows still go through the graph: the table gets a zero gradient, which
+    # DDP needs from every parameter it owns (a separate target matrix has no other use).
+    if target_embeddings is None and (gather is not None or negatives == "batch" or num_positions == 0):
         target_embeddings = _rows(embedding_matrix, target_ids, sparse_gradient)
         embedding_matrix = None
     if gather is not None:  # collective: before any early return

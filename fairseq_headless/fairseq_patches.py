@@ -42,6 +42,23 @@ corrects changes, so that a fairseq upgrade cannot silently leave a patch stale.
    ``task.sample_break_mode=eos`` and ``LanguageModelingTask.build_dataset_for_inference`` (scoring and
    sampling through the hub interface, ``fairseq-interactive``). The patch gives that one module a numpy
    that still has ``compat.long`` (numpy 1's ``int``: int64 here); numpy itself is left alone.
+
+5. DDP with row-sparse gradients on any backend. fairseq builds its
+   ``DistributedDataParallel`` in ``DistributedFairseqModel`` and offers no way to
+   attach a communication hook but its own ``ddp_comm_hook=fp16``; DDP would hand
+   the sparse embedding gradient to the backend's sparse all-reduce, which NCCL
+   lacks. ``fairseq.models.DistributedFairseqModel`` (what ``Trainer`` calls) is
+   wrapped: a DDP module holding a row-sparse embedding gets the hook of
+   :mod:`fairseq_headless.sparse_all_reduce`, on gloo and NCCL alike.
+
+6. Dummy batches. When ranks hold unequal numbers of batches, fairseq's ``Trainer``
+   replays a batch on the ranks that ran out (``_prepare_sample`` returns it with
+   ``is_dummy_batch``) and multiplies its loss by 0 (``ignore_grad``, passed to the
+   task's ``train_step``, never to the criterion). Its targets would still be
+   all-gathered as negatives for the other ranks (``negatives_scope=global``). The
+   sample of a dummy batch is marked (:data:`~fairseq_headless.criterions.cwt_criterion.DUMMY_BATCH`),
+   in training and validation alike; the CWT criterions then select no position in
+   it, so it still joins every collective but adds no row.
 """
 
 import os
@@ -50,6 +67,7 @@ import types
 import numpy as np
 import torch
 from fairseq import utils
+from fairseq import models as _fairseq_models
 from fairseq.data import token_block_dataset
 from fairseq.file_io import PathManager
 from fairseq.models import distributed_fairseq_model
@@ -57,7 +75,9 @@ from fairseq.optim.adam import FairseqAdam
 from fairseq.optim.fairseq_optimizer import FairseqOptimizer
 from fairseq.trainer import Trainer
 
+from .criterions.cwt_criterion import DUMMY_BATCH
 from .files import copy_atomic
+from .sparse_all_reduce import register_sparse_all_reduce
 from .sparse_embedding import check_training_setup, has_sparse_embedding_update, lazy_adam_update_
 
 
@@ -174,6 +194,44 @@ def apply() -> None:
     FairseqAdam.step = sparse_aware_adam_step
     Trainer._build_optimizer = build_optimizer_checking_sparse_embeddings
     token_block_dataset.np = numpy_for_token_blocks()
+    _fairseq_models.DistributedFairseqModel = distributed_fairseq_model_with_sparse_all_reduce
+    Trainer._prepare_sample = prepare_sample_marking_dummies
+
+
+# ---- the sparse all-reduce hook on fairseq's DDP, dummy batches marked (5 and 6) ----------------
+
+
+def _find_ddp(wrapped):
+    """The torch DDP inside fairseq's wrappers (``ModuleProxyWrapper``, ``DistributedTimeoutWrapper``), or None."""
+    for _ in range(4):
+        if isinstance(wrapped, torch.nn.parallel.DistributedDataParallel):
+            return wrapped
+        wrapped = getattr(wrapped, "module", None)
+    return None
+
+
+def distributed_fairseq_model_with_sparse_all_reduce(args, model, process_group, device):
+    """``fairseq.models.DistributedFairseqModel``; a DDP whose module has a row-sparse embedding gets the hook."""
+    wrapped = _original_distributed_fairseq_model(args, model, process_group, device)
+    if has_sparse_embedding_update(model.parameters()):
+        ddp = _find_ddp(wrapped)
+        if ddp is None:  # check_training_setup refuses the other backends first
+            raise ValueError(f"model.sparse_embedding_update=true: no PyTorch DDP module in {type(wrapped).__name__} "
+                             "to register the sparse all-reduce on; use ddp_backend=pytorch_ddp")
+        register_sparse_all_reduce(ddp, process_group)
+    return wrapped
+
+
+def prepare_sample_marking_dummies(self, sample, is_dummy=False):
+    """``Trainer._prepare_sample``; the sample of a dummy batch comes back marked (a copy: the kept batch is not)."""
+    sample, is_dummy_batch = _original_prepare_sample(self, sample, is_dummy=is_dummy)
+    if is_dummy_batch and isinstance(sample, dict):
+        sample = {**sample, DUMMY_BATCH: True}
+    return sample, is_dummy_batch
+
+
+_original_distributed_fairseq_model = _fairseq_models.DistributedFairseqModel
+_original_prepare_sample = Trainer._prepare_sample
 
 
 apply()

@@ -34,7 +34,12 @@ the dense AdamW update; the gradient norm, and therefore clipping, is unchanged.
 Supported: fairseq's ``adam`` optimizer (any of its implementations), fp32,
 ``common.memory_efficient_fp16`` (GPU only: PyTorch has no CPU kernel adding fp16
 sparse gradients) / ``memory_efficient_bf16``, AMP, one process or
-``ddp_backend=pytorch_ddp`` (PyTorch DDP all-reduces sparse gradients). Not
+``ddp_backend=pytorch_ddp`` on gloo or NCCL: DDP's all-reduce of the sparse
+gradient goes through the plugin's communication hook
+(:mod:`fairseq_headless.sparse_all_reduce`: the touched rows all-gathered, or the
+gradient densified, whichever moves fewer bytes), since NCCL has no sparse
+all-reduce. Tested: 2 ranks on gloo through that hook, 1 rank on NCCL
+(``scripts/gpu_checks.py``); 2 GPUs on NCCL were never run. Not
 supported, refused with one error naming the fix: another optimizer, fairseq's
 ``FP16Optimizer`` (plain ``common.fp16`` / ``bf16``: it copies every gradient into
 one flat fp32 buffer), ``legacy_ddp`` and the other flattening DDP backends,
@@ -149,7 +154,8 @@ def check_training_setup(cfg) -> None:
         problem = (f"cannot run with distributed_training.ddp_backend={dist.ddp_backend} (it flattens "
                    "gradients): use ddp_backend=pytorch_ddp")
     elif dist.distributed_world_size > 1 and dist.ddp_comm_hook == "fp16":
-        problem = "cannot run with distributed_training.ddp_comm_hook=fp16: leave it unset"
+        problem = ("cannot run with distributed_training.ddp_comm_hook=fp16 (DDP takes one hook, and the plugin "
+                   "registers its sparse all-reduce): leave it unset")
     elif cfg.optimization.use_bmuf or dist.zero_sharding != "none":
         problem = "cannot run with BMUF or ZeRO sharding (both handle dense gradients only)"
     if problem:

@@ -5,6 +5,7 @@ torch, their gradients, their errors, and real fairseq-hydra-train runs that lea
 import copy
 import re
 
+import ddp_ranks
 import pytest
 import torch
 
@@ -143,16 +144,51 @@ def test_nce_without_weight_tying_matches_float64_reference(config, overrides, t
         assert (input_embeddings(tied).weight.grad[only_targets].abs().sum(-1) > 0).all()
 
 
-@pytest.mark.parametrize("config", ["mlm_tiny_cwt_ce", "hmlm_tiny_nce"])
-def test_batch_with_no_selected_position_still_reaches_every_parameter(config, tiny_data):
-    """Zero loss, and every parameter (LM head, separate matrix) in the graph: what DDP needs."""
-    cfg, task, model, criterion = build(config, (), tiny_data)
+@pytest.mark.parametrize("config,overrides", [("mlm_tiny_cwt_ce", ()), ("hmlm_tiny_nce", ()),
+                                              ("hmlm_tiny_nce", ("criterion.negatives=unique",))])
+def test_batch_with_no_selected_position_still_reaches_every_parameter(config, overrides, tiny_data):
+    """Zero loss, and every parameter (LM head, separate matrix) in the graph: what DDP needs. In `unique`
+    mode the separate matrix is used by no lookup of K targets but gathered by id: it gets zeros too."""
+    cfg, task, model, criterion = build(config, overrides, tiny_data)
     sample = one_training_batch(cfg, task)
     sample["target"].fill_(task.source_dictionary.pad())
     loss, sample_size, _ = criterion(model, sample)
     assert loss.item() == 0.0 and sample_size == 0
     loss.backward()
     assert all(p.grad is not None for p in [*model.parameters(), *criterion.parameters()])
+    assert all(not p.grad.any() for p in criterion.parameters())
+
+
+# The separate matrix under DDP (fairseq wraps a criterion with parameters in DDP of its own): a rank whose
+# batch selects no position must still give DDP the matrix's (zero) gradient, else the next step breaks.
+NCE_UNIQUE = ("criterion.negatives=unique", "optimization.lr=[0.01]")
+
+
+def nce_steps_with_an_empty_rank(rank, world_size, data):
+    _, task, trainer = ddp_ranks.trainer("hmlm_tiny_nce", data, *NCE_UNIQUE, world_size=world_size)
+    assert type(trainer.criterion.module).__name__ == "CpuSafeDistributedDataParallel"  # fairseq's DDP on it
+    pad = task.source_dictionary.pad()
+    first = ddp_ranks.masked_lm_batch(task, rows=3, seed=rank)
+    if rank == 0:
+        first["target"].fill_(pad)  # no selected position on rank 0
+    trainer.train_step([first])
+    grads = ddp_ranks.gradients(trainer.get_criterion())
+    trainer.train_step([ddp_ranks.masked_lm_batch(task, rows=3, seed=10 + rank)])  # the step that broke
+    return {"first_grads": grads, "matrix": ddp_ranks.parameters(trainer.get_criterion())}
+
+
+def test_separate_targets_under_ddp_with_a_rank_without_positions(tiny_data, tmp_path):
+    ranks = ddp_ranks.run_ranks(nce_steps_with_an_empty_rank, 2, tmp_path, data=tiny_data)
+    assert ranks[0]["matrix"].keys() == {"target_matrix.weight"}
+    assert torch.equal(ranks[0]["matrix"]["target_matrix.weight"], ranks[1]["matrix"]["target_matrix.weight"])
+    # the first step's matrix gradient: rank 1's batch alone (rank 0 added zeros), as one process computes it
+    _, task, trainer = ddp_ranks.trainer("hmlm_tiny_nce", tiny_data, *NCE_UNIQUE)
+    batch = ddp_ranks.masked_lm_batch(task, rows=3, seed=1)
+    trainer.train_step([batch])
+    expected = ddp_ranks.gradients(trainer.get_criterion())["target_matrix.weight"]
+    terms = network_terms(trainer.get_model(), batch["target"].numel()) + 8
+    for rank in ranks:
+        assert_close_computations(rank["first_grads"]["target_matrix.weight"], expected, terms=terms)
 
 
 def test_option_errors_name_the_fix(tiny_data):

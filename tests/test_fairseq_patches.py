@@ -158,3 +158,87 @@ def test_build_dataset_for_inference_scores_through_eos_mode(tiny_data):
     batch = dataset.collater([dataset[0], dataset[1]])
     assert batch["net_input"]["src_tokens"].tolist() == [[eos, 10, 11, 12], [eos, 13, pad, pad]]
     assert batch["target"].tolist() == [[10, 11, 12, pad], [13, pad, pad, pad]]
+
+
+# 4. The sparse all-reduce hook on fairseq's DDP (model.sparse_embedding_update under NCCL)
+
+def test_fairseq_builds_its_ddp_in_distributedfairseqmodel_and_the_patch_is_applied():
+    from fairseq import models
+    from fairseq.trainer import Trainer
+
+    for prop in (Trainer.model, Trainer.criterion):  # where the trainer wraps the model and the criterion
+        assert "models.DistributedFairseqModel(" in inspect.getsource(prop.fget)
+    source = inspect.getsource(fairseq_patches._original_distributed_fairseq_model)
+    assert "wrapped_model = DistributedDataParallel(" in source
+    assert "wrapped_model = ModuleProxyWrapper(wrapped_model)" in source  # what _find_ddp looks through
+    # fairseq's only hook, fp16 compression, is the one registration that could clash: refused by the check
+    assert 'if args.ddp_comm_hook == "fp16"' in source and "register_ddp_comm_hook(" in source
+    assert models.DistributedFairseqModel is fairseq_patches.distributed_fairseq_model_with_sparse_all_reduce
+
+
+def ddp_args():
+    from types import SimpleNamespace
+
+    return SimpleNamespace(tpu=False, ddp_backend="pytorch_ddp", device_id=0, broadcast_buffers=False, bucket_cap_mb=25,
+                           find_unused_parameters=False, gradient_as_bucket_view=False, ddp_comm_hook="none",
+                           heartbeat_timeout=-1)
+
+
+def test_the_hook_is_registered_on_a_ddp_with_a_row_sparse_embedding_only(tmp_path):
+    from fairseq import models
+    from fairseq.distributed import DistributedTimeoutWrapper
+
+    from fairseq_headless.sparse_embedding import MARKER
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        sparse = torch.nn.Sequential(torch.nn.Embedding(6, 3, sparse=True), torch.nn.Linear(3, 1))
+        setattr(sparse[0].weight, MARKER, True)
+        dense = torch.nn.Sequential(torch.nn.Embedding(6, 3), torch.nn.Linear(3, 1))
+        wrapped = models.DistributedFairseqModel(ddp_args(), sparse, process_group=None, device="cpu")
+        other = models.DistributedFairseqModel(ddp_args(), dense, process_group=None, device="cpu")
+        ddp = fairseq_patches._find_ddp(wrapped)
+        # with heartbeat_timeout > 0, fairseq adds one wrapper more
+        assert fairseq_patches._find_ddp(DistributedTimeoutWrapper(wrapped, timeout=-1)) is ddp
+        assert ddp.sparse_all_reduce.calls == 0 and not hasattr(fairseq_patches._find_ddp(other), "sparse_all_reduce")
+        wrapped(torch.tensor([[1, 4, 4]])).sum().backward()
+        assert ddp.sparse_all_reduce.calls == 1 and ddp.sparse_all_reduce.dense_buckets >= 1
+        expected = torch.zeros(6, 3)
+        expected[[1, 4]] = sparse[1].weight.detach() * torch.tensor([[1.0], [2.0]])
+        assert sparse[0].weight.grad.is_sparse
+        torch.testing.assert_close(sparse[0].weight.grad.to_dense(), expected)  # one rank: its own gradient
+    finally:
+        dist.destroy_process_group()
+
+
+# 5. Dummy batches marked (negatives_scope=global with unequal batch counts)
+
+def test_fairseq_still_replays_dummy_batches_through_prepare_sample_and_the_patch_is_applied():
+    from fairseq.trainer import Trainer
+
+    train, valid = inspect.getsource(Trainer.train_step), inspect.getsource(Trainer.valid_step)
+    for source in (train, valid):
+        assert "sample, is_dummy_batch = self._prepare_sample(sample)" in source
+    assert "ignore_grad=is_dummy_batch" in train  # what the task's train_step turns into loss * 0
+    prepare = inspect.getsource(fairseq_patches._original_prepare_sample)
+    assert "sample, _ = self._prepare_sample(self._dummy_batch, is_dummy=True)" in prepare
+    assert "return sample, True" in prepare
+    assert Trainer._prepare_sample is fairseq_patches.prepare_sample_marking_dummies
+
+
+def test_a_replayed_batch_comes_back_marked_and_the_kept_one_does_not(tiny_data):
+    from conftest import build_task_and_model
+    from fairseq.trainer import Trainer
+    from test_models import one_training_batch
+
+    from fairseq_headless.criterions.cwt_criterion import DUMMY_BATCH
+
+    cfg, task, model = build_task_and_model("hmlm_tiny", tiny_data, "common.cpu=true")
+    trainer = Trainer(cfg, task, model, task.build_criterion(cfg.criterion))
+    batch = one_training_batch(cfg, task)
+    trainer.reset_dummy_batch(batch)
+    for empty in ({}, None):  # what fairseq's sharded iterator gives a rank out of batches, or a None sample
+        sample, is_dummy = trainer._prepare_sample(empty)
+        assert is_dummy and sample[DUMMY_BATCH] is True and sample["target"] is batch["target"]
+    sample, is_dummy = trainer._prepare_sample(batch)
+    assert not is_dummy and DUMMY_BATCH not in sample and DUMMY_BATCH not in trainer._dummy_batch

@@ -1,15 +1,16 @@
 """negatives_scope=global: 2 processes give the loss and gradients of one process on the
-concatenated batch (gloo, CPU)."""
+concatenated batch (gloo, CPU), and a dummy batch (a rank out of batches) adds no negative."""
 
 import os
 import socket
 
+import ddp_ranks
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from conftest import assert_close_computations, rounding_bound
+from conftest import assert_close_computations, network_terms, rounding_bound
 from fairseq_headless.all_gather import all_gather_with_grad
 from fairseq_headless.cwt import cwt_loss
 
@@ -97,3 +98,60 @@ def test_a_rank_without_positions_does_not_block_the_others(two_rank_results):
     assert two_rank_results[("empty", 0)] == (0.0, 0)
     loss, positions = two_rank_results[("empty", 1)]
     assert positions == 3 and loss > 0
+
+
+# Dummy batches: ranks with unequal batch counts. fairseq replays a batch (loss x 0) on the rank that ran out;
+# marked by fairseq_patches, it joins the all-gather with no row, so the other rank's loss and gradients are
+# those of its own batch alone.
+
+def dummy_batch_step(rank, world_size, data):
+    """Rank 0 trains on its batch while rank 1 has none left (fairseq's iterator gives it {}), once with
+    fairseq's own _prepare_sample and once with the plugin's."""
+    from fairseq.trainer import Trainer
+
+    from fairseq_headless import fairseq_patches
+
+    results = {}
+    for marked, prepare in ((False, fairseq_patches._original_prepare_sample),
+                            (True, fairseq_patches.prepare_sample_marking_dummies)):
+        Trainer._prepare_sample = prepare
+        _, task, trainer = ddp_ranks.trainer("hmlm_tiny", data, "criterion.negatives_scope=global",
+                                             world_size=world_size)
+        batch = ddp_ranks.masked_lm_batch(task, rows=3, seed=rank)
+        trainer.reset_dummy_batch(batch)  # fairseq: the first batch of the epoch
+        log = trainer.train_step([batch if rank == 0 else {}])
+        results[marked] = {"log": log, "grads": ddp_ranks.gradients(trainer.get_model()),
+                           "positions": int(batch["target"].ne(task.source_dictionary.pad()).sum())}
+    Trainer._prepare_sample = fairseq_patches.prepare_sample_marking_dummies
+    return results
+
+
+@pytest.fixture(scope="module")
+def dummy_batch_results(tiny_data, tmp_path_factory):
+    return ddp_ranks.run_ranks(dummy_batch_step, 2, tmp_path_factory.mktemp("dummy"), data=tiny_data)
+
+
+def test_a_dummy_batch_joins_the_all_gather_but_adds_no_negative(dummy_batch_results, tiny_data):
+    real, dummy = dummy_batch_results
+    own, replayed = real[True]["positions"], dummy[True]["positions"]
+    # fairseq's own replay: the dummy's targets were rank 0's negatives too (the bug)
+    assert real[False]["log"]["negatives"] == own + replayed
+    # marked: rank 0's positions against its own targets only, the dummy rank's loss and sample size 0
+    assert real[True]["log"]["negatives"] == own and real[True]["log"]["positions"] == own
+
+    # one process on rank 0's batch: the loss and the gradients (DDP averaged rank 0's with the dummy's zeros)
+    _, task, trainer = ddp_ranks.trainer("hmlm_tiny", tiny_data, "criterion.negatives_scope=global")
+    batch = ddp_ranks.masked_lm_batch(task, rows=3, seed=0)
+    log = trainer.train_step([batch])
+    assert log["negatives"] == own
+    # the logged loss: bits per position, rounded by fairseq to 3 decimals
+    assert real[True]["log"]["loss"] == pytest.approx(log["loss"], abs=1e-3)
+    assert real[False]["log"]["loss"] != pytest.approx(log["loss"], abs=1e-3)
+    model = trainer.get_model()
+    expected = ddp_ranks.gradients(model)
+    terms = network_terms(model, batch["target"].numel()) + 8
+    scale = max(g.abs().max().item() for g in expected.values())  # normwise: some are 0 in exact arithmetic
+    assert expected.keys() == real[True]["grads"].keys()
+    for name, grad in expected.items():
+        for rank in (real, dummy):  # after the all-reduce, both ranks hold it
+            assert_close_computations(rank[True]["grads"][name], grad, terms=terms, scale=scale, msg=name)

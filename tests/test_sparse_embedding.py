@@ -8,12 +8,15 @@ norm and clipping) is the dense run's.
 """
 
 import math
+import re
 
+import ddp_ranks
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import BIN, REPO, assert_close_computations, build_task_and_model, load_config, rounding_bound, run_cli
+from conftest import (BIN, REPO, assert_close_computations, build_task_and_model, load_config, network_terms,
+                      rounding_bound, run_cli)
 from test_models import one_training_batch
 from test_robustness import TWO_PROCESSES, free_port, hydra_args
 
@@ -232,3 +235,101 @@ def test_two_process_training_with_pytorch_ddp_and_sparse_gradients(tiny_data, t
     # run_cli asserts a clean exit: fairseq checks after every all-reduce that both ranks hold the same
     # gradient norm, and stops with an error if not
     assert "distributed init (rank 1)" in log and "num_updates=10" in log
+    # the gradient went through the plugin's hook (registered by fairseq_patches on fairseq's DDP), the
+    # path NCCL takes too; fairseq logs INFO on rank 0 only: its registration and its calls 1, 2, 4, 8
+    assert log.count("DDP all-reduces them through the sparse all-reduce hook") == 1
+    calls = re.findall(r"sparse all-reduce hook: call (\d+), path (?:gather|dense), rows per rank \[\d+, \d+\]", log)
+    assert calls == ["1", "2", "4", "8"]
+
+
+# Global negatives: 2 ranks then compute the loss of one process on the joined batch (the paper's local
+# negatives would give each rank its own denominator). Adam's eps = 1: the update lr * m / (sqrt(v) + 1)
+# moves by at most ~2 lr per unit of gradient, so two computations whose gradients differ by rounding give
+# parameters that differ by lr times that (with the default eps, a gradient entry near 0 is divided by
+# ~eps, and its rounding with it).
+HOOK_OVERRIDES = ("model.sparse_embedding_update=true", "criterion.negatives_scope=global", "optimizer.adam_eps=1.0",
+                  "optimization.lr=[0.01]", "optimization.clip_norm=0.0")  # no clipping: a gradient 2x off shows
+HOOK_UPDATES = 3
+
+
+def ddp_sparse_updates(rank, world_size, data, modes):
+    """Per mode of the hook: a fresh fairseq Trainer (DDP over gloo), HOOK_UPDATES updates on this rank's
+    half of each joined batch."""
+    results = {}
+    for mode in modes:
+        _, task, trainer = ddp_ranks.trainer("hmlm_tiny", data, *HOOK_OVERRIDES, world_size=world_size)
+        ddp = trainer.model.module  # fairseq's ModuleProxyWrapper around torch's DDP
+        state = ddp.sparse_all_reduce  # set by the hook's registration
+        state.mode = mode
+        pad = task.source_dictionary.pad()
+        for step in range(HOOK_UPDATES):
+            trainer.train_step([ddp_ranks.halves(ddp_ranks.masked_lm_batch(task, seed=step), pad)[rank]])
+            if step == 0:
+                first = ddp_ranks.gradients(trainer.get_model())
+                sparse = trainer.get_model().input_embeddings().weight.grad.is_sparse
+        results[mode] = {"params": ddp_ranks.parameters(trainer.get_model()), "first_grads": first,
+                         "sparse": sparse, "ddp": type(ddp).__name__, "calls": state.calls,
+                         "paths": dict(state.paths), "last": state.last}
+    return results
+
+
+@pytest.fixture(scope="module")
+def ddp_sparse_runs(tiny_data, tmp_path_factory):
+    return ddp_ranks.run_ranks(ddp_sparse_updates, 2, tmp_path_factory.mktemp("ddp_sparse"), data=tiny_data,
+                               modes=("gather", "dense"))
+
+
+@pytest.mark.parametrize("mode", ["gather", "dense"])
+def test_two_ddp_ranks_through_the_sparse_all_reduce_hook_equal_one_process(mode, ddp_sparse_runs, tiny_data):
+    ranks = [run[mode] for run in ddp_sparse_runs]
+    # the hook is what DDP ran: registered by fairseq_patches on the DDP fairseq built, once per update
+    for rank in ranks:
+        assert rank["ddp"] == "CpuSafeDistributedDataParallel" and rank["sparse"]
+        assert rank["calls"] == HOOK_UPDATES and rank["paths"][mode] == HOOK_UPDATES
+    assert ranks[0]["last"]["rows_per_rank"] == ranks[1]["last"]["rows_per_rank"]  # every rank knows every count
+    # the same all-reduced gradient and the same Adam step on both ranks: bit for bit
+    for name, value in ranks[0]["params"].items():
+        assert torch.equal(value, ranks[1]["params"][name]), name
+
+    # one process, the joined batches
+    _, task, trainer = ddp_ranks.trainer("hmlm_tiny", tiny_data, *HOOK_OVERRIDES)
+    model = trainer.get_model()
+    initial, largest_gradient = ddp_ranks.parameters(model), 0.0
+    for step in range(HOOK_UPDATES):
+        trainer.train_step([ddp_ranks.masked_lm_batch(task, seed=step)])
+        largest_gradient = max([largest_gradient, *(g.abs().max().item() for g in ddp_ranks.gradients(model).values())])
+        if step == 0:
+            first = ddp_ranks.gradients(model)
+    # The gradient fairseq steps with: each rank's half summed, against one sum over the joined batch (the
+    # network's sums, a few roundings more: the division by W, the normalisation by the sample size).
+    terms = network_terms(model, ddp_ranks.masked_lm_batch(task)["target"].numel()) + 8
+    # Normwise: some are 0 in exact arithmetic (attention's key bias), so the scale is the largest of all.
+    assert first.keys() == ranks[0]["first_grads"].keys()
+    scale = max(grad.abs().max().item() for grad in first.values())
+    for name, grad in first.items():
+        assert_close_computations(ranks[0]["first_grads"][name], grad, terms=terms, scale=scale, msg=name)
+    # After N updates: a gradient rounding difference d at update t moves the parameters by at most 2 lr d at
+    # every later update (through m and v, eps = 1), i.e. lr N (N + 1) d over N updates (normwise: d for the
+    # largest gradient element of any update); plus each update's rounding of the parameters. The gradients
+    # at later updates are taken at parameters that differ by that much: a second-order effect, left out.
+    lr, n = 0.01, HOOK_UPDATES
+    for name, value in ddp_ranks.parameters(model).items():
+        bound = (lr * n * (n + 1) * rounding_bound(terms, largest_gradient)
+                 + rounding_bound(4 * n, value.abs().max().item()))
+        difference = (ranks[0]["params"][name] - value).abs().max().item()
+        assert difference <= bound, (name, difference, bound)
+        if name == "encoder.sentence_encoder.embed_tokens.weight":  # not vacuous: the table moved far more
+            assert (value - initial[name]).abs().max() > 10 * bound
+
+
+def test_the_hook_takes_the_exchange_that_moves_fewer_bytes():
+    from fairseq_headless.sparse_all_reduce import choose_path, exchange_bytes
+
+    # docs/distributed.md's table: (V, D, distinct rows n), fp16
+    pythia, small8k = (50_304, 512, 5_736), (8_000, 512, 2_320)
+    assert exchange_bytes(8, 5_736, 50_304, 512, 2) == {"gather": 8 * 5_736 * (512 * 2 + 8),
+                                                         "dense": 2 * 7 * 50_304 * (512 * 2 + 1) // 8}
+    assert [choose_path("auto", w, pythia[2], *pythia[:2], 2) for w in (2, 8, 16, 17)] == ["gather"] * 3 + ["dense"]
+    assert [choose_path("auto", w, small8k[2], *small8k[:2], 2) for w in (2, 5, 6, 8)] == ["gather"] * 2 + ["dense"] * 2
+    assert choose_path("auto", 1, 10, 100, 4, 4) == "dense"  # one rank: densifying moves nothing
+    assert choose_path("gather", 8, small8k[2], *small8k[:2], 2) == "gather"  # a forced mode wins

@@ -7,6 +7,13 @@ pure CWT loss of :mod:`fairseq_headless.cwt`. It follows fairseq's criterion
 contract: summed loss, ``sample_size`` = number of positions, and a logging
 output that can be summed across workers.
 
+Dummy batches: when data-parallel ranks hold unequal numbers of batches, fairseq replays a
+batch on the ranks that ran out, with its loss multiplied by 0. Its sample comes marked with
+:data:`DUMMY_BATCH` (by :mod:`fairseq_headless.fairseq_patches`: fairseq tells only the task's
+``train_step``, through ``ignore_grad``, never the criterion), and the criterion selects no position
+in it: it still runs the forward pass and joins the all-gather of global negatives (skipping them
+would leave the other ranks waiting), but adds no target to anyone's negatives.
+
 Two options give the ablation objectives of Tab.6 (see :mod:`.ablation_objectives`):
 ``cross_entropy`` adds the LM head's cross-entropy, ``targets=separate`` replaces
 the input embeddings as targets by a separate matrix (NCE without weight tying).
@@ -16,6 +23,7 @@ import math
 from dataclasses import dataclass, field
 from functools import partial
 
+import torch
 from fairseq.criterions import FairseqCriterion
 from fairseq.distributed import utils as distributed_utils
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
@@ -30,6 +38,9 @@ from .ablation_objectives import (
     require_lm_head,
     separate_target_matrix,
 )
+
+# Key of a dummy batch's sample (see the module docstring); set by fairseq_patches.prepare_sample_marking_dummies.
+DUMMY_BATCH = "headless_dummy_batch"
 
 
 @dataclass
@@ -142,6 +153,8 @@ class CWTCriterion(FairseqCriterion):
 
     def forward(self, model, sample, reduce=True):
         selected, target_ids = self.selected_targets(sample)
+        if sample.get(DUMMY_BATCH, False):  # a replayed batch (loss x 0): none of its targets is a negative
+            selected, target_ids = torch.zeros_like(selected), target_ids[:0]
         head = require_lm_head(model) if self.cross_entropy else None  # fail before the forward pass
         features = model(**sample["net_input"], features_only=True)[0]
         if self.target_matrix is not None:
