@@ -7,8 +7,9 @@ Importing this package (``--user-dir`` / ``common.user_dir``) registers the
 criterions ``headless_masked_lm`` and ``headless_language_modeling`` and the
 headless architectures with fairseq. The loss itself, :func:`cwt_loss`, is a
 pure function of tensors in :mod:`fairseq_headless.cwt`. Small, guarded corrections
-to fairseq (CPU DDP, atomic checkpoint copies, row-sparse embedding gradients) are
-applied on import: see :mod:`fairseq_headless.fairseq_patches`.
+to fairseq (CPU DDP, atomic checkpoint copies, row-sparse embedding gradients, numpy-2
+eos mode, the sparse all-reduce hook on its DDP, dummy batches) are applied on import:
+see :mod:`fairseq_headless.fairseq_patches`.
 """
 
 import importlib.util

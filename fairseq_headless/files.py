@@ -50,6 +50,8 @@ def atomic_path(path) -> Iterator[Path]:
         yield tmp
         if tmp.exists():
             os.chmod(tmp, plain_open_mode(path))
+            with open(tmp, "rb") as written:  # on disk before the rename, or a crash can leave an empty file
+                os.fsync(written.fileno())
             os.replace(tmp, path)
     finally:
         if tmp.exists():

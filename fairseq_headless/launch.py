@@ -24,6 +24,7 @@ in each process before fairseq-hydra-train's main function, so before fairseq re
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Mapping
 
@@ -47,7 +48,9 @@ def _keep_the_batch(world_size: int, launched: int, update_freq: int, batch_size
     if batch_size and (batch_size * world_size * update_freq) % launched == 0:
         return (f"{overrides} 'optimization.update_freq=[1]' "
                 f"dataset.batch_size={batch_size * world_size * update_freq // launched}")
-    return f"{overrides} and a dataset.batch_size x optimization.update_freq of {batch_size} x {world_size * update_freq} / {launched}"
+    if batch_size:
+        return f"{overrides} and a dataset.batch_size x optimization.update_freq of {batch_size} x {world_size * update_freq} / {launched}"
+    return f"{overrides} and a dataset.batch_size x optimization.update_freq that keeps the global batch"
 
 
 def check_launch(world_size: int, update_freq: int = 1, batch_size: int | None = None, *, cpu: bool = False,
@@ -80,7 +83,16 @@ def check_launch(world_size: int, update_freq: int = 1, batch_size: int | None =
 
     if "SLURM_NTASKS" in environ and ("SLURM_STEP_NODELIST" in environ or "SLURM_JOB_NODELIST" in environ):
         tasks, nodes = int(environ["SLURM_NTASKS"]), int(environ.get("SLURM_NNODES", "1"))
-        per_node = int(environ.get("SLURM_NTASKS_PER_NODE", "").split("(")[0] or tasks // max(nodes, 1))
+        if world_size == 1:  # fairseq returns before reading Slurm's variables: one process, one GPU
+            if tasks > 1:
+                raise LaunchError(
+                    f"Slurm started {tasks} tasks (SLURM_NTASKS={tasks}) but the config has "
+                    "distributed_training.distributed_world_size=1: each task would train alone into the same "
+                    f"save_dir; ask for one task, or keep the global batch with {_keep_the_batch(1, tasks, update_freq, batch_size)}")
+            return
+        # "8", "8(x2)" (8 on each of 2 nodes) or "8,4" (uneven nodes, which fairseq's int() refuses): the first
+        first = re.match(r"\d+", environ.get("SLURM_NTASKS_PER_NODE", ""))
+        per_node = int(first.group()) if first else tasks // max(nodes, 1)
         if per_node == 1:
             # fairseq spawns one process per visible GPU on each node
             if not on_cpu and nodes * cuda_devices != world_size:

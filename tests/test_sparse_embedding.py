@@ -333,3 +333,25 @@ def test_the_hook_takes_the_exchange_that_moves_fewer_bytes():
     assert [choose_path("auto", w, small8k[2], *small8k[:2], 2) for w in (2, 5, 6, 8)] == ["gather"] * 2 + ["dense"] * 2
     assert choose_path("auto", 1, 10, 100, 4, 4) == "dense"  # one rank: densifying moves nothing
     assert choose_path("gather", 8, small8k[2], *small8k[:2], 2) == "gather"  # a forced mode wins
+
+
+@pytest.mark.parametrize("mode", ["gather", "dense"])
+def test_the_hook_drops_the_zero_rows_a_dummy_batch_leaves(mode, tmp_path):
+    """fairseq's replayed batch has loss x 0: its embedding gradient keeps explicit zero rows, which would
+    put rows no real batch touched through lazy Adam. One gloo process runs the hook's own function."""
+    import torch.distributed as dist
+
+    from fairseq_headless.sparse_all_reduce import SparseAllReduceState, all_reduce_sparse
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        values = torch.tensor([[0.0, 0.0], [1.0, -2.0], [0.0, 0.0]])
+        grad = torch.sparse_coo_tensor(torch.tensor([[3, 5, 7]]), values, (VOCAB, 2))
+        state = SparseAllReduceState(mode=mode)
+        reduced = all_reduce_sparse(grad, state).coalesce()
+        assert reduced.indices()[0].tolist() == [5] and reduced.values().tolist() == [[1.0, -2.0]]
+        assert state.last["rows_per_rank"] == [1] and state.paths[mode] == 1
+        only_zeros = torch.sparse_coo_tensor(torch.tensor([[3, 7]]), torch.zeros(2, 2), (VOCAB, 2))
+        assert all_reduce_sparse(only_zeros, state).coalesce().indices().numel() == 0  # a whole dummy batch
+    finally:
+        dist.destroy_process_group()

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import struct
 import sys
 import time
 from pathlib import Path
@@ -67,7 +66,7 @@ def write_mmap_split(prefix: Path, chunks: Iterable[Tuple[np.ndarray, np.ndarray
     (~60 bytes a line): fine for a corpus, not for a multi-GB test split on a 24 GB machine. The
     header comes from fairseq's own index writer; sizes go to a side file and are copied behind the
     line count once it is known, followed by the pointers (cumulative byte offsets)."""
-    from fairseq.data.indexed_dataset import MMapIndexedDataset
+    from ..data.binarize import write_index
 
     prefix = Path(prefix)
     dtype = token_dtype(vocab_size)
@@ -82,18 +81,7 @@ def write_mmap_split(prefix: Path, chunks: Iterable[Tuple[np.ndarray, np.ndarray
                 side.write(np.asarray(sizes, dtype=np.int32).tobytes())
                 lines += len(sizes)
                 tokens += len(chunk_tokens)
-        with MMapIndexedDataset.Index.writer(f"{prefix}.idx", dtype) as index:  # magic, version, dtype code
-            index._file.write(struct.pack("<Q", lines))
-            with open(sizes_path, "rb") as side:
-                shutil.copyfileobj(side, index._file, 64 << 20)
-            sizes = np.memmap(sizes_path, dtype=np.int32, mode="r") if lines else np.zeros(0, np.int32)
-            offset = 0
-            for start in range(0, lines, 1 << 24):
-                part = sizes[start:start + (1 << 24)].astype(np.int64) * itemsize
-                pointers = np.cumsum(part) - part + offset
-                offset += int(part.sum())
-                index._file.write(pointers.tobytes())
-            del sizes
+        write_index(Path(f"{prefix}.idx"), dtype, sizes_path, lines)  # the data stage's index writer
     finally:
         sizes_path.unlink(missing_ok=True)
     return {"lines": lines, "tokens": tokens, "bin_bytes": tokens * itemsize}

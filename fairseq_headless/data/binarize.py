@@ -8,13 +8,17 @@ order), padded with ``madeupwordNNNN`` rows to a multiple of --padding-factor.
 Each text line becomes one entry, its ids + 4 followed by ``</s>``; a document boundary is one
 entry holding only ``</s>`` (never first or last, never doubled), which is what
 ``sample_break_mode=complete_doc`` splits on. Entries go through fairseq's
-``MMapIndexedDatasetBuilder`` (one per unit of work), and the units are joined with the builder's
-``merge_file_``: the ``.bin``/``.idx`` are byte for byte what ``fairseq-preprocess --only-source
---srcdict dict.txt`` writes for the same ids (tests/test_prepare_data.py runs it to check), with no
-decimal-text round trip.
+``MMapIndexedDatasetBuilder`` (one per unit of work), and the units are joined by :func:`join`: the
+``.bin``/``.idx`` are byte for byte what ``fairseq-preprocess --only-source --srcdict dict.txt`` writes
+for the same ids (tests/test_prepare_data.py runs it to check), with no decimal-text round trip.
+:func:`join` does not use the builder's ``merge_file_``: that appends numpy int32 sizes, numpy 2 then
+keeps the index's byte offsets in int32, and they wrap past 2 GiB of ``.bin`` (about 1.07B tokens at
+uint16, far below an OpenWebText2 shard); it also holds a Python int per line of the whole split.
 """
 from __future__ import annotations
 
+import shutil
+import struct
 from pathlib import Path
 from typing import Sequence
 
@@ -107,17 +111,48 @@ class SplitWriter:
                 "tokens": self.tokens, "dropped_lines": self.dropped_lines}
 
 
-def join(prefix: Path, parts: Sequence[dict], dict_size: int) -> None:
-    """One dataset from the units' parts, in order, a document boundary between two parts."""
-    import torch
+def write_index(idx_path: Path, dtype, sizes_path: Path, lines: int, chunk: int = 1 << 24) -> None:
+    """fairseq's mmap ``.idx`` (its writer's header, the line count, int32 sizes, int64 byte offsets) from
+    a file of int32 line sizes, one chunk at a time, the offsets summed in int64 whatever the count."""
+    from fairseq.data.indexed_dataset import MMapIndexedDataset
 
-    builder = _builder(prefix, dict_size)
-    wrote = False
-    for part in parts:
-        if not part["lines"]:
-            continue
-        if wrote:
-            builder.add_item(torch.tensor([EOS]))
-        builder.merge_file_(part["prefix"])
-        wrote = True
-    builder.finalize(f"{prefix}.idx")
+    itemsize = np.dtype(dtype).itemsize
+    with MMapIndexedDataset.Index.writer(str(idx_path), dtype) as index:  # magic, version, dtype code
+        index._file.write(struct.pack("<Q", lines))
+        with open(sizes_path, "rb") as side:
+            shutil.copyfileobj(side, index._file, 64 << 20)
+        sizes = np.memmap(sizes_path, dtype=np.int32, mode="r") if lines else np.zeros(0, np.int32)
+        offset = 0
+        for start in range(0, lines, chunk):
+            part = sizes[start:start + chunk].astype(np.int64) * itemsize
+            index._file.write((np.cumsum(part) - part + offset).tobytes())
+            offset += int(part.sum())
+        del sizes
+
+
+def join(prefix: Path, parts: Sequence[dict], dict_size: int) -> None:
+    """One dataset from the units' parts, in order, a document boundary (a lone </s>) between two parts:
+    the parts' ``.bin`` concatenated, their sizes streamed into one ``.idx`` (see the module docstring)."""
+    from fairseq.data.indexed_dataset import MMapIndexedDataset, best_fitting_int_dtype
+
+    dtype = best_fitting_int_dtype(dict_size)
+    prefix = Path(prefix)
+    sizes_path = prefix.with_name(prefix.name + ".sizes.tmp")
+    lines = 0
+    try:
+        with open(f"{prefix}.bin", "wb") as data, open(sizes_path, "wb") as side:
+            for part in (p for p in parts if p["lines"]):
+                if lines:
+                    data.write(np.array([EOS], dtype=dtype).tobytes())
+                    side.write(np.array([1], dtype=np.int32).tobytes())
+                    lines += 1
+                index = MMapIndexedDataset.Index(f"{part['prefix']}.idx")
+                assert index.dtype == dtype, (index.dtype, dtype)
+                side.write(np.asarray(index.sizes, dtype=np.int32).tobytes())
+                lines += len(index.sizes)
+                del index
+                with open(f"{part['prefix']}.bin", "rb") as source:
+                    shutil.copyfileobj(source, data, 16 << 20)
+        write_index(Path(f"{prefix}.idx"), dtype, sizes_path, lines)
+    finally:
+        sizes_path.unlink(missing_ok=True)

@@ -106,7 +106,7 @@ def open_data_folder(data, where: str, tokenizer: Sequence[Path] = (), need_toke
     else:
         manifest, kind = None, None
     if kind not in (None, "sentencepiece", "hf", "gpt2"):
-        raise DataError(f"{manifest_path}: tokenizer type {kind!r} is neither 'sentencepiece' nor 'hf'")
+        raise DataError(f"{manifest_path}: tokenizer type {kind!r} is none of 'sentencepiece', 'hf', 'gpt2'")
     return DataFolder(shards, manifest, tokenizer, kind)
 
 

@@ -11,9 +11,10 @@ A unit is read as records, the things the split and the shards decide on one at 
 - a jsonl line (or a dataset row) is one record, one document;
 - in a text file, a document (lines between blank lines) is one record, but a record also ends
   after ``RECORD_BYTES`` (8 KiB) of text and at the end of a unit, so that a file without blank
-  lines is still many records and no record is held beyond that size. Such a cut does not end
+  lines is still many records and no record is held beyond that size. An 8 KiB cut does not end
   the document: the next record continues it (``Record.continues``), and the two stay one text
-  in the output unless something between them went to another split or shard.
+  in the output unless something between them went to another split or shard. A unit's end does
+  end it: units are binarized apart and joined with a document boundary between them (binarize.join).
 
 Every record is named by ``(Source.name, position)``: the byte offset where it starts in the
 decompressed file (a row number for a dataset). Any worker knows the position of the records it
