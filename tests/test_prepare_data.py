@@ -616,9 +616,10 @@ def test_shards_prepare_resume_and_train_one_per_epoch(corpus, bpe_run, tmp_path
     out = tmp_path / "sharded"
     base = ["--input", path, "--output", out, "--spm-model", spm_model, "--shards", 3, "--valid-lines", 6,
             "--test-lines", 4]
-    # one task of a Slurm array: shard 1 only, no manifest yet; the empty folder that another task
-    # has just created is not refused
+    # one task of a Slurm array: shard 1 only, no manifest yet; the folder that another task has just
+    # created, still writing its prepare.json (a temporary of the atomic writer), is not refused
     out.mkdir()
+    (out / ".prepare.123-abcd.tmp.json").write_text("{")
     printed = run_ok(base + ["--shard-index", 1])
     assert "shards still to prepare: 0, 2" in printed
     assert sorted(p.name for p in (out / "shard1").iterdir()) == ["shard.json", "train.bin", "train.idx"]
@@ -633,6 +634,7 @@ def test_shards_prepare_resume_and_train_one_per_epoch(corpus, bpe_run, tmp_path
         + [f"{s}.{e}" for s in ("train", "valid", "test") for e in ("bin", "idx")])
     for i in (1, 2):
         assert sorted(p.name for p in (out / f"shard{i}").iterdir()) == ["shard.json", "train.bin", "train.idx"]
+    (out / ".prepare.123-abcd.tmp.json").unlink()  # the sibling's, had it been killed
     assert sorted(p.name for p in out.iterdir()) == ["prepare.json", "scan.json", "shard0", "shard1", "shard2"]
 
     # every training record in exactly the shard its hash names; valid/test in shard0

@@ -651,8 +651,9 @@ class Preparation:
         settings = opts.settings()
         marker = out / "prepare.json"
         old = None
-        # An empty folder is what another task of the same array has just created.
-        if (out.exists() or out.is_symlink()) and not (out.is_dir() and not any(out.iterdir())):
+        # An empty folder, or one holding only a temporary file, is what another task of the same array has
+        # just created (its prepare.json is being written): not someone else's folder.
+        if (out.exists() or out.is_symlink()) and not (out.is_dir() and _only_temporaries(out)):
             previous = _read_json(marker) if out.is_dir() else None
             if previous is not None and previous.get("settings") == settings and not opts.force:
                 pass  # resume
@@ -765,6 +766,11 @@ class Preparation:
 # --------------------------------------------------------------------------
 # files and folders
 # --------------------------------------------------------------------------
+
+
+def _only_temporaries(folder: Path) -> bool:
+    """True for an empty folder or one that holds only the atomic writer's temporaries (``.name.*.tmp*``)."""
+    return all(p.name.startswith(".") and ".tmp" in p.name for p in folder.iterdir())
 
 
 def _read_json(path: Path) -> dict | None:
