@@ -96,7 +96,7 @@ def rounding_bound(terms: int, scale: float, dtype=None) -> float:
     """How far apart two different computations of one value may land, in absolute terms.
 
     A sum of n terms rounded at unit u = eps/2 lies within about n*u*sum|x_i| of the exact sum (Higham,
-    Accuracy and Stability of Numerical Algorithms, eq. 3.5), so two computations that sum in other orders
+    Accuracy and Stability of Numerical Algorithms, ch. 3-4), so two computations that sum in other orders
     (another kernel set or thread count, another chunking, two ranks against one process, sparse against
     dense, fairseq against an export) lie within n*eps*sum|x_i| of each other. `terms` is the longest chain
     of roundings behind one value (the longest sum, plus the operations after it); `scale` stands for
