@@ -4,6 +4,8 @@ scripts/synonym_analysis.py prints it as a single ``error: ...`` line and exits 
 status 2; its message names the file or option at fault and what to do.
 """
 
+from ..cli import InputError
 
-class AnalysisInputError(ValueError):
+
+class AnalysisInputError(InputError, ValueError):
     """A lexicon, model or option that cannot be used as given."""
