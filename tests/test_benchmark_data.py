@@ -26,7 +26,8 @@ def smoke(tmp_path_factory):
 
 def test_the_json_holds_every_figure(smoke):
     out, result, proc = smoke
-    assert {"preset", "settings", "machine", "corpus", "tokenizers", "tokenizer_speed", "runs", "memory_runs",
+    assert {"preset", "settings", "machine", "corpus", "tokenizers", "tokenizer_speed", "tokenizer_two_processes",
+            "runs", "memory_runs",
             "reading", "summary", "targets", "command", "seconds"} <= set(result)
     assert result["preset"] == "smoke" and result["command"].endswith("--smoke --output " + str(out))
     assert set(result["tokenizers"]) == {"sentencepiece", "bpe"}
@@ -49,6 +50,9 @@ def test_runs_are_consistent(smoke):
         assert r["mb_per_s"] == pytest.approx(r["input_mb"] / r["passes_s"])
         assert r["mb_per_s_per_worker"] == pytest.approx(r["mb_per_s"] / r["workers"])
         assert r["scan_mb"] == pytest.approx(r["input_mb"], abs=0.05) and r["tokens"] > 0 < r["entries"]
+        # speed runs are not sampled for memory (the sampler's /proc reads would take CPU from the workers)
+        assert r["peak_process_rss_mb"] is None and r["peak_pss_mb"] is None
+    for r in result["memory_runs"]:
         assert 0 < r["peak_process_rss_mb"] and 0 < r["peak_pss_mb"]
     for kind, limit in result["tokenizer_speed"].items():
         assert limit["mb_per_s"] == pytest.approx(limit["bytes"] / 1e6 / limit["seconds"])
@@ -67,6 +71,13 @@ def test_summary_follows_from_the_runs(smoke):
         speed = {w: sorted(r["mb_per_s"] for r in runs[w])[len(runs[w]) // 2] for w in (1, 2)}
         assert t["end_to_end_mb_per_s"] == {str(w): pytest.approx(speed[w]) for w in (1, 2)}
         assert t["speedup_1_to_2"] == pytest.approx(speed[2] / speed[1])
+        # the machine's ceiling: two bare tokenizer processes started together, against one alone
+        both = result["tokenizer_two_processes"][kind]
+        assert both["processes"] == 2 and len(both["each"]) == 2
+        assert {r["tokens"] for r in both["each"]} == {result["tokenizer_speed"][kind]["tokens"]}
+        assert both["mb_per_s"] == pytest.approx(sum(r["bytes"] / 1e6 / r["seconds"] for r in both["each"]))
+        assert t["machine_speedup_ceiling"] == pytest.approx(both["mb_per_s"] / result["tokenizer_speed"][kind]["mb_per_s"])
+        assert t["speedup_1_to_2_of_ceiling"] == pytest.approx(t["speedup_1_to_2"] / t["machine_speedup_ceiling"])
         limit = result["tokenizer_speed"][kind]["mb_per_s"]
         assert t["tokenizer_mb_per_s"] == limit
         for w in ("1", "2"):
