@@ -9,10 +9,11 @@ import torch
 
 from conftest import assert_close_computations, build_task_and_model, rounding_bound
 
+from fairseq.models import MODEL_DATACLASS_REGISTRY
+
 from fairseq_headless.criterions.cwt_criterion import input_embeddings
 from fairseq_headless.models.gpt_neox import (
     GPTNeoXLayer,
-    PythiaTinyConfig,
     apply_rotary,
     rotary_cos_sin,
 )
@@ -108,7 +109,7 @@ def test_rotary_matches_the_pairwise_rotation_and_depends_only_on_relative_posit
 
 @pytest.mark.parametrize("parallel", [True, False], ids=["parallel_residual", "sequential_residual"])
 def test_layer_matches_float64_reference(parallel):
-    cfg = PythiaTinyConfig(use_parallel_residual=parallel)
+    cfg = MODEL_DATACLASS_REGISTRY["pythia_tiny"](use_parallel_residual=parallel)  # the registered config
     layer = randomize(GPTNeoXLayer(cfg)).double().eval()
     x = torch.randn(2, 11, cfg.decoder_embed_dim, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     positions = torch.arange(11).expand(2, 11)

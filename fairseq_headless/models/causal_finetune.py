@@ -14,20 +14,17 @@ which is where the copy is made).
   they call :func:`fill_missing_head_from_embeddings` (in :mod:`.gpt_neox`).
 - GPT-2 style: ``gpt2_quarter`` / ``gpt2_tiny`` tie their head, which would make the
   fine-tuned head the embedding matrix itself; ``gpt2_quarter_untied`` /
-  ``gpt2_tiny_untied`` (below) are the same shapes with an untied head filled the
-  same way.
+  ``gpt2_tiny_untied`` are the same shapes with an untied head filled the same way: an
+  :class:`UntiedTransformerLanguageModel`, registered for every ``gpt2`` entry of
+  :mod:`.shapes` by :mod:`.headless_transformer_lm`.
 
 ``model.freeze_body=true`` trains the head alone (the probe mode of the authors'
 released fine-tuning script).
 """
 
 import logging
-from dataclasses import dataclass, field
 
-from fairseq.models import register_model
 from fairseq.models.transformer_lm import TransformerLanguageModel
-
-from .gpt2_shapes import Gpt2QuarterConfig, Gpt2TinyConfig
 
 logger = logging.getLogger(__name__)
 
@@ -52,25 +49,7 @@ def freeze_all_but(module, trained):
         p.requires_grad_(id(p) in keep)
 
 
-_FREEZE_BODY = field(
-    default=False, metadata={"help": "probe mode of the causal fine-tuning stage: train the LM head only"}
-)
-
-
-@dataclass
-class Gpt2QuarterUntiedConfig(Gpt2QuarterConfig):
-    """gpt2_quarter with an LM head of its own (filled from the embeddings when loading a headless checkpoint)."""
-
-    share_decoder_input_output_embed: bool = False
-    freeze_body: bool = _FREEZE_BODY
-
-
-@dataclass
-class Gpt2TinyUntiedConfig(Gpt2TinyConfig):
-    """gpt2_tiny with an LM head of its own (filled from the embeddings when loading a headless checkpoint)."""
-
-    share_decoder_input_output_embed: bool = False
-    freeze_body: bool = _FREEZE_BODY
+FREEZE_BODY_HELP = "probe mode of the causal fine-tuning stage: train the LM head only"
 
 
 class UntiedTransformerLanguageModel(TransformerLanguageModel):
@@ -79,7 +58,7 @@ class UntiedTransformerLanguageModel(TransformerLanguageModel):
         if args.share_decoder_input_output_embed:
             raise ValueError(
                 f"model.share_decoder_input_output_embed=true: {args._name} fine-tunes an untied head; "
-                "use the tied model (gpt2_quarter / gpt2_tiny) instead"
+                f"use the tied model ({args._name.removesuffix('_untied')}) instead"
             )
         model = super().build_model(args, task)
         if args.freeze_body:
@@ -93,12 +72,3 @@ class UntiedTransformerLanguageModel(TransformerLanguageModel):
             state_dict, f"{prefix}decoder.output_projection.weight", f"{prefix}decoder.embed_tokens.weight"
         )
 
-
-@register_model("gpt2_quarter_untied", dataclass=Gpt2QuarterUntiedConfig)
-class Gpt2QuarterUntiedLanguageModel(UntiedTransformerLanguageModel):
-    pass
-
-
-@register_model("gpt2_tiny_untied", dataclass=Gpt2TinyUntiedConfig)
-class Gpt2TinyUntiedLanguageModel(UntiedTransformerLanguageModel):
-    pass

@@ -23,8 +23,8 @@ export to ``transformers.GPTNeoXForCausalLM`` is a rename: ``decoder.embed_out.*
 ``embed_out.*`` and every other ``decoder.X`` -> ``gpt_neox.X``. Rotary frequencies
 are computed on the fly, so there is no buffer to export.
 
-Each shape is a config dataclass whose defaults are the shape, registered as a model
-of its own name (see :mod:`fairseq_headless.models.gpt2_shapes` for why not an
+Each ``gpt_neox`` entry of :mod:`.shapes` is a config dataclass whose defaults are the shape,
+registered as a model of its own name (see :mod:`.headless_transformer_lm` for why not an
 architecture function): ``pythia_70m`` / ``headless_pythia_70m`` and the CPU-sized
 ``pythia_tiny`` / ``headless_pythia_tiny``. The headless ones accept
 ``model.sparse_embedding_update=true``: see :mod:`fairseq_headless.sparse_embedding`.
@@ -43,21 +43,27 @@ from fairseq.models import FairseqIncrementalDecoder, FairseqLanguageModel, regi
 from torch import Tensor, nn
 
 from ..sparse_embedding import SparseEmbeddingUpdateConfig, maybe_enable_sparse_embedding_update
-from .causal_finetune import fill_missing_head_from_embeddings, freeze_all_but
+from . import shapes
+from .causal_finetune import FREEZE_BODY_HELP, fill_missing_head_from_embeddings, freeze_all_but
 
 logger = logging.getLogger(__name__)
 
 IncrementalState = Dict[str, Dict[str, Optional[Tensor]]]
 
 
-@dataclass
-class PythiaConfig(FairseqDataclass):
-    """Pythia-70M (EleutherAI/pythia-70m-deduped's config.json); every field can be overridden."""
+# dataclasses need a default for these fields too (FairseqDataclass's `_name` has one): Pythia-70M's,
+# from the table; each registered model's config sets its own entry's.
+_PYTHIA_70M = shapes.SHAPES["pythia_70m"]
 
-    decoder_layers: int = field(default=6, metadata={"help": "number of GPT-NeoX layers"})
-    decoder_embed_dim: int = field(default=512, metadata={"help": "hidden size"})
-    decoder_ffn_embed_dim: int = field(default=2048, metadata={"help": "MLP inner size"})
-    decoder_attention_heads: int = field(default=8, metadata={"help": "attention heads"})
+
+@dataclass
+class GPTNeoXConfig(FairseqDataclass):
+    """A GPT-NeoX decoder, Pythia's settings; every field can be overridden."""
+
+    decoder_layers: int = field(default=_PYTHIA_70M.layers, metadata={"help": "number of GPT-NeoX layers"})
+    decoder_embed_dim: int = field(default=_PYTHIA_70M.dim, metadata={"help": "hidden size"})
+    decoder_ffn_embed_dim: int = field(default=_PYTHIA_70M.ffn, metadata={"help": "MLP inner size"})
+    decoder_attention_heads: int = field(default=_PYTHIA_70M.heads, metadata={"help": "attention heads"})
     max_target_positions: int = field(
         default=2048, metadata={"help": "longest sequence accepted (rotary has no table; Pythia's context)"}
     )
@@ -77,20 +83,7 @@ class PythiaConfig(FairseqDataclass):
         metadata={"help": "use xformers' memory-efficient attention when it is installed and tensors are "
                   "on a GPU (else torch's scaled_dot_product_attention)"},
     )
-    freeze_body: bool = field(
-        default=False,
-        metadata={"help": "probe mode of the causal fine-tuning stage: train the LM head only"},
-    )
-
-
-@dataclass
-class PythiaTinyConfig(PythiaConfig):
-    """CPU-sized, for the tests and the demo (not in the paper)."""
-
-    decoder_layers: int = 2
-    decoder_embed_dim: int = 128
-    decoder_ffn_embed_dim: int = 512
-    decoder_attention_heads: int = 2
+    freeze_body: bool = field(default=False, metadata={"help": FREEZE_BODY_HELP})
 
 
 def rotary_cos_sin(positions: Tensor, rotary_dim: int, base: float, dtype: torch.dtype):
@@ -142,7 +135,7 @@ def attention(q, k, v, mask: Optional[Tensor], causal: bool, dropout_p: float, u
 
 @with_incremental_state
 class GPTNeoXAttention(nn.Module):
-    def __init__(self, cfg: PythiaConfig):
+    def __init__(self, cfg: GPTNeoXConfig):
         super().__init__()
         dim, self.num_heads = cfg.decoder_embed_dim, cfg.decoder_attention_heads
         if dim % self.num_heads:
@@ -185,7 +178,7 @@ class GPTNeoXAttention(nn.Module):
 
 
 class GPTNeoXMLP(nn.Module):
-    def __init__(self, cfg: PythiaConfig):
+    def __init__(self, cfg: GPTNeoXConfig):
         super().__init__()
         self.dense_h_to_4h = nn.Linear(cfg.decoder_embed_dim, cfg.decoder_ffn_embed_dim)
         self.dense_4h_to_h = nn.Linear(cfg.decoder_ffn_embed_dim, cfg.decoder_embed_dim)
@@ -195,7 +188,7 @@ class GPTNeoXMLP(nn.Module):
 
 
 class GPTNeoXLayer(nn.Module):
-    def __init__(self, cfg: PythiaConfig):
+    def __init__(self, cfg: GPTNeoXConfig):
         super().__init__()
         dim = cfg.decoder_embed_dim
         self.input_layernorm = nn.LayerNorm(dim, eps=cfg.layer_norm_eps)
@@ -214,7 +207,7 @@ class GPTNeoXLayer(nn.Module):
 
 
 class GPTNeoXDecoder(FairseqIncrementalDecoder):
-    def __init__(self, cfg: PythiaConfig, dictionary, headless: bool):
+    def __init__(self, cfg: GPTNeoXConfig, dictionary, headless: bool):
         super().__init__(dictionary)
         dim = cfg.decoder_embed_dim
         self.padding_idx = dictionary.pad()
@@ -227,7 +220,7 @@ class GPTNeoXDecoder(FairseqIncrementalDecoder):
         self.embed_out = None if headless else nn.Linear(dim, len(dictionary), bias=False)
         self.reset_parameters(cfg)
 
-    def reset_parameters(self, cfg: PythiaConfig):
+    def reset_parameters(self, cfg: GPTNeoXConfig):
         # Pythia's init (GPT-NeoX `small_init` and `wang_init`): N(0, sqrt(2 / 5d)) everywhere, and
         # N(0, 2 / (layers sqrt(d))) for the two projections that write into the residual stream.
         small = math.sqrt(2 / (5 * cfg.decoder_embed_dim))
@@ -301,7 +294,7 @@ class GPTNeoXLanguageModel(FairseqLanguageModel):
     headless = False
 
     @classmethod
-    def build_model(cls, cfg: PythiaConfig, task):
+    def build_model(cls, cfg: GPTNeoXConfig, task):
         decoder = GPTNeoXDecoder(cfg, task.target_dictionary, headless=cls.headless)
         if cfg.freeze_body:
             if cls.headless:
@@ -322,31 +315,17 @@ class GPTNeoXLanguageModel(FairseqLanguageModel):
             )
 
 
-@dataclass
-class HeadlessPythiaConfig(PythiaConfig, SparseEmbeddingUpdateConfig):
-    pass
-
-
-@dataclass
-class HeadlessPythiaTinyConfig(PythiaTinyConfig, SparseEmbeddingUpdateConfig):
-    pass
-
-
-@register_model("pythia_70m", dataclass=PythiaConfig)
-class Pythia70mLanguageModel(GPTNeoXLanguageModel):
-    pass
-
-
-@register_model("pythia_tiny", dataclass=PythiaTinyConfig)
-class PythiaTinyLanguageModel(GPTNeoXLanguageModel):
-    pass
-
-
-@register_model("headless_pythia_70m", dataclass=HeadlessPythiaConfig)
-class HeadlessPythia70mLanguageModel(GPTNeoXLanguageModel):
+class HeadlessGPTNeoXLanguageModel(GPTNeoXLanguageModel):
     headless = True
 
 
-@register_model("headless_pythia_tiny", dataclass=HeadlessPythiaTinyConfig)
-class HeadlessPythiaTinyLanguageModel(GPTNeoXLanguageModel):
-    headless = True
+for _shape in shapes.of_family("gpt_neox"):
+    _config = shapes.config_with_defaults(_shape.name, (GPTNeoXConfig,), {
+        "decoder_layers": _shape.layers, "decoder_embed_dim": _shape.dim, "decoder_attention_heads": _shape.heads,
+        "decoder_ffn_embed_dim": _shape.ffn, **_shape.defaults,
+    }, doc=_shape.paper)
+    shapes.register_dataclass_model(_shape.name, GPTNeoXLanguageModel, _config)
+    shapes.register_dataclass_model(
+        _shape.headless, HeadlessGPTNeoXLanguageModel,
+        shapes.config_with_defaults(_shape.headless, (_config, SparseEmbeddingUpdateConfig), {}),
+    )

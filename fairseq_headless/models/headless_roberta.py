@@ -8,24 +8,25 @@ for (fill-mask, the demo's whole-vocabulary accuracy), the input embedding
 matrix is used as the head, e^T (weight tying at inference; no new parameter).
 ``--sparse-embedding-update`` (``model.sparse_embedding_update=true``) trains the
 input embeddings row-sparsely: see :mod:`fairseq_headless.sparse_embedding`.
+
+The encoder sizes are the ``roberta`` entries of :mod:`.shapes` (App. D): each is one function of
+defaults, registered twice, as ``headless_<name>`` and as ``<name>`` on fairseq's own ``roberta``
+model (its LM head tied to the input embeddings), so that a headless run and its baseline differ only
+in the criterion and architecture names. ``roberta_base`` is fairseq's and is the twin of
+``headless_roberta_base``.
 """
 
 from contextlib import nullcontext
 
 import torch.nn.functional as F
 from fairseq.models import register_model, register_model_architecture
-from fairseq.models.roberta.model import (
-    RobertaEncoder,
-    RobertaModel,
-    base_architecture,
-    roberta_base_architecture,
-)
+from fairseq.models.roberta.model import RobertaEncoder, RobertaModel, base_architecture
 from fairseq.utils import safe_getattr, safe_hasattr
 from omegaconf import OmegaConf, open_dict
 
 from ..sparse_embedding import HELP as SPARSE_EMBEDDING_UPDATE_HELP
 from ..sparse_embedding import maybe_enable_sparse_embedding_update
-from .roberta_shapes import roberta_multilingual_shape, roberta_small_shape, roberta_tiny_shape
+from . import shapes
 
 
 class HeadlessRobertaEncoder(RobertaEncoder):
@@ -60,9 +61,25 @@ class HeadlessRobertaModel(RobertaModel):
 
 
 register_model_architecture("headless_roberta", "headless_roberta")(base_architecture)
-register_model_architecture("headless_roberta", "headless_roberta_base")(roberta_base_architecture)
-register_model_architecture("headless_roberta", "headless_roberta_small")(roberta_small_shape)
-register_model_architecture("headless_roberta", "headless_roberta_multilingual")(
-    roberta_multilingual_shape
-)
-register_model_architecture("headless_roberta", "headless_roberta_tiny")(roberta_tiny_shape)
+
+
+def encoder_shape(shape: shapes.Shape):
+    """The architecture function of one shape table entry."""
+
+    def architecture(args):
+        fields = {"encoder_layers": shape.layers, "encoder_embed_dim": shape.dim,
+                  "encoder_attention_heads": shape.heads, "encoder_ffn_embed_dim": shape.ffn, **shape.defaults}
+        for key, value in fields.items():
+            setattr(args, key, safe_getattr(args, key, value))  # the command line or the YAML wins
+        base_architecture(args)
+
+    architecture.__name__ = f"{shape.name}_architecture"
+    architecture.__doc__ = shape.paper
+    return architecture
+
+
+for _shape in shapes.of_family("roberta"):
+    _architecture = encoder_shape(_shape)
+    register_model_architecture("headless_roberta", _shape.headless)(_architecture)
+    if not _shape.vanilla_is_fairseqs:
+        register_model_architecture("roberta", _shape.name)(_architecture)

@@ -7,9 +7,23 @@ generation), it scores with the input embeddings, e^T: the zero-cost
 "Headless" row of the paper's Tab.3. ``--sparse-embedding-update``
 (``model.sparse_embedding_update=true``) trains the input embeddings row-sparsely:
 see :mod:`fairseq_headless.sparse_embedding`.
+
+The GPT-2 style shapes (the ``gpt2`` entries of :mod:`.shapes`, App. D.5) are GPT-2's settings on
+``transformer_lm``: tanh-approximated GELU (fairseq's ``gelu_accurate``), learned positions, no
+embedding scale, pre-LayerNorm blocks with a final LayerNorm, and, for the vanilla twin, a head tied
+to the input embeddings.
+
+``transformer_lm`` is a dataclass-configured model: under ``fairseq-hydra-train`` its dataclass
+defaults are merged in before any architecture function runs, so an architecture function of
+``safe_getattr`` defaults would silently be ignored (512-dim, ReLU). Each shape is therefore a config
+dataclass whose *defaults* are the shape, registered as a model of its own name: ``gpt2_quarter``,
+``headless_gpt2_quarter`` and, for the causal fine-tuning stage, ``gpt2_quarter_untied``
+(:mod:`.causal_finetune`). ``model._name=gpt2_quarter`` (hydra) and ``--arch gpt2_quarter``
+(argparse) both give the shape, and every field can still be overridden (``+model.decoder_layers=4``
+in hydra, as the YAMLs list only the name; ``--decoder-layers 4`` with fairseq-train).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch.nn.functional as F
 from fairseq.models import register_model
@@ -22,7 +36,8 @@ from fairseq.models.transformer_lm import (
 from fairseq.utils import safe_getattr
 
 from ..sparse_embedding import SparseEmbeddingUpdateConfig, maybe_enable_sparse_embedding_update
-from .gpt2_shapes import Gpt2QuarterConfig, Gpt2TinyConfig
+from . import shapes
+from .causal_finetune import FREEZE_BODY_HELP, UntiedTransformerLanguageModel
 
 
 class HeadlessTransformerDecoder(TransformerDecoder):
@@ -69,22 +84,35 @@ class HeadlessTransformerLanguageModel(TransformerLanguageModel):
         return self.decoder.embed_tokens
 
 
-# The headless twins of gpt2_shapes: same dataclass defaults, a model without head.
 @dataclass
-class HeadlessGpt2QuarterConfig(Gpt2QuarterConfig, SparseEmbeddingUpdateConfig):
-    pass
+class Gpt2Config(TransformerLanguageModelConfig):
+    """GPT-2's settings, which every ``gpt2`` shape shares (the shape's own fields are set per entry)."""
+
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    activation_fn: str = "gelu_accurate"  # GPT-2's tanh approximation
+    decoder_learned_pos: bool = True
+    no_scale_embedding: bool = True
+    decoder_normalize_before: bool = True
+    share_decoder_input_output_embed: bool = True
 
 
-@dataclass
-class HeadlessGpt2TinyConfig(Gpt2TinyConfig, SparseEmbeddingUpdateConfig):
-    pass
-
-
-@register_model("headless_gpt2_quarter", dataclass=HeadlessGpt2QuarterConfig)
-class HeadlessGpt2QuarterLanguageModel(HeadlessTransformerLanguageModel):
-    pass
-
-
-@register_model("headless_gpt2_tiny", dataclass=HeadlessGpt2TinyConfig)
-class HeadlessGpt2TinyLanguageModel(HeadlessTransformerLanguageModel):
-    pass
+for _shape in shapes.of_family("gpt2"):
+    _config = shapes.config_with_defaults(_shape.name, (Gpt2Config,), {
+        "decoder_layers": _shape.layers, "decoder_embed_dim": _shape.dim, "decoder_input_dim": _shape.dim,
+        "decoder_output_dim": _shape.dim, "decoder_attention_heads": _shape.heads,
+        "decoder_ffn_embed_dim": _shape.ffn, **_shape.defaults,
+    }, doc=_shape.paper)
+    shapes.register_dataclass_model(_shape.name, TransformerLanguageModel, _config)
+    # The same dataclass defaults, a model without head.
+    shapes.register_dataclass_model(
+        _shape.headless, HeadlessTransformerLanguageModel,
+        shapes.config_with_defaults(_shape.headless, (_config, SparseEmbeddingUpdateConfig), {}),
+    )
+    # An LM head of its own, filled from the embeddings when loading a headless checkpoint.
+    shapes.register_dataclass_model(
+        _shape.untied, UntiedTransformerLanguageModel,
+        shapes.config_with_defaults(_shape.untied, (_config,),
+                                    {"share_decoder_input_output_embed": False},
+                                    [("freeze_body", bool, field(default=False, metadata={"help": FREEZE_BODY_HELP}))]),
+    )
