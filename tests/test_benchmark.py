@@ -86,6 +86,18 @@ def test_sequence_length_is_the_one_asked_for():
     assert all(len(v["times_s"]) == 1 for v in group["variants"].values())
 
 
+
+def test_architectures_take_family_and_yaml_pair_from_the_shape_table():
+    """Each benchmarked architecture is an entry of models/shapes.py: the family (which batches it gets) and
+    the two configs it builds, as they were listed here before the table existed."""
+    from fairseq_headless.benchmarking import steps
+
+    assert {name: (arch.family, arch.headless_config, arch.vanilla_config) for name, arch in steps.ARCHS.items()} == {
+        "bert-small": ("encoder", "hmlm_small", "mlm_small"), "bert-base": ("encoder", "hmlm_base", "mlm_base"),
+        "gpt2-quarter": ("decoder", "hlm_small", "lm_small"), "pythia-70m": ("decoder", "hlm_pythia70m", "lm_pythia70m"),
+        "bert-tiny": ("encoder", "hmlm_tiny", "mlm_tiny"), "gpt2-tiny": ("decoder", "hlm_tiny", "lm_tiny"),
+    }
+
 def load_script():
     from importlib import util
 

@@ -10,6 +10,8 @@ import yaml
 
 from conftest import REPO, build_task_and_model
 
+from fairseq_headless.models.shapes import SHAPES as TABLE
+
 CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.yaml"))
 FINETUNING = [name for name in CONFIGS if name.endswith("_ft")]  # causal fine-tuning of a headless decoder
 # Tab.6's ablation rows -> the CWT config each one mirrors
@@ -20,11 +22,12 @@ ABLATIONS = {
 TWINS = [(name, name[1:]) for name in CONFIGS
          if name.startswith("h") and name not in FINETUNING and name not in ABLATIONS]
 
-# (layers, dim, ffn) of each run's architecture (paper App. D)
+# (layers, dim, heads, ffn) of each run's architecture (paper App. D), written here from the paper and
+# not read from fairseq_headless/models/shapes.py, which is checked against it
 SHAPES = {
-    "mlm_base": (12, 768, 3072), "mlm_small": (4, 512, 2048), "mlm_multilingual": (6, 768, 3072),
-    "mlm_tiny": (2, 128, 512), "lm_small": (3, 192, 768), "lm_tiny": (2, 128, 512), "lm_pythia70m": (6, 512, 2048),
-    "lm_pythia_tiny": (2, 128, 512),
+    "mlm_base": (12, 768, 12, 3072), "mlm_small": (4, 512, 8, 2048), "mlm_multilingual": (6, 768, 12, 3072),
+    "mlm_tiny": (2, 128, 2, 512), "lm_small": (3, 192, 3, 768), "lm_tiny": (2, 128, 2, 512),
+    "lm_pythia70m": (6, 512, 8, 2048), "lm_pythia_tiny": (2, 128, 2, 512),
 }
 
 
@@ -36,7 +39,7 @@ def shape_of(name):
 
 def expected_parameters(name, cfg, vocab):
     headless = cfg.model._name.startswith("headless_")  # a fine-tuning config is vanilla, as mlm_*_cwt_ce
-    layers, dim, ffn = SHAPES[shape_of(name)]
+    layers, dim, _, ffn = SHAPES[shape_of(name)]
     block = 4 * dim * dim + 4 * dim + 2 * dim * ffn + ffn + dim + 4 * dim  # attention, FFN, two LayerNorms
     total = vocab * dim + layers * block
     if "pythia" not in cfg.model._name:  # GPT-NeoX has rotary positions: no table
@@ -61,6 +64,17 @@ def test_config_builds_with_closed_form_parameter_count(name, tiny_data):
     assert model.max_positions() >= cfg.task.tokens_per_sample
     trained = [*model.parameters(), *task.build_criterion(cfg.criterion).parameters()]  # what fairseq optimizes
     assert sum(p.numel() for p in trained) == expected_parameters(name, cfg, vocab)
+    # fairseq's attention and GPT-NeoX's: the one count that the parameters do not show
+    assert {m.num_heads for m in model.modules() if hasattr(m, "num_heads")} == {SHAPES[shape_of(name)][2]}
+
+
+def test_the_shape_table_is_the_papers_and_names_its_yaml_pair():
+    """Each entry of models/shapes.py against App. D (SHAPES above), and the YAML pair it names runs it."""
+    assert sorted(shape.config for shape in TABLE.values()) == sorted(SHAPES)
+    for shape in TABLE.values():
+        assert (shape.layers, shape.dim, shape.heads, shape.ffn) == SHAPES[shape.config], shape.name
+        assert yaml_tree(shape.config)["model._name"] == shape.name
+        assert yaml_tree(shape.headless_config)["model._name"] == shape.headless
 
 
 def flatten(tree, prefix=""):

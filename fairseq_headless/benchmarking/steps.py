@@ -48,30 +48,40 @@ import torch
 from fairseq.criterions import FairseqCriterion
 from fairseq.logging import metrics
 
+from ..models.shapes import FAMILIES, SHAPES
 from ..sparse_embedding import enable_sparse_embedding_update
 from .machine import PeakMemory, run_isolated, tensor_mb
 
 
 @dataclass(frozen=True)
 class Arch:
-    """An architecture of the sweep: its two YAML configs and the micro-batch it is timed with."""
+    """An architecture of the sweep: an entry of the shape table and the micro-batch it is timed with."""
 
-    family: str  # encoder or decoder
-    headless_config: str
-    vanilla_config: str
+    shape: str  # a key of fairseq_headless.models.shapes.SHAPES: its family, shape and YAML pair
     batch: int  # sequences per micro-batch
     length: int  # tokens per sequence
-    description: str
+    description: str  # what the benchmark uses it for
+
+    @property
+    def family(self) -> str:  # encoder or decoder
+        return FAMILIES[SHAPES[self.shape].family].kind
+
+    @property
+    def headless_config(self) -> str:
+        return SHAPES[self.shape].headless_config
+
+    @property
+    def vanilla_config(self) -> str:
+        return SHAPES[self.shape].config
 
 
 ARCHS = {
-    "bert-small": Arch("encoder", "hmlm_small", "mlm_small", 32, 128, "BERT-small, 4 x 512 (D.4, Fig.6, Tab.6)"),
-    "bert-base": Arch("encoder", "hmlm_base", "mlm_base", 32, 128, "BERT-base, 12 x 768 (D.1, Fig.2)"),
-    "gpt2-quarter": Arch("decoder", "hlm_small", "lm_small", 16, 128, "GPT-2 / 4, 3 x 192 (D.5, Fig.7)"),
-    "pythia-70m": Arch("decoder", "hlm_pythia70m", "lm_pythia70m", 4, 512, "Pythia-70M, 6 x 512 (D.2)"),
-    # CPU-sized, for the smoke preset and the tests
-    "bert-tiny": Arch("encoder", "hmlm_tiny", "mlm_tiny", 4, 32, "tiny encoder, 2 x 128 (tests)"),
-    "gpt2-tiny": Arch("decoder", "hlm_tiny", "lm_tiny", 2, 32, "tiny decoder, 2 x 128 (tests)"),
+    "bert-small": Arch("roberta_small", 32, 128, "the vocabulary sweep's and ablations' encoder (Fig.6, Tab.6)"),
+    "bert-base": Arch("roberta_base", 32, 128, "the paper's main encoder (Fig.2)"),
+    "gpt2-quarter": Arch("gpt2_quarter", 16, 128, "the batch-size sweep's decoder (Fig.7)"),
+    "pythia-70m": Arch("pythia_70m", 4, 512, "the paper's causal model (Tabs.3-4)"),
+    "bert-tiny": Arch("roberta_tiny", 4, 32, "CPU-sized: the smoke preset, the tests"),
+    "gpt2-tiny": Arch("gpt2_tiny", 2, 32, "CPU-sized: the smoke preset, the tests"),
 }
 
 
