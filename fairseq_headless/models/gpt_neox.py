@@ -42,7 +42,7 @@ from fairseq.incremental_decoding_utils import with_incremental_state
 from fairseq.models import FairseqIncrementalDecoder, FairseqLanguageModel, register_model
 from torch import Tensor, nn
 
-from ..sparse_embedding import SparseEmbeddingUpdateConfig, maybe_enable_sparse_embedding_update
+from ..sparse_embedding import maybe_enable_sparse_embedding_update
 from . import shapes
 from .causal_finetune import FREEZE_BODY_HELP, fill_missing_head_from_embeddings, freeze_all_but
 
@@ -320,12 +320,7 @@ class HeadlessGPTNeoXLanguageModel(GPTNeoXLanguageModel):
 
 
 for _shape in shapes.of_family("gpt_neox"):
-    _config = shapes.config_with_defaults(_shape.name, (GPTNeoXConfig,), {
+    shapes.register_dataclass_twins(_shape, GPTNeoXConfig, {
         "decoder_layers": _shape.layers, "decoder_embed_dim": _shape.dim, "decoder_attention_heads": _shape.heads,
-        "decoder_ffn_embed_dim": _shape.ffn, **_shape.defaults,
-    }, doc=_shape.paper)
-    shapes.register_dataclass_model(_shape.name, GPTNeoXLanguageModel, _config)
-    shapes.register_dataclass_model(
-        _shape.headless, HeadlessGPTNeoXLanguageModel,
-        shapes.config_with_defaults(_shape.headless, (_config, SparseEmbeddingUpdateConfig), {}),
-    )
+        "decoder_ffn_embed_dim": _shape.ffn,
+    }, GPTNeoXLanguageModel, HeadlessGPTNeoXLanguageModel)

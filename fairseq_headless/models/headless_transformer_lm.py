@@ -98,21 +98,13 @@ class Gpt2Config(TransformerLanguageModelConfig):
 
 
 for _shape in shapes.of_family("gpt2"):
-    _config = shapes.config_with_defaults(_shape.name, (Gpt2Config,), {
+    _config = shapes.register_dataclass_twins(_shape, Gpt2Config, {
         "decoder_layers": _shape.layers, "decoder_embed_dim": _shape.dim, "decoder_input_dim": _shape.dim,
-        "decoder_output_dim": _shape.dim, "decoder_attention_heads": _shape.heads,
-        "decoder_ffn_embed_dim": _shape.ffn, **_shape.defaults,
-    }, doc=_shape.paper)
-    shapes.register_dataclass_model(_shape.name, TransformerLanguageModel, _config)
-    # The same dataclass defaults, a model without head.
-    shapes.register_dataclass_model(
-        _shape.headless, HeadlessTransformerLanguageModel,
-        shapes.config_with_defaults(_shape.headless, (_config, SparseEmbeddingUpdateConfig), {}),
-    )
+        "decoder_output_dim": _shape.dim, "decoder_attention_heads": _shape.heads, "decoder_ffn_embed_dim": _shape.ffn,
+    }, TransformerLanguageModel, HeadlessTransformerLanguageModel)
     # An LM head of its own, filled from the embeddings when loading a headless checkpoint.
     shapes.register_dataclass_model(
         _shape.untied, UntiedTransformerLanguageModel,
-        shapes.config_with_defaults(_shape.untied, (_config,),
-                                    {"share_decoder_input_output_embed": False},
+        shapes.config_with_defaults(_shape.untied, (_config,), {"share_decoder_input_output_embed": False},
                                     [("freeze_body", bool, field(default=False, metadata={"help": FREEZE_BODY_HELP}))]),
     )

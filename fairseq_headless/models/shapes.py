@@ -132,6 +132,21 @@ def config_with_defaults(model_name: str, bases: tuple, defaults: Mapping[str, o
     return config
 
 
+def register_dataclass_twins(shape: Shape, family_config: type, shape_fields: Mapping[str, object],
+                             vanilla: type, headless: type) -> type:
+    """Register ``shape.name`` (model class ``vanilla``) and ``shape.headless`` (``headless``) as models
+    configured by dataclasses: ``family_config`` with the family's ``shape_fields`` and the entry's other
+    defaults; the headless one adds ``sparse_embedding_update``. Returns the vanilla config."""
+    from ..sparse_embedding import SparseEmbeddingUpdateConfig  # imports fairseq: see register_model below
+
+    config = config_with_defaults(shape.name, (family_config,), {**shape_fields, **shape.defaults}, doc=shape.paper)
+    register_dataclass_model(shape.name, vanilla, config)
+    register_dataclass_model(
+        shape.headless, headless, config_with_defaults(shape.headless, (config, SparseEmbeddingUpdateConfig), {})
+    )
+    return config
+
+
 def register_dataclass_model(name: str, model: type, config: type) -> type:
     """Register ``name`` as a subclass of ``model`` configured by ``config``.
 
