@@ -107,3 +107,10 @@ def test_a_field_the_family_does_not_have_fails_at_registration():
     """A typo in an entry's defaults would otherwise set nothing and leave the base's default."""
     with pytest.raises(KeyError, match="decoder_layer"):
         shapes.config_with_defaults("x_tiny", (models.MODEL_DATACLASS_REGISTRY["pythia_tiny"],), {"decoder_layer": 1})
+
+
+def test_an_entry_may_not_take_a_registered_models_name():
+    """fairseq's register_model would keep the first model of that name without a word."""
+    with pytest.raises(ValueError, match="transformer_lm is registered already"):
+        shapes.register_dataclass_model("transformer_lm", models.MODEL_REGISTRY["gpt2_tiny"],
+                                        models.MODEL_DATACLASS_REGISTRY["gpt2_tiny"])

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from fairseq.dataclass import FairseqDataclass
 from fairseq.incremental_decoding_utils import with_incremental_state
-from fairseq.models import FairseqIncrementalDecoder, FairseqLanguageModel, register_model
+from fairseq.models import FairseqIncrementalDecoder, FairseqLanguageModel
 from torch import Tensor, nn
 
 from ..sparse_embedding import maybe_enable_sparse_embedding_update

@@ -22,8 +22,8 @@ the speed benchmark (:mod:`fairseq_headless.benchmarking.steps`) builds each sha
 Adding an architecture: one ``Shape`` below, its two YAMLs, and its row in the tests' own table of
 the paper's shapes (``tests/test_configs.py``), against which this one is checked.
 
-This module imports nothing from fairseq at import time, so that the table can be read where
-fairseq is not loaded (the exporter's family list, the Hugging Face side).
+The table itself needs no fairseq: only the registration helpers at the end import it, when called,
+so that the table stays readable wherever the package stops importing fairseq on import (issue 18).
 """
 
 import dataclasses
@@ -137,7 +137,7 @@ def register_dataclass_twins(shape: Shape, family_config: type, shape_fields: Ma
     """Register ``shape.name`` (model class ``vanilla``) and ``shape.headless`` (``headless``) as models
     configured by dataclasses: ``family_config`` with the family's ``shape_fields`` and the entry's other
     defaults; the headless one adds ``sparse_embedding_update``. Returns the vanilla config."""
-    from ..sparse_embedding import SparseEmbeddingUpdateConfig  # imports fairseq: see register_model below
+    from ..sparse_embedding import SparseEmbeddingUpdateConfig  # imports fairseq, hence here
 
     config = config_with_defaults(shape.name, (family_config,), {**shape_fields, **shape.defaults}, doc=shape.paper)
     register_dataclass_model(shape.name, vanilla, config)
@@ -152,6 +152,8 @@ def register_dataclass_model(name: str, model: type, config: type) -> type:
 
     A subclass per name: fairseq's ``register_model`` stores the dataclass on the class it registers.
     """
-    from fairseq.models import register_model  # here, so that the table imports without fairseq
+    from fairseq.models import MODEL_REGISTRY, register_model  # here, so that the table imports without fairseq
 
+    if name in MODEL_REGISTRY:  # fairseq would keep the model registered first and say nothing
+        raise ValueError(f"model {name} is registered already: a shape entry may not reuse a model's name")
     return register_model(name, dataclass=config)(type(f"{_camel(name)}Model", (model,), {}))
