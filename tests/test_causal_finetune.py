@@ -167,3 +167,9 @@ def test_finetuning_from_a_headless_checkpoint_learns(headless_checkpoints, tiny
     reported, _ = eval_lm_loss(tiny_data, save_dir / "checkpoint_last.pt")
     by_hand = valid_loss_by_hand(save_dir / "checkpoint_last.pt", tiny_data, lambda model, tokens: model(tokens)[0])
     assert_same_eval_lm_loss(reported, by_hand)
+
+
+def test_an_untied_model_refuses_a_tied_head_and_names_the_tied_one(tiny_data):
+    """gpt2_<shape>_untied with the head tied again would fine-tune the embedding matrix itself."""
+    with pytest.raises(ValueError, match=r"gpt2_tiny_untied fine-tunes an untied head; use the tied model \(gpt2_tiny\)"):
+        build_task_and_model("hlm_tiny_ft", tiny_data, "+model.share_decoder_input_output_embed=true")
