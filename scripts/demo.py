@@ -169,7 +169,6 @@ def evaluate(save_dir: Path, data: Path):
 
 def export_to_hf(checkpoint: Path, output: Path, data: Path):
     """scripts/convert_to_hf.py in-process: the folder, its class and the parity max abs difference."""
-    sys.path.insert(0, str(SCRIPTS))
     from fairseq_headless.data.errors import DataError
     from fairseq_headless.export import ExportError, ParityError, convert
 

@@ -291,7 +291,6 @@ class Sweep:
         self.args = args
         self.Stage = Stage
         self._train_lines = None
-        sys.path.insert(0, str(SCRIPTS))  # prepare_data.py and convert_to_hf.py, reused in-process
 
     def folder(self, size: int) -> Path:
         return self.args.output / f"vocab_{size}"

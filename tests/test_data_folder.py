@@ -124,8 +124,10 @@ def test_plain_fairseq_preprocess_folder_reads_with_its_tokenizer_files(plain):
     valid = data_utils.load_indexed_dataset(str(data / "valid"), dictionary)
     lines = (data.parent / "valid.raw").read_text().splitlines()
     assert len(valid) == len(lines)
+    encoder = folder.fairseq_encoder()  # what LAMBADA and the embedding analyses tokenize with
     for k, line in enumerate(lines):
         assert valid[k].tolist() == [i + 4 for i in tokenizer.encode_batch([line])[0]] + [2]
+        assert valid[k].tolist() == encoder(line) + [2]
     # and the `tokenizers` rebuild of the same files (what the export ships) encodes the same
     rebuilt = tokenizer.to_tokenizers()
     assert all(rebuilt.encode(line).ids == tokenizer.encode_batch([line])[0] for line in lines if line)

@@ -6,8 +6,8 @@
     convert.py    read, map, save, reload, parity check, model card: :func:`convert`
     cli.py        the command line of scripts/convert_to_hf.py (its options, exit codes 2 and 1)
 
-The command line is scripts/convert_to_hf.py (docs/export.md). Importing this package imports
-neither torch nor fairseq; :func:`convert` does.
+The command line is scripts/convert_to_hf.py (docs/export.md). Its modules import
+neither torch nor fairseq at import time; :func:`convert` does.
 """
 from .convert import convert
 from .errors import ExportError, ParityError
