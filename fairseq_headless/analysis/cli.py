@@ -22,10 +22,9 @@ headless - vanilla difference with a paired t-test and a Wilcoxon test; the same
 random word pairs, the control), ``synonyms.md``, ``synonyms.png`` (the overlaid distributions of
 Fig.8) and ``pairs.tsv`` (every kept pair with its ids and cosines). Bad input ends with one
 ``error: ...`` line and exit code 2. See docs/analysis.md.
-
-(This module is the command line; scripts/synonym_analysis.py is its entry point. It imports no
-fairseq, and nothing heavy before the options are checked.)
 """
+# This module is the command line (its docstring is --help's text); scripts/synonym_analysis.py is its entry
+# point. It imports no fairseq, and nothing heavy before the options are checked.
 from __future__ import annotations
 
 import argparse
