@@ -462,7 +462,7 @@ def test_a_plain_fairseq_preprocess_folder_exports_with_its_tokenizer_files(tmp_
     from fairseq.data import Dictionary, data_utils
     from transformers import AutoTokenizer
 
-    from test_data_folder import plain_fairseq_folder
+    from helpers.plain_folder import plain_fairseq_folder
 
     data, encoder_json, vocab_bpe = plain_fairseq_folder(tmp_path / "plain")
     save_checkpoint("hlm_tiny", data, tmp_path / "lm.pt")
