@@ -1,33 +1,107 @@
-"""Reading a fairseq checkpoint as data (its config, weights, training state), whichever fairseq CLI wrote it.
+"""Reading a fairseq checkpoint (its config, weights, training state), whichever fairseq CLI wrote it: the one reader.
 
-Used by the analyses of trained checkpoints (the x axes of Figs.3-5 and 7 in
-:mod:`fairseq_headless.training_progress`, App. A's embeddings in :mod:`fairseq_headless.analysis`).
-``torch.load`` runs with ``weights_only`` (tensors and plain containers, no pickled code).
+Used by the export (:mod:`fairseq_headless.export`), LAMBADA (:mod:`fairseq_headless.lambada`), the
+analyses of trained checkpoints (the x axes of Figs.3-5 and 7 in :mod:`fairseq_headless.training_progress`,
+App. A's embeddings in :mod:`fairseq_headless.analysis`). ``torch.load`` runs with ``weights_only``
+(tensors and plain containers, no pickled code runs), called here and nowhere else; fairseq's own
+``torch.load`` is never patched.
 
 fairseq-hydra-train saves every ``cfg`` section as a plain dict. fairseq-train (argparse) saves the
 sections of components registered without a dataclass -- fairseq's RoBERTa and the plugin's
 ``headless_roberta`` models among them -- as the command line's ``argparse.Namespace``
 (fairseq/dataclass/utils.py, ``convert_namespace_to_omegaconf``): a class that weights_only loading
 refuses unless it is allowed, and whose fields are attributes, not items.
+
+This module imports neither torch nor fairseq at import time (the HF-side analyses import it).
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
-from unittest import mock
+import zipfile
+from pathlib import Path
+
+from .cli import InputError
 
 LEGACY_CONFIG_CLASSES = [argparse.Namespace]
 
 
-@contextlib.contextmanager
-def weights_only_loading():
-    """Every ``torch.load`` inside (fairseq's loaders included) runs weights_only, with argparse.Namespace allowed."""
+class CheckpointError(InputError):
+    """A file that is not a readable fairseq checkpoint: one ``error:`` line, exit status 2."""
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
+def load_state(path, where: str = "", mmap: bool = False) -> dict:
+    """The checkpoint's dict as saved (no fairseq upgrade), loaded weights_only with argparse.Namespace allowed.
+
+    ``where`` (the option that named the file, e.g. ``--checkpoint``) starts every error message.
+    """
     import torch
 
-    safe_load = functools.partial(torch.load, weights_only=True)
-    with mock.patch.object(torch, "load", safe_load), torch.serialization.safe_globals(LEGACY_CONFIG_CLASSES):
-        yield
+    path = Path(path)
+    name = f"{where} {path}".strip()
+    if not path.is_file():
+        raise CheckpointError(f"{name}: file not found")
+    try:
+        with torch.serialization.safe_globals(LEGACY_CONFIG_CLASSES):
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as e:  # torch raises RuntimeError/UnpicklingError/EOFError... for bad files
+        if zipfile.is_zipfile(path) and "Weights only load failed" in str(e):
+            unsafe = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(str(path))) or _first_line(e)
+            raise CheckpointError(f"{name}: holds pickled objects that weights_only loading refuses ({unsafe}); "
+                                  f"re-save it with tensors and plain containers only") from None
+        raise CheckpointError(f"{name}: not a readable fairseq checkpoint (truncated or corrupt?): "
+                              f"{type(e).__name__}: {_first_line(e)}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{name}: holds a {type(state).__name__}, not a fairseq checkpoint's dict")
+    return state
+
+
+def read_checkpoint(path, where: str = "", data=None) -> dict:
+    """The checkpoint as fairseq's ``checkpoint_utils.load_checkpoint_to_cpu`` returns it -- ``cfg`` as an
+    OmegaConf DictConfig, old layouts upgraded, ``task.data`` replaced by ``data`` when given -- but read
+    by :func:`load_state`. Its ``cfg`` and ``model`` go to fairseq's public builders
+    (``tasks.setup_task``, ``task.build_model``, ``model.load_state_dict``).
+    """
+    from fairseq import checkpoint_utils
+    from fairseq.dataclass.utils import overwrite_args_by_name
+    from omegaconf import OmegaConf
+
+    state = load_state(path, where)
+    name = f"{where} {path}".strip()
+    if (state.get("cfg") is None and state.get("args") is None) or not isinstance(state.get("model"), dict):
+        raise CheckpointError(f"{name}: no model config or weights in it; is it a fairseq checkpoint?")
+    overrides = {"data": str(data)} if data is not None else None
+    if overrides and state.get("args") is not None:  # pre-hydra checkpoints: the whole config is a Namespace
+        for key, value in overrides.items():
+            setattr(state["args"], key, value)
+    if state.get("cfg") is not None:
+        # allow_objects: the Namespace sections of fairseq-train checkpoints (as load_checkpoint_to_cpu)
+        state["cfg"] = OmegaConf.create(state["cfg"], flags={"allow_objects": True})
+        if overrides:
+            overwrite_args_by_name(state["cfg"], overrides)
+    try:
+        state = checkpoint_utils._upgrade_state_dict(state)  # fairseq's own upgrade of old layouts
+    except (KeyError, AttributeError, TypeError) as e:
+        raise CheckpointError(f"{name}: not a fairseq checkpoint ({type(e).__name__}: {_first_line(e)})") from None
+    return state
+
+
+def build_model(state: dict):
+    """(task, model) of a checkpoint read by :func:`read_checkpoint`, through fairseq's public builders
+    (``tasks.setup_task``, ``task.build_model``, a strict ``load_state_dict``: RuntimeError when the
+    weights do not fit the model the config describes); fp32, eval mode, on the CPU."""
+    from fairseq import tasks
+
+    import fairseq_headless  # noqa: F401  (registers the plugin's tasks, models and criterions)
+
+    cfg = state["cfg"]
+    task = tasks.setup_task(cfg.task)
+    model = task.build_model(cfg.model)
+    model.load_state_dict(state["model"], strict=True, model_cfg=cfg.model)
+    return task, model.float().eval()
 
 
 def cfg_field(section, key: str):

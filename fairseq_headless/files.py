@@ -1,4 +1,4 @@
-"""Writing a result file so that nobody ever reads it half-written: the one atomic writer.
+"""Writing a result file or folder so that nobody ever reads it half-written: the one atomic writer.
 
 Every file the project writes for people or for a later stage (checkpoints copied by fairseq,
 JSON and markdown results, plots, tokenizers) goes to a temporary file beside its destination
@@ -70,3 +70,55 @@ def write_json_atomic(path, obj, indent: int = 2) -> None:
 def copy_atomic(src, dst) -> None:
     with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
+
+
+def publish_folder(workdir, out, replace: bool) -> None:
+    """Rename the finished folder `workdir` onto `out` (the same filesystem: the rename is atomic). An existing
+    `out` is kept unless `replace` (FileExistsError), and then moved aside first and deleted only once the
+    new folder is in place, so that a crash leaves the old or the new folder, never a mix."""
+    workdir, out = Path(workdir), Path(out)
+    old = out.with_name(f"{out.name}.old-{os.getpid()}")
+    if out.exists():
+        if not replace:
+            raise FileExistsError(out)
+        out.rename(old)
+    try:
+        workdir.rename(out)
+    except BaseException:
+        if old.exists():
+            old.rename(out)
+        raise
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def temporary_folder(out) -> Path:
+    """Where :func:`atomic_folder` builds `out`: beside it, named for this process."""
+    out = Path(out)
+    return out.parent / f"{out.name}.tmp-{os.getpid()}"
+
+
+@contextlib.contextmanager
+def atomic_folder(out, replace: bool) -> Iterator[Path]:
+    """A fresh temporary folder beside `out` to fill (data folders, exports, the demo corpus): published onto
+    `out` by :func:`publish_folder` when the block ends without an error; otherwise removed, with the parent
+    folders it had to create, so that a failure (Ctrl-C included) leaves nothing behind."""
+    out = Path(out)
+    workdir = temporary_folder(out)
+    created = [p for p in reversed(out.parents) if not p.exists()]
+    try:
+        for parent in created:
+            parent.mkdir()
+        if workdir.exists():  # left over by a killed run with our pid
+            shutil.rmtree(workdir)
+        workdir.mkdir()
+        yield workdir
+        publish_folder(workdir, out, replace)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        for parent in reversed(created):
+            try:
+                parent.rmdir()
+            except OSError:  # not empty: someone else's now
+                pass
+        raise

@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
-from .checkpoint_reading import cfg_field, weights_only_loading
+from .checkpoint_reading import CheckpointError, cfg_field, load_state
 
 INTERVAL = re.compile(r"^checkpoint_(\d+)_(\d+)\.pt$")  # checkpoint_<epoch>_<updates>.pt
 EPOCH = re.compile(r"^checkpoint(\d+)\.pt$")
@@ -91,15 +91,11 @@ def _cfg_digest(cfg) -> str:
 
 def read_progress(path: Path) -> Progress:
     """Updates, tokens and training seconds of one checkpoint file (loaded weights_only, memory-mapped)."""
-    import torch
-
     path = Path(path)
     try:
-        with weights_only_loading():
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # torch raises RuntimeError/UnpicklingError/EOFError... for bad files
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise ProgressError(f"{path}: not a readable fairseq checkpoint ({type(e).__name__}: {first})") from None
+        state = load_state(path, mmap=True)
+    except CheckpointError as e:
+        raise ProgressError(str(e)) from None
     try:
         extra, history, cfg = state["extra_state"], state["optimizer_history"], state["cfg"]
         updates = int(history[-1]["num_updates"])

@@ -169,8 +169,8 @@ def evaluate(save_dir: Path, data: Path):
 
 def export_to_hf(checkpoint: Path, output: Path, data: Path):
     """scripts/convert_to_hf.py in-process: the folder, its class and the parity max abs difference."""
-    sys.path.insert(0, str(SCRIPTS))
-    from convert_to_hf import DataError, ExportError, ParityError, convert
+    from fairseq_headless.data.errors import DataError
+    from fairseq_headless.export import ExportError, ParityError, convert
 
     try:
         summary = convert(checkpoint, output, data=data)

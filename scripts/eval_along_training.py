@@ -139,7 +139,7 @@ def find_points(name: str, folder: Path) -> list:
 
 
 def lambada_scores(checkpoint: Path, args) -> dict:
-    import eval_lambada
+    from fairseq_headless import lambada as eval_lambada
 
     passages = eval_lambada.read_passages(args.lambada)[: args.limit]
     scorer = eval_lambada.load_scorer(checkpoint, args.data_bin, args.device)
@@ -188,7 +188,8 @@ def finetune(checkpoint: Path, save_dir: Path, data: str, args, settings: dict) 
 
 def glue_scores(checkpoint: Path, work: Path, args) -> dict:
     """Export, then finetune_glue's suite on the export; the average as Tab.1 over the chosen tasks."""
-    from convert_to_hf import DataError, ExportError, ParityError, convert
+    from fairseq_headless.data.errors import DataError
+    from fairseq_headless.export import ExportError, ParityError, convert
     from fairseq_headless.evaluation.cli import suite_main
     from fairseq_headless.evaluation.results import mean_std, row_average
 
@@ -505,7 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import logging
 
     logging.getLogger("fairseq").setLevel(logging.WARNING)  # stderr is for progress lines and errors
-    import eval_lambada
+    from fairseq_headless import lambada as eval_lambada
     from fairseq_headless.training_progress import ProgressError
 
     try:

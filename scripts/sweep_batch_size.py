@@ -182,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 scale = sizes[-1] // size if args.equal_tokens else 1
                 train(name, train_command(config, size, save_dir, args, scale), save_dir, args.output, args.force)
                 runs[name] = save_dir
-        import eval_lambada
+        from fairseq_headless import lambada as eval_lambada
 
         try:
             kind, records = along.evaluate_runs(runs, args)

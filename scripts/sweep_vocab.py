@@ -291,7 +291,6 @@ class Sweep:
         self.args = args
         self.Stage = Stage
         self._train_lines = None
-        sys.path.insert(0, str(SCRIPTS))  # prepare_data.py and convert_to_hf.py, reused in-process
 
     def folder(self, size: int) -> Path:
         return self.args.output / f"vocab_{size}"
@@ -322,7 +321,7 @@ class Sweep:
         """The training split's lines as prepare_data.py splits them, sampled as it samples them for
         sentencepiece (--tokenizer-sample-lines; 0: all): the same sample for every size."""
         if self._train_lines is None:
-            import prepare_data
+            from fairseq_headless.data import cli as prepare_data
             from fairseq_headless.data.prepare import tokenizer_sample
 
             argv = ["--input", *self.args.corpus, "--output", str(self.args.output / ".probe"),
@@ -360,7 +359,7 @@ class Sweep:
     # -- data -----------------------------------------------------------------
 
     def prepare(self, size: int) -> dict:
-        import prepare_data
+        from fairseq_headless.data import cli as prepare_data
 
         a = self.args
         out = self.folder(size) / "data"
@@ -376,7 +375,9 @@ class Sweep:
                      "--spm-sample-lines", str(a.tokenizer_sample_lines or 10**12)]
         if out.exists():  # left by an interrupted run: its marker says unfinished
             argv.append("--force")
-        code = prepare_data.main(argv)
+        from fairseq_headless.cli import run
+
+        code = run(prepare_data.main, argv)  # an InputError: its error line, then exit code 2
         if code != 0:
             raise AlreadyReported(code)
         manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
@@ -413,7 +414,8 @@ class Sweep:
                 "device_overrides": tr.device_overrides(), **summary}
 
     def export(self, size: int, model: str, checkpoint: Path, data: Path) -> dict:
-        from convert_to_hf import DataError, ExportError, ParityError, convert
+        from fairseq_headless.data.errors import DataError
+        from fairseq_headless.export import ExportError, ParityError, convert
 
         output = self.folder(size) / model / "hf"
         try:  # force: a folder without a finished marker is a leftover of an interrupted export

@@ -1,4 +1,4 @@
-"""scripts/convert_to_hf.py: fairseq checkpoints -> Hugging Face folders that compute the same numbers.
+"""fairseq_headless.export (scripts/convert_to_hf.py): fairseq checkpoints -> Hugging Face folders that compute the same numbers.
 
 Every family is checked on random-weight models built from the project's configs (weights
 perturbed so that no LayerNorm is the identity and no bias is zero) and saved by fairseq's own
@@ -7,7 +7,6 @@ preprocessing path (prepare_data's tokenizer + 4, and the binarized validation s
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
@@ -18,41 +17,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, build_task_and_model, network_terms, rounding_bound, write_markov_corpus
+from conftest import REPO, network_terms, rounding_bound, write_markov_corpus
+from fairseq_headless.data.folder import DataFolder, open_data_folder
+from fairseq_headless.export import ExportError, tokenizer as export_tokenizer, weights
+from helpers.export import corpus_lines, prepare, run, save_checkpoint
 
 TOL = 1e-4
-MULTILINGUAL = [
-    "Accents: café, naïve, Ångström, Straße, façade, coöperate, jalapeño, smörgåsbord.",
-    "Русский текст для проверки токенизатора, с пунктуацией!",
-    "中文文本用于检查分词器。日本語のテキストも少し。",
-    "Numbers 1790-2021, 3.14 and 50,304; symbols (a) [b] {c} #1 @x $5 % & * + = ? !",
-    "  Leading spaces, inner   runs   of spaces,\ttabs and trailing spaces.  ",
-]
 
 
 def input_embeddings(model):
     from fairseq_headless.criterions.cwt_criterion import input_embeddings as lookup
 
     return lookup(model)
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(f"_script_{name}", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
-    spec.loader.exec_module(module)
-    return module
-
-
-cv = load_script("convert_to_hf")
-
-
-def corpus_lines() -> list[str]:
-    """Real English (the project's own docs), a few other scripts, no blank lines (one document)."""
-    lines = []
-    for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
-        lines += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return lines + MULTILINGUAL * 20
 
 
 def valid_lines(data: Path) -> list[str]:
@@ -66,16 +42,6 @@ def valid_lines(data: Path) -> list[str]:
     rank = splits.RecordHasher(found[0].name)
     return [line for unit in sources.make_units(found) for record in sources.read_unit(found, unit, "text")
             if plan.split_of(rank(record.position)[0]) == "valid" for line in record.lines]
-
-
-def prepare(root: Path, *tokenizer_args) -> Path:
-    (root / "corpus.txt").write_text("\n".join(corpus_lines()) + "\n", encoding="utf-8")
-    data = root / "data"
-    proc = subprocess.run(
-        [sys.executable, REPO / "scripts" / "prepare_data.py", "--input", root / "corpus.txt", "--output", data,
-         "--valid-lines", "200", "--test-lines", "10", *tokenizer_args], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    return data
 
 
 @pytest.fixture(scope="module")
@@ -99,25 +65,6 @@ def hf_data(tmp_path_factory):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tok.save(str(root / "tokenizer.json"))
     return prepare(root, "--hf-tokenizer", root / "tokenizer.json", "--padding-factor", "128")
-
-
-def save_checkpoint(config: str, data: Path, path: Path, *overrides: str, seed: int = 0):
-    """A random-weight model of `config`, saved by fairseq's Trainer; returns the fairseq model."""
-    from fairseq.trainer import Trainer
-
-    cfg, task, model = build_task_and_model(config, data, "common.cpu=true", *overrides)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.1 * torch.randn(p.shape, generator=generator))
-    trainer = Trainer(cfg, task, model, task.build_criterion(cfg.criterion))
-    trainer.consolidate_optimizer()
-    trainer.save_checkpoint(str(path), {})
-    return model.eval()
-
-
-def run(*argv) -> int:
-    return cv.main([str(a) for a in argv])
 
 
 # --------------------------------------------------------------------------
@@ -269,8 +216,8 @@ def test_tokenizer_specials_and_padding_rows(spm_data, hf_data):
     for data in (spm_data, hf_data):
         manifest = json.loads((data / "manifest.json").read_text())
         size = manifest["id_mapping"]["dictionary_size"]
-        reference, raw = cv.raw_tokenizer(cv.open_data_folder(data, "--data"))
-        tok, unk = cv.shift_to_fairseq_ids(raw, size, encoder=True, add_bos=False)
+        reference, raw = export_tokenizer.raw_tokenizer(open_data_folder(data, "--data"))
+        tok, unk = export_tokenizer.shift_to_fairseq_ids(raw, size, encoder=True, add_bos=False)
         assert [tok.id_to_token(i) for i in range(4)] == ["<s>", "<pad>", "</s>", "<unk>"]
         assert tok.token_to_id("<mask>") == size == len(Dictionary.load(str(data / "dict.txt")))
         madeup = manifest["id_mapping"]["madeupwords"]
@@ -298,9 +245,9 @@ def test_sentencepiece_conversion_without_protobuf(tmp_path, model_type, monkeyp
     spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(tmp_path / "m"), vocab_size=600,
                                    model_type=model_type, byte_fallback=True, hard_vocab_limit=False,
                                    minloglevel=2)
-    reference, raw = cv.raw_tokenizer(cv.DataFolder((tmp_path,), None, (tmp_path / "m.model",), "sentencepiece"))
+    reference, raw = export_tokenizer.raw_tokenizer(DataFolder((tmp_path,), None, (tmp_path / "m.model",), "sentencepiece"))
     size = 4 + reference.vocab_size + 4
-    tok, unk = cv.shift_to_fairseq_ids(raw, size, encoder=False, add_bos=False)
+    tok, unk = export_tokenizer.shift_to_fairseq_ids(raw, size, encoder=False, add_bos=False)
     specials = {t.content for t in tok.get_added_tokens_decoder().values()}
     # not compared: text holding a byte piece's name (docs/export.md, known differences)
     lines = [line for line in corpus_lines() if not any(s in line for s in specials)
@@ -312,7 +259,7 @@ def test_sentencepiece_conversion_without_protobuf(tmp_path, model_type, monkeyp
     if model_type == "bpe":
         assert got == expected
     else:  # unigram: equal, or an exact tie of two segmentations that the two break differently
-        scores = [p.score for p in cv.read_spm_proto((tmp_path / "m.model").read_bytes()).pieces]
+        scores = [p.score for p in export_tokenizer.read_spm_proto((tmp_path / "m.model").read_bytes()).pieces]
         differ = [(g, e) for g, e in zip(got, expected) if g != e]
         # a tie: equal sums of float32 piece scores, up to the rounding of those sums
         assert all(sum(scores[i - 4] for i in g) == pytest.approx(
@@ -343,7 +290,7 @@ def test_sentencepiece_options_encode_like_sentencepiece(tmp_path, model_type, o
                                    model_type=model_type, byte_fallback=True, hard_vocab_limit=False,
                                    minloglevel=2, **options)
     processor = spm.SentencePieceProcessor(model_file=str(tmp_path / "m.model"))
-    raw = cv.spm_to_tokenizers(cv.read_spm_proto((tmp_path / "m.model").read_bytes()))
+    raw = export_tokenizer.spm_to_tokenizers(export_tokenizer.read_spm_proto((tmp_path / "m.model").read_bytes()))
     lines = text.read_text(encoding="utf-8").splitlines()[:300] + ["  two leading,   runs  ", "tab\tand\nnewline", "ＦＵＬＬ ①", "", " ",
                                     "a<sep>b [X]c", "<sep>"]
     assert [raw.encode(line, add_special_tokens=False).ids for line in lines] == processor.encode(lines)
@@ -363,8 +310,8 @@ def test_sentencepiece_models_the_fast_tokenizer_cannot_follow_are_refused(tmp_p
     text.write_text("\n".join(corpus_lines()) + "\n", encoding="utf-8")
     spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(tmp_path / "m"), vocab_size=200,
                                    hard_vocab_limit=False, minloglevel=2, **options)
-    with pytest.raises(cv.ExportError, match=message):
-        cv.spm_to_tokenizers(cv.read_spm_proto((tmp_path / "m.model").read_bytes()), tmp_path / "m.model")
+    with pytest.raises(ExportError, match=message):
+        export_tokenizer.spm_to_tokenizers(export_tokenizer.read_spm_proto((tmp_path / "m.model").read_bytes()), tmp_path / "m.model")
 
 
 def test_tokenizer_json_with_colliding_specials_is_renamed_not_merged():
@@ -374,7 +321,7 @@ def test_tokenizer_json_with_colliding_specials_is_renamed_not_merged():
     vocab = {"<s>": 0, "</s>": 1, "<unk>": 2, "<mask>": 3, "hello": 4, "world": 5}
     raw = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     raw.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok, unk = cv.shift_to_fairseq_ids(raw, 16, encoder=True, add_bos=False)
+    tok, unk = export_tokenizer.shift_to_fairseq_ids(raw, 16, encoder=True, add_bos=False)
     assert tok.encode("hello world planet").ids == [0, 8, 9, 6, 2]
     assert unk == "tokenizer:<unk>" and tok.id_to_token(7) == "tokenizer:<mask>" and tok.token_to_id("<mask>") == 16
 
@@ -400,15 +347,15 @@ def assert_error(capsys, code, rc, *fragments):
 
 def test_gelu_trap_fails_the_parity_check_and_writes_nothing(lm_checkpoint, tmp_path, capsys, monkeypatch):
     """Mapping fairseq's gelu_accurate to exact gelu is off by more than the bound: exit 1, no folder."""
-    monkeypatch.setitem(cv.ACTIVATIONS, "gelu_accurate", "gelu")
+    monkeypatch.setitem(weights.ACTIVATIONS, "gelu_accurate", "gelu")
     rc = run("--checkpoint", lm_checkpoint, "--output", tmp_path / "out" / "hf")
     assert_error(capsys, 1, rc, "parity check failed", "> 0.0001")
     assert not (tmp_path / "out").exists()
 
 
 def test_tokenizer_mismatch_fails_the_check(lm_checkpoint, tmp_path, capsys, monkeypatch):
-    shift = cv.shift_to_fairseq_ids
-    monkeypatch.setattr(cv, "shift_to_fairseq_ids", lambda raw, size, encoder, add_bos: shift(raw, size, encoder, True))
+    shift = export_tokenizer.shift_to_fairseq_ids
+    monkeypatch.setattr(export_tokenizer, "shift_to_fairseq_ids", lambda raw, size, encoder, add_bos: shift(raw, size, encoder, True))
     rc = run("--checkpoint", lm_checkpoint, "--output", tmp_path / "hf")
     assert_error(capsys, 1, rc, "tokenizer mismatch")
     assert list(tmp_path.iterdir()) == []
@@ -480,8 +427,8 @@ def test_unknown_and_unexportable_architectures(lm_checkpoint, spm_data, tmp_pat
     assert_error(capsys, 2, run("--checkpoint", tmp_path / "plain.pt", "--output", tmp_path / "hf"),
                  "`transformer_lm` cannot be expressed as GPT2LMHeadModel", "post-LayerNorm", "sinusoidal",
                  "scaled embeddings")
-    with pytest.raises(cv.ExportError, match="no Hugging Face export"):
-        cv.family_of(torch.nn.Linear(1, 1), "some_arch")
+    with pytest.raises(ExportError, match="no Hugging Face export"):
+        weights.family_of(torch.nn.Linear(1, 1), "some_arch")
     assert not (tmp_path / "hf").exists()
 
 
@@ -515,7 +462,7 @@ def test_a_plain_fairseq_preprocess_folder_exports_with_its_tokenizer_files(tmp_
     from fairseq.data import Dictionary, data_utils
     from transformers import AutoTokenizer
 
-    from test_data_folder import plain_fairseq_folder
+    from helpers.plain_folder import plain_fairseq_folder
 
     data, encoder_json, vocab_bpe = plain_fairseq_folder(tmp_path / "plain")
     save_checkpoint("hlm_tiny", data, tmp_path / "lm.pt")

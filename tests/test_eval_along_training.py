@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from conftest import BIN, REPO, load_script, write_markov_corpus
+from fairseq_headless import lambada as eval_lambada  # scripts/eval_lambada.py's command line
 
 
 along = load_script("eval_along_training")
 sweep = load_script("sweep_batch_size")
-eval_lambada = load_script("eval_lambada")
+
 CPU = ["common.cpu=true", "common.fp16=false", "distributed_training.distributed_world_size=1"]
 
 

@@ -1,7 +1,6 @@
-"""scripts/eval_lambada.py: lm-evaluation-harness's lambada_openai on a hand-computed fixture, and end to end
+"""fairseq_headless.lambada (scripts/eval_lambada.py): lm-evaluation-harness's lambada_openai on a hand-computed fixture, and end to end
 on a fairseq checkpoint and a Hugging Face folder against an unbatched reference computed here."""
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -11,13 +10,10 @@ import pytest
 import torch
 
 from conftest import REPO, build_task_and_model, perplexity_rtol, rounding_bound, write_markov_corpus
-from test_gpt_neox import to_transformers_key
+from fairseq_headless import lambada as eval_lambada
+from helpers.references import to_transformers_key
 
 SCRIPT = REPO / "scripts" / "eval_lambada.py"
-spec = importlib.util.spec_from_file_location("_script_eval_lambada", SCRIPT)
-eval_lambada = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = eval_lambada  # dataclasses look their module up by name
-spec.loader.exec_module(eval_lambada)
 
 
 def run_script(*args):

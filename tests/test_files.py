@@ -7,7 +7,7 @@ import pytest
 
 from fairseq.file_io import PathManager
 from fairseq_headless.evaluation.results import write_json_atomic as results_writer
-from fairseq_headless.files import atomic_path, copy_atomic, write_json_atomic, write_text_atomic
+from fairseq_headless.files import atomic_folder, atomic_path, copy_atomic, write_json_atomic, write_text_atomic
 
 
 def mode(path):
@@ -56,3 +56,24 @@ def test_the_temporary_file_keeps_the_suffix_and_an_empty_block_writes_nothing(t
     with atomic_path(tmp_path / "plot.png") as tmp:
         assert tmp.suffix == ".png" and tmp.parent == tmp_path
     assert not (tmp_path / "plot.png").exists()
+
+
+def test_a_folder_is_published_whole_or_not_at_all(tmp_path):
+    """atomic_folder (data folders, exports, the demo corpus): a failure leaves nothing, not even the parent
+    folders it created; an existing folder is replaced only when asked, and then only once the new one is whole."""
+    out = tmp_path / "a" / "b" / "out"
+    with pytest.raises(RuntimeError):
+        with atomic_folder(out, replace=False) as work:
+            (work / "half.txt").write_text("half")
+            raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_folder(out, replace=False) as work:
+        (work / "one.txt").write_text("1")
+    assert [p.name for p in out.iterdir()] == ["one.txt"] and sorted(p.name for p in out.parent.iterdir()) == ["out"]
+    with pytest.raises(FileExistsError):
+        with atomic_folder(out, replace=False) as work:
+            (work / "two.txt").write_text("2")
+    assert [p.name for p in out.iterdir()] == ["one.txt"] and sorted(p.name for p in out.parent.iterdir()) == ["out"]
+    with atomic_folder(out, replace=True) as work:
+        (work / "two.txt").write_text("2")
+    assert [p.name for p in out.iterdir()] == ["two.txt"] and sorted(p.name for p in out.parent.iterdir()) == ["out"]

@@ -17,6 +17,7 @@ from fairseq_headless.models.gpt_neox import (
     apply_rotary,
     rotary_cos_sin,
 )
+from helpers.references import to_transformers_key
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,15 +120,6 @@ def test_layer_matches_float64_reference(parallel):
                                cfg.layer_norm_eps, parallel)
     # float64 both: the longest sums are the FFN's (D + ffn terms) and attention's (T + head_dim)
     assert_close_computations(out, expected, terms=cfg.decoder_embed_dim + cfg.decoder_ffn_embed_dim + 11 + 16)
-
-
-def to_transformers_key(fairseq_key):
-    """The export mapping: decoder.embed_out -> the head, every other decoder.X -> gpt_neox.X.
-
-    Pythia's checkpoints call the head `embed_out`; transformers >= 5 calls it `lm_head` (and renames
-    `embed_out` when loading with from_pretrained)."""
-    key = fairseq_key.removeprefix("decoder.")
-    return key.replace("embed_out.", "lm_head.") if key.startswith("embed_out.") else f"gpt_neox.{key}"
 
 
 def transformers_twin(model, cfg, vocab):

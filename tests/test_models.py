@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import assert_close_computations, build_task_and_model
-from test_cwt import reference_cwt
+from helpers.references import reference_cwt
 
 from fairseq_headless.criterions.cwt_criterion import input_embeddings
 

@@ -33,14 +33,11 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from conftest import BIN, REPO, load_script
-
-prepare_data = load_script("prepare_data")
-fetch_corpus = load_script("fetch_corpus")
-
-from fairseq_headless.data import binarize, prepare, sampling, sources  # noqa: E402
-from fairseq_headless.data.progress import Progress  # noqa: E402
-from fairseq_headless.data.tokenizer import HFTokenizer  # noqa: E402
+from conftest import BIN, REPO
+from fairseq_headless import cli
+from fairseq_headless.data import binarize, cli as prepare_data, fetch as fetch_corpus, prepare, sampling, sources
+from fairseq_headless.data.progress import Progress
+from fairseq_headless.data.tokenizer import HFTokenizer
 
 EN = ("the of and to in a is that for it as was with be by on not he this are or his from at "
       "which but have an they you were her she there would their we him been has when who will "
@@ -77,10 +74,10 @@ def jsonl_text(docs):
 
 
 def run_main(argv, progress_seconds=None):
-    """prepare_data.main in-process; returns (exit code, stdout, stderr)."""
+    """The command line (fairseq_headless.data.cli.main under cli.run) in-process; returns (exit code, stdout, stderr)."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = prepare_data.main([str(a) for a in argv], progress_seconds=progress_seconds)
+        rc = cli.run(lambda args: prepare_data.main(args, progress_seconds=progress_seconds), [str(a) for a in argv])
     return rc, out.getvalue(), err.getvalue()
 
 

@@ -1,4 +1,4 @@
-"""scripts/synonym_analysis.py (paper App. A, Fig.8): a hand-made five-pair lexicon on two tiny models whose
+"""fairseq_headless.analysis (scripts/synonym_analysis.py; paper App. A, Fig.8): a hand-made five-pair lexicon on two tiny models whose
 embedding rows are set by hand (a fairseq checkpoint with its data folder's tokenizer, and a Hugging Face folder),
 checked against cosines computed here in float64; WordNet read by nltk from a hand-made two-synset database in
 WordNet's file layout; and bad input."""
@@ -14,11 +14,9 @@ import torch
 
 from conftest import REPO, build_task_and_model
 
-sys.path.insert(0, str(REPO / "scripts"))
-import synonym_analysis  # noqa: E402
-from fairseq_headless.data.binarize import dictionary_text  # noqa: E402
-
-from fairseq_headless.analysis import embeddings, wordnet  # noqa: E402
+from fairseq_headless import cli
+from fairseq_headless.analysis import cli as synonym_cli, embeddings, wordnet
+from fairseq_headless.data.binarize import dictionary_text
 
 SCRIPT = REPO / "scripts" / "synonym_analysis.py"
 
@@ -100,7 +98,7 @@ def numpy_cosine(rows, i, j):
 
 
 def run_main(capsys, *args):
-    code = synonym_analysis.main([str(a) for a in args])
+    code = cli.run(synonym_cli.main, [str(a) for a in args])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 

@@ -12,13 +12,9 @@ import pytest
 import torch
 from scipy import stats
 
-from conftest import REPO, load_script, perplexity_rtol
-
-
-
-compare_zeroshot = load_script("compare_zeroshot")
-eval_zeroshot = load_script("eval_zeroshot")
-eval_lambada = load_script("eval_lambada")
+from conftest import REPO, perplexity_rtol
+from fairseq_headless import cli, lambada as eval_lambada
+from fairseq_headless.evaluation.zeroshot_cli import compare_main, eval_main
 
 
 def assert_one_error_line(capsys, code, *fragments):
@@ -66,7 +62,7 @@ def two_results(tmp_path):
 
 def test_paired_one_tailed_test_equals_the_closed_form(two_results, tmp_path, capsys):
     a, b = two_results
-    assert compare_zeroshot.main(["--results", str(a), str(b), "--output", str(tmp_path / "cmp")]) == 0
+    assert cli.run(compare_main, ["--results", str(a), str(b), "--output", str(tmp_path / "cmp")]) == 0
     result = json.loads((tmp_path / "cmp" / "table4.json").read_text())
 
     # BoolQ: d = hlm - vanilla per question; t = mean(d) / (sd(d) / sqrt(n)); p = P(T_{n-1} > t).
@@ -103,9 +99,9 @@ def test_paired_one_tailed_test_equals_the_closed_form(two_results, tmp_path, ca
     assert "81.2†" in capsys.readouterr().out
 
     # outputs are kept unless --force; the error names the option to use
-    code = compare_zeroshot.main(["--results", str(a), str(b), "--output", str(tmp_path / "cmp")])
+    code = cli.run(compare_main, ["--results", str(a), str(b), "--output", str(tmp_path / "cmp")])
     assert_one_error_line(capsys, code, "--force")
-    assert compare_zeroshot.main(["--results", str(a), str(b), "--output", str(tmp_path / "cmp"), "--force",
+    assert cli.run(compare_main, ["--results", str(a), str(b), "--output", str(tmp_path / "cmp"), "--force",
                                   "--alpha", "0.005"]) == 0
     assert json.loads((tmp_path / "cmp" / "table4.json").read_text())["tasks"]["boolq"]["significant"] is False
 
@@ -122,7 +118,7 @@ def test_welch_test_on_the_papers_published_numbers(tmp_path):
 
     vanilla = summary("vanilla", (0.478, 0.009, 3270), (0.664, 0.015, 1000), (0.573, 0.012, 1677))
     hlm = summary("hlm_ft", (0.530, 0.009, 3270), (0.645, 0.015, 1000), (0.560, 0.012, 1677))
-    assert compare_zeroshot.main(["--results", str(vanilla), str(hlm), "--output", str(tmp_path / "cmp")]) == 0
+    assert cli.run(compare_main, ["--results", str(vanilla), str(hlm), "--output", str(tmp_path / "cmp")]) == 0
     tasks = json.loads((tmp_path / "cmp" / "table4.json").read_text())["tasks"]
     # equal stderrs and n: t = diff / (se * sqrt 2), Welch df = 2 (n - 1)
     for name, best, diff, se, n in [("boolq", "hlm_ft", 0.052, 0.009, 3270), ("sciq", "vanilla", 0.019, 0.015, 1000),
@@ -141,11 +137,11 @@ def test_bad_result_files_are_one_error_line(two_results, tmp_path, capsys):
     other = json.loads(b.read_text())
     other["tasks"]["boolq"]["samples"]["doc_hash"][3] = "another document"
     (tmp_path / "other.json").write_text(json.dumps(other))
-    code = compare_zeroshot.main(["--results", str(a), str(tmp_path / "other.json"), "--output", str(tmp_path / "o")])
+    code = cli.run(compare_main, ["--results", str(a), str(tmp_path / "other.json"), "--output", str(tmp_path / "o")])
     assert_one_error_line(capsys, code, "different samples", "--test welch")
-    code = compare_zeroshot.main(["--results", str(a), str(tmp_path / "missing.json"), "--output", str(tmp_path / "o")])
+    code = cli.run(compare_main, ["--results", str(a), str(tmp_path / "missing.json"), "--output", str(tmp_path / "o")])
     assert_one_error_line(capsys, code, "missing.json", "eval_zeroshot.py")
-    code = compare_zeroshot.main(["--results", str(a), "--output", str(tmp_path / "o")])
+    code = cli.run(compare_main, ["--results", str(a), "--output", str(tmp_path / "o")])
     assert_one_error_line(capsys, code, "at least two")
     assert not (tmp_path / "o").exists()
 
@@ -176,7 +172,7 @@ LAMBADA = ["the model reads the text and predicts the last word", "a headless la
 @pytest.fixture(scope="module")
 def exported_gpt2(tmp_path_factory):
     """lm_tiny (GPT-2 shape) with random weights, exported by scripts/convert_to_hf.py (parity-checked)."""
-    from test_convert_to_hf import prepare, run, save_checkpoint  # the export tests' helpers
+    from helpers.export import prepare, run, save_checkpoint  # the export tests' helpers
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     root = tmp_path_factory.mktemp("zeroshot")
@@ -228,7 +224,7 @@ def test_lm_eval_offline_equals_an_independent_computation(exported_gpt2, tmp_pa
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        code = eval_zeroshot.main(["--model", f"tiny={folder}", "--tasks", "sciq", "boolq", "lambada_openai",
+        code = cli.run(eval_main, ["--model", f"tiny={folder}", "--tasks", "sciq", "boolq", "lambada_openai",
                                    "--task-files", str(files), "--output", str(tmp_path / "out"), "--device", "cpu",
                                    "--batch-size", "3", "--bootstrap-iters", "50"])
         assert code == 0, capsys.readouterr().err[-3000:]
@@ -272,7 +268,7 @@ def test_lm_eval_offline_equals_an_independent_computation(exported_gpt2, tmp_pa
 
     # the result exists: kept unless --force, before any model is loaded
     capsys.readouterr()
-    code = eval_zeroshot.main(["--model", f"tiny={folder}", "--tasks", "sciq", "--task-files", str(files),
+    code = cli.run(eval_main, ["--model", f"tiny={folder}", "--tasks", "sciq", "--task-files", str(files),
                                "--output", str(tmp_path / "out")])
     assert_one_error_line(capsys, code, "tiny.json", "--force")
 
@@ -281,23 +277,23 @@ def test_bad_input_is_one_error_line(exported_gpt2, tmp_path, monkeypatch, capsy
     folder, files = exported_gpt2
     out = str(tmp_path / "out")
     # a task file missing: named, with the expected format
-    code = eval_zeroshot.main(["--model", f"m={folder}", "--tasks", "pubmedqa", "--task-files", str(files),
+    code = cli.run(eval_main, ["--model", f"m={folder}", "--tasks", "pubmedqa", "--task-files", str(files),
                                "--output", out])
     assert_one_error_line(capsys, code, "missing pubmedqa.jsonl", "QUESTION, CONTEXTS, final_decision",
                           "bigbio/pubmed_qa", "docs/evaluation.md")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "sciq.jsonl").write_text(json.dumps({"question": "q"}) + "\n")
-    code = eval_zeroshot.main(["--model", f"m={folder}", "--tasks", "sciq", "--task-files", str(tmp_path / "bad"),
+    code = cli.run(eval_main, ["--model", f"m={folder}", "--tasks", "sciq", "--task-files", str(tmp_path / "bad"),
                                "--output", out])
     assert_one_error_line(capsys, code, "sciq.jsonl, line 1", "support", "correct_answer")
-    code = eval_zeroshot.main(["--model", f"m={tmp_path}", "--tasks", "sciq", "--task-files", str(files),
+    code = cli.run(eval_main, ["--model", f"m={tmp_path}", "--tasks", "sciq", "--task-files", str(files),
                                "--output", out])
     assert_one_error_line(capsys, code, "config.json", "convert_to_hf.py")
-    code = eval_zeroshot.main(["--model", f"m={folder}", "--tasks", "hellaswag", "--task-files", str(files),
+    code = cli.run(eval_main, ["--model", f"m={folder}", "--tasks", "hellaswag", "--task-files", str(files),
                                "--output", out])
     assert_one_error_line(capsys, code, "hellaswag", "boolq, crows_pairs_english, race")
     monkeypatch.setitem(sys.modules, "lm_eval", None)  # as if the optional extra were not installed
-    code = eval_zeroshot.main(["--model", f"m={folder}", "--tasks", "sciq", "--task-files", str(files),
+    code = cli.run(eval_main, ["--model", f"m={folder}", "--tasks", "sciq", "--task-files", str(files),
                                "--output", out])
     assert_one_error_line(capsys, code, "lm-evaluation-harness is not installed", ".[zeroshot]")
     assert not (tmp_path / "out").exists()

@@ -7,4 +7,5 @@
     synonyms.py    App. A / Fig.8: cosine similarity of synonym pairs' input embeddings,
                    headless against vanilla, with a random-pair control
     report.py      the JSON, markdown and PNG of that analysis
+    cli.py         the command line of scripts/synonym_analysis.py
 """

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..checkpoint_reading import cfg_field, weights_only_loading
+from ..checkpoint_reading import cfg_field, read_checkpoint
 from .errors import AnalysisInputError
 
 WORD_FORMS = ("space", "bare")
@@ -79,50 +79,23 @@ def _first_line(e: BaseException) -> str:
 
 
 def manifest_tokenizer(data: Path, option: str):
-    """(encode: text -> fairseq ids, special fairseq ids) from a prepare_data.py data folder (or a colon list of
-    its shards)."""
+    """(encode: text -> fairseq ids, special fairseq ids) of a data folder (or a colon list of its shards)."""
     from ..data.errors import DataError
     from ..data.folder import open_data_folder
 
     try:
-        folder = open_data_folder(data, f"{option}: its data folder {data}")
+        encoder = open_data_folder(data, f"{option}: its data folder {data}").fairseq_encoder()
     except DataError as e:
         raise AnalysisInputError(f"{e}; pass the folder with {option}-data-bin DIR") from None
-    kind, path, offset = folder.tokenizer_type, folder.tokenizer[0], folder.offset
-    specials = {int(i) for i in folder.manifest["id_mapping"].get("fairseq_specials", {}).values()}
-    if kind == "sentencepiece":
-        import sentencepiece as spm
-
-        sp = spm.SentencePieceProcessor(model_file=str(path))
-        specials |= {i + offset for i in range(sp.get_piece_size()) if sp.is_unknown(i) or sp.is_control(i)}
-        return (lambda text: [i + offset for i in sp.encode(text, out_type=int)]), frozenset(specials)
-    if kind == "hf":
-        from tokenizers import Tokenizer
-
-        tok = Tokenizer.from_file(str(path))
-        unk = getattr(tok.model, "unk_token", None)
-        if unk is not None and tok.token_to_id(unk) is not None:
-            specials.add(tok.token_to_id(unk) + offset)
-        specials |= {i + offset for i, added in tok.get_added_tokens_decoder().items() if added.special}
-        return (lambda text: [i + offset for i in tok.encode(text, add_special_tokens=False).ids]), \
-            frozenset(specials)
-    raise AnalysisInputError(f"{folder.manifest_path}: tokenizer type {kind!r} is neither 'sentencepiece' nor 'hf'")
+    return encoder, encoder.special_ids
 
 
 def load_fairseq(path: Path, data_bin: Path | None, option: str) -> EmbeddingModel:
     logging.getLogger("fairseq").setLevel(logging.WARNING)
     import fairseq_headless  # noqa: F401  (registers the plugin's architectures for the checkpoint's cfg)
-    from fairseq import checkpoint_utils
 
-    try:
-        # weights_only, with argparse.Namespace allowed: fairseq-train stores some cfg sections as one
-        with weights_only_loading():
-            state = checkpoint_utils.load_checkpoint_to_cpu(str(path))
-    except Exception as e:  # torch raises RuntimeError/UnpicklingError/EOFError... for files that are not one
-        raise AnalysisInputError(f"{option} {path}: not a readable fairseq checkpoint ({_first_line(e)})") from None
-    cfg, weights = state.get("cfg") if isinstance(state, dict) else None, (state or {}).get("model")
-    if cfg is None or not isinstance(weights, dict):
-        raise AnalysisInputError(f"{option} {path}: no model config or weights in it; is it a fairseq checkpoint?")
+    state = read_checkpoint(path, option)  # weights_only; fairseq-train's Namespace sections allowed
+    cfg, weights = state["cfg"], state["model"]
     key = next((k for k in FAIRSEQ_EMBEDDING_KEYS if k in weights), None)
     if key is None:
         raise AnalysisInputError(f"{option} {path}: no input embedding matrix among its weights (looked for "

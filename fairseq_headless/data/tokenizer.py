@@ -44,6 +44,10 @@ class Tokenizer:
     def encode_batch(self, lines: list[str]) -> list[list[int]]:
         raise NotImplementedError
 
+    def special_ids(self) -> set[int]:
+        """Tokenizer ids that stand for no text (unknown, control and special added tokens)."""
+        return set()
+
     def save(self, folder: Path) -> None:
         shutil.copyfile(self.path, folder / self.filename)
 
@@ -68,6 +72,9 @@ class SentencePieceTokenizer(Tokenizer):
 
     def encode_batch(self, lines):
         return self.sp.encode(lines, out_type=int, num_threads=1)
+
+    def special_ids(self):
+        return {i for i in range(self.vocab_size) if self.sp.is_unknown(i) or self.sp.is_control(i)}
 
     def decode(self, ids):
         return self.sp.decode(ids)
@@ -115,6 +122,13 @@ class HFTokenizer(Tokenizer):
 
     def decode(self, ids):
         return self.tok.decode(ids, skip_special_tokens=False)
+
+    def special_ids(self):
+        ids = {i for i, added in self.tok.get_added_tokens_decoder().items() if added.special}
+        unk = getattr(self.tok.model, "unk_token", None)
+        if unk is not None and self.tok.token_to_id(unk) is not None:
+            ids.add(self.tok.token_to_id(unk))
+        return ids
 
 
 class GPT2BPETokenizer(Tokenizer):

@@ -22,5 +22,6 @@ Nothing here imports fairseq: the modules run on Hugging Face models only.
     demo_check.py     fine-tune exported demo models and a random-init control on it
     zeroshot.py       Tab.4's zero-shot suite of causal models: lm-eval's own tasks on local files
     zeroshot_compare.py  one-tailed t-tests (Tab.4's daggers), the table and its PNG
+    zeroshot_cli.py   the command lines of scripts/eval_zeroshot.py and compare_zeroshot.py
     zeroshot_tasks/   one YAML per zero-shot task (derived from lm-eval's, by path)
 """

@@ -1,0 +1,209 @@
+"""The command line of scripts/prepare_data.py: its options, checked and turned into :class:`.prepare.Options`.
+
+The parser lives in the package, not in the script, because the vocabulary sweep
+(scripts/sweep_vocab.py) prepares its data folders with these very options in-process, and the
+tests run the command line in-process. ``--help`` lists them; docs/data.md describes the output.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Sequence
+
+from ..cli import Parser
+from .errors import DataError
+from .prepare import (
+    DEFAULT_ALPHA, DEFAULT_CHARACTER_COVERAGE, DEFAULT_PADDING_FACTOR, DEFAULT_SPM_SAMPLE_LINES,
+    DEFAULT_VOCAB_SIZE, LICENCE_UNKNOWN, Options, default_workers, prepare,
+)
+from .splits import MAX_DEFAULT_SPLIT_LINES
+from .tokenizer import BYTE_FALLBACK_AUTO_MIN_VOCAB
+
+
+def build_parser() -> Parser:
+    p = Parser(
+        prog="prepare_data.py",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Tokenize and binarize a text corpus for fairseq-headless.\n\n"
+            "Input: text files or folders (.txt, .jsonl with a text field, optionally\n"
+            ".gz/.bz2/.xz/.zst), or hf:NAME[:CONFIG][:SPLIT] (needs the `datasets` library\n"
+            "and network). Every non-empty line is one sequence; blank lines (and file\n"
+            "or jsonl-record ends) separate documents.\n\n"
+            "Tokenizer (at most one): --vocab-size N trains sentencepiece (default when\n"
+            f"none is given: --vocab-size {DEFAULT_VOCAB_SIZE}), --spm-model FILE reuses a "
+            "sentencepiece\nmodel, --hf-tokenizer FILE reuses a Hugging Face tokenizer.json.\n"
+            "fairseq id = tokenizer id + 4; dict.txt is padded to --padding-factor."
+        ),
+        epilog=(
+            "valid/test are whole documents chosen by a hash of (file, position), as many as it\n"
+            "takes to reach --valid-lines/--test-lines lines (per language with --lang-input).\n"
+            "Output layout and manifest.json fields: docs/data.md.\n\n"
+            "examples:\n"
+            "  prepare_data.py --input data/sotu --output data-bin/sotu --vocab-size 8000\n"
+            "  prepare_data.py --input corpus.jsonl.gz --output bin --hf-tokenizer "
+            "20B_tokenizer.json --padding-factor 128\n"
+            "  prepare_data.py --lang-input en=en.txt de=de.txt.xz --alpha 0.3 --output bin\n"
+            "  prepare_data.py --input owt2/ --output owt2-bin --hf-tokenizer 20B_tokenizer.json \\\n"
+            "      --padding-factor 128 --shards 16 --shard-index $SLURM_ARRAY_TASK_ID"
+        ),
+    )
+    src = p.add_argument_group("input (exactly one of --input / --lang-input)")
+    src.add_argument("--input", nargs="+", metavar="PATH",
+                     help="text/jsonl files (optionally .gz/.bz2/.xz/.zst), folders (searched "
+                          "recursively) or hf:NAME[:CONFIG][:SPLIT]")
+    src.add_argument("--lang-input", nargs="+", metavar="LANG=PATH",
+                     help="multilingual mode: one LANG=PATH per source (repeat a LANG to "
+                          "merge several paths)")
+    src.add_argument("--alpha", type=float, default=None,
+                     help=f"multilingual sampling exponent, q_i ~ p_i^alpha (default "
+                          f"{DEFAULT_ALPHA}; 1 keeps the natural shares, 0 is uniform)")
+    src.add_argument("--jsonl-field", "--text-field", default="text", metavar="NAME",
+                     help="field holding the text in .jsonl records and hf: datasets "
+                          "(default: text)")
+    src.add_argument("--licence", "--license", default=None, metavar="TEXT",
+                     help=f"licence recorded for every source in the manifest (default: "
+                          f"{LICENCE_UNKNOWN})")
+
+    tok = p.add_argument_group("tokenizer (at most one of the three)")
+    tok.add_argument("--vocab-size", type=int, default=None, metavar="N",
+                     help="train a sentencepiece model with this many pieces on the "
+                          f"training split (default {DEFAULT_VOCAB_SIZE}; a small corpus may "
+                          "yield fewer, the manifest records the real size)")
+    tok.add_argument("--model-type", choices=("bpe", "unigram"), default=None,
+                     help="sentencepiece model type when training (default: bpe)")
+    tok.add_argument("--character-coverage", type=float, default=None,
+                     metavar="F", help="sentencepiece character_coverage when training (default "
+                                       f"{DEFAULT_CHARACTER_COVERAGE}: the rarest characters, "
+                                       "0.05%% of the text, get no piece of their own)")
+    tok.add_argument("--byte-fallback", choices=("auto", "on", "off"), default="auto",
+                     help="sentencepiece byte_fallback when training: characters without a "
+                          "piece become UTF-8 byte pieces instead of <unk>, so text round-trips "
+                          "exactly; costs 256 pieces (auto, the default: on when --vocab-size "
+                          f">= {BYTE_FALLBACK_AUTO_MIN_VOCAB})")
+    tok.add_argument("--spm-sample-lines", type=int, default=DEFAULT_SPM_SAMPLE_LINES,
+                     metavar="N", help="train sentencepiece on at most N randomly chosen "
+                                       f"training lines, a reservoir sample (default {DEFAULT_SPM_SAMPLE_LINES})")
+    tok.add_argument("--spm-model", metavar="FILE", help="existing sentencepiece .model")
+    tok.add_argument("--hf-tokenizer", metavar="FILE",
+                     help="existing Hugging Face tokenizer.json (e.g. Pythia's "
+                          "20B_tokenizer.json)")
+
+    out = p.add_argument_group("output")
+    out.add_argument("--output", required=True, metavar="DIR", help="output folder")
+    out.add_argument("--force", action="store_true",
+                     help="replace DIR if it exists (only once the new one is complete)")
+    out.add_argument("--valid-lines", type=int, default=None, metavar="N",
+                     help=f"validation lines, at least (whole documents; per language with --lang-input; "
+                          f"default 1%%, at least 1, at most {MAX_DEFAULT_SPLIT_LINES})")
+    out.add_argument("--test-lines", type=int, default=None, metavar="N",
+                     help="test lines, at least (same default as --valid-lines)")
+    out.add_argument("--padding-factor", type=int, default=DEFAULT_PADDING_FACTOR, metavar="N",
+                     help="pad the dictionary (4 specials + tokens) to a multiple of N "
+                          f"(default {DEFAULT_PADDING_FACTOR}; 128 matches Pythia's 50,304 rows)")
+    out.add_argument("--workers", type=int, default=None, metavar="N",
+                     help="worker processes, one tokenizer thread each; the input is split by files "
+                          "and by byte ranges of uncompressed files (default: this machine's cores, "
+                          f"{default_workers()} here); the output does not depend on it")
+    out.add_argument("--shards", type=int, default=1, metavar="K",
+                     help="write OUT/shard0 .. OUT/shard{K-1} (train with task.data=OUT/shard0:OUT/shard1:...,"
+                          " one shard per epoch); valid/test, dict.txt, manifest.json in shard0. A run "
+                          "with the same options resumes: finished shards are kept (default 1: one folder)")
+    out.add_argument("--shard-index", type=int, default=None, metavar="I",
+                     help="with --shards: prepare shard I only (a Slurm array task); the run that "
+                          "finishes the last shard writes shard0's dict.txt and manifest.json")
+    out.add_argument("--seed", type=int, default=1,
+                     help="seed for multilingual resampling and the sentencepiece training "
+                          "sample (default 1)")
+    return p
+
+
+def parse_options(argv: Sequence[str]) -> Options:
+    """Parse argv and reject conflicting or out-of-range options (DataError)."""
+    a = build_parser().parse_args(argv)
+
+    if (a.input is None) == (a.lang_input is None):
+        raise DataError("give exactly one of --input and --lang-input")
+    if a.input is not None and a.alpha is not None:
+        raise DataError("--alpha only applies to multilingual --lang-input")
+    inputs: list[tuple[str | None, str]] = []
+    if a.lang_input is not None:
+        for item in a.lang_input:
+            lang, sep, path = item.partition("=")
+            if not sep or not lang.strip() or not path:
+                raise DataError(f"--lang-input expects LANG=PATH, got {item!r}")
+            inputs.append((lang.strip(), path))
+    else:
+        inputs = [(None, path) for path in a.input]
+    alpha = None
+    if a.lang_input is not None:
+        alpha = DEFAULT_ALPHA if a.alpha is None else a.alpha
+        if not 0.0 <= alpha <= 1.0:
+            raise DataError(f"--alpha must be between 0 and 1, got {alpha}")
+
+    chosen = [name for name, value in (("--vocab-size", a.vocab_size),
+                                       ("--spm-model", a.spm_model),
+                                       ("--hf-tokenizer", a.hf_tokenizer)) if value is not None]
+    if len(chosen) > 1:
+        raise DataError(f"{' and '.join(chosen)} conflict: give at most one tokenizer option")
+    if a.spm_model is not None:
+        mode, tok_file = "spm", Path(a.spm_model)
+    elif a.hf_tokenizer is not None:
+        mode, tok_file = "hf", Path(a.hf_tokenizer)
+    else:
+        mode, tok_file = "train", None
+    for name, given in (("--model-type", a.model_type is not None),
+                        ("--character-coverage", a.character_coverage is not None),
+                        ("--byte-fallback", a.byte_fallback != "auto")):
+        if given and mode != "train":
+            raise DataError(f"{name} only applies when training a tokenizer, not with {chosen[0]}")
+    coverage = DEFAULT_CHARACTER_COVERAGE if a.character_coverage is None else a.character_coverage
+    if not 0.0 < coverage <= 1.0:
+        raise DataError(f"--character-coverage must be in (0, 1], got {coverage}")
+    vocab_size = None
+    if mode == "train":
+        vocab_size = DEFAULT_VOCAB_SIZE if a.vocab_size is None else a.vocab_size
+        if vocab_size < 2:
+            raise DataError(f"--vocab-size must be at least 2, got {vocab_size}")
+
+    for name, value, low in (("--valid-lines", a.valid_lines, 1), ("--test-lines", a.test_lines, 1),
+                             ("--padding-factor", a.padding_factor, 1), ("--workers", a.workers, 1),
+                             ("--spm-sample-lines", a.spm_sample_lines, 1), ("--shards", a.shards, 1)):
+        if value is not None and value < low:
+            raise DataError(f"{name} must be at least {low}, got {value}")
+    if not a.jsonl_field:
+        raise DataError("--jsonl-field must not be empty")
+    if a.shard_index is not None and not 0 <= a.shard_index < a.shards:
+        raise DataError(f"--shard-index must be between 0 and --shards - 1 = {a.shards - 1}, got {a.shard_index}")
+
+    return Options(
+        inputs=inputs, multilingual=a.lang_input is not None, alpha=alpha,
+        output=Path(os.path.abspath(a.output)), force=a.force, tokenizer_mode=mode,
+        vocab_size=vocab_size, model_type=(a.model_type or "bpe") if mode == "train" else None,
+        tokenizer_file=tok_file, spm_sample_lines=a.spm_sample_lines,
+        character_coverage=coverage,
+        byte_fallback=a.byte_fallback == "on" or (
+            a.byte_fallback == "auto" and mode == "train"
+            and vocab_size >= BYTE_FALLBACK_AUTO_MIN_VOCAB),
+        valid_lines=a.valid_lines, test_lines=a.test_lines, padding_factor=a.padding_factor,
+        workers=a.workers if a.workers is not None else default_workers(), seed=a.seed,
+        field=a.jsonl_field, licence=a.licence if a.licence else LICENCE_UNKNOWN,
+        shards=a.shards, shard_index=a.shard_index,
+    )
+
+
+def main(argv: Sequence[str], progress_seconds: float | None = None) -> int:
+    """scripts/prepare_data.py, under ``cli.run``: a DataError is one ``error:`` line, exit 2."""
+    argv = list(argv)
+    opts = parse_options(argv)
+    kwargs = {} if progress_seconds is None else {"progress_seconds": progress_seconds}
+    manifest = prepare(opts, argv, **kwargs)
+    if manifest is None:  # a sharded run with shards left to other runs
+        return 0
+    s = manifest["splits"]
+    where = opts.output if opts.shards == 1 else opts.output / "shard0"
+    print(f"wrote {where}: {manifest['id_mapping']['dictionary_size']} dictionary entries "
+          f"(tokenizer {manifest['tokenizer']['vocab_size']}), tokens train {s['train']['tokens']}, "
+          f"valid {s['valid']['tokens']}, test {s['test']['tokens']}", flush=True)
+    return 0

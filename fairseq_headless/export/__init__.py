@@ -1,0 +1,15 @@
+"""Export: a fairseq-headless checkpoint -> a Hugging Face folder that computes the same numbers.
+
+    errors.py     ExportError (bad input, exit 2) and ParityError (the check failed, exit 1)
+    weights.py    one key table per architecture family (RoBERTa, GPT-2, GPT-NeoX) and its config
+    tokenizer.py  the data folder's tokenizer rebuilt with fairseq's ids, and its check
+    convert.py    read, map, save, reload, parity check, model card: :func:`convert`
+    cli.py        the command line of scripts/convert_to_hf.py (its options, exit codes 2 and 1)
+
+The command line is scripts/convert_to_hf.py (docs/export.md). Its modules import
+neither torch nor fairseq at import time; :func:`convert` does.
+"""
+from .convert import convert
+from .errors import ExportError, ParityError
+
+__all__ = ["convert", "ExportError", "ParityError"]

@@ -1,0 +1,59 @@
+"""Helpers of the export tests (test_convert_to_hf, test_zeroshot): data folders written by prepare_data,
+random-weight checkpoints saved by fairseq's Trainer, and the converter's command line in process."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from conftest import REPO, build_task_and_model
+from fairseq_headless import cli
+from fairseq_headless.export import cli as export_cli
+
+MULTILINGUAL = [
+    "Accents: café, naïve, Ångström, Straße, façade, coöperate, jalapeño, smörgåsbord.",
+    "Русский текст для проверки токенизатора, с пунктуацией!",
+    "中文文本用于检查分词器。日本語のテキストも少し。",
+    "Numbers 1790-2021, 3.14 and 50,304; symbols (a) [b] {c} #1 @x $5 % & * + = ? !",
+    "  Leading spaces, inner   runs   of spaces,\ttabs and trailing spaces.  ",
+]
+
+
+def corpus_lines() -> list[str]:
+    """Real English (the project's own docs), a few other scripts, no blank lines (one document)."""
+    lines = []
+    for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        lines += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return lines + MULTILINGUAL * 20
+
+
+def prepare(root: Path, *tokenizer_args) -> Path:
+    (root / "corpus.txt").write_text("\n".join(corpus_lines()) + "\n", encoding="utf-8")
+    data = root / "data"
+    proc = subprocess.run(
+        [sys.executable, REPO / "scripts" / "prepare_data.py", "--input", root / "corpus.txt", "--output", data,
+         "--valid-lines", "200", "--test-lines", "10", *tokenizer_args], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return data
+
+
+def save_checkpoint(config: str, data: Path, path: Path, *overrides: str, seed: int = 0):
+    """A random-weight model of `config`, saved by fairseq's Trainer; returns the fairseq model."""
+    from fairseq.trainer import Trainer
+
+    cfg, task, model = build_task_and_model(config, data, "common.cpu=true", *overrides)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=generator))
+    trainer = Trainer(cfg, task, model, task.build_criterion(cfg.criterion))
+    trainer.consolidate_optimizer()
+    trainer.save_checkpoint(str(path), {})
+    return model.eval()
+
+
+def run(*argv) -> int:
+    """scripts/convert_to_hf.py's exit status for argv, in process: its command line under cli.run."""
+    return cli.run(export_cli.main, [str(a) for a in argv])
