@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from ..models import shapes
 from .errors import ExportError
 
 # fairseq activation name -> transformers ACT2FN name. gelu_accurate is the tanh approximation,
@@ -265,11 +266,9 @@ class Family:
     export: Callable
 
 
-FAMILIES = [
-    Family("roberta", "fairseq.models.roberta:RobertaModel", roberta_export),
-    Family("gpt2", "fairseq.models.transformer_lm:TransformerLanguageModel", gpt2_export),
-    Family("gpt_neox", "fairseq_headless.models.gpt_neox:GPTNeoXLanguageModel", gpt_neox_export),
-]
+# The families and their fairseq model classes come from the one shape table (models/shapes.py).
+_EXPORTS = {"roberta": roberta_export, "gpt2": gpt2_export, "gpt_neox": gpt_neox_export}
+FAMILIES = [Family(f.name, f.fairseq_model, _EXPORTS[f.name]) for f in shapes.FAMILIES.values()]
 
 
 def family_of(model, arch: str) -> Family:

@@ -15,7 +15,7 @@ The family says which model the shape is set on:
   dataclass configs whose defaults are the shape (see that module for why);
 - ``gpt_neox``: this package's GPT-NeoX decoder, :mod:`.gpt_neox`, likewise dataclass configs.
 
-The exporter (``scripts/convert_to_hf.py``) tells the families apart by ``FAMILIES[...].fairseq_model``;
+The exporter (:mod:`fairseq_headless.export.weights`) tells the families apart by ``FAMILIES[...].fairseq_model``;
 the speed benchmark (:mod:`fairseq_headless.benchmarking.steps`) builds each shape from its YAML pair,
 ``configs/<config>.yaml`` (vanilla) and ``configs/h<config>.yaml`` (headless).
 
