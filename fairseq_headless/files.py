@@ -70,3 +70,12 @@ def write_json_atomic(path, obj, indent: int = 2) -> None:
 def copy_atomic(src, dst) -> None:
     with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
+
+
+def save_figure_atomic(fig, path, dpi: int = 110) -> None:
+    """A matplotlib figure written atomically (the format from `path`'s suffix), then closed."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)

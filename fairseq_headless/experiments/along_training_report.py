@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..files import atomic_path, write_json_atomic, write_text_atomic
+from ..files import save_figure_atomic, write_json_atomic, write_text_atomic
 
 METRICS = {  # kind -> [(key, axis label, log scale)]
     "lambada": [("accuracy", "LAMBADA accuracy (%)", False), ("perplexity", "LAMBADA perplexity", True)],
@@ -71,9 +71,7 @@ def plot(series: dict, kind: str, path: Path, title: str) -> None:
             ax.legend(fontsize="small")
     fig.suptitle(title)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure_atomic(fig, path, dpi=110)
 
 
 def markdown(series: dict, kind: str, title: str) -> str:

@@ -30,7 +30,7 @@ import time
 import warnings
 from pathlib import Path
 
-from ..cli import InputError, Parser
+from ..cli import Parser
 from ..files import write_json_atomic, write_text_atomic
 from . import script_bridge
 from .training_log import LogError, last_update, read_log, records
@@ -288,7 +288,7 @@ def write_results(run_dir: Path, summary: dict, table: str, downstream: str, twi
 
 
 def main(argv=None) -> int:
-    """scripts/demo.py: bad options raise an :class:`InputError` (``cli.run`` prints it, exit 2)."""
+    """scripts/demo.py: bad options raise an ``InputError`` (``cli.run`` prints it, exit 2)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     import torch

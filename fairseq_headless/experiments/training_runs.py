@@ -119,6 +119,7 @@ class TrainingRun:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self._log.close()
 
     def wait(self, label: str = "", report: Optional[Callable[[str], None]] = None, every_s: float = 30.0,
              timeout: Optional[float] = None) -> FinishedRun:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..files import atomic_path, write_json_atomic, write_text_atomic
+from ..files import save_figure_atomic, write_json_atomic, write_text_atomic
 from .vocab_sweep import MODELS, log, run_overrides
 
 
@@ -69,9 +69,7 @@ def plot(summary: dict, path: Path) -> None:
         if ax.lines:
             ax.legend()
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    save_figure_atomic(fig, path, dpi=100)
 
 
 def write_outputs(sweep, sizes: list) -> None:
