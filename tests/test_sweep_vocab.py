@@ -1,5 +1,6 @@
-"""fairseq_headless.experiments.vocab_sweep (scripts/sweep_vocab.py; paper §6, Fig.6): a two-size sweep of tiny encoders on CPU, checked against
-the files it was made from: dict.txt, the fairseq training logs, the GLUE suite's own result JSON."""
+"""fairseq_headless.experiments.vocab_sweep (scripts/sweep_vocab.py; paper §6, Fig.6): a two-size sweep of tiny
+encoders on CPU, checked against the files it was made from: dict.txt, the fairseq training logs, the GLUE suite's
+own result JSON."""
 import json
 import os
 import re

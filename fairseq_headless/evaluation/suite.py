@@ -55,7 +55,7 @@ def parse_models(values: list) -> list:
 
 
 class SuiteRunner:
-    """Runs seeds of jobs into ``output``; see the module docstring for the layout (the tables: :func:`write_tables`)."""
+    """Runs seeds of jobs into ``output``; the layout: the module docstring; the tables: :func:`write_tables`."""
 
     def __init__(self, output: Path, force: bool = False, keep_checkpoints: bool = False):
         self.output = Path(output)

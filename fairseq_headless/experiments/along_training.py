@@ -159,9 +159,8 @@ def finetune(checkpoint: Path, save_dir: Path, data: str, args, settings: dict) 
                             check=False)
     last = save_dir / "checkpoint_last.pt"
     if finished.returncode != 0 or not last.is_file():
-        tail = "; ".join(line.strip() for line in finished.output.strip().splitlines()[-3:])[-400:]
         raise AlongTrainingError(f"fine-tuning {checkpoint} with --finetune-config {args.finetune_config} failed "
-                                 f"(exit {finished.returncode}; {save_dir}/finetune.out): {tail}")
+                                 f"(exit {finished.returncode}; {save_dir}/finetune.out): {finished.tail()}")
     return last
 
 
@@ -227,9 +226,9 @@ def evaluate_point(name: str, progress, log_wall, kind: str, args) -> dict:
             log(f"{name} @ {progress.updates} updates: cached ({cache})")
             return record
         if not args.force:
-            raise AlongTrainingError(f"{cache} was made with other {' and '.join(stale)} (other evaluation settings, or "
-                             f"a checkpoint of another training in {Path(progress.checkpoint).parent}); pass --force "
-                             "to redo it, or use another --output")
+            raise AlongTrainingError(f"{cache} was made with other {' and '.join(stale)} (other evaluation settings, "
+                                     f"or a checkpoint of another training in {Path(progress.checkpoint).parent}); "
+                                     "pass --force to redo it, or use another --output")
     if args.force:
         shutil.rmtree(work, ignore_errors=True)
     checkpoint = Path(progress.checkpoint)
@@ -270,7 +269,7 @@ def evaluate_runs(runs: dict, args) -> tuple:
     for name, kind in kinds.items():
         if kind is None:
             raise AlongTrainingError(f"--run {name}: task {points[name][0][0].task!r} is neither language_modeling "
-                             "(decoders, LAMBADA) nor masked_lm (encoders, GLUE)")
+                                     "(decoders, LAMBADA) nor masked_lm (encoders, GLUE)")
     if len(set(kinds.values())) > 1:
         raise AlongTrainingError("--run: mixes decoders (LAMBADA) and encoders (GLUE); one figure compares one kind")
     kind = next(iter(kinds.values()))

@@ -102,7 +102,7 @@ def train(name: str, command: list, save_dir: Path, output: Path, force: bool) -
         if not force:
             what = "another command" if previous.get("command") else "a training of unknown command"
             raise BatchSweepError(f"{save_dir} holds {what} ({marker}); pass --force to delete and retrain it (and its "
-                             "evaluated points), or use another --output")
+                                  "evaluated points), or use another --output")
         # The cached points of the old training would pass for this one's at the same update counts.
         for folder in (save_dir, output / "points" / name, output / "work" / name):
             shutil.rmtree(folder, ignore_errors=True)
@@ -111,8 +111,8 @@ def train(name: str, command: list, save_dir: Path, output: Path, force: bool) -
     log(f"{name}: pretraining into {save_dir} (log: {save_dir}/hydra_train.log)")
     finished = run_training(command, save_dir / "train.out", name, report=log, check=False)
     if finished.returncode != 0:
-        tail = "; ".join(line.strip() for line in finished.output.strip().splitlines()[-3:])[-400:]
-        raise BatchSweepError(f"pretraining {name} failed (exit {finished.returncode}; {save_dir}/train.out): {tail}")
+        raise BatchSweepError(f"pretraining {name} failed (exit {finished.returncode}; {save_dir}/train.out): "
+                              f"{finished.tail()}")
     log(f"{name}: trained in {finished.seconds:.0f} s")
     write_json_atomic(marker, {"command": wanted, "done": True})
 

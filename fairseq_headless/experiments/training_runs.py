@@ -78,6 +78,10 @@ class FinishedRun:
     def timed_out(self) -> bool:
         return self.returncode == TIMED_OUT
 
+    def tail(self, lines: int = 3, chars: int = 400) -> str:
+        """The last lines of the output, joined into one line (for a one-line error)."""
+        return "; ".join(line.strip() for line in self.output.strip().splitlines()[-lines:])[-chars:]
+
     def launches(self) -> list:
         """This launch's records (:func:`.training_log.read_log`)."""
         return read_log(self.output)

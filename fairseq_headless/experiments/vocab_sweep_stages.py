@@ -78,7 +78,8 @@ def prepare(args, folder: Path, size: int) -> dict:
     if rows != mapping["dictionary_size"]:
         raise SweepError(f"{out}: dict.txt has {rows} rows but manifest.json says {mapping['dictionary_size']}")
     return {"path": str(out), "tokenizer_vocab": manifest["tokenizer"]["vocab_size"], "dictionary_rows": rows,
-            "embedding_rows": mapping["masked_lm_embedding_rows"], "train_tokens": manifest["splits"]["train"]["tokens"]}
+            "embedding_rows": mapping["masked_lm_embedding_rows"],
+            "train_tokens": manifest["splits"]["train"]["tokens"]}
 
 
 def pretrain(args, folder: Path, size: int, model: str, data: Path) -> dict:
