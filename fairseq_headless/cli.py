@@ -14,6 +14,7 @@ import sys
 from typing import Callable, Sequence
 
 EXIT_INPUT_ERROR = 2  # argparse's own status for a bad command line
+EXIT_FAILURE = 1  # a step that ran and failed (a training that crashed, an export that disagrees)
 
 
 class InputError(Exception):
@@ -28,12 +29,16 @@ class Parser(argparse.ArgumentParser):
 
 
 def run(main: Callable[[Sequence[str]], int | None], argv: Sequence[str] | None = None,
-        errors: tuple[type[BaseException], ...] = ()) -> int:
-    """Call ``main(argv)``; an :class:`InputError` (or one of ``errors``) becomes one line and status 2."""
+        errors: tuple[type[BaseException], ...] = (), failures: tuple[type[BaseException], ...] = ()) -> int:
+    """Call ``main(argv)``; an :class:`InputError` (or one of ``errors``) becomes one line and status 2,
+    one of ``failures`` (whose message names the log to read) one line and status 1."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         status = main(argv)
     except (InputError, *errors) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return EXIT_INPUT_ERROR
+    except failures as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return EXIT_FAILURE
     return 0 if status is None else int(status)

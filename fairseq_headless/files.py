@@ -122,3 +122,12 @@ def atomic_folder(out, replace: bool) -> Iterator[Path]:
             except OSError:  # not empty: someone else's now
                 pass
         raise
+
+
+def save_figure_atomic(fig, path, dpi: int = 110) -> None:
+    """A matplotlib figure written atomically (the format from `path`'s suffix), then closed."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)

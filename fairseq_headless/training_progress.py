@@ -29,7 +29,8 @@ the clock tell one training's checkpoint from another's at the same update count
 
 The training log (fairseq's ``train_inner`` lines, json or simple format; hydra writes them
 to ``<save_dir>/hydra_train.log``) carries the same clock as ``wall`` (whole seconds) and each
-logging interval's mean ``wpb``: :func:`read_train_log` reads it to cross-check the above.
+logging interval's mean ``wpb``: :mod:`fairseq_headless.experiments.training_log` reads it to cross-check the
+above.
 """
 from __future__ import annotations
 
@@ -41,13 +42,14 @@ from pathlib import Path
 from typing import Optional
 
 from .checkpoint_reading import CheckpointError, cfg_field, load_state
+from .cli import InputError
 
 INTERVAL = re.compile(r"^checkpoint_(\d+)_(\d+)\.pt$")  # checkpoint_<epoch>_<updates>.pt
 EPOCH = re.compile(r"^checkpoint(\d+)\.pt$")
 
 
-class ProgressError(Exception):
-    """A file that is not a fairseq training checkpoint (or lacks what is read here)."""
+class ProgressError(InputError):
+    """A file that is not a fairseq training checkpoint (or lacks what is read here): exit status 2."""
 
 
 @dataclass(frozen=True)
@@ -149,40 +151,3 @@ def list_checkpoints(folder: Path) -> list:
     if last.is_file():
         found.setdefault(read_progress(last).updates, last)
     return sorted(found.items())
-
-
-TRAIN_INNER = re.compile(r"train_inner\W.*?(\{.*\})\s*$")
-
-
-def read_train_log(path: Path) -> dict:
-    """{num_updates: the train_inner record} from a fairseq training log (json log format).
-
-    A resumed run logs some updates twice (those after its last save); the later line wins,
-    as it belongs to the run whose checkpoints survive. Values are numbers (fairseq writes
-    them as strings).
-    """
-    records = {}
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            match = TRAIN_INNER.search(line)
-            if not match:
-                continue
-            try:
-                record = json.loads(match[1])
-            except json.JSONDecodeError:
-                continue  # log_format simple / tqdm: not machine-readable, skipped
-            values = {}
-            for key, value in record.items():
-                try:
-                    values[key] = float(value)
-                except (TypeError, ValueError):
-                    values[key] = value
-            if "num_updates" in values:
-                records[int(values["num_updates"])] = values
-    return records
-
-
-def log_wall_seconds(records: dict, updates: int) -> Optional[float]:
-    """The log's ``wall`` (whole seconds) at exactly ``updates``, if a train_inner line was written there."""
-    record = records.get(updates)
-    return None if record is None or "wall" not in record else float(record["wall"])

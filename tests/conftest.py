@@ -1,6 +1,5 @@
 """Shared fixtures: one tiny binarized corpus per test session, and config loading."""
 
-import importlib.util
 import os
 import random
 import subprocess
@@ -81,15 +80,6 @@ def run_cli(args, cwd=REPO, timeout=900):
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-4000:]
     return output
-
-
-def load_script(name: str):
-    """scripts/<name>.py as a module (the scripts are not a package)."""
-    spec = importlib.util.spec_from_file_location(f"_script_{name}", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
 
 
 def rounding_bound(terms: int, scale: float, dtype=None) -> float:

@@ -10,7 +10,8 @@ import torch
 
 from conftest import REPO, rounding_bound
 
-from fairseq_headless.benchmarking import loss, report
+from fairseq_headless import cli
+from fairseq_headless.benchmarking import loss, report, speed
 from fairseq_headless.benchmarking.machine import PeakMemory, cpu_peak_memory_available
 
 SCRIPT = REPO / "scripts" / "benchmark.py"
@@ -86,7 +87,6 @@ def test_sequence_length_is_the_one_asked_for():
     assert all(len(v["times_s"]) == 1 for v in group["variants"].values())
 
 
-
 def test_architectures_take_family_and_yaml_pair_from_the_shape_table():
     """Each benchmarked architecture is an entry of models/shapes.py: the family (which batches it gets) and
     the two configs it builds, as they were listed here before the table existed."""
@@ -98,29 +98,20 @@ def test_architectures_take_family_and_yaml_pair_from_the_shape_table():
         "bert-tiny": ("encoder", "hmlm_tiny", "mlm_tiny"), "gpt2-tiny": ("decoder", "hlm_tiny", "lm_tiny"),
     }
 
-def load_script():
-    from importlib import util
-
-    spec = util.spec_from_file_location("benchmark_script", SCRIPT)
-    script = util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
-
 
 def test_quick_preset_plan_is_what_the_docs_say(tmp_path):
     """--quick (its time is measured by running it, BENCHMARKS.md): no V=8k group (8k is the interleaved
     reference), the body at 50k only, no re-warm step, the one-block loss at 16k for memory only; --vocab brings
     the body back everywhere, and --reference-vocab 0 the 8k group."""
-    script = load_script()
-    settings = script.plan(script.parse_args(["--quick", "--output", str(tmp_path)]))
+    settings = speed.plan(speed.parse_args(["--quick", "--output", str(tmp_path)]))
     assert settings["sweeps"] == [(["bert-small", "pythia-70m"], [50_000, 131_000], [None])]
     assert (settings["reference_vocab"], settings["body_sizes"], settings["rewarm"], settings["steps"]) == (
         8_000, [50_000], False, 3)
     assert "cwt_chunked_recompute" not in settings["loss_implementations"]
     assert settings["loss_one_block_time_max_k"] == 4096 and settings["loss_k"][-1] == 16_384
-    settings = script.plan(script.parse_args(["--quick", "--vocab", "8k,131k", "--output", str(tmp_path)]))
+    settings = speed.plan(speed.parse_args(["--quick", "--vocab", "8k,131k", "--output", str(tmp_path)]))
     assert settings["sweeps"][0][1] == [8_000, 131_000] and settings["body_sizes"] is None
-    settings = script.plan(script.parse_args(["--quick", "--reference-vocab", "0", "--output", str(tmp_path)]))
+    settings = speed.plan(speed.parse_args(["--quick", "--reference-vocab", "0", "--output", str(tmp_path)]))
     assert settings["sweeps"][0][1] == [8_000, 50_000, 131_000] and settings["reference_vocab"] == 0
 
 
@@ -255,7 +246,7 @@ def test_loss_records_of_one_run_agree(smoke):
 def test_an_existing_result_is_not_overwritten_without_force(smoke, capsys):
     output, result, _ = smoke
     before = (output / "benchmark.json").read_bytes()
-    assert load_script().main(["--smoke", "--output", str(output), "--no-steps"]) == 2
+    assert cli.run(speed.main, ["--smoke", "--output", str(output), "--no-steps"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"error: --output {output} already holds benchmark.json; add --force to overwrite it")
     assert (output / "benchmark.json").read_bytes() == before
@@ -273,8 +264,7 @@ def test_an_existing_result_is_not_overwritten_without_force(smoke, capsys):
     else (["--loss-k", "-1"], "--loss-k: sizes must be positive"),
 ])
 def test_bad_options_give_one_error_line_and_exit_2(args, message, tmp_path, capsys):
-    script = load_script()
-    assert script.main(["--output", str(tmp_path / "out"), *args]) == 2
+    assert cli.run(speed.main, ["--output", str(tmp_path / "out"), *args]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"error: {message}")
     assert not (tmp_path / "out").exists()
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, load_script, write_markov_corpus
+from conftest import REPO, write_markov_corpus
 
+from fairseq_headless.experiments import demo
 from fairseq_headless.experiments.training_runs import CPU_OVERRIDES
 
 
@@ -136,7 +137,6 @@ def test_demo_rejects_a_missing_corpus(tmp_path):
 
 def test_small_size_trains_the_paper_twins_with_cpu_overrides(tmp_path, monkeypatch):
     """--size small hands hmlm_small/mlm_small (fp16 configs) to the training, in fp32 on a CPU."""
-    demo = load_script("demo")
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     write_markov_corpus(corpus / "a.txt", 300, seed=5)

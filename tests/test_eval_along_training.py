@@ -1,6 +1,7 @@
-"""scripts/eval_along_training.py and scripts/sweep_batch_size.py (paper Figs.3-5, 7): real fairseq-hydra-train runs
-of the tiny decoders with two interval checkpoints each; the x values against the training logs, the scores against
-scripts/eval_lambada.py run directly, the cache, and the batch-size sweep end to end."""
+"""fairseq_headless.experiments.along_training and .batch_size_sweep (scripts/eval_along_training.py and
+scripts/sweep_batch_size.py; paper Figs.3-5, 7): real fairseq-hydra-train runs of the tiny decoders with two interval
+checkpoints each; the x values against the training logs, the scores against scripts/eval_lambada.py run as a command
+line, the cache, and the batch-size sweep end to end."""
 
 import argparse
 import json
@@ -11,17 +12,27 @@ import sys
 import pytest
 import torch
 
-from conftest import BIN, REPO, load_script, write_markov_corpus
-from fairseq_headless import lambada as eval_lambada  # scripts/eval_lambada.py's command line
+from conftest import BIN, REPO, write_markov_corpus
 
-
-along = load_script("eval_along_training")
-sweep = load_script("sweep_batch_size")
+from fairseq_headless import cli
+from fairseq_headless.experiments import along_training as along
+from fairseq_headless.experiments import batch_size_sweep as sweep
+from fairseq_headless.experiments import training_runs
+from fairseq_headless.experiments.along_training_report import series_of
 
 CPU = ["common.cpu=true", "common.fp16=false", "distributed_training.distributed_world_size=1"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, one thread
+
+
+def lambada_direct(checkpoint, passages, output):
+    """scripts/eval_lambada.py's own result for one checkpoint, run as its command line."""
+    proc = subprocess.run([sys.executable, REPO / "scripts" / "eval_lambada.py", "--model", checkpoint, "--data",
+                           passages, "--output", output, "--device", "cpu"], capture_output=True, text=True,
+                          env=dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"), timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    return json.loads(output.read_text())
 
 
 def pretrain(config, data, save_dir, *overrides):
@@ -54,7 +65,7 @@ def workspace(tmp_path_factory):
     (root / "lambada.jsonl").write_text("".join(json.dumps({"text": p}) + "\n" for p in passages))
     pretrain("hlm_tiny", root / "data", root / "hlm_tiny")
     # The vanilla run comes from the sweep (batch 4 is the hlm_tiny run's batch): one fairseq start-up less.
-    assert sweep.main(list(map(str, sweep_argv(root)))) == 0
+    assert cli.run(sweep.main, list(map(str, sweep_argv(root)))) == 0
     return root
 
 
@@ -80,7 +91,7 @@ def test_along_training_decoders_with_causal_finetuning(workspace, tmp_path, cap
     argv = ["--run", f"hlm={workspace / 'hlm_tiny'}", f"lm={workspace / 'sweep' / 'runs' / 'lm_tiny-b4'}", "--lambada",
             workspace / "lambada.jsonl", "--finetune-config", "hlm_tiny_ft", "--cpu", "--output", out,
             "--finetune-override", "optimization.max_update=2", "--finetune-override", "dataset.batch_size=4"]
-    assert along.main(list(map(str, argv))) == 0
+    assert cli.run(along.main, list(map(str, argv))) == 0
     summary = json.loads((out / "along_training.json").read_text())
     assert summary["kind"] == "lambada" and set(summary["series"]) == {"hlm", "hlm + FT", "lm"}
     assert (out / "along_training.png").stat().st_size > 10_000 and (out / "along_training.md").is_file()
@@ -101,9 +112,7 @@ def test_along_training_decoders_with_causal_finetuning(workspace, tmp_path, cap
                 assert 3600 * p["hours"] <= log[p["updates"] + 1][1] + 0.5
             # the score is exactly scripts/eval_lambada.py's on that checkpoint
             direct = tmp_path / f"{name}-{p['updates']}.json"
-            assert eval_lambada.main(["--model", p["checkpoint"], "--data", str(workspace / "lambada.jsonl"),
-                                      "--output", str(direct), "--device", "cpu"]) == 0
-            expected = json.loads(direct.read_text())
+            expected = lambada_direct(p["checkpoint"], workspace / "lambada.jsonl", direct)
             assert p["accuracy"] == pytest.approx(100 * expected["accuracy"], abs=1e-9)
             assert p["perplexity"] == pytest.approx(expected["perplexity"], rel=1e-9)  # the same computation
         assert points[0]["perplexity"] > points[1]["perplexity"]  # 3 more updates help
@@ -121,7 +130,7 @@ def test_along_training_decoders_with_causal_finetuning(workspace, tmp_path, cap
 
     # a rerun evaluates nothing: every point comes from the cache, the figure is rebuilt
     capsys.readouterr()
-    assert along.main(list(map(str, argv))) == 0
+    assert cli.run(along.main, list(map(str, argv))) == 0
     err = capsys.readouterr().err
     assert err.count(": cached (") == 4 and "fine-tuning" not in err and "LAMBADA accuracy" not in err
     assert json.loads((out / "along_training.json").read_text())["series"] == summary["series"]
@@ -129,10 +138,10 @@ def test_along_training_decoders_with_causal_finetuning(workspace, tmp_path, cap
     # other settings on the same output: one error line naming --force; with --force, those points are redone
     lm_only = ["--run", f"lm={workspace / 'sweep' / 'runs' / 'lm_tiny-b4'}", "--lambada", workspace / "lambada.jsonl", "--cpu",
                "--output", out, "--limit", "3"]
-    assert along.main(list(map(str, lm_only))) == 2
+    assert cli.run(along.main, list(map(str, lm_only))) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and "--force" in err[-1] and "3.json" in err[-1]
-    assert along.main(list(map(str, lm_only + ["--force"]))) == 0
+    assert cli.run(along.main, list(map(str, lm_only + ["--force"]))) == 0
     redone = json.loads((out / "along_training.json").read_text())["series"]["lm"]
     assert [p["passages"] for p in redone] == [3, 3]
 
@@ -146,7 +155,7 @@ def test_bad_input_is_one_error_line(case, workspace, tmp_path, capsys):
         "no_checkpoint": ["--run", f"a={empty}", "--output", tmp_path / "o"],
         "no_lambada": ["--run", f"a={workspace / 'lm_tiny'}", "--output", tmp_path / "o"],
     }[case]
-    assert along.main(list(map(str, argv))) == 2
+    assert cli.run(along.main, list(map(str, argv))) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and ("--run" in err[-1] or "--lambada" in err[-1])
 
@@ -164,20 +173,19 @@ def test_batch_size_sweep(workspace, capsys):
         assert all(size * 100 < p["tokens"] / p["updates"] <= size * 128 for p in points)  # B blocks of <= 128
         assert all(0 <= p["accuracy"] <= 100 and p["perplexity"] > 1 for p in points)
         direct = out / f"direct-{size}.json"
-        assert eval_lambada.main(["--model", points[-1]["checkpoint"], "--data", str(workspace / "lambada.jsonl"),
-                                  "--output", str(direct), "--device", "cpu"]) == 0
-        assert points[-1]["perplexity"] == pytest.approx(json.loads(direct.read_text())["perplexity"], rel=1e-9)
+        expected = lambada_direct(points[-1]["checkpoint"], workspace / "lambada.jsonl", direct)
+        assert points[-1]["perplexity"] == pytest.approx(expected["perplexity"], rel=1e-9)
     # the larger batch saw twice the tokens in as many updates
     b2, b4 = summary["series"]["lm_tiny-b2"][-1], summary["series"]["lm_tiny-b4"][-1]
     assert 1.8 < b4["tokens"] / b2["tokens"] < 2.2
     # rerun: no training, no evaluation; a changed command is refused
     capsys.readouterr()
-    assert sweep.main(list(map(str, sweep_argv(workspace)))) == 0
+    assert cli.run(sweep.main, list(map(str, sweep_argv(workspace)))) == 0
     err = capsys.readouterr().err
     assert err.count("not retrained") == 2 and err.count(": cached (") == 4
     changed = sweep_argv(workspace)
     changed[changed.index("--max-update") + 1] = "8"
-    assert sweep.main(list(map(str, changed))) == 2
+    assert cli.run(sweep.main, list(map(str, changed))) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and "another command" in err[-1] and "--force" in err[-1]
 
@@ -231,7 +239,7 @@ def test_finetuned_point_counts_the_pretraining_hours_once():
     pre = {"updates": 3, "tokens": 1000, "seconds": 360.0, "hours": 0.1, "device_hours": 0.2, "world_size": 2,
            "log_wall_seconds": None, "checkpoint": "c.pt"}
     ft = {"updates": 2, "tokens": 100, "seconds": 540.0, "hours": 0.15, "device_hours": 0.15, "world_size": 1}
-    series = along.series_of({"hlm": [{"progress": pre, "scores": {"accuracy": 0.5}, "finetuned": {
+    series = series_of({"hlm": [{"progress": pre, "scores": {"accuracy": 0.5}, "finetuned": {
         "progress": ft, "scores": {"accuracy": 0.25}}}]})
     point = series["hlm + FT"][0]
     assert point["tokens"] == 1100 and point["hours"] == 0.15 and point["accuracy"] == 25.0
@@ -253,7 +261,7 @@ def test_cached_point_of_another_training_is_refused(tmp_path):
     # retrained in the same folder with another lr: same updates and tokens, another checkpoint
     again = read_progress(fake_checkpoint(tmp_path / "checkpoint_1_3.pt", 3, [512] * 3, seconds=361.5, lr=0.002))
     assert again.tokens == first.tokens and again.cfg_digest != first.cfg_digest
-    with pytest.raises(along.InputError, match=r"other checkpoint .*--force"):
+    with pytest.raises(along.AlongTrainingError, match=r"other checkpoint .*--force"):
         along.evaluate_point("lm", again, None, "lambada", args)
 
 
@@ -264,12 +272,12 @@ def test_interrupted_finetuning_resumes_only_with_its_settings(tmp_path, monkeyp
     save_dir = tmp_path / "finetune"
     seen = []
 
-    def fake_run(command, **kwargs):  # fairseq-hydra-train: note what it would resume from, write its last checkpoint
-        seen.append(sorted(p.name for p in save_dir.iterdir()))
+    def fake_run(command, log_path, *args, **kwargs):  # fairseq-hydra-train: note what it would resume from, write
+        seen.append(sorted(p.name for p in save_dir.iterdir()))  # its last checkpoint
         (save_dir / "checkpoint_last.pt").write_bytes(b"x")
-        return subprocess.CompletedProcess(command, 0, stdout="")
+        return training_runs.FinishedRun(command, log_path, 0, "", 0.0, None)
 
-    monkeypatch.setattr(along.subprocess, "run", fake_run)
+    monkeypatch.setattr(along, "run_training", fake_run)
     old = {"config": "hlm_tiny_ft", "overrides": ["optimization.max_update=2"]}
     new = {"config": "hlm_tiny_ft", "overrides": ["optimization.max_update=4"]}
     save_dir.mkdir()
@@ -293,7 +301,7 @@ def test_sweep_records_its_command_before_training(tmp_path):
     assert json.loads(marker.read_text()) == {"command": check[1:] + ["a"], "done": True}
     # interrupted under command a, relaunched with command b: refused, not resumed under b
     marker.write_text(json.dumps({"command": check[1:] + ["a"], "done": False}))
-    with pytest.raises(sweep.InputError, match="another command.*--force"):
+    with pytest.raises(sweep.BatchSweepError, match="another command.*--force"):
         sweep.train("lm-b2", check + ["b"], save_dir, out, force=False)
     # --force retrains, and drops the old training's cached points with it
     for leftover in (out / "points" / "lm-b2" / "3.json", out / "work" / "lm-b2" / "3" / "x"):

@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 
 from test_evaluation_helpers import make_model, write_glue, write_sotu, write_superglue, write_xnli
 
-from fairseq_headless.evaluation.benchmark import Benchmark, ModelRef
+from fairseq_headless.evaluation.suite import ModelRef, SuiteRunner
 from fairseq_headless.evaluation.cli import suite_main, xnli_main
 from fairseq_headless.evaluation.errors import EvaluationInputError
 from fairseq_headless.evaluation.finetune import FinetuneConfig, finetune
@@ -117,7 +117,7 @@ def test_resume_from_the_last_finished_epoch(root, tmp_path):
     train = load_split(spec, "train", root / "glue", max_examples=64)  # 4 steps an epoch
     dev = {"dev": load_split(spec, "dev", root / "glue")}
     config = FinetuneConfig(learning_rate=3e-3, epochs=3, batch_size=16)
-    bench = Benchmark(tmp_path / "out")
+    bench = SuiteRunner(tmp_path / "out")
     model = ModelRef("hmlm", root / "hmlm")
     settings = {"task": "SST-2", **config.settings()}
     first = Steps(stop_at_epoch=2)

@@ -9,8 +9,10 @@ import sys
 
 import pytest
 
-from conftest import REPO, load_script, write_markov_corpus
+from conftest import REPO, write_markov_corpus
 from test_evaluation_helpers import write_sotu
+
+from fairseq_headless.experiments import gpu_checks as checks
 
 UPDATES = 10
 
@@ -78,7 +80,6 @@ def test_the_demo_compares_the_twins_at_equal_tokens_with_the_downstream_check(d
 
 
 def test_the_gpu_run_differs_from_the_dry_run_in_the_hardware_settings_only():
-    checks = load_script("gpu_checks")
     gpu, cpu = checks.GPU, checks.cpu_dry_run(150)
     assert (gpu.device, gpu.backend, cpu.device, cpu.backend) == ("cuda", "nccl", "cpu", "gloo")
     assert gpu.fp16 == ("common.fp16=true",)  # the paper's fp16: fairseq's FP16Optimizer and loss scaling

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import load_script
+from fairseq_headless import cli
 from fairseq_headless.benchmarking import host_memory
 
 
@@ -43,8 +43,7 @@ def test_tokens_parse():
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory):
     out = tmp_path_factory.mktemp("host_memory")
-    script = load_script("measure_train_memory")
-    assert script.main(["--tokens", "70k", "200k", "--configs", "hmlm_tiny", "hlm_tiny", "--node-memory-gb", "0.01",
+    assert cli.run(host_memory.main, ["--tokens", "70k", "200k", "--configs", "hmlm_tiny", "hlm_tiny", "--node-memory-gb", "0.01",
                         "--workdir", str(out), "--output", str(out / "result")]) == 0
     return out, json.loads((out / "result" / "host_memory.json").read_text())
 
@@ -97,8 +96,7 @@ def test_json_has_every_point_and_figures_follow_from_them(measured):
 
 
 def test_refuses_a_split_over_half_the_free_disk(tmp_path, capsys):
-    script = load_script("measure_train_memory")
-    assert script.main(["--tokens", "100000G", "--configs", "hmlm_tiny", "--workdir", str(tmp_path),
+    assert cli.run(host_memory.main, ["--tokens", "100000G", "--configs", "hmlm_tiny", "--workdir", str(tmp_path),
                         "--output", str(tmp_path / "out")]) == 2
     assert "more than half" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

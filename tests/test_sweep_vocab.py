@@ -1,10 +1,10 @@
-"""scripts/sweep_vocab.py (paper §6, Fig.6): a two-size sweep of tiny encoders on CPU, checked against
-the files it was made from: dict.txt, the fairseq training logs, the GLUE suite's own result JSON."""
+"""fairseq_headless.experiments.vocab_sweep (scripts/sweep_vocab.py; paper §6, Fig.6): a two-size sweep of tiny
+encoders on CPU, checked against the files it was made from: dict.txt, the fairseq training logs, the GLUE suite's
+own result JSON."""
 import json
 import os
 import re
 import statistics
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,14 +12,11 @@ import pytest
 
 from test_evaluation_helpers import polar_sentences, write_glue
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
-import sweep_vocab  # noqa: E402
-
-from fairseq_headless.experiments.stages import Stage, StageSettingsError  # noqa: E402
-from fairseq_headless.experiments.training_runs import (  # noqa: E402
-    LAUNCH_MARKER, merge_overrides, read_log, summarize_log, throughput,
-)
+from fairseq_headless import cli
+from fairseq_headless.experiments import vocab_sweep, vocab_sweep_stages
+from fairseq_headless.experiments.stages import Stage, StageSettingsError
+from fairseq_headless.experiments.training_log import LAUNCH_MARKER, read_log, summarize_log, throughput
+from fairseq_headless.experiments.training_runs import merge_overrides
 
 SIZES = (60, 120)
 TASKS = ("STS-B", "SST-2")  # Tab.1 order
@@ -50,7 +47,7 @@ def sweep(tmp_path_factory):
     os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # the fairseq-hydra-train children
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    code = sweep_vocab.main(argv)
+    code = cli.run(vocab_sweep.main, argv, failures=vocab_sweep.FAILURES)
     yield SimpleNamespace(root=root, out=out, argv=argv, code=code, corpus=corpus)
     torch.set_num_threads(threads)
     for k, v in saved.items():
@@ -128,8 +125,8 @@ def test_rerun_skips_every_finished_stage(sweep, capsys, monkeypatch):
     capsys.readouterr()
     called = []
     for work in ("train_tokenizer", "prepare", "pretrain", "export", "glue"):  # what a stage would recompute
-        monkeypatch.setattr(sweep_vocab.Sweep, work, lambda self, *a, _work=work, **k: called.append(_work))
-    assert sweep_vocab.main(sweep.argv) == 0
+        monkeypatch.setattr(vocab_sweep_stages, work, lambda *a, _work=work, **k: called.append(_work))
+    assert cli.run(vocab_sweep.main, sweep.argv) == 0
     out = capsys.readouterr().out
     assert called == []  # nothing recomputed (rather than a wall-clock bound, which a busy machine breaks)
     assert out.count("skipped") == 14 and "running" not in out
@@ -148,7 +145,7 @@ def test_models_trained_on_another_device_are_reused(sweep, capsys, monkeypatch)
             for e in summary["sizes"] for m in ("headless", "vanilla")} == {True}
     monkeypatch.setattr(training_runs, "device_overrides", lambda: [])
     capsys.readouterr()
-    assert sweep_vocab.main(sweep.argv) == 0
+    assert cli.run(vocab_sweep.main, sweep.argv) == 0
     assert capsys.readouterr().out.count("skipped") == 14
     assert markers(sweep.out) == before
     assert json.loads((sweep.out / "sweep.json").read_text()) == summary
@@ -157,7 +154,7 @@ def test_models_trained_on_another_device_are_reused(sweep, capsys, monkeypatch)
 def test_other_settings_are_refused(sweep, capsys):
     argv = [a if a != "6" else "7" for a in sweep.argv]  # --max-update 7
     before = markers(sweep.out)
-    assert sweep_vocab.main(argv) == 2
+    assert cli.run(vocab_sweep.main, argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "max_update" in err[0] and "--force" in err[0]
     assert markers(sweep.out) == before
@@ -168,7 +165,7 @@ def test_force_redoes_only_the_requested_sizes(sweep, capsys):
     before = markers(sweep.out)
     argv = [a for a in sweep.argv]
     argv[argv.index("--sizes") + 1] = str(SIZES[0])
-    assert sweep_vocab.main(argv + ["--force", "--stop-after", "tokenizer"]) == 0
+    assert cli.run(vocab_sweep.main, argv + ["--force", "--stop-after", "tokenizer"]) == 0
     out = capsys.readouterr().out
     assert "skipped" not in out and "stopped after stage 'tokenizer'" in out
     after = markers(sweep.out)
@@ -193,14 +190,14 @@ def test_bad_input_is_one_error_line(tmp_path, capsys, change, message):
     corpus = write_corpus(tmp_path / "corpus.txt")
     options = {"--corpus": str(corpus), "--sizes": "60", "--output": str(tmp_path / "out"), **change}
     argv = [x for k, v in options.items() for x in (k, v)]
-    assert sweep_vocab.main(argv) == 2
+    assert cli.run(vocab_sweep.main, argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
     assert not (tmp_path / "out").exists()
 
 
 def test_missing_required_option_is_one_error_line(capsys):
-    assert sweep_vocab.main(["--sizes", "100"]) == 2
+    assert cli.run(vocab_sweep.main, ["--sizes", "100"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "--corpus" in err[0]
 
@@ -261,4 +258,4 @@ def test_stage_marker_settings(tmp_path):
 
 def test_speed_only_glue_args_stay_out_of_the_stage_settings():
     options = ["--threads", "1", "--lr", "2e-5", "--keep-checkpoints", "--eval-batch-size=64", "--loss", "ce"]
-    assert sweep_vocab.result_glue_args(options) == ["--lr", "2e-5", "--loss", "ce"]
+    assert vocab_sweep.result_glue_args(options) == ["--lr", "2e-5", "--loss", "ce"]

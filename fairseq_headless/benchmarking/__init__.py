@@ -3,6 +3,7 @@
 ``steps``: training steps through fairseq's ``Trainer`` (vanilla, headless, body with a free loss);
 ``loss``: the CWT loss against cross-entropy and their matrix-product floors; ``curves``: dense vs
 sparse embedding update on a corpus; ``machine``: machine description, peak memory, isolation;
-``report``: tables and plots. ``scripts/benchmark.py`` is the command line.
-``host_memory`` (issue 16): host RAM of a rank's training split per block; ``scripts/measure_train_memory.py``.
+``report``: tables and plots; ``speed``: the presets and the run of ``scripts/benchmark.py``.
+``host_memory`` (issue 16): host RAM of a rank's training split per block (``scripts/measure_train_memory.py``);
+``data``: the data stage (``scripts/benchmark_data.py``).
 """

@@ -7,22 +7,16 @@ run at the same time (half of each one's time is fairseq's start-up; they are
 not timed, so sharing the cores changes nothing they report).
 """
 
-import json
 import os
-import re
-import subprocess
 import tempfile
 from pathlib import Path
 
+from ..experiments.training_log import records
+from ..experiments.training_runs import TrainingRun, hydra_train_command
 
-_INNER = re.compile(r"train_inner\]\[INFO\] - (\{.*\})")
-_VALID = re.compile(r"\]\[valid\]\[INFO\] - (\{.*\})")
 
-
-def start(config_dir, config, data, updates, sparse, save_dir, seed=1, threads=None):
-    """Launch one run, its output to ``save_dir``/train.log; returns (command, process, log path)."""
-    from fairseq_headless.experiments.training_runs import hydra_train_command
-
+def start(config_dir, config, data, updates, sparse, save_dir, seed=1, threads=None) -> TrainingRun:
+    """Launch one run, its output to ``save_dir``/train.log."""
     command = hydra_train_command(config, [
         f"task.data={data}", f"checkpoint.save_dir={save_dir}", "checkpoint.no_save=true",
         f"optimization.max_update={updates}", "common.log_format=json", f"common.log_interval={max(1, updates // 20)}",
@@ -33,21 +27,13 @@ def start(config_dir, config, data, updates, sparse, save_dir, seed=1, threads=N
     ], config_dir)
     # the two runs share the machine: half of its cores each, unless told
     threads = threads or max(1, (os.cpu_count() or 2) // 2)
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    log_path = Path(save_dir) / "train.log"  # a file, not a pipe: nobody reads it until the run ends
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w") as log:
-        return command, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), log_path
+    return TrainingRun(command, Path(save_dir) / "train.log", env={"OMP_NUM_THREADS": str(threads)})
 
 
-def finish(command, proc, log_path):
+def finish(run: TrainingRun, label: str) -> dict:
     """Wait for one run; its curve from fairseq's json log."""
-    proc.wait()
-    log = Path(log_path).read_text(encoding="utf-8", errors="replace")
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{log[-3000:]}")
-    inner = [json.loads(m) for m in _INNER.findall(log)]
-    valid = [json.loads(m) for m in _VALID.findall(log)]
+    launches = run.wait(label).check(label).launches()
+    inner, valid = records(launches, "train_inner"), records(launches, "valid")
     return {
         "updates": [int(x["num_updates"]) for x in inner],
         "train_loss": [float(x["loss"]) for x in inner],
@@ -63,10 +49,8 @@ def run(config_dir, config, data, updates, threads=None, report=print):
             for mode in ("dense", "sparse"):
                 runs[mode] = start(config_dir, config, data, updates, mode == "sparse", Path(tmp) / mode,
                                    threads=threads)
-            curves = {mode: finish(*launched) for mode, launched in runs.items()}
+            curves = {mode: finish(launched, f"loss curve {mode}") for mode, launched in runs.items()}
         finally:  # one failed: do not leave the other running
-            for _, proc, _ in runs.values():
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
+            for launched in runs.values():
+                launched.kill()
     return {"config": config, "data": str(data), "data_name": Path(data).name, "updates": updates, "curves": curves}

@@ -36,7 +36,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..files import atomic_path
+from ..files import atomic_path, save_figure_atomic
 
 REPO = Path(__file__).resolve().parents[2]
 # OpenWebText2 as the issue gives it.
@@ -564,6 +564,40 @@ def plot(result: dict, path: Path) -> None:
     memory.set_title("peak memory, 2 workers")
     memory.legend(fontsize="small")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure_atomic(fig, path, dpi=110)
+
+
+def main(argv=None) -> int:
+    """scripts/benchmark_data.py: bad options raise an :class:`InputError` (``cli.run`` prints it, exit 2)."""
+    import shlex
+
+    from ..cli import Parser
+    from ..files import write_json_atomic, write_text_atomic
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = Parser(prog="benchmark_data.py", description="Speed and memory of the data stage, and the "
+                    "OpenWebText2 projection (issue 16, BENCHMARKS.md).")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="a 12 MB corpus, memory at 4 and 40 MB, one repeat")
+    size.add_argument("--smoke", action="store_true", help="tiny corpus and tokenizers: checks the plumbing only")
+    parser.add_argument("--output", type=Path, required=True, help="folder for the JSON, markdown and PNG")
+    parser.add_argument("--corpus", type=Path, help="a folder of .jsonl files to measure on (default: generated)")
+    parser.add_argument("--force", action="store_true", help="overwrite an earlier result in --output")
+    args = parser.parse_args(argv)
+    if args.output.exists() and not args.output.is_dir():
+        parser.error(f"--output {args.output} is a file; give a folder")
+    if (args.output / "benchmark_data.json").exists() and not args.force:
+        parser.error(f"--output {args.output} already holds benchmark_data.json; add --force to overwrite it")
+    if args.corpus is not None and not any(args.corpus.glob("*.jsonl")):
+        parser.error(f"--corpus {args.corpus}: no .jsonl files in it")
+
+    preset = "smoke" if args.smoke else "quick" if args.quick else "full"
+    args.output.mkdir(parents=True, exist_ok=True)
+    result = run(args.output, preset, args.corpus, log=lambda message: print(message, flush=True))
+    command = shlex.join(["python", "scripts/benchmark_data.py", *argv])
+    result["command"] = command
+    write_text_atomic(args.output / "benchmark_data.md", markdown(result, command))
+    plot(result, args.output / "benchmark_data.png")
+    write_json_atomic(args.output / "benchmark_data.json", result)  # last: a finished run has it
+    print((args.output / "benchmark_data.md").read_text())
+    return 0

@@ -32,6 +32,7 @@ after each stage, and the per-block slope between two split sizes removes the fi
 from __future__ import annotations
 
 import math
+import shlex
 import shutil
 import sys
 import time
@@ -40,7 +41,7 @@ from typing import Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from fairseq_headless.benchmarking.machine import PeakMemory, describe, run_isolated
+from .machine import PeakMemory, describe, run_isolated
 
 REPO = Path(__file__).resolve().parents[2]
 UINT32_TOKENS = 4_294_967_295  # best_fitting_int_dtype: a split of at least this many tokens indexes in int64
@@ -560,3 +561,56 @@ def markdown(result: dict, command: Optional[str] = None) -> str:
     if result["errors"]:
         lines += ["", "## Errors", ""] + [f"- {e['config']} at {e['tokens']} tokens: {e['kind']}" for e in result["errors"]]
     return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    """scripts/measure_train_memory.py: 0, or 1 when a measurement failed; bad input raises an InputError."""
+    import tempfile
+
+    from ..cli import InputError, Parser
+    from ..files import write_json_atomic, write_text_atomic
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = Parser(prog="measure_train_memory.py", description="Host memory of training per block per rank, measured on "
+                    "synthetic splits (issue 16 part 3).")
+    parser.add_argument("--tokens", nargs="+", default=["256M", "2G"],
+                        help="split sizes in tokens (k/M/G = 1e3/1e6/1e9); two per index dtype give a slope")
+    parser.add_argument("--configs", nargs="+", default=["hmlm_base", "hlm_pythia70m"],
+                        help="configs/ names: the OWT2 encoder and decoder by default")
+    parser.add_argument("--ranks", type=int, default=8, help="data-parallel ranks on one node")
+    parser.add_argument("--vocab-size", type=int, default=50304, help="dictionary rows (Pythia's padded 50,304)")
+    parser.add_argument("--mean-line-tokens", type=float, default=60.0, help="mean ids per line (paragraph)")
+    parser.add_argument("--lines-per-document", type=int, default=16)
+    parser.add_argument("--corpus-tokens", type=float, default=17e9, help="projected corpus (OWT2: ~17B)")
+    parser.add_argument("--node-memory-gb", type=float, default=64.0, help="host memory the shard rule fits in")
+    parser.add_argument("--no-shard-switch", action="store_true",
+                        help="skip loading the split a second time (the epoch boundary of sharded data)")
+    parser.add_argument("--workdir", type=Path, default=None, help="where the splits go (default: a temp folder)")
+    parser.add_argument("--keep-data", action="store_true")
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--force", action="store_true")
+    args = parser.parse_args(argv)
+
+    json_path, md_path = args.output / "host_memory.json", args.output / "host_memory.md"
+    if not args.force and (json_path.exists() or md_path.exists()):
+        raise InputError(f"{json_path} exists; --force replaces it")
+    try:
+        tokens = [parse_tokens(t) for t in args.tokens]
+    except ValueError:
+        raise InputError(f"--tokens takes counts like 256M or 2G, not {args.tokens}") from None
+    command = "python scripts/measure_train_memory.py " + " ".join(map(shlex.quote, argv))
+    with tempfile.TemporaryDirectory(prefix="host-memory-", dir=args.workdir) as workdir:
+        try:
+            result = run(
+                args.configs, tokens, Path(workdir), ranks=args.ranks, vocab_size=args.vocab_size,
+                mean_line_tokens=args.mean_line_tokens, lines_per_document=args.lines_per_document,
+                corpus_tokens=args.corpus_tokens, node_memory_gb=args.node_memory_gb,
+                shard_switch=not args.no_shard_switch, keep_data=args.keep_data,
+                on_progress=lambda message: print(message, flush=True))
+        except ValueError as error:  # a split the disk cannot hold, a config that does not exist
+            raise InputError(str(error)) from None
+    result["command"] = command
+    write_json_atomic(json_path, result)
+    write_text_atomic(md_path, markdown(result, command))
+    print(f"wrote {json_path} and {md_path}")
+    return 1 if result["errors"] else 0

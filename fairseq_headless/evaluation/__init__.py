@@ -16,7 +16,7 @@ Nothing here imports fairseq: the modules run on Hugging Face models only.
     metrics.py        accuracy, F1, Matthews, Spearman/Pearson (scikit-learn / scipy)
     finetune.py       one fine-tuning run (transformers Trainer) with per-epoch evaluation
     results.py        seeds aggregation, atomic JSON, markdown tables, PNG
-    benchmark.py      models x tasks x seeds, resume and --force
+    suite.py          a suite run: models x tasks x seeds, resume and --force, the tables
     cli.py            the command lines of scripts/finetune_{glue,superglue,xnli}.py
     sotu_era.py       the demo's downstream task built from the SOTU corpus (not a paper task)
     demo_check.py     fine-tune exported demo models and a random-init control on it

@@ -133,7 +133,7 @@ def suite_main(argv, suite: str) -> int:
 
 
 def _run_suite(args, suite, title, registry, order) -> int:
-    from .benchmark import Benchmark, parse_models
+    from .suite import SuiteRunner, parse_models, write_tables
     from .task_data import load_split
     from .tasks import resolve_tasks
 
@@ -148,7 +148,7 @@ def _run_suite(args, suite, title, registry, order) -> int:
 
     from .finetune import finetune
 
-    bench = Benchmark(args.output, force=args.force, keep_checkpoints=args.keep_checkpoints)
+    bench = SuiteRunner(args.output, force=args.force, keep_checkpoints=args.keep_checkpoints)
     seeds = list(range(args.seeds))
     avg = [n for n in order if registry[n].in_average]
     notes = _protocol_notes(config, args.seeds)
@@ -171,8 +171,8 @@ def _run_suite(args, suite, title, registry, order) -> int:
             # The job's columns are named after the task, not after its single dev set.
             renamed = {s: {**r, "best": {spec.name: r["best"]["dev"]}} for s, r in results.items()}
             bench.write_job_summary(model, spec.name, suite, "main", settings, renamed)
-            md = bench.write_tables(suite, title, [("main", "", list(order))], avg,
-                                    {n: registry[n].main_metric for n in order}, notes)
+            md = write_tables(args.output, suite, title, [("main", "", list(order))], avg,
+                              {n: registry[n].main_metric for n in order}, notes)
     print(md.read_text(encoding="utf-8"))
     print(f"written: {md}, {md.with_suffix('.json')}, {md.with_suffix('.png')}", file=sys.stderr)
     return 0
@@ -211,7 +211,7 @@ def xnli_main(argv) -> int:
 
 
 def _run_xnli(args, protocols, languages) -> int:
-    from .benchmark import Benchmark, parse_models
+    from .suite import SuiteRunner, parse_models, write_tables
     from .task_data import load_split
     from .tasks import XNLI
 
@@ -231,7 +231,7 @@ def _run_xnli(args, protocols, languages) -> int:
 
     from .finetune import finetune
 
-    bench = Benchmark(args.output, force=args.force, keep_checkpoints=args.keep_checkpoints)
+    bench = SuiteRunner(args.output, force=args.force, keep_checkpoints=args.keep_checkpoints)
     seeds = list(range(args.seeds))
     notes = _protocol_notes(config, args.seeds) + [
         "Dev accuracy (Tab.5). Zero-shot: one English fine-tuning per seed, its best epoch chosen on the mean "
@@ -249,8 +249,8 @@ def _run_xnli(args, protocols, languages) -> int:
 
             results = bench.run(model, job, settings, seeds, train)
             bench.write_job_summary(model, job, "xnli", section, settings, results)
-            md = bench.write_tables("xnli", "XNLI dev accuracy (paper Tab.5)", sections, languages,
-                                    {lang: "accuracy" for lang in languages}, notes)
+            md = write_tables(args.output, "xnli", "XNLI dev accuracy (paper Tab.5)", sections, languages,
+                              {lang: "accuracy" for lang in languages}, notes)
     print(md.read_text(encoding="utf-8"))
     print(f"written: {md}, {md.with_suffix('.json')}, {md.with_suffix('.png')}", file=sys.stderr)
     return 0

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .benchmark import Benchmark, parse_models
+from .suite import SuiteRunner, parse_models, write_tables
 from .errors import EvaluationInputError
 from .sotu_era import ERAS, SOTU_ERA, build_sotu_era, random_init_copy
 
@@ -60,7 +60,7 @@ def _run_demo_check(models, corpus, output, epochs, seeds, learning_rate, batch_
         refs += parse_models([f"{CONTROL}={control_dir}"])
     config = FinetuneConfig(learning_rate=learning_rate, weight_decay=0.0, batch_size=batch_size, epochs=epochs,
                             loss="balanced", max_length=128)
-    bench = Benchmark(output, force=force)
+    bench = SuiteRunner(output, force=force)
     for ref in refs:
         settings = {"model_dir": str(ref.path), "task": SOTU_ERA.name, "data": str(Path(corpus).resolve()),
                     "train_per_era": train_per_era, "dev_per_era": dev_per_era, **config.settings()}
@@ -84,9 +84,9 @@ def _run_demo_check(models, corpus, output, epochs, seeds, learning_rate, batch_
         f"'{CONTROL}': an encoder of the same shape and tokenizer with random weights, fine-tuned the same way. "
         "A pretrained model should beat it; with one seed, a point or two between pretrained models is noise.",
     ]
-    md = bench.write_tables(SOTU_ERA.suite, "Downstream check: SOTU era classification (dev accuracy)",
-                            [("main", "", [SOTU_ERA.name])], [], {SOTU_ERA.name: "accuracy"}, notes,
-                            last_rows=(CONTROL,))
+    md = write_tables(output, SOTU_ERA.suite, "Downstream check: SOTU era classification (dev accuracy)",
+                      [("main", "", [SOTU_ERA.name])], [], {SOTU_ERA.name: "accuracy"}, notes,
+                      last_rows=(CONTROL,))
     return md.read_text(encoding="utf-8")
 
 

@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
+from ..files import write_text_atomic
 from .balanced_loss import balanced_loss_func
 from .encoding import EncodedDataset, collator, max_positions
 from .errors import EvaluationInputError
@@ -143,10 +144,7 @@ COMPLETE = "checkpoint_complete"
 
 class MarkCheckpointComplete(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
-        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        tmp = folder / (COMPLETE + ".tmp")
-        tmp.write_text(str(state.global_step))
-        tmp.replace(folder / COMPLETE)
+        write_text_atomic(Path(args.output_dir) / f"checkpoint-{state.global_step}" / COMPLETE, str(state.global_step))
 
 
 def last_complete_checkpoint(run_dir: Path) -> Optional[Path]:

@@ -1,42 +1,33 @@
-"""Pretraining runs for the sweeps of paper §6 (Fig.6 vocabulary size, Fig.7 batch size).
+"""Launching a training run and following its output: the one launcher of ``fairseq-hydra-train``.
 
 A run is ``fairseq-hydra-train`` on one of ``configs/`` with hydra overrides, as a subprocess
 (a fresh process per run: GPU memory and fairseq's global state never leak from one run into the
 next one's timing). Its stdout and stderr are appended to a log file; every launch starts with a
-:data:`LAUNCH_MARKER` line, so a run that was interrupted and resumed from ``checkpoint_last.pt``
-(fairseq does that by itself when the save folder has one) keeps one log with every launch in it.
-
-Throughput is fairseq's own meter: ``wps`` (tokens per second: the batch's non-padding tokens,
-``ntokens``, over the interval's wall time) and ``ups`` (updates per second) of the
-``train_inner`` records, one per ``common.log_interval`` updates. The first record of every launch
-is left out (it holds the start-up: data loading, the first-batch allocations, CUDA kernel
-selection); the throughput is the mean of the remaining records. As in fairseq's own number, an
-interval that contains a validation or a checkpoint save counts that time too.
+:data:`~.training_log.LAUNCH_MARKER` line, so a run that was interrupted and resumed from
+``checkpoint_last.pt`` (fairseq does that by itself when the save folder has one) keeps one log
+with every launch in it. :mod:`.training_log` reads it. Used by the sweeps of paper §6 (Fig.6
+vocabulary size, Fig.7 batch size), the evaluation along training (its causal fine-tuning), the
+demo, the GPU checks and the loss-curve benchmark.
 """
 from __future__ import annotations
 
-import json
 import os
-import re
-import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional
+
+from .training_log import LAUNCH_MARKER, parse_record, read_log
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / "configs"
 USER_DIR = REPO / "fairseq_headless"
-LAUNCH_MARKER = "=== fairseq-headless launch"
 # Needed to run the paper's fp16 GPU configs on a CPU (see README, "On CPU").
 CPU_OVERRIDES = ("common.cpu=true", "common.fp16=false", "distributed_training.distributed_world_size=1")
-
-# `[time][train_inner][INFO] - {...}` (fairseq-hydra-train) or `time | INFO | train_inner | {...}` (fairseq-train)
-_RECORD = re.compile(r"(?:\]\[|\| )(train_inner|train|valid)(?:\]\[INFO\] - | \| )(\{.*\})\s*$")
-_PARAMS = re.compile(r"num\. shared model params: ([\d,]+) \(num\. trained: ([\d,]+)\)")
-_PROGRESS = re.compile(r"\[train_inner\].*?\"loss\": \"([\d.]+)\".*?\"num_updates\": \"(\d+)\"")
+TIMED_OUT = 124  # the exit status of a run stopped at its time limit (as coreutils' timeout)
+POLL_S = 0.2
 
 
 class TrainingError(RuntimeError):
@@ -72,106 +63,106 @@ def hydra_train_command(config: str, overrides: Iterable[str], config_dir: Path 
     return [str(script), "--config-dir", str(config_dir), "--config-name", config, *overrides]
 
 
-def run_training(command: list, log_path: Path, label: str, report: Callable[[str], None] = print,
-                 every_s: float = 30.0) -> None:
-    """Run ``command``, appending its output to ``log_path``; a progress line every ``every_s`` seconds.
-
-    Raises :class:`TrainingError` (with the last error line of the log) if the run fails.
-    """
-    log_path = Path(log_path)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    started = last = time.time()
-    with open(log_path, "a", encoding="utf-8") as log:
-        log.write(f"{LAUNCH_MARKER} {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(command)}\n")
-        log.flush()
-        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env=env) as proc:
-            for line in proc.stdout:
-                log.write(line)
-                match = _PROGRESS.search(line)
-                if match and time.time() - last >= every_s:
-                    last = time.time()
-                    report(f"{label}: update {match[2]}, loss {match[1]} bits, {time.time() - started:.0f} s")
-    if proc.returncode != 0:
-        lines = [ln.strip() for ln in log_path.read_text(encoding="utf-8", errors="replace").splitlines()]
-        last_error = next((ln for ln in reversed(lines) if ln and not ln.startswith("Set the environment")), "")
-        raise TrainingError(f"{label}: fairseq-hydra-train failed (exit {proc.returncode}): {last_error[:300]} "
-                            f"(full log: {log_path})")
-
-
 @dataclass
-class Launch:
-    """What one launch of a run logged: json records by tag, and the model's parameter count."""
+class FinishedRun:
+    """A training launch that ended: its exit status and what it wrote to its log."""
 
-    records: dict = field(default_factory=lambda: {"train_inner": [], "train": [], "valid": []})
-    params: Optional[int] = None
-    params_trained: Optional[int] = None
+    command: list
+    log_path: Path
+    returncode: int
+    output: str  # this launch's part of the log (after its marker)
+    seconds: float
+    peak_rss_mib: Optional[float]  # the child's own peak resident memory (os.wait4)
 
+    @property
+    def timed_out(self) -> bool:
+        return self.returncode == TIMED_OUT
 
-def _number(value):
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return value
-    return int(number) if number.is_integer() and "." not in str(value) else number
+    def tail(self, lines: int = 3, chars: int = 400) -> str:
+        """The last lines of the output, joined into one line (for a one-line error)."""
+        return "; ".join(line.strip() for line in self.output.strip().splitlines()[-lines:])[-chars:]
 
+    def launches(self) -> list:
+        """This launch's records (:func:`.training_log.read_log`)."""
+        return read_log(self.output)
 
-def read_log(text: str) -> list:
-    """The launches of a training log (split at :data:`LAUNCH_MARKER`; a plain fairseq log is one
-    launch). Record values are numbers where fairseq wrote numbers (its json log writes strings)."""
-    launches = [Launch()]
-    for line in text.splitlines():
-        if line.startswith(LAUNCH_MARKER):
-            if any(launches[-1].records.values()) or launches[-1].params is not None:
-                launches.append(Launch())
-            continue
-        match = _RECORD.search(line)
-        if match:
-            try:
-                record = json.loads(match[2])
-            except json.JSONDecodeError:
-                continue
-            launches[-1].records[match[1]].append({k: _number(v) for k, v in record.items()})
-            continue
-        match = _PARAMS.search(line)
-        if match:
-            launches[-1].params = int(match[1].replace(",", ""))
-            launches[-1].params_trained = int(match[2].replace(",", ""))
-    return [launch for launch in launches if any(launch.records.values()) or launch.params is not None]
+    def check(self, label: str) -> "FinishedRun":
+        """Raise :class:`TrainingError` with the last error line of the log if the run failed."""
+        if self.returncode != 0:
+            lines = [line.strip() for line in self.output.splitlines()]
+            last_error = next((line for line in reversed(lines) if line and not line.startswith("Set the environment")),
+                              "")
+            raise TrainingError(f"{label}: fairseq-hydra-train failed (exit {self.returncode}): {last_error[:300]} "
+                                f"(full log: {self.log_path})")
+        return self
 
 
-def throughput(launches: list, skip_first: int = 1) -> dict:
-    """Mean ``wps`` / ``ups`` over the ``train_inner`` records, the first ``skip_first`` of each launch left out.
+class TrainingRun:
+    """A started ``fairseq-hydra-train`` (or any command line, e.g. under torchrun), its output appended to
+    ``log_path`` after a :data:`LAUNCH_MARKER` line. Several may run at once; :meth:`wait` follows one."""
 
-    When no record is left (a run shorter than two log intervals), every record is used and
-    ``includes_warmup`` says so.
+    def __init__(self, command: list, log_path: Path, env: Optional[dict] = None):
+        self.command = [str(part) for part in command]
+        self.log_path = Path(log_path)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.started = time.time()
+        with open(self.log_path, "a", encoding="utf-8") as log:
+            log.write(f"{LAUNCH_MARKER} {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(self.command)}\n")
+            self.offset = log.tell()
+        self._log = open(self.log_path, "a", encoding="utf-8")
+        # a file, not a pipe: runs started together never block on an unread pipe
+        self.proc = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})})
+
+    def _output(self) -> str:
+        with open(self.log_path, "rb") as log:
+            log.seek(self.offset)
+            return log.read().decode("utf-8", errors="replace")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+    def wait(self, label: str = "", report: Optional[Callable[[str], None]] = None, every_s: float = 30.0,
+             timeout: Optional[float] = None) -> FinishedRun:
+        """Wait for the run; with ``report``, a progress line every ``every_s`` seconds; killed after ``timeout``."""
+        last_report, seen, usage, status = time.time(), 0, None, None
+        timed_out = False
+        while True:
+            pid, status, usage = os.wait4(self.proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if timeout is not None and time.time() - self.started > timeout:
+                self.proc.kill()
+                timed_out = True
+            if report is not None and time.time() - last_report >= every_s:
+                output = self._output()
+                progress = [record for record in map(parse_record, output[seen:].splitlines())
+                            if record and record[0] == "train_inner" and "num_updates" in record[1]]
+                seen = len(output) - len(output.rsplit("\n", 1)[-1])  # up to the last whole line
+                if progress:
+                    last_report = time.time()
+                    record = progress[-1][1]
+                    report(f"{label}: update {record['num_updates']}, loss {record.get('loss')} bits, "
+                           f"{time.time() - self.started:.0f} s")
+            time.sleep(POLL_S)
+        self.proc.returncode = TIMED_OUT if timed_out else os.waitstatus_to_exitcode(status)
+        self._log.close()
+        if timed_out:
+            with open(self.log_path, "a", encoding="utf-8") as log:
+                log.write(f"\n[training_runs] stopped after {timeout} s\n")
+        return FinishedRun(self.command, self.log_path, self.proc.returncode, self._output(),
+                           time.time() - self.started, usage.ru_maxrss / 1024 if usage else None)
+
+
+def run_training(command: list, log_path: Path, label: str, report: Optional[Callable[[str], None]] = print,
+                 every_s: float = 30.0, timeout: Optional[float] = None, env: Optional[dict] = None,
+                 check: bool = True) -> FinishedRun:
+    """Run ``command`` to its end, appending its output to ``log_path``; a progress line every ``every_s`` seconds.
+
+    With ``check`` (default), raises :class:`TrainingError` (with the last error line of the log) if it failed.
     """
-    kept = [r for launch in launches for r in launch.records["train_inner"][skip_first:]]
-    includes_warmup = not kept
-    if includes_warmup:
-        kept = [r for launch in launches for r in launch.records["train_inner"]]
-    if not kept:
-        raise TrainingError("the training log has no train_inner records (is common.log_format json, and "
-                            "common.log_interval smaller than the number of updates?)")
-    wps = [float(r["wps"]) for r in kept]
-    ups = [float(r["ups"]) for r in kept]
-    return {"tokens_per_s": statistics.fmean(wps), "updates_per_s": statistics.fmean(ups),
-            "tokens_per_s_median": statistics.median(wps), "intervals": len(kept),
-            "skipped_per_launch": 0 if includes_warmup else skip_first, "launches": len(launches),
-            "includes_warmup": includes_warmup}
-
-
-def summarize_log(text: str) -> dict:
-    """Throughput, parameter count, last update and last validation loss of a training log."""
-    launches = read_log(text)
-    result = throughput(launches)
-    params = [launch.params for launch in launches if launch.params is not None]
-    trained = [launch.params_trained for launch in launches if launch.params_trained is not None]
-    inner = [r for launch in launches for r in launch.records["train_inner"]]
-    valid = [r for launch in launches for r in launch.records["valid"]]
-    result.update(
-        params=params[-1] if params else None, params_trained=trained[-1] if trained else None,
-        updates=int(inner[-1]["num_updates"]) if inner else None,
-        final_valid_loss_bits=float(valid[-1]["valid_loss"]) if valid else None)
-    return result
+    finished = TrainingRun(command, log_path, env).wait(label, report, every_s, timeout)
+    return finished.check(label) if check else finished

@@ -1,4 +1,4 @@
-"""Models x jobs x seeds: resume, --force, per-job JSON, and the tables of a results folder.
+"""A fine-tuning suite run: models x jobs x seeds, resume, --force, per-job JSON, and the tables of a results folder.
 
 Layout of ``--output`` (one folder for as many models as you like; every table has one
 row per model found in it, so a headless and a vanilla export compare side by side):
@@ -54,8 +54,8 @@ def parse_models(values: list) -> list:
     return refs
 
 
-class Benchmark:
-    """Runs seeds of jobs into ``output``; see the module docstring for the layout."""
+class SuiteRunner:
+    """Runs seeds of jobs into ``output``; the layout: the module docstring; the tables: :func:`write_tables`."""
 
     def __init__(self, output: Path, force: bool = False, keep_checkpoints: bool = False):
         self.output = Path(output)
@@ -116,43 +116,46 @@ class Benchmark:
         write_json_atomic(self.output / model.name / f"{job}.json", summary)
         return summary
 
-    def collect(self, suite: str) -> dict:
-        """{section: {model: {column: {metric: {seed: value}}}}} from every job summary of ``suite``."""
-        found = {}
-        for path in sorted(self.output.glob("*/*.json")):
-            try:
-                summary = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError):
-                continue
-            if not isinstance(summary, dict) or summary.get("suite") != suite:
-                continue
-            row = found.setdefault(summary["section"], {}).setdefault(summary["model"], {})
-            row.update(summary["columns"])
-        return found
 
-    def write_tables(self, suite: str, title: str, sections: list, avg_columns: list, main_metric: dict,
-                     notes: list, last_rows: tuple = ()) -> Path:
-        """results_<suite>.md/.json/.png from every model's summaries; ``sections`` = [(key, subtitle, columns)].
+def collect(output: Path, suite: str) -> dict:
+    """{section: {model: {column: {metric: {seed: value}}}}} from every job summary of ``suite``."""
+    found = {}
+    for path in sorted(Path(output).glob("*/*.json")):
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        if not isinstance(summary, dict) or summary.get("suite") != suite:
+            continue
+        row = found.setdefault(summary["section"], {}).setdefault(summary["model"], {})
+        row.update(summary["columns"])
+    return found
 
-        Rows are sorted by model name, those named in ``last_rows`` (a control) at the end.
-        """
-        collected = self.collect(suite)
-        parts, panels = [f"# {title}\n"], []
-        for key, subtitle, columns in sections:
-            rows = sorted(collected.get(key, {}).items(), key=lambda r: (r[0] in last_rows, r[0]))
-            if not rows:
-                continue
-            if subtitle:
-                parts.append(f"## {subtitle}\n")
-            parts.append(markdown_table(rows, columns, avg_columns, main_metric))
-            extra = secondary_table(rows, columns, main_metric)
-            if extra:
-                parts.append("Other metrics:\n\n" + extra)
-            panels.append((subtitle, rows, columns, main_metric))
-        parts.append("\n".join(f"- {n}" for n in notes) + "\n")
-        md = self.output / f"results_{suite}.md"
-        write_atomic(md, "\n".join(parts))
-        write_json_atomic(self.output / f"results_{suite}.json", collected)
-        if panels:
-            bar_chart(self.output / f"results_{suite}.png", panels, title)
-        return md
+
+def write_tables(output: Path, suite: str, title: str, sections: list, avg_columns: list, main_metric: dict,
+                 notes: list, last_rows: tuple = ()) -> Path:
+    """results_<suite>.md/.json/.png from every model's summaries; ``sections`` = [(key, subtitle, columns)].
+
+    Rows are sorted by model name, those named in ``last_rows`` (a control) at the end.
+    """
+    output = Path(output)
+    collected = collect(output, suite)
+    parts, panels = [f"# {title}\n"], []
+    for key, subtitle, columns in sections:
+        rows = sorted(collected.get(key, {}).items(), key=lambda r: (r[0] in last_rows, r[0]))
+        if not rows:
+            continue
+        if subtitle:
+            parts.append(f"## {subtitle}\n")
+        parts.append(markdown_table(rows, columns, avg_columns, main_metric))
+        extra = secondary_table(rows, columns, main_metric)
+        if extra:
+            parts.append("Other metrics:\n\n" + extra)
+        panels.append((subtitle, rows, columns, main_metric))
+    parts.append("\n".join(f"- {n}" for n in notes) + "\n")
+    md = output / f"results_{suite}.md"
+    write_atomic(md, "\n".join(parts))
+    write_json_atomic(output / f"results_{suite}.json", collected)
+    if panels:
+        bar_chart(output / f"results_{suite}.png", panels, title)
+    return md
