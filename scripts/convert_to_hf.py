@@ -742,7 +742,7 @@ def convert(checkpoint: Path, output: Path, data: Path | None = None, force: boo
     import torch
     import transformers
 
-    import fairseq_headless  # noqa: F401  (registers the headless architectures)
+    import fairseq_headless.plugin  # noqa: F401  (registers the headless architectures)
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()  # stderr is for the one error line

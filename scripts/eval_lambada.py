@@ -196,7 +196,7 @@ def data_tokenizer(data_bin: Path):
 
 def fairseq_scorer(checkpoint: Path, data_bin: Path | None, device: str) -> Scorer:
     logging.getLogger("fairseq").setLevel(logging.WARNING)  # stderr is for the progress bar and errors
-    import fairseq_headless  # noqa: F401  (registers the plugin's models)
+    import fairseq_headless.plugin  # noqa: F401  (registers the plugin's models)
     from fairseq import checkpoint_utils
 
     state = checkpoint_utils.load_checkpoint_to_cpu(str(checkpoint))

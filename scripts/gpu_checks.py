@@ -8,7 +8,7 @@
 2. ``fp16_hmlm_tiny``, ``fp16_hlm_tiny``: fp16 training (``--updates``, default 100) with fairseq's loss
    scaling (plain ``common.fp16=true``, the paper's setting): the loss goes down, overflow skips counted;
 3. ``fp16_sparse_hmlm_tiny``: the same with the sparse embedding update
-   (``model.sparse_embedding_update=true``, ``common.memory_efficient_fp16=true``);
+   (``model.sparse_embedding_update=true optimizer._name=lazy_adam``, ``common.memory_efficient_fp16=true``);
 4. ``nccl_1rank_sparse_hook``: a real fairseq-hydra-train under ``torchrun --nproc_per_node=1`` with
    ``distributed_backend=nccl``, ``ddp_backend=pytorch_ddp`` and the sparse update (``hlm_tiny``, fp16),
    asserting from its log that the sparse all-reduce hook (fairseq_headless/sparse_all_reduce.py) ran.
@@ -182,8 +182,10 @@ def check_ddp_hook(mode, data, workdir, updates, world_size):
         config, extra = "hlm_tiny", []
     else:
         launcher, config, extra = torchrun, "hmlm_tiny", ["criterion.negatives_scope=global"]
+    from fairseq_headless.sparse_embedding import OVERRIDES as SPARSE_UPDATE
+
     result, log = train(config, data, workdir, updates, launcher=launcher, overrides=[
-        *mode.sparse_fp16, *distributed_overrides(mode, world_size), "model.sparse_embedding_update=true", *extra])
+        *mode.sparse_fp16, *distributed_overrides(mode, world_size), *SPARSE_UPDATE, *extra])
     if world_size == 1:
         result["command"] = result["command"].replace(shlex.join([__file__, ONE_RANK_DDP]), "scripts/gpu_checks.py "
                                                       + ONE_RANK_DDP)
@@ -314,9 +316,10 @@ def main(argv=None):
     for config in ("hmlm_tiny", "hlm_tiny"):
         record(f"fp16_{config}", lambda config=config: train(config, args.data, args.workdir / config, args.updates,
                                                              mode.fp16)[0])
+    from fairseq_headless.sparse_embedding import OVERRIDES as SPARSE_UPDATE
+
     record("fp16_sparse_hmlm_tiny", lambda: train(
-        "hmlm_tiny", args.data, args.workdir / "sparse", args.updates,
-        [*mode.sparse_fp16, "model.sparse_embedding_update=true"])[0])
+        "hmlm_tiny", args.data, args.workdir / "sparse", args.updates, [*mode.sparse_fp16, *SPARSE_UPDATE])[0])
     record("nccl_1rank_sparse_hook", lambda: check_ddp_hook(mode, args.data, args.workdir / "ddp1", args.updates, 1))
     if gpus >= 2:
         record("nccl_2gpu_global_sparse", lambda: check_ddp_hook(mode, args.data, args.workdir / "ddp2", args.updates, 2))

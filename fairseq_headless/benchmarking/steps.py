@@ -107,7 +107,7 @@ def quiet():
 
 def compose(config_dir: Path, name: str, overrides: List[str]):
     """configs/<name>.yaml with overrides, composed exactly as ``fairseq-hydra-train`` does."""
-    import fairseq_headless  # noqa: F401  (registers the plugin)
+    import fairseq_headless.plugin  # noqa: F401  (registers the plugin)
     from fairseq.dataclass.initialize import add_defaults, hydra_init
     from fairseq.dataclass.utils import omegaconf_no_object_check
     from hydra import compose as hydra_compose
@@ -215,6 +215,8 @@ def build_trainer(arch: Arch, variant: Variant, config_dir, data, device, precis
         extra = [f"criterion.negatives={variant.negatives}"]
         if variant.chunk_size is not None:
             extra.append(f"criterion.chunk_size={variant.chunk_size}")
+    if variant.embedding_update == "sparse":
+        extra.append("optimizer._name=lazy_adam")  # the sparse update's optimizer (fairseq_headless.lazy_adam)
     cfg = compose(config_dir, name, base + extra)
     cache = {} if tasks_by_config is None else tasks_by_config
     if name not in cache:
