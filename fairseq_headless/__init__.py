@@ -16,13 +16,23 @@ command-line convention):
   ``import_user_module`` does not import a package twice, so without this a process that had
   imported, say, ``fairseq_headless.evaluation`` first would train without the plugin.
 
-Code that needs the registrations says so: ``import fairseq_headless.plugin``.
+Code that needs the registrations says so: ``import fairseq_headless.plugin``. It must when its
+first import of fairseq goes through one of the plugin's own modules (``from
+fairseq_headless.sparse_embedding import ...`` in a fresh process): the hook does not register the
+plugin half-way through the import of one of its modules.
 """
 
 import importlib.util
 import sys
 
 __version__ = "0.1.0"
+
+
+def _initializing_plugin_module() -> bool:
+    """Whether a module of this package is half-way through its own import (and imports fairseq first):
+    the plugin imports it too, and would find its names missing."""
+    return any(name.startswith(f"{__name__}.") and getattr(getattr(module, "__spec__", None), "_initializing", False)
+               for name, module in list(sys.modules.items()))
 
 
 def _register_when_fairseq_is_imported() -> None:
@@ -46,7 +56,8 @@ def _register_when_fairseq_is_imported() -> None:
                     if self in sys.meta_path:
                         sys.meta_path.remove(self)
                     load_fairseq(module)
-                    importlib.import_module(f"{__name__}.plugin")
+                    if not _initializing_plugin_module():
+                        importlib.import_module(f"{__name__}.plugin")
 
                 spec.loader.exec_module = exec_module
             return spec
