@@ -26,7 +26,6 @@ from fairseq import optim, options, tasks, utils
 from fairseq.optim.adam import FairseqAdam
 from fairseq.optim.fairseq_optimizer import FairseqOptimizer
 from fairseq.trainer import Trainer
-from fairseq_headless.launch import LaunchCheck
 from fairseq_headless.lazy_adam import LazyAdam, lazy_adam_update_
 from fairseq_headless.sparse_embedding import MARKER, OVERRIDES, check_training_setup
 
@@ -323,15 +322,18 @@ def test_setups_that_cannot_take_the_sparse_gradient_are_refused_with_the_fix(ov
         assert "optimizer._name=lazy_adam" in str(error.value)
 
 
-def test_the_hydra_callback_refuses_plain_adam_with_one_error_line(tiny_data, capsys):
-    cfg = load_config("hmlm_tiny", f"task.data={tiny_data}", "common.cpu=true", "model.sparse_embedding_update=true")
-    assert cfg.optimizer._name == "adam"  # every config's optimizer
-    with pytest.raises(SystemExit) as exit:
-        LaunchCheck().on_job_start(cfg)
-    errors = capsys.readouterr().err.splitlines()
-    assert exit.value.code == 2 and len(errors) == 1 and errors[0].startswith("error: ")
-    assert "needs optimizer._name=lazy_adam" in errors[0]
-    LaunchCheck().on_job_start(load_config("hmlm_tiny", f"task.data={tiny_data}", "common.cpu=true", *OVERRIDES))
+def test_fairseq_hydra_train_refuses_plain_adam_with_one_error_line(tiny_data, tmp_path):
+    """fairseq's adam cannot see the model's option: the configs' hydra callback refuses the pair before training."""
+    import subprocess
+
+    proc = subprocess.run(
+        [str(BIN / "fairseq-hydra-train"), *map(str, hydra_args("hmlm_tiny", tiny_data, tmp_path, "common.cpu=true",
+                                                                 "model.sparse_embedding_update=true"))],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-3000:]
+    assert "needs optimizer._name=lazy_adam" in errors[0] and "not adam" in errors[0]
+    assert not (tmp_path / "checkpoint_last.pt").exists()
 
 
 def test_fairseq_trainer_refuses_fp16optimizer_before_training(tiny_data):

@@ -10,7 +10,7 @@ between variants step after step so that a drift of the machine hits all alike:
 * ``vanilla``: the vanilla twin (its LM head tied to the input embeddings);
 * ``headless``: the headless model with the CWT criterion, once per
   ``embedding_update`` (``dense``: the paper's; ``sparse``:
-  ``model.sparse_embedding_update=true``) x ``negatives`` x ``chunk_size``;
+  ``model.sparse_embedding_update=true optimizer._name=lazy_adam``) x ``negatives`` x ``chunk_size``;
 * ``body``: the headless body with a trivial loss on the same positions' features
   (their sum), per ``embedding_update``: the limit a free loss would reach;
 * optionally ``frozen``: the body with the input embeddings not trained at all:
@@ -48,6 +48,7 @@ import torch
 from fairseq.criterions import FairseqCriterion
 from fairseq.logging import metrics
 
+from ..sparse_embedding import MARKER as SPARSE_MARKER
 from ..sparse_embedding import enable_sparse_embedding_update
 from .machine import PeakMemory, run_isolated, tensor_mb
 
@@ -241,8 +242,8 @@ def _synchronize(device):
 def _prime_optimizer(trainer):
     """Create the optimizer state (one step on zero gradients) so that the first step measures steady memory."""
     for p in trainer.model.parameters():
-        if p.requires_grad:
-            p.grad = torch.zeros_like(p)
+        if p.requires_grad:  # a row-sparse table gets its kind of gradient (lazy_adam refuses a dense one)
+            p.grad = torch.zeros_like(p).to_sparse() if getattr(p, SPARSE_MARKER, False) else torch.zeros_like(p)
     trainer.optimizer.step()
     trainer.zero_grad()
 
