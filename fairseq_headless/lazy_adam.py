@@ -37,8 +37,7 @@ from fairseq.optim.adam import FairseqAdam, FairseqAdamConfig
 from omegaconf import II
 
 from .sparse_embedding import MARKER, OPTION, densifying_setup
-
-NAME = "lazy_adam"
+from .sparse_embedding import OPTIMIZER as NAME
 
 
 @dataclass

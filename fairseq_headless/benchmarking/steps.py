@@ -49,6 +49,7 @@ from fairseq.criterions import FairseqCriterion
 from fairseq.logging import metrics
 
 from ..sparse_embedding import MARKER as SPARSE_MARKER
+from ..sparse_embedding import OPTIMIZER as SPARSE_OPTIMIZER
 from ..sparse_embedding import enable_sparse_embedding_update
 from .machine import PeakMemory, run_isolated, tensor_mb
 
@@ -217,7 +218,7 @@ def build_trainer(arch: Arch, variant: Variant, config_dir, data, device, precis
         if variant.chunk_size is not None:
             extra.append(f"criterion.chunk_size={variant.chunk_size}")
     if variant.embedding_update == "sparse":
-        extra.append("optimizer._name=lazy_adam")  # the sparse update's optimizer (fairseq_headless.lazy_adam)
+        extra.append(f"optimizer._name={SPARSE_OPTIMIZER}")  # the sparse update's optimizer (fairseq_headless.lazy_adam)
     cfg = compose(config_dir, name, base + extra)
     cache = {} if tasks_by_config is None else tasks_by_config
     if name not in cache:
@@ -243,7 +244,7 @@ def _prime_optimizer(trainer):
     """Create the optimizer state (one step on zero gradients) so that the first step measures steady memory."""
     for p in trainer.model.parameters():
         if p.requires_grad:  # a row-sparse table gets its kind of gradient (lazy_adam refuses a dense one)
-            p.grad = torch.zeros_like(p).to_sparse() if getattr(p, SPARSE_MARKER, False) else torch.zeros_like(p)
+            p.grad = torch.zeros_like(p).to_sparse(1) if getattr(p, SPARSE_MARKER, False) else torch.zeros_like(p)
     trainer.optimizer.step()
     trainer.zero_grad()
 
