@@ -46,7 +46,10 @@ shows each of them only part of the setup:
 * another optimizer than ``lazy_adam`` (fairseq's ``adam`` would fail at the first clipping
   with PyTorch's own error): :func:`check_training_setup`, on the whole config, run by the hydra
   callback listed in every config (:class:`fairseq_headless.launch.LaunchCheck`) before fairseq
-  starts; programs that build fairseq's ``Trainer`` themselves call it too;
+  starts. ``fairseq-train`` (argparse) and programs that build fairseq's ``Trainer`` themselves run
+  no hydra callback: they can call it; otherwise a plain ``adam`` fails at the first clipping. (The
+  model cannot check it: its config does not hold the optimizer's, and a check when the model is
+  built would also refuse to load the checkpoints of older sparse-update runs, saved with ``adam``.);
 * setups that densify the gradient before the optimizer sees it: fairseq's ``FP16Optimizer``
   (plain ``common.fp16`` / ``bf16``: it copies every gradient into one flat fp32 buffer),
   ``legacy_ddp`` and the other flattening DDP backends, ``ddp_comm_hook=fp16``, BMUF and ZeRO
