@@ -3,22 +3,78 @@
 Godey, de la Clergerie, Sagot. "Headless Language Models: Learning without
 Predicting with Contrastive Weight Tying", ICLR 2024.
 
-Importing this package (``--user-dir`` / ``common.user_dir``) registers the
-criterions ``headless_masked_lm`` and ``headless_language_modeling`` and the
-headless architectures with fairseq. The loss itself, :func:`cwt_loss`, is a
-pure function of tensors in :mod:`fairseq_headless.cwt`. Small, guarded corrections
-to fairseq (CPU DDP, atomic checkpoint copies, row-sparse embedding gradients, numpy-2
-eos mode, the sparse all-reduce hook on its DDP, dummy batches) are applied on import:
-see :mod:`fairseq_headless.fairseq_patches`.
+The loss itself, :func:`cwt_loss`, is a pure function of tensors in :mod:`fairseq_headless.cwt`.
+The fairseq plugin (the criterions, architectures and the ``lazy_adam`` optimizer, and the
+corrections of fairseq's own bugs) is :mod:`fairseq_headless.plugin`. It is registered only
+together with fairseq, so that the Hugging Face side (``fairseq_headless.evaluation``,
+``fairseq_headless.analysis``, ``fairseq_headless.cli``) never imports fairseq (or torch, for the
+command-line convention):
+
+* imported after fairseq (``--user-dir`` / ``common.user_dir``: fairseq's ``import_user_module``
+  imports this package once fairseq is loaded), it registers the plugin at once;
+* imported before fairseq, it registers the plugin when fairseq is first imported. fairseq's
+  ``import_user_module`` does not import a package twice, so without this a process that had
+  imported, say, ``fairseq_headless.evaluation`` first would train without the plugin.
+
+Code that needs the registrations says so: ``import fairseq_headless.plugin``. It must when its
+first import of fairseq goes through one of the plugin's own modules (``from
+fairseq_headless.sparse_embedding import ...`` in a fresh process): the hook does not register the
+plugin half-way through the import of one of its modules.
 """
 
 import importlib.util
-
-from .cwt import CWTOutput, cwt_loss  # noqa: F401
-
-# The fairseq plugin proper. Without fairseq (e.g. only evaluating exported Hugging
-# Face models with fairseq_headless.evaluation), the loss and evaluation code still import.
-if importlib.util.find_spec("fairseq") is not None:
-    from . import criterions, fairseq_patches, models  # noqa: F401
+import sys
 
 __version__ = "0.1.0"
+
+
+def _initializing_plugin_module() -> bool:
+    """Whether a module of this package is half-way through its own import (and imports fairseq first):
+    the plugin imports it too, and would find its names missing."""
+    return any(name.startswith(f"{__name__}.") and getattr(getattr(module, "__spec__", None), "_initializing", False)
+               for name, module in list(sys.modules.items()))
+
+
+def _register_when_fairseq_is_imported() -> None:
+    """Import the plugin right after fairseq's own ``__init__`` has run (an import hook, gone once used)."""
+
+    class FairseqLoaded:
+        searching = False
+
+        def find_spec(self, name, path=None, target=None):
+            if name != "fairseq" or self.searching:
+                return None
+            self.searching = True  # the real spec, from the finders after this one
+            try:
+                spec = importlib.util.find_spec(name)
+            finally:
+                self.searching = False
+            if spec is not None and spec.loader is not None:
+                load_fairseq = spec.loader.exec_module  # this spec's own loader, no other module's
+
+                def exec_module(module):
+                    if self in sys.meta_path:
+                        sys.meta_path.remove(self)
+                    load_fairseq(module)
+                    if not _initializing_plugin_module():
+                        importlib.import_module(f"{__name__}.plugin")
+
+                spec.loader.exec_module = exec_module
+            return spec
+
+    sys.meta_path.insert(0, FairseqLoaded())
+
+
+if "fairseq" in sys.modules:
+    from . import plugin  # noqa: F401
+else:
+    _register_when_fairseq_is_imported()
+
+
+def __getattr__(name):
+    # The loss without importing torch at package import (the command lines' --help stays immediate).
+    if name in ("cwt_loss", "CWTOutput"):
+        from . import cwt
+
+        return getattr(cwt, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

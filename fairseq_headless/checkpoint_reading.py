@@ -95,7 +95,7 @@ def build_model(state: dict):
     weights do not fit the model the config describes); fp32, eval mode, on the CPU."""
     from fairseq import tasks
 
-    import fairseq_headless  # noqa: F401  (registers the plugin's tasks, models and criterions)
+    import fairseq_headless.plugin  # noqa: F401  (registers the plugin's tasks, models and criterions)
 
     cfg = state["cfg"]
     task = tasks.setup_task(cfg.task)

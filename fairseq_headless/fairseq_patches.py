@@ -1,4 +1,7 @@
-"""Small corrections to fairseq, applied when the plugin is imported.
+"""Corrections of fairseq's own bugs, applied when the plugin is imported (:mod:`fairseq_headless.plugin`).
+
+Nothing here adds a feature: the plugin's features are registered components (criterions,
+architectures, the ``lazy_adam`` optimizer of :mod:`fairseq_headless.lazy_adam`).
 
 Each is guarded by tests/test_fairseq_patches.py, which fails if the fairseq code it
 corrects changes, so that a fairseq upgrade cannot silently leave a patch stale.
@@ -16,34 +19,13 @@ corrects changes, so that a fairseq upgrade cannot silently leave a patch stale.
    crash during the copy leaves a truncated ``checkpoint_last.pt`` to resume from.
    The patch makes local copies go to a temporary file that is renamed into place.
 
-3. Row-sparse embedding gradients (``model.sparse_embedding_update=true``, see
-   :mod:`fairseq_headless.sparse_embedding`). fairseq's training step assumes dense
-   gradients in four places, corrected here only for parameters whose gradient
-   is sparse (nothing changes for any other run):
-
-   * ``utils.clip_grad_norm_`` calls ``torch.norm(grad, dtype=float32)``, which
-     sparse tensors refuse: a sparse gradient is coalesced (duplicate rows summed)
-     and its values stand in for it, whose norm is the dense gradient's norm and
-     which clipping scales in place;
-   * ``FairseqOptimizer.multiply_grads`` (the 1 / sample_size normalisation, the
-     fp16 unscaling) has a branch for sparse gradients, ``p.grad.data.mul_(c)``,
-     which no longer changes the gradient (in-place ops on the ``.data`` alias of a
-     sparse tensor do not reach it in current PyTorch): sparse gradients are
-     scaled with ``p.grad.mul_(c)``;
-   * fairseq's ``adam`` raises on sparse gradients: ``FairseqAdam.step`` updates
-     the parameters with a sparse gradient by lazy AdamW and hands every other
-     parameter to fairseq's step as before;
-   * setups that flatten gradients into dense buffers (``FP16Optimizer``,
-     ``legacy_ddp``, ...) are refused when the optimizer is built, with one error
-     naming the option and the alternative.
-
-4. numpy 2 and ``sample_break_mode=eos``. fairseq's ``TokenBlockDataset`` builds its eos-mode index
+3. numpy 2 and ``sample_break_mode=eos``. fairseq's ``TokenBlockDataset`` builds its eos-mode index
    with ``np.compat.long``, which numpy 2 removed: every eos-mode dataset fails, both training with
    ``task.sample_break_mode=eos`` and ``LanguageModelingTask.build_dataset_for_inference`` (scoring and
    sampling through the hub interface, ``fairseq-interactive``). The patch gives that one module a numpy
    that still has ``compat.long`` (numpy 1's ``int``: int64 here); numpy itself is left alone.
 
-5. DDP with row-sparse gradients on any backend. fairseq builds its
+4. DDP with row-sparse gradients on any backend. fairseq builds its
    ``DistributedDataParallel`` in ``DistributedFairseqModel`` and offers no way to
    attach a communication hook but its own ``ddp_comm_hook=fp16``; DDP would hand
    the sparse embedding gradient to the backend's sparse all-reduce, which NCCL
@@ -51,7 +33,7 @@ corrects changes, so that a fairseq upgrade cannot silently leave a patch stale.
    wrapped: a DDP module holding a row-sparse embedding gets the hook of
    :mod:`fairseq_headless.sparse_all_reduce`, on gloo and NCCL alike.
 
-6. Dummy batches. When ranks hold unequal numbers of batches, fairseq's ``Trainer``
+5. Dummy batches. When ranks hold unequal numbers of batches, fairseq's ``Trainer``
    replays a batch on the ranks that ran out (``_prepare_sample`` returns it with
    ``is_dummy_batch``) and multiplies its loss by 0 (``ignore_grad``, passed to the
    task's ``train_step``, never to the criterion). Its targets would still be
@@ -66,19 +48,16 @@ import types
 
 import numpy as np
 import torch
-from fairseq import utils
 from fairseq import models as _fairseq_models
 from fairseq.data import token_block_dataset
 from fairseq.file_io import PathManager
 from fairseq.models import distributed_fairseq_model
-from fairseq.optim.adam import FairseqAdam
-from fairseq.optim.fairseq_optimizer import FairseqOptimizer
 from fairseq.trainer import Trainer
 
 from .criterions.cwt_criterion import DUMMY_BATCH
 from .files import copy_atomic
 from .sparse_all_reduce import register_sparse_all_reduce
-from .sparse_embedding import check_training_setup, has_sparse_embedding_update, lazy_adam_update_
+from .sparse_embedding import has_sparse_embedding_update
 
 
 class CpuSafeDistributedDataParallel(torch.nn.parallel.DistributedDataParallel):
@@ -116,89 +95,15 @@ def numpy_for_token_blocks():
     return np if hasattr(np, "compat") else _NumpyWithCompatLong("numpy")
 
 
-class _SparseGradValues:
-    """Stands for a parameter in fairseq's clipping: ``.grad`` is its sparse gradient's values."""
-
-    def __init__(self, values):
-        self.grad = values
-
-
-def clip_grad_norm_(params, max_norm, aggregate_norm_fn=None) -> torch.Tensor:
-    """fairseq's ``utils.clip_grad_norm_``, accepting row-sparse gradients."""
-    params = [params] if torch.is_tensor(params) else list(params)
-    if not any(p.grad is not None and p.grad.is_sparse for p in params):
-        return _original_clip_grad_norm(params, max_norm, aggregate_norm_fn)
-    stand_ins = []
-    for p in params:
-        if p.grad is not None and p.grad.is_sparse:
-            # Coalesced, the values hold each touched row once: their norm is the dense norm,
-            # and scaling them in place scales the gradient.
-            p.grad = p.grad.coalesce()
-            stand_ins.append(_SparseGradValues(p.grad._values()))
-        else:
-            stand_ins.append(p)
-    return _original_clip_grad_norm(stand_ins, max_norm, aggregate_norm_fn)
-
-
-def multiply_grads(self, c):
-    """``FairseqOptimizer.multiply_grads``, scaling sparse gradients for real."""
-    sparse = [p for p in self.params if p.grad is not None and p.grad.is_sparse]
-    grads = [p.grad for p in sparse]
-    for p in sparse:
-        p.grad = None
-    try:
-        _original_multiply_grads(self, c)
-    finally:
-        for p, grad in zip(sparse, grads):
-            p.grad = grad.mul_(c.to(grad.device) if torch.is_tensor(c) else c)
-
-
-def sparse_aware_adam_step(self, closure=None, scale=1.0, groups=None):
-    """``FairseqAdam.step``: lazy AdamW for parameters with a sparse gradient, fairseq's step for the rest."""
-    sparse = [(p, group) for group in self.param_groups for p in group["params"]
-              if p.grad is not None and p.grad.is_sparse]
-    if not sparse:
-        return FairseqOptimizer.step(self, closure, scale=scale, groups=groups)
-    for p, group in sparse:
-        if group.get("amsgrad", False):
-            raise ValueError("model.sparse_embedding_update=true: lazy Adam has no AMSGrad variant")
-        lazy_adam_update_(p, p.grad, self.optimizer.state[p], lr=group["lr"], betas=group["betas"],
-                          eps=group["eps"], weight_decay=group["weight_decay"], scale=scale)
-    grads = [p.grad for p, _ in sparse]
-    for p, _ in sparse:
-        p.grad = None  # fairseq's Adam skips parameters without a gradient
-    try:
-        return FairseqOptimizer.step(self, closure, scale=scale, groups=groups)
-    finally:
-        for (p, _), grad in zip(sparse, grads):
-            p.grad = grad
-
-
-def build_optimizer_checking_sparse_embeddings(self):
-    """``Trainer._build_optimizer``, refusing setups that cannot take row-sparse gradients."""
-    if has_sparse_embedding_update(self.model.parameters()):
-        check_training_setup(self.cfg)
-    return _original_build_optimizer(self)
-
-
-_original_clip_grad_norm = utils.clip_grad_norm_
-_original_build_optimizer = Trainer._build_optimizer
-_original_multiply_grads = FairseqOptimizer.multiply_grads
-
-
 def apply() -> None:
     distributed_fairseq_model.DistributedDataParallel = CpuSafeDistributedDataParallel
     PathManager.copy = staticmethod(atomic_copy)
-    utils.clip_grad_norm_ = clip_grad_norm_
-    FairseqOptimizer.multiply_grads = multiply_grads
-    FairseqAdam.step = sparse_aware_adam_step
-    Trainer._build_optimizer = build_optimizer_checking_sparse_embeddings
     token_block_dataset.np = numpy_for_token_blocks()
     _fairseq_models.DistributedFairseqModel = distributed_fairseq_model_with_sparse_all_reduce
     Trainer._prepare_sample = prepare_sample_marking_dummies
 
 
-# ---- the sparse all-reduce hook on fairseq's DDP, dummy batches marked (5 and 6) ----------------
+# ---- the sparse all-reduce hook on fairseq's DDP, dummy batches marked (4 and 5) ----------------
 
 
 def _find_ddp(wrapped):
@@ -215,7 +120,7 @@ def distributed_fairseq_model_with_sparse_all_reduce(args, model, process_group,
     wrapped = _original_distributed_fairseq_model(args, model, process_group, device)
     if has_sparse_embedding_update(model.parameters()):
         ddp = _find_ddp(wrapped)
-        if ddp is None:  # check_training_setup refuses the other backends first
+        if ddp is None:  # lazy_adam and check_training_setup refuse the other backends first
             raise ValueError(f"model.sparse_embedding_update=true: no PyTorch DDP module in {type(wrapped).__name__} "
                              "to register the sparse all-reduce on; use ddp_backend=pytorch_ddp")
         register_sparse_all_reduce(ddp, process_group)

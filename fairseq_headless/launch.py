@@ -133,13 +133,21 @@ except ImportError:  # hydra is fairseq's dependency; without it there is no hyd
 class LaunchCheck(Callback):
     """hydra callback (``hydra.callbacks.launch_check._target_: fairseq_headless.launch.LaunchCheck``).
 
+    Besides the launcher, it checks the setup of ``model.sparse_embedding_update=true``
+    (:func:`fairseq_headless.sparse_embedding.check_training_setup`): fairseq shows the optimizer only
+    its own section, and its ``adam`` would fail at the first clipping with PyTorch's generic error.
+
     hydra turns an exception raised by a callback into a warning and runs the job anyway, so a
     disagreement ends the process here: one ``error:`` line and exit code 2, on every rank.
     """
 
     def on_job_start(self, config, **kwargs) -> None:
+        # fairseq is loaded (fairseq-hydra-train imports it before hydra runs this): so is the plugin
+        from .sparse_embedding import SparseUpdateSetupError, check_training_setup
+
         try:
             check_config(config)
-        except LaunchError as e:
+            check_training_setup(config)  # the sparse embedding update: the one place that sees the whole config
+        except (LaunchError, SparseUpdateSetupError) as e:
             print(f"error: {e}", file=sys.stderr, flush=True)
             raise SystemExit(2) from None

@@ -7,16 +7,16 @@ model). fairseq still trains that table densely: a V x D gradient, then AdamW
 over every row. Measured on a Pythia-70M-shaped decoder at V=50k, that is ~20% of
 a headless step, and it grows with V.
 
-``model.sparse_embedding_update=true`` (``--sparse-embedding-update``) makes it
-row-sparse end to end:
+``model.sparse_embedding_update=true`` (``--sparse-embedding-update``) with
+``optimizer._name=lazy_adam`` makes it row-sparse end to end:
 
 * the input lookup is an ``nn.Embedding(sparse=True)`` and the criterion gathers
   the CWT targets with ``F.embedding(..., sparse=True)``, so the table's gradient
   is a sparse COO tensor of the touched rows;
-* fairseq's gradient clipping takes the norm of its (coalesced) values, which is
-  the norm of the dense gradient, and scales them in place;
-* fairseq's ``adam`` updates only the touched rows, "lazy Adam"
-  (:func:`lazy_adam_update_`), every other parameter as before.
+* the registered optimizer ``lazy_adam`` (:mod:`fairseq_headless.lazy_adam`, a subclass of
+  fairseq's ``adam`` with the same options) scales and clips that gradient through the norm of
+  its coalesced values, which is the norm of the dense gradient, and updates only the touched
+  rows, "lazy Adam"; every other parameter gets fairseq's Adam step as before.
 
 What changes against the dense update (the only differences):
 
@@ -31,20 +31,31 @@ What changes against the dense update (the only differences):
 So a row touched at every step so far (and any row at the first step) gets exactly
 the dense AdamW update; the gradient norm, and therefore clipping, is unchanged.
 
-Supported: fairseq's ``adam`` optimizer (any of its implementations), fp32,
-``common.memory_efficient_fp16`` (GPU only: PyTorch has no CPU kernel adding fp16
-sparse gradients) / ``memory_efficient_bf16``, AMP, one process or
-``ddp_backend=pytorch_ddp`` on gloo or NCCL: DDP's all-reduce of the sparse
-gradient goes through the plugin's communication hook
-(:mod:`fairseq_headless.sparse_all_reduce`: the touched rows all-gathered, or the
-gradient densified, whichever moves fewer bytes), since NCCL has no sparse
-all-reduce. Tested: 2 ranks on gloo through that hook, 1 rank on NCCL
-(``scripts/gpu_checks.py``); 2 GPUs on NCCL were never run. Not
-supported, refused with one error naming the fix: another optimizer, fairseq's
-``FP16Optimizer`` (plain ``common.fp16`` / ``bf16``: it copies every gradient into
-one flat fp32 buffer), ``legacy_ddp`` and the other flattening DDP backends,
-``ddp_comm_hook=fp16``, BMUF and ZeRO sharding. The fairseq side is in
-:mod:`fairseq_headless.fairseq_patches`.
+Supported: fp32, ``common.amp``, ``common.memory_efficient_fp16`` (GPU only: PyTorch has no
+CPU kernel adding fp16 sparse gradients) / ``memory_efficient_bf16``, one process or
+``ddp_backend=pytorch_ddp`` on gloo or NCCL: DDP's all-reduce of the sparse gradient goes
+through the plugin's communication hook (:mod:`fairseq_headless.sparse_all_reduce`: the touched
+rows all-gathered, or the gradient densified, whichever moves fewer bytes; registered on
+fairseq's DDP by :mod:`fairseq_headless.fairseq_patches`), since NCCL has no sparse all-reduce.
+Tested: 2 ranks on gloo through that hook, 1 rank on NCCL (``scripts/gpu_checks.py``); 2 GPUs on
+NCCL were never run.
+
+Not supported, each refused with one error naming the fix, in three places because fairseq
+shows each of them only part of the setup:
+
+* another optimizer than ``lazy_adam`` (fairseq's ``adam`` would fail at the first clipping
+  with PyTorch's own error): :func:`check_training_setup`, on the whole config, run by the hydra
+  callback listed in every config (:class:`fairseq_headless.launch.LaunchCheck`) before fairseq
+  starts. ``fairseq-train`` (argparse) and programs that build fairseq's ``Trainer`` themselves run
+  no hydra callback: they can call it; otherwise a plain ``adam`` fails at the first clipping. (The
+  model cannot check it: its config does not hold the optimizer's, and a check when the model is
+  built would also refuse to load the checkpoints of older sparse-update runs, saved with ``adam``.);
+* setups that densify the gradient before the optimizer sees it: fairseq's ``FP16Optimizer``
+  (plain ``common.fp16`` / ``bf16``: it copies every gradient into one flat fp32 buffer),
+  ``legacy_ddp`` and the other flattening DDP backends, ``ddp_comm_hook=fp16``, BMUF and ZeRO
+  sharding (:func:`densifying_setup`): by ``lazy_adam`` itself when fairseq builds it, from the
+  settings its config reads by interpolation, so under any launcher; and by the hydra callback;
+* a marked parameter whose gradient still reaches ``lazy_adam`` dense: at its step.
 
 A model opts in with :class:`SparseEmbeddingUpdateConfig` (its config field) and
 one call of :func:`maybe_enable_sparse_embedding_update` in ``build_model``; the
@@ -52,8 +63,9 @@ CWT criterion gathers its targets sparsely whenever the model's input
 ``nn.Embedding`` is sparse.
 """
 
-import math
 from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Optional
 
 import torch
 from fairseq.dataclass import FairseqDataclass
@@ -61,12 +73,15 @@ from fairseq.utils import safe_getattr
 from torch import nn
 
 OPTION = "model.sparse_embedding_update=true (--sparse-embedding-update)"
+OPTIMIZER = "lazy_adam"  # fairseq_headless.lazy_adam's registered name
 HELP = (
     "update only the rows of the input embeddings that the batch touches (sparse gradient, lazy "
     "AdamW: untouched rows keep their moments and get no weight decay that step); beyond the paper, "
-    "headless models only; needs optimizer adam, fp32 or memory_efficient_fp16/bf16, pytorch_ddp"
+    "headless models only; needs optimizer lazy_adam, fp32, amp or memory_efficient_fp16/bf16, pytorch_ddp"
 )
-# Set on the embedding weight: what fairseq_patches looks for.
+# The hydra overrides that turn the update on: the model's switch and its optimizer.
+OVERRIDES = ("model.sparse_embedding_update=true", f"optimizer._name={OPTIMIZER}")
+# Set on the embedding weight: what lazy_adam and the DDP hook registration (fairseq_patches) look for.
 MARKER = "sparse_embedding_update"
 
 
@@ -96,67 +111,50 @@ def has_sparse_embedding_update(params) -> bool:
     return any(getattr(p, MARKER, False) for p in params)
 
 
-@torch.no_grad()
-def lazy_adam_update_(param, grad, state, *, lr, betas, eps, weight_decay, scale=1.0):
-    """fairseq's AdamW step (``fairseq.optim.adam.Adam``) on the rows of a sparse ``grad`` only.
+def densifying_setup(setup) -> Optional[str]:
+    """What in ``setup`` would densify the sparse gradient (with the fix), or None.
 
-    ``state`` is the optimizer's state of ``param`` (same keys as fairseq's Adam, so
-    checkpoints and the dense path read it unchanged); ``scale``: the gradient is
-    divided by it first (fairseq's fused optimizers take the loss scale this way).
-    The arithmetic is fairseq's, operation for operation, so that a row touched at
-    every step gets bit-for-bit the dense update.
+    ``setup`` has the flat option names of fairseq's command line: ``fp16``, ``bf16``,
+    ``memory_efficient_fp16``, ``memory_efficient_bf16``, ``amp``, ``cpu``,
+    ``distributed_world_size``, ``ddp_backend``, ``ddp_comm_hook``, ``zero_sharding``, ``use_bmuf``
+    (the fields of ``lazy_adam``'s config; :func:`check_training_setup` takes them from a whole config).
     """
-    grad = grad.coalesce()
-    rows = grad.indices()[0]
-    values = grad.values().float()
-    if scale != 1.0:
-        values = values / scale
-    if len(state) == 0:
-        state["step"] = 0
-        state["exp_avg"] = torch.zeros_like(param, dtype=torch.float32)
-        state["exp_avg_sq"] = torch.zeros_like(param, dtype=torch.float32)
-    else:  # e.g. just loaded from a checkpoint
-        state["exp_avg"] = state["exp_avg"].to(device=param.device, dtype=torch.float32)
-        state["exp_avg_sq"] = state["exp_avg_sq"].to(device=param.device, dtype=torch.float32)
-    beta1, beta2 = betas
-    state["step"] += 1
+    if (setup.fp16 or setup.bf16) and not (setup.memory_efficient_fp16 or setup.memory_efficient_bf16 or setup.amp):
+        return ("cannot run with fairseq's FP16Optimizer (plain common.fp16 / bf16 copy every gradient into "
+                "one flat fp32 buffer): add common.memory_efficient_fp16=true (or memory_efficient_bf16=true)")
+    if setup.fp16 and (setup.cpu or not torch.cuda.is_available()):
+        return ("cannot run in fp16 on a CPU (PyTorch has no CPU kernel adding fp16 sparse gradients): "
+                "use common.bf16=true common.memory_efficient_bf16=true, or a GPU")
+    if setup.distributed_world_size > 1 and str(setup.ddp_backend) not in ("pytorch_ddp", "c10d"):
+        return (f"cannot run with distributed_training.ddp_backend={setup.ddp_backend} (it flattens "
+                "gradients): use ddp_backend=pytorch_ddp")
+    if setup.distributed_world_size > 1 and str(setup.ddp_comm_hook) == "fp16":
+        return ("cannot run with distributed_training.ddp_comm_hook=fp16 (DDP takes one hook, and the plugin "
+                "registers its sparse all-reduce): leave it unset")
+    if setup.use_bmuf or str(setup.zero_sharding) != "none":
+        return "cannot run with BMUF or ZeRO sharding (both handle dense gradients only)"
+    return None
 
-    exp_avg = state["exp_avg"][rows].mul_(beta1).add_(values, alpha=1 - beta1)
-    exp_avg_sq = state["exp_avg_sq"][rows].mul_(beta2).addcmul_(values, values, value=1 - beta2)
-    state["exp_avg"].index_copy_(0, rows, exp_avg)
-    state["exp_avg_sq"].index_copy_(0, rows, exp_avg_sq)
-    denom = exp_avg_sq.sqrt_().add_(eps)
-    step_size = lr * math.sqrt(1 - beta2 ** state["step"]) / (1 - beta1 ** state["step"])
 
-    # Only the touched rows are read and written, in fp32 as fairseq's Adam does for fp16 params.
-    updated = param.data[rows].float()
-    if weight_decay != 0:
-        updated.add_(updated, alpha=-weight_decay * lr)
-    updated.addcdiv_(exp_avg, denom, value=-step_size)
-    param.data.index_copy_(0, rows, updated.to(param.dtype))
+class SparseUpdateSetupError(ValueError):
+    """The sparse update is on with a setup that cannot take it; the message names the fix."""
 
 
 def check_training_setup(cfg) -> None:
-    """Refuse, with one error naming the fix, a fairseq setup that would densify the gradient."""
-    common, dist = cfg.common, cfg.distributed_training
-    problem = None
-    if cfg.optimizer._name != "adam":
-        problem = f"needs optimizer._name=adam (fairseq's AdamW, updated lazily), not {cfg.optimizer._name}"
-    elif (common.fp16 or common.bf16) and not (
-        common.memory_efficient_fp16 or common.memory_efficient_bf16 or common.amp
-    ):
-        problem = ("cannot run with fairseq's FP16Optimizer (it copies every gradient into one flat fp32 "
-                   "buffer): add common.memory_efficient_fp16=true (or memory_efficient_bf16=true)")
-    elif common.fp16 and (common.cpu or not torch.cuda.is_available()):
-        problem = ("cannot run in fp16 on a CPU (PyTorch has no CPU kernel adding fp16 sparse gradients): "
-                   "use common.bf16=true common.memory_efficient_bf16=true, or a GPU")
-    elif dist.distributed_world_size > 1 and dist.ddp_backend not in ("pytorch_ddp", "c10d"):
-        problem = (f"cannot run with distributed_training.ddp_backend={dist.ddp_backend} (it flattens "
-                   "gradients): use ddp_backend=pytorch_ddp")
-    elif dist.distributed_world_size > 1 and dist.ddp_comm_hook == "fp16":
-        problem = ("cannot run with distributed_training.ddp_comm_hook=fp16 (DDP takes one hook, and the plugin "
-                   "registers its sparse all-reduce): leave it unset")
-    elif cfg.optimization.use_bmuf or dist.zero_sharding != "none":
-        problem = "cannot run with BMUF or ZeRO sharding (both handle dense gradients only)"
+    """Refuse, with one error naming the fix, a whole fairseq config that turns the sparse update on with a
+    setup that cannot take it (the hydra callback of every config runs this, :mod:`fairseq_headless.launch`)."""
+    if not cfg.model.get("sparse_embedding_update", False):
+        return
+    common, dist, optimization = cfg.common, cfg.distributed_training, cfg.optimization
+    if cfg.optimizer._name != OPTIMIZER:
+        problem = (f"needs optimizer._name={OPTIMIZER} (fairseq's AdamW, with the rows of sparse gradients "
+                   f"updated lazily; same options as adam), not {cfg.optimizer._name}")
+    else:
+        problem = densifying_setup(SimpleNamespace(
+            **{key: common.get(key, False) for key in ("fp16", "bf16", "memory_efficient_fp16",
+                                                       "memory_efficient_bf16", "amp", "cpu")},
+            distributed_world_size=int(dist.get("distributed_world_size", 1) or 1),
+            ddp_backend=dist.get("ddp_backend", "pytorch_ddp"), ddp_comm_hook=dist.get("ddp_comm_hook", "none"),
+            zero_sharding=dist.get("zero_sharding", "none"), use_bmuf=optimization.get("use_bmuf", False)))
     if problem:
-        raise ValueError(f"{OPTION} {problem}; or turn the option off")
+        raise SparseUpdateSetupError(f"{OPTION} {problem}; or turn the option off")

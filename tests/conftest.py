@@ -44,7 +44,7 @@ def tiny_data(tmp_path_factory) -> Path:
 
 def load_config(name: str, *overrides: str):
     """Compose configs/<name>.yaml exactly as fairseq-hydra-train does (without training)."""
-    import fairseq_headless  # noqa: F401  (registers the plugin)
+    import fairseq_headless.plugin  # noqa: F401  (registers the plugin)
     from fairseq.dataclass.initialize import add_defaults, hydra_init
     from fairseq.dataclass.utils import omegaconf_no_object_check
     from hydra import compose, initialize_config_dir

@@ -68,7 +68,7 @@ def test_demo_accuracy_matches_an_independent_count(demo_run):
     import torch
     from fairseq import checkpoint_utils
 
-    import fairseq_headless  # noqa: F401
+    import fairseq_headless.plugin  # noqa: F401  (registers the plugin)
 
     _, run_dir, _ = demo_run
     summary = json.loads((run_dir / "results.json").read_text())
@@ -96,7 +96,7 @@ def test_demo_exports_both_models_to_hugging_face(demo_run):
     from fairseq import checkpoint_utils
     from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
 
-    import fairseq_headless  # noqa: F401
+    import fairseq_headless.plugin  # noqa: F401  (registers the plugin)
 
     stdout, run_dir, _ = demo_run
     summary = json.loads((run_dir / "results.json").read_text())

@@ -12,11 +12,10 @@ import pytest
 import torch
 import torch.distributed as dist
 
-import fairseq_headless  # noqa: F401  (applies the patches)
 from fairseq import checkpoint_utils
 from fairseq.file_io import PathManager
 from fairseq.models import distributed_fairseq_model
-from fairseq_headless import fairseq_patches
+from fairseq_headless import fairseq_patches  # imports the plugin, which applies the patches
 
 
 def test_fairseq_still_passes_device_ids_to_ddp_and_the_patch_is_applied():
@@ -69,60 +68,9 @@ def test_atomic_copy_never_leaves_a_half_written_destination(tmp_path, monkeypat
     assert PathManager.copy(str(src), str(dst), overwrite=False) is False
 
 
-# 3. Row-sparse embedding gradients (model.sparse_embedding_update)
-
-def _sparse_param():
-    param = torch.nn.Parameter(torch.zeros(6, 2))
-    param.grad = torch.sparse_coo_tensor(torch.tensor([[1, 4, 1]]), torch.ones(3, 2), (6, 2), check_invariants=True)
-    return param
-
-
-def test_fairseq_still_cannot_clip_sparse_gradients_and_the_patch_is_applied():
-    from fairseq import utils
-
-    assert "torch.norm(grads[0], p=2, dtype=torch.float32)" in inspect.getsource(fairseq_patches._original_clip_grad_norm)
-    with pytest.raises(RuntimeError, match="sparse"):
-        fairseq_patches._original_clip_grad_norm([_sparse_param()], 1.0)
-    assert utils.clip_grad_norm_ is fairseq_patches.clip_grad_norm_
-
-
-def test_fairseqs_sparse_branch_of_multiply_grads_still_does_nothing_and_the_patch_is_applied():
-    from fairseq.optim.fairseq_optimizer import FairseqOptimizer
-
-    assert "p.grad.data.mul_(" in inspect.getsource(fairseq_patches._original_multiply_grads)
-    param = _sparse_param()
-
-    class Holder:  # what multiply_grads reads: .params
-        params = [param]
-
-    fairseq_patches._original_multiply_grads(Holder(), 0.5)
-    assert param.grad.to_dense().sum() == 6.0  # unchanged: the bug the patch corrects
-    fairseq_patches.multiply_grads(Holder(), 0.5)
-    assert param.grad.to_dense().sum() == 3.0
-    assert FairseqOptimizer.multiply_grads is fairseq_patches.multiply_grads
-
-
-def test_fairseqs_adam_still_refuses_sparse_gradients_and_the_patch_is_applied():
-    from fairseq.optim.adam import Adam, FairseqAdam
-    from fairseq.optim.fairseq_optimizer import FairseqOptimizer
-
-    param = _sparse_param()
-    with pytest.raises(RuntimeError, match="does not support sparse gradients"):
-        Adam([param]).step()
-    assert FairseqAdam.step is fairseq_patches.sparse_aware_adam_step
-    # the delegation the patch relies on: the wrapped torch optimizer's step, and the scale
-    source = inspect.getsource(FairseqOptimizer.step)
-    assert "self.optimizer.step(closure" in source and "self.multiply_grads(1.0 / scale)" in source
-
-
-def test_fairseqs_trainer_still_builds_the_optimizers_the_check_knows_and_the_patch_is_applied():
-    from fairseq.trainer import Trainer
-
-    source = inspect.getsource(fairseq_patches._original_build_optimizer)
-    assert "optim.FP16Optimizer.build_optimizer(self.cfg, params)" in source
-    assert "optim.MemoryEfficientFP16Optimizer.build_optimizer(" in source
-    assert Trainer._build_optimizer is fairseq_patches.build_optimizer_checking_sparse_embeddings
-
+# 3. numpy 2 and sample_break_mode=eos
+# (The sparse embedding update is no patch: the registered optimizer lazy_adam, tests/test_sparse_embedding.py
+# guards the fairseq code it overrides.)
 
 def test_fairseq_still_uses_np_compat_long_in_eos_mode_and_the_patch_is_applied():
     import numpy as np

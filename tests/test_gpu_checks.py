@@ -48,7 +48,8 @@ def test_every_check_ran_and_passed(dry_run):
     for name in checks[1:4]:
         run = results[name]
         assert run["returncode"] == 0 and run["updates"] == UPDATES and len(run["first_losses"]) == 3
-    assert "model.sparse_embedding_update=true" in results["fp16_sparse_hmlm_tiny"]["command"]
+    for override in ("model.sparse_embedding_update=true", "optimizer._name=lazy_adam"):
+        assert override in results["fp16_sparse_hmlm_tiny"]["command"]
 
 
 def test_the_one_rank_ddp_training_went_through_the_sparse_all_reduce_hook(dry_run):
@@ -56,7 +57,8 @@ def test_the_one_rank_ddp_training_went_through_the_sparse_all_reduce_hook(dry_r
     command = run["command"]
     for part in ("torchrun --nproc_per_node=1", "scripts/gpu_checks.py --as-one-rank-ddp-fairseq-hydra-train",
                  "fairseq-hydra-train --config-dir", "distributed_training.distributed_backend=gloo",
-                 "distributed_training.ddp_backend=pytorch_ddp", "model.sparse_embedding_update=true"):
+                 "distributed_training.ddp_backend=pytorch_ddp", "model.sparse_embedding_update=true",
+                 "optimizer._name=lazy_adam"):
         assert part in command, part
     assert run["returncode"] == 0 and run["updates"] == UPDATES
     assert run["hook_registered"] and [c["call"] for c in run["hook_calls"]] == [1, 2, 4, 8]

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-import fairseq_headless  # noqa: F401  (registers the plugin)
+import fairseq_headless.plugin  # noqa: F401  (registers the plugin)
 from fairseq import models
 
 from fairseq_headless.models import shapes

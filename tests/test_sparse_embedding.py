@@ -1,4 +1,5 @@
-"""model.sparse_embedding_update: row-sparse gradients of the input embeddings and lazy AdamW.
+"""model.sparse_embedding_update with optimizer._name=lazy_adam: row-sparse gradients of the input embeddings
+and lazy AdamW.
 
 The documented semantics (fairseq_headless/sparse_embedding.py): a row touched at every step gets
 exactly fairseq's dense AdamW update; a row a step does not touch keeps its parameters and moments;
@@ -7,6 +8,7 @@ decay only; bias correction uses the global step. Everything else (other paramet
 norm and clipping) is the dense run's.
 """
 
+import inspect
 import math
 import re
 
@@ -21,8 +23,11 @@ from test_models import one_training_batch
 from test_robustness import TWO_PROCESSES, free_port, hydra_args
 
 from fairseq import optim, options, tasks, utils
+from fairseq.optim.adam import FairseqAdam
+from fairseq.optim.fairseq_optimizer import FairseqOptimizer
 from fairseq.trainer import Trainer
-from fairseq_headless.sparse_embedding import check_training_setup, lazy_adam_update_
+from fairseq_headless.lazy_adam import LazyAdam, lazy_adam_update_
+from fairseq_headless.sparse_embedding import MARKER, OVERRIDES, check_training_setup
 
 LR, BETAS, EPS, WD = 0.01, (0.9, 0.98), 1e-6, 0.1
 # rows touched at each step (repeats included: the sparse gradient then has duplicates to sum)
@@ -30,10 +35,17 @@ STEPS = [[1, 2, 2, 5], [1, 5, 7, 1], [2, 1, 9]]
 VOCAB, DIM = 12, 4
 
 
-def adam(params):
-    cfg = OmegaConf.create({"_name": "adam", "adam_betas": str(BETAS), "adam_eps": EPS, "weight_decay": WD,
-                            "use_old_adam": False, "fp16_adam_stats": False, "tpu": False, "lr": [LR]})
-    return optim.build_optimizer(cfg, params)
+# What lazy_adam reads from the other sections of a whole config: one fp32 process.
+FP32_ONE_PROCESS = {"fp16": False, "bf16": False, "memory_efficient_fp16": False, "memory_efficient_bf16": False,
+                    "amp": False, "cpu": True, "distributed_world_size": 1, "ddp_backend": "pytorch_ddp",
+                    "ddp_comm_hook": "none", "zero_sharding": "none", "use_bmuf": False}
+
+
+def adam(params, name="lazy_adam"):
+    """fairseq's optimizer registered as `name` (lazy_adam, or fairseq's own adam), built as fairseq builds it."""
+    cfg = {"_name": name, "adam_betas": str(BETAS), "adam_eps": EPS, "weight_decay": WD,
+           "use_old_adam": False, "fp16_adam_stats": False, "tpu": False, "lr": [LR]}
+    return optim.build_optimizer(OmegaConf.create({**cfg, **(FP32_ONE_PROCESS if name == "lazy_adam" else {})}), params)
 
 
 def sparse_grad(rows, step):
@@ -56,17 +68,18 @@ def lazy_reference(initial, grads):
     return p, m, v
 
 
-def test_lazy_adam_through_fairseqs_adam_matches_the_documented_semantics():
+def test_lazy_adam_matches_the_documented_semantics():
     initial = torch.randn(VOCAB, DIM, generator=torch.Generator().manual_seed(0))
     sparse_param = torch.nn.Parameter(initial.clone())
     dense_param = torch.nn.Parameter(initial.clone())
-    sparse_opt, dense_opt = adam([sparse_param]), adam([dense_param])
+    sparse_opt, dense_opt = adam([sparse_param]), adam([dense_param], "adam")
+    assert type(sparse_opt) is LazyAdam and type(dense_opt) is FairseqAdam
     grads = [sparse_grad(rows, step) for step, rows in enumerate(STEPS)]
     touched = set()
     for grad, rows in zip(grads, STEPS):
         before = sparse_param.detach().clone()
         sparse_param.grad, dense_param.grad = grad, grad.to_dense()
-        sparse_opt.step()  # the patched FairseqAdam.step: lazy for the sparse gradient
+        sparse_opt.step()  # LazyAdam.step: lazy for the sparse gradient
         dense_opt.step()
         assert sparse_param.grad is grad  # handed back after the step, as fairseq's own step leaves it
         untouched = [r for r in range(VOCAB) if r not in rows]
@@ -108,22 +121,85 @@ def test_clipping_and_scaling_treat_a_sparse_gradient_as_its_dense_twin():
     other_s, other_d = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(3))
     other_s.grad, other_d.grad = torch.full((3,), 2.0), torch.full((3,), 2.0)
     sparse_param.grad, dense_param.grad = grad, grad.to_dense()
-    norm_s = utils.clip_grad_norm_([sparse_param, other_s], max_norm=1.0)
-    norm_d = utils.clip_grad_norm_([dense_param, other_d], max_norm=1.0)
+    optimizer, dense_optimizer = adam([sparse_param, other_s]), adam([dense_param, other_d], "adam")
+    norm_s = optimizer.clip_grad_norm(1.0)  # what fairseq's Trainer calls
+    norm_d = dense_optimizer.clip_grad_norm(1.0)
     torch.testing.assert_close(norm_s, norm_d)
     assert sparse_param.grad.is_sparse and norm_d > 1.0
     torch.testing.assert_close(sparse_param.grad.to_dense(), dense_param.grad)
     torch.testing.assert_close(other_s.grad, other_d.grad)
-    optimizer = adam([sparse_param, other_s])
     optimizer.multiply_grads(0.5)  # fairseq's normalisation by the sample size / fp16 unscaling
     torch.testing.assert_close(sparse_param.grad.to_dense(), dense_param.grad * 0.5)
     torch.testing.assert_close(other_s.grad, other_d.grad * 0.5)
 
 
+def _sparse_param():
+    param = torch.nn.Parameter(torch.zeros(6, 2))
+    param.grad = torch.sparse_coo_tensor(torch.tensor([[1, 4, 1]]), torch.ones(3, 2), (6, 2), check_invariants=True)
+    return param
+
+
+# What lazy_adam overrides, and why: fairseq's own code for these steps still fails on sparse gradients (if one
+# of these guards fails after a fairseq upgrade, re-check whether the override is still needed), and fairseq's
+# Trainer and its precision wrappers still reach gradients through the methods lazy_adam overrides.
+
+def test_fairseq_still_cannot_clip_sparse_gradients():
+    assert "torch.norm(grads[0], p=2, dtype=torch.float32)" in inspect.getsource(utils.clip_grad_norm_)
+    with pytest.raises(RuntimeError, match="sparse"):
+        adam([_sparse_param()], "adam").clip_grad_norm(1.0)
+
+
+def test_fairseqs_sparse_branch_of_multiply_grads_still_does_nothing():
+    assert "p.grad.data.mul_(" in inspect.getsource(FairseqOptimizer.multiply_grads)
+    param = _sparse_param()
+    adam([param], "adam").multiply_grads(0.5)
+    assert param.grad.to_dense().sum() == 6.0  # unchanged: the bug LazyAdam.multiply_grads avoids
+    adam([param]).multiply_grads(0.5)
+    assert param.grad.to_dense().sum() == 3.0
+
+
+def test_fairseqs_adam_still_refuses_sparse_gradients():
+    with pytest.raises(RuntimeError, match="does not support sparse gradients"):
+        adam([_sparse_param()], "adam").step()
+    # the delegation LazyAdam.step relies on: the wrapped torch optimizer's step, and the scale
+    source = inspect.getsource(FairseqOptimizer.step)
+    assert "self.optimizer.step(closure" in source and "self.multiply_grads(1.0 / scale)" in source
+
+
+def test_fairseq_reaches_gradients_through_the_optimizers_methods_and_nothing_of_it_is_patched():
+    from fairseq.optim.amp_optimizer import AMPOptimizer
+    from fairseq.optim.fp16_optimizer import _MemoryEfficientFP16OptimizerMixin
+    from fairseq.tasks import FairseqTask
+
+    train_step = inspect.getsource(Trainer.train_step)
+    assert "self.optimizer.multiply_grads(" in train_step and "self.task.optimizer_step(" in train_step
+    assert "optimizer.step()" in inspect.getsource(FairseqTask.optimizer_step)
+    assert "return self.optimizer.clip_grad_norm(" in inspect.getsource(Trainer.clip_grad_norm)
+    # the wrappers of the precisions lazy_adam supports call the wrapped optimizer's methods
+    wrapper = inspect.getsource(_MemoryEfficientFP16OptimizerMixin)
+    for call in ("self.wrapped_optimizer.multiply_grads(", "self.wrapped_optimizer.clip_grad_norm(",
+                 "self.wrapped_optimizer.step("):
+        assert call in wrapper, call
+    assert "self.fp32_optimizer.clip_grad_norm(" in inspect.getsource(AMPOptimizer.clip_grad_norm)
+    # the plugin registers an optimizer; fairseq's own functions are fairseq's
+    assert utils.clip_grad_norm_.__module__ == "fairseq.utils" and FairseqAdam.step is FairseqOptimizer.step
+    assert FairseqOptimizer.multiply_grads.__module__ == "fairseq.optim.fairseq_optimizer"
+    assert Trainer._build_optimizer.__module__ == "fairseq.trainer"
+
+
+def test_a_marked_parameter_whose_gradient_arrives_dense_is_an_error():
+    param = torch.nn.Parameter(torch.zeros(VOCAB, DIM))
+    setattr(param, MARKER, True)
+    param.grad = torch.ones(VOCAB, DIM)
+    with pytest.raises(ValueError, match="reached optimizer._name=lazy_adam dense") as error:
+        adam([param]).step()
+    assert "sparse_embedding_update" in str(error.value) and torch.equal(param, torch.zeros(VOCAB, DIM))
+
+
 def trainer_step(config, data, sparse, *overrides):
     torch.manual_seed(0)
     cfg = load_config(config, f"task.data={data}", "common.cpu=true", "optimization.lr=[0.01]",
-                      "lr_scheduler.warmup_updates=0", f"model.sparse_embedding_update={str(sparse).lower()}",
+                      "lr_scheduler.warmup_updates=0", *(OVERRIDES if sparse else ["model.sparse_embedding_update=false"]),
                       *overrides)
     task = tasks.setup_task(cfg.task)
     model = task.build_model(cfg.model)
@@ -188,6 +264,20 @@ def test_bf16_memory_efficient_training_with_sparse_updates_runs(tiny_data):
     assert model.input_embeddings().weight.grad.is_sparse
 
 
+def fairseq_train_config(args):
+    """convert_namespace_to_omegaconf(args), as fairseq-train runs it in a fresh process: with hydra's 1.1
+    behaviour, which fairseq's call needs (this process has composed configs with version_base=None)."""
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    from hydra import version
+
+    saved = version.VersionBase.instance().getbase()
+    version.setbase("1.1")
+    try:
+        return convert_namespace_to_omegaconf(args)
+    finally:
+        version.VersionBase.instance().setbase(saved)
+
+
 def test_the_switch_in_hydra_and_argparse(tiny_data):
     for config in ("hmlm_tiny", "hlm_tiny", "hlm_small", "hlm_pythia_tiny"):
         cfg = load_config(config, f"task.data={tiny_data}")
@@ -196,41 +286,69 @@ def test_the_switch_in_hydra_and_argparse(tiny_data):
                        ("headless_pythia_tiny", "language_modeling")):
         parser = options.get_training_parser()
         args = options.parse_args_and_arch(parser, [str(tiny_data), "--user-dir", str(REPO / "fairseq_headless"),
-                                                    "--task", task, "--arch", arch, "--sparse-embedding-update"])
+                                                    "--task", task, "--arch", arch, "--sparse-embedding-update",
+                                                    "--optimizer", "lazy_adam", "--cpu"])
         assert args.sparse_embedding_update is True
         model = tasks.setup_task(args).build_model(args)
         assert model.input_embeddings().sparse
+        # fairseq-train's path: lazy_adam's config takes the other options from the command line
+        optimizer = optim.build_optimizer(fairseq_train_config(args).optimizer, list(model.parameters()))
+        assert type(optimizer) is LazyAdam
+        args.fp16 = True
+        with pytest.raises(ValueError, match="FP16Optimizer"):
+            optim.build_optimizer(fairseq_train_config(args).optimizer, list(model.parameters()))
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (["optimizer._name=sgd"], "needs optimizer._name=adam"),
+    (["optimizer._name=adam"], "needs optimizer._name=lazy_adam"),
+    (["optimizer._name=sgd"], "needs optimizer._name=lazy_adam"),
     (["common.fp16=true"], "add common.memory_efficient_fp16=true"),
     (["common.fp16=true", "common.memory_efficient_fp16=true"], "use common.bf16=true"),  # CPU only
     (["distributed_training.distributed_world_size=2", "distributed_training.ddp_backend=legacy_ddp"],
      "use ddp_backend=pytorch_ddp"),
     (["distributed_training.zero_sharding=os"], "ZeRO"),
 ])
-def test_setups_that_densify_the_gradient_are_refused_with_the_fix(overrides, message, tiny_data):
-    cfg = load_config("hmlm_tiny", f"task.data={tiny_data}", "common.cpu=true", *overrides)
+def test_setups_that_cannot_take_the_sparse_gradient_are_refused_with_the_fix(overrides, message, tiny_data):
+    cfg = load_config("hmlm_tiny", f"task.data={tiny_data}", "common.cpu=true", *OVERRIDES, *overrides)
     with pytest.raises(ValueError, match=message) as error:
         check_training_setup(cfg)
     assert "sparse_embedding_update" in str(error.value)
-    check_training_setup(load_config("hmlm_tiny", f"task.data={tiny_data}", "common.cpu=true"))  # the default: fine
+    check_training_setup(load_config("hmlm_tiny", f"task.data={tiny_data}", "common.cpu=true", *OVERRIDES))  # fine
+    # the option off (the paper's default): nothing to check, whatever the setup
+    check_training_setup(load_config("hmlm_tiny", f"task.data={tiny_data}", "common.cpu=true", *overrides))
+    if "optimizer._name=" not in overrides[0]:  # lazy_adam refuses the same setups itself, under any launcher
+        with pytest.raises(ValueError, match=message) as error:
+            optim.build_optimizer(cfg.optimizer, [torch.nn.Parameter(torch.zeros(2))])
+        assert "optimizer._name=lazy_adam" in str(error.value)
+
+
+def test_fairseq_hydra_train_refuses_plain_adam_with_one_error_line(tiny_data, tmp_path):
+    """fairseq's adam cannot see the model's option: the configs' hydra callback refuses the pair before training."""
+    import subprocess
+
+    proc = subprocess.run(
+        [str(BIN / "fairseq-hydra-train"), *map(str, hydra_args("hmlm_tiny", tiny_data, tmp_path, "common.cpu=true",
+                                                                 "model.sparse_embedding_update=true"))],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-3000:]
+    assert "needs optimizer._name=lazy_adam" in errors[0] and "not adam" in errors[0]
+    assert not (tmp_path / "checkpoint_last.pt").exists()
 
 
 def test_fairseq_trainer_refuses_fp16optimizer_before_training(tiny_data):
-    cfg, task, model = build_task_and_model("hmlm_tiny", tiny_data, "common.cpu=true", "common.fp16=true",
-                                            "model.sparse_embedding_update=true")
+    # bf16: fairseq's FP16Optimizer, without the flat buffer, which fairseq builds on CUDA only; with plain fp16
+    # on a GPU, lazy_adam is built (and refuses) the same way around the flat fp32 copy
+    cfg, task, model = build_task_and_model("hmlm_tiny", tiny_data, "common.cpu=true", "common.bf16=true", *OVERRIDES)
     trainer = Trainer(cfg, task, model, task.build_criterion(cfg.criterion))
     with pytest.raises(ValueError, match="FP16Optimizer"):
-        trainer.optimizer
+        trainer.optimizer  # built by fairseq: lazy_adam refuses the flattening wrapper around it
 
 
 def test_two_process_training_with_pytorch_ddp_and_sparse_gradients(tiny_data, tmp_path):
     log = run_cli([
         "torchrun", "--nproc_per_node=2", f"--master_port={free_port()}", BIN / "fairseq-hydra-train",
-        *hydra_args("hmlm_tiny", tiny_data, tmp_path, "optimization.max_update=10", *TWO_PROCESSES,
-                    "model.sparse_embedding_update=true"),
+        *hydra_args("hmlm_tiny", tiny_data, tmp_path, "optimization.max_update=10", *TWO_PROCESSES, *OVERRIDES),
     ])
     # run_cli asserts a clean exit: fairseq checks after every all-reduce that both ranks hold the same
     # gradient norm, and stops with an error if not
@@ -247,7 +365,7 @@ def test_two_process_training_with_pytorch_ddp_and_sparse_gradients(tiny_data, t
 # moves by at most ~2 lr per unit of gradient, so two computations whose gradients differ by rounding give
 # parameters that differ by lr times that (with the default eps, a gradient entry near 0 is divided by
 # ~eps, and its rounding with it).
-HOOK_OVERRIDES = ("model.sparse_embedding_update=true", "criterion.negatives_scope=global", "optimizer.adam_eps=1.0",
+HOOK_OVERRIDES = (*OVERRIDES, "criterion.negatives_scope=global", "optimizer.adam_eps=1.0",
                   "optimization.lr=[0.01]", "optimization.clip_norm=0.0")  # no clipping: a gradient 2x off shows
 HOOK_UPDATES = 3
 

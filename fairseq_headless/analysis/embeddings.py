@@ -92,7 +92,7 @@ def manifest_tokenizer(data: Path, option: str):
 
 def load_fairseq(path: Path, data_bin: Path | None, option: str) -> EmbeddingModel:
     logging.getLogger("fairseq").setLevel(logging.WARNING)
-    import fairseq_headless  # noqa: F401  (registers the plugin's architectures for the checkpoint's cfg)
+    import fairseq_headless.plugin  # noqa: F401  (registers the plugin's architectures for the checkpoint's cfg)
 
     state = read_checkpoint(path, option)  # weights_only; fairseq-train's Namespace sections allowed
     cfg, weights = state["cfg"], state["model"]

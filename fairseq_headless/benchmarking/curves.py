@@ -17,12 +17,14 @@ from ..experiments.training_runs import TrainingRun, hydra_train_command
 
 def start(config_dir, config, data, updates, sparse, save_dir, seed=1, threads=None) -> TrainingRun:
     """Launch one run, its output to ``save_dir``/train.log."""
+    from fairseq_headless.sparse_embedding import OVERRIDES as SPARSE_UPDATE
+
     command = hydra_train_command(config, [
         f"task.data={data}", f"checkpoint.save_dir={save_dir}", "checkpoint.no_save=true",
         f"optimization.max_update={updates}", "common.log_format=json", f"common.log_interval={max(1, updates // 20)}",
         f"common.seed={seed}", f"dataset.validate_interval_updates={updates}", "common.cpu=true",
         f"common.user_dir={Path(__file__).resolve().parents[1]}",
-        f"model.sparse_embedding_update={'true' if sparse else 'false'}",
+        *(SPARSE_UPDATE if sparse else ["model.sparse_embedding_update=false"]),
         f"hydra.run.dir={save_dir}",  # the two runs start in the same second: never one hydra folder
     ], config_dir)
     # the two runs share the machine: half of its cores each, unless told

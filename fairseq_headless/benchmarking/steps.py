@@ -10,7 +10,7 @@ between variants step after step so that a drift of the machine hits all alike:
 * ``vanilla``: the vanilla twin (its LM head tied to the input embeddings);
 * ``headless``: the headless model with the CWT criterion, once per
   ``embedding_update`` (``dense``: the paper's; ``sparse``:
-  ``model.sparse_embedding_update=true``) x ``negatives`` x ``chunk_size``;
+  ``model.sparse_embedding_update=true optimizer._name=lazy_adam``) x ``negatives`` x ``chunk_size``;
 * ``body``: the headless body with a trivial loss on the same positions' features
   (their sum), per ``embedding_update``: the limit a free loss would reach;
 * optionally ``frozen``: the body with the input embeddings not trained at all:
@@ -49,6 +49,8 @@ from fairseq.criterions import FairseqCriterion
 from fairseq.logging import metrics
 
 from ..models.shapes import FAMILIES, SHAPES
+from ..sparse_embedding import MARKER as SPARSE_MARKER
+from ..sparse_embedding import OPTIMIZER as SPARSE_OPTIMIZER
 from ..sparse_embedding import enable_sparse_embedding_update
 from .machine import PeakMemory, run_isolated, tensor_mb
 
@@ -117,7 +119,7 @@ def quiet():
 
 def compose(config_dir: Path, name: str, overrides: List[str]):
     """configs/<name>.yaml with overrides, composed exactly as ``fairseq-hydra-train`` does."""
-    import fairseq_headless  # noqa: F401  (registers the plugin)
+    import fairseq_headless.plugin  # noqa: F401  (registers the plugin)
     from fairseq.dataclass.initialize import add_defaults, hydra_init
     from fairseq.dataclass.utils import omegaconf_no_object_check
     from hydra import compose as hydra_compose
@@ -225,6 +227,8 @@ def build_trainer(arch: Arch, variant: Variant, config_dir, data, device, precis
         extra = [f"criterion.negatives={variant.negatives}"]
         if variant.chunk_size is not None:
             extra.append(f"criterion.chunk_size={variant.chunk_size}")
+    if variant.embedding_update == "sparse":
+        extra.append(f"optimizer._name={SPARSE_OPTIMIZER}")  # the sparse update's optimizer (fairseq_headless.lazy_adam)
     cfg = compose(config_dir, name, base + extra)
     cache = {} if tasks_by_config is None else tasks_by_config
     if name not in cache:
@@ -249,8 +253,8 @@ def _synchronize(device):
 def _prime_optimizer(trainer):
     """Create the optimizer state (one step on zero gradients) so that the first step measures steady memory."""
     for p in trainer.model.parameters():
-        if p.requires_grad:
-            p.grad = torch.zeros_like(p)
+        if p.requires_grad:  # a row-sparse table gets its kind of gradient (lazy_adam refuses a dense one)
+            p.grad = torch.zeros_like(p).to_sparse(1) if getattr(p, SPARSE_MARKER, False) else torch.zeros_like(p)
     trainer.optimizer.step()
     trainer.zero_grad()
 

@@ -114,7 +114,7 @@ def input_embeddings(model):
 
 
 class CWTCriterion(FairseqCriterion):
-    """Base class: subclasses say which positions are selected and what their targets are."""
+    """Base class of the two registered criterions, which differ only in the task they score."""
 
     def __init__(self, cfg: CWTCriterionConfig, task):
         super().__init__(task)
@@ -144,8 +144,15 @@ class CWTCriterion(FairseqCriterion):
         return partial(all_gather_with_grad, group=distributed_utils.get_data_parallel_group())
 
     def selected_targets(self, sample):
-        """(K-selection mask over the feature grid, target ids at those positions)."""
-        raise NotImplementedError
+        """(K-selection mask over the feature grid, target ids at those positions).
+
+        Both of fairseq's tasks put the token to score at each scored position of ``sample["target"]``
+        and padding everywhere else (masked_lm: the original token at masked positions; language_modeling:
+        the next token), so the selected positions are the non-padding targets, as fairseq's own criteria
+        score them.
+        """
+        selected = sample["target"].ne(self.padding_idx)
+        return selected, sample["target"][selected]
 
     def targets_of(self, model):
         """The CWT target table: the model's input embeddings, or the separate matrix."""

@@ -1,8 +1,8 @@
 """``headless_language_modeling``: CWT over next-token positions of fairseq's ``language_modeling`` task (§3.3).
 
 ``sample["target"]`` is the input shifted by one, padded where a sequence ends
-early; every non-padding position is selected, as fairseq's ``cross_entropy``
-criterion scores them (its ``ignore_index`` = padding).
+early; every non-padding position is selected (:meth:`CWTCriterion.selected_targets`),
+as fairseq's ``cross_entropy`` criterion scores them (its ``ignore_index`` = padding).
 """
 
 from fairseq.criterions import register_criterion
@@ -12,7 +12,4 @@ from .cwt_criterion import CWTCriterion, CWTCriterionConfig
 
 @register_criterion("headless_language_modeling", dataclass=CWTCriterionConfig)
 class HeadlessLanguageModelingLoss(CWTCriterion):
-    def selected_targets(self, sample):
-        target = sample["target"]
-        selected = target.ne(self.padding_idx)
-        return selected, target[selected]
+    pass

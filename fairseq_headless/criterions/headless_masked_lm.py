@@ -2,7 +2,8 @@
 
 fairseq's masked_lm task puts the original token at each masked position of
 ``sample["target"]`` and padding everywhere else, so the selected positions are
-the non-padding targets, exactly those the vanilla ``masked_lm`` criterion scores.
+the non-padding targets (:meth:`CWTCriterion.selected_targets`), exactly those the
+vanilla ``masked_lm`` criterion scores.
 """
 
 from fairseq.criterions import register_criterion
@@ -12,6 +13,4 @@ from .cwt_criterion import CWTCriterion, CWTCriterionConfig
 
 @register_criterion("headless_masked_lm", dataclass=CWTCriterionConfig)
 class HeadlessMaskedLmLoss(CWTCriterion):
-    def selected_targets(self, sample):
-        masked = sample["target"].ne(self.padding_idx)
-        return masked, sample["target"][masked]
+    pass

@@ -139,7 +139,7 @@ def masked_token_accuracy(model, task, split="valid", batch_size=32):
 def evaluate(save_dir: Path, data: Path):
     from fairseq import checkpoint_utils
 
-    import fairseq_headless  # noqa: F401  (registers the architectures)
+    import fairseq_headless.plugin  # noqa: F401  (registers the architectures)
 
     logging.getLogger("fairseq").setLevel(logging.WARNING)  # the demo prints its own progress
     warnings.filterwarnings("ignore", message=".*pin_memory.*")

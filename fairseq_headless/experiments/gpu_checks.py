@@ -7,7 +7,7 @@
 2. ``fp16_hmlm_tiny``, ``fp16_hlm_tiny``: fp16 training (``--updates``, default 100) with fairseq's loss
    scaling (plain ``common.fp16=true``, the paper's setting): the loss goes down, overflow skips counted;
 3. ``fp16_sparse_hmlm_tiny``: the same with the sparse embedding update
-   (``model.sparse_embedding_update=true``, ``common.memory_efficient_fp16=true``);
+   (``model.sparse_embedding_update=true optimizer._name=lazy_adam``, ``common.memory_efficient_fp16=true``);
 4. ``nccl_1rank_sparse_hook``: a real fairseq-hydra-train under ``torchrun --nproc_per_node=1`` with
    ``distributed_backend=nccl``, ``ddp_backend=pytorch_ddp`` and the sparse update (``hlm_tiny``, fp16),
    asserting from its log that the sparse all-reduce hook (fairseq_headless/sparse_all_reduce.py) ran.
@@ -50,6 +50,7 @@ import torch
 
 from ..cli import Parser
 from ..files import write_json_atomic
+from ..sparse_embedding import OVERRIDES as SPARSE_UPDATE  # the sparse update and its optimizer, lazy_adam
 from .training_log import last_update, read_log, records
 from .training_runs import CPU_OVERRIDES, REPO, hydra_train_command, merge_overrides, run_training
 
@@ -177,7 +178,7 @@ def check_ddp_hook(mode, data, workdir, updates, world_size):
     else:
         launcher, config, extra = torchrun, "hmlm_tiny", ["criterion.negatives_scope=global"]
     result, log = train(config, data, workdir, updates, launcher=launcher, overrides=[
-        *mode.sparse_fp16, *distributed_overrides(mode, world_size), "model.sparse_embedding_update=true", *extra])
+        *mode.sparse_fp16, *distributed_overrides(mode, world_size), *SPARSE_UPDATE, *extra])
     if world_size == 1:
         result["command"] = result["command"].replace(shlex.join([str(SCRIPT), ONE_RANK_DDP]),
                                                       "scripts/gpu_checks.py " + ONE_RANK_DDP)
@@ -303,7 +304,7 @@ def run_checks(args, mode, results: dict) -> None:
                                                              mode.fp16)[0])
     record("fp16_sparse_hmlm_tiny", lambda: train(
         "hmlm_tiny", args.data, args.workdir / "sparse", args.updates,
-        [*mode.sparse_fp16, "model.sparse_embedding_update=true"])[0])
+        [*mode.sparse_fp16, *SPARSE_UPDATE])[0])
     record("nccl_1rank_sparse_hook", lambda: check_ddp_hook(mode, args.data, args.workdir / "ddp1", args.updates, 1))
     if gpus >= 2:
         record("nccl_2gpu_global_sparse", lambda: check_ddp_hook(mode, args.data, args.workdir / "ddp2", args.updates, 2))

@@ -173,7 +173,7 @@ def check_output(output: Path, data, force: bool) -> None:
 def read_source(checkpoint: Path, data, tokenizer: tuple) -> Source:
     from fairseq.data import Dictionary
 
-    import fairseq_headless  # noqa: F401  (registers the headless architectures)
+    import fairseq_headless.plugin  # noqa: F401  (registers the headless architectures)
 
     log(f"loading {checkpoint} (weights_only)")
     try:
