@@ -6,7 +6,6 @@ import stat
 import pytest
 
 from fairseq.file_io import PathManager
-from fairseq_headless.evaluation.results import write_json_atomic as results_writer
 from fairseq_headless.files import atomic_folder, atomic_path, copy_atomic, write_json_atomic, write_text_atomic
 
 
@@ -33,7 +32,7 @@ def test_new_files_get_the_umask_mode_not_mkstemps_600(mask, umask, tmp_path):
     copy_atomic(tmp_path / "a.md", tmp_path / "c.md")
     # fairseq's own copies of checkpoint_last.pt / checkpoint_best.pt go through the patched PathManager.copy
     assert PathManager.copy(str(tmp_path / "a.md"), str(tmp_path / "checkpoint_last.pt"), overwrite=True)
-    results_writer(tmp_path / "d.json", [1])
+    write_json_atomic(tmp_path / "d.json", [1])
     for name in ("a.md", "b.json", "c.md", "checkpoint_last.pt", "d.json"):
         assert mode(tmp_path / name) == mode(plain) == 0o666 & ~mask, name
     assert (tmp_path / "b.json").read_text() == '{\n  "x": 1\n}\n'

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import atomic_path, write_json_atomic, write_text_atomic as write_atomic
+from ..files import save_figure_atomic, write_json_atomic, write_text_atomic as write_atomic
 from .synonyms import MODELS, SynonymAnalysis
 
 FILES = {"json": "synonyms.json", "markdown": "synonyms.md", "png": "synonyms.png", "pairs": "pairs.tsv"}
@@ -116,9 +116,7 @@ def plot(path: Path, analysis: SynonymAnalysis, title: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure_atomic(fig, path)
 
 
 def pairs_tsv(analysis: SynonymAnalysis) -> str:

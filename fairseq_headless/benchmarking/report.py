@@ -7,6 +7,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ..files import save_figure_atomic  # noqa: E402
+
 # The targets (ratios on a 2-core CPU at --quick sizes), checked against every run.
 STEP_TARGETS = [  # (family, vocab size, minimal vanilla / headless speed-up)
     ("encoder", 50_000, 1.45), ("encoder", 131_000, 2.2),
@@ -210,8 +212,7 @@ def plot_vocab(records, path):
             ax.grid(alpha=0.3)
         axes[0][column].legend(fontsize=7)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure_atomic(figure, path)
 
 
 def plot_batch(records, path):
@@ -241,8 +242,7 @@ def plot_batch(records, path):
             ax.grid(alpha=0.3)
         axes[0][column].legend(fontsize=7)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure_atomic(figure, path)
     return True
 
 
@@ -268,8 +268,7 @@ def plot_loss(records, path):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure_atomic(figure, path)
 
 
 def plot_curves(curves, path):
@@ -282,5 +281,4 @@ def plot_curves(curves, path):
     ax.grid(alpha=0.3)
     ax.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure_atomic(figure, path)

@@ -22,6 +22,7 @@ import logging
 import sys
 from pathlib import Path
 
+from ..cli import Parser, run
 from .errors import EvaluationInputError
 
 PRESETS = {  # --loss -> (lr, weight decay) of App. E
@@ -35,7 +36,7 @@ XNLI_SECTIONS = {"zero-shot": "Fine-tuned on English only (cross-lingual zero-sh
 
 
 def _common_parser(description: str, seeds: int, epochs: int, batch: int, loss: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", nargs="+", action="extend", required=True, metavar="[NAME=]DIR",
                    help="exported Hugging Face encoder folder(s) (scripts/convert_to_hf.py); NAME labels the "
                         "table row (default: the folder's name)")
@@ -114,7 +115,11 @@ def quiet_root_logger() -> None:
 
 
 def suite_main(argv, suite: str) -> int:
-    """GLUE (Tab.1) or SuperGLUE (Tab.2)."""
+    """GLUE (Tab.1) or SuperGLUE (Tab.2); bad input: one ``error:`` line, exit 2 (fairseq_headless.cli)."""
+    return run(lambda a: _suite_main(a, suite), argv)
+
+
+def _suite_main(argv, suite: str) -> int:
     quiet_root_logger()
     from .tasks import GLUE_TABLE_ORDER, SUITES, TABLE_ORDER
 
@@ -124,12 +129,8 @@ def suite_main(argv, suite: str) -> int:
                             SUITE_SEEDS[suite], 10, 32, "balanced")
     parser.add_argument("--tasks", required=True, help=f"comma-separated, from {names}; or all")
     args = parser.parse_args(argv)
-    try:
-        order = GLUE_TABLE_ORDER if suite == "glue" else TABLE_ORDER[suite]
-        return _run_suite(args, suite, title, SUITES[suite], order)
-    except EvaluationInputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    order = GLUE_TABLE_ORDER if suite == "glue" else TABLE_ORDER[suite]
+    return _run_suite(args, suite, title, SUITES[suite], order)
 
 
 def _run_suite(args, suite, title, registry, order) -> int:
@@ -179,7 +180,11 @@ def _run_suite(args, suite, title, registry, order) -> int:
 
 
 def xnli_main(argv) -> int:
-    """XNLI (Tab.5): cross-lingual zero-shot and translate-train."""
+    """XNLI (Tab.5): cross-lingual zero-shot and translate-train; bad input: one ``error:`` line, exit 2."""
+    return run(_xnli_main, argv)
+
+
+def _xnli_main(argv) -> int:
     quiet_root_logger()
     from .tasks import XNLI_ALL_LANGUAGES, XNLI_LANGUAGES
 
@@ -192,22 +197,18 @@ def xnli_main(argv) -> int:
     parser.add_argument("--languages", default=",".join(XNLI_LANGUAGES),
                         help=f"evaluated languages, from {', '.join(XNLI_ALL_LANGUAGES)}")
     args = parser.parse_args(argv)
-    try:
-        protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
-        for p in protocols:
-            if p not in XNLI_SECTIONS:
-                raise EvaluationInputError(f"--protocols: unknown '{p}'; choose zero-shot and/or translate-train")
-        languages = [lang.strip() for lang in args.languages.split(",") if lang.strip()]
-        for lang in languages:
-            if lang not in XNLI_ALL_LANGUAGES:
-                raise EvaluationInputError(
-                    f"--languages: '{lang}' is not an XNLI language ({', '.join(XNLI_ALL_LANGUAGES)})")
-        if not protocols or not languages:
-            raise EvaluationInputError("--protocols and --languages must name at least one each")
-        return _run_xnli(args, protocols, languages)
-    except EvaluationInputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
+    for p in protocols:
+        if p not in XNLI_SECTIONS:
+            raise EvaluationInputError(f"--protocols: unknown '{p}'; choose zero-shot and/or translate-train")
+    languages = [lang.strip() for lang in args.languages.split(",") if lang.strip()]
+    for lang in languages:
+        if lang not in XNLI_ALL_LANGUAGES:
+            raise EvaluationInputError(
+                f"--languages: '{lang}' is not an XNLI language ({', '.join(XNLI_ALL_LANGUAGES)})")
+    if not protocols or not languages:
+        raise EvaluationInputError("--protocols and --languages must name at least one each")
+    return _run_xnli(args, protocols, languages)
 
 
 def _run_xnli(args, protocols, languages) -> int:

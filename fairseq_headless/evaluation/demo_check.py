@@ -12,7 +12,6 @@ rate and epoch count sized for CPU-tiny models rather than the paper's BERT-base
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from .suite import SuiteRunner, parse_models, write_tables
@@ -91,12 +90,20 @@ def _run_demo_check(models, corpus, output, epochs, seeds, learning_rate, batch_
 
 
 def main(argv=None) -> int:
+    """The command line; bad input: one ``error:`` line, exit 2 (fairseq_headless.cli)."""
+    from ..cli import run
+
+    return run(_main, argv)
+
+
+def _main(argv) -> int:
     import argparse
 
+    from ..cli import Parser
     from .cli import quiet_root_logger
 
     quiet_root_logger()
-    p = argparse.ArgumentParser(description="The demo's downstream check (SOTU era classification); "
+    p = Parser(description="The demo's downstream check (SOTU era classification); "
                                             "see fairseq_headless/evaluation/sotu_era.py for the task.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", nargs="+", action="extend", required=True, metavar="[NAME=]DIR",
@@ -113,19 +120,15 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
     p.add_argument("--force", action="store_true", help="redo runs whose results exist")
     args = p.parse_args(argv)
-    try:
-        models = {}
-        for value in args.model:
-            name, sep, path = value.partition("=")
-            models[name if sep else Path(value).resolve().name] = path if sep else value
-        if len(models) != len(args.model):
-            raise EvaluationInputError("--model: two models with the same name; use NAME=DIR")
-        table = run_demo_check(models, args.corpus, args.output, epochs=args.epochs, seeds=args.seeds,
-                               learning_rate=args.lr, train_per_era=args.train_per_era,
-                               dev_per_era=args.dev_per_era, control=not args.no_control, force=args.force,
-                               threads=args.threads)
-    except EvaluationInputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    models = {}
+    for value in args.model:
+        name, sep, path = value.partition("=")
+        models[name if sep else Path(value).resolve().name] = path if sep else value
+    if len(models) != len(args.model):
+        raise EvaluationInputError("--model: two models with the same name; use NAME=DIR")
+    table = run_demo_check(models, args.corpus, args.output, epochs=args.epochs, seeds=args.seeds,
+                           learning_rate=args.lr, train_per_era=args.train_per_era,
+                           dev_per_era=args.dev_per_era, control=not args.no_control, force=args.force,
+                           threads=args.threads)
     print(table)
     return 0

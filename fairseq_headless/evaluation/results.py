@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Optional
 
-from ..files import atomic_path, write_json_atomic, write_text_atomic as write_atomic  # noqa: F401 (re-exported)
+from ..files import save_figure_atomic
 
 METRIC_LABELS = {"accuracy": "acc.", "f1": "F1", "matthews": "MCC", "spearman": "Spearman", "pearson": "Pearson"}
 
@@ -114,6 +114,4 @@ def bar_chart(path: Path, sections: list, title: str) -> None:
         ax.legend(fontsize="small")
     fig.suptitle(title)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure_atomic(fig, path)

@@ -24,7 +24,8 @@ from typing import Callable
 from tqdm import tqdm
 
 from .errors import EvaluationInputError
-from .results import bar_chart, markdown_table, mean_std, secondary_table, write_atomic, write_json_atomic
+from ..files import write_json_atomic, write_text_atomic as write_atomic
+from .results import bar_chart, markdown_table, mean_std, secondary_table
 
 
 @dataclass(frozen=True)

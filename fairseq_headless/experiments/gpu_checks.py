@@ -50,7 +50,6 @@ import torch
 
 from ..cli import Parser
 from ..files import write_json_atomic
-from ..sparse_embedding import OVERRIDES as SPARSE_UPDATE  # the sparse update and its optimizer, lazy_adam
 from .training_log import last_update, read_log, records
 from .training_runs import CPU_OVERRIDES, REPO, hydra_train_command, merge_overrides, run_training
 
@@ -168,6 +167,7 @@ def distributed_overrides(mode, world_size):
 
 def check_ddp_hook(mode, data, workdir, updates, world_size):
     """fairseq-hydra-train under torchrun with the sparse update: the hook must run at every update."""
+    from ..sparse_embedding import OVERRIDES as SPARSE_UPDATE  # here: the torchrun child must import fairseq first
     with socket.socket() as s:  # a free port: other runs may share this machine
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -204,6 +204,8 @@ def one_rank_ddp_fairseq_hydra_train(command):
     here its two paths alternate instead (odd calls gather, even calls densify), so that both run on NCCL."""
     from fairseq.trainer import Trainer
     from fairseq_cli.hydra_train import cli_main
+
+    import fairseq_headless.plugin  # noqa: F401  (lazy_adam and the models, before hydra composes the config)
 
     from .. import sparse_all_reduce
 
@@ -302,6 +304,8 @@ def run_checks(args, mode, results: dict) -> None:
     for config in ("hmlm_tiny", "hlm_tiny"):
         record(f"fp16_{config}", lambda config=config: train(config, args.data, args.workdir / config, args.updates,
                                                              mode.fp16)[0])
+    from ..sparse_embedding import OVERRIDES as SPARSE_UPDATE
+
     record("fp16_sparse_hmlm_tiny", lambda: train(
         "hmlm_tiny", args.data, args.workdir / "sparse", args.updates,
         [*mode.sparse_fp16, *SPARSE_UPDATE])[0])
