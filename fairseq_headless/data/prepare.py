@@ -511,6 +511,7 @@ class Preparation:
                   resampling=scan.resampling_by_unit(), tokenizer=(tok.kind, tok.path, tok.option, tok.trained),
                   dict_size=dict_size, vocab_size=tok.vocab_size, workdir=work)
         what = "encoding" if opts.shards == 1 else f"encoding shard {shard}"
+        binarize.preload()  # before the workers fork (and before the pass's clock starts)
         progress = self._progress(what, self._pass_bytes(units, sources, scan))
         parts: dict[str, dict[int, dict]] = {s: {} for s in SPLITS}
         counts = np.zeros(tok.vocab_size, dtype=np.int64)
