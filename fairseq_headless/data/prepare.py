@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import json
 import multiprocessing
 import os
@@ -335,7 +336,15 @@ def run_pass(job: Job, stage: str, units: Sequence[Unit], workers: int, progress
     # of importing them again, and no worker has run a tokenizer thread before it forks.
     context = multiprocessing.get_context("fork")
     job.queue = context.SimpleQueue()
-    pool = context.Pool(min(workers, len(tasks)), initializer=_worker_start, initargs=(load_tok,))
+    # The workers share the parent's heap (torch, fairseq) copy-on-write; their garbage collector would
+    # touch every inherited object and so copy the pages over a long run: the process tree's peak PSS
+    # grew from 402 to 581 MB between a 20 and a 200 MB corpus, and stays at 464-472 MB with the
+    # inherited objects frozen (never scanned). The parent collects them again once the workers exist.
+    gc.freeze()
+    try:
+        pool = context.Pool(min(workers, len(tasks)), initializer=_worker_start, initargs=(load_tok,))
+    finally:
+        gc.unfreeze()
     try:
         results = pool.imap_unordered(_task, tasks, chunksize=1)
         while True:
