@@ -34,6 +34,11 @@ INSTALL_REQUIRES = [
     # fetches metric code from a hub at run time.
     "scipy>=1.10",
     "scikit-learn>=1.3",
+    # Experiment tracking out of the box: fairseq writes TensorBoard event files with it
+    # (common.tensorboard_logdir=DIR), and its text_to_speech task otherwise prints "Please install
+    # tensorboardX" on every fairseq import. Pure Python; pulls protobuf, which no code of this
+    # project needs (sentencepiece models are read without it, tests/test_convert_to_hf.py).
+    "tensorboardX==2.6.5",
 ]
 
 setup(
@@ -62,6 +67,9 @@ setup(
         # written against this exact version. Adds datasets, evaluate, pandas, pyarrow (~70 s);
         # changes no pin above (it moves python-dateutil from 4.0 to 2.9, which matplotlib accepts).
         "zeroshot": ["lm-eval==0.4.13"],
+        # Weights & Biases logging of training runs (common.wandb_project=NAME, README "Tracking"):
+        # optional, it adds ~15 packages (httpx, opentelemetry) and needs an account or WANDB_MODE=offline.
+        "wandb": ["wandb==0.31.0"],
     },
     package_data={"fairseq_headless.evaluation": ["zeroshot_tasks/*.yaml"]},
     license="MIT",

@@ -233,13 +233,16 @@ def test_tokenizer_specials_and_padding_rows(spm_data, hf_data):
 
 @pytest.mark.parametrize("model_type", ["unigram", "bpe"])
 def test_sentencepiece_conversion_without_protobuf(tmp_path, model_type, monkeypatch):
-    """Both sentencepiece model types convert (protobuf is not installed) and encode like sentencepiece,
-    without transformers' internal converter (transformers 5.17's built a BPE without merges)."""
+    """Both sentencepiece model types convert without protobuf and encode like sentencepiece, without
+    transformers' internal converter (transformers 5.17's built a BPE without merges). protobuf is
+    installed (tensorboardX needs it), so its absence is simulated: any import of it fails."""
     import sentencepiece as spm
 
+    for name in ("google.protobuf", "sentencepiece.sentencepiece_model_pb2",
+                 "transformers.convert_slow_tokenizer"):
+        monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(ImportError):
         import google.protobuf  # noqa: F401  (the point: no protobuf needed)
-    monkeypatch.setitem(sys.modules, "transformers.convert_slow_tokenizer", None)  # any import of it fails
     text = tmp_path / "text.txt"
     text.write_text("\n".join(corpus_lines()) + "\n", encoding="utf-8")
     spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(tmp_path / "m"), vocab_size=600,

@@ -187,7 +187,7 @@ def test_glue_cli_learns_and_writes_tab1(root, capsys):
     # the row's cells and average are the JSON's numbers (x 100); the average leaves RTE out
     cols = {t: json.loads((out / "hmlm" / f"{t}.json").read_text())["columns"][t] for t in ("MRPC", "STS-B", "SST-2")}
     avg = (cols["MRPC"]["accuracy"]["0"] + cols["STS-B"]["spearman"]["0"] + cols["SST-2"]["accuracy"]["0"]) / 3
-    assert lines[4].split(" | ")[4] == f"{100 * avg:.2f} ± 0.00"
+    assert lines[4].split(" | ")[4] == f"{100 * avg:.2f}"  # one seed: the value alone, no "± 0.00"
     assert (out / "results_glue.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out / "results_glue.json").read_text())["main"]["mlm"]["SST-2"] == \
         json.loads((out / "mlm" / "SST-2.json").read_text())["columns"]["SST-2"]

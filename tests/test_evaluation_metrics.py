@@ -91,6 +91,24 @@ def test_mean_std_and_cells():
     assert cell(None) == "—"
 
 
+def test_one_seed_prints_no_spread():
+    """One seed says nothing about the spread: its cell is the value alone, never '± 0.00'."""
+    from types import SimpleNamespace
+
+    from fairseq_headless.evaluation.cli import _protocol_notes
+
+    assert cell({"3": 0.85432}) == "85.43"
+    columns = {"A": {"accuracy": {"0": 0.5}}, "B": {"accuracy": {"0": 0.9}}, "R": {"accuracy": {"0": 0.125}}}
+    main = {"A": "accuracy", "B": "accuracy", "R": "accuracy"}
+    row = markdown_table([("m", columns)], ["A", "B", "R"], ["A", "B"], main).strip().splitlines()[-1]
+    assert row == "| m | 50.00 | 90.00 | 70.00 | 12.50 |"
+    config = SimpleNamespace(epochs=3, loss="balanced", learning_rate=2e-5, weight_decay=0.01, batch_size=16,
+                             warmup_ratio=0.06, max_length=128, max_train_examples=None)
+    one, three = _protocol_notes(config, 1)[0], _protocol_notes(config, 3)[0]
+    assert "n=1" in one and "±" not in one
+    assert three.startswith("Each cell: mean ± std over 3 fine-tuning seeds, each at its best of 3 epochs")
+
+
 def test_average_is_per_seed_then_over_seeds():
     columns = {"A": {"accuracy": {"0": 0.5, "1": 0.7}}, "B": {"accuracy": {"0": 0.9, "1": 0.7}},
                "R": {"accuracy": {"0": 0.1, "1": 0.2}}}

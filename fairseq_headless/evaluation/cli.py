@@ -100,7 +100,9 @@ def _data_source(args) -> str:
 
 
 def _protocol_notes(config, seeds: int) -> list:
-    return [f"Each cell: mean ± std over {seeds} fine-tuning seed(s), each at its best of {config.epochs} epochs "
+    cells = (f"mean ± std over {seeds} fine-tuning seeds" if seeds > 1
+             else "the score of one fine-tuning seed (n=1: no spread is known)")
+    return [f"Each cell: {cells}, each at its best of {config.epochs} epochs "
             f"(dev metrics after every epoch). Scores x 100.",
             f"This call: loss {config.loss}, AdamW lr {config.learning_rate:g}, weight decay {config.weight_decay:g}, "
             f"batch {config.batch_size}, constant LR after {100 * config.warmup_ratio:g}% linear warmup, "

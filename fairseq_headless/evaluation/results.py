@@ -1,8 +1,9 @@
 """Results: atomic JSON, mean and standard deviation over seeds, the paper's tables, a PNG.
 
 Scores are stored as fractions and printed x 100 like the paper. A cell is
-``mean ± std`` over fine-tuning seeds (sample standard deviation, ddof = 1; 0 for one
-seed), each seed taken at its best epoch. The average column follows Tab.1/2/5: for each
+``mean ± std`` over fine-tuning seeds (sample standard deviation, ddof = 1), each seed taken
+at its best epoch; a cell of one seed is its value alone (and its bar has no error bar): one
+seed says nothing about the spread, and "± 0.00" would claim it is zero. The average column follows Tab.1/2/5: for each
 seed, the mean over the averaged columns; then mean ± std of those per-seed averages
 (which is how a "(±0.12)" on an average arises). A row that lacks one of the averaged
 columns gets no average, so that rows compare only on equal terms.
@@ -29,11 +30,11 @@ def mean_std(values) -> tuple:
 
 
 def cell(per_seed: Optional[dict]) -> str:
-    """``{seed: score}`` -> '85.87 ± 0.40' (x 100)."""
+    """``{seed: score}`` -> '85.87 ± 0.40' (x 100); one seed -> '85.87'."""
     if not per_seed:
         return "—"
     mean, std = mean_std(per_seed.values())
-    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+    return f"{100 * mean:.2f}" if len(per_seed) == 1 else f"{100 * mean:.2f} ± {100 * std:.2f}"
 
 
 def row_average(columns: dict, avg_columns: list, main_metric: dict) -> Optional[dict]:
@@ -100,10 +101,11 @@ def bar_chart(path: Path, sections: list, title: str) -> None:
         shown = [c for c in columns if any(c in r for _, r in rows)]
         width = 0.8 / max(1, len(rows))
         for i, (name, data) in enumerate(rows):
-            stats = [mean_std(data[c][main_metric[c]].values()) if c in data else (math.nan, 0.0) for c in shown]
+            per_seed = [data[c][main_metric[c]] if c in data else {} for c in shown]
+            stats = [mean_std(scores.values()) if scores else (math.nan, 0.0) for scores in per_seed]
             xs = [j + (i - (len(rows) - 1) / 2) * width for j in range(len(shown))]
-            bars = ax.bar(xs, [100 * m for m, _ in stats], width, yerr=[100 * s for _, s in stats], label=name,
-                          capsize=3)
+            errors = [100 * s if len(scores) > 1 else math.nan for (_, s), scores in zip(stats, per_seed)]
+            bars = ax.bar(xs, [100 * m for m, _ in stats], width, yerr=errors, label=name, capsize=3)
             ax.bar_label(bars, fmt="%.1f", fontsize="x-small", label_type="center")
         ax.set_xticks(range(len(shown)))
         ax.set_xticklabels([f"{c}\n({METRIC_LABELS.get(main_metric[c], main_metric[c])})" for c in shown])
