@@ -23,6 +23,7 @@ plugin half-way through the import of one of its modules.
 """
 
 import importlib.util
+import logging
 import sys
 
 __version__ = "0.1.0"
@@ -55,7 +56,17 @@ def _register_when_fairseq_is_imported() -> None:
                 def exec_module(module):
                     if self in sys.meta_path:
                         sys.meta_path.remove(self)
+                    # fairseq's wav2vec2_classification calls logging.basicConfig(level=DEBUG) when fairseq
+                    # is imported (its text_to_speech tasks basicConfig(INFO) after it): a library
+                    # configuring the process's logging, after which every library's DEBUG lines
+                    # (hydra's, matplotlib's font search) print. Importing fairseq leaves logging as it was
+                    # (guarded by tests/test_fairseq_patches.py). fairseq-hydra-train imports fairseq before
+                    # any code of this package can run: there hydra's own logging setup replaces it.
+                    root = logging.getLogger()
+                    level, handlers = root.level, list(root.handlers)
                     load_fairseq(module)
+                    root.setLevel(level)
+                    root.handlers[:] = handlers
                     if not _initializing_plugin_module():
                         importlib.import_module(f"{__name__}.plugin")
 

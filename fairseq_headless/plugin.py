@@ -9,4 +9,16 @@ Importing this module imports fairseq. :mod:`fairseq_headless` imports it as soo
 loaded (``--user-dir``); tests and scripts that need the registrations import it explicitly.
 """
 
+import warnings
+
 from . import criterions, fairseq_patches, lazy_adam, models  # noqa: F401
+
+# Two warnings of fairseq's own code on a CPU with torch 2.x, printed into every training log; nothing
+# of the plugin causes them and a user can do nothing about them. Only these exact messages, only from
+# the modules that raise them: fairseq's data iterators always ask for pinned memory (torch warns when
+# there is no accelerator to pin for), and its tasks' train_step enters the deprecated
+# torch.cuda.amp.autocast (disabled unless common.amp=true).
+warnings.filterwarnings("ignore", message=r"'pin_memory' argument is set as true but no accelerator is found",
+                        category=UserWarning, module=r"torch\.utils\.data\.dataloader")
+warnings.filterwarnings("ignore", message=r"`torch\.cuda\.amp\.autocast\(args\.\.\.\)` is deprecated",
+                        category=FutureWarning, module=r"fairseq\.")
