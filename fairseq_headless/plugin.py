@@ -13,12 +13,15 @@ import warnings
 
 from . import criterions, fairseq_patches, lazy_adam, models  # noqa: F401
 
-# Two warnings of fairseq's own code on a CPU with torch 2.x, printed into every training log; nothing
-# of the plugin causes them and a user can do nothing about them. Only these exact messages, only from
-# the modules that raise them: fairseq's data iterators always ask for pinned memory (torch warns when
-# there is no accelerator to pin for), and its tasks' train_step enters the deprecated
-# torch.cuda.amp.autocast (disabled unless common.amp=true).
+# Warnings of fairseq's own code with torch 2.x, printed into every training log; nothing of the plugin
+# causes them and a user can do nothing about them. Only these exact messages, only from the modules that
+# raise them: fairseq's data iterators always ask for pinned memory (torch warns on a CPU, with no
+# accelerator to pin for); its tasks' train_step enters the deprecated torch.cuda.amp.autocast (disabled
+# unless common.amp=true); its MultiheadAttention hands torch a boolean padding mask beside a float
+# causal mask (the decoders, when a batch holds padding), which torch converts as before.
 warnings.filterwarnings("ignore", message=r"'pin_memory' argument is set as true but no accelerator is found",
                         category=UserWarning, module=r"torch\.utils\.data\.dataloader")
 warnings.filterwarnings("ignore", message=r"`torch\.cuda\.amp\.autocast\(args\.\.\.\)` is deprecated",
                         category=FutureWarning, module=r"fairseq\.")
+warnings.filterwarnings("ignore", message=r"Support for mismatched key_padding_mask and attn_mask is deprecated",
+                        category=UserWarning, module=r"torch\.nn\.functional")

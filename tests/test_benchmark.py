@@ -2,6 +2,7 @@
 its memory meter measures, and its targets are checked as the issue states them."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -71,7 +72,12 @@ def test_smoke_run_writes_every_field(smoke):
     assert "- interleaved in the bert-tiny V=300 group: headless (sparse, batch) at V=200: " in markdown
     for name in ("steps_vocab.png", "loss.png", "loss_curves.png"):
         assert name in result["plots"] and (output / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "benchmark: 100%" in proc.stderr  # the progress bar
+    # stderr is a pipe here, not a terminal: progress as log lines (no bar redrawn with "\r"), the last at 100%
+    done = re.findall(r"^benchmark: (\d+)/(\d+) parts \((\d+)%\)", proc.stderr, re.M)
+    assert done and done[-1][0] == done[-1][1] and done[-1][2] == "100", proc.stderr[-2000:]
+    assert int(done[-1][1]) == len(result["loss"]) + 2 + len({(r["family"], r["arch"], r["vocab_size"], r["batch"])
+                                                                for r in steps})  # groups, loss points, curves
+    assert "\r" not in proc.stderr
 
 
 def test_sequence_length_is_the_one_asked_for():

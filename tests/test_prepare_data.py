@@ -1204,3 +1204,27 @@ def test_the_index_offsets_do_not_wrap_past_2_gib(tmp_path):
     index = MMapIndexedDataset.Index(str(tmp_path / "train.idx"))
     assert index.sizes.tolist() == sizes.tolist()
     assert [int(index[i][0]) for i in range(4)] == [0, 2**31, 2**32, 3 * 2**31]
+
+
+def test_parts_log_lines_without_a_terminal():
+    """The speed benchmark's progress in a log file: lines every interval and at the last part, no bar."""
+    from fairseq_headless.data.progress import Parts
+
+    now, lines = [0.0], []
+    parts = Parts("benchmark", 4, interval=30, log=lines.append, terminal=False, clock=lambda: now[0])
+    parts.write("training steps: 4 groups")
+    parts.report("bert-tiny V=300 batch 2")
+    now[0] = 12.0
+    parts.advance()
+    assert lines == ["training steps: 4 groups"]  # 12 s: not yet
+    now[0] = 31.0
+    parts.report("bert-tiny V=300 batch 4")
+    assert lines[-1] == "benchmark: 1/4 parts (25%), 0:00:31 elapsed: bert-tiny V=300 batch 4"
+    now[0] = 40.0
+    parts.advance(2)
+    assert len(lines) == 2  # 9 s after the last line
+    now[0] = 45.0
+    parts.advance()
+    assert lines[-1] == "benchmark: 4/4 parts (100%), 0:00:45 elapsed: bert-tiny V=300 batch 4"  # the last part
+    parts.close()
+    assert len(lines) == 3 and not any("\r" in line for line in lines)

@@ -237,8 +237,8 @@ def save_plot(function, records, path: Path):
 def run_parts(args, settings, device, result: dict) -> None:
     """The training steps, the loss and the curves, as the settings ask, into ``result``."""
     import torch
-    from tqdm import tqdm
 
+    from ..data.progress import Parts
     from . import curves, loss, steps
 
     variants = len(steps.group_variants(settings["embedding_update"], settings["negatives"], settings["chunk"],
@@ -246,13 +246,12 @@ def run_parts(args, settings, device, result: dict) -> None:
     groups = 0 if args.no_steps else sum(len(a) * len(v) * len(b) for a, v, b in settings["sweeps"])
     implementations = settings.get("loss_implementations", loss.IMPLEMENTATIONS)
     loss_points = 0 if args.no_loss else len(settings["loss_k"]) * len(implementations)
-    bar = tqdm(total=groups + loss_points + (2 if args.curves else 0), desc="benchmark", unit="part",
-               file=sys.stderr, dynamic_ncols=True)
-    progress = lambda message: bar.set_postfix_str(message[-90:], refresh=True)  # noqa: E731
-    advance = lambda: bar.update(1)  # noqa: E731
+    # a bar on a terminal; redirected to a file (a cluster job's log), a line every 30 s and at the end
+    bar = Parts("benchmark", groups + loss_points + (2 if args.curves else 0),
+                log=lambda line: print(line, file=sys.stderr, flush=True))
+    progress, advance = bar.report, bar.advance
     if not args.no_steps:
-        bar.write(f"training steps: {groups} groups x up to {variants} variants, {settings['steps']} timed steps each",
-                  file=sys.stderr)
+        bar.write(f"training steps: {groups} groups x up to {variants} variants, {settings['steps']} timed steps each")
         for archs, vocab_sizes, batches in settings["sweeps"]:
             records, skipped = steps.run(
                 archs, vocab_sizes, batches, settings["embedding_update"], settings["negatives"], settings["chunk"],
@@ -277,7 +276,7 @@ def run_parts(args, settings, device, result: dict) -> None:
     if args.curves is not None:
         result["loss_curves"] = curves.run(args.config_dir, args.curves_config, args.curves.resolve(),
                                            args.curves_updates, threads=settings.get("threads"), report=progress)
-        bar.update(2)
+        bar.advance(2)
     bar.close()
 
 

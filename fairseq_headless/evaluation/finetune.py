@@ -191,7 +191,8 @@ def _write(line: str) -> None:
 
 
 class EpochProgress(TrainerCallback):
-    """A tqdm bar per training epoch and per evaluation (stderr), and one line of dev metrics per epoch."""
+    """A tqdm bar per training epoch and per evaluation (stderr, only on a terminal: in a log file a bar
+    would leave its every redraw), and one line of dev metrics per epoch."""
 
     def __init__(self, desc: str, dev_names: list):
         self.desc, self.dev_names = desc, dev_names
@@ -201,7 +202,7 @@ class EpochProgress(TrainerCallback):
         epoch = int(round(state.epoch or 0)) + 1
         per_epoch = math.ceil(state.max_steps / args.num_train_epochs)
         self.bar = tqdm(total=per_epoch, desc=f"{self.desc} epoch {epoch}/{int(args.num_train_epochs)}",
-                        unit="step", file=sys.stderr, leave=False, dynamic_ncols=True)
+                        unit="step", file=sys.stderr, leave=False, dynamic_ncols=True, disable=None)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.bar is not None:
@@ -215,7 +216,7 @@ class EpochProgress(TrainerCallback):
     def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
         if self.eval_bar is None and eval_dataloader is not None:
             self.eval_bar = tqdm(total=len(eval_dataloader), desc=f"{self.desc} evaluating", unit="batch",
-                                 file=sys.stderr, leave=False, dynamic_ncols=True)
+                                 file=sys.stderr, leave=False, dynamic_ncols=True, disable=None)
         if self.eval_bar is not None:
             self.eval_bar.update(1)
 

@@ -111,8 +111,9 @@ class TrainingRun:
             self.offset = log.tell()
         self._log = open(self.log_path, "a", encoding="utf-8")
         # a file, not a pipe: runs started together never block on an unread pipe
+        # warnings stay on: the plugin filters fairseq's known ones by message (fairseq_headless/plugin.py)
         self.proc = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})})
+                                     env={**os.environ, **(env or {})})
 
     def _output(self) -> str:
         with open(self.log_path, "rb") as log:
