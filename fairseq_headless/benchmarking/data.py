@@ -533,9 +533,6 @@ def markdown(result: dict, command: str) -> str:
 
 
 def plot(result: dict, path: Path) -> None:
-    import logging
-
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its import and font search log at DEBUG
     import matplotlib
 
     matplotlib.use("Agg")

@@ -86,10 +86,6 @@ def bar_chart(path: Path, sections: list, title: str) -> None:
 
     ``sections`` = [(subtitle or "", rows, columns, main_metric)], one panel each.
     """
-    import logging
-
-    # A DEBUG root logger (fairseq sets one) would list every font, from matplotlib's import on.
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     import matplotlib
 
     matplotlib.use("Agg")

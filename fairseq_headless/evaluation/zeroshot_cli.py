@@ -88,7 +88,7 @@ def eval_main(argv: Sequence[str]) -> int:
         raise EvaluationInputError(f"--output {args.output} is a file, not a folder")
     lm_eval_tasks_dir()
 
-    # fairseq's import leaves the root logger at DEBUG; progress and INFO lines are enough here.
+    # progress and INFO lines (lm-eval's) on stderr, whatever configured logging before
     logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(name)s | %(message)s", stream=sys.stderr,
                         force=True)
     for noisy in ("datasets", "lm_eval.tasks", "fairseq", "urllib3", "filelock", "fsspec"):
@@ -140,7 +140,6 @@ def compare_main(argv: Sequence[str]) -> int:
     if not comparison["tasks"]:
         raise EvaluationInputError("--results: the files have no task in common")
 
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq's import leaves the root at DEBUG
     args.output.mkdir(parents=True, exist_ok=True)
     table = markdown_table(comparison)
     with atomic_path(paths["table4.png"]) as tmp:

@@ -219,9 +219,6 @@ def markdown_table(comparison: dict) -> str:
 
 def plot(comparison: dict, path: Path) -> None:
     """Grouped bars per task (x 100) with lm-eval's standard errors; † above a significant best."""
-    import logging
-
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # a DEBUG root logger: quiet from the import on
     import matplotlib
 
     matplotlib.use("Agg")

@@ -46,9 +46,6 @@ def series_of(records_by_run: dict) -> dict:
 
 def plot(series: dict, kind: str, path: Path, title: str) -> None:
     """Rows: the metrics; columns: x = tokens seen, x = training hours. One line per series."""
-    import logging
-
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # importing fairseq sets the root logger to DEBUG
     import matplotlib
 
     matplotlib.use("Agg")

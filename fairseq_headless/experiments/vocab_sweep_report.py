@@ -40,10 +40,6 @@ def render_markdown(summary: dict) -> str:
 
 
 def plot(summary: dict, path: Path) -> None:
-    import logging
-
-    # before the import: fairseq leaves the root logger at DEBUG, and matplotlib logs while importing
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     import matplotlib
 
     matplotlib.use("Agg")
