@@ -4,7 +4,7 @@
     python scripts/convert_to_hf.py --checkpoint CKPT --output DIR [--data DATA_DIR] [--tokenizer FILE...] [--force]
 
 | fairseq model                                           | Hugging Face class                   |
-| roberta / headless_roberta (base, small, multilingual, tiny) | RobertaForMaskedLM (vanilla: its trained head) / RobertaModel (headless) |
+| roberta / headless_roberta (base, small, multilingual, tiny) | RobertaForMaskedLM (vanilla: its trained head) / HeadlessRobertaForMaskedLM (headless: e^T; model type headless_roberta, load with trust_remote_code=True) |
 | transformer_lm shapes: gpt2_*, headless_gpt2_*, headless_transformer_lm | GPT2LMHeadModel (headless: head = e^T, tied to wte) |
 | GPT-NeoX: pythia_*, headless_pythia_*                   | GPTNeoXForCausalLM (headless: head = e^T, tied to embed_in) |
 

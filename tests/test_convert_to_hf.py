@@ -72,7 +72,9 @@ def hf_data(tmp_path_factory):
 # --------------------------------------------------------------------------
 
 CASES = {  # id: (config, data fixture, overrides, HF class, tied head)
-    "headless_encoder": ("hmlm_tiny", "spm_data", (), "RobertaModel", None),
+    "headless_encoder": ("hmlm_tiny", "spm_data", (), "HeadlessRobertaForMaskedLM", None),
+    # a tokenizer.json with special tokens of its own (<|endoftext|>, <|padding|>) and 127 padding rows
+    "headless_encoder_hf": ("hmlm_tiny", "hf_data", (), "HeadlessRobertaForMaskedLM", None),
     "vanilla_encoder": ("mlm_tiny", "spm_data", (), "RobertaForMaskedLM", True),
     "vanilla_encoder_untied": ("mlm_tiny", "hf_data", ("+model.untie_weights_roberta=true",), "RobertaForMaskedLM", False),
     "headless_decoder": ("hlm_tiny", "spm_data", (), "GPT2LMHeadModel", True),
@@ -94,6 +96,35 @@ def exported(request, tmp_path_factory):
     return request.param, model, root / "hf", data, hf_class, tied
 
 
+def never_predicted(data: Path) -> list[int]:
+    """The ids a headless encoder export must never predict, from the data folder itself: fairseq's
+    <s> <pad> </s> <unk>, dict.txt's madeupword rows, <mask> (appended by masked_lm), and the
+    tokenizer's unknown/control pieces (sentencepiece) or special added tokens (tokenizer.json) + 4."""
+    from tokenizers import Tokenizer
+
+    symbols = (data / "dict.txt").read_text(encoding="utf-8").splitlines()
+    ids = {0, 1, 2, 3, 4 + len(symbols)}  # dict.txt lists no specials; <mask> follows it
+    ids |= {4 + k for k, line in enumerate(symbols) if line.startswith("madeupword")}
+    spm_files = list((data / "tokenizer").glob("*.model"))
+    if spm_files:
+        import sentencepiece as spm
+
+        processor = spm.SentencePieceProcessor(model_file=str(spm_files[0]))
+        ids |= {4 + i for i in range(processor.get_piece_size())
+                if processor.is_control(i) or processor.is_unknown(i)}
+    else:
+        tok = Tokenizer.from_file(str(data / "tokenizer" / "tokenizer.json"))
+        ids |= {4 + i for i, added in tok.get_added_tokens_decoder().items() if added.special}
+    return sorted(ids)
+
+
+def excluded(logits, never):
+    """fairseq's e^T scores after the export's exclusion: the never-predicted ids at the lowest value."""
+    logits = logits.clone()
+    logits[..., never] = torch.finfo(logits.dtype).min
+    return logits
+
+
 def random_ids(rows: int, length: int, seed: int = 7):
     ids = torch.randint(4, rows, (3, length), generator=torch.Generator().manual_seed(seed))
     ids[1, length // 3:] = 1  # right padding, as fairseq batches are padded
@@ -101,12 +132,34 @@ def random_ids(rows: int, length: int, seed: int = 7):
 
 
 def test_output_folder_holds_safetensors_config_tokenizer_and_card(exported):
+    from fairseq_headless.export import modeling_headless_roberta
+
     case, _, out, data, hf_class, _ = exported
     expected = ["README.md", "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
     if hf_class in ("GPT2LMHeadModel", "GPTNeoXForCausalLM"):
         expected.append("generation_config.json")
+    headless_encoder = hf_class == "HeadlessRobertaForMaskedLM"
+    if headless_encoder:  # the package's module, verbatim: the code the Auto classes run from the folder
+        expected.append("modeling_headless_roberta.py")
+        assert (out / "modeling_headless_roberta.py").read_bytes() == Path(
+            modeling_headless_roberta.__file__).read_bytes()
     assert sorted(p.name for p in out.iterdir()) == sorted(expected)  # no pickles
-    assert json.loads((out / "config.json").read_text())["architectures"] == [hf_class]
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == [hf_class]
+    if headless_encoder:
+        assert config["model_type"] == "headless_roberta"
+        assert config["never_predicted"] == never_predicted(data)
+        assert config["auto_map"] == {
+            auto: f"modeling_headless_roberta.{name}" for auto, name in [
+                ("AutoConfig", "HeadlessRobertaConfig"), ("AutoModel", "HeadlessRobertaModel"),
+                ("AutoModelForMaskedLM", "HeadlessRobertaForMaskedLM"),
+                ("AutoModelForMultipleChoice", "HeadlessRobertaForMultipleChoice"),
+                ("AutoModelForQuestionAnswering", "HeadlessRobertaForQuestionAnswering"),
+                ("AutoModelForSequenceClassification", "HeadlessRobertaForSequenceClassification"),
+                ("AutoModelForTokenClassification", "HeadlessRobertaForTokenClassification")]}
+        assert "trust_remote_code=True" in (out / "README.md").read_text()
+    else:  # vanilla encoders stay plain `roberta`, decoders GPT-2 / GPT-NeoX: no custom code
+        assert "auto_map" not in config and config["model_type"] in ("roberta", "gpt2", "gpt_neox")
     card = (out / "README.md").read_text()
     config = CASES[case][0]
     assert f"criterion `{'headless_' if config.startswith('h') else ''}" in card
@@ -117,22 +170,24 @@ def test_output_folder_holds_safetensors_config_tokenizer_and_card(exported):
 def test_hidden_states_and_logits_match_the_fairseq_model(exported):
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
 
-    case, model, out, _, hf_class, tied = exported
-    encoder = hf_class.startswith("Roberta")
+    case, model, out, data, hf_class, tied = exported
+    encoder = "Roberta" in hf_class
     rows = input_embeddings(model).weight.shape[0]
     ids, real = random_ids(rows, 128)
-    base = AutoModel.from_pretrained(out).eval()
+    base = AutoModel.from_pretrained(out, trust_remote_code=True).eval()
+    auto = AutoModelForMaskedLM if encoder else AutoModelForCausalLM
+    full = auto.from_pretrained(out, trust_remote_code=True).eval()
+    assert type(full).__name__ == hf_class
     with torch.no_grad():
         fs_hidden = model(ids, features_only=True)[0]
         fs_logits = model(ids)[0]
         hidden = base(input_ids=ids, attention_mask=real.long()).last_hidden_state
-        if hf_class == "RobertaModel":  # the card's recipe: e^T on the exported embeddings
-            logits = hidden @ base.get_input_embeddings().weight.t()
-        else:
-            auto = AutoModelForMaskedLM if encoder else AutoModelForCausalLM
-            full = auto.from_pretrained(out).eval()
-            assert full.config.tie_word_embeddings is tied
-            logits = full(input_ids=ids, attention_mask=real.long()).logits
+        logits = full(input_ids=ids, attention_mask=real.long()).logits
+    if hf_class == "HeadlessRobertaForMaskedLM":  # fairseq's e^T, the never-predicted ids excluded
+        assert base.pooler is None and not any("lm_head" in name for name, _ in full.named_parameters())
+        fs_logits = excluded(fs_logits, never_predicted(data))
+    else:
+        assert full.config.tie_word_embeddings is tied
     assert fs_logits.abs().max() > 1.0 and fs_hidden.std() > 0.1  # not a degenerate comparison
     assert (hidden - fs_hidden)[real].abs().max() <= TOL
     assert (logits - fs_logits)[real].abs().max() <= TOL
@@ -141,22 +196,31 @@ def test_hidden_states_and_logits_match_the_fairseq_model(exported):
 def test_task_classes_load_and_run(exported):
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-    case, model, out, _, hf_class, _ = exported
-    tok = AutoTokenizer.from_pretrained(out)
-    if hf_class.startswith("Roberta"):
-        classifier = AutoModelForSequenceClassification.from_pretrained(out, num_labels=3).eval()
+    case, model, out, data, hf_class, _ = exported
+    tok = AutoTokenizer.from_pretrained(out, trust_remote_code=True)
+    encoder = "Roberta" in hf_class
+    if encoder:
+        classifier = AutoModelForSequenceClassification.from_pretrained(
+            out, num_labels=3, trust_remote_code=True).eval()
         batch = tok(["A short one.", "The dictionary is padded to a multiple of eight."], padding=True,
                     return_tensors="pt")
         assert classifier(**batch).logits.shape == (2, 3)
         embeddings = input_embeddings(model).weight
         assert torch.equal(classifier.roberta.embeddings.word_embeddings.weight, embeddings)
-    if hf_class == "RobertaForMaskedLM":
+        # RoBERTa's own classification head for both kinds of encoder (Tab.1 compares like with like)
+        assert type(classifier).__name__ == hf_class.replace("ForMaskedLM", "ForSequenceClassification")
+        assert type(classifier.classifier).__module__ == "transformers.models.roberta.modeling_roberta"
+        assert type(classifier.classifier).__name__ == "RobertaClassificationHead"
+    if encoder:
         text = f"The data path should read in one {tok.mask_token} direction."
-        predictions = pipeline("fill-mask", model=str(out), tokenizer=str(out), top_k=5)(text)
+        predictions = pipeline("fill-mask", model=str(out), tokenizer=str(out), top_k=5,
+                               trust_remote_code=True)(text)
         ids = tok(text, return_tensors="pt")["input_ids"]
         position = int((ids[0] == tok.mask_token_id).nonzero())
         with torch.no_grad():
             logits = model(ids)[0][0, position]
+        if hf_class == "HeadlessRobertaForMaskedLM":
+            logits = excluded(logits, never_predicted(data))
         top = logits.softmax(-1).topk(5)
         assert [p["token"] for p in predictions] == top.indices.tolist()
         # an export's logits against fairseq's; a probability moves by at most twice its logits' error
@@ -182,7 +246,7 @@ def test_tokenizer_ids_equal_the_binarized_validation_split(exported):
     from transformers import AutoTokenizer
 
     case, _, out, data, hf_class, _ = exported
-    tok = AutoTokenizer.from_pretrained(out)
+    tok = AutoTokenizer.from_pretrained(out, trust_remote_code=True)
     dictionary = Dictionary.load(str(data / "dict.txt"))
     dataset = data_utils.load_indexed_dataset(str(data / "valid"), dictionary)
     entries = [dataset[k] for k in range(len(dataset)) if len(dataset[k]) > 1]  # not document separators
@@ -195,7 +259,7 @@ def test_tokenizer_ids_equal_the_binarized_validation_split(exported):
         if any(s in line for s in specials):  # read as a special by HF tokenizers (documented)
             continue
         expected = binarized.tolist()  # line ids + </s>
-        if hf_class.startswith("Roberta"):
+        if "Roberta" in hf_class:
             assert ids == [0] + expected, line  # masked_lm prepends <s>
         else:
             assert ids + [2] == expected, line  # language_modeling: no bos, </s> after each line
@@ -203,10 +267,161 @@ def test_tokenizer_ids_equal_the_binarized_validation_split(exported):
         compared += 1
     assert compared >= 150
     assert tok.pad_token_id == 1 and tok.eos_token_id == 2
-    if hf_class.startswith("Roberta"):
+    if "Roberta" in hf_class:
         assert tok.mask_token_id == len(dictionary) and tok.bos_token_id == 0
     else:
         assert tok.bos_token_id == 2 and tok.mask_token is None  # fairseq LMs start from </s>
+
+
+# --------------------------------------------------------------------------
+# a trained headless encoder in transformers' own tools: the fairseq model's e^T predictions
+# --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained_headless(spm_data, tmp_path_factory):
+    """hmlm_tiny trained 60 steps of its CWT criterion on the spm data folder, then exported."""
+    root = tmp_path_factory.mktemp("trained_headless")
+    model = save_checkpoint("hmlm_tiny", spm_data, root / "checkpoint.pt", "dataset.batch_size=4", updates=60)
+    assert run("--checkpoint", root / "checkpoint.pt", "--output", root / "hf") == 0
+    return model, root / "hf"
+
+
+def masked_texts(data: Path, count: int = 20) -> list[str]:
+    """Validation lines with their middle word replaced by <mask>."""
+    texts = []
+    for line in valid_lines(data):
+        words = line.split()
+        if len(words) >= 6 and "<" not in line and "madeupword" not in line:
+            texts.append(" ".join(words[:len(words) // 2] + ["<mask>"] + words[len(words) // 2 + 1:]))
+    return texts[:count]
+
+
+def test_fill_mask_pipeline_gives_the_fairseq_e_T_top_k_without_the_specials(trained_headless, spm_data):
+    """pipeline("fill-mask") = the fairseq checkpoint's e^T top-k after the exclusion; the card's snippet runs it."""
+    from transformers import AutoTokenizer, pipeline
+
+    model, out = trained_headless
+    never = never_predicted(spm_data)
+    card = (out / "README.md").read_text()
+    snippet = card.split("```python\n")[1].split("```")[0]
+    namespace = {}
+    exec(snippet, namespace)  # the model card's own code: PATH, fill_mask
+    fill_mask = namespace["fill_mask"]
+    tok = AutoTokenizer.from_pretrained(out, trust_remote_code=True)
+    texts = masked_texts(spm_data)
+    raw_top_excluded = 0
+    assert len(texts) == 20
+    for text in texts:
+        predictions = fill_mask(text, top_k=10)
+        ids = tok(text, return_tensors="pt")["input_ids"]
+        position = int((ids[0] == tok.mask_token_id).nonzero())
+        with torch.no_grad():
+            logits = model(ids)[0][0, position]  # fairseq's e^T (HeadlessRobertaEncoder.output_layer)
+        raw_top_excluded += int(logits.argmax()) in never
+        top = excluded(logits, never).softmax(-1).topk(10)
+        assert [p["token"] for p in predictions] == top.indices.tolist(), text
+        bound = 2 * rounding_bound(network_terms(model, ids.numel()) + logits.numel(), logits.abs().max())
+        assert [p["score"] for p in predictions] == pytest.approx(top.values.tolist(), abs=bound)
+        assert not set(p["token"] for p in predictions) & set(never)
+    # without the exclusion an id that stands for no text (mostly <mask> itself) would often come first
+    assert raw_top_excluded >= 5, raw_top_excluded
+    # the card's own call, and a top_k reaching every id that may be predicted
+    allowed = model.encoder.sentence_encoder.embed_tokens.weight.shape[0] - len(never)
+    everything = pipeline("fill-mask", model=str(out), trust_remote_code=True)(texts[0], top_k=allowed)
+    assert len(everything) == allowed and not set(p["token"] for p in everything) & set(never)
+    assert all(p["token"] not in never for p in fill_mask("The <mask> of the Union."))
+
+
+def test_auto_classes_load_the_folders_own_code(trained_headless, spm_data):
+    """AutoModel / AutoModelForMaskedLM / the task Auto classes load the exported file's classes (not
+    the package's), whose masked-LM logits never rank an excluded id first."""
+    from transformers import (AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModelForMultipleChoice,
+                              AutoModelForSequenceClassification, AutoTokenizer)
+
+    model, out = trained_headless
+    never = never_predicted(spm_data)
+    loaded = {auto.__name__: auto.from_pretrained(out, trust_remote_code=True) for auto in (
+        AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoModelForMultipleChoice)}
+    for auto, name in [("AutoConfig", "HeadlessRobertaConfig"), ("AutoModel", "HeadlessRobertaModel"),
+                       ("AutoModelForMaskedLM", "HeadlessRobertaForMaskedLM"),
+                       ("AutoModelForSequenceClassification", "HeadlessRobertaForSequenceClassification"),
+                       ("AutoModelForMultipleChoice", "HeadlessRobertaForMultipleChoice")]:
+        cls = type(loaded[auto])
+        assert cls.__name__ == name and cls.__module__.startswith("transformers_modules.")
+        assert cls.__module__.endswith(".modeling_headless_roberta")
+    tok = AutoTokenizer.from_pretrained(out, trust_remote_code=True)
+    batch = tok(masked_texts(spm_data)[:4], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = loaded["AutoModelForMaskedLM"].eval()(**batch).logits
+        fs_logits = model(batch["input_ids"])[0]
+    real = batch["attention_mask"].bool()
+    assert (logits[..., never] == torch.finfo(logits.dtype).min).all()
+    assert not set(logits[real].argmax(-1).tolist()) & set(never)
+    terms = network_terms(model, batch["input_ids"].numel())
+    assert (logits - excluded(fs_logits, never))[real].abs().max() <= rounding_bound(terms, fs_logits.abs().max())
+
+
+def test_the_projects_loaders_take_a_headless_export(trained_headless, spm_data, tmp_path):
+    """Fine-tuning (evaluation/finetune.py), its random-init control and the embedding analyses load the
+    export through the Auto classes with trust_remote_code: encoder weights unchanged, RoBERTa's head new."""
+    import math
+
+    from fairseq_headless.analysis.embeddings import load_huggingface
+    from fairseq_headless.evaluation.finetune import FinetuneConfig, finetune
+    from fairseq_headless.evaluation.model_loading import load_model
+    from fairseq_headless.evaluation.sotu_era import random_init_copy
+    from fairseq_headless.evaluation.task_data import Example
+    from fairseq_headless.evaluation.tasks import GLUE_TASKS
+
+    model, out = trained_headless
+    embeddings = input_embeddings(model).weight
+    spec = GLUE_TASKS["SST-2"]
+    classifier, summary = load_model(out, spec)
+    assert summary == ("hf: encoder loaded into HeadlessRobertaForSequenceClassification; "
+                       "new head classifier.dense, classifier.out_proj")
+    assert torch.equal(classifier.roberta.embeddings.word_embeddings.weight, embeddings)
+    assert torch.equal(load_huggingface(out, "--headless").weight, embeddings)
+    control = random_init_copy(out, tmp_path / "control")
+    assert (control / "modeling_headless_roberta.py").is_file()
+    assert load_model(control, spec)[1].startswith("control: encoder loaded into HeadlessRobertaForSequenceClassification")
+    # at initialisation (near-uniform predictions) the balanced loss of a 2-class batch is 2 ln 2
+    lines = masked_texts(spm_data, 16)
+    train = [Example((line.replace("<mask>", "good" if k % 2 else "bad"),), k % 2) for k, line in enumerate(lines)]
+    run = finetune(out, spec, train, {"dev": train[:8]}, FinetuneConfig(learning_rate=1e-7, epochs=1, batch_size=16),
+                   0, tmp_path / "run", "x")
+    assert run.epochs[0]["train_loss"] == pytest.approx(2 * math.log(2), abs=0.02)
+    assert run.model_summary.startswith("hf: encoder loaded into HeadlessRobertaForSequenceClassification")
+
+
+def test_the_modeling_file_imports_only_torch_and_transformers():
+    """It runs from the export folder, where neither fairseq nor this package need be installed."""
+    import ast
+
+    from fairseq_headless.export import modeling_headless_roberta
+
+    tree = ast.parse(Path(modeling_headless_roberta.__file__).read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert imported == {"torch", "transformers"}
+
+
+def test_loading_without_trust_remote_code_is_an_error_that_names_it(trained_headless, monkeypatch):
+    """No silently random head: without trust_remote_code=True every documented load stops and says what
+    to pass (a terminal is asked first; here, as in scripts, input() has nothing to read)."""
+    from transformers import (AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification,
+                              pipeline)
+
+    def no_terminal(prompt=""):
+        raise EOFError
+
+    monkeypatch.setattr("builtins.input", no_terminal)
+    _, out = trained_headless
+    for load in (AutoConfig.from_pretrained, AutoModel.from_pretrained, AutoModelForMaskedLM.from_pretrained,
+                 AutoModelForSequenceClassification.from_pretrained,
+                 lambda path: pipeline("fill-mask", model=path)):
+        with pytest.raises(ValueError, match=r"pass the argument `trust_remote_code=True`"):
+            load(str(out))
 
 
 def test_tokenizer_specials_and_padding_rows(spm_data, hf_data):

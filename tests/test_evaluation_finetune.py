@@ -43,10 +43,12 @@ def root(tmp_path_factory):
 def test_exports_load_with_only_a_new_head(root):
     saved = load_file(root / "hmlm" / "model.safetensors")
     model, summary = load_model(root / "hmlm", GLUE_TASKS["SST-2"])
-    assert summary == ("hmlm: encoder loaded into RobertaForSequenceClassification; "
+    # the headless export's own type (trust_remote_code), with RoBERTa's classification head
+    assert summary == ("hmlm: encoder loaded into HeadlessRobertaForSequenceClassification; "
                        "new head classifier.dense, classifier.out_proj")
+    assert type(model.classifier).__module__ == "transformers.models.roberta.modeling_roberta"
     for key, value in saved.items():  # every encoder weight arrived unchanged
-        assert torch.equal(model.roberta.state_dict()[key], value), key
+        assert torch.equal(model.state_dict()[key], value), key
     model, summary = load_model(root / "mlm", SUPERGLUE_TASKS["COPA"])
     assert type(model).__name__ == "RobertaForMultipleChoice"
     assert summary.endswith("new head classifier, roberta.pooler.dense; unused pretraining weights: lm_head")

@@ -50,18 +50,25 @@ def make_tokenizer(path: Path):
 
 
 def make_model(path: Path, kind: str = "headless", hidden: int = 32, seed: int = 0) -> Path:
-    """A random tiny RoBERTa folder: `headless` = bare RobertaModel (no head), `vanilla` = RobertaForMaskedLM."""
+    """A random tiny RoBERTa folder laid out as scripts/convert_to_hf.py writes one: `headless` = the
+    `headless_roberta` model type (e^T, no head; its modeling file and auto_map), `vanilla` = RobertaForMaskedLM."""
     import torch
-    from transformers import RobertaConfig, RobertaForMaskedLM, RobertaModel
+    from transformers import RobertaConfig, RobertaForMaskedLM
+
+    from fairseq_headless.export.convert import save_model
+    from fairseq_headless.export.modeling_headless_roberta import HeadlessRobertaConfig, HeadlessRobertaForMaskedLM
 
     path = Path(path)
     tokenizer = make_tokenizer(path)
-    config = RobertaConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=2,
-                           num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=130,
-                           pad_token_id=1, bos_token_id=0, eos_token_id=2, type_vocab_size=1)
+    shape = dict(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
+                 intermediate_size=2 * hidden, max_position_embeddings=130, pad_token_id=1, bos_token_id=0,
+                 eos_token_id=2, type_vocab_size=1)
     torch.manual_seed(seed)
-    model = RobertaModel(config, add_pooling_layer=False) if kind == "headless" else RobertaForMaskedLM(config)
-    model.save_pretrained(path)
+    if kind == "headless":
+        model = HeadlessRobertaForMaskedLM(HeadlessRobertaConfig(**shape, never_predicted=tokenizer.all_special_ids))
+    else:
+        model = RobertaForMaskedLM(RobertaConfig(**shape))
+    save_model(model, path)
     return path
 
 

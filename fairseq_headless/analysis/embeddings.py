@@ -134,12 +134,13 @@ def load_huggingface(folder: Path, option: str) -> EmbeddingModel:
                                  "which writes one")
     with quiet_transformers():
         try:
-            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+            # trust_remote_code: a headless encoder export's classes are its folder's modeling_headless_roberta.py
+            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=True)
         except (OSError, ValueError, TypeError, KeyError) as e:
             raise AnalysisInputError(f"{option} {folder}: no usable tokenizer in the folder ({_first_line(e)}); "
                                      "export it with scripts/convert_to_hf.py, which writes one") from None
         try:
-            model = AutoModel.from_pretrained(folder, local_files_only=True)
+            model = AutoModel.from_pretrained(folder, local_files_only=True, trust_remote_code=True)
         except (OSError, ValueError, KeyError) as e:
             raise AnalysisInputError(f"{option} {folder}: cannot load its model ({_first_line(e)})") from None
     weight = model.get_input_embeddings().weight.detach().float()

@@ -1,7 +1,8 @@
 """Downstream evaluation of exported encoders (paper §4.1 Tab.1-2, §5 Tab.5, App. E).
 
-Fine-tunes any Hugging Face RoBERTa-style encoder folder (a headless export is a bare
-``RobertaModel``, a vanilla one a ``RobertaForMaskedLM``) on GLUE, SuperGLUE (BoolQ, CB,
+Fine-tunes any Hugging Face RoBERTa-style encoder folder (a headless export is a
+``headless_roberta`` model, loaded with ``trust_remote_code=True``, a vanilla one a
+``RobertaForMaskedLM``; both get RoBERTa's own task heads) on GLUE, SuperGLUE (BoolQ, CB,
 COPA, WiC) and XNLI with the protocol of App. E, and writes the paper's tables.
 
 Nothing here imports fairseq: the modules run on Hugging Face models only.

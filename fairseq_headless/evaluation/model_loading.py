@@ -1,9 +1,9 @@
 """An exported encoder folder -> a model with a new task head, checked, and its tokenizer.
 
-A headless export is a bare ``RobertaModel`` (no head at all), a vanilla export a
-``RobertaForMaskedLM``; ``AutoModelForSequenceClassification`` /
-``AutoModelForMultipleChoice`` load both, initialise the new head, and print a load
-report as a warning. That report would also be the only sign of a real failure (an
+A headless export is a ``headless_roberta`` model (its own model type, whose code the folder
+holds: loaded with ``trust_remote_code=True``), a vanilla export a ``RobertaForMaskedLM``;
+``AutoModelForSequenceClassification`` / ``AutoModelForMultipleChoice`` load both with
+RoBERTa's own task heads, initialise the new head, and print a load report as a warning. That report would also be the only sign of a real failure (an
 encoder weight that did not load and silently stayed random), so it is checked here
 instead: every missing weight must belong to the new head, nothing may have a
 mismatched shape, and the pretraining head (``lm_head``) is the only thing expected to
@@ -51,8 +51,9 @@ def load_tokenizer(model_dir: Path):
             "checkpoint with scripts/convert_to_hf.py first")
     with quiet_transformers():
         try:
-            config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
-            tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+            # trust_remote_code: a headless export's classes are the folder's modeling_headless_roberta.py
+            config = AutoConfig.from_pretrained(model_dir, local_files_only=True, trust_remote_code=True)
+            tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True, trust_remote_code=True)
         except (OSError, ValueError) as err:
             raise EvaluationInputError(f"--model {model_dir}: cannot load its config/tokenizer: {err}") from None
     check_tokenizer(tokenizer, config, model_dir)
@@ -74,7 +75,8 @@ def load_model(model_dir: Path, spec: TaskSpec):
     auto = AutoModelForMultipleChoice if spec.kind == MULTIPLE_CHOICE else AutoModelForSequenceClassification
     with quiet_transformers():
         try:
-            model, info = auto.from_pretrained(model_dir, output_loading_info=True, local_files_only=True, **kwargs)
+            model, info = auto.from_pretrained(model_dir, output_loading_info=True, local_files_only=True,
+                                               trust_remote_code=True, **kwargs)
         except (OSError, ValueError, KeyError) as err:
             raise EvaluationInputError(f"--model {model_dir}: cannot load it as {auto.__name__}: {err}") from None
     missing = sorted(info["missing_keys"])

@@ -80,9 +80,10 @@ def random_init_copy(model_dir: Path, target: Path, seed: int = 0) -> Path:
     import torch
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    # trust_remote_code: a headless export's classes are its folder's modeling_headless_roberta.py
+    config = AutoConfig.from_pretrained(model_dir, local_files_only=True, trust_remote_code=True)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True, trust_remote_code=True)
     torch.manual_seed(seed)
-    AutoModel.from_config(config).save_pretrained(target)
+    AutoModel.from_config(config, trust_remote_code=True).save_pretrained(target)
     tokenizer.save_pretrained(target)
     return Path(target)

@@ -12,7 +12,7 @@ same tokens (RESULTS.md records such a run).
 4. score both on the validation set: masked-token top-1 accuracy over the whole vocabulary
    (vanilla: its LM head; headless: its input embedding matrix as the head, e^T);
 5. export both to Hugging Face folders (scripts/convert_to_hf.py, with its fairseq parity check):
-   ``run-*/hf/headless`` (RobertaModel) and ``run-*/hf/vanilla`` (RobertaForMaskedLM);
+   ``run-*/hf/headless`` (HeadlessRobertaForMaskedLM, e^T) and ``run-*/hf/vanilla`` (RobertaForMaskedLM);
 6. with the default corpus, a small downstream check: fine-tune both exports (and a random-init
    control) to classify the era of SOTU sentences (fairseq_headless.evaluation.demo_check);
 7. print a table, and write results.json, results.md and training_curves.png into a new run folder.
@@ -280,7 +280,8 @@ def write_results(run_dir: Path, summary: dict, table: str, downstream: str, twi
         f"Command: `{summary['command']}`\n\n{table}\n\n"
         "The validation losses are different objectives (CWT over in-batch targets vs cross-entropy "
         "over the vocabulary) and are not comparable; the whole-vocabulary accuracy is.\n\n"
-        "Hugging Face exports (`AutoModel.from_pretrained(PATH)`; parity = max abs difference with fairseq, fp32):\n\n"
+        "Hugging Face exports (`AutoModelForMaskedLM.from_pretrained(PATH, trust_remote_code=True)`; "
+        "parity = max abs difference with fairseq, fp32):\n\n"
         + "".join(f"- {name}: `{results[name]['export']['path']}` ({results[name]['export']['hf_class']}, "
                   f"parity {results[name]['export']['max_abs_diff']:.2e})\n" for name, _ in twins)
         + (f"\n## Downstream check (not a task of the paper; see docs/evaluation.md)\n\n{downstream}\n" if downstream else "")

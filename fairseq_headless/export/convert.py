@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +25,12 @@ from ..data.folder import DataFolder, open_data_folder
 from ..files import atomic_folder
 from . import tokenizer as export_tokenizer
 from .errors import ExportError, ParityError
-from .tokenizer import (MASK, TOKENIZER_CHECK_LINES, check_dictionary, check_tokenizer, raw_tokenizer,
-                        sample_lines)
-from .weights import Export, family_of
+from .tokenizer import (MASK, TOKENIZER_CHECK_LINES, check_dictionary, check_tokenizer, never_predicted,
+                        raw_tokenizer, sample_lines)
+from .weights import Export, family_of, hf_class_of
 
+# A headless encoder's model classes, copied verbatim into its export (config.json's auto_map names them).
+MODELING_FILE = Path(__file__).with_name("modeling_headless_roberta.py")
 TOLERANCE = 1e-4  # max abs difference, fp32, fairseq vs Hugging Face
 PARITY_BATCH, PARITY_MAX_LENGTH = 2, 512
 
@@ -70,7 +73,9 @@ def build_fairseq_model(state, arch: str):
 
 def parity(fairseq_model, hf_model, export: Export, rows: int) -> dict:
     """Max abs differences on random ids: a full-length row and a right-padded one (pad positions
-    are left out: fairseq zeroes them, HF does not, and no real token attends to them)."""
+    are left out: fairseq zeroes them, HF does not, and no real token attends to them). A headless
+    encoder's logits are compared after the same exclusion is applied to fairseq's e^T: its
+    never-predicted columns must hold the dtype's lowest value."""
     import torch
 
     length = min(export.max_length, PARITY_MAX_LENGTH)
@@ -84,22 +89,38 @@ def parity(fairseq_model, hf_model, export: Export, rows: int) -> dict:
         fs_hidden = fairseq_model(ids, features_only=True)[0]
         fs_logits = fairseq_model(ids)[0]  # the vanilla head, or e^T for headless models
         hf_hidden = hf_model.base_model(input_ids=ids, attention_mask=real.long()).last_hidden_state
-        if export.hf_class == "RobertaModel":  # the card's recipe for headless encoders
-            hf_logits = hf_hidden @ hf_model.get_input_embeddings().weight.t()
-        else:
-            hf_logits = hf_model(input_ids=ids, attention_mask=real.long()).logits
+        hf_logits = hf_model(input_ids=ids, attention_mask=real.long()).logits
+    never = getattr(hf_model.config, "never_predicted", None)
+    if never:
+        fs_logits[..., never] = torch.finfo(fs_logits.dtype).min
     return {"hidden": float((fs_hidden - hf_hidden)[real].abs().max()),
             "logits": float((fs_logits - hf_logits)[real].abs().max())}
 
 
+HEADLESS_ENCODER_NOTE = """\
+Model type `headless_roberta`: its classes are this folder's `modeling_headless_roberta.py`, so every load
+(`AutoConfig`, `AutoTokenizer`, `AutoModel`, `AutoModelForMaskedLM`, `AutoModelForSequenceClassification`,
+`AutoModelForMultipleChoice`, `pipeline`) passes `trust_remote_code=True`; without it transformers refuses
+(or asks). Masked-LM scores are e^T, no head parameter; the {never} ids of `never_predicted` in config.json
+(`<s> <pad> </s> <unk>`, `<mask>`, the `madeupword` rows, the tokenizer's own specials) are never predicted.
+Sequence classification uses RoBERTa's own classification head, as for a vanilla export.
+
+"""
+
+
 def model_card(info: dict) -> str:
     usage = {
-        "RobertaModel": "from transformers import AutoModel, AutoTokenizer\n"
-                        "tok = AutoTokenizer.from_pretrained(PATH); model = AutoModel.from_pretrained(PATH)\n"
-                        "hidden = model(**tok(\"Some text.\", return_tensors=\"pt\")).last_hidden_state\n"
-                        "scores = hidden @ model.get_input_embeddings().weight.T  # e^T: the headless vocabulary scores",
+        # the e^T scores, specials excluded, come from the folder's modeling_headless_roberta.py
+        "HeadlessRobertaForMaskedLM":
+            "from transformers import pipeline\n"
+            "# trust_remote_code: the folder's modeling_headless_roberta.py scores with e^T (docs/export.md)\n"
+            "fill_mask = pipeline(\"fill-mask\", model=PATH, trust_remote_code=True)\n"
+            "fill_mask(\"The <mask> of the Union.\")\n"
+            "# AutoModelForMaskedLM.from_pretrained(PATH, trust_remote_code=True) gives the same logits:\n"
+            "# last_hidden_state @ word_embeddings.T, the ids of config.never_predicted at the lowest value",
         "RobertaForMaskedLM": "from transformers import pipeline\n"
-                              "pipeline(\"fill-mask\", model=PATH)(\"The <mask> of the Union.\")",
+                              "fill_mask = pipeline(\"fill-mask\", model=PATH)\n"
+                              "fill_mask(\"The <mask> of the Union.\")",
     }
     usage["GPT2LMHeadModel"] = usage["GPTNeoXForCausalLM"] = (
         "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
@@ -134,7 +155,7 @@ PATH = "{info["output"]}"
 {usage}
 ```
 
-Text containing a special token's string (`<s>`, `</s>`, `<pad>`, `<unk>`, `<mask>`, `madeupwordNNNN`) is
+{HEADLESS_ENCODER_NOTE.format(never=len(info["never_predicted"])) if info["never_predicted"] else ""}Text containing a special token's string (`<s>`, `</s>`, `<pad>`, `<unk>`, `<mask>`, `madeupwordNNNN`) is
 read as that special token, as usual for Hugging Face tokenizers; the fairseq preprocessing read it as text.
 {"Encoders get `<s> ... </s>` around a text, as fairseq's masked_lm task fed them; the RoBERTa pooler is not part of the export (fairseq has none)." if info["encoder"] else "Decoders get `<s>` before a text (the checkpoint's task had add_bos_token); `</s>` ends every line of the training data." if info["add_bos"] else "Decoders get no special tokens around a text (fairseq's language_modeling task without add_bos_token); `</s>` ends every line of the training data and is the end-of-text and start token for generation."}
 """
@@ -158,6 +179,21 @@ class Source:
     size: int  # dict.txt's entries
     task: object
     model: object  # the fairseq model, fp32, eval mode
+
+
+def save_model(hf_model, folder: Path) -> None:
+    """save_pretrained; a headless encoder (model type ``headless_roberta``) also gets the modeling file,
+    verbatim, and config.json's auto_map naming its classes: the Auto classes and pipelines load it
+    from the folder, offline, with trust_remote_code=True."""
+    from . import modeling_headless_roberta
+
+    custom = isinstance(hf_model.config, modeling_headless_roberta.HeadlessRobertaConfig)
+    if custom:
+        hf_model.config.auto_map = {auto: f"{MODELING_FILE.stem}.{cls.__name__}"
+                                    for auto, cls in modeling_headless_roberta.AUTO_MAP.items()}
+    hf_model.save_pretrained(folder, safe_serialization=True)
+    if custom:
+        shutil.copyfile(MODELING_FILE, Path(folder) / MODELING_FILE.name)
 
 
 def check_output(output: Path, data, force: bool) -> None:
@@ -193,7 +229,6 @@ def read_source(checkpoint: Path, data, tokenizer: tuple) -> Source:
 def hf_model_of(source: Source, export: Export):
     """The transformers model holding the mapped weights; every fairseq weight must have found a place."""
     import torch
-    import transformers
 
     state_dict = source.model.state_dict()
     for key, original in export.tied.items():
@@ -204,9 +239,7 @@ def hf_model_of(source: Source, export: Export):
     if left:
         raise ExportError(f"`{source.arch}` has weights this converter does not know where to put: "
                           f"{', '.join(left[:5])}")
-    # No pooler for RobertaModel: fairseq has none to export (sequence classification does not use it).
-    extra = {"add_pooling_layer": False} if export.hf_class == "RobertaModel" else {}
-    hf_model = getattr(transformers, export.hf_class)(export.config, **extra)
+    hf_model = hf_class_of(export.hf_class)(export.config)
     missing, unexpected = hf_model.load_state_dict(
         {k: v.detach().float().contiguous() for k, v in export.weights.items()}, strict=False)
     if missing or unexpected:
@@ -232,13 +265,15 @@ def check_saved(workdir: Path, source: Source, export: Export, add_bos: bool) ->
     import transformers
 
     log("checking the saved folder against fairseq (reloaded with the Auto classes)")
-    reloaded = getattr(transformers, export.auto_class).from_pretrained(workdir, dtype=torch.float32).eval()
+    # trust_remote_code: a headless encoder runs the modeling file copied into the folder, as users will
+    reloaded = getattr(transformers, export.auto_class).from_pretrained(
+        workdir, dtype=torch.float32, trust_remote_code=True).eval()
     diffs = parity(source.model, reloaded, export, export.config.vocab_size)
     log(f"max abs diff: hidden {diffs['hidden']:.2e}, logits {diffs['logits']:.2e} (bound {TOLERANCE:g})")
     if max(diffs.values()) > TOLERANCE:
         raise ParityError(f"the exported model differs from fairseq by {max(diffs.values()):.2e} "
                           f"(> {TOLERANCE:g}): hidden {diffs['hidden']:.2e}, logits {diffs['logits']:.2e}")
-    loaded_tokenizer = transformers.AutoTokenizer.from_pretrained(workdir)
+    loaded_tokenizer = transformers.AutoTokenizer.from_pretrained(workdir, trust_remote_code=True)
     lines = sample_lines(source.folder.path, source.dictionary, source.reference, TOKENIZER_CHECK_LINES)
     checked, skipped = check_tokenizer(loaded_tokenizer, source.reference, lines, export.encoder, add_bos)
     log(f"tokenizer: {checked} lines identical to the preprocessing path"
@@ -265,6 +300,7 @@ def card_info(source: Source, export: Export, family: str, output: Path, add_bos
         tokenizer_type=folder.tokenizer_type, tokenizer_files=[str(t) for t in folder.tokenizer],
         tokenizer_size=source.reference.vocab_size,
         parity=diffs, tokenizer_lines=checked, output=str(output), family=family,
+        never_predicted=getattr(export.config, "never_predicted", None) or [],
         add_bos=add_bos, tag="headless" if headless else "causal-finetuned" if finetuned_from else "vanilla")
 
 
@@ -278,6 +314,8 @@ def convert(checkpoint: Path, output: Path, data: Path | None = None, force: boo
     logging.getLogger("fairseq").setLevel(logging.WARNING)  # stderr is for the one error line
     import transformers
 
+    from . import modeling_headless_roberta
+
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     source = read_source(Path(checkpoint), data, tuple(tokenizer))
@@ -288,14 +326,16 @@ def convert(checkpoint: Path, output: Path, data: Path | None = None, force: boo
         raise ExportError(f"the checkpoint has {rows} embedding rows but {source.folder.dictionary} gives "
                           f"{source.size}{' + <mask>' if export.encoder else ''}; use the data folder it was "
                           f"trained on")
-    log(f"mapping {family.name} weights to {export.hf_class}")
-    hf_model = hf_model_of(source, export)
     add_bos = bool(getattr(source.task.cfg, "add_bos_token", False)) and not export.encoder
     hf_tokenizer = hf_tokenizer_of(source, export, add_bos)
+    if isinstance(export.config, modeling_headless_roberta.HeadlessRobertaConfig):
+        export.config.never_predicted = never_predicted(hf_tokenizer, source.reference)
+    log(f"mapping {family.name} weights to {export.hf_class}")
+    hf_model = hf_model_of(source, export)
 
     try:
         with atomic_folder(output, replace=force) as workdir:  # published whole, or nothing is left
-            hf_model.save_pretrained(workdir, safe_serialization=True)
+            save_model(hf_model, workdir)
             hf_tokenizer.save_pretrained(workdir)
             config_path = workdir / "tokenizer_config.json"  # loadable by transformers 4.x too
             tokenizer_config = json.loads(config_path.read_text())

@@ -229,6 +229,16 @@ def shift_to_fairseq_ids(raw, size: int, encoder: bool, add_bos: bool):
     return tokenizer, unk
 
 
+def never_predicted(tokenizer, reference) -> list[int]:
+    """Exported ids that stand for no text, which a headless masked LM's e^T scores must never predict:
+    the exported tokenizer's special tokens (fairseq's <s> <pad> </s> <unk>, dict.txt's madeupword rows,
+    <mask>, a tokenizer.json's own special added tokens) and the tokenizer's unknown and control pieces
+    (sentencepiece's <unk> <s> </s>, exported as tokenizer:<unk> ...), as the data folder's tokenizer
+    lists them (data/tokenizer.py special_ids)."""
+    ids = {i for i, token in tokenizer.added_tokens_decoder.items() if token.special}
+    return sorted(ids | {i + ID_OFFSET for i in reference.special_ids()})
+
+
 def sample_lines(data: Path, dictionary, reference, limit: int) -> list[str]:
     """Text to compare tokenizers on: decoded lines of the binarized validation split, and SAMPLE_TEXT."""
     from fairseq.data import data_utils

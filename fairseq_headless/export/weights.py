@@ -1,11 +1,12 @@
 """Where each fairseq weight goes in the Hugging Face model: one visible key table per architecture family.
 
-A family is what a fairseq model class becomes in transformers (RoBERTa encoders -> RobertaModel or
-RobertaForMaskedLM, ``transformer_lm`` decoders -> GPT2LMHeadModel, the plugin's GPT-NeoX decoders ->
-GPTNeoXForCausalLM); its function builds the transformers config, maps the weights through the table
-and refuses, with the reasons, a model whose options transformers cannot express. Headless models
-(paper §3, Contrastive Weight Tying) have no LM head: their vocabulary scores are ``e^T``, so the
-exported head is the input embedding matrix itself.
+A family is what a fairseq model class becomes in transformers (RoBERTa encoders -> RobertaForMaskedLM,
+or HeadlessRobertaForMaskedLM for headless ones, ``transformer_lm`` decoders -> GPT2LMHeadModel, the
+plugin's GPT-NeoX decoders -> GPTNeoXForCausalLM); its function builds the transformers config, maps
+the weights through the table and refuses, with the reasons, a model whose options transformers cannot
+express. Headless models (paper §3, Contrastive Weight Tying) have no LM head: their vocabulary scores
+are ``e^T``, so the exported head is the input embedding matrix itself (decoders: ``lm_head`` tied to
+it; encoders: the ``headless_roberta`` model type of :mod:`.modeling_headless_roberta`).
 """
 from __future__ import annotations
 
@@ -142,14 +143,27 @@ def _refuse(arch: str, hf_class: str, problems: list[str]) -> None:
         raise ExportError(f"architecture `{arch}` cannot be expressed as {hf_class}: " + "; ".join(problems))
 
 
+def hf_class_of(name: str):
+    """A transformers class by name, or one of the headless encoder's own (modeling_headless_roberta.py)."""
+    import transformers
+
+    from . import modeling_headless_roberta
+
+    own = {cls.__name__: cls for cls in modeling_headless_roberta.AUTO_MAP.values()}
+    return own[name] if name in own else getattr(transformers, name)
+
+
 def roberta_export(model, task, arch: str) -> Export:
     from fairseq.modules import LearnedPositionalEmbedding
     from transformers import RobertaConfig
 
+    from .modeling_headless_roberta import HeadlessRobertaConfig
+
     body, cfg = model.encoder.sentence_encoder, model.encoder.sentence_encoder.cfg
     head = getattr(model.encoder, "lm_head", None)
     vanilla = head is not None
-    _refuse(arch, "RobertaForMaskedLM" if vanilla else "RobertaModel", [reason for bad, reason in [
+    hf_class = "RobertaForMaskedLM" if vanilla else "HeadlessRobertaForMaskedLM"
+    _refuse(arch, hf_class, [reason for bad, reason in [
         (cfg.encoder.normalize_before, "pre-LayerNorm blocks (encoder_normalize_before; HF RoBERTa is post-LN)"),
         (body.layernorm_embedding is None, "no embedding LayerNorm (HF RoBERTa always has one)"),
         (body.embed_scale != 1.0, "scaled embeddings (no_scale_embedding=false)"),
@@ -160,7 +174,8 @@ def roberta_export(model, task, arch: str) -> Export:
     ] if bad])
     state = model.state_dict()
     rows, dim = body.embed_tokens.weight.shape
-    config = RobertaConfig(
+    # Headless: a model type of its own, whose masked-LM class scores with e^T (vanilla: plain `roberta`).
+    config = (RobertaConfig if vanilla else HeadlessRobertaConfig)(
         vocab_size=rows, hidden_size=dim, num_hidden_layers=len(body.layers),
         num_attention_heads=cfg.encoder.attention_heads, intermediate_size=cfg.encoder.ffn_embed_dim,
         hidden_act=_activation(cfg.activation_fn, arch), hidden_dropout_prob=cfg.dropout,
@@ -168,10 +183,9 @@ def roberta_export(model, task, arch: str) -> Export:
         max_position_embeddings=body.embed_positions.weight.shape[0],
         type_vocab_size=1, layer_norm_eps=body.layernorm_embedding.eps,
         pad_token_id=1, bos_token_id=0, eos_token_id=2, tie_word_embeddings=True)
-    prefix = "roberta." if vanilla else ""
-    weights, used = map_weights(ROBERTA_TABLE, state, len(body.layers), prefix)
+    weights, used = map_weights(ROBERTA_TABLE, state, len(body.layers), "roberta.")
     # fairseq has no segment embeddings: a zero row adds nothing, as in fairseq.
-    weights[prefix + "embeddings.token_type_embeddings.weight"] = state[
+    weights["roberta.embeddings.token_type_embeddings.weight"] = state[
         "encoder.sentence_encoder.embed_tokens.weight"].new_zeros(1, dim)
     tied = {}
     if vanilla:
@@ -179,11 +193,11 @@ def roberta_export(model, task, arch: str) -> Export:
         weights.update(head_weights)
         used |= head_used
         config.tie_word_embeddings = head.weight is body.embed_tokens.weight
-    return Export(config, "RobertaForMaskedLM" if vanilla else "RobertaModel",
-                  "AutoModelForMaskedLM" if vanilla else "AutoModel", weights, used, tied,
+    return Export(config, hf_class, "AutoModelForMaskedLM", weights, used, tied,
                   head=("trained masked-LM head (dense + gelu + LayerNorm + "
                         + ("decoder tied to the input embeddings)" if config.tie_word_embeddings else "untied decoder)"))
-                  if vanilla else "none (headless): vocabulary scores are hidden @ word_embeddings^T (e^T)",
+                  if vanilla else "none (headless): vocabulary scores are hidden @ word_embeddings^T (e^T), "
+                                  "ids that stand for no text excluded",
                   encoder=True, max_length=body.embed_positions.weight.shape[0] - 2)
 
 

@@ -39,16 +39,30 @@ def prepare(root: Path, *tokenizer_args) -> Path:
     return data
 
 
-def save_checkpoint(config: str, data: Path, path: Path, *overrides: str, seed: int = 0):
-    """A random-weight model of `config`, saved by fairseq's Trainer; returns the fairseq model."""
+def save_checkpoint(config: str, data: Path, path: Path, *overrides: str, seed: int = 0, updates: int = 0):
+    """A model of `config` saved by fairseq's Trainer; returns the fairseq model. Random weights
+    (perturbed), or with `updates` the config's own initialisation trained that many steps of its
+    criterion on the data folder's train split."""
     from fairseq.trainer import Trainer
 
     cfg, task, model = build_task_and_model(config, data, "common.cpu=true", *overrides)
     generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.1 * torch.randn(p.shape, generator=generator))
+    if not updates:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.1 * torch.randn(p.shape, generator=generator))
     trainer = Trainer(cfg, task, model, task.build_criterion(cfg.criterion))
+    if updates:
+        task.load_dataset("train")
+        done = 0
+        while done < updates:
+            batches = task.get_batch_iterator(dataset=task.dataset("train"), max_sentences=cfg.dataset.batch_size,
+                                              seed=seed, epoch=1 + done).next_epoch_itr(shuffle=True)
+            for batch in batches:
+                trainer.train_step([batch])
+                done += 1
+                if done == updates:
+                    break
     trainer.consolidate_optimizer()
     trainer.save_checkpoint(str(path), {})
     return model.eval()
