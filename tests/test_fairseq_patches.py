@@ -190,3 +190,36 @@ def test_a_replayed_batch_comes_back_marked_and_the_kept_one_does_not(tiny_data)
         assert is_dummy and sample[DUMMY_BATCH] is True and sample["target"] is batch["target"]
     sample, is_dummy = trainer._prepare_sample(batch)
     assert not is_dummy and DUMMY_BATCH not in sample and DUMMY_BATCH not in trainer._dummy_batch
+
+
+# 6. fairseq-train checkpoints (argparse.Namespace configs) under torch's weights_only default
+# (the whole path, from_pretrained and fairseq-interactive on checkpoints of both CLIs: tests/test_hub_interface.py)
+
+def test_fairseq_still_loads_checkpoints_with_torchs_default_and_the_patch_is_applied():
+    source = inspect.getsource(fairseq_patches._original_load_checkpoint_to_cpu)
+    assert "torch.load(f, map_location=torch.device(\"cpu\"))" in source and "weights_only" not in source
+    assert checkpoint_utils.load_checkpoint_to_cpu is fairseq_patches.load_checkpoint_to_cpu_allowing_namespace
+    # the hub's loader and the trainer's resume reach it through the module attribute
+    assert "load_checkpoint_to_cpu(filename, arg_overrides)" in inspect.getsource(checkpoint_utils.load_model_ensemble_and_task)
+    from fairseq.trainer import Trainer
+    assert "checkpoint_utils.load_checkpoint_to_cpu(" in inspect.getsource(Trainer.load_checkpoint)
+
+
+def test_a_checkpoint_with_a_namespace_config_loads_and_nothing_else_is_allowed(tmp_path):
+    import argparse
+    import pickle
+
+    state = {"args": None, "cfg": {"model": argparse.Namespace(arch="roberta_tiny", dropout=0.1)},
+             "model": {"w": torch.arange(3.0)}, "extra_state": {"train_iterator": {"epoch": 1}},
+             "optimizer_history": [{"criterion_name": "c", "optimizer_name": "o", "lr_scheduler_state": {}, "num_updates": 3}]}
+    torch.save(state, tmp_path / "namespace.pt")
+    with pytest.raises(pickle.UnpicklingError, match="argparse.Namespace"):  # fairseq's own function
+        fairseq_patches._original_load_checkpoint_to_cpu(str(tmp_path / "namespace.pt"))
+    loaded = checkpoint_utils.load_checkpoint_to_cpu(str(tmp_path / "namespace.pt"), {"dropout": 0.3})
+    assert loaded["cfg"].model == argparse.Namespace(arch="roberta_tiny", dropout=0.3)  # fairseq's overrides applied
+    assert loaded["model"]["w"].tolist() == [0.0, 1.0, 2.0]
+
+    torch.save({**state, "model": {"w": os.getcwd}}, tmp_path / "code.pt")  # a pickled function: still refused
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        checkpoint_utils.load_checkpoint_to_cpu(str(tmp_path / "code.pt"))
+    assert argparse.Namespace not in torch.serialization.get_safe_globals()  # the allowance ends with the call
