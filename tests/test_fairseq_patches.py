@@ -223,3 +223,17 @@ def test_a_checkpoint_with_a_namespace_config_loads_and_nothing_else_is_allowed(
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
         checkpoint_utils.load_checkpoint_to_cpu(str(tmp_path / "code.pt"))
     assert argparse.Namespace not in torch.serialization.get_safe_globals()  # the allowance ends with the call
+
+
+def test_fairseq_train_resumes_from_its_own_checkpoint(tiny_data, tmp_path):
+    """Without the patch the second run stops at torch.load (argparse.Namespace refused): measured before it."""
+    from conftest import REPO, run_cli
+
+    args = ["fairseq-train", tiny_data, "--user-dir", REPO / "fairseq_headless", "--task", "masked_lm",
+            "--criterion", "headless_masked_lm", "--arch", "headless_roberta_tiny", "--tokens-per-sample", "64",
+            "--sample-break-mode", "none", "--required-batch-size-multiple", "1", "--optimizer", "adam", "--lr", "1e-3",
+            "--batch-size", "8", "--disable-validation", "--num-workers", "0", "--save-dir", tmp_path]
+    run_cli([*args, "--max-update", "2"])
+    resumed = run_cli([*args, "--max-update", "3"])
+    assert "Loaded checkpoint" in resumed and "(epoch 1 @ 2 updates)" in resumed
+    assert "num_updates 3" in resumed

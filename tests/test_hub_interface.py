@@ -87,10 +87,6 @@ def texts() -> list[str]:
     return english + MULTILINGUAL
 
 
-def model_of(hub):
-    return hub.model if hasattr(hub, "model") else hub.models[0]
-
-
 # --------------------------------------------------------------------------
 # encode / decode
 # --------------------------------------------------------------------------
