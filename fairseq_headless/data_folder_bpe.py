@@ -20,6 +20,10 @@ from omegaconf import II
 from .data.folder import open_data_folder
 
 
+def _is_id(symbol: str) -> bool:
+    return symbol.isascii() and symbol.isdigit()  # dict.txt's ids; str.isdigit alone also takes "²"
+
+
 @dataclass
 class DataFolderBPEConfig(FairseqDataclass):  # field types are real types (no __future__ annotations): argparse reads them
     # The data folder (or colon list of shards) whose manifest.json names the tokenizer. No help text: fairseq's
@@ -45,11 +49,11 @@ class DataFolderBPE:
         stands for itself, as in fairseq's GPT-2 BPE. One id alone reads as inside running text (`` Paris``):
         fairseq's fill_mask decodes each predicted symbol alone and splices it in after a word."""
         symbols = x.split()
-        if len(symbols) == 1 and symbols[0].isdigit():
+        if len(symbols) == 1 and _is_id(symbols[0]):
             return self.tokenizer.running_text([int(symbols[0])])
         text, run = [], []
         for symbol in [*symbols, None]:
-            if symbol is not None and symbol.isdigit():
+            if symbol is not None and _is_id(symbol):
                 run.append(int(symbol))
                 continue
             if run:

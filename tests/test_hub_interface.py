@@ -148,6 +148,7 @@ def test_one_id_decodes_as_inside_running_text(folders):
     sp = spm.tokenizer.sp
     the, ing = sp.piece_to_id("\u2581the"), sp.piece_to_id("ing")
     assert sp.decode([the]) == "the"  # what a plain decode gives: no space to splice after a word
+    assert spm.decode(spm.encode("the")) == " the"  # the price (README): a one-token text keeps the space too
     assert (spm.decode(str(the)), spm.decode(str(ing))) == (" the", "ing")
     assert [spm.is_beginning_of_word(str(i)) for i in (the, ing)] == [True, False]
     # symbols that are no id stand for themselves, as in fairseq's GPT-2 BPE
