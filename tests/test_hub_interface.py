@@ -126,7 +126,24 @@ def test_a_folder_without_manifest_is_one_error_naming_the_option(tmp_path):
     with pytest.raises(DataError) as error:
         encoders.build_bpe(OmegaConf.create({"_name": "data_folder", "data_folder": str(tmp_path)}))
     message = str(error.value)
-    assert message.startswith("bpe.data_folder (default: task.data): no manifest.json in") and "\n" not in message
+    assert message.startswith(f"bpe.data_folder (default: task.data): no manifest.json in {tmp_path};") and "\n" not in message
+    assert "bpe=gpt2" in message  # what a folder of fairseq's own GPT-2 recipe takes instead
+
+
+def test_fairseqs_own_gpt2_bpe_gives_a_plain_gpt2_folder_its_preprocessing_ids(tmp_path):
+    """The README's and the error's advice for folders binarized by fairseq-preprocess (docs/data.md's recipe)."""
+    from fairseq.data import Dictionary, encoders
+    from helpers.plain_folder import plain_fairseq_folder
+    from omegaconf import OmegaConf
+
+    data, encoder_json, vocab_bpe = plain_fairseq_folder(tmp_path)
+    bpe = encoders.build_bpe(OmegaConf.create({"_name": "gpt2", "gpt2_encoder_json": str(encoder_json),
+                                               "gpt2_vocab_bpe": str(vocab_bpe)}))
+    dictionary = Dictionary.load(str(data / "dict.txt"))
+    preprocess = open_data_folder(data, "test", tokenizer=(encoder_json, vocab_bpe)).fairseq_encoder()
+    for text in ["The of and to in a is that.", "He was not there, she said."]:
+        ids = dictionary.encode_line(bpe.encode(text), append_eos=False, add_if_not_exist=False).tolist()
+        assert ids == preprocess(text) and dictionary.unk() not in ids
 
 
 # --------------------------------------------------------------------------
