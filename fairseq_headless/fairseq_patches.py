@@ -41,6 +41,13 @@ corrects changes, so that a fairseq upgrade cannot silently leave a patch stale.
    sample of a dummy batch is marked (:data:`~fairseq_headless.criterions.cwt_criterion.DUMMY_BATCH`),
    in training and validation alike; the CWT criterions then select no position in
    it, so it still joins every collective but adds no row.
+
+6. fairseq-train checkpoints under torch >= 2.6. fairseq's ``checkpoint_utils.load_checkpoint_to_cpu`` (the hub
+   interface's ``from_pretrained``, ``fairseq-interactive``, ``fairseq-eval-lm``, resuming a run) calls ``torch.load``
+   with torch's default ``weights_only=True``, which refuses the ``argparse.Namespace`` that fairseq-train itself
+   saves as the config of components registered without a dataclass (RoBERTa, ``headless_roberta``): every such
+   checkpoint fails to load. The patch runs it with that one class allowed, the allowance
+   :mod:`fairseq_headless.checkpoint_reading` reads with; nothing else is unpickled.
 """
 
 import os
@@ -48,12 +55,14 @@ import types
 
 import numpy as np
 import torch
+from fairseq import checkpoint_utils
 from fairseq import models as _fairseq_models
 from fairseq.data import token_block_dataset
 from fairseq.file_io import PathManager
 from fairseq.models import distributed_fairseq_model
 from fairseq.trainer import Trainer
 
+from .checkpoint_reading import LEGACY_CONFIG_CLASSES
 from .criterions.cwt_criterion import DUMMY_BATCH
 from .files import copy_atomic
 from .sparse_all_reduce import register_sparse_all_reduce
@@ -101,6 +110,7 @@ def apply() -> None:
     token_block_dataset.np = numpy_for_token_blocks()
     _fairseq_models.DistributedFairseqModel = distributed_fairseq_model_with_sparse_all_reduce
     Trainer._prepare_sample = prepare_sample_marking_dummies
+    checkpoint_utils.load_checkpoint_to_cpu = load_checkpoint_to_cpu_allowing_namespace
 
 
 # ---- the sparse all-reduce hook on fairseq's DDP, dummy batches marked (4 and 5) ----------------
@@ -135,6 +145,16 @@ def prepare_sample_marking_dummies(self, sample, is_dummy=False):
     return sample, is_dummy_batch
 
 
+# ---- fairseq-train checkpoints under weights_only loading (6) ------------------------------------
+
+
+def load_checkpoint_to_cpu_allowing_namespace(path, arg_overrides=None, load_on_all_ranks=False):
+    """``checkpoint_utils.load_checkpoint_to_cpu``, its ``torch.load`` allowed fairseq-train's ``argparse.Namespace``."""
+    with torch.serialization.safe_globals(LEGACY_CONFIG_CLASSES):
+        return _original_load_checkpoint_to_cpu(path, arg_overrides=arg_overrides, load_on_all_ranks=load_on_all_ranks)
+
+
+_original_load_checkpoint_to_cpu = checkpoint_utils.load_checkpoint_to_cpu
 _original_distributed_fairseq_model = _fairseq_models.DistributedFairseqModel
 _original_prepare_sample = Trainer._prepare_sample
 

@@ -20,7 +20,7 @@ import torch
 from conftest import REPO, network_terms, rounding_bound, write_markov_corpus
 from fairseq_headless.data.folder import DataFolder, open_data_folder
 from fairseq_headless.export import ExportError, tokenizer as export_tokenizer, weights
-from helpers.export import corpus_lines, prepare, run, save_checkpoint
+from helpers.export import byte_level_tokenizer, corpus_lines, prepare, run, save_checkpoint
 
 TOL = 1e-4
 
@@ -53,18 +53,8 @@ def spm_data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def hf_data(tmp_path_factory):
     """A Pythia-style byte-level BPE tokenizer.json (<|endoftext|> = id 0), padded like Pythia's rows."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-
     root = tmp_path_factory.mktemp("hf")
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    tok.train_from_iterator(corpus_lines(), trainers.BpeTrainer(
-        vocab_size=700, special_tokens=["<|endoftext|>", "<|padding|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok.save(str(root / "tokenizer.json"))
-    return prepare(root, "--hf-tokenizer", root / "tokenizer.json", "--padding-factor", "128")
+    return prepare(root, "--hf-tokenizer", byte_level_tokenizer(root / "tokenizer.json"), "--padding-factor", "128")
 
 
 # --------------------------------------------------------------------------

@@ -196,8 +196,53 @@ def test_fairseq_still_configures_logging_on_import_and_the_package_undoes_it():
     """fairseq_headless/__init__.py restores the root logger around fairseq's import because this module
     calls logging.basicConfig(level=DEBUG) when fairseq is imported; remove that once fairseq no longer does
     (tests/test_training_output.py checks the effect)."""
-    import inspect
-
     from fairseq.models.wav2vec import wav2vec2_classification
 
     assert "logging.basicConfig(level=logging.DEBUG)" in inspect.getsource(wav2vec2_classification)
+
+
+# 6. fairseq-train checkpoints (argparse.Namespace configs) under torch's weights_only default
+# (the whole path, from_pretrained and fairseq-interactive on checkpoints of both CLIs: tests/test_hub_interface.py)
+
+def test_fairseq_still_loads_checkpoints_with_torchs_default_and_the_patch_is_applied():
+    source = inspect.getsource(fairseq_patches._original_load_checkpoint_to_cpu)
+    assert "torch.load(f, map_location=torch.device(\"cpu\"))" in source and "weights_only" not in source
+    assert checkpoint_utils.load_checkpoint_to_cpu is fairseq_patches.load_checkpoint_to_cpu_allowing_namespace
+    # the hub's loader and the trainer's resume reach it through the module attribute
+    assert "load_checkpoint_to_cpu(filename, arg_overrides)" in inspect.getsource(checkpoint_utils.load_model_ensemble_and_task)
+    from fairseq.trainer import Trainer
+    assert "checkpoint_utils.load_checkpoint_to_cpu(" in inspect.getsource(Trainer.load_checkpoint)
+
+
+def test_a_checkpoint_with_a_namespace_config_loads_and_nothing_else_is_allowed(tmp_path):
+    import argparse
+    import pickle
+
+    state = {"args": None, "cfg": {"model": argparse.Namespace(arch="roberta_tiny", dropout=0.1)},
+             "model": {"w": torch.arange(3.0)}, "extra_state": {"train_iterator": {"epoch": 1}},
+             "optimizer_history": [{"criterion_name": "c", "optimizer_name": "o", "lr_scheduler_state": {}, "num_updates": 3}]}
+    torch.save(state, tmp_path / "namespace.pt")
+    with pytest.raises(pickle.UnpicklingError, match="argparse.Namespace"):  # fairseq's own function
+        fairseq_patches._original_load_checkpoint_to_cpu(str(tmp_path / "namespace.pt"))
+    loaded = checkpoint_utils.load_checkpoint_to_cpu(str(tmp_path / "namespace.pt"), {"dropout": 0.3})
+    assert loaded["cfg"].model == argparse.Namespace(arch="roberta_tiny", dropout=0.3)  # fairseq's overrides applied
+    assert loaded["model"]["w"].tolist() == [0.0, 1.0, 2.0]
+
+    torch.save({**state, "model": {"w": os.getcwd}}, tmp_path / "code.pt")  # a pickled function: still refused
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        checkpoint_utils.load_checkpoint_to_cpu(str(tmp_path / "code.pt"))
+    assert argparse.Namespace not in torch.serialization.get_safe_globals()  # the allowance ends with the call
+
+
+def test_fairseq_train_resumes_from_its_own_checkpoint(tiny_data, tmp_path):
+    """Without the patch the second run stops at torch.load (argparse.Namespace refused): measured before it."""
+    from conftest import REPO, run_cli
+
+    args = ["fairseq-train", tiny_data, "--user-dir", REPO / "fairseq_headless", "--task", "masked_lm",
+            "--criterion", "headless_masked_lm", "--arch", "headless_roberta_tiny", "--tokens-per-sample", "64",
+            "--sample-break-mode", "none", "--required-batch-size-multiple", "1", "--optimizer", "adam", "--lr", "1e-3",
+            "--batch-size", "8", "--disable-validation", "--num-workers", "0", "--save-dir", tmp_path]
+    run_cli([*args, "--max-update", "2"])
+    resumed = run_cli([*args, "--max-update", "3"])
+    assert "Loaded checkpoint" in resumed and "(epoch 1 @ 2 updates)" in resumed
+    assert "num_updates 3" in resumed

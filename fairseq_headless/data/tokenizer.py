@@ -6,6 +6,7 @@ parallelism is the workers', so that N workers use N cores and no more.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -47,6 +48,24 @@ class Tokenizer:
     def special_ids(self) -> set[int]:
         """Tokenizer ids that stand for no text (unknown, control and special added tokens)."""
         return set()
+
+    def decode(self, ids: list[int]) -> str:
+        raise NotImplementedError
+
+    def running_text(self, ids: list[int]) -> str:
+        """The text ``ids`` add inside running text: `` the`` for ``▁the`` or ``Ġthe``.
+
+        ``decode`` reads ids as a whole text, and sentencepiece drops the space before a text's first
+        word; a token spliced after other words (fairseq's fill_mask) or tested for starting a word keeps
+        it. Decoded after an anchor token, which is then cut off: the same for every kind of tokenizer.
+        """
+        anchor = self._anchor
+        head, text = self.decode(anchor), self.decode(anchor + list(ids))
+        return text[len(head):] if text.startswith(head) else self.decode(ids)
+
+    @functools.cached_property
+    def _anchor(self) -> list[int]:
+        return self.encode_batch(["a"])[0]
 
     def save(self, folder: Path) -> None:
         shutil.copyfile(self.path, folder / self.filename)

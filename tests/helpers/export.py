@@ -39,6 +39,21 @@ def prepare(root: Path, *tokenizer_args) -> Path:
     return data
 
 
+def byte_level_tokenizer(path: Path) -> Path:
+    """A Pythia-style byte-level BPE tokenizer.json (<|endoftext|> = id 0, then <|padding|>) trained on corpus_lines."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    tok.train_from_iterator(corpus_lines(), trainers.BpeTrainer(
+        vocab_size=700, special_tokens=["<|endoftext|>", "<|padding|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.save(str(path))
+    return path
+
+
 def save_checkpoint(config: str, data: Path, path: Path, *overrides: str, seed: int = 0, updates: int = 0):
     """A model of `config` saved by fairseq's Trainer; returns the fairseq model. Random weights
     (perturbed), or with `updates` the config's own initialisation trained that many steps of its
