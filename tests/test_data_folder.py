@@ -97,3 +97,12 @@ def test_configs_train_on_a_plain_fairseq_preprocess_folder(plain, config, one_t
     assert torch.isfinite(loss) and sample_size > 0
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_gpt2_bpe_files_name_endoftext_as_their_special(plain):
+    """A headless export of a GPT-2 BPE folder never predicts <|endoftext|> (export/tokenizer.never_predicted)."""
+    from fairseq_headless.data.tokenizer import GPT2BPETokenizer
+
+    _, encoder_json, vocab_bpe = plain
+    encoder = json.loads(encoder_json.read_text())
+    assert GPT2BPETokenizer(encoder_json, vocab_bpe).special_ids() == {encoder["<|endoftext|>"]}

@@ -175,6 +175,10 @@ class GPT2BPETokenizer(Tokenizer):
     def decode(self, ids):
         return self.bpe.decode(ids)
 
+    def special_ids(self):
+        # GPT-2's one special token: encoder.json lists it among the ordinary entries, so only its name tells it apart
+        return {self.bpe.encoder[t] for t in ("<|endoftext|>",) if t in self.bpe.encoder}
+
     def to_tokenizers(self):
         """The same tokenizer as a `tokenizers` object: a byte-level BPE (GPT-2's regex and byte map)."""
         from tokenizers import Tokenizer as _HFTok, decoders, models, pre_tokenizers
