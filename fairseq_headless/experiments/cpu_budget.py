@@ -1,0 +1,166 @@
+"""Equal compute for trainings that share a machine: a budget of CPU seconds per training process.
+
+fairseq stops a run only at ``optimization.max_update``, at ``stop_time_hours`` of *wall-clock*
+time, on validation patience, or at ``stop_min_lr`` between epochs (``fairseq_cli/train.py``); it
+installs no signal handler, so a SIGINT or SIGTERM ends it without a checkpoint. A wall-clock budget
+gives the run that trains while the machine is busier less compute (measured with a neighbour job:
+398 headless vs 1,244 vanilla updates in 180 s each). The CPU seconds of the training process are
+what it computed, whatever else runs beside it. With one compute thread per run
+(:data:`ONE_THREAD`) they are not inflated by OpenMP threads spinning while they wait for a core.
+
+Two halves, one per process:
+
+* in the supervisor, :class:`CpuBudget` reads the CPU seconds of each run's process tree from
+  ``/proc`` on every poll of :meth:`TrainingRun.wait <.training_runs.TrainingRun.wait>` and, once
+  a run has spent its budget, sends it :data:`STOP_SIGNAL`;
+* in the run, the hydra callback :class:`StopOnSignal` (the override :data:`CALLBACK_OVERRIDE`)
+  installs the handler. It sets the run's own ``optimization.max_update`` to the updates done so far,
+  so fairseq stops after the current update through its own ``max_update`` path: it validates and
+  saves ``checkpoint_last.pt`` as at any normal end. The handler writes :data:`ACK` to the log.
+
+The stop lands at most one update and one poll (:data:`~.training_runs.POLL_S`) after the budget;
+the final validation and save come after it and are counted in :attr:`FinishedRun.cpu_s
+<.training_runs.FinishedRun.cpu_s>` but not in the budget.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+STOP_SIGNAL = signal.SIGUSR1
+ACK = "[cpu_budget] stop requested at update"
+ACK_PATTERN = re.compile(re.escape(ACK) + r" (\d+)")
+CALLBACK_OVERRIDE = "+hydra.callbacks.stop_on_signal._target_=fairseq_headless.experiments.cpu_budget.StopOnSignal"
+# one compute thread per run: CPU seconds then measure work, not threads spinning for a busy core
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+RESEND_S = 1.0  # a request that found no trainer yet (still starting) is sent again
+ACK_TIMEOUT_S = 60.0  # a run that never acknowledges has no handler: killed, with an error
+PROC = Path("/proc")
+
+
+class BudgetError(RuntimeError):
+    """The budget cannot be measured or enforced here; the message says what to use instead."""
+
+
+# ---------------------------------------------------------------- in the training process
+
+
+def request_stop(frame) -> Optional[int]:
+    """Make the fairseq training on ``frame``'s stack stop after its current update.
+
+    ``fairseq_cli.train``'s ``main`` (and ``train``, ``validate_and_save``) hold the run's config as
+    ``cfg`` and its ``trainer``; ``validate_and_save`` reads ``cfg.optimization.max_update`` after
+    every update. Returns the updates done, or None while no trainer exists yet.
+    """
+    while frame is not None:
+        if frame.f_globals.get("__name__") == "fairseq_cli.train":
+            local = frame.f_locals
+            if "trainer" in local and "cfg" in local:
+                updates = local["trainer"].get_num_updates()
+                # 0 would read as "no limit" (fairseq: `max_update or math.inf`): one update at least
+                local["cfg"].optimization.max_update = max(updates, 1)
+                return updates
+        frame = frame.f_back
+    return None
+
+
+def _on_stop_signal(signum, frame) -> None:
+    updates = request_stop(frame)
+    if updates is not None:
+        # os.write, not print: the handler may interrupt a write to the same stream (reentrant call)
+        os.write(2, f"\n{ACK} {updates} (CPU-time budget spent): fairseq stops after this update\n".encode())
+
+
+try:
+    from hydra.experimental.callback import Callback
+except ImportError:  # hydra is fairseq's dependency; without it there is no hydra run to stop
+    Callback = object
+
+
+class StopOnSignal(Callback):
+    """hydra callback: on :data:`STOP_SIGNAL`, the run stops after its current update and saves."""
+
+    def on_job_start(self, config, **kwargs) -> None:
+        signal.signal(STOP_SIGNAL, _on_stop_signal)
+
+
+# ---------------------------------------------------------------- in the supervisor
+
+
+def process_tree_cpu_seconds(pid: int) -> Optional[float]:
+    """User + system CPU seconds of ``pid``, its live descendants and their reaped children; None once gone."""
+    if not PROC.is_dir():
+        raise BudgetError("a CPU-time budget reads /proc (Linux); give --max-update N for equal updates instead")
+    tick = os.sysconf("SC_CLK_TCK")
+    parents, ticks = {}, {}
+    for entry in os.scandir(PROC):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(os.path.join(entry.path, "stat"), "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()  # the command name may hold spaces
+        except OSError:  # exited while we read
+            continue
+        # fields[1] = ppid; fields[11:15] = utime, stime, cutime, cstime (proc(5), fields 14-17)
+        parents[int(entry.name)] = int(fields[1])
+        ticks[int(entry.name)] = sum(int(f) for f in fields[11:15])
+    if pid not in ticks:
+        return None
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [p for p, pp in parents.items() if pp == parent and p not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    return sum(ticks[p] for p in tree) / tick
+
+
+class CpuBudget:
+    """Stops each of ``runs`` ({name: TrainingRun}) once its process tree has used ``budget_s`` CPU seconds.
+
+    Call :meth:`poll` often (``TrainingRun.wait(on_poll=budget.poll)``); :attr:`stops` holds, per run,
+    the CPU and wall seconds when its stop was requested and the update it stopped after.
+    """
+
+    def __init__(self, runs: dict, budget_s: float, report: Optional[Callable[[str], None]] = None,
+                 every_s: float = 10.0):
+        self.runs, self.budget_s, self.report, self.every_s = runs, budget_s, report, every_s
+        self.cpu = {name: 0.0 for name in runs}  # the last reading
+        self.stops = {}  # name -> {"cpu_s", "wall_s", "update"}: when the stop was first requested, and where
+        self._requests = {}  # name -> {"cpu_s", "wall_s", "first", "last"} (send times) until acknowledged
+        self._last_report = time.time()
+
+    def poll(self) -> None:
+        for name, run in self.runs.items():
+            if name in self.stops or run.proc.returncode is not None:
+                continue
+            cpu = process_tree_cpu_seconds(run.proc.pid)
+            if cpu is None:
+                continue
+            self.cpu[name] = cpu
+            if cpu >= self.budget_s:
+                self._stop(name, run, cpu)
+        if self.report is not None and time.time() - self._last_report >= self.every_s:
+            self._last_report = time.time()
+            self.report(", ".join(f"{name} {self.cpu[name]:.0f}/{self.budget_s:.0f} CPU s"
+                                  + (" (stopping)" if name in self._requests else "") for name in self.runs))
+
+    def _stop(self, name, run, cpu) -> None:
+        now = time.time()
+        request = self._requests.get(name)
+        if request is None:
+            request = self._requests[name] = {"cpu_s": cpu, "wall_s": now - run.started, "first": now, "last": 0.0}
+        ack = ACK_PATTERN.search(run.log_path.read_bytes()[run.offset:].decode("utf-8", errors="replace"))
+        if ack:
+            self.stops[name] = {"cpu_s": request["cpu_s"], "wall_s": request["wall_s"], "update": int(ack.group(1))}
+        elif now - request["first"] > ACK_TIMEOUT_S:
+            run.kill()
+            raise BudgetError(f"{name}: no answer to the stop request in {ACK_TIMEOUT_S:.0f} s; the run needs the "
+                              f"override {CALLBACK_OVERRIDE} (log: {run.log_path})")
+        elif now - request["last"] >= RESEND_S:
+            os.kill(run.proc.pid, STOP_SIGNAL)
+            request["last"] = now
