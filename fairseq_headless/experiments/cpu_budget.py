@@ -91,32 +91,50 @@ class StopOnSignal(Callback):
 # ---------------------------------------------------------------- in the supervisor
 
 
+def _stat(pid: int):
+    """(ppid, utime + stime + cutime + cstime in ticks) of ``pid``; None once gone."""
+    try:
+        with open(PROC / str(pid) / "stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()  # the command name may hold spaces
+    except OSError:
+        return None
+    # fields[1] = ppid; fields[11:15] = utime, stime, cutime, cstime (proc(5), fields 14-17)
+    return int(fields[1]), sum(int(f) for f in fields[11:15])
+
+
+def _children(pid: int) -> list:
+    """``pid``'s live children: its threads' ``children`` files (a few reads), or a scan of /proc where the
+    kernel lacks them (CONFIG_PROC_CHILDREN)."""
+    try:
+        tasks = os.listdir(PROC / str(pid) / "task")
+        found = []
+        for task in tasks:
+            with open(PROC / str(pid) / "task" / task / "children", "rb") as children:
+                found += [int(child) for child in children.read().split()]
+        return found
+    except FileNotFoundError:
+        if not (PROC / str(pid)).exists():
+            return []
+    except OSError:
+        return []
+    return [int(e.name) for e in os.scandir(PROC) if e.name.isdigit() and (_stat(int(e.name)) or (None,))[0] == pid]
+
+
 def process_tree_cpu_seconds(pid: int) -> Optional[float]:
     """User + system CPU seconds of ``pid``, its live descendants and their reaped children; None once gone."""
     if not PROC.is_dir():
         raise BudgetError("a CPU-time budget reads /proc (Linux); give --max-update N for equal updates instead")
-    tick = os.sysconf("SC_CLK_TCK")
-    parents, ticks = {}, {}
-    for entry in os.scandir(PROC):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(os.path.join(entry.path, "stat"), "rb") as stat:
-                fields = stat.read().rsplit(b")", 1)[1].split()  # the command name may hold spaces
-        except OSError:  # exited while we read
-            continue
-        # fields[1] = ppid; fields[11:15] = utime, stime, cutime, cstime (proc(5), fields 14-17)
-        parents[int(entry.name)] = int(fields[1])
-        ticks[int(entry.name)] = sum(int(f) for f in fields[11:15])
-    if pid not in ticks:
+    root = _stat(pid)
+    if root is None:
         return None
-    tree, frontier = {pid}, [pid]
+    ticks, frontier = root[1], _children(pid)
     while frontier:
-        parent = frontier.pop()
-        children = [p for p, pp in parents.items() if pp == parent and p not in tree]
-        tree.update(children)
-        frontier.extend(children)
-    return sum(ticks[p] for p in tree) / tick
+        child = frontier.pop()
+        stat = _stat(child)
+        if stat is not None:
+            ticks += stat[1]
+            frontier += _children(child)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 class CpuBudget:
@@ -133,15 +151,19 @@ class CpuBudget:
         self.stops = {}  # name -> {"cpu_s", "wall_s", "update"}: when the stop was first requested, and where
         self._requests = {}  # name -> {"cpu_s", "wall_s", "first", "last"} (send times) until acknowledged
         self._last_report = time.time()
+        self._next_reading = {name: 0.0 for name in runs}
 
     def poll(self) -> None:
         for name, run in self.runs.items():
-            if name in self.stops or run.proc.returncode is not None:
+            if name in self.stops or run.proc.returncode is not None or time.time() < self._next_reading[name]:
                 continue
             cpu = process_tree_cpu_seconds(run.proc.pid)
             if cpu is None:
                 continue
             self.cpu[name] = cpu
+            # far from the budget, read once a second at most: a run on N cores cannot spend more than N CPU
+            # seconds per second, so near it every poll reads (the supervisor's own CPU stays small)
+            self._next_reading[name] = time.time() + min(1.0, (self.budget_s - cpu) / (os.cpu_count() or 1))
             if cpu >= self.budget_s:
                 self._stop(name, run, cpu)
         if self.report is not None and time.time() - self._last_report >= self.every_s:
