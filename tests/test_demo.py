@@ -56,6 +56,7 @@ def test_demo_writes_a_side_by_side_comparison(demo_run):
         assert result["wall_s"] > 0
     assert "| compute: CPU seconds to the stop (one thread) |" in stdout
     assert "Compute was equalised by CPU time" in (run_dir / "results.md").read_text()
+    assert "Compute was equalised by CPU time" in stdout
     if not torch.cuda.is_available():  # the CPU overrides, only where there is no GPU
         assert summary["device"] == "cpu" and summary["train_overrides"][:3] == list(CPU_OVERRIDES)
     # both scored on the same seeded masked positions of the validation set

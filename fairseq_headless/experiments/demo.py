@@ -317,7 +317,8 @@ def downstream_check(args, twins, corpus: Path, run_dir: Path) -> tuple:
 EQUAL_COMPUTE = (
     "Compute was equalised by CPU time, not wall time: each model's training process computes on one thread "
     "and is stopped once it has used the budget's CPU seconds (start-up included; read from /proc), whatever else "
-    "runs on the machine; fairseq then validates and saves as at any end. So both models get the same compute, "
+    "runs on the machine, or at --max-update if that comes first (the 'stopped by' row); fairseq then validates "
+    "and saves as at any end. So both models get the same compute, "
     "and the cheaper update of the headless model shows as more updates, not as a shorter run.")
 
 
@@ -361,7 +362,7 @@ def main(argv=None) -> int:
     results = train_twins(args, twins, data, run_dir, overrides)
     downstream, difference = downstream_check(args, twins, corpus, run_dir)
     table = render_table(results, twins, difference)
-    print("\n" + table + "\n", flush=True)
+    print("\n" + EQUAL_COMPUTE + "\n\n" + table + "\n", flush=True)
     summary = {"data": str(data), "size": args.size, "budget_s_per_model": args.budget,
                "max_update": args.max_update, "train_overrides": overrides,
                "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
