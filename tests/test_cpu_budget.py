@@ -122,3 +122,20 @@ def test_cpu_seconds_of_a_process_tree():
         parent.kill()
         parent.wait()
     assert cpu_budget.process_tree_cpu_seconds(parent.pid) is None
+
+
+def test_the_callback_handles_the_signal_during_the_job_only():
+    """on_job_start installs the handler; on_job_end ignores the signal, so a late request cannot kill the exit."""
+    import signal
+
+    before = signal.getsignal(cpu_budget.STOP_SIGNAL)
+    try:
+        callback = cpu_budget.StopOnSignal()
+        callback.on_job_start(config=None)
+        assert signal.getsignal(cpu_budget.STOP_SIGNAL) is cpu_budget._on_stop_signal
+        os.kill(os.getpid(), cpu_budget.STOP_SIGNAL)  # no fairseq training on this stack: nothing happens
+        callback.on_job_end(config=None)
+        assert signal.getsignal(cpu_budget.STOP_SIGNAL) == signal.SIG_IGN
+        os.kill(os.getpid(), cpu_budget.STOP_SIGNAL)
+    finally:
+        signal.signal(cpu_budget.STOP_SIGNAL, before)

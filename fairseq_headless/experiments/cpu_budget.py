@@ -87,6 +87,11 @@ class StopOnSignal(Callback):
     def on_job_start(self, config, **kwargs) -> None:
         signal.signal(STOP_SIGNAL, _on_stop_signal)
 
+    def on_job_end(self, config, job_return=None, **kwargs) -> None:
+        # training is over: a late request (re-sent while unanswered) must not kill the exiting process,
+        # which it would once the interpreter's finalisation restored the signal's default action
+        signal.signal(STOP_SIGNAL, signal.SIG_IGN)
+
 
 # ---------------------------------------------------------------- in the supervisor
 
