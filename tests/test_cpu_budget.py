@@ -40,7 +40,7 @@ def budgeted_run(data, save_dir, loaded: bool):
         if spinner is not None:
             spinner.kill()
             spinner.wait()
-    return finished, budget.stops["run"]
+    return finished, budget.stop("run")
 
 
 @pytest.fixture
@@ -139,3 +139,34 @@ def test_the_callback_handles_the_signal_during_the_job_only():
         os.kill(os.getpid(), cpu_budget.STOP_SIGNAL)
     finally:
         signal.signal(cpu_budget.STOP_SIGNAL, before)
+
+
+def test_a_run_without_the_handler_is_killed_with_an_error(tmp_path, monkeypatch):
+    """A run that ignores the stop request (no StopOnSignal callback): killed once it computed ACK_TIMEOUT_CPU_S
+    past its budget, with one error line naming the override it needs."""
+    monkeypatch.setattr(cpu_budget, "ACK_TIMEOUT_CPU_S", 0.5)
+    spin = "import signal\nsignal.signal(signal.SIGUSR1, signal.SIG_IGN)\nwhile True: pass"
+    run = TrainingRun([sys.executable, "-c", spin], tmp_path / "train.log")
+    budget = CpuBudget({"spinner": run}, 0.3)
+    with pytest.raises(cpu_budget.BudgetError, match=r"spinner: no answer .* needs the override \+hydra\.callbacks"):
+        run.wait("spinner", on_poll=budget.poll)
+    assert run.proc.poll() is not None  # killed, not left spinning
+    # it was asked: at the budget, by the supervisor's /proc reading
+    assert 0.3 <= budget.cpu["spinner"] <= 0.3 + 0.5 + 1.0
+
+
+def test_an_acknowledged_stop_is_recorded(tmp_path):
+    """A stand-in run that acknowledges the request as the handler does and exits at once (before a poll reads
+    its answer): its stop is still recorded."""
+    answer = ("import os, signal, sys, time\n"
+              "def stop(signum, frame):\n"
+              f"    os.write(2, b'{cpu_budget.ACK} 17 (test)\\n')\n"
+              "    sys.exit(0)\n"
+              "signal.signal(signal.SIGUSR1, stop)\n"
+              "while True: pass")
+    run = TrainingRun([sys.executable, "-c", answer], tmp_path / "train.log")
+    budget = CpuBudget({"stand-in": run}, 0.3)
+    finished = run.wait("stand-in", on_poll=budget.poll).check("stand-in")
+    stop = budget.stop("stand-in")
+    assert stop["update"] == 17 and 0.3 <= stop["cpu_s"] <= finished.cpu_s
+    assert 0 < stop["wall_s"] <= finished.seconds

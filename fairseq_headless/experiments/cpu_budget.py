@@ -38,7 +38,9 @@ CALLBACK_OVERRIDE = "+hydra.callbacks.stop_on_signal._target_=fairseq_headless.e
 # one compute thread per run: CPU seconds then measure work, not threads spinning for a busy core
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 RESEND_S = 1.0  # a request that found no trainer yet (still starting) is sent again
-ACK_TIMEOUT_S = 60.0  # a run that never acknowledges has no handler: killed, with an error
+# a run that computes this much past its budget without acknowledging has no handler: killed, with an error
+# (CPU seconds, not wall: a run still starting on a busy machine is slow, not broken; start-up is ~6-8 CPU s)
+ACK_TIMEOUT_CPU_S = 30.0
 PROC = Path("/proc")
 
 
@@ -145,8 +147,8 @@ def process_tree_cpu_seconds(pid: int) -> Optional[float]:
 class CpuBudget:
     """Stops each of ``runs`` ({name: TrainingRun}) once its process tree has used ``budget_s`` CPU seconds.
 
-    Call :meth:`poll` often (``TrainingRun.wait(on_poll=budget.poll)``); :attr:`stops` holds, per run,
-    the CPU and wall seconds when its stop was requested and the update it stopped after.
+    Call :meth:`poll` often (``TrainingRun.wait(on_poll=budget.poll)``); :meth:`stop` gives, per run, the
+    CPU and wall seconds when its stop was requested and the update it stopped after.
     """
 
     def __init__(self, runs: dict, budget_s: float, report: Optional[Callable[[str], None]] = None,
@@ -154,7 +156,7 @@ class CpuBudget:
         self.runs, self.budget_s, self.report, self.every_s = runs, budget_s, report, every_s
         self.cpu = {name: 0.0 for name in runs}  # the last reading
         self.stops = {}  # name -> {"cpu_s", "wall_s", "update"}: when the stop was first requested, and where
-        self._requests = {}  # name -> {"cpu_s", "wall_s", "first", "last"} (send times) until acknowledged
+        self._requests = {}  # name -> {"cpu_s", "wall_s", "last" send time} until acknowledged
         self._last_report = time.time()
         self._next_reading = {name: 0.0 for name in runs}
 
@@ -176,18 +178,31 @@ class CpuBudget:
             self.report(", ".join(f"{name} {self.cpu[name]:.0f}/{self.budget_s:.0f} CPU s"
                                   + (" (stopping)" if name in self._requests else "") for name in self.runs))
 
+    def stop(self, name: str) -> Optional[dict]:
+        """The stop of run ``name`` (see :attr:`stops`), also when it ended before a poll saw its answer;
+        None when it ended by itself (max_update)."""
+        if name not in self.stops and name in self._requests:
+            self._acknowledged(name, self.runs[name])
+        return self.stops.get(name)
+
+    def _acknowledged(self, name, run) -> bool:
+        ack = ACK_PATTERN.search(run.log_path.read_bytes()[run.offset:].decode("utf-8", errors="replace"))
+        if ack:
+            request = self._requests[name]
+            self.stops[name] = {"cpu_s": request["cpu_s"], "wall_s": request["wall_s"], "update": int(ack.group(1))}
+        return bool(ack)
+
     def _stop(self, name, run, cpu) -> None:
         now = time.time()
         request = self._requests.get(name)
         if request is None:
-            request = self._requests[name] = {"cpu_s": cpu, "wall_s": now - run.started, "first": now, "last": 0.0}
-        ack = ACK_PATTERN.search(run.log_path.read_bytes()[run.offset:].decode("utf-8", errors="replace"))
-        if ack:
-            self.stops[name] = {"cpu_s": request["cpu_s"], "wall_s": request["wall_s"], "update": int(ack.group(1))}
-        elif now - request["first"] > ACK_TIMEOUT_S:
+            request = self._requests[name] = {"cpu_s": cpu, "wall_s": now - run.started, "last": 0.0}
+        if self._acknowledged(name, run):
+            return
+        if cpu > request["cpu_s"] + ACK_TIMEOUT_CPU_S:
             run.kill()
-            raise BudgetError(f"{name}: no answer to the stop request in {ACK_TIMEOUT_S:.0f} s; the run needs the "
-                              f"override {CALLBACK_OVERRIDE} (log: {run.log_path})")
-        elif now - request["last"] >= RESEND_S:
+            raise BudgetError(f"{name}: no answer to the stop request in {ACK_TIMEOUT_CPU_S:.0f} CPU s; the run needs "
+                              f"the override {CALLBACK_OVERRIDE} (log: {run.log_path})")
+        if now - request["last"] >= RESEND_S:
             os.kill(run.proc.pid, STOP_SIGNAL)
             request["last"] = now

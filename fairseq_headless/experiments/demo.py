@@ -113,7 +113,7 @@ def train(twins, data: Path, run_dir: Path, budget_s: float, max_update: int, ex
             budget = CpuBudget(runs, budget_s, report=lambda line: log(f"  {line}"), every_s=10)
             for name, config in group:
                 done = runs[name].wait(config, on_poll=budget.poll).check(config)
-                finished[name] = (done, budget.stops.get(name))
+                finished[name] = (done, budget.stop(name))
         finally:
             for run in runs.values():
                 run.kill()
