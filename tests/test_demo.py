@@ -49,6 +49,14 @@ def test_demo_writes_a_side_by_side_comparison(demo_run):
                                                   (run_dir / "hmlm_tiny" / "train.log").read_text()))
     assert abs(headless["tokens_seen"] - logged) <= 30 * 0.05 + 1 and logged > 30 * 16 * 10
     assert summary["size"] == "tiny" and "--max-update 30" in summary["command"]
+    # 30 updates came before 600 CPU seconds: the kernel's CPU count of each run, to its end
+    for result in (headless, vanilla):
+        assert result["stopped_by"] == "max_update" and 0 < result["cpu_s"] == result["cpu_s_total"] < 600
+        assert result["updates_per_cpu_s"] == pytest.approx(30 / result["cpu_s"], rel=1e-12)
+        assert result["wall_s"] > 0
+    assert "| compute: CPU seconds to the stop (one thread) |" in stdout
+    assert "Compute was equalised by CPU time" in (run_dir / "results.md").read_text()
+    assert "Compute was equalised by CPU time" in stdout
     if not torch.cuda.is_available():  # the CPU overrides, only where there is no GPU
         assert summary["device"] == "cpu" and summary["train_overrides"][:3] == list(CPU_OVERRIDES)
     # both scored on the same seeded masked positions of the validation set
@@ -150,8 +158,8 @@ def test_small_size_trains_the_paper_twins_with_cpu_overrides(tmp_path, monkeypa
     class Stop(Exception):
         pass
 
-    def fake_train(config, data, run_dir, budget_s, max_update, extra=()):
-        calls.append((config, max_update, list(extra)))
+    def fake_train(twins, data, run_dir, budget_s, max_update, extra=()):
+        calls.append((twins[0][1], max_update, list(extra)))
         raise Stop
 
     monkeypatch.setattr(demo, "train", fake_train)
@@ -166,3 +174,30 @@ def test_small_size_trains_the_paper_twins_with_cpu_overrides(tmp_path, monkeypa
         demo.main(["--size", "small", "--corpus", str(corpus), "--workdir", str(tmp_path / "work-gpu"),
                    "--vocab-size", "120", "--max-update", "7"])
     assert calls == [("hmlm_small", 7, [])]
+
+
+def test_downstream_difference_is_paired_by_seed(tmp_path):
+    """headless - vanilla per seed, mean ± sample std; one seed: no ±."""
+    from fairseq_headless.evaluation.demo_check import difference_line
+
+    for name, accuracies in (("headless", [0.50, 0.55, 0.61]), ("vanilla", [0.52, 0.52, 0.55])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "SOTU-era.json").write_text(json.dumps(
+            {"columns": {"SOTU-era": {"accuracy": {str(seed): a for seed, a in enumerate(accuracies)}}}}))
+    # differences -2, +3, +6 points: mean 2.33, sample std sqrt(((-4.33)^2 + 0.67^2 + 3.67^2) / 2) = 4.04
+    line = difference_line(tmp_path, "headless", "vanilla")
+    assert line.startswith("headless − vanilla: +2.33 accuracy points ± 4.04 (mean ± std over 3 fine-tuning seeds")
+    for name in ("headless", "vanilla"):
+        summary = json.loads((tmp_path / name / "SOTU-era.json").read_text())
+        summary["columns"]["SOTU-era"]["accuracy"] = {"0": summary["columns"]["SOTU-era"]["accuracy"]["0"]}
+        (tmp_path / name / "SOTU-era.json").write_text(json.dumps(summary))
+    line = difference_line(tmp_path, "headless", "vanilla")
+    assert line.startswith("headless − vanilla: -2.00 accuracy points (1 fine-tuning seed") and "±" not in line
+    table = demo.render_table({n: {"config": c, "cpu_s": 180.0, "stopped_by": "cpu budget", "updates": u,
+                                   "tokens_seen": 10 * u, "updates_per_cpu_s": u / 180, "wall_s": 200.0,
+                                   "peak_rss_mib": 800.0, "parameters": 1000, "final_valid_loss_bits": 7.0,
+                                   "masked_top1_accuracy": 0.1} for n, c, u in (("headless", "hmlm_tiny", 1800),
+                                                                               ("vanilla", "mlm_tiny", 1500))},
+                              difference=line)
+    assert "| updates | 1800 | 1500 |" in table and "| updates per CPU second | 10.00 | 8.33 |" in table
+    assert table.endswith(f"Downstream (SOTU-era dev accuracy), {line}")

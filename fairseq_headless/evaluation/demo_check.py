@@ -12,8 +12,10 @@ rate and epoch count sized for CPU-tiny models rather than the paper's BERT-base
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from .results import mean_std
 from .suite import SuiteRunner, parse_models, write_tables
 from .errors import EvaluationInputError
 from .sotu_era import ERAS, SOTU_ERA, build_sotu_era, random_init_copy
@@ -87,6 +89,24 @@ def _run_demo_check(models, corpus, output, epochs, seeds, learning_rate, batch_
                       [("main", "", [SOTU_ERA.name])], [], {SOTU_ERA.name: "accuracy"}, notes,
                       last_rows=(CONTROL,))
     return md.read_text(encoding="utf-8")
+
+
+def per_seed_accuracy(output: Path, model: str) -> dict:
+    """{seed: dev accuracy at the best epoch} of one model of a finished check in ``output``."""
+    summary = json.loads((Path(output) / model / f"{SOTU_ERA.name}.json").read_text(encoding="utf-8"))
+    return {int(seed): float(value) for seed, value in summary["columns"][SOTU_ERA.name]["accuracy"].items()}
+
+
+def difference_line(output: Path, first: str, second: str) -> str:
+    """``first`` minus ``second`` in dev accuracy points, paired by fine-tuning seed (both models start each seed
+    from the same classifier-head initialisation and batch order); mean ± sample std over the seeds, and no
+    ± with one seed, whose spread is unknown."""
+    a, b = per_seed_accuracy(output, first), per_seed_accuracy(output, second)
+    seeds = sorted(set(a) & set(b))
+    mean, std = mean_std([100 * (a[s] - b[s]) for s in seeds])
+    spread = f" ± {std:.2f} (mean ± std over {len(seeds)} fine-tuning seeds, paired by seed)" if len(seeds) > 1 \
+        else " (1 fine-tuning seed: its spread is unknown)"
+    return f"{first} − {second}: {mean:+.2f} accuracy points{spread}"
 
 
 def main(argv=None) -> int:

@@ -8,13 +8,15 @@ same tokens (RESULTS.md records such a run).
    npm registry; cached), or take ``--corpus DIR``;
 2. prepare it (sentencepiece, ids straight into fairseq's binary format) with scripts/prepare_data.py (cached);
 3. pretrain ``hmlm_tiny`` and ``mlm_tiny`` (``--size``) with ``fairseq-hydra-train`` for the same
-   wall-clock budget each, or the same number of updates (``--max-update``), whichever comes first;
+   budget of CPU seconds each (one thread each, at the same time; .cpu_budget stops them), or the same
+   number of updates (``--max-update``), whichever comes first: equal compute however loaded the machine is;
 4. score both on the validation set: masked-token top-1 accuracy over the whole vocabulary
    (vanilla: its LM head; headless: its input embedding matrix as the head, e^T);
 5. export both to Hugging Face folders (scripts/convert_to_hf.py, with its fairseq parity check):
    ``run-*/hf/headless`` (HeadlessRobertaForMaskedLM, e^T) and ``run-*/hf/vanilla`` (RobertaForMaskedLM);
 6. with the default corpus, a small downstream check: fine-tune both exports (and a random-init
-   control) to classify the era of SOTU sentences (fairseq_headless.evaluation.demo_check);
+   control) to classify the era of SOTU sentences over 3 seeds, and report headless minus vanilla,
+   paired by seed, mean ± std (fairseq_headless.evaluation.demo_check);
 7. print a table, and write results.json, results.md and training_curves.png into a new run folder.
 
 The command line is scripts/demo.py (`make demo`).
@@ -35,7 +37,8 @@ from ..export.errors import ParityError
 from ..files import write_json_atomic, write_text_atomic
 from . import common_steps
 from .training_log import LogError, last_update, read_log, records
-from .training_runs import REPO, TrainingError, device_overrides, hydra_train_command, run_training
+from .cpu_budget import CALLBACK_OVERRIDE, ONE_THREAD, BudgetError, CpuBudget
+from .training_runs import REPO, TrainingError, TrainingRun, device_overrides, hydra_train_command
 
 SCRIPTS = REPO / "scripts"
 DEFAULT_WORKDIR = REPO / "demo_runs"
@@ -43,8 +46,8 @@ SOTU_LICENCE = "public domain (U.S. government work); package code Apache-2.0"
 # (name, config) per --size; the tiny pair is sized for a CPU, the small pair is the paper's BERT-small.
 SIZES = {size: (("headless", f"hmlm_{size}"), ("vanilla", f"mlm_{size}")) for size in ("tiny", "small")}
 TWINS = SIZES["tiny"]
-MAX_UPDATE_DEFAULT = 1_000_000  # no cap: the wall-clock budget decides
-FAILURES = (TrainingError, LogError, ParityError)  # exit status 1: a step that failed
+MAX_UPDATE_DEFAULT = 1_000_000  # no cap: the CPU-time budget decides
+FAILURES = (TrainingError, LogError, ParityError, BudgetError)  # exit status 1: a step that failed
 
 
 def log(message):
@@ -71,23 +74,50 @@ def ensure_data(workdir: Path, corpus: Path, vocab_size: int) -> Path:
     return data
 
 
-def train(config: str, data: Path, run_dir: Path, budget_s: float, max_update: int, extra=()):
-    """One fairseq-hydra-train run with a wall-clock budget; returns its log and peak RSS (MiB)."""
-    save_dir = run_dir / config
-    command = hydra_train_command(config, [
+def train_command(config: str, data: Path, save_dir: Path, max_update: int, extra=()) -> list:
+    """fairseq-hydra-train for one twin: no wall-clock stop (the CPU-time budget stops it), one checkpoint at the end."""
+    return hydra_train_command(config, [
         f"task.data={data}", f"checkpoint.save_dir={save_dir}",
         f"common.user_dir={REPO / 'fairseq_headless'}",
-        f"optimization.stop_time_hours={budget_s / 3600:.6f}",
         f"optimization.max_update={max_update}", "common.log_format=simple",
         # one checkpoint at the end: the budget is spent training, not saving
         "checkpoint.save_interval_updates=0", "checkpoint.no_last_checkpoints=false",
         "dataset.validate_interval_updates=0",
+        CALLBACK_OVERRIDE,  # the stop of the CPU-time budget (cpu_budget.StopOnSignal)
         *extra,
     ])
-    log(f"training {config} for {budget_s:.0f} s (fairseq-hydra-train, log in {save_dir}/train.log)")
-    finished = run_training(command, save_dir / "train.log", config,
-                            report=lambda line: log(f"  {line} of {budget_s:.0f} s"), every_s=10)
-    return finished.output, finished.peak_rss_mib
+
+
+def train(twins, data: Path, run_dir: Path, budget_s: float, max_update: int, extra=()) -> dict:
+    """Pretrain ``twins`` for ``budget_s`` CPU seconds each (or ``max_update`` updates): {name: (FinishedRun, stop)}.
+
+    Equal compute on a shared machine: each run is stopped by its own CPU time (.cpu_budget), not by
+    the wall clock, so a neighbour's load delays a run but does not shorten it. Each run computes on
+    one thread, so that its CPU seconds are work, not OpenMP threads spinning for a busy core. On a CPU
+    the twins train at the same time (two cores for two one-thread runs); with a GPU one after the
+    other, as they would otherwise share it.
+    """
+    import torch
+
+    groups = [list(twins)[i:i + 1] for i in range(len(twins))] if torch.cuda.is_available() else [list(twins)]
+    finished = {}
+    for group in groups:
+        runs = {}
+        try:
+            for name, config in group:
+                save_dir = run_dir / config
+                log(f"training {config} for {budget_s:.0f} CPU seconds, one thread "
+                    f"(fairseq-hydra-train, log in {save_dir}/train.log)")
+                runs[name] = TrainingRun(train_command(config, data, save_dir, max_update, extra),
+                                         save_dir / "train.log", env=ONE_THREAD)
+            budget = CpuBudget(runs, budget_s, report=lambda line: log(f"  {line}"), every_s=10)
+            for name, config in group:
+                done = runs[name].wait(config, on_poll=budget.poll).check(config)
+                finished[name] = (done, budget.stop(name))
+        finally:
+            for run in runs.values():
+                run.kill()
+    return finished
 
 
 def parse_training_log(text: str):
@@ -152,12 +182,15 @@ def evaluate(save_dir: Path, data: Path):
     return {"masked_top1_accuracy": accuracy, "masked_positions": positions, "parameters": parameters}
 
 
-def render_table(results, twins=TWINS):
+def render_table(results, twins=TWINS, difference: str = ""):
+    """The side-by-side table; ``difference`` (the downstream line) goes below it."""
     rows = [
+        ("compute: CPU seconds to the stop (one thread)", "{:.1f}", "cpu_s"),
+        ("stopped by", "{}", "stopped_by"),
         ("updates", "{:d}", "updates"),
         ("tokens seen (fairseq's wpb meter)", "{:,d}", "tokens_seen"),
-        ("updates/s", "{:.2f}", "updates_per_s"),
-        ("tokens/s", "{:.0f}", "tokens_per_s"),
+        ("updates per CPU second", "{:.2f}", "updates_per_cpu_s"),
+        ("wall seconds to the stop (load-dependent)", "{:.0f}", "wall_s"),
         ("peak host memory (MiB, RSS)", "{:.0f}", "peak_rss_mib"),
         ("parameters", "{:,d}", "parameters"),
         ("final valid loss (bits; CWT vs CE)", "{:.3f}", "final_valid_loss_bits"),
@@ -168,6 +201,8 @@ def render_table(results, twins=TWINS):
              "| --- | " + " | ".join("---:" for _ in names) + " |"]
     for label, fmt, key in rows:
         lines.append(f"| {label} | " + " | ".join(fmt.format(results[n][key]) for n in names) + " |")
+    if difference:
+        lines.append(f"\nDownstream (SOTU-era dev accuracy), {difference}")
     return "\n".join(lines)
 
 
@@ -184,7 +219,7 @@ def plot(results, path: Path, twins=TWINS):
         curve = results[name]["curve"]
         axis.plot([t for t, _ in curve], [l for _, l in curve], marker=".")
         axis.set_title(f"{name} ({results[name]['config']}): training loss")
-        axis.set_xlabel("training seconds")
+        axis.set_xlabel("wall seconds (fairseq's clock; load-dependent)")
         axis.set_ylabel("CWT loss (bits)" if name == "headless" else "cross-entropy (bits)")
     names = [n for n, _ in twins]
     axes[2].bar(names, [100 * results[n]["masked_top1_accuracy"] for n in names], color=["tab:green", "tab:blue"])
@@ -197,7 +232,8 @@ def plot(results, path: Path, twins=TWINS):
 
 def build_parser() -> Parser:
     parser = Parser(prog="demo.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget", type=float, default=180, help="training seconds per model (default 180)")
+    parser.add_argument("--budget", type=float, default=180,
+                        help="CPU seconds of training per model, one thread each (default 180)")
     parser.add_argument("--no-downstream", action="store_true",
                         help="skip the downstream check (SOTU-era classification, default corpus only)")
     parser.add_argument("--max-update", type=int, default=MAX_UPDATE_DEFAULT,
@@ -210,7 +246,8 @@ def build_parser() -> Parser:
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny",
                         help="tiny: hmlm_tiny/mlm_tiny (CPU, default); small: the paper's BERT-small twins "
                              "hmlm_small/mlm_small (fp16 on a GPU; fp32 on a CPU)")
-    parser.add_argument("--downstream-seeds", type=int, default=1, help="fine-tuning seeds per model (default 1)")
+    parser.add_argument("--downstream-seeds", type=int, default=3,
+                        help="fine-tuning seeds per model (default 3: the twins' difference gets a spread)")
     parser.add_argument("--downstream-train-per-era", type=int, default=400,
                         help="SOTU-era training sentences per era (default 400; at most ~2,000 exist)")
     parser.add_argument("--downstream-dev-per-era", type=int, default=100,
@@ -222,7 +259,7 @@ def parse_args(argv):
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.budget <= 0:
-        parser.error("--budget must be > 0 seconds")
+        parser.error("--budget must be > 0 CPU seconds")
     for option in ("downstream_seeds", "downstream_train_per_era", "downstream_dev_per_era"):
         if getattr(args, option) <= 0:
             parser.error(f"--{option.replace('_', '-')} {getattr(args, option)}: give a number > 0")
@@ -236,10 +273,17 @@ def train_twins(args, twins, data: Path, run_dir: Path, overrides: list) -> dict
     from ..training_progress import read_progress
 
     results = {}
-    for name, config in twins:
-        text, peak = train(config, data, run_dir, args.budget, args.max_update, overrides)
+    for name, (done, stop) in train(twins, data, run_dir, args.budget, args.max_update, overrides).items():
+        config = dict(twins)[name]
         tokens = read_progress(run_dir / config / "checkpoint_last.pt").tokens
-        results[name] = {"config": config, "peak_rss_mib": peak, "tokens_seen": tokens, **parse_training_log(text)}
+        results[name] = {"config": config, "peak_rss_mib": done.peak_rss_mib, "tokens_seen": tokens,
+                         # to the stop request (the budget), or to the end when max_update came first
+                         "cpu_s": stop["cpu_s"] if stop else done.cpu_s,
+                         "cpu_s_total": done.cpu_s,  # with the final validation and checkpoint save
+                         "wall_s": stop["wall_s"] if stop else done.seconds,
+                         "stopped_by": "cpu budget" if stop else "max_update",
+                         **parse_training_log(done.output)}
+        results[name]["updates_per_cpu_s"] = results[name]["updates"] / results[name]["cpu_s"]
     for name, config in twins:
         log(f"scoring {config} on the validation set (whole-vocabulary top-1 at masked positions)")
         results[name].update(evaluate(run_dir / config, data))
@@ -251,22 +295,31 @@ def train_twins(args, twins, data: Path, run_dir: Path, overrides: list) -> dict
     return results
 
 
-def downstream_check(args, twins, corpus: Path, run_dir: Path) -> str:
-    """The SOTU-era fine-tuning of both exports and a random-init control; its table ("" when skipped)."""
+def downstream_check(args, twins, corpus: Path, run_dir: Path) -> tuple:
+    """The SOTU-era fine-tuning of both exports and a random-init control: its table and the line of the
+    difference between the twins (both "" when skipped)."""
     if args.no_downstream:
         log("downstream check skipped (--no-downstream)")
-        return ""
+        return "", ""
     if not (corpus / "SOURCE.json").exists():
         log("downstream check skipped: it is built from the default SOTU corpus, not from --corpus")
-        return ""
-    from ..evaluation.demo_check import run_demo_check
+        return "", ""
+    from ..evaluation.demo_check import difference_line, run_demo_check
 
     log("downstream check: fine-tuning both exports (and a random-init control) on SOTU-era classification")
     table = run_demo_check({name: run_dir / "hf" / name for name, _ in twins}, corpus=corpus,
                            output=run_dir / "downstream", seeds=args.downstream_seeds,
                            train_per_era=args.downstream_train_per_era, dev_per_era=args.downstream_dev_per_era)
     print("\n" + table + "\n", flush=True)
-    return table
+    return table, difference_line(run_dir / "downstream", *(name for name, _ in twins))
+
+
+EQUAL_COMPUTE = (
+    "Compute was equalised by CPU time, not wall time: each model's training process computes on one thread "
+    "and is stopped once it has used the budget's CPU seconds (start-up included; read from /proc), whatever else "
+    "runs on the machine, or at --max-update if that comes first (the 'stopped by' row); fairseq then validates "
+    "and saves as at any end. So both models get the same compute, "
+    "and the cheaper update of the headless model shows as more updates, not as a shorter run.")
 
 
 def write_results(run_dir: Path, summary: dict, table: str, downstream: str, twins) -> None:
@@ -274,10 +327,10 @@ def write_results(run_dir: Path, summary: dict, table: str, downstream: str, twi
     results, size, budget, max_update = (summary[k] for k in ("results", "size", "budget_s_per_model", "max_update"))
     write_json_atomic(run_dir / "results.json", summary)
     write_text_atomic(run_dir / "results.md",
-        f"# Demo: headless vs vanilla {size} encoders, {budget:.0f} s"
+        f"# Demo: headless vs vanilla {size} encoders, {budget:.0f} CPU seconds"
         + (f" or {max_update} updates" if max_update != MAX_UPDATE_DEFAULT else "")
         + f" of training each\n\nData: `{summary['data']}`; device: {summary['device']}\n\n"
-        f"Command: `{summary['command']}`\n\n{table}\n\n"
+        f"Command: `{summary['command']}`\n\n{EQUAL_COMPUTE}\n\n{table}\n\n"
         "The validation losses are different objectives (CWT over in-batch targets vs cross-entropy "
         "over the vocabulary) and are not comparable; the whole-vocabulary accuracy is.\n\n"
         "Hugging Face exports (`AutoModelForMaskedLM.from_pretrained(PATH, trust_remote_code=True)`; "
@@ -308,9 +361,9 @@ def main(argv=None) -> int:
     run_dir.mkdir(parents=True)
     overrides = [*device_overrides(), *args.train_override]  # fp16 configs train in fp32 on a CPU
     results = train_twins(args, twins, data, run_dir, overrides)
-    downstream = downstream_check(args, twins, corpus, run_dir)
-    table = render_table(results, twins)
-    print("\n" + table + "\n", flush=True)
+    downstream, difference = downstream_check(args, twins, corpus, run_dir)
+    table = render_table(results, twins, difference)
+    print("\n" + EQUAL_COMPUTE + "\n\n" + table + "\n", flush=True)
     summary = {"data": str(data), "size": args.size, "budget_s_per_model": args.budget,
                "max_update": args.max_update, "train_overrides": overrides,
                "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",

@@ -73,6 +73,7 @@ class FinishedRun:
     output: str  # this launch's part of the log (after its marker)
     seconds: float
     peak_rss_mib: Optional[float]  # the child's own peak resident memory (os.wait4)
+    cpu_s: Optional[float] = None  # user + system CPU seconds of the child and its reaped children (os.wait4)
 
     @property
     def timed_out(self) -> bool:
@@ -127,14 +128,19 @@ class TrainingRun:
         self._log.close()
 
     def wait(self, label: str = "", report: Optional[Callable[[str], None]] = None, every_s: float = 30.0,
-             timeout: Optional[float] = None) -> FinishedRun:
-        """Wait for the run; with ``report``, a progress line every ``every_s`` seconds; killed after ``timeout``."""
+             timeout: Optional[float] = None, on_poll: Optional[Callable[[], None]] = None) -> FinishedRun:
+        """Wait for the run; with ``report``, a progress line every ``every_s`` seconds; killed after ``timeout``.
+
+        ``on_poll`` is called on every poll while the run lives (the demo's CPU-time budget, .cpu_budget).
+        """
         last_report, seen, usage, status = time.time(), 0, None, None
         timed_out = False
         while True:
             pid, status, usage = os.wait4(self.proc.pid, os.WNOHANG)
             if pid:
                 break
+            if on_poll is not None:
+                on_poll()
             if timeout is not None and time.time() - self.started > timeout:
                 self.proc.kill()
                 timed_out = True
@@ -155,7 +161,8 @@ class TrainingRun:
             with open(self.log_path, "a", encoding="utf-8") as log:
                 log.write(f"\n[training_runs] stopped after {timeout} s\n")
         return FinishedRun(self.command, self.log_path, self.proc.returncode, self._output(),
-                           time.time() - self.started, usage.ru_maxrss / 1024 if usage else None)
+                           time.time() - self.started, usage.ru_maxrss / 1024 if usage else None,
+                           usage.ru_utime + usage.ru_stime if usage else None)
 
 
 def run_training(command: list, log_path: Path, label: str, report: Optional[Callable[[str], None]] = print,
