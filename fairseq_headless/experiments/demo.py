@@ -29,7 +29,6 @@ import shlex
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 from ..cli import Parser
@@ -172,7 +171,6 @@ def evaluate(save_dir: Path, data: Path):
     import fairseq_headless.plugin  # noqa: F401  (registers the architectures)
 
     logging.getLogger("fairseq").setLevel(logging.WARNING)  # the demo prints its own progress
-    warnings.filterwarnings("ignore", message=".*pin_memory.*")
 
     models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task(
         [str(save_dir / "checkpoint_last.pt")], arg_overrides={"data": str(data)}
@@ -207,8 +205,6 @@ def render_table(results, twins=TWINS, difference: str = ""):
 
 
 def plot(results, path: Path, twins=TWINS):
-    # fairseq sets the root logger to DEBUG; matplotlib logs at import already, so quiet it first.
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     import matplotlib
 
     matplotlib.use("Agg")
