@@ -1,15 +1,26 @@
 """Shared fixtures: one tiny binarized corpus per test session, and config loading."""
 
+import atexit
 import os
 import random
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's console scripts (fairseq-preprocess, ...)
+
+# transformers copies a headless export's modeling file (trust_remote_code) into its modules cache, in a folder
+# named after the export's folder (~/.cache/huggingface/modules/transformers_modules/hf/...): one cache per test
+# session, set before transformers is imported and inherited by the tests' subprocesses, so that suites run at
+# the same time never import each other's half-copied file and nothing is left in the user's home.
+_HF_MODULES = tempfile.mkdtemp(prefix="hf-modules-")
+os.environ["HF_MODULES_CACHE"] = _HF_MODULES
+atexit.register(shutil.rmtree, _HF_MODULES, ignore_errors=True)
 
 
 def write_markov_corpus(path: Path, lines: int, seed: int, vocab: int = 64) -> None:

@@ -103,6 +103,9 @@ def difference_line(output: Path, first: str, second: str) -> str:
     ± with one seed, whose spread is unknown."""
     a, b = per_seed_accuracy(output, first), per_seed_accuracy(output, second)
     seeds = sorted(set(a) & set(b))
+    if not seeds:
+        raise EvaluationInputError(f"{output}: {first} and {second} were fine-tuned with no seed in common "
+                                   f"({sorted(a)} vs {sorted(b)}); run both with the same --seeds")
     mean, std = mean_std([100 * (a[s] - b[s]) for s in seeds])
     spread = f" ± {std:.2f} (mean ± std over {len(seeds)} fine-tuning seeds, paired by seed)" if len(seeds) > 1 \
         else " (1 fine-tuning seed: its spread is unknown)"

