@@ -1228,3 +1228,25 @@ def test_parts_log_lines_without_a_terminal():
     assert lines[-1] == "benchmark: 4/4 parts (100%), 0:00:45 elapsed: bert-tiny V=300 batch 4"  # the last part
     parts.close()
     assert len(lines) == 3 and not any("\r" in line for line in lines)
+
+
+def test_parts_short_silent_logs_only_counts_that_outlast_an_interval():
+    """Fine-tuning's epochs and evaluations (evaluation/finetune.EpochProgress): a short one adds no line to the
+    log, a long one its lines every interval and its last part."""
+    from fairseq_headless.data.progress import Parts
+
+    now, lines = [0.0], []
+    short = Parts("SST-2 epoch 1/3", 3, unit="step", interval=30, log=lines.append, terminal=False,
+                  clock=lambda: now[0], short_silent=True)
+    for t in (5.0, 10.0, 15.0):
+        now[0] = t
+        short.advance()
+    short.close()
+    assert lines == []
+    long = Parts("MNLI epoch 1/3", 3, unit="step", interval=30, log=lines.append, terminal=False,
+                 clock=lambda: now[0], short_silent=True)
+    for t in (50.0, 70.0, 75.0):  # 35 s after its start: a line; then 20 s, 25 s after it: the last part's line
+        now[0] = t
+        long.advance()
+    long.close()
+    assert lines == ["MNLI epoch 1/3: 1/3 steps (33%), 0:00:35 elapsed", "MNLI epoch 1/3: 3/3 steps (100%), 0:01:00 elapsed"]

@@ -21,7 +21,7 @@ def _clock(seconds: float) -> str:
 class Progress:
     def __init__(self, what: str, total_bytes: int, interval: float = DEFAULT_INTERVAL_SECONDS,
                  log: Callable[[str], None] = print, terminal: bool | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, leave: bool = True, short_silent: bool = False):
         self.what, self.total, self.interval, self.log, self.clock = what, total_bytes, interval, log, clock
         self.bytes = self.tokens = 0
         self.started = self._logged = clock()
@@ -70,16 +70,19 @@ class Parts:
 
     def __init__(self, what: str, total: int, unit: str = "part", interval: float = DEFAULT_INTERVAL_SECONDS,
                  log: Callable[[str], None] = print, terminal: bool | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, leave: bool = True, short_silent: bool = False):
         self.what, self.total, self.unit, self.interval, self.log, self.clock = what, total, unit, interval, log, clock
         self.done, self.status, self._logged_done = 0, "", None
+        # short_silent: no line at the end of a count that ended before its first line (every fine-tuning epoch
+        # of a small task would otherwise add one to the log for nothing)
+        self.short_silent = short_silent
         self.started = self._logged = clock()
         terminal = sys.stderr.isatty() if terminal is None else terminal
         self._bar = None
         if terminal:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, desc=what, unit=unit, file=sys.stderr, dynamic_ncols=True)
+            self._bar = tqdm(total=total, desc=what, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=leave)
 
     def line(self) -> str:
         elapsed = self.clock() - self.started
@@ -89,6 +92,8 @@ class Parts:
 
     def _tick(self, force: bool = False) -> None:
         now = self.clock()
+        if force and self.short_silent and self._logged_done is None and now - self._logged < self.interval:
+            return
         if self._bar is None and (force or now - self._logged >= self.interval):
             self._logged, self._logged_done = now, self.done
             self.log(self.line())

@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
+from ..data.progress import Parts
 from ..files import write_text_atomic
 from .balanced_loss import balanced_loss_func
 from .encoding import EncodedDataset, collator, max_positions
@@ -191,8 +192,9 @@ def _write(line: str) -> None:
 
 
 class EpochProgress(TrainerCallback):
-    """A tqdm bar per training epoch and per evaluation (stderr, only on a terminal: in a log file a bar
-    would leave its every redraw), and one line of dev metrics per epoch."""
+    """Progress per training epoch and per evaluation (stderr): a bar on a terminal; in a log file (a cluster
+    job) a line every 30 s and at the end, since an epoch of a large task runs for an hour and a bar would
+    leave its every redraw (data/progress.Parts). And one line of dev metrics per epoch."""
 
     def __init__(self, desc: str, dev_names: list):
         self.desc, self.dev_names = desc, dev_names
@@ -201,12 +203,12 @@ class EpochProgress(TrainerCallback):
     def on_epoch_begin(self, args, state, control, **kwargs):
         epoch = int(round(state.epoch or 0)) + 1
         per_epoch = math.ceil(state.max_steps / args.num_train_epochs)
-        self.bar = tqdm(total=per_epoch, desc=f"{self.desc} epoch {epoch}/{int(args.num_train_epochs)}",
-                        unit="step", file=sys.stderr, leave=False, dynamic_ncols=True, disable=None)
+        self.bar = Parts(f"{self.desc} epoch {epoch}/{int(args.num_train_epochs)}", per_epoch, unit="step",
+                         log=_write, leave=False, short_silent=True)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.bar is not None:
-            self.bar.update(1)
+            self.bar.advance()
 
     def on_epoch_end(self, args, state, control, **kwargs):
         if self.bar is not None:
@@ -215,10 +217,10 @@ class EpochProgress(TrainerCallback):
 
     def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
         if self.eval_bar is None and eval_dataloader is not None:
-            self.eval_bar = tqdm(total=len(eval_dataloader), desc=f"{self.desc} evaluating", unit="batch",
-                                 file=sys.stderr, leave=False, dynamic_ncols=True, disable=None)
+            self.eval_bar = Parts(f"{self.desc} evaluating", len(eval_dataloader), unit="batch", log=_write,
+                                  leave=False, short_silent=True)
         if self.eval_bar is not None:
-            self.eval_bar.update(1)
+            self.eval_bar.advance()
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if self.eval_bar is not None:
