@@ -196,6 +196,7 @@ def test_task_classes_load_and_run(exported):
                     return_tensors="pt")
         assert classifier(**batch).logits.shape == (2, 3)
         embeddings = input_embeddings(model).weight
+        # stored weights copied through save and load, no arithmetic: bit equality is the right check
         assert torch.equal(classifier.roberta.embeddings.word_embeddings.weight, embeddings)
         # RoBERTa's own classification head for both kinds of encoder (Tab.1 compares like with like)
         assert type(classifier).__name__ == hf_class.replace("ForMaskedLM", "ForSequenceClassification")
@@ -369,6 +370,7 @@ def test_the_projects_loaders_take_a_headless_export(trained_headless, spm_data,
     classifier, summary = load_model(out, spec)
     assert summary == ("hf: encoder loaded into HeadlessRobertaForSequenceClassification; "
                        "new head classifier.dense, classifier.out_proj")
+    # stored weights copied through save and load, no arithmetic: bit equality is the right check
     assert torch.equal(classifier.roberta.embeddings.word_embeddings.weight, embeddings)
     assert torch.equal(load_huggingface(out, "--headless").weight, embeddings)
     control = random_init_copy(out, tmp_path / "control")

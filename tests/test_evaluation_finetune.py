@@ -47,7 +47,7 @@ def test_exports_load_with_only_a_new_head(root):
     assert summary == ("hmlm: encoder loaded into HeadlessRobertaForSequenceClassification; "
                        "new head classifier.dense, classifier.out_proj")
     assert type(model.classifier).__module__ == "transformers.models.roberta.modeling_roberta"
-    for key, value in saved.items():  # every encoder weight arrived unchanged
+    for key, value in saved.items():  # every encoder weight arrived unchanged (a copy, no arithmetic: bit-equal)
         assert torch.equal(model.state_dict()[key], value), key
     model, summary = load_model(root / "mlm", SUPERGLUE_TASKS["COPA"])
     assert type(model).__name__ == "RobertaForMultipleChoice"
