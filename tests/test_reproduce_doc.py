@@ -28,7 +28,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:(?s).*is validated against Confi
 DOC = REPO / "docs" / "reproduce.md"
 GPUS_PER_NODE = 8
 # programs of other projects that the document runs: their options are theirs to check
-EXTERNAL = {"tar", "wait", "fairseq-eval-lm"}
+EXTERNAL = {"export", "mkdir", "tar", "wait", "fairseq-eval-lm"}
 SHELL_KEYWORDS = {"do", "then", "else"}  # a command may follow these on a line
 SKIPPED_LINES = {"for", "done", "fi", "if", "while"}  # control lines, no command of ours
 # options whose values are hydra overrides, and the options naming the configs they apply to
@@ -240,6 +240,9 @@ def training_problems(command: Command) -> list:
 
     if batch(cfg) != batch(own):
         problems.append(f"global batch {batch(cfg)}, the config's is {batch(own)}")
+    tokens = batch(cfg) * cfg.task.tokens_per_sample  # what the document's updates-to-tokens arithmetic rests on
+    if f"{tokens:,}" not in DOC.read_text(encoding="utf-8"):
+        problems.append(f"{tokens:,} tokens per update, a number the document never states")
     return problems
 
 
