@@ -19,6 +19,9 @@ INSTALL_REQUIRES = [
     "omegaconf>=2.3,<2.4",
     "numpy>=1.24",
     "sentencepiece>=0.2",
+    # sentencepiece's model files are protobuf messages; sentencepiece ships their generated module
+    # (sentencepiece_model_pb2) but not the runtime it imports.
+    "protobuf",
     "tokenizers>=0.20",
     # transformers 5.x: the export and evaluation scripts load models offline.
     "transformers>=5.0,<6",
@@ -36,8 +39,7 @@ INSTALL_REQUIRES = [
     "scikit-learn>=1.3",
     # Experiment tracking out of the box: fairseq writes TensorBoard event files with it
     # (common.tensorboard_logdir=DIR), and its text_to_speech task otherwise prints "Please install
-    # tensorboardX" on every fairseq import. Pure Python; pulls protobuf, which no code of this
-    # project needs (sentencepiece models are read without it, tests/test_convert_to_hf.py).
+    # tensorboardX" on every fairseq import. Pure Python.
     "tensorboardX==2.6.5",
 ]
 

@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from .errors import DataError
 
@@ -77,6 +77,7 @@ class SentencePieceTokenizer(Tokenizer):
 
     def __init__(self, model_file: Path, option: str, trained: bool = False):
         import sentencepiece as spm
+        from sentencepiece.sentencepiece_model_pb2 import ModelProto, TrainerSpec
 
         try:
             self.sp = spm.SentencePieceProcessor(model_file=str(model_file))
@@ -86,7 +87,10 @@ class SentencePieceTokenizer(Tokenizer):
         self.path = Path(model_file)
         self.option = option
         self.vocab_size = self.sp.get_piece_size()
-        self.model_type = spm_model_type(self.path.read_bytes())
+        # The model as sentencepiece holds it (pieces with types and scores, trainer and normalizer
+        # specs), read by sentencepiece's own protobuf module: the export rebuilds the tokenizer from it.
+        self.proto = ModelProto.FromString(self.sp.serialized_model_proto())
+        self.model_type = TrainerSpec.ModelType.Name(self.proto.trainer_spec.model_type).lower()
         self.trained = trained
 
     def encode_batch(self, lines):
@@ -201,55 +205,8 @@ def load_tokenizer(kind: str, path, option: str, trained: bool = False) -> Token
 
 
 # --------------------------------------------------------------------------
-# sentencepiece model files and training
+# sentencepiece training
 # --------------------------------------------------------------------------
-
-
-def iter_proto_fields(buf: bytes) -> Iterator[tuple[int, int, object]]:
-    """Minimal protobuf wire-format reader (protobuf itself is not a dependency): yields
-    (field number, wire type, value)."""
-
-    def varint(pos):
-        result = shift = 0
-        while True:
-            b = buf[pos]
-            pos += 1
-            result |= (b & 0x7F) << shift
-            if not b & 0x80:
-                return result, pos
-            shift += 7
-
-    pos = 0
-    while pos < len(buf):
-        key, pos = varint(pos)
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = varint(pos)
-        elif wire == 1:
-            value, pos = buf[pos:pos + 8], pos + 8
-        elif wire == 2:
-            length, pos = varint(pos)
-            value, pos = buf[pos:pos + length], pos + length
-        elif wire == 5:
-            value, pos = buf[pos:pos + 4], pos + 4
-        else:
-            raise ValueError(f"unsupported wire type {wire}")
-        yield field, wire, value
-
-
-def spm_model_type(model_bytes: bytes) -> str | None:
-    """ModelProto.trainer_spec (field 2) .model_type (field 3); None if unreadable."""
-    names = {1: "unigram", 2: "bpe", 3: "word", 4: "char"}
-    try:
-        for field, wire, value in iter_proto_fields(model_bytes):
-            if field == 2 and wire == 2:
-                for f2, w2, v2 in iter_proto_fields(value):
-                    if f2 == 3 and w2 == 0:
-                        return names.get(v2)
-                return "unigram"  # proto default when the field is absent
-    except (ValueError, IndexError):
-        pass
-    return None
 
 
 def training_pieces(line: str) -> list[str]:

@@ -2,21 +2,19 @@
 
 A data folder (:mod:`fairseq_headless.data.folder`) maps text to fairseq ids as tokenizer id + 4 after
 ``<s> <pad> </s> <unk>``, then dict.txt's ``madeupword`` padding rows, then ``<mask>`` for encoders. The
-tokenizer is rebuilt as a ``tokenizers`` object with exactly those ids (sentencepiece models read
-without protobuf and rebuilt by hand, GPT-2 BPE and ``tokenizer.json`` as they are), and the export
-ends by comparing it with the preprocessing path on the folder's own validation text.
+tokenizer is rebuilt as a ``tokenizers`` object with exactly those ids (sentencepiece models from their
+ModelProto, GPT-2 BPE and ``tokenizer.json`` as they are), and the export ends by comparing it with the
+preprocessing path on the folder's own validation text.
 """
 from __future__ import annotations
 
 import json
 import re
-import struct
 from pathlib import Path
-from types import SimpleNamespace
 
 from ..data.binarize import FAIRSEQ_SPECIALS, ID_OFFSET
 from ..data.folder import DataFolder
-from ..data.tokenizer import GPT2BPETokenizer, SentencePieceTokenizer, iter_proto_fields
+from ..data.tokenizer import GPT2BPETokenizer, SentencePieceTokenizer
 from .errors import ExportError, ParityError
 
 TOKENIZER_CHECK_LINES = 500
@@ -48,45 +46,11 @@ def check_dictionary(dictionary, manifest: dict | None, tokenizer_size: int, tok
     return len(symbols)
 
 
-def read_spm_proto(buf: bytes) -> SimpleNamespace:
-    """The fields of sentencepiece's ModelProto that spm_to_tokenizers reads, without protobuf (not a
-    dependency): pieces (1), trainer_spec (2), normalizer_spec (3)."""
-    trainer = SimpleNamespace(model_type=1, byte_fallback=False, unk_id=0, unk_piece="<unk>",
-                              treat_whitespace_as_suffix=False)
-    normalizer = SimpleNamespace(precompiled_charsmap=b"", add_dummy_prefix=True,
-                                 remove_extra_whitespaces=True, escape_whitespaces=True)
-    pieces = []
-    for field, wire, value in iter_proto_fields(buf):
-        if field == 1 and wire == 2:  # SentencePiece: piece (1), score (2, float), type (3)
-            piece = SimpleNamespace(piece="", score=0.0, type=1)
-            for f, _, v in iter_proto_fields(value):
-                if f == 1:
-                    piece.piece = v.decode("utf-8")
-                elif f == 2:
-                    piece.score = struct.unpack("<f", v)[0]
-                elif f == 3:
-                    piece.type = v
-            pieces.append(piece)
-        elif field == 2 and wire == 2:
-            names = {3: "model_type", 24: "treat_whitespace_as_suffix", 35: "byte_fallback", 40: "unk_id",
-                     45: "unk_piece"}
-            for f, _, v in iter_proto_fields(value):
-                if f in names:
-                    setattr(trainer, names[f], v.decode("utf-8") if f == 45 else bool(v) if f in (24, 35) else v)
-        elif field == 3 and wire == 2:
-            names = {2: "precompiled_charsmap", 3: "add_dummy_prefix", 4: "remove_extra_whitespaces",
-                     5: "escape_whitespaces"}
-            for f, _, v in iter_proto_fields(value):
-                if f in names:
-                    setattr(normalizer, names[f], bytes(v) if f == 2 else bool(v))
-    return SimpleNamespace(pieces=pieces, trainer_spec=trainer, normalizer_spec=normalizer)
+def spm_to_tokenizers(reference: SentencePieceTokenizer):
+    """A `tokenizers` object that encodes like sentencepiece, from the model's ModelProto.
 
-
-def spm_to_tokenizers(proto: SimpleNamespace, path: Path = Path("the sentencepiece model")):
-    """A `tokenizers` object that encodes like sentencepiece, from the fields read by read_spm_proto.
-
-    Built here rather than with transformers' SpmConverter: that helper is internal and changed within
-    transformers 5.x (5.17 builds a BPE without merges, i.e. every character a byte-fallback piece).
+    Built here rather than with transformers' SpmConverter, an internal helper whose output is not
+    stable across transformers releases (one built a BPE without merges).
     SentencePiece's order: the precompiled normalization map, removal of extra spaces, the dummy prefix
     "▁" (always, even before an existing "▁"), spaces escaped as "▁". User-defined pieces are emitted
     whole (isolated after normalization); BPE merges a pair when the merged piece is a normal piece,
@@ -100,7 +64,8 @@ def spm_to_tokenizers(proto: SimpleNamespace, path: Path = Path("the sentencepie
     """
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
-    NORMAL, USER_DEFINED = 1, 4  # sentencepiece's ModelProto.SentencePiece.Type
+    proto, path = reference.proto, reference.path
+    NORMAL, USER_DEFINED = proto.SentencePiece.NORMAL, proto.SentencePiece.USER_DEFINED
     trainer, spec = proto.trainer_spec, proto.normalizer_spec
     if trainer.treat_whitespace_as_suffix:
         raise ExportError(f"{path}: trained with treat_whitespace_as_suffix (\"▁\" ends pieces instead of starting "
@@ -112,7 +77,7 @@ def spm_to_tokenizers(proto: SimpleNamespace, path: Path = Path("the sentencepie
         raise ExportError(f"{path}: user-defined pieces {changed[:5]} are changed by the model's normalization "
                           "map, so the exported tokenizer would not find them; retrain with pieces the map "
                           "leaves alone or with --normalization_rule_name identity")
-    if trainer.model_type == 2:  # BPE: rank each normal piece's splits into two normal pieces by its score
+    if reference.model_type == "bpe":  # rank each normal piece's splits into two normal pieces by its score
         normal = {p.piece: (-p.score, i) for i, p in enumerate(proto.pieces) if p.type == NORMAL}
         ranked = sorted((rank, piece[:k], piece[k:]) for piece, rank in normal.items()
                         for k in range(1, len(piece)) if piece[:k] in normal and piece[k:] in normal)
@@ -150,11 +115,10 @@ def raw_tokenizer(folder: DataFolder):
     reference = folder.load_tokenizer()
     path = reference.path
     if isinstance(reference, SentencePieceTokenizer):
-        proto = read_spm_proto(path.read_bytes())
-        if proto.trainer_spec.model_type not in (1, 2):
+        if reference.model_type not in ("unigram", "bpe"):
             raise ExportError(f"{path}: sentencepiece model type {reference.model_type} has no "
                               f"fast-tokenizer equivalent (bpe and unigram do)")
-        return reference, spm_to_tokenizers(proto, path)
+        return reference, spm_to_tokenizers(reference)
     if isinstance(reference, GPT2BPETokenizer):
         return reference, reference.to_tokenizers()
     return reference, Tokenizer.from_file(str(path))
