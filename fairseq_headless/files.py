@@ -115,7 +115,7 @@ def remove_empty(folders) -> None:
 
 @contextlib.contextmanager
 def atomic_folder(out, replace: bool) -> Iterator[Path]:
-    """A fresh temporary folder beside `out` to fill (data folders, exports, the demo corpus): published onto
+    """A fresh temporary folder beside `out` to fill (exports, the demo corpus): published onto
     `out` by :func:`publish_folder` when the block ends without an error; otherwise removed, with the parent
     folders it had to create, so that a failure (Ctrl-C included) leaves nothing behind."""
     out = Path(out)
