@@ -205,7 +205,8 @@ def main(argv: Sequence[str], progress_seconds: float | None = None) -> int:
         with stopping_on_signals():
             manifest = prepare(opts, argv, **kwargs)
     except Interrupted as stop:
-        print(f"interrupted ({stop}): run the same command to resume", file=sys.stderr, flush=True)
+        sys.stderr.write(f"interrupted ({stop}): run the same command to resume\n")  # one write: whole
+        sys.stderr.flush()
         return stop.exit_status
     if manifest is None:  # a sharded run with shards left to other runs
         return 0
