@@ -98,14 +98,29 @@ def temporary_folder(out) -> Path:
     return out.parent / f"{out.name}.tmp-{os.getpid()}"
 
 
+def missing_parents(path) -> list[Path]:
+    """The folders above `path` that do not exist yet, outermost first: what a writer that leaves nothing
+    behind on failure creates and removes again (:func:`remove_empty`)."""
+    return [p for p in reversed(Path(path).parents) if not p.exists()]
+
+
+def remove_empty(folders) -> None:
+    """Remove `folders` (as :func:`missing_parents` lists them) that are still empty, innermost first."""
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (someone else's now), or gone
+            pass
+
+
 @contextlib.contextmanager
 def atomic_folder(out, replace: bool) -> Iterator[Path]:
-    """A fresh temporary folder beside `out` to fill (data folders, exports, the demo corpus): published onto
+    """A fresh temporary folder beside `out` to fill (exports, the demo corpus): published onto
     `out` by :func:`publish_folder` when the block ends without an error; otherwise removed, with the parent
     folders it had to create, so that a failure (Ctrl-C included) leaves nothing behind."""
     out = Path(out)
     workdir = temporary_folder(out)
-    created = [p for p in reversed(out.parents) if not p.exists()]
+    created = missing_parents(out)
     try:
         for parent in created:
             parent.mkdir()
@@ -116,11 +131,7 @@ def atomic_folder(out, replace: bool) -> Iterator[Path]:
         publish_folder(workdir, out, replace)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
-        for parent in reversed(created):
-            try:
-                parent.rmdir()
-            except OSError:  # not empty: someone else's now
-                pass
+        remove_empty(created)
         raise
 
 

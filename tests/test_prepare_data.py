@@ -24,9 +24,12 @@ import math
 import os
 import random
 import re
+import signal
+import socket
 import subprocess
 import sys
 import tarfile
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -686,6 +689,174 @@ def test_shard_tasks_need_the_tokenizer_first(corpus, tmp_path):
     assert_failed(rc, err, "--shard-index 0", "trains the tokenizer", out=out)
     rc, _, err = run_main(["--input", path, "--output", out, "--shard-index", 1])
     assert_failed(rc, err, "--shard-index", "--shards", out=out)
+
+
+# ---------------------------------------------------------------- stopped runs
+
+STOPPED_RUN_OPTIONS = ["--vocab-size", 60, "--workers", 2, "--valid-lines", 6, "--test-lines", 4]
+
+
+@pytest.fixture(scope="module")
+def stop_corpus(tmp_path_factory):
+    """Three files, so that each pass runs three units in a pool of two workers."""
+    folder = tmp_path_factory.mktemp("stop") / "in"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"part{i}.txt").write_text(documents_text(make_documents(EN, 25, seed=20 + i)), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(stop_corpus, tmp_path_factory):
+    """shards -> the files of an uninterrupted run with STOPPED_RUN_OPTIONS."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    outputs = {}
+    for shards in (1, 2):
+        out = root / f"out{shards}"
+        run_ok(["--input", stop_corpus, "--output", out, "--shards", shards] + STOPPED_RUN_OPTIONS)
+        outputs[shards] = folder_files(out)
+    return outputs
+
+
+def folder_files(folder: Path) -> dict:
+    """Relative path -> content of every file below `folder`, the run's timestamps left out (manifest.json's
+    creation time, shard.json's seconds)."""
+    files = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            data = path.read_bytes()
+            if path.name in ("manifest.json", "shard.json"):
+                record = json.loads(data.decode().replace(str(folder), "OUT"))  # the command names the folder
+                record.pop("created", None), record.pop("seconds", None)
+                data = json.dumps(record, sort_keys=True).encode()
+            files[path.relative_to(folder).as_posix()] = data
+    return files
+
+
+def processes_naming(text: str) -> list[int]:
+    """Live processes whose command line holds `text` (the killed run's workers carry its command line)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and text in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                found.append(int(proc.name))
+        except OSError:
+            pass
+    return found
+
+
+# (shards, stage, signal): every stage of both kinds of run, each signal at several of them
+STOPS = [(1, "scan", "SIGKILL"), (1, "tokenizer", "SIGTERM"), (1, "tokenizer", "SIGINT"), (1, "encode0", "SIGTERM"),
+         (1, "encode0", "SIGKILL"), (2, "scan", "SIGTERM"), (2, "tokenizer", "SIGKILL"), (2, "encode0", "SIGKILL"),
+         (2, "encode1", "SIGTERM"), (2, "encode1", "SIGKILL")]
+
+
+@pytest.mark.parametrize("shards, stage, signame", STOPS)
+def test_a_stopped_run_resumes_to_the_same_files(stop_corpus, uninterrupted, tmp_path, shards, stage, signame):
+    """A real prepare_data.py process, paused at `stage` by the test hook (interrupt.pause_for_tests) and sent
+    `signame`; then the same command again."""
+    from fairseq_headless.data import interrupt
+
+    out = tmp_path / "out"
+    command = [sys.executable, str(REPO / "scripts" / "prepare_data.py"), "--input", str(stop_corpus), "--output",
+               str(out), "--shards", str(shards), *map(str, STOPPED_RUN_OPTIONS)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    paused = tmp_path / "paused"
+    with subprocess.Popen(command, env={**env, interrupt.PAUSE_VARIABLE: f"{stage}:{paused}"},
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        for _ in range(600):
+            if paused.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert paused.exists(), proc.communicate()
+        proc.send_signal(getattr(signal, signame))
+        _, err = proc.communicate(timeout=60)
+    signum = getattr(signal, signame)
+    if signame == "SIGKILL":
+        assert proc.returncode == -signum
+    else:  # one line, and the status a shell gives a process the signal ended
+        assert proc.returncode == 128 + signum
+        assert err.splitlines() == [f"interrupted ({signame}): run the same command to resume"]
+        assert not list(tmp_path.rglob("*.tmp-*"))  # its own temporaries removed on the way out
+    for _ in range(100):  # the pool's workers end with the run (SIGKILL: the kernel kills them with it)
+        if not processes_naming(str(out)):
+            break
+        time.sleep(0.1)
+    assert not processes_naming(str(out))
+    left = [p.name for p in tmp_path.rglob("*.tmp-*")]
+    if signame == "SIGKILL" and stage.startswith("encode"):
+        assert left == [f"shard{stage[-1]}.tmp-{socket.gethostname()}-{proc.pid}"]  # what the rerun must remove
+
+    rerun = run_ok(command[2:])  # in-process: the same code, one start-up less
+    if stage.startswith("encode"):  # the kept scan and tokenizer are taken, not made again
+        assert "reusing the scan" in rerun and "reusing the tokenizer" in rerun
+        assert "training a sentencepiece" not in rerun
+    if stage == "encode1":
+        assert "shard 0: finished before" in rerun
+    assert folder_files(out) == uninterrupted[shards]
+    assert not list(tmp_path.rglob("*.tmp-*"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "paused"]  # out.partial included
+
+
+def test_stale_temporaries_are_those_of_dead_processes(tmp_path):
+    """A temporary of a live process stays, of a dead one goes; another machine's cannot be asked, so in a
+    sharded folder (shared by the tasks of an array) it goes only once the preparation is finished."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    host = socket.gethostname()
+    names = {"dead": f"shard1.tmp-{host}-{dead}", "live": f"shard2.tmp-{host}-{os.getppid()}",
+             "elsewhere": f"tokenizer.tmp-other-host-{dead}", "written": f".scan.{dead}-0a1b2c3d.tmp.json",
+             "kept": "shard0"}
+    for shared, finished, expected in ((False, False, {"live", "kept"}), (True, False, {"live", "elsewhere", "kept",
+                                                                                     "written"}),
+                                       (True, True, {"live", "kept", "written"})):
+        folder = tmp_path / f"{shared}-{finished}"
+        for key, name in names.items():
+            (folder / name).mkdir(parents=True) if "json" not in name else (folder / name).write_text("{")
+        prepare._remove_stale_temporaries(folder, shared, finished)
+        assert sorted(p.name for p in folder.iterdir()) == sorted(names[k] for k in expected), (shared, finished)
+
+
+# ---------------------------------------------------------------- the summary lines
+
+
+def test_summary_lines_count_text_bytes_of_compressed_input(tmp_path, bpe_run):
+    """A .zst file: the scan and the encoding state the text's bytes (each line's UTF-8 bytes and a newline,
+    as the lines are read: stripped, blank ones left out), and the MB read from disk apart."""
+    text = documents_text(make_documents(EN, 80, seed=9))
+    path = tmp_path / "c.txt.zst"
+    path.write_bytes(zstandard.ZstdCompressor().compress(text.encode()))
+    text_bytes = sum(len(line.strip().encode()) + 1 for line in text.splitlines() if line.strip())
+    assert text_bytes > 2 * path.stat().st_size  # the two figures cannot be mistaken for each other
+    printed = run_ok(["--input", path, "--output", tmp_path / "out", "--spm-model",
+                      bpe_run[0] / "tokenizer" / "spm.model"])
+    read = f"{path.stat().st_size / 1e6:,.1f} MB read"
+    for line in ("scanned", "encoding:"):
+        assert re.search(rf"^{line} {text_bytes / 1e6:,.1f} MB of text \({text_bytes:,} bytes\) in [\d.]+ s "
+                         rf"\([\d.]+ MB/s of text; {read}\)", printed, re.M), printed
+
+
+def test_each_shard_line_counts_its_own_shard(corpus, bpe_run, tmp_path):
+    path, _ = corpus
+    out = tmp_path / "out"
+    printed = run_ok(["--input", path, "--output", out, "--spm-model", bpe_run[0] / "tokenizer" / "spm.model",
+                      "--shards", 2])
+    manifest = json.loads((out / "shard0" / "manifest.json").read_text())
+    scanned = int(re.search(r"^scanned .*?\(([\d,]+) bytes\)", printed, re.M)[1].replace(",", ""))
+    shard_text, shard_tokens = [], []
+    for i in range(2):
+        m = re.search(rf"^encoding shard {i}: .*?\(([\d,]+) bytes\) .*?, ([\d,]+) tokens;", printed, re.M)
+        shard_text.append(int(m[1].replace(",", "")))
+        shard_tokens.append(int(m[2].replace(",", "")))
+    assert sum(shard_text) == scanned and 0 < shard_text[1] < scanned  # every line in exactly one shard
+    s, train = manifest["splits"], [t["tokens"] for t in manifest["shards"]["train"]]
+    assert shard_tokens == [train[0] + s["valid"]["tokens"] + s["test"]["tokens"], train[1]]
+    assert printed.splitlines()[-1] == (
+        f"wrote {out}, shard0..shard1 (dictionary and manifest in shard0): "
+        f"{manifest['id_mapping']['dictionary_size']} dictionary entries (tokenizer {manifest['tokenizer']['vocab_size']})"
+        f"; tokens of all 2 shards: train {s['train']['tokens']} (shard0 {train[0]}, shard1 {train[1]}), valid "
+        f"{s['valid']['tokens']} and test {s['test']['tokens']} (in shard0)")
+    assert s["train"]["tokens"] == sum(train)
 
 
 # ---------------------------------------------------------------- sampling

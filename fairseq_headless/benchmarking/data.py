@@ -249,9 +249,10 @@ def _tree_memory(root: int) -> tuple[int, int]:
     return pss, rss
 
 
-_LOG = {"scan": re.compile(r"^scanned ([\d,.]+) MB in ([\d.]+) s: ([\d,]+) lines"),
-        "encode": re.compile(r"^encoding: ([\d,.]+) MB in ([\d.]+) s .*?([\d,]+) tokens; joined ([\d,.]+) MB of ids "
-                             r"in ([\d.]+) s")}
+# The passes' summary lines; the MB taken are those read from disk, as in every other figure here.
+_LOG = {"scan": re.compile(r"^scanned .*? in ([\d.]+) s \(.*?; ([\d,.]+) MB read\): ([\d,]+) lines"),
+        "encode": re.compile(r"^encoding: .*? in ([\d.]+) s \(.*?; ([\d,.]+) MB read\), ([\d,]+) tokens; joined "
+                             r"([\d,.]+) MB of ids in ([\d.]+) s")}
 
 
 def _number(text: str) -> float:
@@ -292,10 +293,10 @@ def prepare_run(corpus: Path, out: Path, tokenizer: dict, workers: int, label: s
     for line in stdout.splitlines():
         m = _LOG["scan"].match(line)
         if m:
-            record.update(scan_mb=_number(m[1]), scan_s=_number(m[2]), lines=int(_number(m[3])))
+            record.update(scan_mb=_number(m[2]), scan_s=_number(m[1]), lines=int(_number(m[3])))
         m = _LOG["encode"].match(line)
         if m:
-            record.update(encode_mb=_number(m[1]), encode_s=_number(m[2]), tokens=int(_number(m[3])),
+            record.update(encode_mb=_number(m[2]), encode_s=_number(m[1]), tokens=int(_number(m[3])),
                           ids_mb=_number(m[4]), join_s=_number(m[5]))
     manifest = json.loads((out / "manifest.json").read_text())
     record["entries"] = sum(s["lines"] + s["documents"] - 1 for s in manifest["splits"].values())

@@ -11,6 +11,7 @@ every pass streams, in parallel worker processes, and the output never depends o
     binarize.py   ids straight into fairseq's mmap builder; dict.txt (fairseq id = tokenizer id + 4)
     progress.py   a bar on a terminal, a log line every 30 s in a batch job
     prepare.py    the passes, the workers, shards and resuming, the manifest
+    interrupt.py  SIGTERM and Ctrl-C: one line, exit 143/130, workers ended, the run resumable
     folder.py     reading a data folder (or a colon list of shards): manifest, dict.txt, tokenizer,
                   text -> fairseq ids (the one place every later stage tokenizes with)
     cli.py        the command line of scripts/prepare_data.py (its options -> prepare.Options)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Sequence
 
 from ..cli import Parser
 from .errors import DataError
+from .interrupt import Interrupted, stopping_on_signals
 from .prepare import (
     DEFAULT_ALPHA, DEFAULT_CHARACTER_COVERAGE, DEFAULT_PADDING_FACTOR, DEFAULT_SPM_SAMPLE_LINES,
     DEFAULT_VOCAB_SIZE, LICENCE_UNKNOWN, Options, default_workers, prepare,
@@ -194,16 +196,34 @@ def parse_options(argv: Sequence[str]) -> Options:
 
 
 def main(argv: Sequence[str], progress_seconds: float | None = None) -> int:
-    """scripts/prepare_data.py, under ``cli.run``: a DataError is one ``error:`` line, exit 2."""
+    """scripts/prepare_data.py, under ``cli.run``: a DataError is one ``error:`` line, exit 2; SIGTERM or Ctrl-C
+    one ``interrupted`` line, exit 143 or 130, and the same command resumes the work."""
     argv = list(argv)
     opts = parse_options(argv)
     kwargs = {} if progress_seconds is None else {"progress_seconds": progress_seconds}
-    manifest = prepare(opts, argv, **kwargs)
+    try:
+        with stopping_on_signals():
+            manifest = prepare(opts, argv, **kwargs)
+    except Interrupted as stop:
+        sys.stderr.write(f"interrupted ({stop}): run the same command to resume\n")  # one write: whole
+        sys.stderr.flush()
+        return stop.exit_status
     if manifest is None:  # a sharded run with shards left to other runs
         return 0
-    s = manifest["splits"]
-    where = opts.output if opts.shards == 1 else opts.output / "shard0"
-    print(f"wrote {where}: {manifest['id_mapping']['dictionary_size']} dictionary entries "
-          f"(tokenizer {manifest['tokenizer']['vocab_size']}), tokens train {s['train']['tokens']}, "
-          f"valid {s['valid']['tokens']}, test {s['test']['tokens']}", flush=True)
+    print(summary(manifest, opts), flush=True)
     return 0
+
+
+def summary(manifest: dict, opts: Options) -> str:
+    """The last line: where the data is, and whose token counts are which."""
+    s = manifest["splits"]
+    head = (f"{manifest['id_mapping']['dictionary_size']} dictionary entries (tokenizer "
+            f"{manifest['tokenizer']['vocab_size']})")
+    if opts.shards == 1:
+        return (f"wrote {opts.output}: {head}, tokens train {s['train']['tokens']}, valid {s['valid']['tokens']}, "
+                f"test {s['test']['tokens']}")
+    shards = manifest["shards"]
+    per_shard = ", ".join(f"{path} {train['tokens']}" for path, train in zip(shards["paths"], shards["train"]))
+    return (f"wrote {opts.output}, shard0..shard{opts.shards - 1} (dictionary and manifest in shard0): {head}; "
+            f"tokens of all {opts.shards} shards: train {s['train']['tokens']} ({per_shard}), valid "
+            f"{s['valid']['tokens']} and test {s['test']['tokens']} (in shard0)")

@@ -22,18 +22,23 @@ With ``--shards K`` the output is ``OUT/shard0 .. OUT/shard{K-1}`` (training rec
 run resumes: the scan (``OUT/scan.json``), the tokenizer and every finished shard
 (``OUT/shardI/shard.json``) are reused, and ``--shard-index I`` prepares one shard only, so a
 Slurm array prepares the shards on K machines. Whichever run finishes the last shard sums the
-shards' counts into shard0's ``dict.txt`` and ``manifest.json``.
+shards' counts into shard0's ``dict.txt`` and ``manifest.json``. Without ``--shards``, the run is the
+one shard of such a preparation in ``OUT.partial``, renamed onto OUT once complete, so that it
+resumes the same way; a signal ends either with one line (interrupt.py), keeping what a rerun resumes.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import gc
+import hashlib
 import json
 import multiprocessing
 import os
+import re
 import shlex
 import shutil
+import socket
 import sys
 import time
 from datetime import datetime, timezone
@@ -42,9 +47,10 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..files import atomic_folder, temporary_folder, write_json_atomic, write_text_atomic as write_atomic
+from ..files import missing_parents, publish_folder, remove_empty, write_json_atomic, write_text_atomic as write_atomic
 from . import binarize, sampling, splits
 from .errors import DataError
+from .interrupt import interruptible, pause_for_tests
 from .progress import DEFAULT_INTERVAL_SECONDS, Progress
 from .sources import Source, Unit, make_units, read_unit, resolve_inputs
 from .tokenizer import (Tokenizer, load_tokenizer, single_threaded, train_sentencepiece,
@@ -205,11 +211,15 @@ def _scan(unit: Unit, _, report) -> dict:
         lines += n
         records += 1
         documents += not record.continues
-        if source.kind == "hf":
-            text_bytes += sum(len(line.encode("utf-8")) + 1 for line in record.lines)
+        text_bytes += sum(_text_bytes(line) for line in record.lines)
         candidates.add(hasher(record.position)[0], n, unit.index)
     return {"unit": unit.index, "lines": lines, "records": records, "documents": documents,
             "text_bytes": text_bytes, "candidates": candidates.state()}
+
+
+def _text_bytes(line: str) -> int:
+    """What a line counts as text in the logs: its UTF-8 bytes and a newline, whatever the file's compression."""
+    return len(line.encode("utf-8")) + 1
 
 
 def _lines(unit: Unit, shard: int | None, heldout: bool, report) -> Iterator[tuple]:
@@ -271,7 +281,7 @@ def _encode(unit: Unit, shard: int, report) -> dict:
     counts = np.zeros(_JOB.vocab_size, dtype=np.int64)
     writers: dict[str, binarize.SplitWriter] = {}
     pending: list[tuple[str, str, bool]] = []
-    size = 0
+    size = text_bytes = 0
     last: dict[str, tuple] = {}
 
     def flush():
@@ -297,11 +307,13 @@ def _encode(unit: Unit, shard: int, report) -> dict:
         pending.append((split, line, last.get(split) != (copy, doc, seq - 1)))
         last[split] = key
         size += len(line)
+        text_bytes += _text_bytes(line)
         if size >= BATCH_BYTES or len(pending) >= BATCH_LINES:
             flush()
             size = 0
     flush()
-    return {"unit": unit.index, "parts": {s: w.finish() for s, w in writers.items()}, "counts": counts}
+    return {"unit": unit.index, "parts": {s: w.finish() for s, w in writers.items()}, "counts": counts,
+            "text_bytes": text_bytes}
 
 
 # --------------------------------------------------------------------------
@@ -389,6 +401,13 @@ class Scan:
         return None if self.resampling is None else {int(u): tuple(v) for u, v in self.resampling.items()}
 
 
+def _text_rate(text: int, seconds: float, read: int) -> str:
+    """A pass's summary: its text (uncompressed) and rate, then what it read from disk (compressed, for
+    compressed input), which is what the progress lines count."""
+    return (f"{text / 1e6:,.1f} MB of text ({text:,} bytes) in {seconds:.1f} s "
+            f"({text / 1e6 / max(seconds, 1e-9):.2f} MB/s of text; {read / 1e6:,.1f} MB read)")
+
+
 def _group_name(group) -> str:
     return "all" if group is None else group
 
@@ -418,14 +437,18 @@ class Preparation:
         unit_lines = [0] * len(units)
         per_source = [{"lines": 0, "documents": 0, "text_bytes": 0} for _ in sources]  # for the manifest
         progress = self._progress("scanning", sum(u.disk_bytes(sources) for u in units))
-        for r in run_pass(job, "scan", units, self.workers, progress):
-            unit = units[r["unit"]]
-            unit_lines[unit.index] = r["lines"]
-            for key, total in per_source[unit.source].items():
-                per_source[unit.source][key] = total + r[key]
-            candidates[_group(sources[unit.source])].merge(r["candidates"])
+        # closing: a signal arriving here, outside the pass's own frame, still ends its pool before we go on
+        with contextlib.closing(run_pass(job, "scan", units, self.workers, progress)) as results:
+            for r in results:
+                unit = units[r["unit"]]
+                unit_lines[unit.index] = r["lines"]
+                for key, total in per_source[unit.source].items():
+                    per_source[unit.source][key] = total + r[key]
+                candidates[_group(sources[unit.source])].merge(r["candidates"])
+                pause_for_tests("scan")
         seconds = progress.close()
-        self.log(f"scanned {progress.bytes / 1e6:,.1f} MB in {seconds:.1f} s: {sum(unit_lines):,} lines in "
+        text = sum(st["text_bytes"] for st in per_source)
+        self.log(f"scanned {_text_rate(text, seconds, progress.bytes)}: {sum(unit_lines):,} lines in "
                  f"{len(sources)} source{'s' * (len(sources) != 1)}")
 
         manifest_sources = [
@@ -500,8 +523,13 @@ class Preparation:
         sample = self.training_sample(sources, units, scan, opts.spm_sample_lines)
         self.log(f"training a sentencepiece {opts.model_type} model, vocab size {opts.vocab_size}, byte fallback "
                  f"{'on' if opts.byte_fallback else 'off'}, on {len(sample)} lines")
-        return train_sentencepiece(sample, folder, opts.vocab_size, opts.model_type, opts.character_coverage,
-                                   opts.byte_fallback, threads=self.workers)
+
+        def train() -> Tokenizer:
+            pause_for_tests("tokenizer")  # where the native training runs: a test's signal must get through
+            return train_sentencepiece(sample, folder, opts.vocab_size, opts.model_type, opts.character_coverage,
+                                       opts.byte_fallback, threads=self.workers)
+
+        return interruptible(train)
 
     @staticmethod
     def _pass_bytes(units, sources, scan: Scan) -> int:
@@ -524,10 +552,15 @@ class Preparation:
         progress = self._progress(what, self._pass_bytes(units, sources, scan))
         parts: dict[str, dict[int, dict]] = {s: {} for s in SPLITS}
         counts = np.zeros(tok.vocab_size, dtype=np.int64)
-        for r in run_pass(job, "encode", units, self.workers, progress, extra=shard, load_tok=True):
-            counts += r["counts"]
-            for split, part in r["parts"].items():
-                parts[split][r["unit"]] = part
+        text = 0
+        with contextlib.closing(run_pass(job, "encode", units, self.workers, progress, extra=shard,
+                                         load_tok=True)) as results:
+            for r in results:
+                counts += r["counts"]
+                text += r["text_bytes"]
+                for split, part in r["parts"].items():
+                    parts[split][r["unit"]] = part
+                pause_for_tests(f"encode{shard}")
         seconds = progress.close()
         stats = {}
         joining = time.monotonic()
@@ -548,8 +581,7 @@ class Preparation:
         shutil.rmtree(work)
         joined = time.monotonic() - joining
         size = sum((dest / f"{s}.bin").stat().st_size for s in stats)
-        self.log(f"{what}: {progress.bytes / 1e6:,.1f} MB in {seconds:.1f} s "
-                 f"({progress.bytes / 1e6 / max(seconds, 1e-9):.2f} MB/s), {progress.tokens:,} tokens; "
+        self.log(f"{what}: {_text_rate(text, seconds, progress.bytes)}, {progress.tokens:,} tokens; "
                  f"joined {size / 1e6:,.1f} MB of ids in {joined:.2f} s")
         return {"shard": shard, "splits": stats, "counts": counts.tolist(), "workers": self.workers,
                 "seconds": round(seconds, 3)}
@@ -620,34 +652,54 @@ class Preparation:
         return self._run_single() if self.opts.shards == 1 else self._run_sharded()
 
     def _run_single(self) -> dict:
+        """One folder, prepared as a single shard in ``OUT.partial`` (so that a stopped run resumes as a sharded
+        one does: the scan, the tokenizer and a finished encoding are kept), then renamed onto OUT whole."""
         opts = self.opts
         out = opts.output
         check_output(out, opts.force)
-        tok = self._given_tokenizer()
-        sources, units = self._sources([out, temporary_folder(out)])
-        with publishing(out, opts.force) as workdir:  # any failure, Ctrl-C included, leaves nothing behind
-            scan = self.scan(sources, units)
-            (workdir / "tokenizer").mkdir()
-            if tok is None:
-                (workdir / ".spm").mkdir()
-                tok = self.train_tokenizer(sources, units, scan, workdir / ".spm")
-            tok.save(workdir / "tokenizer")
-            tok = load_tokenizer(tok.kind, workdir / "tokenizer" / tok.filename, tok.option, tok.trained)
-            result = self.encode_shard(0, sources, units, scan, tok, workdir)
-            shutil.rmtree(workdir / ".spm", ignore_errors=True)
-            manifest = self.write_dictionary_and_manifest(workdir, tok, scan, [result])
+        given = self._given_tokenizer()
+        work = partial_folder(out)
+        sources, units = self._sources([out, work])
+        # All that the kept work depends on; anything else starts it over.
+        state = {"settings": opts.settings(), "inputs": _described(sources),
+                 "tokenizer_sha256": None if given is None else hashlib.sha256(given.path.read_bytes()).hexdigest(),
+                 "note": f"scripts/prepare_data.py: the unfinished preparation of {out.name}; the same command "
+                         f"resumes it"}
+        if work.exists() or work.is_symlink():
+            if _read_json(work / MARKER) == state:
+                self.log(f"resuming the unfinished preparation in {work}")
+            else:
+                self.log(f"{work} holds an unfinished preparation with other options or inputs: starting over")
+                _remove(work)
+        created = missing_parents(work)
+        try:
+            results, scan, tok = self._prepare_shards(work, state, given, sources, units, [0])
+            folder = work / "shard0"
+            manifest = self.write_dictionary_and_manifest(folder, tok, scan, results)
+            (folder / SHARD_DONE).unlink()
+            try:
+                publish_folder(folder, out, opts.force)
+            except FileExistsError:
+                raise DataError(f"output folder {out} appeared during the run; pass --force to replace it or "
+                                f"choose another --output") from None
+        except KeyboardInterrupt:  # a signal (interrupt.py): the work is kept, and the same command resumes it
+            raise
+        except BaseException:
+            _remove(work)
+            remove_empty(created)
+            raise
+        _remove(work)
         return manifest
 
     def _run_sharded(self) -> dict | None:
         opts = self.opts
         out, k = opts.output, opts.shards
         settings = opts.settings()
-        marker = out / "prepare.json"
         old = None
         # An empty folder, or one holding only a temporary file, is what another task of the same array has
         # just created (its prepare.json is being written): not someone else's folder.
         if (out.exists() or out.is_symlink()) and not (out.is_dir() and _only_temporaries(out)):
-            previous = _read_json(marker) if out.is_dir() else None
+            previous = _read_json(out / MARKER) if out.is_dir() else None
             if previous is not None and previous.get("settings") == settings and not opts.force:
                 pass  # resume
             elif not opts.force:
@@ -661,8 +713,8 @@ class Preparation:
                 raise DataError(f"--output {out} exists and is not a folder; remove it first")
             else:
                 old = out.with_name(f"{out.name}.old-{os.getpid()}")
-        tok = self._given_tokenizer()
-        if tok is None and opts.shard_index not in (None, 0) and not (out / "shard0" / "tokenizer").is_dir():
+        given = self._given_tokenizer()
+        if given is None and opts.shard_index not in (None, 0) and not (out / "shard0" / "tokenizer").is_dir():
             raise DataError(f"no tokenizer in {out}/shard0/tokenizer yet: train it first with the same command and "
                             f"--shard-index 0 (it trains the tokenizer, then prepares shard 0), or give one with "
                             f"--spm-model / --hf-tokenizer")
@@ -672,52 +724,69 @@ class Preparation:
         # A run that created the folder removes it if it fails before finishing anything; never a
         # task of an array (--shard-index), whose siblings may be working in it.
         fresh = not out.exists() and opts.shard_index is None
+        created = missing_parents(out)
+        todo = [opts.shard_index] if opts.shard_index is not None else list(range(k))
+        marker = {"settings": settings, "note": "scripts/prepare_data.py --shards: the options of this preparation; "
+                                                "a run with the same options resumes it"}
         try:
-            out.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(marker, {"settings": settings, "note": "scripts/prepare_data.py --shards: the options "
-                                       "of this preparation; a run with the same options resumes it"})
-            scan = self._cached_scan(out, sources, units)
-            tok = self._sharded_tokenizer(out, tok, sources, units, scan)
-            todo = [opts.shard_index] if opts.shard_index is not None else list(range(k))
-            for i in todo:
-                done = out / f"shard{i}" / "shard.json"
-                if done.exists():
-                    self.log(f"shard {i}: finished before ({done}), skipped")
-                    continue
-                tmp = out / f"shard{i}.tmp-{os.getpid()}"
-                shutil.rmtree(tmp, ignore_errors=True)
-                tmp.mkdir()
-                try:
-                    result = self.encode_shard(i, sources, units, scan, tok, tmp)
-                    final = out / f"shard{i}"
-                    final.mkdir(exist_ok=True)
-                    for f in tmp.iterdir():
-                        os.replace(f, final / f.name)
-                    write_json_atomic(done, result)  # last: the shard is complete
-                finally:
-                    shutil.rmtree(tmp, ignore_errors=True)
-                fresh = False
-            results = [_read_json(out / f"shard{i}" / "shard.json") for i in range(k)]
+            results, scan, tok = self._prepare_shards(out, marker, given, sources, units, todo)
             if any(r is None for r in results):
                 missing = [i for i, r in enumerate(results) if r is None]
                 self.log(f"shards still to prepare: {', '.join(map(str, missing))}; the run that finishes the "
                          f"last one writes {out}/shard0/dict.txt and manifest.json")
                 return None
             manifest = self.write_dictionary_and_manifest(out / "shard0", tok, scan, results)
-        except BaseException:
-            if fresh:  # nothing finished: leave nothing behind
-                shutil.rmtree(out, ignore_errors=True)
+        except BaseException as e:
+            finished = any((out / f"shard{i}" / SHARD_DONE).exists() for i in range(k))
+            # A signal keeps the work for the same command to resume, unless it replaces an old folder
+            # (--force, which a rerun starts over): that one comes back.
+            if fresh and not finished and (old is not None or not isinstance(e, KeyboardInterrupt)):
+                _remove(out)
+                remove_empty(created)
                 if old is not None:
                     old.rename(out)
                     old = None
             raise
+        # Complete: another machine's temporary still here is a dead run's.
+        _remove_stale_temporaries(out, shared=True, finished=True)
         if old is not None:
             shutil.rmtree(old)
         return manifest
 
+    def _prepare_shards(self, base: Path, marker: dict, given: Tokenizer | None, sources, units,
+                        todo: list[int]) -> tuple[list[dict | None], Scan, Tokenizer]:
+        """The resumable work, in ``base``: the scan, the tokenizer and the shards of ``todo``; returns every
+        shard's result (None for one not finished yet), the scan and the tokenizer."""
+        base.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(base / MARKER, marker)
+        shared = self.opts.shards > 1  # a sharded folder may be shared by the tasks of an array
+        _remove_stale_temporaries(base, shared)
+        scan = self._cached_scan(base, sources, units)
+        tok = self._sharded_tokenizer(base, given, sources, units, scan)
+        for i in todo:
+            done = base / f"shard{i}" / SHARD_DONE
+            if done.exists():
+                self.log(f"{f'shard {i}' if shared else 'encoding'}: finished before ({done}), skipped")
+                continue
+            for stale in base.glob(f"shard{i}.tmp-*"):  # made by runs of shard i only, and this is the one
+                _remove(stale)
+            tmp = _temporary(base, f"shard{i}")
+            tmp.mkdir()
+            try:
+                result = self.encode_shard(i, sources, units, scan, tok, tmp)
+                final = base / f"shard{i}"
+                final.mkdir(exist_ok=True)
+                for f in tmp.iterdir():
+                    os.replace(f, final / f.name)
+                write_json_atomic(done, result)  # last: the shard is complete
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        results = [_read_json(base / f"shard{i}" / SHARD_DONE) for i in range(self.opts.shards)]
+        return results, scan, tok
+
     def _cached_scan(self, out: Path, sources, units) -> Scan:
         path = out / "scan.json"
-        described = [[s.path, s.size] for s in sources]
+        described = _described(sources)
         cached = _read_json(path)
         if cached is not None:
             if cached.get("inputs") != described:
@@ -732,8 +801,7 @@ class Preparation:
     def _sharded_tokenizer(self, out: Path, given: Tokenizer | None, sources, units, scan) -> Tokenizer:
         folder = out / "shard0" / "tokenizer"
         if not folder.exists():
-            tmp = out / f"tokenizer.tmp-{os.getpid()}"
-            shutil.rmtree(tmp, ignore_errors=True)
+            tmp = _temporary(out, "tokenizer")
             (tmp / "tokenizer").mkdir(parents=True)
             try:
                 tok = given or self.train_tokenizer(sources, units, scan, tmp)
@@ -760,6 +828,66 @@ class Preparation:
 # files and folders
 # --------------------------------------------------------------------------
 
+MARKER = "prepare.json"  # the options (and for one folder, the inputs) of a resumable preparation
+SHARD_DONE = "shard.json"  # written last into a finished shard
+_HOST = socket.gethostname()
+
+
+def partial_folder(out: Path) -> Path:
+    """Where a one-folder preparation works until it is complete: beside OUT, named for it alone, so that
+    the same command finds it again."""
+    return out.with_name(f"{out.name}.partial")
+
+
+def _temporary(base: Path, name: str) -> Path:
+    """This process's temporary folder in ``base``; the machine is named too, since the tasks of an array
+    share a sharded folder from several machines."""
+    return base / f"{name}.tmp-{_HOST}-{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():  # a reused pid (containers count from 1 again): an earlier run's, not ours yet
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _remove_stale_temporaries(folder: Path, shared: bool, finished: bool = False) -> None:
+    """Remove what stopped runs left in ``folder``: temporary folders (``NAME.tmp-HOST-PID``) and files of the
+    atomic writer (``.NAME.PID-HEX.tmp.SUFFIX``) whose process is dead. Another machine's processes cannot be
+    asked: in a ``shared`` (sharded) folder its folders go once the preparation is ``finished``, its files
+    never (a late task may be writing one)."""
+    for path in list(folder.iterdir()):
+        name = path.name
+        if ".tmp-" in name:
+            host, _, pid = name.rpartition(".tmp-")[2].rpartition("-")
+            if host == _HOST or not shared:
+                stale = not pid.isdigit() or not _alive(int(pid))
+            else:
+                stale = finished
+        elif name.startswith(".") and (written := re.search(r"\.(\d+)-[0-9a-f]+\.tmp", name)):
+            stale = not shared and not _alive(int(written.group(1)))
+        else:
+            continue
+        if stale:
+            _remove(path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink(missing_ok=True)
+
+
+def _described(sources) -> list:
+    return [[s.path, s.size] for s in sources]
+
 
 def _only_temporaries(folder: Path) -> bool:
     """True for an empty folder or one that holds only the atomic writer's temporaries (``.name.*.tmp*``)."""
@@ -780,18 +908,6 @@ def check_output(out: Path, force: bool) -> None:
                             f"--output")
         if not out.is_dir():
             raise DataError(f"--output {out} exists and is not a folder; remove it first")
-
-
-@contextlib.contextmanager
-def publishing(out: Path, force: bool) -> Iterator[Path]:
-    """files.atomic_folder for the output folder: one that appeared while we were working is replaced only
-    with --force."""
-    try:
-        with atomic_folder(out, replace=force) as workdir:
-            yield workdir
-    except FileExistsError:
-        raise DataError(f"output folder {out} appeared during the run; pass --force to replace it or "
-                        f"choose another --output") from None
 
 
 def tokenizer_sample(opts: Options, k: int) -> list[str]:

@@ -7,6 +7,7 @@ parallelism is the workers', so that N workers use N cores and no more.
 from __future__ import annotations
 
 import functools
+import io
 import json
 import os
 import shutil
@@ -232,9 +233,12 @@ def train_sentencepiece(sample: Iterable[str], folder: Path, vocab_size: int, mo
     import sentencepiece as spm
 
     prefix = Path(folder) / "spm"
+    # The model is handed over in memory: written from a model_prefix, it would record that path (with the
+    # run's temporary folder, so its process id) and differ from run to run.
+    model = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(sample), model_prefix=str(prefix),
+            sentence_iterator=iter(sample), model_writer=model,
             vocab_size=vocab_size, model_type=model_type, character_coverage=character_coverage,
             # Without byte fallback, characters outside the coverage become <unk> (on the SOTU
             # corpus at 0.9995: "?", "(", "V", "K", ...).
@@ -251,4 +255,10 @@ def train_sentencepiece(sample: Iterable[str], folder: Path, vocab_size: int, mo
                 else "try another --vocab-size or --character-coverage")
         raise DataError(f"--vocab-size {vocab_size}: sentencepiece training failed "
                         f"({str(e).splitlines()[0]}); {hint}") from None
+    prefix.with_suffix(".model").write_bytes(model.getvalue())
+    trained = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    # the piece list training writes beside a model_prefix, in its format (C++'s default float output is %g)
+    prefix.with_suffix(".vocab").write_text(
+        "".join(f"{trained.id_to_piece(i)}\t{trained.get_score(i):g}\n" for i in range(trained.get_piece_size())),
+        encoding="utf-8")
     return SentencePieceTokenizer(prefix.with_suffix(".model"), "--vocab-size", trained=True)
