@@ -478,7 +478,8 @@ def rank_gradient(case, rank):
         values[[i for i, r in enumerate(rows) if r == 3]] = g if rank == 0 else -2 * g
     if case == "explicit zero rows":
         values.zero_()
-    return torch.sparse_coo_tensor(torch.tensor(rows, dtype=torch.long)[None], values, (VOCAB, DIM), check_invariants=True)
+    rows = torch.tensor(rows, dtype=torch.long)[None]
+    return torch.sparse_coo_tensor(rows, values, (VOCAB, DIM), check_invariants=True)
 
 
 def reduce_rank_gradients(rank, world_size, modes):
