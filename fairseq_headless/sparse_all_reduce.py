@@ -1,54 +1,15 @@
 """The all-reduce of a row-sparse gradient under DDP, on any backend: a communication hook.
 
-Beyond the paper (``model.sparse_embedding_update``, :mod:`fairseq_headless.sparse_embedding`).
-PyTorch's DDP all-reduces every gradient it owns. A sparse one (the input embedding table's) goes
-to the process group's sparse all-reduce, which gloo has and NCCL has not ("NCCL does not support
-all_reduce with sparse tensors"): a multi-GPU run with the sparse update would die at its first
-backward. :func:`sparse_all_reduce_hook`, registered on the DDP module
-(``DistributedDataParallel.register_comm_hook``), replaces that collective, on every backend alike,
-so that gloo on CPUs runs the code that NCCL runs on GPUs:
-
-* a dense bucket: DDP's own all-reduce (``allreduce_hook``: divide by W, sum), unchanged;
-* the sparse bucket (DDP gives each sparse gradient a bucket of its own): the gradient is
-  coalesced (each touched row once) and every rank's row count is all-gathered; then, the same
-  choice on every rank since all know all the counts, the cheaper of
-
-  - ``gather``: every rank's row indices and values are all-gathered (padded to the largest
-    count); the gradient is their concatenation divided by W, an uncoalesced sparse tensor
-    whose duplicate rows fairseq's clipping and lazy Adam sum;
-  - ``dense``: the gradient is densified, all-reduced as a V x D tensor (divided by W), and
-    made sparse again on the union of the touched rows (itself all-reduced as a V-long mask), so
-    that lazy Adam updates exactly the rows it updates after ``gather``.
-
-Both give every rank the same gradient: the sum over ranks divided by W, as DDP's own all-reduce,
-which fairseq then scales by W / sample_size.
-
-Why both, chosen per step. With W ranks, n_r distinct touched rows on rank r (the input tokens and
-the CWT targets of its micro-batch), a V x D table and b bytes per value, each rank receives
-
-* ``gather``: W x max_r n_r x (D b + 8) bytes (values and int64 indices, padded to the largest n);
-* ``dense``: a ring all-reduce of V x D values and of the V-byte mask, 2 (W-1)/W x V x (D b + 1) bytes.
-
-``gather`` is cheaper while W x max n < 2 (W-1)/W x V (for D b >> 8), i.e. while the ranks together
-touch fewer rows than about twice the vocabulary. For one micro-batch of the paper configs (n
-estimated for Zipf-distributed tokens, p(k) ~ 1/k: the expected number of distinct ids among the
-batch's tokens, sum_k 1 - (1 - p(k))^N; docs/distributed.md), in fp16:
-
-* ``hlm_pythia70m``: V = 50,304, D = 512, 8 x 2048 = 16,384 tokens, n ~ 5.7k: ``gather`` W x 5.9 MB,
-  ``dense`` 2 (W-1)/W x 51.6 MB; W = 8: 47 against 90 MB; ``gather`` is cheaper up to W = 16;
-* ``hmlm_small`` at RESULTS.md's 8k vocabulary: V = 8,000, D = 512, 64 x 128 = 8,192 tokens,
-  n ~ 2.3k: ``gather`` W x 2.4 MB, ``dense`` 2 (W-1)/W x 8.2 MB; W = 2: 4.8 against 8.2 MB; ``dense``
-  is cheaper from W = 6 (W = 8: 19.2 against 14.3 MB);
-* a 50k vocabulary at 8,192 tokens (n ~ 3.4k): ``gather`` 6.9 against 51.5 MB at W = 2 (D = 512).
-
-Neither is cheaper everywhere, so the hook picks, per step, by that formula (``mode="auto"``; a
-mode can be forced for tests). What it measured is logged (calls 1, 2, 4, 8, ... of each DDP
-module) and kept in the :class:`SparseAllReduceState` registered with the hook.
-
-The sizes are gathered with a blocking collective (their maximum sets the padding), then the
-rest runs synchronously too and the hook returns a completed future: the embedding table's
-gradient is the last to be ready in the backward pass (its first use is the model's first
-layer), so there is little left to overlap with.
+Beyond the paper (``model.sparse_embedding_update``, :mod:`fairseq_headless.sparse_embedding`). DDP
+would hand the sparse embedding gradient to the process group's sparse all-reduce, which NCCL lacks;
+:func:`sparse_all_reduce_hook` replaces it on every backend, so that gloo on CPUs runs NCCL's code.
+Dense buckets keep DDP's own all-reduce. The sparse bucket is coalesced, the ranks' row counts are
+all-gathered, and all ranks take the exchange that moves fewer bytes: ``gather`` (every rank's rows and
+values, padded to the largest count) or ``dense`` (densified, all-reduced, made sparse again on the
+union of the touched rows). Either gives the sum over ranks / W, as DDP's all-reduce, with every row
+some rank touched, zero-valued or not, so that lazy Adam updates the rows it updates in one process.
+Every rank joins every collective, also with no row. Byte counts, the choice and why it runs
+synchronously: docs/distributed.md.
 """
 
 import logging
@@ -101,12 +62,9 @@ def all_reduce_sparse(grad: torch.Tensor, state: SparseAllReduceState) -> torch.
     group = state.process_group
     world_size = dist.get_world_size(group=group)
     grad = grad.coalesce()
+    # Rows are kept whatever their values: an exactly zero row of a real batch still moves under lazy
+    # Adam (momentum, weight decay). A dummy batch's rows never get here (cwt_criterion empties them).
     rows, values = grad.indices()[0], grad.values()
-    # A dummy batch (fairseq's replay, loss x 0) leaves explicit all-zero rows: dropped, so that it moves
-    # no row through lazy Adam's momentum and weight decay (an exactly zero real row is no update either).
-    nonzero = values.reshape(values.size(0), -1).ne(0).any(dim=1)
-    if not bool(nonzero.all()):
-        rows, values = rows[nonzero], values[nonzero]
     count = torch.tensor([rows.numel()], dtype=torch.long, device=rows.device)
     counts = [int(c) for c in _all_gather(count, group, world_size)]
     vocab, dim = grad.size(0), math.prod(grad.shape[1:])

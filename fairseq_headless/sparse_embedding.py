@@ -107,6 +107,23 @@ def maybe_enable_sparse_embedding_update(model: nn.Module, cfg) -> nn.Module:
     return model
 
 
+def empty_next_sparse_gradient(weight: torch.Tensor):
+    """Replace ``weight``'s next sparse gradient (one backward pass) by one with no row; returns the hook's handle.
+
+    For a gradient whose values are all 0 (a dummy batch's, loss x 0), only the rows change: none is updated.
+    """
+    spent = False
+
+    def empty(grad):
+        nonlocal spent
+        if spent or not grad.is_sparse:
+            return None
+        spent = True
+        return torch.sparse_coo_tensor(grad._indices()[:, :0], grad._values()[:0], grad.shape, is_coalesced=True)
+
+    return weight.register_hook(empty)
+
+
 def has_sparse_embedding_update(params) -> bool:
     return any(getattr(p, MARKER, False) for p in params)
 

@@ -6,6 +6,7 @@ patch against the new fairseq before relaxing them.
 
 import inspect
 import os
+import re
 import shutil
 
 import pytest
@@ -168,6 +169,13 @@ def test_fairseq_still_replays_dummy_batches_through_prepare_sample_and_the_patc
     for source in (train, valid):
         assert "sample, is_dummy_batch = self._prepare_sample(sample)" in source
     assert "ignore_grad=is_dummy_batch" in train  # what the task's train_step turns into loss * 0
+    # the task runs the criterion, then that micro-batch's backward: the criterion's one-shot hook emptying a
+    # dummy's sparse gradient (model.sparse_embedding_update) fires in that backward and no other
+    from fairseq.tasks import FairseqTask
+
+    task_step = inspect.getsource(FairseqTask.train_step)
+    pattern = r"criterion\(model, sample\)\s+if ignore_grad:\s+loss \*= 0\s+with [^\n]+\s+optimizer\.backward\(loss\)"
+    assert re.search(pattern, task_step), task_step
     prepare = inspect.getsource(fairseq_patches._original_prepare_sample)
     assert "sample, _ = self._prepare_sample(self._dummy_batch, is_dummy=True)" in prepare
     assert "return sample, True" in prepare

@@ -426,18 +426,29 @@ def test_two_ddp_ranks_through_the_sparse_all_reduce_hook_equal_one_process(mode
     scale = max(grad.abs().max().item() for grad in first.values())
     for name, grad in first.items():
         assert_close_computations(ranks[0]["first_grads"][name], grad, terms=terms, scale=scale, msg=name)
-    # After N updates: a gradient rounding difference d at update t moves the parameters by at most 2 lr d at
-    # every later update (through m and v, eps = 1), i.e. lr N (N + 1) d over N updates (normwise: d for the
-    # largest gradient element of any update); plus each update's rounding of the parameters. The gradients
-    # at later updates are taken at parameters that differ by that much: a second-order effect, left out.
-    lr, n = 0.01, HOOK_UPDATES
-    for name, value in ddp_ranks.parameters(model).items():
-        bound = (lr * n * (n + 1) * rounding_bound(terms, largest_gradient)
-                 + rounding_bound(4 * n, value.abs().max().item()))
-        difference = (ranks[0]["params"][name] - value).abs().max().item()
-        assert difference <= bound, (name, difference, bound)
-        if name == "encoder.sentence_encoder.embed_tokens.weight":  # not vacuous: the table moved far more
-            assert (value - initial[name]).abs().max() > 10 * bound
+    bounds = assert_parameters_within_rounding(ranks[0]["params"], ddp_ranks.parameters(model), updates=HOOK_UPDATES,
+                                               terms=terms, largest_gradient=largest_gradient)
+    name = "encoder.sentence_encoder.embed_tokens.weight"  # not vacuous: the table moved far more
+    assert (model.input_embeddings().weight - initial[name]).abs().max() > 10 * bounds[name]
+
+
+def assert_parameters_within_rounding(actual, expected, *, updates, terms, largest_gradient, lr=0.01):
+    """Parameters after ``updates`` updates under HOOK_OVERRIDES whose gradients were computed in two ways
+    (``terms`` roundings, normwise at the largest gradient element of any update); returns the bounds.
+
+    A gradient rounding difference d at update t moves the parameters by at most 2 lr d at every later update
+    (through m and v, eps = 1), i.e. lr N (N + 1) d over N updates; plus each update's rounding of the
+    parameters. The gradients at later updates are taken at parameters that differ by that much: a
+    second-order effect, left out.
+    """
+    assert actual.keys() == expected.keys()
+    bounds = {}
+    for name, value in expected.items():
+        bounds[name] = (lr * updates * (updates + 1) * rounding_bound(terms, largest_gradient)
+                        + rounding_bound(4 * updates, value.abs().max().item()))
+        difference = (actual[name] - value).abs().max().item()
+        assert difference <= bounds[name], (name, difference, bounds[name])
+    return bounds
 
 
 def test_the_hook_takes_the_exchange_that_moves_fewer_bytes():
@@ -453,23 +464,181 @@ def test_the_hook_takes_the_exchange_that_moves_fewer_bytes():
     assert choose_path("gather", 8, small8k[2], *small8k[:2], 2) == "gather"  # a forced mode wins
 
 
-@pytest.mark.parametrize("mode", ["gather", "dense"])
-def test_the_hook_drops_the_zero_rows_a_dummy_batch_leaves(mode, tmp_path):
-    """fairseq's replayed batch has loss x 0: its embedding gradient keeps explicit zero rows, which would
-    put rows no real batch touched through lazy Adam. One gloo process runs the hook's own function."""
-    import torch.distributed as dist
+# Rows the hook must keep or add nothing for. Unit level: the hook's function on 2 gloo processes, each
+# rank's gradient given. REDUCED[case] = (rank 0's rows, rank 1's rows); row 3 gets opposite values.
+REDUCED = {"opposite signs": ([3, 5, 3], [8, 3]), "one rank empty": ([2, 4, 2], []),
+           "explicit zero rows": ([6], [6, 9]), "both empty": ([], [])}
 
+
+def rank_gradient(case, rank):
+    rows = REDUCED[case][rank]
+    values = torch.randn(len(rows), DIM, generator=torch.Generator().manual_seed(10 * rank + len(rows)))
+    if case == "opposite signs":  # row 3: +g twice on rank 0 (summed when coalesced), -2g on rank 1
+        g = torch.tensor([0.75, -1.5, 3.0, 0.1875])  # 2g exact
+        values[[i for i, r in enumerate(rows) if r == 3]] = g if rank == 0 else -2 * g
+    if case == "explicit zero rows":
+        values.zero_()
+    rows = torch.tensor(rows, dtype=torch.long)[None]
+    return torch.sparse_coo_tensor(rows, values, (VOCAB, DIM), check_invariants=True)
+
+
+def reduce_rank_gradients(rank, world_size, modes):
     from fairseq_headless.sparse_all_reduce import SparseAllReduceState, all_reduce_sparse
 
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
-    try:
-        values = torch.tensor([[0.0, 0.0], [1.0, -2.0], [0.0, 0.0]])
-        grad = torch.sparse_coo_tensor(torch.tensor([[3, 5, 7]]), values, (VOCAB, 2))
+    results = {}
+    for mode in modes:
         state = SparseAllReduceState(mode=mode)
-        reduced = all_reduce_sparse(grad, state).coalesce()
-        assert reduced.indices()[0].tolist() == [5] and reduced.values().tolist() == [[1.0, -2.0]]
-        assert state.last["rows_per_rank"] == [1] and state.paths[mode] == 1
-        only_zeros = torch.sparse_coo_tensor(torch.tensor([[3, 7]]), torch.zeros(2, 2), (VOCAB, 2))
-        assert all_reduce_sparse(only_zeros, state).coalesce().indices().numel() == 0  # a whole dummy batch
-    finally:
-        dist.destroy_process_group()
+        for case in REDUCED:
+            reduced = all_reduce_sparse(rank_gradient(case, rank), state).coalesce()
+            results[(mode, case)] = (reduced.indices()[0], reduced.values(), state.last.get("rows_per_rank"))
+    return results
+
+
+@pytest.fixture(scope="module")
+def reduced_by_two_ranks(tmp_path_factory):
+    return ddp_ranks.run_ranks(reduce_rank_gradients, 2, tmp_path_factory.mktemp("hook_rows"),
+                               modes=("gather", "dense"))
+
+
+@pytest.mark.parametrize("mode", ["gather", "dense"])
+@pytest.mark.parametrize("case", list(REDUCED))
+def test_the_hook_keeps_every_touched_row_and_a_rank_without_rows_joins(case, mode, reduced_by_two_ranks):
+    results = [ranks[(mode, case)] for ranks in reduced_by_two_ranks]
+    rows, values, counts = results[0]
+    for other in results[1:]:  # every rank holds the same gradient: the same computation, bit for bit
+        assert torch.equal(other[0], rows) and torch.equal(other[1], values) and other[2] == counts
+    union = sorted(set(REDUCED[case][0]) | set(REDUCED[case][1]))
+    assert rows.tolist() == union  # zero-valued rows included
+    assert counts == [len(set(r)) for r in REDUCED[case]]
+    expected = (rank_gradient(case, 0).double() + rank_gradient(case, 1).double()).to_dense() / 2
+    assert_close_computations(values, expected[union], terms=3)  # the duplicate's sum, the ranks' sum, / W
+    if case == "opposite signs":
+        assert values[union.index(3)].eq(0).all()  # g + g - 2g: exactly 0, and still there
+
+
+# Through fairseq's Trainer (DDP over gloo, the hook forced to each path): 3 updates, 2 ranks against one
+# process on the joined batch, each case at the second update (the third: both ranks' batches real again):
+# * padding: rank 1's micro-batch is all padding, so its embedding gradient holds no row (nn.Embedding drops
+#   padding_idx);
+# * zero row: a token only at the last input position of a causal model, whose target is padding: nothing
+#   depends on that position, so its row's gradient is exactly 0, but touched: lazy Adam still moves it
+#   (momentum of the first update, weight decay);
+# * dummy: rank 1 is out of batches and fairseq replays its first one (loss x 0): no row of it may move.
+CASE_CONFIGS = {"padding": "hmlm_tiny", "zero row": "hlm_tiny", "dummy": "hmlm_tiny"}
+CASE_UPDATES, SPECIAL = 3, 1
+
+
+def zero_row_batch(task, step, rows=4, length=16):
+    """A causal-LM batch; the last id of the dictionary occurs as an input and a target, except at update
+    SPECIAL: only as the last input of the last row, where every target is padding."""
+    dictionary = task.source_dictionary
+    last = len(dictionary) - 1
+    generator = torch.Generator().manual_seed(step)
+    tokens = torch.randint(dictionary.nspecial, last, (rows, length), generator=generator)
+    target = torch.randint(dictionary.nspecial, last, (rows, length), generator=generator)
+    if step != SPECIAL:
+        tokens[:, 3], target[:, 5] = last, last
+    else:
+        tokens[-1, -1], target[:, -1] = last, dictionary.pad()
+    return {"net_input": {"src_tokens": tokens, "src_lengths": torch.full((rows,), length)}, "target": target,
+            "ntokens": int(target.ne(dictionary.pad()).sum()), "nsentences": rows}
+
+
+def case_samples(case, task, step):
+    """(one process's sample, the two ranks' samples) at update ``step`` of ``case``; {} = out of batches."""
+    pad = task.source_dictionary.pad()
+    joined = zero_row_batch(task, step) if case == "zero row" else ddp_ranks.masked_lm_batch(task, seed=step)
+    if case == "padding" and step == SPECIAL:
+        joined["net_input"]["src_tokens"][2:] = pad
+        joined["target"][2:] = pad
+        joined["ntokens"] = int(joined["target"].ne(pad).sum())
+    halves = ddp_ranks.halves(joined, pad)
+    if case == "dummy" and step == SPECIAL:
+        return halves[0], [halves[0], {}]
+    return joined, halves
+
+
+def touched_rows(sample, pad):
+    ids = torch.cat([sample["net_input"]["src_tokens"].flatten(), sample["target"].flatten()])
+    return set(ids[ids.ne(pad)].tolist())
+
+
+def ddp_sparse_cases(rank, world_size, data, modes):
+    results = {}
+    for mode in modes:
+        for case, config in CASE_CONFIGS.items():
+            _, task, trainer = ddp_ranks.trainer(config, data, *HOOK_OVERRIDES, world_size=world_size)
+            state = trainer.model.module.sparse_all_reduce
+            state.mode = mode
+            params, rows = [], []
+            for step in range(CASE_UPDATES):
+                sample = case_samples(case, task, step)[1][rank]
+                if step == 0:
+                    trainer.reset_dummy_batch(sample)  # fairseq: the epoch's first batch, replayed when out
+                trainer.train_step([sample])
+                params.append(ddp_ranks.parameters(trainer.get_model()))
+                rows.append(state.last["rows_per_rank"])
+            results[(mode, case)] = {"params": params, "rows_per_rank": rows, "paths": dict(state.paths)}
+    return results
+
+
+@pytest.fixture(scope="module")
+def ddp_case_runs(tiny_data, tmp_path_factory):
+    return ddp_ranks.run_ranks(ddp_sparse_cases, 2, tmp_path_factory.mktemp("ddp_cases"), data=tiny_data,
+                               modes=("gather", "dense"))
+
+
+@pytest.fixture(scope="module")
+def one_process_cases(tiny_data):
+    results = {}
+    for case, config in CASE_CONFIGS.items():
+        _, task, trainer = ddp_ranks.trainer(config, tiny_data, *HOOK_OVERRIDES)
+        model = trainer.get_model()
+        table = model.input_embeddings().weight
+        params, largest_gradient, samples = [], 0.0, []
+        for step in range(CASE_UPDATES):
+            samples.append(case_samples(case, task, step))
+            trainer.train_step([samples[-1][0]])
+            params.append(ddp_ranks.parameters(model))
+            largest_gradient = max([largest_gradient, *(g.abs().max().item()
+                                                        for g in ddp_ranks.gradients(model).values())])
+            if step == SPECIAL:
+                special_grad = table.grad.coalesce()
+        results[case] = {
+            "params": params, "largest_gradient": largest_gradient, "samples": samples,
+            "table": next(name for name, p in model.named_parameters() if p is table),
+            "special_grad": special_grad, "pad": task.source_dictionary.pad(), "vocab": table.size(0),
+            "terms": network_terms(model, samples[0][0]["target"].numel()) + 8,
+        }
+    return results
+
+
+@pytest.mark.parametrize("mode", ["gather", "dense"])
+@pytest.mark.parametrize("case", list(CASE_CONFIGS))
+def test_two_ranks_equal_one_process_with_an_empty_rank_a_zero_row_or_a_dummy_batch(
+        case, mode, ddp_case_runs, one_process_cases):
+    ranks = [run[(mode, case)] for run in ddp_case_runs]
+    one = one_process_cases[case]
+    assert ranks[0]["paths"][mode] == ranks[1]["paths"][mode] == CASE_UPDATES
+    assert ranks[0]["rows_per_rank"] == ranks[1]["rows_per_rank"]
+    for step in range(CASE_UPDATES):
+        for name, value in ranks[0]["params"][step].items():  # the same computation on both ranks
+            assert torch.equal(value, ranks[1]["params"][step][name]), name
+    bounds = assert_parameters_within_rounding(ranks[0]["params"][-1], one["params"][-1], updates=CASE_UPDATES,
+                                               terms=one["terms"], largest_gradient=one["largest_gradient"])
+    table = one["table"]
+    before, after = ranks[0]["params"][SPECIAL - 1][table], ranks[0]["params"][SPECIAL][table]
+    if case == "zero row":
+        last = one["vocab"] - 1
+        grad = one["special_grad"]  # one process: the row is in the gradient, exactly 0
+        assert last in grad.indices()[0].tolist() and grad.to_dense()[last].eq(0).all()
+        for params in (one["params"], ranks[0]["params"]):  # and it moved, far beyond rounding
+            moved = (params[SPECIAL][table][last] - params[SPECIAL - 1][table][last]).abs().max()
+            assert moved > 10 * bounds[table], (moved, bounds[table])
+    if case == "dummy":
+        # the replayed batch's rows that rank 0's batch does not touch: not even written
+        replayed = (touched_rows(one["samples"][0][1][1], one["pad"])
+                    - touched_rows(one["samples"][SPECIAL][0], one["pad"]))
+        assert replayed and torch.equal(after[sorted(replayed)], before[sorted(replayed)])
+    rows_per_rank = ranks[0]["rows_per_rank"][SPECIAL]  # rank 1's gradient held no row
+    assert rows_per_rank[0] > 0 and (rows_per_rank[1] == 0) == (case in ("padding", "dummy"))

@@ -12,7 +12,8 @@ batch on the ranks that ran out, with its loss multiplied by 0. Its sample comes
 :data:`DUMMY_BATCH` (by :mod:`fairseq_headless.fairseq_patches`: fairseq tells only the task's
 ``train_step``, through ``ignore_grad``, never the criterion), and the criterion selects no position
 in it: it still runs the forward pass and joins the all-gather of global negatives (skipping them
-would leave the other ranks waiting), but adds no target to anyone's negatives.
+would leave the other ranks waiting), but adds no target to anyone's negatives. Under
+``model.sparse_embedding_update`` its gradient also touches no row of the input embeddings.
 
 Two options give the ablation objectives of Tab.6 (see :mod:`.ablation_objectives`):
 ``cross_entropy`` adds the LM head's cross-entropy, ``targets=separate`` replaces
@@ -31,6 +32,7 @@ from fairseq.logging import metrics
 
 from ..all_gather import all_gather_with_grad
 from ..cwt import NEGATIVE_MODES, cwt_loss
+from ..sparse_embedding import empty_next_sparse_gradient
 from .ablation_objectives import (
     TARGET_MODES,
     check_target_dim,
@@ -136,6 +138,7 @@ class CWTCriterion(FairseqCriterion):
             )
         elif cfg.target_dim:
             raise ValueError("criterion.target_dim is only for criterion.targets=separate")
+        self._dummy_gradient_hook = None
 
     def gather(self):
         """The all-gather for global negatives, or None (local scope, or a single process)."""
@@ -162,6 +165,7 @@ class CWTCriterion(FairseqCriterion):
         selected, target_ids = self.selected_targets(sample)
         if sample.get(DUMMY_BATCH, False):  # a replayed batch (loss x 0): none of its targets is a negative
             selected, target_ids = torch.zeros_like(selected), target_ids[:0]
+        self._empty_sparse_gradient_of_dummy(model, sample.get(DUMMY_BATCH, False))
         head = require_lm_head(model) if self.cross_entropy else None  # fail before the forward pass
         features = model(**sample["net_input"], features_only=True)[0]
         if self.target_matrix is not None:
@@ -196,6 +200,20 @@ class CWTCriterion(FairseqCriterion):
             "nbatches": 1,
         })
         return loss, result.num_positions, logging_output
+
+    def _empty_sparse_gradient_of_dummy(self, model, dummy):
+        """A dummy batch's row-sparse input-embedding gradient gets no row (its values are all 0 anyway).
+
+        Lazy Adam moves every row a gradient holds, zero or not (momentum, weight decay), and a real row
+        whose gradient sums to exactly 0 must move as in one process. So the rows are dropped here, where
+        the batch is known to be a dummy: the DDP hook sees only the sum of an update's micro-batches
+        (update_freq > 1 can mix dummy and real ones), whose zero rows it cannot tell apart.
+        """
+        if self._dummy_gradient_hook is not None:  # left over if the dummy's backward never ran (OOM)
+            self._dummy_gradient_hook.remove()
+            self._dummy_gradient_hook = None
+        if dummy and torch.is_grad_enabled() and getattr(input_embeddings(model), "sparse", False):
+            self._dummy_gradient_hook = empty_next_sparse_gradient(input_embeddings(model).weight)
 
     @staticmethod
     def reduce_metrics(logging_outputs) -> None:
