@@ -69,3 +69,16 @@ def test_run_writes_its_error_line_in_one_write(writes, capfd):
     assert [call for call in writes if call[0] == sys.stderr.fileno()] == [
         (sys.stderr.fileno(), b"error: --n must be 0 or more\n")]
     assert capfd.readouterr().err == "error: --n must be 0 or more\n"
+
+
+def test_code_tests_and_help_texts_cite_no_internal_issue_numbers():
+    """What a reader cannot look up says nothing: code and --help say why; history is in the commit messages."""
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    cited = re.compile(r"\bissues? #?[0-9]+", re.IGNORECASE)
+    found = [f"{path.relative_to(repo)}:{number}: {line.strip()}"
+             for folder in ("fairseq_headless", "scripts", "tests") for path in sorted((repo / folder).rglob("*.py"))
+             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if cited.search(line)]
+    assert not found, "\n".join(found)
