@@ -34,6 +34,16 @@ def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
+def _folder_message(name: str, where: str, folder: Path) -> str:
+    usual = [f for f in ("checkpoint_best.pt", "checkpoint_last.pt") if (folder / f).is_file()]
+    inside = usual + sorted(p.name for p in folder.glob("*.pt") if p.name not in usual)
+    if not inside:
+        return f"{name}: a folder with no .pt file in it; pass a checkpoint file that fairseq-hydra-train saved"
+    listed = ", ".join(inside[:5]) + (f" and {len(inside) - 5} more" if len(inside) > 5 else "")
+    return (f"{name}: a folder, not a checkpoint file; pass one of its files ({listed}), e.g. "
+            f"{where + ' ' if where else ''}{folder / inside[0]}")
+
+
 def load_state(path, where: str = "", mmap: bool = False) -> dict:
     """The checkpoint's dict as saved (no fairseq upgrade), loaded weights_only with argparse.Namespace allowed.
 
@@ -43,6 +53,8 @@ def load_state(path, where: str = "", mmap: bool = False) -> dict:
 
     path = Path(path)
     name = f"{where} {path}".strip()
+    if path.is_dir():  # a save_dir: which of its checkpoints to read is the user's choice
+        raise CheckpointError(_folder_message(name, where, path))
     if not path.is_file():
         raise CheckpointError(f"{name}: file not found")
     try:

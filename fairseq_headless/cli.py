@@ -10,6 +10,8 @@ immediate.
 from __future__ import annotations
 
 import argparse
+import io
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -28,6 +30,28 @@ class Parser(argparse.ArgumentParser):
         raise InputError(f"{message} (see --help)")
 
 
+def write_line(line: str, stream=None) -> None:
+    """`line` and its newline in one write(2) to `stream` (stderr by default), after what the stream holds.
+
+    ``print(text, file=sys.stderr)`` writes the text and the newline separately, so the ranks of a torchrun
+    job, all failing at once into one log, interleave them ("...batch_size=8error: ..."). POSIX keeps one
+    write of up to PIPE_BUF (4 KiB) bytes to a pipe whole. A stream without a file descriptor (a test's
+    capture) gets one ``write`` call.
+    """
+    stream = sys.stderr if stream is None else stream
+    data = f"{line}\n"
+    try:
+        fd = stream.fileno()
+    except (AttributeError, ValueError, io.UnsupportedOperation):
+        stream.write(data)
+        stream.flush()
+        return
+    stream.flush()
+    encoded = data.encode(getattr(stream, "encoding", None) or "utf-8", errors="backslashreplace")
+    while encoded:  # a regular file or a blocking pipe takes it whole; a signal may cut a write short
+        encoded = encoded[os.write(fd, encoded):]
+
+
 def run(main: Callable[[Sequence[str]], int | None], argv: Sequence[str] | None = None,
         errors: tuple[type[BaseException], ...] = (), failures: tuple[type[BaseException], ...] = ()) -> int:
     """Call ``main(argv)``; an :class:`InputError` (or one of ``errors``) becomes one line and status 2,
@@ -36,9 +60,9 @@ def run(main: Callable[[Sequence[str]], int | None], argv: Sequence[str] | None 
     try:
         status = main(argv)
     except (InputError, *errors) as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
+        write_line(f"error: {err}")
         return EXIT_INPUT_ERROR
     except failures as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
+        write_line(f"error: {err}")
         return EXIT_FAILURE
     return 0 if status is None else int(status)

@@ -11,7 +11,11 @@ corrects changes, so that a fairseq upgrade cannot silently leave a patch stale.
    ``torch.nn.parallel.DistributedDataParallel``, which refuses device ids for a
    CPU module; multi-process CPU (gloo) training then fails unless users switch to
    ``legacy_ddp``. The patch drops the device ids when the module is on CPU and
-   changes nothing on GPUs.
+   changes nothing on GPUs. fairseq also passes ``broadcast_buffers``, which torch
+   deprecated for ``forward_sync_buffers`` (a FutureWarning from every rank): the
+   patch passes the same value under the new name. The one difference, buffers sent
+   from rank 0 once at start, sends values every rank already holds: fairseq's
+   models are built the same on every rank and their buffers are constants.
 
 2. Atomic checkpoint copies. fairseq writes the first checkpoint of a save
    atomically (a ``.tmp`` file, then a rename) but *copies* it to the others
@@ -70,11 +74,14 @@ from .sparse_embedding import has_sparse_embedding_update
 
 
 class CpuSafeDistributedDataParallel(torch.nn.parallel.DistributedDataParallel):
-    """DistributedDataParallel that ignores device ids for a module on the CPU."""
+    """DistributedDataParallel that ignores device ids for a module on the CPU, and takes fairseq's
+    ``broadcast_buffers`` as torch's ``forward_sync_buffers``."""
 
-    def __init__(self, module, device_ids=None, output_device=None, **kwargs):
+    def __init__(self, module, device_ids=None, output_device=None, broadcast_buffers=None, **kwargs):
         if next(module.parameters()).device.type == "cpu":
             device_ids = output_device = None
+        if broadcast_buffers is not None and kwargs.get("forward_sync_buffers") is None:
+            kwargs["forward_sync_buffers"] = bool(broadcast_buffers)
         super().__init__(module, device_ids=device_ids, output_device=output_device, **kwargs)
 
 

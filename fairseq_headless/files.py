@@ -5,6 +5,9 @@ JSON and markdown results, plots, tokenizers) goes to a temporary file beside it
 and is renamed onto it (a rename within one folder is atomic on POSIX filesystems). The file then
 gets the mode a plain ``open()`` would have given it: the existing file's mode, or 0o666 less the
 umask. ``tempfile.mkstemp`` would leave 0o600, which colleagues on a shared filesystem cannot read.
+Libraries that write atomically themselves do just that (safetensors' ``save_file``, hence
+transformers' ``save_pretrained``, writes ``model.safetensors`` through a 0o600 temporary file), so a
+folder published by :func:`atomic_folder` gets the plain modes throughout (:func:`give_plain_modes`).
 """
 from __future__ import annotations
 
@@ -36,6 +39,19 @@ def plain_open_mode(path: Path) -> int:
         return os.stat(path).st_mode & 0o7777
     except FileNotFoundError:
         return 0o666 & ~_umask()
+
+
+def give_plain_modes(folder) -> None:
+    """Every file and folder under `folder` (itself included) gets the mode a plain ``open()`` or ``mkdir()``
+    gives under the umask: 0o666 or 0o777 (folders, executables) less the umask. Links are left alone."""
+    mask = _umask()
+    for parent, _, names in os.walk(folder):
+        os.chmod(parent, 0o777 & ~mask)
+        for name in names:
+            path = os.path.join(parent, name)
+            if not os.path.islink(path):
+                executable = os.stat(path).st_mode & 0o100
+                os.chmod(path, (0o777 if executable else 0o666) & ~mask)
 
 
 @contextlib.contextmanager
@@ -116,8 +132,9 @@ def remove_empty(folders) -> None:
 @contextlib.contextmanager
 def atomic_folder(out, replace: bool) -> Iterator[Path]:
     """A fresh temporary folder beside `out` to fill (exports, the demo corpus): published onto
-    `out` by :func:`publish_folder` when the block ends without an error; otherwise removed, with the parent
-    folders it had to create, so that a failure (Ctrl-C included) leaves nothing behind."""
+    `out` by :func:`publish_folder` when the block ends without an error, with plain modes throughout
+    (whatever library wrote in it); otherwise removed, with the parent folders it had to create, so that a
+    failure (Ctrl-C included) leaves nothing behind."""
     out = Path(out)
     workdir = temporary_folder(out)
     created = missing_parents(out)
@@ -128,6 +145,7 @@ def atomic_folder(out, replace: bool) -> Iterator[Path]:
             shutil.rmtree(workdir)
         workdir.mkdir()
         yield workdir
+        give_plain_modes(workdir)
         publish_folder(workdir, out, replace)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from typing import Mapping
+
+from .cli import write_line
 
 TORCHRUN_KEYS = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK")
 # The README's CPU recipe: what a torchrun command on CPU needs besides the world size.
@@ -149,5 +150,5 @@ class LaunchCheck(Callback):
             check_config(config)
             check_training_setup(config)  # the sparse embedding update: the one place that sees the whole config
         except (LaunchError, SparseUpdateSetupError) as e:
-            print(f"error: {e}", file=sys.stderr, flush=True)
+            write_line(f"error: {e}")  # whole, in one write: every rank prints it into the same log
             raise SystemExit(2) from None

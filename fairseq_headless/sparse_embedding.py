@@ -28,8 +28,11 @@ What changes against the dense update (the only differences):
 * bias correction uses the table's step count, which is the global step (the
   table is touched at every step).
 
-So a row touched at every step so far (and any row at the first step) gets exactly
-the dense AdamW update; the gradient norm, and therefore clipping, is unchanged.
+So one step from the same state (parameters and moments) gives every touched row, and every
+other parameter, the dense AdamW update, with the same gradient norm and clipping. Over several
+steps the runs part: an untouched row enters later batches with another value than under dense
+AdamW, so every later gradient differs, even for rows touched at every step. Rare tokens move less
+(``scripts/compare_lazy_adam.py`` measures by how much; BENCHMARKS.md gives the numbers).
 
 Supported: fp32, ``common.amp``, ``common.memory_efficient_fp16`` (GPU only: PyTorch has no
 CPU kernel adding fp16 sparse gradients) / ``memory_efficient_bf16``, one process or

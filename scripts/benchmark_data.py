@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Speed and memory of the data stage, and the OpenWebText2 projection (issue 16, BENCHMARKS.md).
+"""Speed and memory of the data stage, and the OpenWebText2 projection (BENCHMARKS.md).
 
     python scripts/benchmark_data.py --quick --output bench-data/    # a few minutes on 2 cores
     python scripts/benchmark_data.py --output bench-data/            # the full measurement (quiet machine)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Host memory of training per block per rank, measured on synthetic splits (issue 16 part 3).
+"""Host memory of training per block per rank, measured on synthetic splits (BENCHMARKS.md).
 
     python scripts/measure_train_memory.py --tokens 256M 2G --output bench-memory/       # BENCHMARKS.md
     python scripts/measure_train_memory.py --tokens 20k 60k --configs hmlm_tiny hlm_tiny --output /tmp/m  # seconds

@@ -597,8 +597,17 @@ def test_bad_checkpoints(lm_checkpoint, tmp_path, capsys):
     assert_error(capsys, 2, run("--checkpoint", tmp_path / "noise.pt", "--output", out), "truncated or corrupt")
     torch.save({"weights": torch.zeros(3)}, tmp_path / "plain.pt")
     assert_error(capsys, 2, run("--checkpoint", tmp_path / "plain.pt", "--output", out), "--checkpoint")
+    save = tmp_path / "save"  # a save_dir given instead of one of its checkpoints
+    save.mkdir()
+    assert_error(capsys, 2, run("--checkpoint", save, "--output", out),
+                 f"--checkpoint {save}: a folder with no .pt file in it; pass a checkpoint file")
+    for name in ("checkpoint3.pt", "checkpoint_last.pt", "checkpoint_best.pt", "checkpoint1.pt"):
+        (save / name).write_bytes(b"")
+    err = f"--checkpoint {save}: a folder, not a checkpoint file; pass one of its files (checkpoint_best.pt, " \
+          f"checkpoint_last.pt, checkpoint1.pt, checkpoint3.pt), e.g. --checkpoint {save / 'checkpoint_best.pt'}"
+    assert_error(capsys, 2, run("--checkpoint", save, "--output", out), err)
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == [
-        "noise.pt", "plain.pt", "truncated.pt"]
+        "noise.pt", "plain.pt", "save", "truncated.pt"]
 
 
 class _RunsCodeWhenUnpickled:

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from fairseq_headless.evaluation.balanced_loss import balanced_cross_entropy, balanced_loss_func
+from fairseq_headless.evaluation.cli import suite_main, xnli_main
 from fairseq_headless.evaluation.metrics import accuracy, f1, matthews, pearson, spearman, task_metrics
 from fairseq_headless.evaluation.results import cell, markdown_table, mean_std, row_average
 from fairseq_headless.evaluation.tasks import GLUE_TASKS
@@ -106,7 +107,27 @@ def test_one_seed_prints_no_spread():
                              warmup_ratio=0.06, max_length=128, max_train_examples=None)
     one, three = _protocol_notes(config, 1)[0], _protocol_notes(config, 3)[0]
     assert "n=1" in one and "±" not in one
-    assert three.startswith("Each cell: mean ± std over 3 fine-tuning seeds, each at its best of 3 epochs")
+    assert three.startswith("Each cell: mean ± std over 3 fine-tuning seeds, each at its best of 3 epochs (dev metrics")
+    config.epochs = 1
+    assert _protocol_notes(config, 3)[0].startswith("Each cell: mean ± std over 3 fine-tuning seeds, each after its "
+                                                    "one epoch (dev metrics after every epoch)")
+
+
+@pytest.mark.parametrize("main, defaults", [
+    (lambda argv: suite_main(argv, "glue"), ["--lr LR peak learning rate (default: the paper's, --loss balanced 1e-05, "
+                                             "--loss ce 5e-06)", "AdamW weight decay (default: the paper's, --loss "
+                                             "balanced 0, --loss ce 0.01)"]),
+    (xnli_main, ["--lr LR peak learning rate (default: the paper's, XNLI 2e-05)",
+                 "AdamW weight decay (default: the paper's, XNLI 0.01)"]),
+])
+def test_finetune_help_names_the_paper_defaults_once(capsys, main, defaults):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert exit_.value.code == 0 and "(default: None)" not in text
+    for default in defaults:
+        assert default in text
+    assert "--epochs EPOCHS fine-tuning epochs; dev metrics after each, best reported (default: " in text
 
 
 def test_average_is_per_seed_then_over_seeds():

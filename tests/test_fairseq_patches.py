@@ -39,6 +39,26 @@ def test_cpu_safe_ddp_accepts_device_ids_for_a_cpu_module(tmp_path):
         dist.destroy_process_group()
 
 
+@pytest.mark.parametrize("broadcast_buffers", [False, True])
+def test_fairseqs_broadcast_buffers_reaches_ddp_under_its_new_name_without_a_warning(tmp_path, broadcast_buffers):
+    import warnings
+
+    assert "broadcast_buffers=args.broadcast_buffers," in inspect.getsource(
+        distributed_fairseq_model.DistributedFairseqModel)  # what fairseq passes
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        module = torch.nn.BatchNorm1d(3)  # a module with buffers
+        with pytest.warns(FutureWarning, match="broadcast_buffers"):  # what fairseq's call gets without the patch
+            torch.nn.parallel.DistributedDataParallel(module, broadcast_buffers=broadcast_buffers)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            wrapped = fairseq_patches.CpuSafeDistributedDataParallel(module, device_ids=[0], output_device=0,
+                                                                     broadcast_buffers=broadcast_buffers)
+        assert wrapped.forward_sync_buffers is broadcast_buffers
+    finally:
+        dist.destroy_process_group()
+
+
 def test_fairseq_still_copies_checkpoints_with_pathmanager_and_the_patch_is_applied():
     source = inspect.getsource(checkpoint_utils.save_checkpoint)
     assert "PathManager.copy(" in source and "checkpoints[1:]" in source

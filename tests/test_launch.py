@@ -67,14 +67,30 @@ def test_no_launcher_no_check(tiny_data):
 
 
 def test_torchrun_with_a_one_process_config_stops_every_rank(tiny_data, tmp_path):
-    """The real command: 2 processes of a config pinned to 1 exit with the error instead of training twice."""
+    """The real command: 2 processes of a config pinned to 1 exit with the error instead of training twice.
+
+    torchrun stops the other rank (SIGTERM) as soon as one exits, so a rank still starting up may never
+    print its line: each rank must have exited with the error's status 2 or by that SIGTERM, and every
+    error printed must be a whole line of its own (the ranks write into one stderr at the same time)."""
+    import re
     import subprocess
 
     proc = subprocess.run(
         [str(BIN / "torchrun"), "--nproc_per_node=2", f"--master_port={free_port()}", str(BIN / "fairseq-hydra-train"),
          *map(str, hydra_args("hmlm_tiny", tiny_data, tmp_path, "common.cpu=true", "optimization.max_update=2"))],
         cwd=REPO, capture_output=True, text=True, timeout=300)
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert proc.returncode != 0 and len(errors) == 2, proc.stderr[-3000:]  # one line from each rank
-    assert "WORLD_SIZE=2" in errors[0] and "distributed_world_size=1" in errors[0]
+    assert proc.returncode != 0, proc.stderr[-3000:]
+    # torchrun's failure summary: "rank : 1 (local_rank: 1)" then "exitcode : -15 (pid: ...)"
+    exits = dict(re.findall(r"rank +: (\d+) \(local_rank: \d+\)\n +exitcode +: (-?\d+)", proc.stderr))
+    assert set(exits) == {"0", "1"} and "2" in exits.values(), proc.stderr[-3000:]
+    assert all(code in ("2", "-15") for code in exits.values()), exits
+    message = ("error: torchrun started 2 process(es) (WORLD_SIZE=2) but the config has "
+               "distributed_training.distributed_world_size=1: ")
+    lines = proc.stderr.splitlines()
+    errors = [line for line in lines if "error: " in line]
+    assert 1 <= len(errors) <= 2, proc.stderr[-3000:]
+    for line in errors:  # whole: the line starts with the message and holds it once
+        assert line.startswith(message) and line.count("error: ") == 1, line
+        assert line.endswith("'optimization.update_freq=[1]' dataset.batch_size=8"), line
+    assert not any("num_updates" in line for line in lines)  # no rank trained
     assert not (tmp_path / "checkpoint_last.pt").exists()

@@ -1,4 +1,4 @@
-"""Packing (docs/data.md, Packing; issue 16 part 2): every config trains and validates on
+"""Packing (docs/data.md, Packing): every config trains and validates on
 paragraph-per-line data whose lines are longer than its tokens_per_sample, with no sample skipped.
 
 Each config's own task loads a binarized folder (fairseq's mmap builder + dict.txt) whose lines run up
@@ -139,7 +139,7 @@ def test_every_token_of_long_lines_is_trained_and_validated(name, long_line_data
 
 def test_complete_blocks_would_skip_the_long_lines(long_line_data):
     """The data has teeth: with the old `sample_break_mode: complete` the size filter drops the long lines
-    from training and validation raises, as reported in issue 16."""
+    from training and validation raises, which is why the configs pack blocks across lines."""
     from fairseq import utils
 
     folder, streams = long_line_data(128)

@@ -1,4 +1,4 @@
-"""Training curves of the dense and the sparse embedding update on a real corpus (issue 7, section 2).
+"""Training curves of the dense and the sparse embedding update on a real corpus.
 
 Two ``fairseq-hydra-train`` runs of the same config, seed and data, one with
 ``model.sparse_embedding_update=true``: where lazy AdamW changes training (the

@@ -574,7 +574,7 @@ def main(argv=None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = Parser(prog="benchmark_data.py", description="Speed and memory of the data stage, and the "
-                    "OpenWebText2 projection (issue 16, BENCHMARKS.md).")
+                    "OpenWebText2 projection (BENCHMARKS.md).")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="a 12 MB corpus, memory at 4 and 40 MB, one repeat")
     size.add_argument("--smoke", action="store_true", help="tiny corpus and tokenizers: checks the plumbing only")

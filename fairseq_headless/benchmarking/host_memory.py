@@ -1,4 +1,4 @@
-"""Host memory of training at OpenWebText2 scale (issue 16, part 3): what one rank holds in RAM for
+"""Host memory of training at OpenWebText2 scale: what one rank holds in RAM for
 its training split, per block, from ``task.load_dataset`` to its first batch.
 
 fairseq does not shard a split between ranks: every rank builds the index of the *whole* split and
@@ -572,7 +572,7 @@ def main(argv=None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = Parser(prog="measure_train_memory.py", description="Host memory of training per block per rank, measured on "
-                    "synthetic splits (issue 16 part 3).")
+                    "synthetic splits, to size a node's RAM for OpenWebText2 (BENCHMARKS.md).")
     parser.add_argument("--tokens", nargs="+", default=["256M", "2G"],
                         help="split sizes in tokens (k/M/G = 1e3/1e6/1e9); two per index dtype give a slope")
     parser.add_argument("--configs", nargs="+", default=["hmlm_base", "hlm_pythia70m"],

@@ -10,8 +10,7 @@ On the same K x D outputs, one forward and backward of
 * ``cwt_chunked``: the same with ``chunk_size`` rows at a time (O(chunk x K)
   memory), loss and gradients in one pass;
 * ``cwt_chunked_recompute``: the chunked loss that recomputes the logits in
-  backward (four matrix products; the implementation before issue 7, still the
-  fp16 path);
+  backward (four matrix products; less memory, more time; still the fp16 path);
 * the floors: the bare matrix products each loss must do, timed alone — for CWT
   o T^T (K x K), G T and G^T o (its two gradients), for cross-entropy the same
   three with the V x D matrix. No implementation can be faster than its floor.

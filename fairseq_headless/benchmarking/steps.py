@@ -115,7 +115,7 @@ def quiet():
         logging.getLogger(name).setLevel(logging.WARNING)
     # hydra_init stores fairseq's schema under each config's name (README "Tracking and the log"); the
     # plugin itself filters fairseq's torch.cuda.amp and pin_memory warnings
-    warnings.filterwarnings("ignore", message=".*validated against ConfigStore schema.*")
+    warnings.filterwarnings("ignore", message=r"\s*.*validated against ConfigStore schema")  # it starts with \n
 
 
 def compose(config_dir: Path, name: str, overrides: List[str]):

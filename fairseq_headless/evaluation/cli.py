@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ..cli import Parser, run
 from .errors import EvaluationInputError
+from .results import best_epoch_of
 
 PRESETS = {  # --loss -> (lr, weight decay) of App. E
     "balanced": (1e-5, 0.0),  # Tab.14
@@ -35,8 +36,20 @@ XNLI_SECTIONS = {"zero-shot": "Fine-tuned on English only (cross-lingual zero-sh
                  "translate-train": "Fine-tuned on target language (translate-train)"}
 
 
-def _common_parser(description: str, seeds: int, epochs: int, batch: int, loss: str) -> argparse.ArgumentParser:
-    p = Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults in the help, except None: such an option's help says what its absence means."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
+def _common_parser(description: str, seeds: int, epochs: int, batch: int, loss: str,
+                   lr_wd: dict) -> argparse.ArgumentParser:
+    """`lr_wd`: the paper's (lr, weight decay) that --lr and --weight-decay default to, by --loss or for all."""
+    def paper(index: int) -> str:
+        return ", ".join(f"{name} {values[index]:g}" for name, values in lr_wd.items())
+
+    p = Parser(description=description, formatter_class=_DefaultsHelp)
     p.add_argument("--model", nargs="+", action="extend", required=True, metavar="[NAME=]DIR",
                    help="exported Hugging Face encoder folder(s) (scripts/convert_to_hf.py); NAME labels the "
                         "table row (default: the folder's name)")
@@ -50,9 +63,9 @@ def _common_parser(description: str, seeds: int, epochs: int, batch: int, loss: 
                    help="fine-tuning epochs; dev metrics after each, best reported")
     p.add_argument("--loss", choices=("balanced", "ce"), default=loss,
                    help="balanced: App. E.1's balanced cross-entropy; ce: regular cross-entropy")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the paper's for --loss)")
+    p.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default: the paper's, {paper(0)})")
     p.add_argument("--weight-decay", type=float, default=None,
-                   help="AdamW weight decay (default: the paper's for --loss)")
+                   help=f"AdamW weight decay (default: the paper's, {paper(1)})")
     p.add_argument("--batch-size", type=int, default=batch, help="training batch size")
     p.add_argument("--warmup-ratio", type=float, default=0.1, help="linear warmup share of all steps, then constant")
     p.add_argument("--max-length", type=int, default=128, help="tokens per input (pair) after truncation")
@@ -102,7 +115,7 @@ def _data_source(args) -> str:
 def _protocol_notes(config, seeds: int) -> list:
     cells = (f"mean ± std over {seeds} fine-tuning seeds" if seeds > 1
              else "the score of one fine-tuning seed (n=1: no spread is known)")
-    return [f"Each cell: {cells}, each at its best of {config.epochs} epochs "
+    return [f"Each cell: {cells}, each {best_epoch_of(config.epochs)} "
             f"(dev metrics after every epoch). Scores x 100.",
             f"This call: loss {config.loss}, AdamW lr {config.learning_rate:g}, weight decay {config.weight_decay:g}, "
             f"batch {config.batch_size}, constant LR after {100 * config.warmup_ratio:g}% linear warmup, "
@@ -128,7 +141,7 @@ def _suite_main(argv, suite: str) -> int:
     names = ", ".join(TABLE_ORDER[suite])
     title = {"glue": "GLUE dev (paper Tab.1)", "superglue": "SuperGLUE dev (paper Tab.2)"}[suite]
     parser = _common_parser(f"Fine-tune exported encoders on {title} with the protocol of paper App. E.",
-                            SUITE_SEEDS[suite], 10, 32, "balanced")
+                            SUITE_SEEDS[suite], 10, 32, "balanced", {f"--loss {k}": v for k, v in PRESETS.items()})
     parser.add_argument("--tasks", required=True, help=f"comma-separated, from {names}; or all")
     args = parser.parse_args(argv)
     order = GLUE_TABLE_ORDER if suite == "glue" else TABLE_ORDER[suite]
@@ -192,7 +205,8 @@ def _xnli_main(argv) -> int:
 
     d = XNLI_DEFAULTS
     parser = _common_parser("Fine-tune exported multilingual encoders on XNLI (paper §5, Tab.5, App. E.4).",
-                            SUITE_SEEDS["xnli"], d["epochs"], d["batch_size"], d["loss"])
+                            SUITE_SEEDS["xnli"], d["epochs"], d["batch_size"], d["loss"],
+                            {"XNLI": (d["lr"], d["weight_decay"])})
     parser.add_argument("--protocols", default="zero-shot,translate-train",
                         help="zero-shot: fine-tune on English, evaluate every language; translate-train: "
                              "fine-tune and evaluate on each language's (machine-translated) data")

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from ..data.progress import Parts
-from ..files import write_text_atomic
+from ..files import give_plain_modes, write_text_atomic
 from .balanced_loss import balanced_loss_func
 from .encoding import EncodedDataset, collator, max_positions
 from .errors import EvaluationInputError
@@ -145,7 +145,9 @@ COMPLETE = "checkpoint_complete"
 
 class MarkCheckpointComplete(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
-        write_text_atomic(Path(args.output_dir) / f"checkpoint-{state.global_step}" / COMPLETE, str(state.global_step))
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        give_plain_modes(folder)  # the Trainer's save_pretrained leaves model.safetensors 0o600
+        write_text_atomic(folder / COMPLETE, str(state.global_step))
 
 
 def last_complete_checkpoint(run_dir: Path) -> Optional[Path]:

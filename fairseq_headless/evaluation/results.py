@@ -19,6 +19,11 @@ from ..files import save_figure_atomic
 METRIC_LABELS = {"accuracy": "acc.", "f1": "F1", "matthews": "MCC", "spearman": "Spearman", "pearson": "Pearson"}
 
 
+def best_epoch_of(epochs: int) -> str:
+    """How a table note names the epoch its scores come from."""
+    return f"at its best of {epochs} epochs" if epochs != 1 else "after its one epoch"
+
+
 def mean_std(values) -> tuple:
     values = [float(v) for v in values]
     if not values:

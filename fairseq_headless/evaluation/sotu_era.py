@@ -23,6 +23,7 @@ import random
 import re
 from pathlib import Path
 
+from ..files import atomic_folder
 from .errors import EvaluationInputError
 from .task_data import Example
 from .tasks import CLASSIFICATION, TaskSpec
@@ -84,6 +85,7 @@ def random_init_copy(model_dir: Path, target: Path, seed: int = 0) -> Path:
     config = AutoConfig.from_pretrained(model_dir, local_files_only=True, trust_remote_code=True)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True, trust_remote_code=True)
     torch.manual_seed(seed)
-    AutoModel.from_config(config, trust_remote_code=True).save_pretrained(target)
-    tokenizer.save_pretrained(target)
+    with atomic_folder(target, replace=True) as folder:  # config.json marks it done: all files or none
+        AutoModel.from_config(config, trust_remote_code=True).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
     return Path(target)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from ..cli import Parser
 from ..export.errors import ParityError
-from ..files import write_json_atomic, write_text_atomic
+from ..files import save_figure_atomic, write_json_atomic, write_text_atomic
 from . import common_steps
 from .training_log import LogError, last_update, read_log, records
 from .cpu_budget import CALLBACK_OVERRIDE, BudgetError, CpuBudget, start_run
@@ -225,8 +225,7 @@ def plot(results, path: Path, twins=TWINS):
     axes[2].set_title("masked top-1 accuracy, whole vocabulary (valid)")
     axes[2].set_ylabel("%")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure_atomic(fig, path, dpi=100)
 
 
 def build_parser() -> Parser:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..evaluation.results import best_epoch_of
 from ..files import save_figure_atomic, write_json_atomic, write_text_atomic
 from .vocab_sweep import MODELS, log, run_overrides
 
@@ -33,8 +34,8 @@ def render_markdown(summary: dict) -> str:
         "embedding matrix has one more row (<mask>).",
     ]
     if tasks:
-        notes.append(f"GLUE dev x 100, {summary['glue_settings']['seeds']} seed(s) x best of "
-                     f"{summary['glue_settings']['epochs']} epochs; GLUE avg. = mean over {', '.join(tasks)} "
+        notes.append(f"GLUE dev x 100, {summary['glue_settings']['seeds']} seed(s), each "
+                     f"{best_epoch_of(summary['glue_settings']['epochs'])}; GLUE avg. = mean over {', '.join(tasks)} "
                      "(Tab.1 without RTE, MRPC, CoLA as §6 when the default tasks), per seed, then over seeds.")
     return "\n".join(lines) + "\n\n" + "".join(f"- {n}\n" for n in notes)
 

@@ -5,11 +5,10 @@ Bad input is a :class:`fairseq_headless.cli.InputError` (``error:`` line, exit 2
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Sequence
 
-from ..cli import Parser
+from ..cli import Parser, write_line
 from .errors import ParityError
 
 
@@ -35,6 +34,6 @@ def main(argv: Sequence[str]) -> int:
     try:
         convert(args.checkpoint, args.output, args.data, args.force, tuple(args.tokenizer))
     except ParityError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
+        write_line(f"error: {e}")
         return ParityError.EXIT_STATUS
     return 0
