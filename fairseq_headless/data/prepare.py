@@ -6,13 +6,15 @@ sizes, Sec. 6), built for corpora far larger than memory (OpenWebText2: 63 GiB o
 scripts/prepare_data.py is its command line; docs/data.md describes the output.
 
 Passes over the corpus, each one parallel over work units (sources.py) in ``--workers`` processes
-of one tokenizer thread each, each holding one record and one batch of lines at a time:
+of one tokenizer thread each, each holding one record and one batch of lines at a time (and the
+text of a block of a compressed file, which the main process decompresses for them):
 
 1. scan: count lines and records and keep the smallest-rank records (splits.py), from which the
-   valid/test thresholds follow; with --lang-input, the training lines of each language and unit
+   valid/test thresholds follow; it also finds the blocks of the compressed files, the units of
+   the later passes; with --lang-input, the training lines of each language and unit
    (sampling.py);
-2. sample (only when training sentencepiece): the priority reservoir of training lines, then
-   sentencepiece is trained on it;
+2. sample (only when training sentencepiece): the priority reservoir of training lines, bounded
+   in lines and in bytes, then sentencepiece is trained on it;
 3. encode, once per shard: tokenize, write each unit's ids with fairseq's mmap builder
    (binarize.py), join the units in corpus order. Nothing depends on which worker did what, so the
    output is the same for any --workers.
