@@ -615,17 +615,20 @@ def block_starts(plain: bytes, block_bytes: int) -> list[int]:
 
 @pytest.fixture
 def who_read(monkeypatch, tmp_path):
-    """Each pass's per-unit function logs (stage, process id, source, unit start) to a file; in a
-    worker process it also waits 0.1 s, so that no one worker can take every block before the
-    others have started."""
+    """Each pass's per-unit function logs (stage, process id, source, unit start) to a file. In a
+    worker process it then waits (up to 60 s) until a second process has logged a unit of the same
+    pass, so that one worker cannot take every block before the others have started: if the pass
+    gives blocks to one process only, the wait runs out and the test sees one process."""
     log, parent = tmp_path / "who.log", os.getpid()
 
     def logged(stage, function):
         def run(unit, extra, report):
             with open(log, "a") as f:
                 f.write(f"{stage} {os.getpid()} {unit.source} {unit.start}\n")
-            if os.getpid() != parent:
-                time.sleep(0.1)
+            deadline = time.monotonic() + 60
+            while os.getpid() != parent and time.monotonic() < deadline and len(
+                    {line.split()[1] for line in log.read_text().splitlines() if line.split()[0] == stage}) < 2:
+                time.sleep(0.01)
             return function(unit, extra, report)
         return run
 
