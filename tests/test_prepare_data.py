@@ -613,6 +613,26 @@ def block_starts(plain: bytes, block_bytes: int) -> list[int]:
                          if any(s >= m for s in starts)})
 
 
+def test_blocks_of_a_compressed_file(tmp_path):
+    """The reader's blocks: whole lines, cut by the documented rule, the text exactly once, the
+    compressed bytes shared out among them; the blocks the scan found are cut again where they were."""
+    plain = documents_text(make_documents(EN, 60, seed=33)).encode()
+    (tmp_path / "x.txt.bz2").write_bytes(bz2.compress(plain))
+    (tmp_path / "empty.txt.bz2").write_bytes(bz2.compress(b""))
+    found = sources.resolve_inputs([(None, str(tmp_path / "x.txt.bz2")), (None, str(tmp_path / "empty.txt.bz2"))])
+    reported = []
+    blocks = list(sources.stream_blocks(found[0], reported.append, block_bytes=1000))
+    assert [start for start, *_ in blocks] == block_starts(plain, 1000) and len(blocks) >= 5
+    assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:])) and blocks[-1][1] == len(plain)
+    assert b"".join(data for *_, data in blocks) == plain and all(data.endswith(b"\n") for *_, data in blocks)
+    assert [disk for _, _, disk, _ in blocks] == reported and sum(reported) == found[0].size
+    again = list(sources.stream_blocks(found[0], lambda n: None, ends=[end for _, end, _, _ in blocks]))
+    assert again == blocks
+    with pytest.raises(sources.DataError, match="changed since it was scanned"):
+        list(sources.stream_blocks(found[0], lambda n: None, ends=[end for _, end, _, _ in blocks[:-1]]))
+    assert list(sources.stream_blocks(found[1], lambda n: None)) == [(0, 0, found[1].size, b"")]
+
+
 @pytest.fixture
 def who_read(monkeypatch, tmp_path):
     """Each pass's per-unit function logs (stage, process id, source, unit start) to a file. In a
