@@ -98,7 +98,34 @@ def test_summary_follows_from_the_runs(smoke):
         op, wanted = check["target"].split()
         assert check["met"] == {">=": check["value"] >= float(wanted), "<=": check["value"] <= float(wanted),
                                 "<": check["value"] < float(wanted)}[op]
-    assert len(result["targets"]) == 2 * 4 + 1 and all(math.isfinite(c["value"]) for c in result["targets"])
+    assert len(result["targets"]) == 2 * 4 + 2 and all(math.isfinite(c["value"]) for c in result["targets"])
+
+
+def test_one_compressed_file_against_the_same_ceiling(smoke):
+    """The corpus as one .jsonl.zst: the same text and tokens as the plain files, at 1 and 2 workers
+    interleaved with them, its speed-up over the sentencepiece runs' ceiling."""
+    import zstandard
+
+    out, result, _ = smoke
+    corpus = REPO / result["corpus"]
+    one_file = corpus.parent / "one_file" / "corpus.jsonl.zst"
+    text = zstandard.ZstdDecompressor().stream_reader(one_file.open("rb")).read()
+    assert text == b"".join(p.read_bytes() for p in sorted(corpus.glob("*.jsonl")))
+    runs = result["one_file_runs"]
+    assert [r["workers"] for r in runs] == [1, 2] * result["settings"]["repeats"]
+    for r in runs:
+        assert r["input_mb"] == pytest.approx(len(text) / 1e6, rel=1e-9)
+        assert r["mb_per_s"] == pytest.approx(r["input_mb"] / r["passes_s"])
+        assert r["tokens"] == result["tokenizer_speed"]["sentencepiece"]["tokens"]
+    one = result["summary"]["one_file_zst"]
+    speed = {w: sorted(r["mb_per_s"] for r in runs if r["workers"] == w) for w in (1, 2)}
+    assert one["end_to_end_mb_per_s"] == {str(w): pytest.approx(v[len(v) // 2]) for w, v in speed.items()}
+    assert one["speedup_1_to_2"] == pytest.approx(one["end_to_end_mb_per_s"]["2"] / one["end_to_end_mb_per_s"]["1"])
+    assert one["machine_speedup_ceiling"] == result["summary"]["tokenizers"]["sentencepiece"]["machine_speedup_ceiling"]
+    assert one["speedup_1_to_2_of_ceiling"] == pytest.approx(one["speedup_1_to_2"] / one["machine_speedup_ceiling"])
+    assert "| one .jsonl.zst file, sentencepiece |" in (out / "benchmark_data.md").read_text()
+    blocks = result["reading"]["zst_blocks"]
+    assert blocks["mb_per_s"] == pytest.approx(result["reading"]["bytes"] / 1e6 / blocks["seconds"])
 
 
 def test_an_earlier_result_needs_force(smoke):

@@ -9,15 +9,18 @@ The paper's English recipe pretrains on OpenWebText2 (about 17B tokens, 63 GiB o
   workers, for an 8k sentencepiece and a 50k byte-level BPE ``tokenizer.json``, runs interleaved
   (tokenizer x workers, repeated) so that a drift of the machine hits every cell alike
   (``runs``); its MB/s per worker against the limit, and the speed-up from 1 to 2 workers;
+- the same corpus as one ``.jsonl.zst`` file, sentencepiece, 1 and 2 workers, interleaved with the
+  runs above (``one_file_runs``): the main process decompresses it and hands blocks of its text to
+  the workers, so its speed-up from 1 to 2 workers is measured against the same ceiling;
 - peak memory of the whole process tree (PSS, sampled from /proc every 50 ms) at two corpus sizes
   10x apart, with fairseq's own index of entry sizes (measured here, bytes per entry) subtracted
   (``memory``);
-- reading alone (JSON parsing of the corpus as ``.jsonl`` and as ``.jsonl.zst``, one process), and
-  the join of the units' ids;
-- the projected wall time for OWT2 on a 32-core node: the longest serial stage (the largest file,
-  which one worker reads and tokenizes alone; the join of 17B tokens; the dictionary) plus the
-  parallel work (scan and encode of .zst input, one worker's seconds per MB) divided by 32
-  (``owt2_projection``).
+- reading alone (JSON parsing of the corpus as ``.jsonl`` and as ``.jsonl.zst``, one process; the
+  main process cutting the ``.jsonl.zst`` into blocks), and the join of the units' ids;
+- the projected wall time for OWT2 on a 32-core node: the longest serial stage (the main process
+  decompressing the corpus into blocks in both passes; the join of 17B tokens; the dictionary)
+  plus the parallel work (scan and encode of .zst input, one worker's seconds per MB) divided by
+  32 (``owt2_projection``).
 
 The corpus is synthetic text (Zipf-distributed pseudo-words in sentences and paragraphs, jsonl
 records of OWT2's size): nothing is downloaded, and the tokenizers are trained on it once and cached.
@@ -42,9 +45,6 @@ REPO = Path(__file__).resolve().parents[2]
 # OpenWebText2 as the issue gives it.
 OWT2_TEXT_MB = 63 * 2 ** 30 / 1e6
 OWT2_TOKENS = 17e9
-# Assumed: the largest monthly file holds at most 3% of the text. A compressed file is one unit, read
-# and tokenized by one worker, so it is the part of the work that cannot be spread.
-OWT2_LARGEST_FILE_SHARE = 0.03
 NODE_CORES = 32
 TARGETS = {"fraction_of_tokenizer_speed": 0.5, "speedup_1_to_2": 1.6, "rss_growth_10x": 1.2, "owt2_hours": 3.0}
 
@@ -109,6 +109,18 @@ def write_corpus(folder: Path, total_mb: float, files: int, seed: int = 0) -> di
         (folder / f"part{f:03d}.jsonl").write_text("".join(out), encoding="utf-8")
     return {"path": str(folder), "files": files, "bytes": sum(p.stat().st_size for p in folder.glob("*.jsonl")),
             "lines": lines}
+
+
+def one_file_corpus(corpus: Path, path: Path) -> int:
+    """The corpus's .jsonl files as one .jsonl.zst (zstd level 3, as OWT2 ships); its text bytes."""
+    import zstandard
+
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp, open(tmp, "wb") as out, zstandard.ZstdCompressor(level=3).stream_writer(out) as z:
+            for part in sorted(Path(corpus).glob("*.jsonl")):
+                z.write(part.read_bytes())
+    return sum(part.stat().st_size for part in Path(corpus).glob("*.jsonl"))
 
 
 def corpus_lines(folder: Path, limit_mb: float | None = None) -> list[str]:
@@ -260,9 +272,10 @@ def _number(text: str) -> float:
 
 
 def prepare_run(corpus: Path, out: Path, tokenizer: dict, workers: int, label: str,
-                sample_memory: bool = True) -> dict:
+                sample_memory: bool = True, text_bytes: int | None = None) -> dict:
     """One `prepare_data.py` process: wall time, the passes' own times from its log, and (with
-    ``sample_memory``) the peak PSS of the process tree. Speed runs do not sample: reading
+    ``sample_memory``) the peak PSS of the process tree. ``text_bytes``: the input's text, for a
+    compressed input (the manifest has its size on disk). Speed runs do not sample: reading
     /proc/PID/smaps_rollup of processes that mapped torch costs ~20 ms of CPU (mostly kernel) per
     sample, about a fifth of a core at one sample per 50 ms, taken from the workers being timed."""
     shutil.rmtree(out, ignore_errors=True)
@@ -300,7 +313,7 @@ def prepare_run(corpus: Path, out: Path, tokenizer: dict, workers: int, label: s
                           ids_mb=_number(m[4]), join_s=_number(m[5]))
     manifest = json.loads((out / "manifest.json").read_text())
     record["entries"] = sum(s["lines"] + s["documents"] - 1 for s in manifest["splits"].values())
-    record["input_mb"] = sum(s["bytes"] for s in manifest["sources"]) / 1e6
+    record["input_mb"] = (text_bytes if text_bytes is not None else sum(s["bytes"] for s in manifest["sources"])) / 1e6
     # The passes (scan, encode, join) against the start-up (importing torch and fairseq, a few
     # seconds that a 63 GiB run does not notice but a 12 MB one does): the speeds are the passes'.
     record["passes_s"] = record["scan_s"] + record["encode_s"] + record["join_s"]
@@ -328,9 +341,15 @@ def read_speed(corpus: Path, work: Path) -> dict:
         started = time.perf_counter()
         lines = sum(len(r.lines) for u in sources.make_units(found) for r in sources.read_unit(found, u, "text"))
         seconds = time.perf_counter() - started
-        (work / name).unlink()
         result[name.replace("corpus.", "").replace(".", "_")] = {"seconds": seconds, "lines": lines,
                                                                 "mb_per_s": len(plain) / 1e6 / seconds}
+        if name.endswith(".zst"):  # what the main process does alone for every worker: decompress, cut blocks
+            started = time.perf_counter()
+            cut = sum(end - start for start, end, _, _ in sources.stream_blocks(found[0], lambda n: None))
+            seconds = time.perf_counter() - started
+            assert cut == len(plain)
+            result["zst_blocks"] = {"seconds": seconds, "mb_per_s": len(plain) / 1e6 / seconds}
+        (work / name).unlink()
     return result
 
 
@@ -368,9 +387,14 @@ def index_bytes_per_entry(entries: int = 200_000) -> float:
 
 
 def summarize(runs: list[dict], limits: dict, memory: list[dict], reading: dict, per_entry: float,
-              concurrent: dict) -> dict:
+              concurrent: dict, one_file_runs: list[dict]) -> dict:
     """The figures the issue asks for, from the raw records (see the module docstring)."""
     out = {"tokenizers": {}}
+    speed = {w: statistics.median(r["mb_per_s"] for r in one_file_runs if r["workers"] == w) for w in (1, 2)}
+    ceiling = concurrent["sentencepiece"]["mb_per_s"] / limits["sentencepiece"]["mb_per_s"]
+    out["one_file_zst"] = {"tokenizer": "sentencepiece", "end_to_end_mb_per_s": speed,
+                           "speedup_1_to_2": speed[2] / speed[1], "machine_speedup_ceiling": ceiling,
+                           "speedup_1_to_2_of_ceiling": speed[2] / speed[1] / ceiling}
     for kind, limit in limits.items():
         # the machine's own 1 -> 2 ceiling: two bare tokenizer processes against one
         ceiling = concurrent[kind]["mb_per_s"] / limit["mb_per_s"]
@@ -398,22 +422,25 @@ def summarize(runs: list[dict], limits: dict, memory: list[dict], reading: dict,
         "entries": [m["entries"] for m in memory], "index_bytes_per_entry": per_entry,
         "peak_pss_mb_without_index": adjusted, "growth_10x": adjusted[1] / adjusted[0],
     }
-    out["reading_mb_per_s"] = {"jsonl": reading["jsonl"]["mb_per_s"], "jsonl_zst": reading["jsonl_zst"]["mb_per_s"]}
+    out["reading_mb_per_s"] = {"jsonl": reading["jsonl"]["mb_per_s"], "jsonl_zst": reading["jsonl_zst"]["mb_per_s"],
+                               "zst_blocks": reading["zst_blocks"]["mb_per_s"]}
     # OWT2 is .zst: each pass pays the decompression on top of what the .jsonl runs measured
     zst_s_per_mb = max(0.0, 1 / reading["jsonl_zst"]["mb_per_s"] - 1 / reading["jsonl"]["mb_per_s"])
-    out["owt2_projection"] = {kind: owt2_projection(t, zst_s_per_mb) for kind, t in out["tokenizers"].items()}
+    out["owt2_projection"] = {kind: owt2_projection(t, zst_s_per_mb, reading["zst_blocks"]["mb_per_s"])
+                              for kind, t in out["tokenizers"].items()}
     return out
 
 
-def owt2_projection(t: dict, zst_s_per_mb: float, cores: int = NODE_CORES) -> dict:
+def owt2_projection(t: dict, zst_s_per_mb: float, blocks_mb_per_s: float, cores: int = NODE_CORES) -> dict:
     """Longest serial stage + parallel work / cores, in hours. Parallel: the scan and the encoding
-    pass, each reading the .zst (one worker's seconds per MB). Serial: the largest file (one unit,
-    one worker, both passes), the join of the ids (its MB/s measured), the dictionary."""
+    pass, each reading the .zst (one worker's seconds per MB). Serial: the main process
+    decompressing the corpus into blocks for the workers (both passes), the join of the ids (its
+    MB/s measured), the dictionary."""
     per_mb = t["scan_s_per_mb_one_worker"] + t["encode_s_per_mb_one_worker"] + 2 * zst_s_per_mb
     parallel_s = OWT2_TEXT_MB * per_mb / cores
     entries = OWT2_TEXT_MB * 1e6 * t["entries_per_input_byte"]
     ids_mb = (2 * (OWT2_TOKENS + entries) + 12 * entries) / 1e6  # uint16 ids and </s>; the index: int32 + int64
-    serial = {"largest_file_s": OWT2_TEXT_MB * OWT2_LARGEST_FILE_SHARE * per_mb,
+    serial = {"reading_s": 2 * OWT2_TEXT_MB / blocks_mb_per_s,
               "join_s": ids_mb / t["join_mb_per_s"], "dictionary_s": 1.0}
     longest = max(serial, key=serial.get)
     return {"parallel_s": parallel_s, "serial_s": serial, "longest_serial_stage": longest,
@@ -446,13 +473,18 @@ def run(output: Path, preset: str, corpus: Path | None = None, log=print) -> dic
         concurrent[kind] = concurrent_tokenizer_speed(kind, tok["path"], corpus)
         log(f"{kind}: two tokenizer processes at once: {concurrent[kind]['mb_per_s']:.2f} MB/s in all "
             f"({concurrent[kind]['mb_per_s'] / limits[kind]['mb_per_s']:.2f}x one alone)")
-    runs = []
+    one_file = work / "one_file" / "corpus.jsonl.zst"
+    one_file_bytes = one_file_corpus(corpus, one_file)
+    runs, one_file_runs = [], []
     for repeat in range(settings["repeats"]):
-        for kind, tok in tokenizers.items():  # interleaved: every cell sees the machine's drift alike
+        cells = [(kind, tok, corpus, runs) for kind, tok in tokenizers.items()]
+        cells.append(("one .jsonl.zst, sentencepiece", tokenizers["sentencepiece"], one_file, one_file_runs))
+        for kind, tok, path, into in cells:  # interleaved: every cell sees the machine's drift alike
             for workers in (1, 2):
-                r = prepare_run(corpus, work / "out", tok, workers, kind, sample_memory=False)
+                r = prepare_run(path, work / "out", tok, workers, kind, sample_memory=False,
+                                text_bytes=one_file_bytes if path == one_file else None)
                 r["repeat"] = repeat
-                runs.append(r)
+                into.append(r)
                 log(f"{kind}, {workers} worker{'s' * (workers > 1)}: {r['mb_per_s']:.2f} MB/s "
                     f"({r['mb_per_s_per_worker']:.2f} per worker; {r['startup_s']:.1f} s start-up)")
     memory = []
@@ -464,10 +496,11 @@ def run(output: Path, preset: str, corpus: Path | None = None, log=print) -> dic
         log(f"memory at {memory[-1]['input_mb']:.1f} MB: peak PSS {memory[-1]['peak_pss_mb']:.0f} MB")
     reading = read_speed(corpus, work / "reading")
     per_entry = index_bytes_per_entry()
-    summary = summarize(runs, limits, memory, reading, per_entry, concurrent)
+    summary = summarize(runs, limits, memory, reading, per_entry, concurrent, one_file_runs)
     machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return {"preset": preset, "settings": settings, "machine": machine, "corpus": str(corpus),
-            "tokenizers": tokenizers, "tokenizer_speed": limits, "tokenizer_two_processes": concurrent, "runs": runs, "memory_runs": memory,
+            "tokenizers": tokenizers, "tokenizer_speed": limits, "tokenizer_two_processes": concurrent, "runs": runs,
+            "one_file_runs": one_file_runs, "memory_runs": memory,
             "reading": reading, "summary": summary, "targets": check_targets(summary),
             "seconds": time.time() - started}
 
@@ -484,6 +517,9 @@ def check_targets(summary: dict) -> list[dict]:
         hours = summary["owt2_projection"][kind]["hours"]
         checks.append({"what": f"{kind}: OWT2 on {NODE_CORES} cores, hours", "value": hours,
                        "target": f"< {TARGETS['owt2_hours']}", "met": hours < TARGETS["owt2_hours"]})
+    speedup = summary["one_file_zst"]["speedup_1_to_2"]
+    checks.append({"what": "sentencepiece, one .jsonl.zst file: speed-up from 1 to 2 workers", "value": speedup,
+                   "target": f">= {TARGETS['speedup_1_to_2']}", "met": speedup >= TARGETS["speedup_1_to_2"]})
     growth = summary["memory"]["growth_10x"]
     checks.append({"what": "peak memory (PSS) at 10x / at 1x, fairseq's index subtracted", "value": growth,
                    "target": f"<= {TARGETS['rss_growth_10x']}", "met": growth <= TARGETS["rss_growth_10x"]})
@@ -511,6 +547,10 @@ def markdown(result: dict, command: str) -> str:
                      f"{t['end_to_end_mb_per_s'][1]:.2f} | {t['end_to_end_mb_per_s'][2]:.2f} | {f[1]:.2f}, {f[2]:.2f} | "
                      f"{t['speedup_1_to_2']:.2f}x | {t['machine_speedup_ceiling']:.2f}x | "
                      f"{s['owt2_projection'][kind]['hours']:.2f} h |")
+    one = s["one_file_zst"]
+    lines.append(f"| one .jsonl.zst file, sentencepiece | | | {one['end_to_end_mb_per_s'][1]:.2f} | "
+                 f"{one['end_to_end_mb_per_s'][2]:.2f} | | {one['speedup_1_to_2']:.2f}x | "
+                 f"{one['machine_speedup_ceiling']:.2f}x | |")
     mem = s["memory"]
     lines += ["", "Speeds are the passes' (scan, encode, join: the prepare_data.py log), without the start-up "
               "(imports) of each process; speed runs are not sampled for memory (its /proc reads take CPU "
@@ -521,7 +561,8 @@ def markdown(result: dict, command: str) -> str:
               f"without fairseq's index ({mem['index_bytes_per_entry']:.0f} bytes x {mem['entries'][0]:,} / "
               f"{mem['entries'][1]:,} entries): {mem['growth_10x']:.3f}x.",
               f"Reading alone, one process: .jsonl {s['reading_mb_per_s']['jsonl']:.1f} MB/s, .jsonl.zst "
-              f"{s['reading_mb_per_s']['jsonl_zst']:.1f} MB/s.", "",
+              f"{s['reading_mb_per_s']['jsonl_zst']:.1f} MB/s; the .jsonl.zst cut into blocks for the workers "
+              f"{s['reading_mb_per_s']['zst_blocks']:.1f} MB/s.", "",
               "OWT2 projection (63 GiB, 17B tokens, 32 cores): longest serial stage + parallel / 32:", ""]
     for kind, p in s["owt2_projection"].items():
         serial = ", ".join(f"{k} {v:,.0f} s" for k, v in p["serial_s"].items())

@@ -16,8 +16,8 @@ from ..cli import Parser
 from .errors import DataError
 from .interrupt import Interrupted, stopping_on_signals
 from .prepare import (
-    DEFAULT_ALPHA, DEFAULT_CHARACTER_COVERAGE, DEFAULT_PADDING_FACTOR, DEFAULT_SPM_SAMPLE_LINES,
-    DEFAULT_VOCAB_SIZE, LICENCE_UNKNOWN, Options, default_workers, prepare,
+    DEFAULT_ALPHA, DEFAULT_CHARACTER_COVERAGE, DEFAULT_PADDING_FACTOR, DEFAULT_SPM_SAMPLE_BYTES,
+    DEFAULT_SPM_SAMPLE_LINES, DEFAULT_VOCAB_SIZE, LICENCE_UNKNOWN, Options, default_workers, prepare,
 )
 from .splits import MAX_DEFAULT_SPLIT_LINES
 from .tokenizer import BYTE_FALLBACK_AUTO_MIN_VOCAB
@@ -86,7 +86,13 @@ def build_parser() -> Parser:
                           f">= {BYTE_FALLBACK_AUTO_MIN_VOCAB})")
     tok.add_argument("--spm-sample-lines", type=int, default=DEFAULT_SPM_SAMPLE_LINES,
                      metavar="N", help="train sentencepiece on at most N randomly chosen "
-                                       f"training lines, a reservoir sample (default {DEFAULT_SPM_SAMPLE_LINES})")
+                                       f"training lines, a reservoir sample (default {DEFAULT_SPM_SAMPLE_LINES:,})")
+    tok.add_argument("--spm-sample-bytes", type=int, default=DEFAULT_SPM_SAMPLE_BYTES, metavar="B",
+                     help="and at most B bytes of them (default "
+                          f"{DEFAULT_SPM_SAMPLE_BYTES:,}): what bounds memory when lines are long, as "
+                          "sentencepiece holds several times its sample while it trains. The sample is the "
+                          "training lines of smallest pseudo-random priority (from --seed) that fit in both "
+                          "bounds: a uniform random sample, the same for any --workers")
     tok.add_argument("--spm-model", metavar="FILE", help="existing sentencepiece .model")
     tok.add_argument("--hf-tokenizer", metavar="FILE",
                      help="existing Hugging Face tokenizer.json (e.g. Pythia's "
@@ -105,8 +111,9 @@ def build_parser() -> Parser:
                      help="pad the dictionary (4 specials + tokens) to a multiple of N "
                           f"(default {DEFAULT_PADDING_FACTOR}; 128 matches Pythia's 50,304 rows)")
     out.add_argument("--workers", type=int, default=None, metavar="N",
-                     help="worker processes, one tokenizer thread each; the input is split by files "
-                          "and by byte ranges of uncompressed files (default: this machine's cores, "
+                     help="worker processes, one tokenizer thread each; the input is split by files, "
+                          "by byte ranges of uncompressed files and by blocks of a compressed file's text "
+                          "(decompressed once, by the main process) (default: this machine's cores, "
                           f"{default_workers()} here); the output does not depend on it")
     out.add_argument("--shards", type=int, default=1, metavar="K",
                      help="write OUT/shard0 .. OUT/shard{K-1} (train with task.data=OUT/shard0:OUT/shard1:...,"
@@ -171,7 +178,8 @@ def parse_options(argv: Sequence[str]) -> Options:
 
     for name, value, low in (("--valid-lines", a.valid_lines, 1), ("--test-lines", a.test_lines, 1),
                              ("--padding-factor", a.padding_factor, 1), ("--workers", a.workers, 1),
-                             ("--spm-sample-lines", a.spm_sample_lines, 1), ("--shards", a.shards, 1)):
+                             ("--spm-sample-lines", a.spm_sample_lines, 1),
+                             ("--spm-sample-bytes", a.spm_sample_bytes, 1), ("--shards", a.shards, 1)):
         if value is not None and value < low:
             raise DataError(f"{name} must be at least {low}, got {value}")
     if not a.jsonl_field:
@@ -183,7 +191,7 @@ def parse_options(argv: Sequence[str]) -> Options:
         inputs=inputs, multilingual=a.lang_input is not None, alpha=alpha,
         output=Path(os.path.abspath(a.output)), force=a.force, tokenizer_mode=mode,
         vocab_size=vocab_size, model_type=(a.model_type or "bpe") if mode == "train" else None,
-        tokenizer_file=tok_file, spm_sample_lines=a.spm_sample_lines,
+        tokenizer_file=tok_file, spm_sample_lines=a.spm_sample_lines, spm_sample_bytes=a.spm_sample_bytes,
         character_coverage=coverage,
         byte_fallback=a.byte_fallback == "on" or (
             a.byte_fallback == "auto" and mode == "train"

@@ -6,13 +6,15 @@ sizes, Sec. 6), built for corpora far larger than memory (OpenWebText2: 63 GiB o
 scripts/prepare_data.py is its command line; docs/data.md describes the output.
 
 Passes over the corpus, each one parallel over work units (sources.py) in ``--workers`` processes
-of one tokenizer thread each, each holding one record and one batch of lines at a time:
+of one tokenizer thread each, each holding one record and one batch of lines at a time (and the
+text of a block of a compressed file, which the main process decompresses for them):
 
 1. scan: count lines and records and keep the smallest-rank records (splits.py), from which the
-   valid/test thresholds follow; with --lang-input, the training lines of each language and unit
+   valid/test thresholds follow; it also finds the blocks of the compressed files, the units of
+   the later passes; with --lang-input, the training lines of each language and unit
    (sampling.py);
-2. sample (only when training sentencepiece): the priority reservoir of training lines, then
-   sentencepiece is trained on it;
+2. sample (only when training sentencepiece): the priority reservoir of training lines, bounded
+   in lines and in bytes, then sentencepiece is trained on it;
 3. encode, once per shard: tokenize, write each unit's ids with fairseq's mmap builder
    (binarize.py), join the units in corpus order. Nothing depends on which worker did what, so the
    output is the same for any --workers.
@@ -35,6 +37,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import queue
 import re
 import shlex
 import shutil
@@ -52,7 +55,7 @@ from . import binarize, sampling, splits
 from .errors import DataError
 from .interrupt import interruptible, pause_for_tests
 from .progress import DEFAULT_INTERVAL_SECONDS, Progress
-from .sources import Source, Unit, make_units, read_unit, resolve_inputs
+from .sources import Source, Unit, is_streamed, make_units, read_unit, resolve_inputs, stream_blocks
 from .tokenizer import (Tokenizer, load_tokenizer, single_threaded, train_sentencepiece,
                         training_pieces)
 
@@ -61,6 +64,9 @@ DEFAULT_VOCAB_SIZE = 8000
 DEFAULT_PADDING_FACTOR = 8
 DEFAULT_ALPHA = 0.3
 DEFAULT_SPM_SAMPLE_LINES = 300_000
+# sentencepiece holds several times its sample while it trains; 300,000 sentence-long lines are
+# about this much text, and paragraph-long lines must not make the sample grow with the corpus.
+DEFAULT_SPM_SAMPLE_BYTES = 32_000_000
 DEFAULT_CHARACTER_COVERAGE = 0.9995
 LICENCE_UNKNOWN = "unknown"
 # One tokenizer call: large enough that the call overhead vanishes, small enough that a worker
@@ -103,13 +109,14 @@ class Options:
     licence: str
     shards: int = 1
     shard_index: int | None = None
+    spm_sample_bytes: int = DEFAULT_SPM_SAMPLE_BYTES
 
     def settings(self) -> dict:
         """What decides the output (not --workers, --force, --shard-index): a resumed run must
         have the same."""
         keep = ("inputs", "alpha", "tokenizer_mode", "vocab_size", "model_type", "tokenizer_file",
-                "character_coverage", "byte_fallback", "spm_sample_lines", "valid_lines", "test_lines",
-                "padding_factor", "seed", "field", "licence", "shards")
+                "character_coverage", "byte_fallback", "spm_sample_lines", "spm_sample_bytes", "valid_lines",
+                "test_lines", "padding_factor", "seed", "field", "licence", "shards")
         return json.loads(json.dumps({k: getattr(self, k) for k in keep}, default=str))
 
 
@@ -184,10 +191,10 @@ _DIRECT_REPORT: Callable | None = None  # in-process (--workers 1): straight to 
 
 
 def _task(args):
-    stage, unit_index, extra = args
+    stage, unit, extra = args
     report = _Reporter(_DIRECT_REPORT)
     try:
-        return {"scan": _scan, "sample": _sample, "encode": _encode}[stage](_JOB.units[unit_index], extra, report)
+        return {"scan": _scan, "sample": _sample, "encode": _encode}[stage](unit, extra, report)
     finally:
         report.flush()
 
@@ -212,9 +219,9 @@ def _scan(unit: Unit, _, report) -> dict:
         records += 1
         documents += not record.continues
         text_bytes += sum(_text_bytes(line) for line in record.lines)
-        candidates.add(hasher(record.position)[0], n, unit.index)
-    return {"unit": unit.index, "lines": lines, "records": records, "documents": documents,
-            "text_bytes": text_bytes, "candidates": candidates.state()}
+        candidates.add(hasher(record.position)[0], n, (unit.index, unit.start))
+    return {"unit": unit.index, "block": (unit.start, unit.end, unit.disk), "lines": lines, "records": records,
+            "documents": documents, "text_bytes": text_bytes, "candidates": candidates.state()}
 
 
 def _text_bytes(line: str) -> int:
@@ -263,17 +270,17 @@ def _lines(unit: Unit, shard: int | None, heldout: bool, report) -> Iterator[tup
                 yield split, line, (copy, doc, seq), copy, record.position, j
 
 
-def _sample(unit: Unit, _, report) -> dict:
+def _sample(unit: Unit, bounds, report) -> dict:
     source = _JOB.sources[unit.source]
     priority = sampling.Priorities(_JOB.seed, source.name)
-    kept, pieces = [], 0
+    kept, pieces = sampling.Reservoir(*bounds), 0  # what the unit can add to the sample, no more
     for _, line, _, copy, position, j in _lines(unit, None, False, report):
         for p, piece in enumerate(training_pieces(line)):
             pieces += 1
             value = priority(position, j, p, copy)
             if value < _JOB.cutoff:
-                kept.append((value, piece))
-    return {"unit": unit.index, "kept": kept, "pieces": pieces}
+                kept.offer(value, piece)
+    return {"unit": unit.index, "kept": kept.pairs(), "cut": kept.cut, "pieces": pieces}
 
 
 def _encode(unit: Unit, shard: int, report) -> dict:
@@ -321,21 +328,44 @@ def _encode(unit: Unit, shard: int, report) -> dict:
 # --------------------------------------------------------------------------
 
 
+def _blocks(job: Job, units: Sequence[Unit], progress: Progress) -> Iterator[Unit]:
+    """The units of compressed files, each with its text, decompressed in this process file after
+    file. A file not yet cut (one unit, ``end`` None: the scan) is cut into blocks here."""
+    by_source: dict[int, list[Unit]] = {}
+    for u in units:
+        by_source.setdefault(u.source, []).append(u)
+    for source, known in by_source.items():
+        known.sort(key=lambda u: u.start)
+        found = known[0].end is None
+        ends = None if found else [u.end for u in known]
+        blocks = stream_blocks(job.sources[source], lambda n: (progress.update(n), progress.tick()), ends)
+        for i, (start, end, disk, data) in enumerate(blocks):
+            unit = Unit(known[0].index, source, start, end, disk) if found else known[i]
+            yield dataclasses.replace(unit, data=data)
+
+
 def run_pass(job: Job, stage: str, units: Sequence[Unit], workers: int, progress: Progress,
              extra=None, load_tok: bool = False) -> Iterator[dict]:
-    """Run ``stage`` over ``units``; yields each unit's result as it finishes (in any order)."""
+    """Run ``stage`` over ``units``; yields each unit's result as it finishes (in any order).
+
+    Workers read the units of uncompressed files themselves. This process decompresses each
+    compressed file once and hands its blocks to the workers, at most ``workers + 2`` blocks
+    ahead of them, so that memory stays a few blocks whatever the size of the file."""
     global _JOB, _DIRECT_REPORT
+    streamed = [u for u in units if is_streamed(job.sources, u)]
     # Longest first, so that the last unit to start is a short one.
-    order = sorted(units, key=lambda u: -u.disk_bytes(job.sources))
-    tasks = [(stage, u.index, extra) for u in order]
+    order = sorted((u for u in units if not is_streamed(job.sources, u)), key=lambda u: -u.disk_bytes(job.sources))
+    tasks = [(stage, u, extra) for u in order]
     _JOB = job
-    if workers == 1 or len(tasks) == 1:
+    if workers == 1 or (len(tasks) == 1 and not streamed):
         saved = {k: os.environ.get(k) for k in ("RAYON_NUM_THREADS", "TOKENIZERS_PARALLELISM")}
         _DIRECT_REPORT = lambda n, t=0: (progress.update(n, t), progress.tick())
         try:
             _worker_start(load_tok)
             for t in tasks:
                 yield _task(t)
+            for block in _blocks(job, streamed, progress):
+                yield _task((stage, block, extra))
         finally:
             _DIRECT_REPORT = None
             for k, v in saved.items():
@@ -354,22 +384,40 @@ def run_pass(job: Job, stage: str, units: Sequence[Unit], workers: int, progress
     # inherited objects frozen (never scanned). The parent collects them again once the workers exist.
     gc.freeze()
     try:
-        pool = context.Pool(min(workers, len(tasks)), initializer=_worker_start, initargs=(load_tok,))
+        pool = context.Pool(workers if streamed else min(workers, len(tasks)), initializer=_worker_start,
+                            initargs=(load_tok,))
     finally:
         gc.unfreeze()
+    finished: queue.SimpleQueue = queue.SimpleQueue()  # (is a block, result or the worker's exception)
+
+    def submit(task, block: bool):
+        pool.apply_async(_task, (task,), callback=lambda r: finished.put((block, r)),
+                         error_callback=lambda e: finished.put((block, e)))
+
     try:
-        results = pool.imap_unordered(_task, tasks, chunksize=1)
-        while True:
+        for t in tasks:
+            submit(t, False)
+        pending, ahead, blocks = len(tasks), 0, _blocks(job, streamed, progress)
+        while pending or blocks is not None:
+            while blocks is not None and ahead < workers + 2:
+                block = next(blocks, None)
+                if block is None:
+                    blocks = None
+                else:
+                    submit((stage, block, extra), True)
+                    pending, ahead = pending + 1, ahead + 1
+                    del block
             try:
-                result = results.next(timeout=0.5)
-            except multiprocessing.TimeoutError:
+                block, result = finished.get(timeout=0.5)
+            except queue.Empty:
                 result = None
-            except StopIteration:
-                break
             while not job.queue.empty():
                 progress.update(*job.queue.get())
             progress.tick()
             if result is not None:
+                pending, ahead = pending - 1, ahead - block
+                if isinstance(result, BaseException):
+                    raise result
                 yield result
         while not job.queue.empty():
             progress.update(*job.queue.get())
@@ -393,6 +441,12 @@ class Scan:
     multilingual: dict | None
     resampling: dict | None  # str(unit) -> [copies, extra, training lines]
     train_lines: int  # training lines written (after resampling), all shards
+    # The units of the passes after the scan, [source, start, end, disk]: the compressed files cut
+    # into the blocks the scan found.
+    units: list
+
+    def work_units(self) -> list[Unit]:
+        return [Unit(i, *u) for i, u in enumerate(self.units)]
 
     def plans(self) -> dict:
         return {_group_key(g): splits.SplitPlan(*v["plan"]) for g, v in self.groups.items()}
@@ -434,19 +488,25 @@ class Preparation:
         budgets = {g: (opts.valid_lines or limit, opts.test_lines or limit) for g in groups}
         job = Job(sources, units, opts.field, budgets=budgets)
         candidates = {g: splits.SplitCandidates(*budgets[g]) for g in groups}
-        unit_lines = [0] * len(units)
+        found = {}  # (unit, start) -> (lines, end, disk): a compressed file's unit comes back as its blocks
         per_source = [{"lines": 0, "documents": 0, "text_bytes": 0} for _ in sources]  # for the manifest
         progress = self._progress("scanning", sum(u.disk_bytes(sources) for u in units))
         # closing: a signal arriving here, outside the pass's own frame, still ends its pool before we go on
         with contextlib.closing(run_pass(job, "scan", units, self.workers, progress)) as results:
             for r in results:
                 unit = units[r["unit"]]
-                unit_lines[unit.index] = r["lines"]
+                start, end, disk = r["block"]
+                found[r["unit"], start] = r["lines"], end, disk
                 for key, total in per_source[unit.source].items():
                     per_source[unit.source][key] = total + r[key]
                 candidates[_group(sources[unit.source])].merge(r["candidates"])
                 pause_for_tests("scan")
         seconds = progress.close()
+        # The candidates name their unit (unit, start); the passes after the scan number the blocks too.
+        index = {key: i for i, key in enumerate(sorted(found))}
+        units = [Unit(index[u, start], units[u].source, start, end, disk)
+                 for (u, start), (_, end, disk) in sorted(found.items())]
+        unit_lines = [found[key][0] for key in sorted(found)]
         text = sum(st["text_bytes"] for st in per_source)
         self.log(f"scanned {_text_rate(text, seconds, progress.bytes)}: {sum(unit_lines):,} lines in "
                  f"{len(sources)} source{'s' * (len(sources) != 1)}")
@@ -470,13 +530,14 @@ class Preparation:
             split = splits.plan_split(candidates[g], total, n_valid, n_test, what)
             result_groups[_group_name(g)] = {
                 "plan": [split.plan.valid_below, split.plan.test_below], "lines": split.lines,
-                "unit_heldout": {str(u): v["valid"] + v["test"] for u, v in split.unit_lines.items()}}
+                "unit_heldout": {str(index[u]): v["valid"] + v["test"] for u, v in split.unit_lines.items()}}
 
         multilingual = resampling = None
         train_lines = sum(g["lines"]["train"] for g in result_groups.values())
         if opts.multilingual:
             multilingual, resampling = self._resampling(units, sources, unit_lines, result_groups)
-        return Scan(manifest_sources, unit_lines, result_groups, multilingual, resampling, train_lines)
+        return Scan(manifest_sources, unit_lines, result_groups, multilingual, resampling, train_lines,
+                    [[u.source, u.start, u.end, u.disk] for u in units])
 
     def _resampling(self, units, sources, unit_lines, groups) -> tuple[dict, dict]:
         opts = self.opts
@@ -500,29 +561,35 @@ class Preparation:
                 "test_lines": g["lines"]["test"]}
         return section, resampling
 
-    def training_sample(self, sources, units, scan: Scan, k: int) -> list[str]:
-        """k training lines (pieces of at most 4,000 bytes) drawn uniformly: the priority reservoir."""
+    def training_sample(self, sources, units, scan: Scan, k: int, max_bytes: int | None = None) -> list[str]:
+        """Training lines (pieces of at most 4,000 bytes) drawn uniformly, at most k of them and
+        max_bytes in all: the priority reservoir."""
         opts = self.opts
+        units = scan.work_units()
         job = Job(sources, units, opts.field, shards=opts.shards, seed=opts.seed, plans=scan.plans(),
                   resampling=scan.resampling_by_unit())
         job.cutoff = sampling.reservoir_cutoff(k, scan.train_lines)
         while True:
-            reservoir, pieces = sampling.Reservoir(k), 0
+            reservoir, pieces, cut = sampling.Reservoir(k, max_bytes), 0, sampling.PRIORITY_RANGE
             progress = self._progress("sampling for sentencepiece", self._pass_bytes(units, sources, scan))
-            for r in run_pass(job, "sample", units, self.workers, progress):
+            for r in run_pass(job, "sample", units, self.workers, progress, extra=(k, max_bytes)):
                 reservoir.merge(r["kept"])
-                pieces += r["pieces"]
+                pieces, cut = pieces + r["pieces"], min(cut, r["cut"])
             progress.close()
-            if len(reservoir) >= min(k, pieces) or job.cutoff >= sampling.PRIORITY_RANGE:
+            # Exact once a bound (a unit's or the whole sample's) let go of a line below the cut-off: no
+            # line above that one can be in the sample, and every line below it was offered.
+            if (min(cut, reservoir.cut) < job.cutoff or len(reservoir) in (k, pieces)
+                    or job.cutoff >= sampling.PRIORITY_RANGE):
                 break
             job.cutoff = min(sampling.PRIORITY_RANGE, job.cutoff * 4)  # far below the odds, see reservoir_cutoff
         return reservoir.items()
 
     def train_tokenizer(self, sources, units, scan: Scan, folder: Path) -> Tokenizer:
         opts = self.opts
-        sample = self.training_sample(sources, units, scan, opts.spm_sample_lines)
+        sample = self.training_sample(sources, units, scan, opts.spm_sample_lines, opts.spm_sample_bytes)
         self.log(f"training a sentencepiece {opts.model_type} model, vocab size {opts.vocab_size}, byte fallback "
-                 f"{'on' if opts.byte_fallback else 'off'}, on {len(sample)} lines")
+                 f"{'on' if opts.byte_fallback else 'off'}, on {len(sample)} lines "
+                 f"({sum(len(line.encode('utf-8')) for line in sample) / 1e6:,.1f} MB)")
 
         def train() -> Tokenizer:
             pause_for_tests("tokenizer")  # where the native training runs: a test's signal must get through
@@ -541,6 +608,7 @@ class Preparation:
     def encode_shard(self, shard: int, sources, units, scan: Scan, tok: Tokenizer, dest: Path) -> dict:
         """Write shard ``shard``'s splits into ``dest``; returns its counts."""
         opts = self.opts
+        units = scan.work_units()
         work = dest / ".units"
         work.mkdir(parents=True, exist_ok=True)
         dict_size = binarize.dictionary_size(tok.vocab_size, opts.padding_factor)
@@ -914,7 +982,7 @@ def tokenizer_sample(opts: Options, k: int) -> list[str]:
     """The sample prepare() trains sentencepiece on, for tokenizers trained elsewhere (scripts/sweep_vocab.py)."""
     preparation = Preparation(opts, [], log=lambda message: None)
     sources, units = preparation._sources([opts.output])
-    return preparation.training_sample(sources, units, preparation.scan(sources, units), k)
+    return preparation.training_sample(sources, units, preparation.scan(sources, units), k, opts.spm_sample_bytes)
 
 
 def prepare(opts: Options, argv: Sequence[str], progress_seconds: float = DEFAULT_INTERVAL_SECONDS,

@@ -10,12 +10,15 @@ unit picks its share while streaming (selection sampling, Knuth's algorithm S, s
 ``--seed``, the language and the unit). The draw is stratified by unit, so exactly m_i lines come
 out, with no list of the language's lines ever held.
 
-The tokenizer's sample (``--spm-sample-lines`` k) is a priority reservoir: every training line (in
-multilingual mode every copy of it) gets a pseudo-random 64-bit priority from ``--seed`` and its
-name; the sample is the k lines of smallest priority, a uniform random sample without
-replacement. Unlike Algorithm R it is mergeable: each unit keeps its own smallest priorities
-below a cut-off (``reservoir_cutoff``: far above the k-th smallest expected over the whole corpus,
-so a unit keeps about its share of k, not k), and the parent keeps the k smallest of all.
+The tokenizer's sample (``--spm-sample-lines`` k, ``--spm-sample-bytes`` b) is a priority
+reservoir: every training line (in multilingual mode every copy of it) gets a pseudo-random 64-bit
+priority from ``--seed`` and its name; the sample is the lines of smallest priority, as many as fit
+in k lines and b bytes: the first lines of a uniformly random order, a uniform random sample
+without replacement. Unlike Algorithm R it is mergeable: each unit keeps its own smallest
+priorities below a cut-off (``reservoir_cutoff``: far above the k-th smallest expected over the
+whole corpus, so a unit keeps about its share of k, not k) and within the two bounds, and the
+parent keeps the smallest of all within them. The byte bound is what holds memory: sentencepiece
+keeps its own copy of the sample while it trains, and lines may be paragraphs.
 """
 from __future__ import annotations
 
@@ -101,17 +104,27 @@ def reservoir_cutoff(k: int, population: int) -> int:
 
 
 class Reservoir:
-    """The k items of smallest priority seen (a max-heap of k)."""
+    """The items of smallest priority seen, as many as fit in k items and (for strings) in
+    ``max_bytes`` UTF-8 bytes: a max-heap that lets go of its largest priority when either
+    bound is passed. ``cut`` is the smallest priority let go: the reservoir holds exactly the
+    items offered below it."""
 
-    def __init__(self, k: int):
-        self.k = k
-        self._heap: list[tuple[int, str]] = []
+    def __init__(self, k: int, max_bytes: int | None = None):
+        self.k, self.max_bytes = k, max_bytes
+        self._heap: list[tuple[int, str, int]] = []  # (-priority, item, bytes)
+        self.bytes = 0
+        self.cut = PRIORITY_RANGE
 
     def offer(self, priority: int, item: str) -> None:
-        if len(self._heap) < self.k:
-            heapq.heappush(self._heap, (-priority, item))
-        elif priority < -self._heap[0][0]:
-            heapq.heapreplace(self._heap, (-priority, item))
+        if priority >= self.cut:
+            return
+        size = len(item.encode("utf-8")) if self.max_bytes is not None else 0
+        heapq.heappush(self._heap, (-priority, item, size))
+        self.bytes += size
+        while len(self._heap) > self.k or (self.max_bytes is not None and self.bytes > self.max_bytes):
+            negative, _, size = heapq.heappop(self._heap)
+            self.bytes -= size
+            self.cut = -negative
 
     def merge(self, pairs: Iterable[tuple[int, str]]) -> None:
         for priority, item in pairs:
@@ -120,6 +133,10 @@ class Reservoir:
     def __len__(self) -> int:
         return len(self._heap)
 
+    def pairs(self) -> list[tuple[int, str]]:
+        """(priority, item), smallest priority first."""
+        return sorted((-p, i) for p, i, _ in self._heap)
+
     def items(self) -> list[str]:
         """Smallest priority first (a random order)."""
-        return [item for _, item in sorted(((-p, i) for p, i in self._heap))]
+        return [item for _, item in self.pairs()]

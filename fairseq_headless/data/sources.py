@@ -1,10 +1,12 @@
 """Reading a corpus as a stream of records, in pieces that workers read independently.
 
 A corpus is a list of sources (text or jsonl files, plain or compressed, or a Hugging Face
-dataset), each cut into work units: a compressed file or a dataset is one unit (a stream can
-only be read from its start), an uncompressed file is cut into ranges of ``UNIT_BYTES`` at line
-boundaries, the way fairseq-preprocess splits its input by byte offsets. Units are fixed by the
-input alone, never by the number of workers, so the output does not depend on --workers.
+dataset), each cut into work units: an uncompressed file into ranges of ``UNIT_BYTES`` at line
+boundaries, the way fairseq-preprocess splits its input by byte offsets; a compressed file into
+blocks of ``BLOCK_BYTES`` of decompressed text at line boundaries, which one reader decompresses
+in order (a stream can only be read from its start) and hands to the workers with their bytes
+(``stream_blocks``); a dataset is one unit. Units are fixed by the input alone, never by the
+number of workers, so the output does not depend on --workers.
 
 A unit is read as records, the things the split and the shards decide on one at a time:
 
@@ -24,6 +26,7 @@ record by record, anywhere.
 from __future__ import annotations
 
 import bz2
+import contextlib
 import dataclasses
 import gzip
 import importlib
@@ -45,6 +48,9 @@ UNIT_BYTES = 16 << 20
 # the paper's models (Pythia's is 2,048), and small enough that a file without blank lines (a
 # sentence per line, one document) still splits into valid, test and train at the requested sizes.
 RECORD_BYTES = 8 << 10
+# A block of a compressed file: its text travels from the reader to a worker, so blocks are a few
+# MB (the reader keeps at most a few blocks per worker in flight); a 40 MB file is still ten.
+BLOCK_BYTES = 4 << 20
 
 
 class _ZstdFrames(io.RawIOBase):
@@ -132,15 +138,21 @@ class Source:
 
 @dataclasses.dataclass(frozen=True)
 class Unit:
-    """A piece of one source that one worker reads: ``[start, end)`` of an uncompressed file,
-    or the whole source (``end`` None)."""
+    """A piece of one source that one worker reads: ``[start, end)`` of an uncompressed file, a
+    block ``[start, end)`` of a compressed file's decompressed text, or the whole source (``end``
+    None; for a compressed file, until the scan has found its blocks)."""
 
     index: int  # corpus order: per-unit outputs are joined in this order
     source: int  # index into the source list
     start: int = 0
     end: int | None = None
+    disk: int | None = None  # a block's share of the compressed file (for progress)
+    # A block's decompressed text, attached by the reader for the one worker that reads it.
+    data: bytes | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def disk_bytes(self, sources: Sequence[Source]) -> int:
+        if self.disk is not None:
+            return self.disk
         return (self.end - self.start) if self.end is not None else sources[self.source].size
 
 
@@ -292,8 +304,62 @@ def make_units(sources: Sequence[Source], unit_bytes: int | None = None) -> list
 ProgressFn = Callable[[int], None]  # called with on-disk bytes consumed since the last call
 
 
+def is_streamed(sources: Sequence[Source], unit: Unit) -> bool:
+    """A unit of a compressed file: the reader decompresses it, a worker gets its text."""
+    return sources[unit.source].compression is not None
+
+
+def stream_blocks(source: Source, on_bytes: ProgressFn, ends: Sequence[int] | None = None,
+                  block_bytes: int | None = None) -> Iterator[tuple[int, int, int, bytes]]:
+    """(start, end, disk bytes, text) of each block of a compressed file, in order, decompressed
+    once. A block ends at the first line start at or after each multiple of ``block_bytes`` (the
+    rule of ``make_units``), or at the given ``ends`` (the blocks the scan found). A file always
+    has one block, if an empty one. Holds one block and one read ahead."""
+    block_bytes = block_bytes or BLOCK_BYTES
+    ends = list(ends) if ends is not None else None
+    with _reading(source), open(source.path, "rb") as raw:
+        stream = COMPRESSIONS[source.compression](raw)
+        buffer, start, told, emitted = bytearray(), 0, 0, False
+        while True:
+            chunk = stream.read(1 << 20)
+            buffer += chunk
+            while True:  # every cut with a byte after it in the buffer (none at the end of the file)
+                if ends is not None:
+                    cut = ends[0] - start if ends and ends[0] - start < len(buffer) else None
+                else:
+                    nominal = (start // block_bytes + 1) * block_bytes
+                    newline = buffer.find(b"\n", nominal - 1 - start) if nominal - 1 - start < len(buffer) else -1
+                    cut = newline + 1 if 0 <= newline < len(buffer) - 1 else None
+                if cut is None:
+                    break
+                disk, told = raw.tell() - told, raw.tell()
+                on_bytes(disk)
+                with memoryview(buffer) as view:
+                    block = bytes(view[:cut])
+                yield start, start + cut, disk, block
+                del block, buffer[:cut]
+                start += cut
+                emitted = True
+                if ends is not None:
+                    ends.pop(0)
+            if not chunk:
+                break
+        if ends is not None and ends != [start + len(buffer)]:
+            raise DataError(f"{source.path}: the file changed since it was scanned; pass --force to start over")
+        if buffer or not emitted:
+            disk = raw.tell() - told
+            on_bytes(disk)
+            yield start, start + len(buffer), disk, bytes(buffer)
+
+
 def _lines(source: Source, unit: Unit, on_bytes: ProgressFn) -> Iterator[tuple[int, bytes]]:
     """(offset in the decompressed file, raw line) for every line of the unit."""
+    if unit.data is not None:  # a block of a compressed file: the reader has counted its bytes
+        offset = unit.start
+        for data in io.BytesIO(unit.data):
+            yield offset, data
+            offset += len(data)
+        return
     reported = 0
     total = unit.disk_bytes([source]) if unit.end is not None else None
     with open(source.path, "rb") as raw:
@@ -416,13 +482,20 @@ def read_unit(sources: Sequence[Source], unit: Unit, field: str, on_bytes: Progr
     if source.kind == "hf":
         yield from _hf_records(source, field, want)
         return
-    try:
+    with _reading(source):
         lines = _lines(source, unit, on_bytes)
         from_start = unit.start == 0
         if source.kind == "jsonl":
             yield from _jsonl_records(source, lines, field, want, from_start)
         else:
             yield from _text_records(source, lines, from_start)
+
+
+@contextlib.contextmanager
+def _reading(source: Source):
+    """A file that cannot be read or decompressed: one DataError naming it."""
+    try:
+        yield
     except DataError:
         raise
     except DECOMPRESSION_ERRORS as e:

@@ -26,7 +26,7 @@ def train_lines(args) -> list:
     from ..data.prepare import tokenizer_sample
 
     argv = ["--input", *args.corpus, "--output", str(args.output / ".probe"),
-            "--jsonl-field", args.jsonl_field, "--workers", str(args.workers)]
+            "--jsonl-field", args.jsonl_field, "--workers", str(args.workers), *_all_bytes(args)]
     for option in ("valid_lines", "test_lines"):
         if getattr(args, option):
             argv += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
@@ -34,6 +34,11 @@ def train_lines(args) -> list:
         return tokenizer_sample(common_steps.prepare_options(argv), args.tokenizer_sample_lines or 10 ** 12)
     except DataError as e:
         raise SweepError(f"--corpus: {e}") from None
+
+
+def _all_bytes(args) -> list[str]:
+    """--tokenizer-sample-lines 0 samples every line, whatever prepare_data.py's byte bound."""
+    return [] if args.tokenizer_sample_lines else ["--spm-sample-bytes", str(10 ** 15)]
 
 
 def train_tokenizer(folder: Path, size: int, lines: list) -> dict:
@@ -66,7 +71,7 @@ def prepare(args, folder: Path, size: int) -> dict:
         argv += ["--hf-tokenizer", str(folder / "tokenizer" / "tokenizer.json")]
     else:
         argv += ["--vocab-size", str(size), "--model-type", args.tokenizer_type.split("-")[1],
-                 "--spm-sample-lines", str(args.tokenizer_sample_lines or 10**12)]
+                 "--spm-sample-lines", str(args.tokenizer_sample_lines or 10**12), *_all_bytes(args)]
     if out.exists():  # left by an interrupted run: its marker says unfinished
         argv.append("--force")
     code = common_steps.prepare(argv)
