@@ -129,7 +129,7 @@ def check_devices(world_size: int, update_freq: int = 1, batch_size: int | None 
     launcher, fairseq spawns one process per GPU), or fairseq's flattened fp16, which needs a GPU.
 
     `fp16` is common.fp16 without memory_efficient_fp16 / fp16_no_flatten_grads (which do run on CPU);
-    `launched`: torchrun or Slurm started the processes (check_launch compares their count)."""
+    `launched`: torchrun, Slurm or the user started the processes (check_launch compares their count)."""
     if cuda_devices == 0 and (fp16 or (world_size > 1 and not launched)):
         asks = [f"{world_size} GPUs (distributed_training.distributed_world_size={world_size})"] if world_size > 1 else []
         asks += ["fp16 (common.fp16=true)"] if fp16 else []
@@ -173,12 +173,13 @@ def check_config(cfg, environ: Mapping[str, str] | None = None, cuda_devices: in
     cpu = bool(common.get("cpu", False))
     check_launch(world_size, int(update_freq[0]), batch_size, cpu=cpu,
                  init_method=dt.get("distributed_init_method"), environ=environ, cuda_devices=cuda_devices)
-    launched = all(key in environ for key in TORCHRUN_KEYS) or "SLURM_NTASKS" in environ
+    # an explicit init method: the user started the processes, as a launcher does
+    launched = (all(key in environ for key in TORCHRUN_KEYS) or "SLURM_NTASKS" in environ
+                or dt.get("distributed_init_method") is not None)
     flat_fp16 = bool(common.get("fp16", False)) and not (common.get("memory_efficient_fp16", False)
                                                          or common.get("fp16_no_flatten_grads", False))
-    if dt.get("distributed_init_method") is None:  # an explicit init method: the user launches the processes
-        check_devices(world_size, int(update_freq[0]), batch_size, fp16=flat_fp16, cpu=cpu, launched=launched,
-                      cuda_devices=cuda_devices)
+    check_devices(world_size, int(update_freq[0]), batch_size, fp16=flat_fp16, cpu=cpu, launched=launched,
+                  cuda_devices=cuda_devices)
     if "task" in cfg and OmegaConf.is_missing(cfg.task, "data"):
         raise LaunchError("task.data is not set: add task.data=DATA_DIR, a folder written by "
                           "scripts/prepare_data.py (or a colon list of its shards)")

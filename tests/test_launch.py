@@ -138,6 +138,16 @@ def test_the_composed_config_without_data():
         check_config(cfg, environ={}, cuda_devices=0)
 
 
+def test_fp16_without_a_gpu_also_when_the_user_starts_the_processes(tiny_data):
+    """An explicit init method skips the process counts (the user launched them), not the fp16 check."""
+    explicit = [f"task.data={tiny_data}", "distributed_training.distributed_init_method=env://"]
+    with pytest.raises(LaunchError, match=r"asks for fp16 .* add common.cpu=true common.fp16=false \(README"):
+        check_config(load_config("hmlm_tiny", *explicit, "common.fp16=true"), environ={}, cuda_devices=0)
+    # fp16 that runs on CPU (no flattened fp32 copy): accepted
+    check_config(load_config("hmlm_tiny", *explicit, "common.fp16=true", "common.memory_efficient_fp16=true"),
+                 environ={}, cuda_devices=0)
+
+
 def hydra_train(config, *overrides):
     """fairseq-hydra-train CONFIG as a user runs it: (exit status, its `error:` lines, its whole output)."""
     proc = subprocess.run([str(BIN / "fairseq-hydra-train"), "--config-dir", str(REPO / "configs"),
