@@ -97,6 +97,8 @@ def test_the_log_holds_fairseqs_lines_and_the_plugins(run):
     records = [line for line in lines[first:] if line.startswith("[20")]
     assert all(re.match(r"\[[\d\- :,]+\]\[(fairseq[\w.]*|train_inner|train|valid)\]\[INFO\] - ", line)
                for line in records), [line for line in records if "[INFO]" not in line][:3]
+    # the heartbeat's lines (one per 30 s without a line) come with the machine's speed, not with the log's setup
+    lines = [line for line in lines if "][fairseq_headless.training_heartbeat][" not in line]
     assert len(lines) <= 101, len(lines)  # 106 before tensorboardX, the two warning filters and this test
 
 
