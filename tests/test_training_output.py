@@ -151,7 +151,7 @@ def test_the_heartbeat_logs_after_an_interval_without_a_line():
 def test_a_training_log_has_a_line_at_least_every_interval(tiny_data, tmp_path):
     """A real run with a tiny interval and no train_inner line: the heartbeat fills every silence of fairseq's
     log, from the first update to the end, with fairseq's own update count."""
-    interval, updates = 0.5, 20
+    interval, updates = 0.25, 60
     command = [str(BIN / "fairseq-hydra-train"), "--config-dir", "configs", "--config-name", "hmlm_tiny",
                f"task.data={tiny_data}", f"optimization.max_update={updates}", "common.log_interval=1000",
                f"checkpoint.save_dir={tmp_path}", f"+hydra.callbacks.heartbeat.interval={interval}"]
