@@ -1,12 +1,13 @@
 """A training log line at least every 30 s, whatever fairseq's ``common.log_interval``.
 
 fairseq's json and simple log formats print one line every ``log_interval`` updates and nothing
-during validation until it ends: on a CPU, where one update of a paper config can take a minute, a
+during validation until it ends: on a CPU, where one update of a paper config can take minutes, a
 log file stays silent for hours, and a run that hangs looks like one that works.
 :class:`Heartbeat` is a hydra callback (hydra's extension point, listed under ``hydra.callbacks``
 in every YAML beside :class:`fairseq_headless.launch.LaunchCheck`): a logging handler on fairseq's
 loggers sees every line fairseq logs (fairseq-train's ``main`` reconfigures the root logger, so the
-handler sits below it), and a daemon thread logs one more whenever none came for ``interval`` seconds: the updates done (fairseq's own ``num_updates`` meter), the time since the start, and the
+handler sits below it), and a daemon thread logs one more whenever none came for ``interval``
+seconds: the updates done (fairseq's own ``num_updates`` meter), the time since the start, and the
 last line's age and text (``begin validation ...``, ``Start iterating over samples``, ...).
 
 It stays off where fairseq draws its tqdm bar (``log_format: tqdm`` on a terminal), and in the
