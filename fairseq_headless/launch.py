@@ -16,6 +16,11 @@ Under Slurm with several tasks per node, fairseq asserts ``ntasks_per_node == wo
 and uses ``SLURM_LOCALID`` as the CUDA device, so each task must see all of its node's GPUs
 (``--gpus-per-node``), not one (``--gpus-per-task=1`` gives "invalid device ordinal").
 
+Without a launcher, a world size above the visible GPU count fails in fairseq's own assertion
+("world size is 8 but have 0 available devices"), and ``common.fp16`` on a machine without GPU in
+"Torch not compiled with CUDA enabled"; a ``task.data`` without ``dict.txt`` fails in a
+``FileNotFoundError`` traceback. :func:`check_devices` and :func:`check_data` name the fix instead.
+
 :func:`check_launch` turns each of these into one error that names what to change. It is a pure
 function of the config's values and the environment; :class:`LaunchCheck` runs it as a hydra
 callback (hydra's own extension point, listed under ``hydra.callbacks`` in every YAML), which fires
@@ -27,9 +32,13 @@ import os
 import re
 from typing import Mapping
 
+from omegaconf import OmegaConf
+
 from .cli import write_line
 
 TORCHRUN_KEYS = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK")
+# The README's CPU line ("On CPU"): what a paper config needs on a machine without GPU.
+CPU_OVERRIDES = "common.cpu=true common.fp16=false distributed_training.distributed_world_size=1"
 # The README's CPU recipe: what a torchrun command on CPU needs besides the world size.
 CPU_TORCHRUN_FLAGS = ("distributed_training.distributed_backend=gloo "
                       "distributed_training.distributed_init_method=env:// "
@@ -38,7 +47,7 @@ CPU_TORCHRUN_FLAGS = ("distributed_training.distributed_backend=gloo "
 
 
 class LaunchError(RuntimeError):
-    """The launcher and the config disagree; the message says which setting to change."""
+    """The run cannot start as configured (launcher, devices or data); the message says which setting to change."""
 
 
 def _keep_the_batch(world_size: int, launched: int, update_freq: int, batch_size: int | None) -> str:
@@ -79,7 +88,7 @@ def check_launch(world_size: int, update_freq: int = 1, batch_size: int | None =
         if on_cpu and launched > 1 and init_method is None:
             raise LaunchError(
                 "torchrun on CPU needs an explicit init method (fairseq otherwise divides by the number of CUDA "
-                f"devices): add {CPU_TORCHRUN_FLAGS} common.cpu=true (README, multi-process training)")
+                f"devices): add {CPU_TORCHRUN_FLAGS} common.cpu=true (docs/training.md, multi-process training)")
         return
 
     if "SLURM_NTASKS" in environ and ("SLURM_STEP_NODELIST" in environ or "SLURM_JOB_NODELIST" in environ):
@@ -115,14 +124,68 @@ def check_launch(world_size: int, update_freq: int = 1, batch_size: int | None =
                 f"--gpus-per-node={per_node} instead of --gpus-per-task")
 
 
+def check_devices(world_size: int, update_freq: int = 1, batch_size: int | None = None, *, fp16: bool = False,
+                  cpu: bool = False, launched: bool = False, cuda_devices: int = 0) -> None:
+    """Raise LaunchError when a config asks for devices this machine lacks: more GPUs than it has (without a
+    launcher, fairseq spawns one process per GPU), or fairseq's flattened fp16, which needs a GPU.
+
+    `fp16` is common.fp16 without memory_efficient_fp16 / fp16_no_flatten_grads (which do run on CPU);
+    `launched`: torchrun, Slurm or the user started the processes (check_launch compares their count)."""
+    if cuda_devices == 0 and (fp16 or (world_size > 1 and not launched)):
+        asks = [f"{world_size} GPUs (distributed_training.distributed_world_size={world_size})"] if world_size > 1 else []
+        asks += ["fp16 (common.fp16=true)"] if fp16 else []
+        add = "common.cpu=true common.fp16=false" if launched else CPU_OVERRIDES
+        raise LaunchError(f"the config asks for {' and '.join(asks)} and this machine has no GPU: to train on CPU, "
+                          f"add {add} (README, 'On CPU', also names a batch size for a first run)")
+    if cpu and fp16:
+        raise LaunchError("common.cpu=true with common.fp16=true: fairseq's fp16 needs a GPU; add common.fp16=false")
+    if not launched and not cpu and 1 < world_size and cuda_devices < world_size:
+        raise LaunchError(
+            f"distributed_training.distributed_world_size={world_size} but this machine has {cuda_devices} GPU(s): "
+            f"launch on {world_size} GPUs, or keep the global batch with "
+            f"{_keep_the_batch(world_size, cuda_devices, update_freq, batch_size)}")
+
+
+def check_data(data, train_subset: str = "train") -> None:
+    """Raise LaunchError unless `data` (task.data: one folder or a colon list of shards) is a data folder:
+    the first entry holds dict.txt (fairseq reads its dictionary there), every entry the training split."""
+    from .data.errors import DataError
+    from .data.folder import check_training_folders
+
+    try:
+        check_training_folders(data, "task.data", train_subset)
+    except DataError as e:
+        raise LaunchError(str(e)) from None
+
+
 def check_config(cfg, environ: Mapping[str, str] | None = None, cuda_devices: int | None = None) -> None:
-    """check_launch on a composed fairseq config (a DictConfig with distributed_training, optimization, common)."""
+    """check_launch, check_devices and check_data on a composed fairseq config (a DictConfig with
+    distributed_training, optimization, common, dataset and task)."""
+    environ = os.environ if environ is None else environ
+    if cuda_devices is None:
+        import torch
+
+        cuda_devices = torch.cuda.device_count()
     dt = cfg.distributed_training
     update_freq = cfg.optimization.get("update_freq", [1]) if "optimization" in cfg else [1]
     batch_size = cfg.dataset.get("batch_size") if "dataset" in cfg else None
-    check_launch(int(dt.get("distributed_world_size", 1) or 1), int(update_freq[0]), batch_size,
-                 cpu=bool(cfg.common.get("cpu", False)) if "common" in cfg else False,
+    world_size = int(dt.get("distributed_world_size", 1) or 1)
+    common = cfg.common if "common" in cfg else {}
+    cpu = bool(common.get("cpu", False))
+    check_launch(world_size, int(update_freq[0]), batch_size, cpu=cpu,
                  init_method=dt.get("distributed_init_method"), environ=environ, cuda_devices=cuda_devices)
+    # an explicit init method: the user started the processes, as a launcher does
+    launched = (all(key in environ for key in TORCHRUN_KEYS) or "SLURM_NTASKS" in environ
+                or dt.get("distributed_init_method") is not None)
+    flat_fp16 = bool(common.get("fp16", False)) and not (common.get("memory_efficient_fp16", False)
+                                                         or common.get("fp16_no_flatten_grads", False))
+    check_devices(world_size, int(update_freq[0]), batch_size, fp16=flat_fp16, cpu=cpu, launched=launched,
+                  cuda_devices=cuda_devices)
+    if "task" in cfg and OmegaConf.is_missing(cfg.task, "data"):
+        raise LaunchError("task.data is not set: add task.data=DATA_DIR, a folder written by "
+                          "scripts/prepare_data.py (or a colon list of its shards)")
+    if "task" in cfg and "data" in cfg.task:
+        check_data(cfg.task.data, cfg.dataset.get("train_subset", "train") if "dataset" in cfg else "train")
 
 
 try:

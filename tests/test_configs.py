@@ -1,15 +1,18 @@
 """Every config of configs/ composes through hydra, builds its model, and has the
 closed-form parameter count of its architecture; twins differ only where they should;
 the causal fine-tuning configs (*_ft) follow §4.2; the ablation configs (Tab.6) differ
-from the CWT config they ablate only in their objective."""
+from the CWT config they ablate only in their objective; the README's CPU line makes every paper config a
+short first run on a machine without GPU."""
 
+import shlex
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import REPO, build_task_and_model
+from conftest import REPO, build_task_and_model, load_config
 
+from fairseq_headless.launch import CPU_OVERRIDES, LaunchError, check_config
 from fairseq_headless.models.shapes import SHAPES as TABLE
 
 CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.yaml"))
@@ -147,6 +150,7 @@ def test_every_config_pins_its_world_size_and_paper_configs_have_the_papers_glob
         tree = yaml_tree(name)
         world = tree["distributed_training.distributed_world_size"]  # present in every YAML
         assert tree["hydra.callbacks.launch_check._target_"] == "fairseq_headless.launch.LaunchCheck"
+        assert tree["hydra.callbacks.heartbeat._target_"] == "fairseq_headless.training_heartbeat.Heartbeat"
         if "_tiny" in name:
             assert world == 1, name
             continue
@@ -214,3 +218,39 @@ def test_packing_is_fixed_blocks_that_skip_no_line(name):
     assert tree["task.tokens_per_sample"] == (2048 if "pythia70m" in name else 128)
     assert tree["dataset.required_batch_size_multiple"] == 1
     assert "dataset.skip_invalid_size_inputs_valid_test" not in tree
+
+
+def readme_cpu_overrides():
+    """The overrides of the README's CPU command (after `task.data=DATA_DIR`), as a shell would split them."""
+    readme = (REPO / "README.md").read_text()
+    block = readme[readme.index("**On CPU**"):]
+    block = block[block.index("```bash\n") + len("```bash\n"):]
+    command = shlex.split(block[:block.index("```")].replace("\\\n", " "))
+    return command[command.index("task.data=DATA_DIR") + 1:]
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_BATCHES))
+def test_the_readmes_cpu_line_composes_for_every_paper_config(name, tiny_data):
+    """The documented first run on CPU: every paper config composes with it (a fine-tuning config given its
+    checkpoint) into a 5-update run of 4 sequences, one update per batch, a log line per update, 2 validation
+    batches, on CPU in one process, which the configs' launch check accepts on a machine without GPU."""
+    overrides = readme_cpu_overrides()
+    if name in FINETUNING:
+        overrides.append(f"checkpoint.finetune_from_model={tiny_data / 'checkpoint.pt'}")
+    cfg = load_config(name, f"task.data={tiny_data}", *overrides)
+    assert (cfg.common.cpu, cfg.common.fp16, cfg.distributed_training.distributed_world_size) == (True, False, 1)
+    assert (cfg.dataset.batch_size, list(cfg.optimization.update_freq), cfg.optimization.max_update) == (4, [1], 5)
+    assert (cfg.common.log_interval, cfg.dataset.max_valid_steps, cfg.dataset.disable_validation) == (1, 2, False)
+    assert cfg.checkpoint.no_save_optimizer_state
+    check_config(cfg, environ={}, cuda_devices=0)
+    # without the CPU line, the same check stops every paper config on such a machine (fp16, or 8-16 GPUs)
+    with pytest.raises(LaunchError, match="this machine has no GPU"):
+        check_config(load_config(name, f"task.data={tiny_data}", *overrides[len(CPU_LINE):]), environ={},
+                     cuda_devices=0)
+
+
+CPU_LINE = ["common.cpu=true", "common.fp16=false", "distributed_training.distributed_world_size=1"]
+
+
+def test_the_readmes_cpu_line_starts_with_what_a_machine_without_gpu_needs():
+    assert readme_cpu_overrides()[:len(CPU_LINE)] == CPU_LINE == CPU_OVERRIDES.split()

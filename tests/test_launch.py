@@ -1,5 +1,9 @@
 """fairseq_headless/launch.py: a launcher that disagrees with the config's world size stops the run with
-one error naming what to change, before fairseq silently trains duplicates or another global batch."""
+one error naming what to change, before fairseq silently trains duplicates or another global batch; a config
+asking for GPUs the machine lacks, and a data folder that is not one, stop with one error naming the fix."""
+
+import shutil
+import subprocess
 
 import pytest
 
@@ -94,3 +98,114 @@ def test_torchrun_with_a_one_process_config_stops_every_rank(tiny_data, tmp_path
         assert line.endswith("'optimization.update_freq=[1]' dataset.batch_size=8"), line
     assert not any("num_updates" in line for line in lines)  # no rank trained
     assert not (tmp_path / "checkpoint_last.pt").exists()
+
+
+def test_devices_the_machine_lacks():
+    """Without a launcher fairseq spawns one process per GPU (and asserts on fewer); its fp16 needs a GPU."""
+    from fairseq_headless.launch import CPU_OVERRIDES, check_devices
+
+    with pytest.raises(LaunchError, match=r"asks for 8 GPUs .* and fp16 .* no GPU") as error:
+        check_devices(8, 1, 64, fp16=True, cuda_devices=0)
+    assert f"add {CPU_OVERRIDES} (README" in str(error.value)
+    with pytest.raises(LaunchError, match=r"asks for fp16 \(common.fp16=true\) and this machine has no GPU"):
+        check_devices(1, fp16=True, cpu=True, cuda_devices=0)
+    # torchrun started the processes on CPU: the world size is check_launch's; only cpu and fp16 are missing
+    with pytest.raises(LaunchError, match=r"add common.cpu=true common.fp16=false \(README") as error:
+        check_devices(2, fp16=True, launched=True, cuda_devices=0)
+    assert "distributed_world_size=1" not in str(error.value)
+    # 4 GPUs for the 8-GPU BERT-base config: twice the accumulation keeps 32 x 8 x 1 = 256
+    with pytest.raises(LaunchError, match=r"has 4 GPU\(s\): .*distributed_world_size=4 'optimization.update_freq=\[2\]'"):
+        check_devices(8, 1, 32, fp16=True, cuda_devices=4)
+    with pytest.raises(LaunchError, match="add common.fp16=false"):
+        check_devices(1, fp16=True, cpu=True, cuda_devices=8)
+    check_devices(1, cpu=True, cuda_devices=0)  # the README's CPU line
+    check_devices(8, 1, 32, fp16=True, cuda_devices=8)
+    check_devices(16, 8, 8, fp16=True, launched=True, cuda_devices=8)  # 2 nodes: check_launch counts them
+
+
+def test_data_folders(tmp_path, tiny_data):
+    """task.data: the first folder holds dict.txt, every folder of the colon list its training split."""
+    from fairseq_headless.launch import check_data
+
+    check_data(str(tiny_data))
+    check_data(f"{tiny_data}:{tiny_data}")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LaunchError, match=f"^task.data: no dict.txt in {tmp_path / 'empty'}; .*scripts/prepare_data.py"):
+        check_data(str(tmp_path / "empty"))
+    with pytest.raises(LaunchError, match=f"^task.data: folder {tmp_path / 'missing'} not found; .*prepare_data.py"):
+        check_data(f"{tiny_data}:{tmp_path / 'missing'}")
+    with pytest.raises(LaunchError, match=f"^task.data: no train.idx/.bin in {tmp_path / 'empty'} "):
+        check_data(f"{tiny_data}:{tmp_path / 'empty'}")
+    check_data(str(tiny_data), "valid")  # dataset.train_subset names the split
+    with pytest.raises(LaunchError, match="no test.idx/.bin"):
+        check_data(str(tiny_data), "test")
+    # prepare_data.py --shards 2 writes OUT/shard0 (dict.txt, train) and OUT/shard1 (train): OUT itself is no folder
+    out = tmp_path / "out"
+    shutil.copytree(tiny_data, out / "shard0")
+    (out / "shard1").mkdir()
+    for name in ("train.bin", "train.idx"):
+        shutil.copy(tiny_data / name, out / "shard1" / name)
+    check_data(f"{out / 'shard0'}:{out / 'shard1'}")
+    with pytest.raises(LaunchError, match=f"holds shards.*task.data={out / 'shard0'}:{out / 'shard1'}:..."):
+        check_data(str(out))
+
+
+def test_the_composed_config_without_data():
+    cfg = load_config("hmlm_small", "common.cpu=true", "common.fp16=false")
+    with pytest.raises(LaunchError, match=r"^task.data is not set: add task.data=DATA_DIR"):
+        check_config(cfg, environ={}, cuda_devices=0)
+
+
+def test_fp16_without_a_gpu_also_when_the_user_starts_the_processes(tiny_data):
+    """An explicit init method skips the process counts (the user launched them), not the fp16 check."""
+    explicit = [f"task.data={tiny_data}", "distributed_training.distributed_init_method=env://"]
+    with pytest.raises(LaunchError, match=r"asks for fp16 .* add common.cpu=true common.fp16=false \(README"):
+        check_config(load_config("hmlm_tiny", *explicit, "common.fp16=true"), environ={}, cuda_devices=0)
+    # fp16 that runs on CPU (no flattened fp32 copy): accepted
+    check_config(load_config("hmlm_tiny", *explicit, "common.fp16=true", "common.memory_efficient_fp16=true"),
+                 environ={}, cuda_devices=0)
+
+
+def hydra_train(config, *overrides):
+    """fairseq-hydra-train CONFIG as a user runs it: (exit status, its `error:` lines, its whole output)."""
+    proc = subprocess.run([str(BIN / "fairseq-hydra-train"), "--config-dir", str(REPO / "configs"),
+                           "--config-name", config, *map(str, overrides)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    output = proc.stdout + proc.stderr
+    return proc.returncode, [line for line in output.splitlines() if line.startswith("error:")], output
+
+
+def test_a_paper_config_on_a_machine_without_gpu_names_the_readmes_cpu_line(tiny_data, tmp_path):
+    from fairseq_headless.launch import CPU_OVERRIDES
+
+    status, errors, output = hydra_train("hmlm_base", f"task.data={tiny_data}", f"checkpoint.save_dir={tmp_path}")
+    assert status == 2 and len(errors) == 1 and "Traceback" not in output, output[-3000:]
+    assert "8 GPUs (distributed_training.distributed_world_size=8)" in errors[0]
+    assert f"add {CPU_OVERRIDES} (README, 'On CPU'" in errors[0]
+    assert CPU_OVERRIDES in (REPO / "README.md").read_text()  # the line the error names is the README's
+    assert not list(tmp_path.glob("*.pt"))  # hydra wrote its .hydra/ and log there, fairseq nothing
+
+
+@pytest.mark.parametrize("case", ["no_dict", "a_shard_without_train"])
+def test_a_data_folder_without_dict_txt_stops_with_one_line(case, tiny_data, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    data = empty if case == "no_dict" else f"{tiny_data}:{empty}"
+    status, errors, output = hydra_train("hmlm_tiny", f"task.data={data}", f"checkpoint.save_dir={tmp_path / 'ck'}")
+    assert status == 2 and len(errors) == 1 and "Traceback" not in output, output[-3000:]
+    if case == "no_dict":
+        assert errors[0] == (f"error: task.data: no dict.txt in {empty}; give a folder written by "
+                             "scripts/prepare_data.py or fairseq-preprocess")
+    else:
+        assert errors[0].startswith(f"error: task.data: no train.idx/.bin in {empty} (the training split)")
+    assert not list((tmp_path / "ck").glob("*.pt"))
+
+
+def test_a_misspelled_config_name_is_explained_in_the_readme(tiny_data):
+    """hydra fails before the plugin loads (no config, so no callback): the README says what its message means."""
+    status, errors, output = hydra_train("hmlm_tiyn", f"task.data={tiny_data}")
+    assert status != 0 and not errors
+    message = "Key 'data' is not in struct"
+    assert message in output
+    readme = (REPO / "README.md").read_text()
+    assert message in readme and "--config-name" in readme[readme.index(message) - 400:readme.index(message) + 400]

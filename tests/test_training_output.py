@@ -2,8 +2,10 @@
 (README "Tracking") and a log that holds fairseq's own lines and the plugin's (README "A quiet log").
 
 One run of the README's command on the tiny config (20 updates, ~8 s), with warnings left on:
-no ``PYTHONWARNINGS=ignore``, unlike the other tests' runs.
+no ``PYTHONWARNINGS=ignore``, unlike the other tests' runs. The heartbeat of a silent log (a line at least
+every 30 s): its logic on a fake clock, and a real run with a tiny interval.
 """
+import datetime
 import logging
 import os
 import re
@@ -95,6 +97,8 @@ def test_the_log_holds_fairseqs_lines_and_the_plugins(run):
     records = [line for line in lines[first:] if line.startswith("[20")]
     assert all(re.match(r"\[[\d\- :,]+\]\[(fairseq[\w.]*|train_inner|train|valid)\]\[INFO\] - ", line)
                for line in records), [line for line in records if "[INFO]" not in line][:3]
+    # the heartbeat's lines (one per 30 s without a line) come with the machine's speed, not with the log's setup
+    lines = [line for line in lines if "][fairseq_headless.training_heartbeat][" not in line]
     assert len(lines) <= 101, len(lines)  # 106 before tensorboardX, the two warning filters and this test
 
 
@@ -108,3 +112,61 @@ def test_importing_fairseq_after_the_package_leaves_logging_as_it_was():
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == [str(logging.WARNING), "0", "True"]
     assert "DEBUG" not in proc.stderr and "tensorboardX" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_the_heartbeat_logs_after_an_interval_without_a_line():
+    """A fake clock: nothing before `interval` seconds of silence, then one line (updates, time, the last line),
+    and the next one `interval` seconds later unless fairseq logs in between."""
+    from fairseq_headless.training_heartbeat import Silence
+
+    now, updates = [0.0], [0]
+    silence = Silence(30, 5, lambda: updates[0], clock=lambda: now[0])
+
+    def record(text, at):
+        now[0] = at
+        silence.handle(logging.LogRecord("fairseq_cli.train", logging.INFO, __file__, 1, text, None, None))
+
+    def line(at):
+        now[0] = at
+        return silence.line()
+
+    record("Start iterating over samples", 2.0)
+    assert line(31.9) is None
+    assert line(32.0) == ("training: 0/5 updates, 0:00:32 elapsed; no log line for 0:00:30, "
+                          "last: Start iterating over samples")
+    assert line(61.9) is None
+    assert line(62.0) == ("training: 0/5 updates, 0:01:02 elapsed; no log line for 0:00:30, "
+                          "last: Start iterating over samples")
+    updates[0] = 5
+    record('begin validation on "valid" subset\nsecond line', 70.0)
+    assert line(99.0) is None
+    assert line(130.0) == ('training: 5/5 updates, 0:02:10 elapsed; no log line for 0:01:00, '
+                           'last: begin validation on "valid" subset')
+    assert Silence(30, 0, lambda: 7, clock=lambda: 40.0).line() is None  # started at 40: no silence yet
+    unbounded = Silence(30, 0, lambda: 7, clock=lambda: now[0])
+    now[0] += 30
+    assert unbounded.line().startswith("training: 7 updates, 0:00:30 elapsed")  # max_update 0: no total
+
+
+def test_a_training_log_has_a_line_at_least_every_interval(tiny_data, tmp_path):
+    """A real run with a tiny interval and no train_inner line: the heartbeat fills every silence of fairseq's
+    log, from the first update to the end, with fairseq's own update count."""
+    interval, updates = 0.25, 60
+    command = [str(BIN / "fairseq-hydra-train"), "--config-dir", "configs", "--config-name", "hmlm_tiny",
+               f"task.data={tiny_data}", f"optimization.max_update={updates}", "common.log_interval=1000",
+               f"checkpoint.save_dir={tmp_path}", f"+hydra.callbacks.heartbeat.interval={interval}"]
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    records = re.findall(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})\]\[([\w.]+)\]\[INFO\] - (.*)$", output, re.M)
+    start = next(i for i, r in enumerate(records) if r[3] == "Start iterating over samples")
+    end = next(i for i, r in enumerate(records) if r[3].startswith("Stopping training due to num_updates"))
+    beats = [r[3] for r in records[start:end] if r[2] == "fairseq_headless.training_heartbeat"]
+    assert not any("train_inner" == r[2] for r in records), "log_interval 1000: no train_inner line"
+    counts = [int(re.match(rf"training: (\d+)/{updates} updates, \d:\d\d:\d\d elapsed; no log line for ", b)[1])
+              for b in beats]
+    assert len(counts) >= 2 and counts == sorted(counts) and counts[-1] <= updates, beats
+    times = [datetime.datetime.strptime(r[0], "%Y-%m-%d %H:%M:%S").timestamp() + int(r[1]) / 1000
+             for r in records[start:end + 1]]
+    # the interval, the thread's poll (a quarter of it) and the scheduling of a loaded machine
+    assert max(b - a for a, b in zip(times, times[1:])) < interval + 2.0, beats

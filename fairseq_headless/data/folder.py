@@ -35,10 +35,7 @@ class DataFolder:
         return self.path / "dict.txt"
 
     def require_dictionary(self, where: str) -> Path:
-        if not self.dictionary.is_file():
-            raise DataError(f"{where}: no dict.txt in {self.path}; give a folder written by scripts/prepare_data.py "
-                            f"or fairseq-preprocess")
-        return self.dictionary
+        return require_dictionary(self.path, where)
 
     @property
     def manifest_path(self) -> Path:
@@ -76,6 +73,38 @@ class FairseqEncoder:
 def split_data_path(data) -> list[Path]:
     """fairseq's task.data: one folder or ``a:b:c``."""
     return [Path(p) for p in str(data).split(":") if p]
+
+
+def require_dictionary(folder: Path, where: str) -> Path:
+    """``folder``'s dict.txt, or an error naming the folder and the fix (a folder of shards: the colon list)."""
+    if (folder / "dict.txt").is_file():
+        return folder / "dict.txt"
+    if not folder.is_dir():
+        raise DataError(f"{where}: folder {folder} not found; give a folder written by scripts/prepare_data.py "
+                        f"or fairseq-preprocess")
+    if (folder / "shard0" / "dict.txt").is_file():  # prepare_data.py --shards K: the parent of the shards
+        shards = ":".join(str(folder / f"shard{i}") for i in range(2))
+        raise DataError(f"{where}: {folder} holds shards, not a data folder: give them as a colon list, "
+                        f"{where}={shards}:... (every shard, in order)")
+    raise DataError(f"{where}: no dict.txt in {folder}; give a folder written by scripts/prepare_data.py "
+                    f"or fairseq-preprocess")
+
+
+def check_training_folders(data, where: str, train_subset: str = "train") -> None:
+    """What fairseq reads of ``task.data`` when training starts or enters a new epoch: the first folder's
+    dict.txt, and the training split of every folder (epoch e trains on folder (e-1) mod K), as fairseq's
+    mmap or raw datasets name it."""
+    shards = split_data_path(data)
+    if not shards:
+        raise DataError(f"{where}: no data folder given")
+    require_dictionary(shards[0], where)
+    for shard in shards:
+        if not shard.is_dir():
+            raise DataError(f"{where}: folder {shard} not found; every entry of the colon list must be a folder "
+                            f"written by scripts/prepare_data.py")
+        if not ((shard / f"{train_subset}.idx").is_file() or (shard / train_subset).is_file()):
+            raise DataError(f"{where}: no {train_subset}.idx/.bin in {shard} (the training split); give a folder "
+                            f"written by scripts/prepare_data.py, or its shards in a colon list")
 
 
 def tokenizer_type_of(files: Sequence[Path]) -> str:

@@ -1,0 +1,111 @@
+"""A training log line at least every 30 s, whatever fairseq's ``common.log_interval``.
+
+fairseq's json and simple log formats print one line every ``log_interval`` updates and nothing
+during validation until it ends: on a CPU, where one update of a paper config can take minutes, a
+log file stays silent for hours, and a run that hangs looks like one that works.
+:class:`Heartbeat` is a hydra callback (hydra's extension point, listed under ``hydra.callbacks``
+in every YAML beside :class:`fairseq_headless.launch.LaunchCheck`): a logging handler on fairseq's
+loggers sees every line fairseq logs (fairseq-train's ``main`` reconfigures the root logger, so the
+handler sits below it), and a daemon thread logs one more whenever none came for ``interval``
+seconds: the updates done (fairseq's own ``num_updates`` meter), the time since the start, and the
+last line's age and text (``begin validation ...``, ``Start iterating over samples``, ...).
+
+It stays off where fairseq draws its tqdm bar (``log_format: tqdm`` on a terminal), and in the
+parent process of a run that fairseq spawns one process per GPU (its children train; their
+lines never reach the parent's handler). On ranks other than 0 fairseq sets the log level to
+WARNING, which drops the line as it drops fairseq's own.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from typing import Callable
+
+from .data.progress import DEFAULT_INTERVAL_SECONDS, _clock
+
+logger = logging.getLogger(__name__)
+FAIRSEQ_LOGGERS = ("fairseq", "fairseq_cli")  # every line of a training log but hydra's and the plugin's
+
+try:
+    from hydra.experimental.callback import Callback
+except ImportError:  # hydra is fairseq's dependency; without it there is no hydra run to watch
+    Callback = object
+
+
+class Silence(logging.Handler):
+    """The time and text of the last log record of the process; :meth:`line` says what to log after a silence."""
+
+    def __init__(self, interval: float = DEFAULT_INTERVAL_SECONDS, max_update: int = 0,
+                 updates: Callable[[], int] = lambda: 0, clock: Callable[[], float] = time.monotonic):
+        super().__init__(level=logging.NOTSET)
+        self.interval, self.max_update, self.updates, self.clock = interval, max_update, updates, clock
+        self.started = self.last = clock()
+        self.last_text = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.last = self.clock()
+        self.last_text = (record.getMessage().splitlines() or [""])[0][:100]
+
+    def line(self) -> str | None:
+        """The heartbeat line when ``interval`` seconds passed without a log line, else None."""
+        now = self.clock()
+        if now - self.last < self.interval:
+            return None
+        updates = f"{self.updates()}{f'/{self.max_update}' if self.max_update else ''} updates"
+        last = f", last: {self.last_text}" if self.last_text else ""
+        silent, self.last = now - self.last, now
+        return f"training: {updates}, {_clock(now - self.started)} elapsed; no log line for {_clock(silent)}{last}"
+
+
+def fairseq_updates() -> int:
+    """fairseq's update counter as its trainer logs it (``num_updates`` of the ``default`` metrics; none
+    before the first update of a new run)."""
+    from fairseq.logging import metrics
+
+    meter = metrics.get_meter("default", "num_updates")
+    return 0 if meter is None or meter.val is None else int(meter.val)
+
+
+def fairseq_draws_a_bar(common) -> bool:
+    """fairseq's progress_bar: tqdm when the format is (or defaults to) tqdm and stderr is a terminal."""
+    log_format = common.get("log_format") or ("simple" if common.get("no_progress_bar", False) else "tqdm")
+    return log_format == "tqdm" and sys.stderr.isatty()
+
+
+def trains_in_this_process(distributed_training, environ=os.environ) -> bool:
+    """False in the parent of a run that fairseq spawns (several GPUs, no launcher)."""
+    return (int(distributed_training.get("distributed_world_size", 1) or 1) <= 1
+            or bool(distributed_training.get("distributed_no_spawn", False)) or "WORLD_SIZE" in environ)
+
+
+class Heartbeat(Callback):
+    """hydra callback (``hydra.callbacks.heartbeat._target_: fairseq_headless.training_heartbeat.Heartbeat``);
+    ``interval`` (seconds) is its one option: ``hydra.callbacks.heartbeat.interval=10``."""
+
+    def __init__(self, interval: float = DEFAULT_INTERVAL_SECONDS):
+        self.interval = float(interval)
+        self._silence = None
+        self._stop = threading.Event()
+
+    def on_job_start(self, config, **kwargs) -> None:
+        if fairseq_draws_a_bar(config.common) or not trains_in_this_process(config.distributed_training):
+            return
+        self._silence = Silence(self.interval, int(config.optimization.get("max_update", 0) or 0), fairseq_updates)
+        for name in FAIRSEQ_LOGGERS:
+            logging.getLogger(name).addHandler(self._silence)
+        threading.Thread(target=self._watch, name="heartbeat", daemon=True).start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(min(self.interval / 4, 1.0)):
+            line = self._silence.line()
+            if line:
+                logger.info(line)
+
+    def on_job_end(self, config, job_return, **kwargs) -> None:
+        self._stop.set()
+        if self._silence is not None:
+            for name in FAIRSEQ_LOGGERS:
+                logging.getLogger(name).removeHandler(self._silence)
