@@ -216,6 +216,8 @@ def training_config(command: Command):
 
 
 def training_problems(command: Command) -> list:
+    from omegaconf import OmegaConf
+
     from fairseq_headless.launch import LaunchError, check_config
 
     name, overrides = training_config(command)
@@ -227,8 +229,10 @@ def training_problems(command: Command) -> list:
         return problems
     cfg, own = composed(name, tuple(overrides)), composed(name)
     environ, gpus = launch_environment(command)
+    # The data folders of the commands do not exist here: the launch and the devices are checked, not task.data.
+    without_data = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "task"])
     try:
-        check_config(cfg, environ=environ, cuda_devices=gpus)
+        check_config(without_data, environ=environ, cuda_devices=gpus)
     except LaunchError as error:
         problems.append(f"launch check: {error}")
     world = cfg.distributed_training.distributed_world_size

@@ -48,7 +48,7 @@ def build_parser() -> Parser:
             "20B_tokenizer.json --padding-factor 128\n"
             "  prepare_data.py --lang-input en=en.txt de=de.txt.xz --alpha 0.3 --output bin\n"
             "  prepare_data.py --input owt2/ --output owt2-bin --hf-tokenizer 20B_tokenizer.json \\\n"
-            "      --padding-factor 128 --shards 16 --shard-index $SLURM_ARRAY_TASK_ID"
+            "      --padding-factor 128 --shards 4 --shard-index $SLURM_ARRAY_TASK_ID"
         ),
     )
     src = p.add_argument_group("input (exactly one of --input / --lang-input)")

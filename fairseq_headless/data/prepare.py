@@ -50,6 +50,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from ..cli import write_line
 from ..files import missing_parents, publish_folder, remove_empty, write_json_atomic, write_text_atomic as write_atomic
 from . import binarize, sampling, splits
 from .errors import DataError
@@ -122,12 +123,12 @@ class Options:
 
 def info(message: str) -> None:
     # Informational output goes to stdout so that stderr carries only progress bars, warnings and
-    # the single error line.
-    print(message, flush=True)
+    # the single error line; one write a line, as the tasks of an array may share a log.
+    write_line(message, sys.stdout)
 
 
 def warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr, flush=True)
+    write_line(f"warning: {message}")
 
 
 # --------------------------------------------------------------------------
