@@ -24,7 +24,7 @@ import threading
 import time
 from typing import Callable
 
-from .data.progress import DEFAULT_INTERVAL_SECONDS, _clock
+from .data.progress import DEFAULT_INTERVAL_SECONDS, clock_text
 
 logger = logging.getLogger(__name__)
 FAIRSEQ_LOGGERS = ("fairseq", "fairseq_cli")  # every line of a training log but hydra's and the plugin's
@@ -57,7 +57,7 @@ class Silence(logging.Handler):
         updates = f"{self.updates()}{f'/{self.max_update}' if self.max_update else ''} updates"
         last = f", last: {self.last_text}" if self.last_text else ""
         silent, self.last = now - self.last, now
-        return f"training: {updates}, {_clock(now - self.started)} elapsed; no log line for {_clock(silent)}{last}"
+        return f"training: {updates}, {clock_text(now - self.started)} elapsed; no log line for {clock_text(silent)}{last}"
 
 
 def fairseq_updates() -> int:

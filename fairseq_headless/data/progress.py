@@ -13,7 +13,7 @@ from typing import Callable
 DEFAULT_INTERVAL_SECONDS = 30.0
 
 
-def _clock(seconds: float) -> str:
+def clock_text(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
@@ -44,7 +44,7 @@ class Progress:
         rate = self.bytes / elapsed
         left = (self.total - self.bytes) / rate if rate > 0 else float("inf")
         share = 100 * self.bytes / self.total if self.total else 100.0
-        eta = _clock(left) if left != float("inf") else "?"
+        eta = clock_text(left) if left != float("inf") else "?"
         tokens = f", {self.tokens:,} tokens written" if self.tokens else ""
         return (f"{self.what}: {self.bytes / 1e6:,.1f} of {self.total / 1e6:,.1f} MB read ({share:.0f}%)"
                 f"{tokens}, {rate / 1e6:.2f} MB/s, ETA {eta}")
@@ -88,7 +88,7 @@ class Parts:
         elapsed = self.clock() - self.started
         share = 100 * self.done / self.total if self.total else 100.0
         status = f": {self.status}" if self.status else ""
-        return f"{self.what}: {self.done}/{self.total} {self.unit}s ({share:.0f}%), {_clock(elapsed)} elapsed{status}"
+        return f"{self.what}: {self.done}/{self.total} {self.unit}s ({share:.0f}%), {clock_text(elapsed)} elapsed{status}"
 
     def _tick(self, force: bool = False) -> None:
         now = self.clock()
