@@ -54,6 +54,7 @@ corrects changes, so that a fairseq upgrade cannot silently leave a patch stale.
    :mod:`fairseq_headless.checkpoint_reading` reads with; nothing else is unpickled.
 """
 
+import inspect
 import os
 import types
 
@@ -73,6 +74,10 @@ from .sparse_all_reduce import register_sparse_all_reduce
 from .sparse_embedding import has_sparse_embedding_update
 
 
+_TAKES_FORWARD_SYNC_BUFFERS = "forward_sync_buffers" in inspect.signature(
+    torch.nn.parallel.DistributedDataParallel.__init__).parameters
+
+
 class CpuSafeDistributedDataParallel(torch.nn.parallel.DistributedDataParallel):
     """DistributedDataParallel that ignores device ids for a module on the CPU, and takes fairseq's
     ``broadcast_buffers`` as torch's ``forward_sync_buffers``."""
@@ -80,8 +85,11 @@ class CpuSafeDistributedDataParallel(torch.nn.parallel.DistributedDataParallel):
     def __init__(self, module, device_ids=None, output_device=None, broadcast_buffers=None, **kwargs):
         if next(module.parameters()).device.type == "cpu":
             device_ids = output_device = None
-        if broadcast_buffers is not None and kwargs.get("forward_sync_buffers") is None:
-            kwargs["forward_sync_buffers"] = bool(broadcast_buffers)
+        if broadcast_buffers is not None:
+            if _TAKES_FORWARD_SYNC_BUFFERS:
+                kwargs.setdefault("forward_sync_buffers", bool(broadcast_buffers))
+            else:  # a torch before the new name (setup.py allows any torch 2.x)
+                kwargs["broadcast_buffers"] = broadcast_buffers
         super().__init__(module, device_ids=device_ids, output_device=output_device, **kwargs)
 
 

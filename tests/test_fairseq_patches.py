@@ -59,6 +59,16 @@ def test_fairseqs_broadcast_buffers_reaches_ddp_under_its_new_name_without_a_war
         dist.destroy_process_group()
 
 
+def test_a_torch_without_forward_sync_buffers_gets_broadcast_buffers(monkeypatch):
+    """setup.py allows any torch 2.x: one that predates the new name must get the argument under the old one."""
+    received = {}
+    monkeypatch.setattr(fairseq_patches, "_TAKES_FORWARD_SYNC_BUFFERS", False)
+    monkeypatch.setattr(torch.nn.parallel.DistributedDataParallel, "__init__",
+                        lambda self, module, **kwargs: received.update(kwargs))
+    fairseq_patches.CpuSafeDistributedDataParallel(torch.nn.Linear(2, 2), device_ids=[0], broadcast_buffers=False)
+    assert received == {"device_ids": None, "output_device": None, "broadcast_buffers": False}
+
+
 def test_fairseq_still_copies_checkpoints_with_pathmanager_and_the_patch_is_applied():
     source = inspect.getsource(checkpoint_utils.save_checkpoint)
     assert "PathManager.copy(" in source and "checkpoints[1:]" in source

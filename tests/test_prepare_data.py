@@ -844,7 +844,9 @@ def processes_naming(text: str) -> list[int]:
 # (shards, stage, signal): every stage of both kinds of run, each signal at several of them
 STOPS = [(1, "scan", "SIGKILL"), (1, "tokenizer", "SIGTERM"), (1, "tokenizer", "SIGINT"), (1, "encode0", "SIGTERM"),
          (1, "encode0", "SIGKILL"), (2, "scan", "SIGTERM"), (2, "tokenizer", "SIGKILL"), (2, "encode0", "SIGKILL"),
-         (2, "encode1", "SIGTERM"), (2, "encode1", "SIGKILL")]
+         (2, "encode1", "SIGTERM"), (2, "encode1", "SIGKILL"),
+         # Slurm at --time, Ctrl-C: the signal reaches the pool's workers too, not the run alone
+         (1, "encode0", "SIGTERM to the group"), (2, "scan", "SIGINT to the group")]
 
 
 @pytest.mark.parametrize("shards, stage, signame", STOPS)
@@ -858,15 +860,24 @@ def test_a_stopped_run_resumes_to_the_same_files(stop_corpus, uninterrupted, tmp
                str(out), "--shards", str(shards), *map(str, STOPPED_RUN_OPTIONS)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     paused = tmp_path / "paused"
-    with subprocess.Popen(command, env={**env, interrupt.PAUSE_VARIABLE: f"{stage}:{paused}"},
+    signame, _, group = signame.partition(" to the ")
+    with subprocess.Popen(command, env={**env, interrupt.PAUSE_VARIABLE: f"{stage}:{paused}"}, start_new_session=True,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
         for _ in range(600):
             if paused.exists() or proc.poll() is not None:
                 break
             time.sleep(0.1)
         assert paused.exists(), proc.communicate()
-        proc.send_signal(getattr(signal, signame))
-        _, err = proc.communicate(timeout=60)
+        if group:
+            assert len(processes_naming(str(out))) > 1  # the workers are there to receive it
+            os.killpg(proc.pid, getattr(signal, signame))
+        else:
+            proc.send_signal(getattr(signal, signame))
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:  # a run that hangs on its way out: fail, and leave no process behind
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
     signum = getattr(signal, signame)
     if signame == "SIGKILL":
         assert proc.returncode == -signum

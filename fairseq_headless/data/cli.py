@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from ..cli import Parser
+from ..cli import Parser, write_line
 from .errors import DataError
 from .interrupt import Interrupted, stopping_on_signals
 from .prepare import (
@@ -213,8 +213,7 @@ def main(argv: Sequence[str], progress_seconds: float | None = None) -> int:
         with stopping_on_signals():
             manifest = prepare(opts, argv, **kwargs)
     except Interrupted as stop:
-        sys.stderr.write(f"interrupted ({stop}): run the same command to resume\n")  # one write: whole
-        sys.stderr.flush()
+        write_line(f"interrupted ({stop}): run the same command to resume")
         return stop.exit_status
     if manifest is None:  # a sharded run with shards left to other runs
         return 0

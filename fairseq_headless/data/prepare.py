@@ -43,6 +43,7 @@ import shlex
 import shutil
 import socket
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -75,6 +76,7 @@ LICENCE_UNKNOWN = "unknown"
 BATCH_BYTES = 1 << 20
 BATCH_LINES = 10_000
 SPLITS = ("train", "valid", "test")
+POOL_STOP_SECONDS = 10
 
 
 def default_workers() -> int:
@@ -384,11 +386,13 @@ def run_pass(job: Job, stage: str, units: Sequence[Unit], workers: int, progress
     # grew from 402 to 581 MB between a 20 and a 200 MB corpus, and stays at 464-472 MB with the
     # inherited objects frozen (never scanned). The parent collects them again once the workers exist.
     gc.freeze()
+    others = set(multiprocessing.active_children())
     try:
         pool = context.Pool(workers if streamed else min(workers, len(tasks)), initializer=_worker_start,
                             initargs=(load_tok,))
     finally:
         gc.unfreeze()
+    pool_workers = set(multiprocessing.active_children()) - others
     finished: queue.SimpleQueue = queue.SimpleQueue()  # (is a block, result or the worker's exception)
 
     def submit(task, block: bool):
@@ -424,9 +428,24 @@ def run_pass(job: Job, stage: str, units: Sequence[Unit], workers: int, progress
             progress.update(*job.queue.get())
         pool.close()
         pool.join()
+    except BaseException:
+        _stop_pool(pool, pool_workers)
+        raise
     finally:
         pool.terminate()
         job.queue = None
+
+
+def _stop_pool(pool, workers) -> None:
+    """End a pool on an error or a signal without waiting on it forever. A signal sent to the whole job (Slurm at
+    ``--time``) also kills the workers, and a worker that dies while it holds one of the pool's queue locks (an idle
+    worker waits for its next task holding the task queue's) makes ``Pool.terminate()`` wait for that lock forever.
+    So the workers are killed first and ``terminate()`` gets a few seconds in a thread of its own."""
+    for worker in workers:
+        worker.kill()
+    stopper = threading.Thread(target=pool.terminate, name="pool-terminate", daemon=True)
+    stopper.start()
+    stopper.join(POOL_STOP_SECONDS)
 
 
 # --------------------------------------------------------------------------
@@ -573,9 +592,11 @@ class Preparation:
         while True:
             reservoir, pieces, cut = sampling.Reservoir(k, max_bytes), 0, sampling.PRIORITY_RANGE
             progress = self._progress("sampling for sentencepiece", self._pass_bytes(units, sources, scan))
-            for r in run_pass(job, "sample", units, self.workers, progress, extra=(k, max_bytes)):
-                reservoir.merge(r["kept"])
-                pieces, cut = pieces + r["pieces"], min(cut, r["cut"])
+            with contextlib.closing(run_pass(job, "sample", units, self.workers, progress,
+                                             extra=(k, max_bytes))) as results:  # as the scan's
+                for r in results:
+                    reservoir.merge(r["kept"])
+                    pieces, cut = pieces + r["pieces"], min(cut, r["cut"])
             progress.close()
             # Exact once a bound (a unit's or the whole sample's) let go of a line below the cut-off: no
             # line above that one can be in the sample, and every line below it was offered.
@@ -751,9 +772,7 @@ class Preparation:
             except FileExistsError:
                 raise DataError(f"output folder {out} appeared during the run; pass --force to replace it or "
                                 f"choose another --output") from None
-        except KeyboardInterrupt:  # a signal (interrupt.py): the work is kept, and the same command resumes it
-            raise
-        except BaseException:
+        except DataError:  # bad input: nothing worth keeping. A signal or a crash keeps the work for the rerun.
             _remove(work)
             remove_empty(created)
             raise
