@@ -83,7 +83,7 @@ def trains_in_this_process(distributed_training, environ=os.environ) -> bool:
 
 class Heartbeat(Callback):
     """hydra callback (``hydra.callbacks.heartbeat._target_: fairseq_headless.training_heartbeat.Heartbeat``);
-    ``interval`` (seconds) is its one option: ``hydra.callbacks.heartbeat.interval=10``."""
+    ``interval`` (seconds) is its one option: ``+hydra.callbacks.heartbeat.interval=10`` (with a ``+``: the YAMLs leave the default)."""
 
     def __init__(self, interval: float = DEFAULT_INTERVAL_SECONDS):
         self.interval = float(interval)

@@ -44,7 +44,7 @@ def test_one_step_from_the_same_state_moves_every_touched_row_as_dense_adamw(tin
     assert buckets["never"]["lazy"] == 0.0 and buckets["never"]["dense"] > 0  # dense: weight decay
     every = buckets["all 1 steps"]
     assert every["rows"] == len(ids.unique())
-    assert buckets["1-5 steps"]["rows"] == buckets["6-0 steps"]["rows"] == 0
+    assert sorted(buckets) == ["all 1 steps", "never"]  # one step: every touched row was touched in all of them
     # float32 against float64: the gradient's relative rounding, which Adam's first step lr * g / (|g| + eps')
     # passes on at most (its relative slope in g is below 1)
     _, _, model = build_task_and_model(settings.config, tiny_data)

@@ -920,8 +920,29 @@ def test_stale_temporaries_are_those_of_dead_processes(tmp_path):
         folder = tmp_path / f"{shared}-{finished}"
         for key, name in names.items():
             (folder / name).mkdir(parents=True) if "json" not in name else (folder / name).write_text("{")
+        in_shard = folder / "shard0" / f".dict.{dead}-0a1b2c3d.tmp.txt"  # a dictionary cut short by SIGKILL
+        in_shard.write_text("1")
         prepare._remove_stale_temporaries(folder, shared, finished)
         assert sorted(p.name for p in folder.iterdir()) == sorted(names[k] for k in expected), (shared, finished)
+        assert in_shard.exists() == shared  # a shared folder's files may be another machine's task's
+
+
+def test_a_shard_being_made_by_a_live_process_is_not_taken(tmp_path):
+    """Two runs of one shard on one machine (a requeued array task beside the old one): the second stops with
+    one line and removes nothing; what a dead run left is removed."""
+    from fairseq_headless.cli import InputError
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    host = socket.gethostname()
+    (tmp_path / f"shard1.tmp-{host}-{dead}").mkdir()
+    prepare._claim(tmp_path, "shard1")
+    assert not list(tmp_path.iterdir())
+    live = tmp_path / f"shard1.tmp-{host}-{os.getppid()}"  # a live process other than this one
+    live.mkdir()
+    with pytest.raises(InputError, match=rf"shard1 is being prepared by process {os.getppid()} on this machine"):
+        prepare._claim(tmp_path, "shard1")
+    assert live.is_dir()
 
 
 # ---------------------------------------------------------------- the summary lines

@@ -424,19 +424,17 @@ def summarize(runs: list[dict], limits: dict, memory: list[dict], reading: dict,
     }
     out["reading_mb_per_s"] = {"jsonl": reading["jsonl"]["mb_per_s"], "jsonl_zst": reading["jsonl_zst"]["mb_per_s"],
                                "zst_blocks": reading["zst_blocks"]["mb_per_s"]}
-    # OWT2 is .zst: each pass pays the decompression on top of what the .jsonl runs measured
-    zst_s_per_mb = max(0.0, 1 / reading["jsonl_zst"]["mb_per_s"] - 1 / reading["jsonl"]["mb_per_s"])
-    out["owt2_projection"] = {kind: owt2_projection(t, zst_s_per_mb, reading["zst_blocks"]["mb_per_s"])
+    out["owt2_projection"] = {kind: owt2_projection(t, reading["zst_blocks"]["mb_per_s"])
                               for kind, t in out["tokenizers"].items()}
     return out
 
 
-def owt2_projection(t: dict, zst_s_per_mb: float, blocks_mb_per_s: float, cores: int = NODE_CORES) -> dict:
+def owt2_projection(t: dict, blocks_mb_per_s: float, cores: int = NODE_CORES) -> dict:
     """Longest serial stage + parallel work / cores, in hours. Parallel: the scan and the encoding
-    pass, each reading the .zst (one worker's seconds per MB). Serial: the main process
+    pass of decompressed blocks (one worker's seconds per MB of .jsonl). Serial: the main process
     decompressing the corpus into blocks for the workers (both passes), the join of the ids (its
     MB/s measured), the dictionary."""
-    per_mb = t["scan_s_per_mb_one_worker"] + t["encode_s_per_mb_one_worker"] + 2 * zst_s_per_mb
+    per_mb = t["scan_s_per_mb_one_worker"] + t["encode_s_per_mb_one_worker"]
     parallel_s = OWT2_TEXT_MB * per_mb / cores
     entries = OWT2_TEXT_MB * 1e6 * t["entries_per_input_byte"]
     ids_mb = (2 * (OWT2_TOKENS + entries) + 12 * entries) / 1e6  # uint16 ids and </s>; the index: int32 + int64

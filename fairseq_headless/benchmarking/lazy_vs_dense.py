@@ -98,9 +98,11 @@ def held_out_loss(model, criterion, samples) -> float:
 
 
 def buckets(steps: int) -> dict:
-    """{name: (fewest, most) steps a row was touched in}; every row lies in one."""
-    return {"never": (0, 0), "1-5 steps": (1, min(5, steps - 1)), f"6-{steps - 1} steps": (6, steps - 1),
-            f"all {steps} steps": (steps, steps)}
+    """{name: (fewest, most) steps a row was touched in}; every row lies in one, and no bucket is empty by
+    construction (a short run has no "6-49 steps")."""
+    ranges = {"never": (0, 0), f"1-{min(5, steps - 1)} steps": (1, min(5, steps - 1)),
+              f"6-{steps - 1} steps": (6, steps - 1), f"all {steps} steps": (steps, steps)}
+    return {name: (fewest, most) for name, (fewest, most) in ranges.items() if fewest <= most}
 
 
 def movement_ratios(initial, lazy, dense, touched, steps: int) -> dict:

@@ -51,7 +51,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..cli import write_line
+from ..cli import InputError, write_line
 from ..files import missing_parents, publish_folder, remove_empty, write_json_atomic, write_text_atomic as write_atomic
 from . import binarize, sampling, splits
 from .errors import DataError
@@ -382,9 +382,9 @@ def run_pass(job: Job, stage: str, units: Sequence[Unit], workers: int, progress
     context = multiprocessing.get_context("fork")
     job.queue = context.SimpleQueue()
     # The workers share the parent's heap (torch, fairseq) copy-on-write; their garbage collector would
-    # touch every inherited object and so copy the pages over a long run: the process tree's peak PSS
-    # grew from 402 to 581 MB between a 20 and a 200 MB corpus, and stays at 464-472 MB with the
-    # inherited objects frozen (never scanned). The parent collects them again once the workers exist.
+    # touch every inherited object and so copy the pages over a long run, and memory would grow with the
+    # corpus (BENCHMARKS.md, "Data preparation"). Frozen objects are never scanned; the parent collects
+    # them again once the workers exist.
     gc.freeze()
     others = set(multiprocessing.active_children())
     try:
@@ -856,8 +856,7 @@ class Preparation:
             if done.exists():
                 self.log(f"{f'shard {i}' if shared else 'encoding'}: finished before ({done}), skipped")
                 continue
-            for stale in base.glob(f"shard{i}.tmp-*"):  # made by runs of shard i only, and this is the one
-                _remove(stale)
+            _claim(base, f"shard{i}")
             tmp = _temporary(base, f"shard{i}")
             tmp.mkdir()
             try:
@@ -949,8 +948,10 @@ def _remove_stale_temporaries(folder: Path, shared: bool, finished: bool = False
     """Remove what stopped runs left in ``folder``: temporary folders (``NAME.tmp-HOST-PID``) and files of the
     atomic writer (``.NAME.PID-HEX.tmp.SUFFIX``) whose process is dead. Another machine's processes cannot be
     asked: in a ``shared`` (sharded) folder its folders go once the preparation is ``finished``, its files
-    never (a late task may be writing one)."""
-    for path in list(folder.iterdir()):
+    never (a late task may be writing one). Unshared, the shard folders' files are checked too: a dictionary
+    or manifest cut short by SIGKILL would otherwise be published with the shard."""
+    shards = [] if shared else [p for p in folder.glob("shard*") if p.is_dir() and ".tmp-" not in p.name]
+    for path in [*folder.iterdir(), *(p for shard in shards for p in shard.iterdir())]:
         name = path.name
         if ".tmp-" in name:
             host, _, pid = name.rpartition(".tmp-")[2].rpartition("-")
@@ -964,6 +965,18 @@ def _remove_stale_temporaries(folder: Path, shared: bool, finished: bool = False
             continue
         if stale:
             _remove(path)
+
+
+def _claim(base: Path, name: str) -> None:
+    """Remove what earlier runs left of ``name`` (``NAME.tmp-HOST-PID``) before this run makes it again; a live
+    process on this machine still making it stops this run instead. Not a DataError: the work, ``OUT.partial``
+    included, is the other run's and must stay."""
+    for stale in base.glob(f"{name}.tmp-*"):
+        host, _, pid = stale.name.rpartition(".tmp-")[2].rpartition("-")
+        if host == _HOST and pid.isdigit() and _alive(int(pid)):
+            raise InputError(f"{name} is being prepared by process {pid} on this machine ({stale}); wait for it, "
+                             f"or stop it and run the same command again")
+        _remove(stale)
 
 
 def _remove(path: Path) -> None:

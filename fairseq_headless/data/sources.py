@@ -48,9 +48,11 @@ UNIT_BYTES = 16 << 20
 # the paper's models (Pythia's is 2,048), and small enough that a file without blank lines (a
 # sentence per line, one document) still splits into valid, test and train at the requested sizes.
 RECORD_BYTES = 8 << 10
-# A block of a compressed file: its text travels from the reader to a worker, so blocks are a few
-# MB (the reader keeps at most a few blocks per worker in flight); a 40 MB file is still ten.
-BLOCK_BYTES = 4 << 20
+# A block of a compressed file: its text travels from the reader to a worker (the reader keeps at most
+# a few blocks per worker in flight). Small enough that the last blocks of a file keep every worker
+# busy (with a handful of large blocks, one worker tokenizes the last alone: BENCHMARKS.md, "One
+# compressed file"), large enough that handing one over costs nothing next to tokenizing it.
+BLOCK_BYTES = 1 << 20
 
 
 class _ZstdFrames(io.RawIOBase):
