@@ -262,7 +262,9 @@ def test_lm_eval_offline_equals_an_independent_computation(exported_gpt2, tmp_pa
         rtol = perplexity_rtol(c.n_layer, c.n_embd, c.n_inner or 4 * c.n_embd, length, c.vocab_size,
                                reference["perplexity"])
         assert tasks["lambada_openai"]["metrics"]["perplexity"] == pytest.approx(reference["perplexity"], rel=rtol)
-        assert 1 < reference["perplexity"] < 1e7  # a finite, non-trivial number
+        # a finite, non-trivial number; no upper bound: an untrained model's perplexity depends on its random
+        # initialisation, and the comparison above is what the test is for
+        assert 1 < reference["perplexity"] < float("inf")
     finally:
         torch.set_num_threads(threads)
 
