@@ -30,7 +30,7 @@ test: $(STAMP)
 	$(PY) -m pytest tests -q --durations=20
 
 demo: $(STAMP)
-	$(PY) scripts/demo.py $(DEMO_ARGS)
+	$(PY) -m studies.demo $(DEMO_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -60,7 +60,7 @@ setup(
         "gpu": ["xformers"],
         # Hugging Face dataset names (GLUE/SuperGLUE/XNLI/raw text) when the machine is online.
         "hub": ["datasets"],
-        # Synonym analysis (App. A, scripts/synonym_analysis.py --wordnet): nltk's WordNet reader on a
+        # Synonym analysis (App. A, studies/synonyms/ --wordnet): nltk's WordNet reader on a
         # local database (Debian's wordnet-base), never a download. Pure Python; adds only defusedxml
         # here (its click, joblib, regex, tqdm are already installed), ~5 s.
         "analysis": ["nltk==3.10.4"],

@@ -2,7 +2,7 @@
 
 Used by the export (:mod:`fairseq_headless.export`), LAMBADA (:mod:`fairseq_headless.lambada`), the
 analyses of trained checkpoints (the x axes of Figs.3-5 and 7 in :mod:`fairseq_headless.training_progress`,
-App. A's embeddings in :mod:`fairseq_headless.analysis`). ``torch.load`` runs with ``weights_only``
+App. A's embeddings in :mod:`studies.synonyms`). ``torch.load`` runs with ``weights_only``
 (tensors and plain containers, no pickled code runs), called here and nowhere else; fairseq's own
 ``torch.load`` is never patched, and its loader (``load_checkpoint_to_cpu``: hub interface, fairseq-interactive,
 resuming) gets the same one allowance, :data:`LEGACY_CONFIG_CLASSES` (:mod:`fairseq_headless.fairseq_patches`, 6).

@@ -32,7 +32,7 @@ So one step from the same state (parameters and moments) gives every touched row
 other parameter, the dense AdamW update, with the same gradient norm and clipping. Over several
 steps the runs part: an untouched row enters later batches with another value than under dense
 AdamW, so every later gradient differs, even for rows touched at every step. Rare tokens move less
-(``scripts/compare_lazy_adam.py`` measures by how much; BENCHMARKS.md gives the numbers).
+(``studies/benchmarks/lazy_vs_dense.py`` measures by how much; BENCHMARKS.md gives the numbers).
 
 Supported: fp32, ``common.amp``, ``common.memory_efficient_fp16`` (GPU only: PyTorch has no
 CPU kernel adding fp16 sparse gradients) / ``memory_efficient_bf16``, one process or
@@ -40,7 +40,7 @@ CPU kernel adding fp16 sparse gradients) / ``memory_efficient_bf16``, one proces
 through the plugin's communication hook (:mod:`fairseq_headless.sparse_all_reduce`: the touched
 rows all-gathered, or the gradient densified, whichever moves fewer bytes; registered on
 fairseq's DDP by :mod:`fairseq_headless.fairseq_patches`), since NCCL has no sparse all-reduce.
-Tested: 2 ranks on gloo through that hook, 1 rank on NCCL (``scripts/gpu_checks.py``); 2 GPUs on
+Tested: 2 ranks on gloo through that hook, 1 rank on NCCL (``studies/gpu_checks.py``); 2 GPUs on
 NCCL were never run.
 
 Not supported, each refused with one error naming the fix, in three places because fairseq

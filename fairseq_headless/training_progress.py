@@ -29,7 +29,7 @@ the clock tell one training's checkpoint from another's at the same update count
 
 The training log (fairseq's ``train_inner`` lines, json or simple format; hydra writes them
 to ``<save_dir>/hydra_train.log``) carries the same clock as ``wall`` (whole seconds) and each
-logging interval's mean ``wpb``: :mod:`fairseq_headless.experiments.training_log` reads it to cross-check the
+logging interval's mean ``wpb``: :mod:`studies.training_log` reads it to cross-check the
 above.
 """
 from __future__ import annotations

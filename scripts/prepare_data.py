@@ -3,7 +3,7 @@
 
 The work is done by fairseq_headless.data (prepare.py and its modules): streaming, parallel over
 --workers processes, optionally sharded (--shards K, --shard-index I). The options are
-fairseq_headless/data/cli.py's (scripts/sweep_vocab.py reuses them); this file is only its entry
+fairseq_headless/data/cli.py's (studies/vocab_sweep.py reuses them); this file is only its entry
 point. docs/data.md describes the output and the manifest, and the package's docstrings the method.
 
 Run `python scripts/prepare_data.py --help` for the options; bad input ends with one

@@ -21,6 +21,8 @@ BIN = Path(sys.executable).parent  # the venv's console scripts (fairseq-preproc
 _HF_MODULES = tempfile.mkdtemp(prefix="hf-modules-")
 os.environ["HF_MODULES_CACHE"] = _HF_MODULES
 atexit.register(shutil.rmtree, _HF_MODULES, ignore_errors=True)
+# the studies (``python -m studies.X``) import from the checkout: their subprocesses find it from any folder
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
 
 
 def write_markov_corpus(path: Path, lines: int, seed: int, vocab: int = 64) -> None:

@@ -1,4 +1,4 @@
-"""scripts/benchmark.py in its smallest setting: it runs, writes every field, its loss implementations agree,
+"""studies/benchmarks/speed.py in its smallest setting: it runs, writes every field, its loss implementations agree,
 its memory meter measures, and its targets are checked as the issue states them."""
 
 import json
@@ -12,17 +12,17 @@ import torch
 from conftest import REPO, rounding_bound
 
 from fairseq_headless import cli
-from fairseq_headless.benchmarking import loss, report, speed
-from fairseq_headless.benchmarking.machine import PeakMemory, cpu_peak_memory_available
+from studies.benchmarks import loss, report, speed
+from studies.benchmarks.machine import PeakMemory, cpu_peak_memory_available
 
-SCRIPT = REPO / "scripts" / "benchmark.py"
+SCRIPT = ["-m", "studies.benchmarks.speed"]
 STEP_FIELDS = {"family", "arch", "vocab_size", "batch", "embedding_update", "negatives", "vanilla_step_s",
                "headless_step_s", "body_step_s", "vanilla_peak_mb", "headless_peak_mb"}
 MACHINE_FIELDS = {"cpu_model", "logical_cpus", "torch_threads", "torch", "gpu", "load_average_at_start"}
 
 
 def run_script(*args):
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, *SCRIPT, *map(str, args)], capture_output=True, text=True,
                           cwd=REPO, timeout=600)
 
 
@@ -82,7 +82,7 @@ def test_smoke_run_writes_every_field(smoke):
 
 def test_sequence_length_is_the_one_asked_for():
     """--seq-len (Fig.2 used 512-token sequences): the group trains on batch x seq_len samples."""
-    from fairseq_headless.benchmarking import steps
+    from studies.benchmarks import steps
 
     variants = steps.group_variants(["dense"], ["batch"], [None], frozen=False)
     group = steps.measure_group("bert-tiny", 300, variants, 1, REPO / "configs", "cpu", "fp32", seq_len=48,
@@ -96,7 +96,7 @@ def test_sequence_length_is_the_one_asked_for():
 def test_architectures_take_family_and_yaml_pair_from_the_shape_table():
     """Each benchmarked architecture is an entry of models/shapes.py: the family (which batches it gets) and
     the two configs it builds, as they were listed here before the table existed."""
-    from fairseq_headless.benchmarking import steps
+    from studies.benchmarks import steps
 
     assert {name: (arch.family, arch.headless_config, arch.vanilla_config) for name, arch in steps.ARCHS.items()} == {
         "bert-small": ("encoder", "hmlm_small", "mlm_small"), "bert-base": ("encoder", "hmlm_base", "mlm_base"),
@@ -125,7 +125,7 @@ def test_quick_preset_plan_is_what_the_docs_say(tmp_path):
 def test_each_variant_runs_the_memory_step_the_rewarm_step_if_asked_and_the_timed_steps(rewarm, calls, monkeypatch):
     from fairseq.trainer import Trainer
 
-    from fairseq_headless.benchmarking import steps
+    from studies.benchmarks import steps
 
     counts = {}
     original = Trainer.train_step
@@ -149,7 +149,7 @@ def fresh_runs():
     pytest process after other tests ran torch's OpenMP thread pool, a child can hang."""
     code = (
         "import json, torch\n"
-        "from fairseq_headless.benchmarking import loss, steps\n"
+        "from studies.benchmarks import loss, steps\n"
         "steps.quiet()\n"
         "records, skipped = steps.run(['bert-tiny'], [300, 400], [None], ['sparse'], ['batch'], [None], 1, 'configs',"
         " torch.device('cpu'), 'fp32', reference_vocab=200, body_sizes=[300])\n"

@@ -1,4 +1,4 @@
-"""scripts/benchmark_data.py --smoke: the data benchmark's JSON has every figure the issue asks for,
+"""studies/benchmarks/data.py --smoke: the data benchmark's JSON has every figure the issue asks for,
 and the figures agree with each other and with the raw runs. Not a timing test: the speeds of a
 tiny corpus on a shared machine mean nothing, their arithmetic does."""
 from __future__ import annotations
@@ -12,13 +12,13 @@ import pytest
 
 from conftest import REPO
 
-from fairseq_headless.benchmarking import data as bench
+from studies.benchmarks import data as bench
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench_data")
-    proc = subprocess.run([sys.executable, REPO / "scripts" / "benchmark_data.py", "--smoke", "--output", out],
+    proc = subprocess.run([sys.executable, "-m", "studies.benchmarks.data", "--smoke", "--output", out],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     return out, json.loads((out / "benchmark_data.json").read_text()), proc
@@ -129,6 +129,6 @@ def test_one_compressed_file_against_the_same_ceiling(smoke):
 
 def test_an_earlier_result_needs_force(smoke):
     out, _, _ = smoke
-    proc = subprocess.run([sys.executable, REPO / "scripts" / "benchmark_data.py", "--smoke", "--output", out],
+    proc = subprocess.run([sys.executable, "-m", "studies.benchmarks.data", "--smoke", "--output", out],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "--force" in proc.stderr

@@ -79,6 +79,6 @@ def test_code_tests_and_help_texts_cite_no_internal_issue_numbers():
     repo = Path(__file__).resolve().parents[1]
     cited = re.compile(r"\bissues? #?[0-9]+", re.IGNORECASE)
     found = [f"{path.relative_to(repo)}:{number}: {line.strip()}"
-             for folder in ("fairseq_headless", "scripts", "tests") for path in sorted((repo / folder).rglob("*.py"))
+             for folder in ("fairseq_headless", "studies", "scripts", "tests") for path in sorted((repo / folder).rglob("*.py"))
              for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if cited.search(line)]
     assert not found, "\n".join(found)

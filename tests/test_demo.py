@@ -11,9 +11,9 @@ import torch
 
 from conftest import REPO, network_terms, rounding_bound, write_markov_corpus
 
-from fairseq_headless.experiments import demo
+from studies import demo
 from fairseq_headless.cli import InputError
-from fairseq_headless.experiments.training_runs import CPU_OVERRIDES, TrainingRun
+from studies.training_runs import CPU_OVERRIDES, TrainingRun
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def demo_run(tmp_path_factory):
     corpus.mkdir()
     write_markov_corpus(corpus / "a.txt", 2000, seed=3)
     proc = subprocess.run(
-        [sys.executable, REPO / "scripts" / "demo.py", "--corpus", corpus, "--workdir", root / "work",
+        [sys.executable, "-m", "studies.demo", "--corpus", corpus, "--workdir", root / "work",
          "--max-update", "30", "--train-override", "common.log_interval=5",
          "--vocab-size", "150"],
         capture_output=True, text=True, timeout=600,
@@ -161,7 +161,7 @@ def test_demo_reuses_prepared_data(demo_run, monkeypatch):
 
 def test_demo_rejects_a_missing_corpus(tmp_path):
     proc = subprocess.run(
-        [sys.executable, REPO / "scripts" / "demo.py", "--corpus", tmp_path / "nope", "--workdir", tmp_path / "w"],
+        [sys.executable, "-m", "studies.demo", "--corpus", tmp_path / "nope", "--workdir", tmp_path / "w"],
         capture_output=True, text=True,
     )
     assert proc.returncode == 2 and "--corpus" in proc.stderr and "not a folder" in proc.stderr
@@ -214,7 +214,7 @@ def test_small_size_trains_the_paper_twins_with_cpu_overrides(tmp_path, monkeypa
 
 def test_downstream_difference_is_paired_by_seed(tmp_path):
     """headless - vanilla per seed, mean ± sample std; one seed: no ±."""
-    from fairseq_headless.evaluation.demo_check import difference_line
+    from studies.demo_downstream import difference_line
     from fairseq_headless.evaluation.errors import EvaluationInputError
 
     for name, accuracies in (("headless", [0.50, 0.55, 0.61]), ("vanilla", [0.52, 0.52, 0.55])):

@@ -1,5 +1,5 @@
-"""fairseq_headless.experiments.along_training and .batch_size_sweep (scripts/eval_along_training.py and
-scripts/sweep_batch_size.py; paper Figs.3-5, 7): real fairseq-hydra-train runs of the tiny decoders with two interval
+"""studies.along_training and .batch_size_sweep (studies/along_training.py and
+studies/batch_size_sweep.py; paper Figs.3-5, 7): real fairseq-hydra-train runs of the tiny decoders with two interval
 checkpoints each; the x values against the training logs, the scores against scripts/eval_lambada.py run as a command
 line, the cache, and the batch-size sweep end to end."""
 
@@ -15,10 +15,10 @@ import torch
 from conftest import BIN, REPO, write_markov_corpus
 
 from fairseq_headless import cli
-from fairseq_headless.experiments import along_training as along
-from fairseq_headless.experiments import batch_size_sweep as sweep
-from fairseq_headless.experiments import training_runs
-from fairseq_headless.experiments.along_training_report import series_of
+from studies import along_training as along
+from studies import batch_size_sweep as sweep
+from studies import training_runs
+from studies.along_training_report import series_of
 
 CPU = ["common.cpu=true", "common.fp16=false", "distributed_training.distributed_world_size=1"]
 

@@ -1,4 +1,4 @@
-"""scripts/gpu_checks.py on a CPU (--cpu-dry-run): the code a lent GPU runs, with tiny sizes, fp32 and gloo,
+"""studies/gpu_checks.py on a CPU (--cpu-dry-run): the code a lent GPU runs, with tiny sizes, fp32 and gloo,
 so that only the hardware is left untested; the JSON it writes, check by check."""
 
 import json
@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO, write_markov_corpus
 from test_evaluation_helpers import write_sotu
 
-from fairseq_headless.experiments import gpu_checks as checks
+from studies import gpu_checks as checks
 
 UPDATES = 10
 
@@ -26,7 +26,7 @@ def dry_run(tiny_data, tmp_path_factory):
     write_markov_corpus(corpus / "more.txt", 1000, seed=4)  # pretraining text enough for a 150-piece vocabulary
     output = root / "gpu_checks.json"
     proc = subprocess.run(
-        [sys.executable, REPO / "scripts" / "gpu_checks.py", "--cpu-dry-run", "--data", tiny_data, "--corpus", corpus,
+        [sys.executable, "-m", "studies.gpu_checks", "--cpu-dry-run", "--data", tiny_data, "--corpus", corpus,
          "--output", output, "--workdir", root / "work", "--updates", str(UPDATES)],
         capture_output=True, text=True, timeout=1200,
     )
@@ -55,7 +55,7 @@ def test_every_check_ran_and_passed(dry_run):
 def test_the_one_rank_ddp_training_went_through_the_sparse_all_reduce_hook(dry_run):
     run = dry_run[0]["nccl_1rank_sparse_hook"]
     command = run["command"]
-    for part in ("torchrun --nproc_per_node=1", "scripts/gpu_checks.py --as-one-rank-ddp-fairseq-hydra-train",
+    for part in ("torchrun --nproc_per_node=1", "studies/gpu_checks.py --as-one-rank-ddp-fairseq-hydra-train",
                  "fairseq-hydra-train --config-dir", "distributed_training.distributed_backend=gloo",
                  "distributed_training.ddp_backend=pytorch_ddp", "model.sparse_embedding_update=true",
                  "optimizer._name=lazy_adam"):
@@ -88,7 +88,7 @@ def test_the_gpu_run_differs_from_the_dry_run_in_the_hardware_settings_only():
     assert gpu.sparse_fp16 == ("common.fp16=true", "common.memory_efficient_fp16=true")
     # the demo check is RESULTS.md's hmlm_small vs mlm_small command, less its folders
     text = (REPO / "RESULTS.md").read_text()
-    block = re.search(r"```bash\n(python scripts/demo.py --size small.*?)```", text, re.S)[1]
+    block = re.search(r"```bash\n(python -m studies.demo --size small.*?)```", text, re.S)[1]
     words = shlex.split(block.replace("\\\n", " "))[2:]
     for option in ("--workdir", "--corpus"):
         at = words.index(option)

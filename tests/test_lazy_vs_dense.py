@@ -1,9 +1,9 @@
-"""fairseq_headless/benchmarking/lazy_vs_dense.py: the movement of embedding rows under lazy Adam against dense
+"""studies/benchmarks/lazy_vs_dense.py: the movement of embedding rows under lazy Adam against dense
 AdamW, per how often a row was touched (BENCHMARKS.md)."""
 import torch
 
 from conftest import network_terms, rounding_bound
-from fairseq_headless.benchmarking.lazy_vs_dense import Settings, measure, movement_ratios, zipf_batches
+from studies.benchmarks.lazy_vs_dense import Settings, measure, movement_ratios, zipf_batches
 
 
 def test_each_row_counts_once_in_the_bucket_of_its_touches():

@@ -12,11 +12,11 @@ import sys
 
 from conftest import REPO
 
-HF_SIDE = sorted(f"fairseq_headless.{path.parent.name}.{path.stem}"
-                 for folder in ("evaluation", "analysis") for path in (REPO / "fairseq_headless" / folder).glob("*.py")
-                 if path.stem != "__init__") + ["fairseq_headless.evaluation", "fairseq_headless.analysis"]
-HF_SCRIPTS = ["finetune_glue", "finetune_superglue", "finetune_xnli", "eval_zeroshot", "compare_zeroshot",
-              "synonym_analysis"]
+HF_SIDE = sorted(f"{folder.replace('/', '.')}.{path.stem}"
+                 for folder in ("fairseq_headless/evaluation", "studies/synonyms") for path in (REPO / folder).glob("*.py")
+                 if path.stem not in ("__init__", "__main__")) + ["fairseq_headless.evaluation", "studies.synonyms"]
+HF_SCRIPTS = ["scripts/finetune_glue.py", "scripts/finetune_superglue.py", "scripts/finetune_xnli.py",
+              "scripts/eval_zeroshot.py", "scripts/compare_zeroshot.py", "studies.synonyms"]
 
 
 def fresh_python(code: str) -> dict:
@@ -46,9 +46,12 @@ def test_the_hf_scripts_help_imports_no_fairseq():
         "import json, runpy, sys\n"
         "seen = {}\n"
         f"for script in {HF_SCRIPTS!r}:\n"
-        "    sys.argv = [script + '.py', '--help']\n"
+        "    sys.argv = [script, '--help']\n"
         "    try:\n"
-        "        runpy.run_path(f'scripts/{script}.py', run_name='__main__')\n"
+        "        if script.endswith('.py'):\n"
+        "            runpy.run_path(script, run_name='__main__')\n"
+        "        else:\n"
+        "            runpy.run_module(script, run_name='__main__', alter_sys=True)\n"
         "    except SystemExit as e:\n"
         "        seen[script] = [e.code, 'fairseq' in sys.modules]\n"
         "print(json.dumps(seen))\n")

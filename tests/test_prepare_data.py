@@ -1220,7 +1220,7 @@ def test_memory_does_not_grow_with_the_corpus(tmp_path, bpe_run, monkeypatch):
     """Python's peak allocations at 1x and 10x the corpus (traced in-process, --workers 1), once
     the growth of fairseq's own index of entry sizes (a Python list, ~40-75 bytes per entry while it
     is written; bounded by --shards) is subtracted: no list of documents, lines or ids may grow with
-    the input. (Peak RSS of real runs: scripts/benchmark_data.py.)"""
+    the input. (Peak RSS of real runs: studies/benchmarks/data.py.)"""
     from fairseq.data import indexed_dataset
 
     monkeypatch.setattr(prepare, "BATCH_BYTES", 32 << 10)  # several batches even at 1x

@@ -108,15 +108,19 @@ class _Parsed(BaseException):  # not an Exception: no script's error handling ma
 
 
 @lru_cache(maxsize=None)
-def script_parser(path) -> argparse.ArgumentParser:
-    """The parser scripts/X.py builds, taken at its first parse (the script runs no further)."""
+def script_parser(path, module: str = "") -> argparse.ArgumentParser:
+    """The parser scripts/X.py (or ``python -m module``) builds, taken at its first parse (it runs no further)."""
     def capture(self, args=None, namespace=None):
         raise _Parsed(self)
 
     original, argv = argparse.ArgumentParser.parse_known_args, sys.argv
     argparse.ArgumentParser.parse_known_args, sys.argv = capture, [str(path)]
     try:
-        runpy.run_path(str(path), run_name="__main__")
+        if module:
+            sys.modules.pop(module, None)  # imported by another study: run_module would warn of two copies
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        else:
+            runpy.run_path(str(path), run_name="__main__")
     except _Parsed as parsed:
         return parsed.parser
     finally:
@@ -166,12 +170,19 @@ def override_problems(config: str, overrides: list) -> list:
 
 
 def script_problems(command: Command) -> list:
-    path = REPO / command.words[1]
-    if not re.fullmatch(r"scripts/\w+\.py", command.words[1]) or not path.is_file():
-        return [f"no script {command.words[1]}"]
-    parser = script_parser(path)
+    if command.words[1] == "-m":  # a study: python -m studies.X
+        module = command.words[2]
+        path = REPO / module.replace(".", "/")
+        path = path / "__main__.py" if path.is_dir() else path.with_suffix(".py")
+        if not re.fullmatch(r"studies(\.\w+)+", module) or not path.is_file():
+            return [f"no study {module}"]
+        parser, words = script_parser(path, module), command.words[3:]
+    else:
+        path = REPO / command.words[1]
+        if not re.fullmatch(r"scripts/\w+\.py", command.words[1]) or not path.is_file():
+            return [f"no script {command.words[1]}"]
+        parser, words = script_parser(path), command.words[2:]
     accepted = {s for action in parser._actions for s in action.option_strings}
-    words = command.words[2:]
     problems = [f"{path.name} has no option {word.split('=')[0]}" for word in words
                 if word.startswith("-") and word.split("=")[0] not in accepted]
 
@@ -296,11 +307,12 @@ def test_every_result_has_a_section_with_commands():
     text = DOC.read_text(encoding="utf-8")
     for heading in SECTIONS:
         assert heading in text, heading
-    programs = [c.words[0] if c.words[0] != "python" else c.words[1] for c in DOC_COMMANDS]
+    programs = [c.words[0] if c.words[0] != "python" else c.words[2] if c.words[1] == "-m" else c.words[1]
+                for c in DOC_COMMANDS]
     for needed in ("torchrun", "srun", "fairseq-hydra-train", "scripts/prepare_data.py", "scripts/convert_to_hf.py",
                    "scripts/finetune_glue.py", "scripts/finetune_superglue.py", "scripts/finetune_xnli.py",
-                   "scripts/eval_lambada.py", "scripts/eval_zeroshot.py", "scripts/sweep_vocab.py",
-                   "scripts/sweep_batch_size.py", "scripts/eval_along_training.py"):
+                   "scripts/eval_lambada.py", "scripts/eval_zeroshot.py", "studies.vocab_sweep",
+                   "studies.batch_size_sweep", "studies.along_training"):
         assert needed in programs, needed
 
 
@@ -323,13 +335,13 @@ def test_evaluated_checkpoints_are_written_by_a_documented_training():
 @pytest.mark.parametrize("line, expected", [
     ("python scripts/eval_lambada.py --modle ckpt.pt --data l.jsonl", "has no option --modle"),
     ("python scripts/finetune_glue.py --model hf/x --output r --tasks all --data_dir g", "has no option --data_dir"),
-    ("python scripts/sweep_vocab.py --corpus c --sizes 8 --output o --max-updates=5", "has no option --max-updates"),
+    ("python -m studies.vocab_sweep --corpus c --sizes 8 --output o --max-updates=5", "has no option --max-updates"),
     ("python scripts/finetune_gleu.py --model hf/x", "no script"),
-    ("python scripts/eval_along_training.py --run a=b --output o --finetune-config hlm_pythia_70m_ft",
+    ("python -m studies.along_training --run a=b --output o --finetune-config hlm_pythia_70m_ft",
      "no configs/hlm_pythia_70m_ft.yaml"),
-    ("python scripts/eval_along_training.py --run a=b --output o --finetune-config hlm_pythia70m_ft "
+    ("python -m studies.along_training --run a=b --output o --finetune-config hlm_pythia70m_ft "
      "--finetune-override optimization.max_updat=5", "max_updat"),
-    ("python scripts/eval_along_training.py --run a=b --output o --finetune-override optimization.max_update=5",
+    ("python -m studies.along_training --run a=b --output o --finetune-override optimization.max_update=5",
      "apply to nothing"),
     ("fairseq-hydra-train --config-dir configs --config-name hmlm_bas task.data=D", "expected --config-dir"),
     ("fairseq-hydra-train --config-dir configs --config-name hmlm_small task.data=D optimization.max_updat=5",

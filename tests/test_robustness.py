@@ -94,7 +94,7 @@ def test_sigkill_mid_training_then_resume_gives_the_same_weights(tiny_data, tmp_
 def test_gpu_checks_script_refuses_clearly_without_a_gpu(tmp_path):
     import sys
 
-    proc = subprocess.run([sys.executable, REPO / "scripts" / "gpu_checks.py", "--data", tmp_path,
+    proc = subprocess.run([sys.executable, "-m", "studies.gpu_checks", "--data", tmp_path,
                            "--output", tmp_path / "out.json"], capture_output=True, text=True)
     assert proc.returncode == 2 and "no CUDA device" in proc.stderr
     assert not (tmp_path / "out.json").exists()

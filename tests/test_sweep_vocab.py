@@ -1,4 +1,4 @@
-"""fairseq_headless.experiments.vocab_sweep (scripts/sweep_vocab.py; paper §6, Fig.6): a two-size sweep of tiny
+"""studies.vocab_sweep (studies/vocab_sweep.py; paper §6, Fig.6): a two-size sweep of tiny
 encoders on CPU, checked against the files it was made from: dict.txt, the fairseq training logs, the GLUE suite's
 own result JSON."""
 import json
@@ -13,10 +13,10 @@ import pytest
 from test_evaluation_helpers import polar_sentences, write_glue
 
 from fairseq_headless import cli
-from fairseq_headless.experiments import vocab_sweep, vocab_sweep_stages
-from fairseq_headless.experiments.stages import Stage, StageSettingsError
-from fairseq_headless.experiments.training_log import LAUNCH_MARKER, read_log, summarize_log, throughput
-from fairseq_headless.experiments.training_runs import merge_overrides
+from studies import vocab_sweep, vocab_sweep_stages
+from studies.stages import Stage, StageSettingsError
+from studies.training_log import LAUNCH_MARKER, read_log, summarize_log, throughput
+from studies.training_runs import merge_overrides
 
 SIZES = (60, 120)
 TASKS = ("STS-B", "SST-2")  # Tab.1 order
@@ -137,7 +137,7 @@ def test_rerun_skips_every_finished_stage(sweep, capsys, monkeypatch):
 def test_models_trained_on_another_device_are_reused(sweep, capsys, monkeypatch):
     """Trained here on CPU, rerun where CUDA is visible (no CPU overrides): export and GLUE settings do not
     depend on the device, and the finished trainings are reused."""
-    from fairseq_headless.experiments import training_runs
+    from studies import training_runs
 
     before = markers(sweep.out)
     summary = json.loads((sweep.out / "sweep.json").read_text())

@@ -1,4 +1,4 @@
-"""fairseq_headless.analysis (scripts/synonym_analysis.py; paper App. A, Fig.8): a hand-made five-pair lexicon on two tiny models whose
+"""studies.synonyms (studies/synonyms/; paper App. A, Fig.8): a hand-made five-pair lexicon on two tiny models whose
 embedding rows are set by hand (a fairseq checkpoint with its data folder's tokenizer, and a Hugging Face folder),
 checked against cosines computed here in float64; WordNet read by nltk from a hand-made two-synset database in
 WordNet's file layout; and bad input."""
@@ -15,10 +15,10 @@ import torch
 from conftest import REPO, build_task_and_model
 
 from fairseq_headless import cli
-from fairseq_headless.analysis import cli as synonym_cli, embeddings, wordnet
+from studies.synonyms import cli as synonym_cli, embeddings, wordnet
 from fairseq_headless.data.binarize import dictionary_text
 
-SCRIPT = REPO / "scripts" / "synonym_analysis.py"
+SCRIPT = ["-m", "studies.synonyms"]
 
 # A WordPiece vocabulary (tokenizer ids = positions): "automobile" is auto + ##mobile, "couch" is unknown.
 VOCAB = ["[UNK]", "[PAD]", "big", "large", "happy", "glad", "quick", "fast", "car", "auto", "##mobile", "sofa",
@@ -302,7 +302,7 @@ def test_bad_input_is_one_error_line(models, tmp_path, capsys, monkeypatch):
 def test_script_exit_code_and_stderr(models, tmp_path):
     """The real process, on options checked before fairseq is imported: one error line, exit code 2.
     (Errors found after loading print "[synonyms] ..." progress lines first, then one error line: see above.)"""
-    command = [sys.executable, str(SCRIPT), "--vanilla", models["vanilla"], "--pairs", models["lexicon"],
+    command = [sys.executable, *SCRIPT, "--vanilla", models["vanilla"], "--pairs", models["lexicon"],
                "--output", tmp_path / "out"]
     proc = subprocess.run([*map(str, command), "--headless", "x.pt"], cwd=REPO, capture_output=True, text=True,
                           timeout=120)

@@ -1,7 +1,7 @@
 """The command line of scripts/prepare_data.py: its options, checked and turned into :class:`.prepare.Options`.
 
 The parser lives in the package, not in the script, because the vocabulary sweep
-(scripts/sweep_vocab.py) prepares its data folders with these very options in-process, and the
+(studies/vocab_sweep.py) prepares its data folders with these very options in-process, and the
 tests run the command line in-process. ``--help`` lists them; docs/data.md describes the output.
 """
 from __future__ import annotations

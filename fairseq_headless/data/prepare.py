@@ -1012,7 +1012,7 @@ def check_output(out: Path, force: bool) -> None:
 
 
 def tokenizer_sample(opts: Options, k: int) -> list[str]:
-    """The sample prepare() trains sentencepiece on, for tokenizers trained elsewhere (scripts/sweep_vocab.py)."""
+    """The sample prepare() trains sentencepiece on, for tokenizers trained elsewhere (studies/vocab_sweep.py)."""
     preparation = Preparation(opts, [], log=lambda message: None)
     sources, units = preparation._sources([opts.output])
     return preparation.training_sample(sources, units, preparation.scan(sources, units), k, opts.spm_sample_bytes)

@@ -19,8 +19,6 @@ Nothing here imports fairseq: the modules run on Hugging Face models only.
     results.py        seeds aggregation, atomic JSON, markdown tables, PNG
     suite.py          a suite run: models x tasks x seeds, resume and --force, the tables
     cli.py            the command lines of scripts/finetune_{glue,superglue,xnli}.py
-    sotu_era.py       the demo's downstream task built from the SOTU corpus (not a paper task)
-    demo_check.py     fine-tune exported demo models and a random-init control on it
     zeroshot.py       Tab.4's zero-shot suite of causal models: lm-eval's own tasks on local files
     zeroshot_compare.py  one-tailed t-tests (Tab.4's daggers), the table and its PNG
     zeroshot_cli.py   the command lines of scripts/eval_zeroshot.py and compare_zeroshot.py

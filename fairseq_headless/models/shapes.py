@@ -16,7 +16,7 @@ The family says which model the shape is set on:
 - ``gpt_neox``: this package's GPT-NeoX decoder, :mod:`.gpt_neox`, likewise dataclass configs.
 
 The exporter (:mod:`fairseq_headless.export.weights`) tells the families apart by ``FAMILIES[...].fairseq_model``;
-the speed benchmark (:mod:`fairseq_headless.benchmarking.steps`) builds each shape from its YAML pair,
+the speed benchmark (:mod:`studies.benchmarks.steps`) builds each shape from its YAML pair,
 ``configs/<config>.yaml`` (vanilla) and ``configs/h<config>.yaml`` (headless).
 
 Adding an architecture: one ``Shape`` below, its two YAMLs, and its row in the tests' own table of
