@@ -27,6 +27,8 @@ INSTALL_REQUIRES = [
     "transformers>=5.0,<6",
     "safetensors>=0.4",
     "tqdm",
+    # every markdown table of the package and the studies (tablefmt="github")
+    "tabulate>=0.9",
     # .zst input (OpenWebText2's distribution format), read by fairseq_headless/data/sources.py.
     "zstandard>=0.22",
     "matplotlib>=3.8",

@@ -8,7 +8,6 @@ measured comes from fairseq's own training log and checkpoints.
   torchrun), append its output to a log file, follow it with progress lines, time it out, its exit status.
 * :mod:`.training_log`: the one reader of a training log (json or simple format): records, parameter count,
   fp16 overflow skips, throughput.
-* :mod:`.stages`: resumable stages, each leaving a marker JSON with the settings it was run with.
 * :mod:`.along_training` (+ ``_report``), :mod:`.batch_size_sweep`, :mod:`.vocab_sweep` (+ ``_stages``,
   ``_report``), :mod:`.demo`, :mod:`.gpu_checks`: the code of the scripts of the same names.
 * :mod:`.common_steps`: the export, LAMBADA and data-preparation steps several experiments take.

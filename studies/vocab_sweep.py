@@ -303,7 +303,7 @@ def clear(args) -> None:
 
 def main(argv=None) -> int:
     """studies/vocab_sweep.py: bad input raises :class:`SweepError` (``cli.run`` prints it, exit 2)."""
-    from .stages import StageSettingsError
+    from fairseq_headless.stages import StageSettingsError
     from .vocab_sweep_report import write_outputs
     from .vocab_sweep_stages import Sweep
 

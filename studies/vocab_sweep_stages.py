@@ -1,7 +1,7 @@
 """The stages of the vocabulary-size sweep (paper §6, Fig.6): tokenizer, data, pretraining, export, GLUE.
 
 Each stage is a function of the sweep's options and one size's folder, returning what its marker
-records (:mod:`.stages`); :class:`Sweep` runs them in order for every size and skips the finished
+records (:mod:`fairseq_headless.stages`); :class:`Sweep` runs them in order for every size and skips the finished
 ones. The options, the settings each stage depends on and the command line are in :mod:`.vocab_sweep`.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from fairseq_headless.files import atomic_path
 from . import common_steps, training_runs
-from .stages import Stage
+from fairseq_headless.stages import Stage
 from .training_log import summarize_log
 from .vocab_sweep import (MODELS, STAGES, AlreadyReported, SweepError, data_settings, glue_settings, log,
                           model_settings, train_settings, user_train_overrides)

@@ -14,7 +14,7 @@ from test_evaluation_helpers import polar_sentences, write_glue
 
 from fairseq_headless import cli
 from studies import vocab_sweep, vocab_sweep_stages
-from studies.stages import Stage, StageSettingsError
+from fairseq_headless.stages import Stage, StageSettingsError
 from studies.training_log import LAUNCH_MARKER, read_log, summarize_log, throughput
 from studies.training_runs import merge_overrides
 

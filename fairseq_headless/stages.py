@@ -1,4 +1,4 @@
-"""Resumable stages of a sweep (paper §6): a marker JSON per stage, holding the settings it ran with.
+"""Resumable stages: a marker JSON per stage, holding the settings it ran with (the one resume mechanism).
 
 A stage is skipped when its marker says it finished with the same settings; it is run (again) when
 the marker is missing or says it was started but not finished (an interrupted stage resumes: a
