@@ -201,6 +201,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 if __name__ == "__main__":
     import sys
 
-    from fairseq_headless.cli import run
+    from fairseq_headless.cli import run as run_command
 
-    sys.exit(run(main, failures=along.FAILURES))
+    sys.exit(run_command(main, failures=along.FAILURES))

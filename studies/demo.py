@@ -359,6 +359,6 @@ def main(argv=None) -> int:
 if __name__ == "__main__":
     import sys
 
-    from fairseq_headless.cli import run
+    from fairseq_headless.cli import run as run_command
 
-    sys.exit(run(main, failures=FAILURES))
+    sys.exit(run_command(main, failures=FAILURES))
