@@ -1,4 +1,5 @@
-"""Shared fixtures: one tiny binarized corpus per test session, and config loading."""
+"""Shared fixtures: one tiny binarized corpus per test session, the tiny runs trained on it once per session,
+and config loading."""
 
 import atexit
 import os
@@ -21,6 +22,9 @@ BIN = Path(sys.executable).parent  # the venv's console scripts (fairseq-preproc
 _HF_MODULES = tempfile.mkdtemp(prefix="hf-modules-")
 os.environ["HF_MODULES_CACHE"] = _HF_MODULES
 atexit.register(shutil.rmtree, _HF_MODULES, ignore_errors=True)
+# Tiny models on a shared 2-core machine: one thread computes them several times cheaper than two (no OpenMP
+# threads spinning in each other's way). Set before torch is imported; the tests' subprocesses inherit it.
+os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 # the studies (``python -m studies.X``) import from the checkout: their subprocesses find it from any folder
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
 
@@ -53,6 +57,51 @@ def tiny_data(tmp_path_factory) -> Path:
         check=True, capture_output=True,
     )
     return data
+
+
+@pytest.fixture(scope="session")
+def spm_folder(tmp_path_factory) -> Path:
+    """A scripts/prepare_data.py folder of the project's docs (helpers.export.corpus_lines): a sentencepiece BPE of
+    1000 pieces with byte fallback, as prepare_data trains it."""
+    from helpers.export import prepare
+
+    return prepare(tmp_path_factory.mktemp("spm"), "--vocab-size", "1000", "--byte-fallback", "on")
+
+
+def _trained(tiny_data, tmp_path_factory, config, *overrides):
+    from helpers.training import TrainingRun, hydra_train
+
+    save_dir = tmp_path_factory.mktemp(config)
+    return TrainingRun(config, tiny_data, overrides, save_dir, hydra_train(config, tiny_data, save_dir, *overrides))
+
+
+# Session runs of fairseq-hydra-train on tiny_data (helpers.training.TrainingRun: its log, save_dir, and what
+# reruns it). Each is as short as the assertions on it allow; a test that resumes one copies its save_dir first.
+HMLM_TINY_RUN = ("optimization.max_update=20", "checkpoint.save_interval_updates=5", "checkpoint.keep_interval_updates=1",
+                 "dataset.validate_interval_updates=5", "common.log_interval=1",
+                 "lr_scheduler.warmup_updates=5", "optimization.lr=[0.003]")
+
+
+@pytest.fixture(scope="session")
+def hmlm_tiny_run(tiny_data, tmp_path_factory):
+    """The headless encoder: 20 updates, a log line per update, a checkpoint and a validation every 5."""
+    return _trained(tiny_data, tmp_path_factory, "hmlm_tiny", *HMLM_TINY_RUN)
+
+
+@pytest.fixture(scope="session")
+def hlm_tiny_run(tiny_data, tmp_path_factory):
+    """The headless GPT-2 decoder: 20 updates, a log line every 2, no validation, one checkpoint at the end."""
+    return _trained(tiny_data, tmp_path_factory, "hlm_tiny", "optimization.max_update=20", "common.log_interval=2",
+                    "dataset.validate_interval_updates=0", "checkpoint.save_interval_updates=0",
+                    "lr_scheduler.warmup_updates=5", "optimization.lr=[0.003]")
+
+
+@pytest.fixture(scope="session")
+def hlm_pythia_tiny_run(tiny_data, tmp_path_factory):
+    """The headless Pythia: 15 updates, a log line every 5, no validation, one checkpoint at the end."""
+    return _trained(tiny_data, tmp_path_factory, "hlm_pythia_tiny", "optimization.max_update=15",
+                    "common.log_interval=5", "dataset.validate_interval_updates=0",
+                    "checkpoint.save_interval_updates=0", "lr_scheduler.warmup_updates=5", "optimization.lr=[0.003]")
 
 
 def load_config(name: str, *overrides: str):
@@ -158,3 +207,34 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# --cpu-times=FILE: user+sys CPU seconds of every test (setup, call and teardown, its subprocesses included),
+# most expensive first; the suite's budget is counted this way.
+def pytest_addoption(parser):
+    parser.addoption("--cpu-times", metavar="FILE", help="write each test's CPU seconds (with children) to FILE")
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
+_CPU_TIMES: dict = {}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    start = _cpu_seconds()
+    yield
+    _CPU_TIMES[item.nodeid] = _cpu_seconds() - start
+
+
+def pytest_sessionfinish(session):
+    path = session.config.getoption("--cpu-times")
+    if path and _CPU_TIMES:
+        rows = sorted(_CPU_TIMES.items(), key=lambda kv: -kv[1])
+        lines = [f"{sum(_CPU_TIMES.values()):8.1f}  total"] + [f"{s:8.1f}  {name}" for name, s in rows]
+        Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")

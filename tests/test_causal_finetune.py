@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import REPO, assert_close_computations, build_task_and_model, rounding_bound, run_cli
-from test_cli_training import train_losses
+from helpers.training import train_losses
 
 from fairseq_headless.criterions.cwt_criterion import input_embeddings
 
@@ -23,35 +23,15 @@ FAST = ["common.log_interval=5", "dataset.validate_interval_updates=0", "checkpo
 
 
 @pytest.fixture(scope="module")
-def pythia_pretraining(tiny_data, tmp_path_factory):
-    """(checkpoint, log) of a short CWT pretraining of the tiny Pythia with fairseq-hydra-train."""
-    save_dir = tmp_path_factory.mktemp("hlm_pythia_tiny")
-    log = run_cli([
-        "fairseq-hydra-train", "--config-dir", REPO / "configs", "--config-name", "hlm_pythia_tiny",
-        f"task.data={tiny_data}", f"checkpoint.save_dir={save_dir}", *FAST,
-        "optimization.max_update=15", "lr_scheduler.warmup_updates=5", "optimization.lr=[0.003]",
-    ])
-    return save_dir / "checkpoint_last.pt", log
+def headless_checkpoints(hlm_pythia_tiny_run, hlm_tiny_run):
+    """A headless checkpoint per family, each pretrained with CWT by fairseq-hydra-train (conftest's session runs)."""
+    return {"pythia": hlm_pythia_tiny_run.checkpoint, "gpt2": hlm_tiny_run.checkpoint}
 
 
-@pytest.fixture(scope="module")
-def headless_checkpoints(pythia_pretraining, tiny_data, tmp_path_factory):
-    """A headless checkpoint per family: the tiny Pythia's from the CLI; the GPT-2 one (whose CWT pretraining
-    test_cli_training.py runs) saved at initialisation by fairseq's own Trainer, in fairseq's format."""
-    from fairseq.trainer import Trainer
-
-    path = tmp_path_factory.mktemp("hlm_tiny") / "checkpoint_last.pt"
-    cfg, task, model = build_task_and_model("hlm_tiny", tiny_data, "checkpoint.no_save_optimizer_state=true")
-    trainer = Trainer(cfg, task, model, task.build_criterion(cfg.criterion))
-    trainer.save_checkpoint(str(path), {"train_iterator": {"epoch": 1}})
-    return {"pythia": pythia_pretraining[0], "gpt2": path}
-
-
-def test_headless_pythia_pretrains_with_the_cli_and_saves_no_head(pythia_pretraining):
-    path, log = pythia_pretraining
-    losses = train_losses(log)
+def test_headless_pythia_pretrains_with_the_cli_and_saves_no_head(hlm_pythia_tiny_run):
+    losses = train_losses(hlm_pythia_tiny_run.log)
     assert len(losses) == 3 and losses[-1] < losses[0] - 0.5, losses
-    keys = torch.load(path, map_location="cpu", weights_only=False)["model"]
+    keys = torch.load(hlm_pythia_tiny_run.checkpoint, map_location="cpu", weights_only=False)["model"]
     assert "decoder.embed_in.weight" in keys and not [k for k in keys if "embed_out" in k]
 
 

@@ -46,12 +46,6 @@ def valid_lines(data: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def spm_data(tmp_path_factory):
-    """sentencepiece BPE with byte fallback, as prepare_data trains it."""
-    return prepare(tmp_path_factory.mktemp("spm"), "--vocab-size", "1000", "--byte-fallback", "on")
-
-
-@pytest.fixture(scope="module")
 def hf_data(tmp_path_factory):
     """A Pythia-style byte-level BPE tokenizer.json (<|endoftext|> = id 0), padded like Pythia's rows."""
     root = tmp_path_factory.mktemp("hf")
@@ -63,16 +57,16 @@ def hf_data(tmp_path_factory):
 # --------------------------------------------------------------------------
 
 CASES = {  # id: (config, data fixture, overrides, HF class, tied head)
-    "headless_encoder": ("hmlm_tiny", "spm_data", (), "HeadlessRobertaForMaskedLM", None),
+    "headless_encoder": ("hmlm_tiny", "spm_folder", (), "HeadlessRobertaForMaskedLM", None),
     # a tokenizer.json with special tokens of its own (<|endoftext|>, <|padding|>) and 127 padding rows
     "headless_encoder_hf": ("hmlm_tiny", "hf_data", (), "HeadlessRobertaForMaskedLM", None),
-    "vanilla_encoder": ("mlm_tiny", "spm_data", (), "RobertaForMaskedLM", True),
+    "vanilla_encoder": ("mlm_tiny", "spm_folder", (), "RobertaForMaskedLM", True),
     "vanilla_encoder_untied": ("mlm_tiny", "hf_data", ("+model.untie_weights_roberta=true",), "RobertaForMaskedLM", False),
-    "headless_decoder": ("hlm_tiny", "spm_data", (), "GPT2LMHeadModel", True),
-    "vanilla_decoder": ("lm_tiny", "spm_data", (), "GPT2LMHeadModel", True),
+    "headless_decoder": ("hlm_tiny", "spm_folder", (), "GPT2LMHeadModel", True),
+    "vanilla_decoder": ("lm_tiny", "spm_folder", (), "GPT2LMHeadModel", True),
     # the shape of a headless decoder after causal fine-tuning: a head of its own
     "decoder_untied": ("lm_tiny", "hf_data", ("+model.share_decoder_input_output_embed=false",), "GPT2LMHeadModel", False),
-    "headless_pythia": ("hlm_pythia_tiny", "spm_data", (), "GPTNeoXForCausalLM", True),
+    "headless_pythia": ("hlm_pythia_tiny", "spm_folder", (), "GPTNeoXForCausalLM", True),
     "vanilla_pythia": ("lm_pythia_tiny", "hf_data", (), "GPTNeoXForCausalLM", False),
 }
 
@@ -270,10 +264,10 @@ def test_tokenizer_ids_equal_the_binarized_validation_split(exported):
 # --------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def trained_headless(spm_data, tmp_path_factory):
+def trained_headless(spm_folder, tmp_path_factory):
     """hmlm_tiny trained 60 steps of its CWT criterion on the spm data folder, then exported."""
     root = tmp_path_factory.mktemp("trained_headless")
-    model = save_checkpoint("hmlm_tiny", spm_data, root / "checkpoint.pt", "dataset.batch_size=4", updates=60)
+    model = save_checkpoint("hmlm_tiny", spm_folder, root / "checkpoint.pt", "dataset.batch_size=4", updates=60)
     assert run("--checkpoint", root / "checkpoint.pt", "--output", root / "hf") == 0
     return model, root / "hf"
 
@@ -288,19 +282,19 @@ def masked_texts(data: Path, count: int = 20) -> list[str]:
     return texts[:count]
 
 
-def test_fill_mask_pipeline_gives_the_fairseq_e_T_top_k_without_the_specials(trained_headless, spm_data):
+def test_fill_mask_pipeline_gives_the_fairseq_e_T_top_k_without_the_specials(trained_headless, spm_folder):
     """pipeline("fill-mask") = the fairseq checkpoint's e^T top-k after the exclusion; the card's snippet runs it."""
     from transformers import AutoTokenizer, pipeline
 
     model, out = trained_headless
-    never = never_predicted(spm_data)
+    never = never_predicted(spm_folder)
     card = (out / "README.md").read_text()
     snippet = card.split("```python\n")[1].split("```")[0]
     namespace = {}
     exec(snippet, namespace)  # the model card's own code: PATH, fill_mask
     fill_mask = namespace["fill_mask"]
     tok = AutoTokenizer.from_pretrained(out, trust_remote_code=True)
-    texts = masked_texts(spm_data)
+    texts = masked_texts(spm_folder)
     raw_top_excluded = 0
     assert len(texts) == 20
     for text in texts:
@@ -324,14 +318,14 @@ def test_fill_mask_pipeline_gives_the_fairseq_e_T_top_k_without_the_specials(tra
     assert all(p["token"] not in never for p in fill_mask("The <mask> of the Union."))
 
 
-def test_auto_classes_load_the_folders_own_code(trained_headless, spm_data):
+def test_auto_classes_load_the_folders_own_code(trained_headless, spm_folder):
     """AutoModel / AutoModelForMaskedLM / the task Auto classes load the exported file's classes (not
     the package's), whose masked-LM logits never rank an excluded id first."""
     from transformers import (AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModelForMultipleChoice,
                               AutoModelForSequenceClassification, AutoTokenizer)
 
     model, out = trained_headless
-    never = never_predicted(spm_data)
+    never = never_predicted(spm_folder)
     loaded = {auto.__name__: auto.from_pretrained(out, trust_remote_code=True) for auto in (
         AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoModelForMultipleChoice)}
     for auto, name in [("AutoConfig", "HeadlessRobertaConfig"), ("AutoModel", "HeadlessRobertaModel"),
@@ -342,7 +336,7 @@ def test_auto_classes_load_the_folders_own_code(trained_headless, spm_data):
         assert cls.__name__ == name and cls.__module__.startswith("transformers_modules.")
         assert cls.__module__.endswith(".modeling_headless_roberta")
     tok = AutoTokenizer.from_pretrained(out, trust_remote_code=True)
-    batch = tok(masked_texts(spm_data)[:4], padding=True, return_tensors="pt")
+    batch = tok(masked_texts(spm_folder)[:4], padding=True, return_tensors="pt")
     with torch.no_grad():
         logits = loaded["AutoModelForMaskedLM"].eval()(**batch).logits
         fs_logits = model(batch["input_ids"])[0]
@@ -353,7 +347,7 @@ def test_auto_classes_load_the_folders_own_code(trained_headless, spm_data):
     assert (logits - excluded(fs_logits, never))[real].abs().max() <= rounding_bound(terms, fs_logits.abs().max())
 
 
-def test_the_projects_loaders_take_a_headless_export(trained_headless, spm_data, tmp_path):
+def test_the_projects_loaders_take_a_headless_export(trained_headless, spm_folder, tmp_path):
     """Fine-tuning (evaluation/finetune.py), its random-init control and the embedding analyses load the
     export through the Auto classes with trust_remote_code: encoder weights unchanged, RoBERTa's head new."""
     import math
@@ -378,7 +372,7 @@ def test_the_projects_loaders_take_a_headless_export(trained_headless, spm_data,
     assert (control / "modeling_headless_roberta.py").is_file()
     assert load_model(control, spec)[1].startswith("control: encoder loaded into HeadlessRobertaForSequenceClassification")
     # at initialisation (near-uniform predictions) the balanced loss of a 2-class batch is 2 ln 2
-    lines = masked_texts(spm_data, 16)
+    lines = masked_texts(spm_folder, 16)
     train = [Example((line.replace("<mask>", "good" if k % 2 else "bad"),), k % 2) for k, line in enumerate(lines)]
     run = finetune(out, spec, train, {"dev": train[:8]}, FinetuneConfig(learning_rate=1e-7, epochs=1, batch_size=16),
                    0, tmp_path / "run", "x")
@@ -417,11 +411,11 @@ def test_loading_without_trust_remote_code_is_an_error_that_names_it(trained_hea
             load(str(out))
 
 
-def test_tokenizer_specials_and_padding_rows(spm_data, hf_data):
+def test_tokenizer_specials_and_padding_rows(spm_folder, hf_data):
     """Edge ids of the exported vocabulary, and the one documented divergence (special-token text)."""
     from fairseq.data import Dictionary
 
-    for data in (spm_data, hf_data):
+    for data in (spm_folder, hf_data):
         manifest = json.loads((data / "manifest.json").read_text())
         size = manifest["id_mapping"]["dictionary_size"]
         reference, raw = export_tokenizer.raw_tokenizer(open_data_folder(data, "--data"))
@@ -432,7 +426,7 @@ def test_tokenizer_specials_and_padding_rows(spm_data, hf_data):
         assert [tok.id_to_token(size - madeup + j) for j in range(madeup)] == [f"madeupword{j:04d}" for j in range(madeup)]
         assert tok.get_vocab_size() == size + 1
         assert tok.encode("x <mask>").ids[-2] == size  # HF reads special-token text as the special
-        if data == spm_data:  # sentencepiece's own <unk> <s> </s> (0 1 2) are fairseq 4 5 6, renamed
+        if data == spm_folder:  # sentencepiece's own <unk> <s> </s> (0 1 2) are fairseq 4 5 6, renamed
             assert [tok.id_to_token(i) for i in (4, 5, 6)] == ["tokenizer:<unk>", "tokenizer:<s>", "tokenizer:</s>"]
             assert unk == "tokenizer:<unk>"
         else:  # byte-level BPE has no unknown token; Pythia-style <|endoftext|> = 0 is fairseq 4
@@ -537,9 +531,9 @@ def test_tokenizer_json_with_colliding_specials_is_renamed_not_merged():
 # --------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def lm_checkpoint(spm_data, tmp_path_factory):
+def lm_checkpoint(spm_folder, tmp_path_factory):
     path = tmp_path_factory.mktemp("lm") / "checkpoint.pt"
-    save_checkpoint("lm_tiny", spm_data, path, seed=1)
+    save_checkpoint("lm_tiny", spm_folder, path, seed=1)
     return path
 
 
@@ -567,7 +561,7 @@ def test_tokenizer_mismatch_fails_the_check(lm_checkpoint, tmp_path, capsys, mon
     assert list(tmp_path.iterdir()) == []
 
 
-def test_existing_output_needs_force_and_moved_data_needs_data(lm_checkpoint, spm_data, tmp_path, capsys):
+def test_existing_output_needs_force_and_moved_data_needs_data(lm_checkpoint, spm_folder, tmp_path, capsys):
     out = tmp_path / "hf"
     out.mkdir()
     (out / "keep.txt").write_text("earlier results")
@@ -575,7 +569,7 @@ def test_existing_output_needs_force_and_moved_data_needs_data(lm_checkpoint, sp
     assert (out / "keep.txt").read_text() == "earlier results"
     # the data folder moved: task.data in the checkpoint no longer exists
     moved = tmp_path / "moved"
-    shutil.copytree(spm_data, moved)
+    shutil.copytree(spm_folder, moved)
     state = torch.load(lm_checkpoint, weights_only=True)
     state["cfg"]["task"]["data"] = str(tmp_path / "gone")
     torch.save(state, tmp_path / "moved.pt")
@@ -628,14 +622,14 @@ def test_pickled_code_is_refused_not_run(lm_checkpoint, tmp_path, capsys):
     assert not marker.exists() and not (tmp_path / "hf").exists()
 
 
-def test_unknown_and_unexportable_architectures(lm_checkpoint, spm_data, tmp_path, capsys):
+def test_unknown_and_unexportable_architectures(lm_checkpoint, spm_folder, tmp_path, capsys):
     state = torch.load(lm_checkpoint, weights_only=True)
     state["cfg"]["model"]["_name"] = "no_such_arch"
     torch.save(state, tmp_path / "unknown.pt")
     assert_error(capsys, 2, run("--checkpoint", tmp_path / "unknown.pt", "--output", tmp_path / "hf"),
                  "unknown architecture `no_such_arch`")
     # fairseq's plain transformer_lm defaults: post-LN, sinusoidal positions, scaled embeddings, relu
-    save_checkpoint("lm_tiny", spm_data, tmp_path / "plain.pt", "model._name=transformer_lm",
+    save_checkpoint("lm_tiny", spm_folder, tmp_path / "plain.pt", "model._name=transformer_lm",
                     "+model.decoder_layers=1", "+model.decoder_embed_dim=32", "+model.decoder_ffn_embed_dim=64",
                     "+model.decoder_attention_heads=2")
     capsys.readouterr()  # hydra's deprecation note while building it
@@ -647,19 +641,19 @@ def test_unknown_and_unexportable_architectures(lm_checkpoint, spm_data, tmp_pat
     assert not (tmp_path / "hf").exists()
 
 
-def test_bad_data_folders(lm_checkpoint, spm_data, hf_data, tmp_path, capsys):
+def test_bad_data_folders(lm_checkpoint, spm_folder, hf_data, tmp_path, capsys):
     out = tmp_path / "hf"
     no_tokenizer = tmp_path / "no_tokenizer"
-    shutil.copytree(spm_data, no_tokenizer)
+    shutil.copytree(spm_folder, no_tokenizer)
     (no_tokenizer / "tokenizer" / "spm.model").unlink()
     assert_error(capsys, 2, run("--checkpoint", lm_checkpoint, "--output", out, "--data", no_tokenizer),
                  "tokenizer file", "missing")
     broken = tmp_path / "broken_tokenizer"
-    shutil.copytree(spm_data, broken)
+    shutil.copytree(spm_folder, broken)
     (broken / "tokenizer" / "spm.model").write_bytes(b"not a model")
     assert_error(capsys, 2, run("--checkpoint", lm_checkpoint, "--output", out, "--data", broken), "spm.model")
     disagree = tmp_path / "disagree"
-    shutil.copytree(spm_data, disagree)
+    shutil.copytree(spm_folder, disagree)
     rows = (disagree / "dict.txt").read_text().splitlines()
     (disagree / "dict.txt").write_text("\n".join(rows[:-20]) + "\n")  # another tokenizer's dictionary
     assert_error(capsys, 2, run("--checkpoint", lm_checkpoint, "--output", out, "--data", disagree),

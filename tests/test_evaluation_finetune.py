@@ -22,15 +22,6 @@ from fairseq_headless.evaluation.tasks import GLUE_TASKS, SUPERGLUE_TASKS
 FAST = ["--lr", "3e-3", "--batch-size", "16", "--seeds", "1"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run 5-15x faster on one thread on a shared 2-core machine (no OpenMP spinning)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     root = tmp_path_factory.mktemp("evaluation")

@@ -240,7 +240,8 @@ def test_fairseq_still_configures_logging_on_import_and_the_package_undoes_it():
 
 
 # 6. fairseq-train checkpoints (argparse.Namespace configs) under torch's weights_only default
-# (the whole path, from_pretrained and fairseq-interactive on checkpoints of both CLIs: tests/test_hub_interface.py)
+# (the whole path: fairseq-train resuming its own checkpoint in tests/test_cli_training.py; from_pretrained and
+# fairseq-interactive on checkpoints of both CLIs in tests/test_hub_interface.py)
 
 def test_fairseq_still_loads_checkpoints_with_torchs_default_and_the_patch_is_applied():
     source = inspect.getsource(fairseq_patches._original_load_checkpoint_to_cpu)
@@ -270,20 +271,3 @@ def test_a_checkpoint_with_a_namespace_config_loads_and_nothing_else_is_allowed(
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
         checkpoint_utils.load_checkpoint_to_cpu(str(tmp_path / "code.pt"))
     assert argparse.Namespace not in torch.serialization.get_safe_globals()  # the allowance ends with the call
-
-
-def test_fairseq_train_resumes_from_its_own_checkpoint(tiny_data, tmp_path):
-    """Without the patch the second run stops at torch.load (argparse.Namespace refused): measured before it."""
-    from conftest import REPO, run_cli
-
-    args = ["fairseq-train", tiny_data, "--user-dir", REPO / "fairseq_headless", "--task", "masked_lm",
-            "--criterion", "headless_masked_lm", "--arch", "headless_roberta_tiny", "--tokens-per-sample", "64",
-            "--sample-break-mode", "none", "--required-batch-size-multiple", "1", "--optimizer", "adam", "--lr", "1e-3",
-            "--batch-size", "8", "--disable-validation", "--num-workers", "0", "--save-dir", tmp_path]
-    # Runs of 10 updates, not 1-2: a fairseq-train that ends 0.1 s after its start once aborted at exit ("terminate
-    # called without an active exception", exit -6, after its checkpoint was saved; 1 of 4 CI runs), likely while
-    # fairseq's background batch prefetching was still inside torch; after 10 updates its buffer is full and it waits.
-    run_cli([*args, "--max-update", "10"])
-    resumed = run_cli([*args, "--max-update", "20"])
-    assert "Loaded checkpoint" in resumed and "(epoch 1 @ 10 updates)" in resumed
-    assert "num_updates 20" in resumed

@@ -2,7 +2,6 @@
 concatenated batch (gloo, CPU), and a dummy batch (a rank out of batches) adds no negative."""
 
 import os
-import socket
 
 import ddp_ranks
 import pytest
@@ -59,16 +58,10 @@ def worker(rank, port, results):
         dist.destroy_process_group()
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def two_rank_results():
     results = mp.Manager().dict()
-    mp.spawn(worker, args=(free_port(), results), nprocs=len(SIZES), join=True)
+    mp.spawn(worker, args=(ddp_ranks.free_port(), results), nprocs=len(SIZES), join=True)
     return dict(results)
 
 

@@ -31,12 +31,11 @@ MASKED = "The State of the <mask> address."
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory):
+def folders(spm_folder, tmp_path_factory):
     """kind -> task.data: a sentencepiece folder, and a tokenizer.json folder prepared in two shards (a colon list)."""
-    spm = prepare(tmp_path_factory.mktemp("spm"), "--vocab-size", "1000", "--byte-fallback", "on")
     root = tmp_path_factory.mktemp("hf")
     hf = prepare(root, "--hf-tokenizer", byte_level_tokenizer(root / "tokenizer.json"), "--shards", "2")
-    return {"sentencepiece": str(spm), "tokenizer.json": f"{hf / 'shard0'}:{hf / 'shard1'}"}
+    return {"sentencepiece": str(spm_folder), "tokenizer.json": f"{hf / 'shard0'}:{hf / 'shard1'}"}
 
 
 def data_of(folders, cli: str) -> str:

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from conftest import (BIN, REPO, assert_close_computations, build_task_and_model, load_config, network_terms,
                       rounding_bound, run_cli)
 from test_models import one_training_batch
-from test_robustness import TWO_PROCESSES, free_port, hydra_args
+from helpers.training import TWO_PROCESSES, free_port, hydra_args
 
 from fairseq import optim, options, tasks, utils
 from fairseq.optim.adam import FairseqAdam

@@ -184,14 +184,9 @@ def exported_gpt2(tmp_path_factory):
     tok.train_from_iterator(lines, trainers.BpeTrainer(vocab_size=600, special_tokens=["<|endoftext|>"],
                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tok.save(str(root / "tokenizer.json"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        data = prepare(root, "--hf-tokenizer", root / "tokenizer.json")
-        save_checkpoint("lm_tiny", data, root / "checkpoint.pt")
-        assert run("--checkpoint", root / "checkpoint.pt", "--output", root / "hf") == 0
-    finally:
-        torch.set_num_threads(threads)
+    data = prepare(root, "--hf-tokenizer", root / "tokenizer.json")
+    save_checkpoint("lm_tiny", data, root / "checkpoint.pt")
+    assert run("--checkpoint", root / "checkpoint.pt", "--output", root / "hf") == 0
     files = root / "task_files"
     files.mkdir()
     for name, rows in [("sciq", SCIQ), ("boolq", BOOLQ), ("lambada_openai", [{"text": t} for t in LAMBADA])]:
@@ -221,52 +216,47 @@ def test_lm_eval_offline_equals_an_independent_computation(exported_gpt2, tmp_pa
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("DISABLE_MULTIPROC", "1")  # lm-eval's bootstrap pool: not on a shared 2-core machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        code = cli.run(eval_main, ["--model", f"tiny={folder}", "--tasks", "sciq", "boolq", "lambada_openai",
-                                   "--task-files", str(files), "--output", str(tmp_path / "out"), "--device", "cpu",
-                                   "--batch-size", "3", "--bootstrap-iters", "50"])
-        assert code == 0, capsys.readouterr().err[-3000:]
-        result = json.loads((tmp_path / "out" / "tiny.json").read_text())
-        tasks = result["tasks"]
-        assert list(tasks) == ["boolq", "sciq", "lambada_openai"]  # the paper's column order
-        assert result["lm_eval_version"] == "0.4.13"
+    code = cli.run(eval_main, ["--model", f"tiny={folder}", "--tasks", "sciq", "boolq", "lambada_openai",
+                               "--task-files", str(files), "--output", str(tmp_path / "out"), "--device", "cpu",
+                               "--batch-size", "3", "--bootstrap-iters", "50"])
+    assert code == 0, capsys.readouterr().err[-3000:]
+    result = json.loads((tmp_path / "out" / "tiny.json").read_text())
+    tasks = result["tasks"]
+    assert list(tasks) == ["boolq", "sciq", "lambada_openai"]  # the paper's column order
+    assert result["lm_eval_version"] == "0.4.13"
 
-        model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True).eval()
-        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        # SciQ: lm-eval's sciq.yaml prompt; gold = correct_answer, listed last.
-        expected = []
-        for doc in SCIQ:
-            context = f"{doc['support'].lstrip()}\nQuestion: {doc['question']}\nAnswer:"
-            lls = choice_loglikelihoods(model, tokenizer, context, [doc["distractor1"], doc["distractor2"],
-                                                                    doc["distractor3"], doc["correct_answer"]])
-            expected.append(float(int(np.argmax(lls)) == 3))
-        assert tasks["sciq"]["samples"]["acc"] == expected
-        assert tasks["sciq"]["value"] == pytest.approx(np.mean(expected), abs=1e-12)
-        assert tasks["sciq"]["stderr"] == pytest.approx(np.std(expected, ddof=1) / 2, abs=1e-12)
-        assert tasks["sciq"]["n"] == 4 and tasks["sciq"]["samples"]["doc_id"] == [0, 1, 2, 3]
-        # BoolQ: super_glue/boolq/default.yaml's prompt, choices no / yes, gold = label.
-        expected = []
-        for doc in BOOLQ:
-            lls = choice_loglikelihoods(model, tokenizer, f"{doc['passage']}\nQuestion: {doc['question']}?\nAnswer:",
-                                        ["no", "yes"])
-            expected.append(float(int(np.argmax(lls)) == doc["label"]))
-        assert tasks["boolq"]["samples"]["acc"] == expected
-        assert tasks["boolq"]["value"] == pytest.approx(np.mean(expected), abs=1e-12)
-        # LAMBADA: the same numbers as scripts/eval_lambada.py on the same passages.
-        reference = eval_lambada.evaluate(eval_lambada.huggingface_scorer(folder, "cpu"), LAMBADA, batch_size=2)
-        assert tasks["lambada_openai"]["value"] == pytest.approx(reference["accuracy"], abs=1e-12)
-        c = model.config  # lm-eval's batches against eval_lambada's: other kernels, the same sums
-        length = max(len(tokenizer(text)["input_ids"]) for text in LAMBADA)
-        rtol = perplexity_rtol(c.n_layer, c.n_embd, c.n_inner or 4 * c.n_embd, length, c.vocab_size,
-                               reference["perplexity"])
-        assert tasks["lambada_openai"]["metrics"]["perplexity"] == pytest.approx(reference["perplexity"], rel=rtol)
-        # a finite, non-trivial number; no upper bound: an untrained model's perplexity depends on its random
-        # initialisation, and the comparison above is what the test is for
-        assert 1 < reference["perplexity"] < float("inf")
-    finally:
-        torch.set_num_threads(threads)
+    model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    # SciQ: lm-eval's sciq.yaml prompt; gold = correct_answer, listed last.
+    expected = []
+    for doc in SCIQ:
+        context = f"{doc['support'].lstrip()}\nQuestion: {doc['question']}\nAnswer:"
+        lls = choice_loglikelihoods(model, tokenizer, context, [doc["distractor1"], doc["distractor2"],
+                                                                doc["distractor3"], doc["correct_answer"]])
+        expected.append(float(int(np.argmax(lls)) == 3))
+    assert tasks["sciq"]["samples"]["acc"] == expected
+    assert tasks["sciq"]["value"] == pytest.approx(np.mean(expected), abs=1e-12)
+    assert tasks["sciq"]["stderr"] == pytest.approx(np.std(expected, ddof=1) / 2, abs=1e-12)
+    assert tasks["sciq"]["n"] == 4 and tasks["sciq"]["samples"]["doc_id"] == [0, 1, 2, 3]
+    # BoolQ: super_glue/boolq/default.yaml's prompt, choices no / yes, gold = label.
+    expected = []
+    for doc in BOOLQ:
+        lls = choice_loglikelihoods(model, tokenizer, f"{doc['passage']}\nQuestion: {doc['question']}?\nAnswer:",
+                                    ["no", "yes"])
+        expected.append(float(int(np.argmax(lls)) == doc["label"]))
+    assert tasks["boolq"]["samples"]["acc"] == expected
+    assert tasks["boolq"]["value"] == pytest.approx(np.mean(expected), abs=1e-12)
+    # LAMBADA: the same numbers as scripts/eval_lambada.py on the same passages.
+    reference = eval_lambada.evaluate(eval_lambada.huggingface_scorer(folder, "cpu"), LAMBADA, batch_size=2)
+    assert tasks["lambada_openai"]["value"] == pytest.approx(reference["accuracy"], abs=1e-12)
+    c = model.config  # lm-eval's batches against eval_lambada's: other kernels, the same sums
+    length = max(len(tokenizer(text)["input_ids"]) for text in LAMBADA)
+    rtol = perplexity_rtol(c.n_layer, c.n_embd, c.n_inner or 4 * c.n_embd, length, c.vocab_size,
+                           reference["perplexity"])
+    assert tasks["lambada_openai"]["metrics"]["perplexity"] == pytest.approx(reference["perplexity"], rel=rtol)
+    # a finite, non-trivial number; no upper bound: an untrained model's perplexity depends on its random
+    # initialisation, and the comparison above is what the test is for
+    assert 1 < reference["perplexity"] < float("inf")
 
     # the result exists: kept unless --force, before any model is loaded
     capsys.readouterr()
