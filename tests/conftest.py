@@ -69,31 +69,30 @@ def spm_folder(tmp_path_factory) -> Path:
 
 
 def _trained(tiny_data, tmp_path_factory, config, *overrides):
-    from helpers.training import TrainingRun, hydra_train
+    from helpers.training import SHORT_SCHEDULE, TrainingRun, hydra_train
 
     save_dir = tmp_path_factory.mktemp(config)
+    overrides = (*overrides, *SHORT_SCHEDULE)
     return TrainingRun(config, tiny_data, overrides, save_dir, hydra_train(config, tiny_data, save_dir, *overrides))
 
 
-# Session runs of fairseq-hydra-train on tiny_data (helpers.training.TrainingRun: its log, save_dir, and what
-# reruns it). Each is as short as the assertions on it allow; a test that resumes one copies its save_dir first.
-HMLM_TINY_RUN = ("optimization.max_update=20", "checkpoint.save_interval_updates=5", "checkpoint.keep_interval_updates=1",
-                 "dataset.validate_interval_updates=5", "common.log_interval=1",
-                 "lr_scheduler.warmup_updates=5", "optimization.lr=[0.003]")
-
+# Session runs of fairseq-hydra-train on tiny_data at SHORT_SCHEDULE's lr (helpers.training.TrainingRun: its log,
+# save_dir, and what reruns it), shared by the test files that check a trained model or its log. Each is as short
+# as the assertions on it allow; a test that resumes one copies its save_dir first.
 
 @pytest.fixture(scope="session")
 def hmlm_tiny_run(tiny_data, tmp_path_factory):
     """The headless encoder: 20 updates, a log line per update, a checkpoint and a validation every 5."""
-    return _trained(tiny_data, tmp_path_factory, "hmlm_tiny", *HMLM_TINY_RUN)
+    return _trained(tiny_data, tmp_path_factory, "hmlm_tiny", "optimization.max_update=20", "common.log_interval=1",
+                    "checkpoint.save_interval_updates=5", "checkpoint.keep_interval_updates=1",
+                    "dataset.validate_interval_updates=5")
 
 
 @pytest.fixture(scope="session")
 def hlm_tiny_run(tiny_data, tmp_path_factory):
     """The headless GPT-2 decoder: 20 updates, a log line every 2, no validation, one checkpoint at the end."""
     return _trained(tiny_data, tmp_path_factory, "hlm_tiny", "optimization.max_update=20", "common.log_interval=2",
-                    "dataset.validate_interval_updates=0", "checkpoint.save_interval_updates=0",
-                    "lr_scheduler.warmup_updates=5", "optimization.lr=[0.003]")
+                    "dataset.validate_interval_updates=0", "checkpoint.save_interval_updates=0")
 
 
 @pytest.fixture(scope="session")
@@ -101,7 +100,7 @@ def hlm_pythia_tiny_run(tiny_data, tmp_path_factory):
     """The headless Pythia: 15 updates, a log line every 5, no validation, one checkpoint at the end."""
     return _trained(tiny_data, tmp_path_factory, "hlm_pythia_tiny", "optimization.max_update=15",
                     "common.log_interval=5", "dataset.validate_interval_updates=0",
-                    "checkpoint.save_interval_updates=0", "lr_scheduler.warmup_updates=5", "optimization.lr=[0.003]")
+                    "checkpoint.save_interval_updates=0")
 
 
 def load_config(name: str, *overrides: str):
@@ -200,7 +199,8 @@ def perplexity_rtol(layers: int, dim: int, ffn: int, length: int, vocab: int, pe
 
 @pytest.fixture
 def one_thread():
-    """Tiny models run several times faster on one thread on a shared 2-core machine (no OpenMP spinning)."""
+    """One torch thread within a test (the session starts with one: OMP_NUM_THREADS above), also after a test
+    that changed it."""
     import torch
 
     threads = torch.get_num_threads()
@@ -237,4 +237,5 @@ def pytest_sessionfinish(session):
     if path and _CPU_TIMES:
         rows = sorted(_CPU_TIMES.items(), key=lambda kv: -kv[1])
         lines = [f"{sum(_CPU_TIMES.values()):8.1f}  total"] + [f"{s:8.1f}  {name}" for name, s in rows]
-        Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+        Path(f"{path}.tmp").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        os.replace(f"{path}.tmp", path)
