@@ -30,10 +30,11 @@ def test_two_process_cpu_training_with_global_negatives(tiny_data, tmp_path):
 
 def test_fp16_with_loss_scaling_makes_progress(tiny_data, tmp_path):
     # On CPU fairseq's fp16 path needs the memory-efficient optimizer wrapper (README); CPUs without native
-    # half support emulate its arithmetic, slowly. Its loss falls slower than float32's: 40 updates.
-    log = hydra_train("hmlm_tiny", tiny_data, tmp_path, "optimization.max_update=40", "common.fp16=true",
-                      "common.memory_efficient_fp16=true", "optimization.lr=[0.005]", "lr_scheduler.warmup_updates=5",
-                      "dataset.disable_validation=true")
+    # half support emulate its arithmetic, slowly: blocks of 64 tokens. Its loss falls slower than float32's:
+    # 40 updates.
+    log = hydra_train("hmlm_tiny", tiny_data, tmp_path, "optimization.max_update=40", "task.tokens_per_sample=64",
+                      "common.fp16=true", "common.memory_efficient_fp16=true", "optimization.lr=[0.005]",
+                      "lr_scheduler.warmup_updates=5", "dataset.disable_validation=true")
     losses = train_losses(log)
     scales = re.findall(r"train_inner.*?loss_scale=([\d.]+)", log)
     assert scales, "fp16 optimizer not active"
