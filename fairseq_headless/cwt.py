@@ -84,7 +84,6 @@ def cwt_loss(
     else:
         first_row = 0
     if num_positions == 0:
-        # Keep the graph connected so that backward() and DDP see every parameter.
         zero = (outputs.sum() + (target_embeddings.sum() if target_embeddings is not None else 0)).float() * 0.0
         return CWTOutput(zero, target_ids.new_zeros(()), 0, 0)
 
