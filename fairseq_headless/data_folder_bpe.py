@@ -1,15 +1,12 @@
-"""The data folder's tokenizer as a fairseq BPE, ``bpe=data_folder`` (``--bpe data_folder``): fairseq's own tools on the
-project's checkpoints (the hub interface's ``encode``/``fill_mask``/``sample``, ``fairseq-interactive``).
+"""The data folder's tokenizer as a fairseq BPE, ``bpe=data_folder``: fairseq's own tools on the project's
+checkpoints (the hub interface's ``encode``/``fill_mask``/``sample``, ``fairseq-interactive``).
 
-A data folder written by scripts/prepare_data.py holds a ``dict.txt`` whose symbols are the tokenizer's ids (fairseq id
-= tokenizer id + 4, docs/data.md), so no BPE of fairseq's knows it: ``bpe=sentencepiece`` yields pieces that are not
-in the dictionary, and every word becomes ``<unk>``. This BPE encodes with the tokenizer the folder's manifest names
-(sentencepiece or ``tokenizer.json``, read by :mod:`fairseq_headless.data.folder`) into those id symbols, which
-fairseq's hub then maps through the dictionary, and decodes them back.
-
-``bpe.data_folder`` defaults to ``task.data`` (one folder or a colon list of shards; the first holds the manifest),
-so ``bpe=data_folder`` alone is enough wherever fairseq knows the task's data: ``from_pretrained(...,
-data_name_or_path=DATA, bpe="data_folder")`` and ``fairseq-interactive DATA --bpe data_folder``.
+A data folder's ``dict.txt`` symbols are the tokenizer's ids (fairseq id = tokenizer id + 4, docs/data.md),
+which no BPE of fairseq's knows: ``bpe=sentencepiece`` yields pieces absent from the dictionary, so every
+word becomes ``<unk>``. This BPE encodes with the tokenizer the folder's manifest names into those id
+symbols, and decodes them back. ``bpe.data_folder`` defaults to ``task.data``, so ``bpe=data_folder`` is
+enough wherever fairseq knows the data (``from_pretrained(..., data_name_or_path=DATA, bpe="data_folder")``,
+``fairseq-interactive DATA --bpe data_folder``).
 """
 from dataclasses import dataclass
 

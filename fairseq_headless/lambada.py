@@ -1,38 +1,12 @@
 """Zero-shot LAMBADA accuracy and perplexity of a causal model, as lm-evaluation-harness's ``lambada_openai``.
 
-The paper's generation benchmark for its decoders (§4.2, Tab.3, Figs.4 and 7): the
-vanilla model, the headless model scored with its input embeddings as the head (e^T,
-Tab.3's "Headless" row) and the headless model after causal fine-tuning.
-
-    python scripts/eval_lambada.py --model checkpoints/hlm_pythia70m_ft/checkpoint_last.pt \\
-        --data lambada_test.jsonl --output results/lambada.json
-
-(the command line: :func:`main`, whose entry point is scripts/eval_lambada.py)
-
-``--model`` is a fairseq checkpoint (a ``.pt`` file; the text is tokenized with the
-tokenizer of the data folder it was trained on, ``manifest.json``, fairseq id =
-tokenizer id + offset; ``--data-bin`` if that folder has moved) or a Hugging Face
-model folder (``AutoTokenizer`` + ``AutoModelForCausalLM``, offline). ``--data`` is
-LAMBADA as jsonl, ``{"text": ...}`` per line (OpenAI's ``lambada_test.jsonl``, the
-5,153 passages of ``EleutherAI/lambada_openai``'s ``default`` config).
-
-How lm-evaluation-harness computes ``lambada_openai`` (EleutherAI/lm-evaluation-harness:
-``lm_eval/tasks/lambada/lambada_openai.yaml``; ``lm_eval/models/huggingface.py``,
-``HFLM._encode_pair`` and ``HFLM._loglikelihood_tokens``; ``lm_eval/api/metrics.py``,
-aggregation ``perplexity``), which :func:`evaluate` follows step by step:
-
-- context = ``text.split(' ')[:-1]`` joined with ``' '``; continuation = ``' '`` + the last word;
-- trailing whitespace of the context moves to the front of the continuation; then
-  whole = encode(context + continuation), context ids = encode(context), continuation
-  ids = whole[len(context ids):] (no special tokens; an empty context is [end-of-text]);
-- the model reads (context ids + continuation ids)[-(max_length + 1):][:-1], right-padded
-  in batches, and the continuation is scored at the last len(continuation) positions;
-- per passage: loglikelihood = sum of the continuation tokens' log-probabilities,
-  greedy = every continuation token is the argmax of its distribution;
-- accuracy = mean(greedy) (a fraction, lm-eval's ``acc``); perplexity = exp(-mean(loglikelihood)).
-
-Writes JSON with ``accuracy`` and ``perplexity`` (and how they were obtained); bad
-input ends with one ``error: ...`` line on stderr and exit code 2.
+The paper's generation benchmark for its decoders (§4.2, Tab.3, Figs.4 and 7): the vanilla model, the
+headless model scored with its input embeddings as the head (e^T, Tab.3's "Headless" row) and the headless
+model after causal fine-tuning. :func:`evaluate` follows lm-evaluation-harness step by step (its
+``lambada_openai.yaml``, ``HFLM._encode_pair`` and ``HFLM._loglikelihood_tokens``), so that the numbers
+compare with the paper's. ``--model`` is a fairseq checkpoint, tokenized with its data folder's tokenizer,
+or a Hugging Face folder. The command line is :func:`main` (scripts/eval_lambada.py); options and the
+steps: docs/decoders.md.
 """
 from __future__ import annotations
 

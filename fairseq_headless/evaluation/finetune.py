@@ -195,8 +195,8 @@ def _write(line: str) -> None:
 
 class EpochProgress(TrainerCallback):
     """Progress per training epoch and per evaluation (stderr): a bar on a terminal; in a log file (a cluster
-    job) a line every 30 s and at the end, since an epoch of a large task runs for an hour and a bar would
-    leave its every redraw (data/progress.Parts). And one line of dev metrics per epoch."""
+    job) a line every 30 s and at the end, since a log keeps a bar's every redraw (data/progress.Parts).
+    And one line of dev metrics per epoch."""
 
     def __init__(self, desc: str, dev_names: list):
         self.desc, self.dev_names = desc, dev_names

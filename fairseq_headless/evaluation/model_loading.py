@@ -1,13 +1,10 @@
 """An exported encoder folder -> a model with a new task head, checked, and its tokenizer.
 
-A headless export is a ``headless_roberta`` model (its own model type, whose code the folder
-holds: loaded with ``trust_remote_code=True``), a vanilla export a ``RobertaForMaskedLM``;
-``AutoModelForSequenceClassification`` / ``AutoModelForMultipleChoice`` load both with
-RoBERTa's own task heads, initialise the new head, and print a load report as a warning. That report would also be the only sign of a real failure (an
-encoder weight that did not load and silently stayed random), so it is checked here
-instead: every missing weight must belong to the new head, nothing may have a
-mismatched shape, and the pretraining head (``lm_head``) is the only thing expected to
-be left over. The report itself is silenced and replaced by one summary line.
+A headless export is a ``headless_roberta`` model (its own model type, code in the folder, loaded with
+``trust_remote_code=True``), a vanilla one a ``RobertaForMaskedLM``; the Auto task classes load both with
+RoBERTa's task heads and print a load report as a warning. That report would be the only sign of an
+encoder weight silently left random, so it is checked here instead (missing weights only in the new head,
+no shape mismatch, only ``lm_head`` left over) and replaced by one summary line.
 """
 from __future__ import annotations
 

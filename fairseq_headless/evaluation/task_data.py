@@ -1,16 +1,10 @@
 """A task's train or dev split as a list of :class:`Example` (model-ready text and label id).
 
-Local files in the benchmark's own layout (``--data-dir``), or the hub when no folder is
-given (needs the optional `datasets` library and network). How each task's row becomes
-model input:
-
-* text tasks: one segment or a sentence pair, as the columns hold them;
-* COPA (Tab.2): two-way multiple choice; each choice is the pair
-  (premise, "because <alternative>") for a *cause* question and (premise,
-  "so <alternative>") for an *effect* question; the model scores both and a softmax runs
-  over the two (``RobertaForMultipleChoice``);
-* WiC (Tab.2): the sentence pair with the target word marked by asterisks in each
-  sentence, from the character offsets ``start``/``end`` of the files.
+Local files in the benchmark's own layout (``--data-dir``), or the hub when no folder is given (needs the
+optional `datasets` library and network). Text tasks are one segment or a sentence pair; COPA (Tab.2) is
+two-way multiple choice over (premise, "because <alternative>") for a *cause* question and (premise, "so
+<alternative>") for an *effect* one, softmax over the two (``RobertaForMultipleChoice``); WiC (Tab.2) is
+the sentence pair with the target word marked by asterisks, from the files' ``start``/``end`` offsets.
 """
 from __future__ import annotations
 

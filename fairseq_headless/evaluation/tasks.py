@@ -1,13 +1,9 @@
 """The downstream tasks of the paper: GLUE (Tab.1), SuperGLUE BoolQ/CB/COPA/WiC (Tab.2), XNLI (Tab.5).
 
-Each task is one :class:`TaskSpec`: where its splits lie in the benchmark's own
-distribution layout (GLUE's TSV folders, SuperGLUE's jsonl folders, XNLI's two zips),
-which columns hold the text and the label, the label strings in the order of the
-model's outputs, the metrics the paper reports, and the same data's name on the
-Hugging Face hub (used only when no ``--data-dir`` is given).
-
-Labels are listed in the order of the hub's ``ClassLabel`` names, so a hub label id is
-already the model's output index (checked against ``hub_label_names`` at load time).
+Each task is one :class:`TaskSpec`: where its splits lie in the benchmark's own layout (GLUE's TSV folders,
+SuperGLUE's jsonl folders, XNLI's two zips), which columns hold text and label, the labels in the order of
+the model's outputs, the paper's metrics, and the same data's hub name (used only without ``--data-dir``).
+Labels follow the hub's ``ClassLabel`` order, so a hub label id is the output index (checked at load).
 """
 from __future__ import annotations
 

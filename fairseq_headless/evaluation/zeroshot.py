@@ -1,21 +1,12 @@
 """Zero-shot evaluation of exported causal models with lm-evaluation-harness (paper §4.2, Tab.4).
 
-The paper scores its decoders (vanilla, headless + causal fine-tuning) zero-shot on BoolQ,
-CrowS-Pairs, RACE, SciQ, PubMedQA and QASPER from the LM Evaluation Harness, plus LAMBADA
-(Tab.3). This module runs lm-eval's own task definitions on a Hugging Face folder written by
-scripts/convert_to_hf.py, with the data read from local JSON-lines files instead of the hub.
-
-Each task of ``zeroshot_tasks/*.yaml`` names the lm-eval YAML it derives from (a path under
-``lm_eval/tasks/``, ``derive_from``), the local file and the split it stands for. At run
-time a small lm-eval YAML is composed from it: ``include:`` the lm-eval file (so prompts,
-choices, preprocessing functions and metrics are lm-eval's, never copied here), then
-``dataset_path: json`` with ``dataset_kwargs.data_files`` pointing at the local file, and
-the task's own ``overrides`` (only QASPER has some). lm-eval then runs as
-``lm_eval --model hf --log_samples`` would, through its Python API.
-
-Per task the result keeps lm-eval's aggregated metrics and standard errors and the
-per-sample scores (``log_samples``), which the paired significance test needs
-(:mod:`fairseq_headless.evaluation.zeroshot_compare`).
+The paper scores its decoders (vanilla, headless + causal fine-tuning) on BoolQ, CrowS-Pairs, RACE, SciQ,
+PubMedQA and QASPER from the harness. Each ``zeroshot_tasks/*.yaml`` names the lm-eval YAML it derives
+from (``derive_from``), its local file and split; at run time a small lm-eval YAML ``include:``s that
+file, so prompts, choices and metrics are lm-eval's, never copied here, and reads ``dataset_path: json``
+from the local file (plus the task's own ``overrides``, only QASPER's). lm-eval runs as ``lm_eval --model
+hf --log_samples`` would, through its Python API; the per-sample scores feed the paired significance test
+of :mod:`fairseq_headless.evaluation.zeroshot_compare`.
 """
 from __future__ import annotations
 

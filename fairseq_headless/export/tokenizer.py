@@ -49,18 +49,10 @@ def check_dictionary(dictionary, manifest: dict | None, tokenizer_size: int, tok
 def spm_to_tokenizers(reference: SentencePieceTokenizer):
     """A `tokenizers` object that encodes like sentencepiece, from the model's ModelProto.
 
-    Built here rather than with transformers' SpmConverter, an internal helper whose output is not
-    stable across transformers releases (one built a BPE without merges).
-    SentencePiece's order: the precompiled normalization map, removal of extra spaces, the dummy prefix
-    "▁" (always, even before an existing "▁"), spaces escaped as "▁". User-defined pieces are emitted
-    whole (isolated after normalization); BPE merges a pair when the merged piece is a normal piece,
-    best score first.
-
-    Known differences, both caught by the export's tokenizer check when its sample holds such text:
-    sentencepiece never produces control or byte pieces from text, while here a unigram model with
-    byte fallback turns a literal "<0x41>" into that byte piece, and a BPE model with user-defined
-    pieces does so when such a string is all the text between a user-defined piece and the next one
-    (or an end of the text).
+    Built here rather than with transformers' SpmConverter, an internal helper whose output changes across
+    releases. SentencePiece's order: the precompiled normalization map, removal of extra spaces, the dummy
+    prefix "▁" (always), spaces escaped as "▁"; user-defined pieces emitted whole; BPE merges a pair when
+    the merged piece is a normal piece, best score first. Known differences: docs/export.md.
     """
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
