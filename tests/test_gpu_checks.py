@@ -55,7 +55,7 @@ def test_every_check_ran_and_passed(dry_run):
 def test_the_one_rank_ddp_training_went_through_the_sparse_all_reduce_hook(dry_run):
     run = dry_run[0]["nccl_1rank_sparse_hook"]
     command = run["command"]
-    for part in ("torchrun --nproc_per_node=1", "studies/gpu_checks.py --as-one-rank-ddp-fairseq-hydra-train",
+    for part in ("torchrun --nproc_per_node=1", "-m studies.gpu_checks --as-one-rank-ddp-fairseq-hydra-train",
                  "fairseq-hydra-train --config-dir", "distributed_training.distributed_backend=gloo",
                  "distributed_training.ddp_backend=pytorch_ddp", "model.sparse_embedding_update=true",
                  "optimizer._name=lazy_adam"):
@@ -89,7 +89,7 @@ def test_the_gpu_run_differs_from_the_dry_run_in_the_hardware_settings_only():
     # the demo check is RESULTS.md's hmlm_small vs mlm_small command, less its folders
     text = (REPO / "RESULTS.md").read_text()
     block = re.search(r"```bash\n(python -m studies.demo --size small.*?)```", text, re.S)[1]
-    words = shlex.split(block.replace("\\\n", " "))[2:]
+    words = shlex.split(block.replace("\\\n", " "))[3:]
     for option in ("--workdir", "--corpus"):
         at = words.index(option)
         del words[at:at + 2]
