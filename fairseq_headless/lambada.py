@@ -171,7 +171,6 @@ def fairseq_scorer(checkpoint: Path, data_bin: Path | None, device: str) -> Scor
     """A fairseq checkpoint (read weights_only), tokenized with its data folder's tokenizer (fairseq ids)."""
     logging.getLogger("fairseq").setLevel(logging.WARNING)  # stderr is for the progress bar and errors
     from .checkpoint_reading import build_model, read_checkpoint
-    from .data.errors import DataError
     from .data.folder import open_data_folder
 
     state = read_checkpoint(checkpoint, "--model", data=data_bin)
@@ -181,7 +180,7 @@ def fairseq_scorer(checkpoint: Path, data_bin: Path | None, device: str) -> Scor
     data = cfg.task.data
     try:
         encode = open_data_folder(data, str(data)).fairseq_encoder()
-    except DataError as e:
+    except InputError as e:
         raise InputError(f"{e}; the model's data folder (written by scripts/prepare_data.py) holds its tokenizer: "
                          "pass it with --data-bin DIR") from None
     task, model = build_model(state)

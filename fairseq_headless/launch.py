@@ -34,7 +34,7 @@ from typing import Mapping
 
 from omegaconf import OmegaConf
 
-from .cli import write_line
+from .cli import InputError, write_line
 
 TORCHRUN_KEYS = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK")
 # The README's CPU line ("On CPU"): what a paper config needs on a machine without GPU.
@@ -44,10 +44,6 @@ CPU_TORCHRUN_FLAGS = ("distributed_training.distributed_backend=gloo "
                       "distributed_training.distributed_init_method=env:// "
                       "distributed_training.distributed_no_spawn=true "
                       "'distributed_training.distributed_rank=${oc.env:RANK}'")
-
-
-class LaunchError(RuntimeError):
-    """The run cannot start as configured (launcher, devices or data); the message says which setting to change."""
 
 
 def _keep_the_batch(world_size: int, launched: int, update_freq: int, batch_size: int | None) -> str:
@@ -66,7 +62,7 @@ def _keep_the_batch(world_size: int, launched: int, update_freq: int, batch_size
 def check_launch(world_size: int, update_freq: int = 1, batch_size: int | None = None, *, cpu: bool = False,
                  init_method: str | None = None, environ: Mapping[str, str] | None = None,
                  cuda_devices: int | None = None) -> None:
-    """Raise LaunchError when the launcher in `environ` disagrees with the config's world size.
+    """Raise InputError when the launcher in `environ` disagrees with the config's world size.
 
     `world_size`, `update_freq` and `batch_size` (per device) are the config's; `cuda_devices` is what this process sees
     (torch.cuda.device_count() when None); `cpu` is common.cpu.
@@ -81,12 +77,12 @@ def check_launch(world_size: int, update_freq: int = 1, batch_size: int | None =
     if all(key in environ for key in TORCHRUN_KEYS):
         launched = int(environ["WORLD_SIZE"])
         if launched != world_size:
-            raise LaunchError(
+            raise InputError(
                 f"torchrun started {launched} process(es) (WORLD_SIZE={launched}) but the config has "
                 f"distributed_training.distributed_world_size={world_size}: launch {world_size} process(es) "
                 f"(--nnodes x --nproc_per_node), or keep the global batch with {_keep_the_batch(world_size, launched, update_freq, batch_size)}")
         if on_cpu and launched > 1 and init_method is None:
-            raise LaunchError(
+            raise InputError(
                 "torchrun on CPU needs an explicit init method (fairseq otherwise divides by the number of CUDA "
                 f"devices): add {CPU_TORCHRUN_FLAGS} common.cpu=true (docs/training.md, multi-process training)")
         return
@@ -95,7 +91,7 @@ def check_launch(world_size: int, update_freq: int = 1, batch_size: int | None =
         tasks, nodes = int(environ["SLURM_NTASKS"]), int(environ.get("SLURM_NNODES", "1"))
         if world_size == 1:  # fairseq returns before reading Slurm's variables: one process, one GPU
             if tasks > 1:
-                raise LaunchError(
+                raise InputError(
                     f"Slurm started {tasks} tasks (SLURM_NTASKS={tasks}) but the config has "
                     "distributed_training.distributed_world_size=1: each task would train alone into the same "
                     f"save_dir; ask for one task, or keep the global batch with {_keep_the_batch(1, tasks, update_freq, batch_size)}")
@@ -106,19 +102,19 @@ def check_launch(world_size: int, update_freq: int = 1, batch_size: int | None =
         if per_node == 1:
             # fairseq spawns one process per visible GPU on each node
             if not on_cpu and nodes * cuda_devices != world_size:
-                raise LaunchError(
+                raise InputError(
                     f"Slurm runs one task on each of {nodes} node(s), and fairseq spawns one process per visible GPU "
                     f"({cuda_devices}): {nodes * cuda_devices} processes, but the config has "
                     f"distributed_training.distributed_world_size={world_size}: change the node count, or set "
                     f"{_keep_the_batch(world_size, nodes * cuda_devices, update_freq, batch_size)}")
             return
         if tasks != world_size:
-            raise LaunchError(
+            raise InputError(
                 f"Slurm started {tasks} task(s) (SLURM_NTASKS={tasks}) but the config has "
                 f"distributed_training.distributed_world_size={world_size}: ask for {world_size} tasks "
                 f"(--nodes x --ntasks-per-node), or keep the global batch with {_keep_the_batch(world_size, tasks, update_freq, batch_size)}")
         if not on_cpu and cuda_devices < per_node:
-            raise LaunchError(
+            raise InputError(
                 f"Slurm runs {per_node} tasks per node but this task sees {cuda_devices} GPU(s): fairseq uses "
                 "SLURM_LOCALID as the CUDA device, so every task must see all of its node's GPUs: ask for "
                 f"--gpus-per-node={per_node} instead of --gpus-per-task")
@@ -126,7 +122,7 @@ def check_launch(world_size: int, update_freq: int = 1, batch_size: int | None =
 
 def check_devices(world_size: int, update_freq: int = 1, batch_size: int | None = None, *, fp16: bool = False,
                   cpu: bool = False, launched: bool = False, cuda_devices: int = 0) -> None:
-    """Raise LaunchError when a config asks for devices this machine lacks: more GPUs than it has (without a
+    """Raise InputError when a config asks for devices this machine lacks: more GPUs than it has (without a
     launcher, fairseq spawns one process per GPU), or fairseq's flattened fp16, which needs a GPU.
 
     `fp16` is common.fp16 without memory_efficient_fp16 / fp16_no_flatten_grads (which do run on CPU);
@@ -135,27 +131,23 @@ def check_devices(world_size: int, update_freq: int = 1, batch_size: int | None 
         asks = [f"{world_size} GPUs (distributed_training.distributed_world_size={world_size})"] if world_size > 1 else []
         asks += ["fp16 (common.fp16=true)"] if fp16 else []
         add = "common.cpu=true common.fp16=false" if launched else CPU_OVERRIDES
-        raise LaunchError(f"the config asks for {' and '.join(asks)} and this machine has no GPU: to train on CPU, "
+        raise InputError(f"the config asks for {' and '.join(asks)} and this machine has no GPU: to train on CPU, "
                           f"add {add} (README, 'On CPU', also names a batch size for a first run)")
     if cpu and fp16:
-        raise LaunchError("common.cpu=true with common.fp16=true: fairseq's fp16 needs a GPU; add common.fp16=false")
+        raise InputError("common.cpu=true with common.fp16=true: fairseq's fp16 needs a GPU; add common.fp16=false")
     if not launched and not cpu and 1 < world_size and cuda_devices < world_size:
-        raise LaunchError(
+        raise InputError(
             f"distributed_training.distributed_world_size={world_size} but this machine has {cuda_devices} GPU(s): "
             f"launch on {world_size} GPUs, or keep the global batch with "
             f"{_keep_the_batch(world_size, cuda_devices, update_freq, batch_size)}")
 
 
 def check_data(data, train_subset: str = "train") -> None:
-    """Raise LaunchError unless `data` (task.data: one folder or a colon list of shards) is a data folder:
+    """Raise InputError unless `data` (task.data: one folder or a colon list of shards) is a data folder:
     the first entry holds dict.txt (fairseq reads its dictionary there), every entry the training split."""
-    from .data.errors import DataError
     from .data.folder import check_training_folders
 
-    try:
-        check_training_folders(data, "task.data", train_subset)
-    except DataError as e:
-        raise LaunchError(str(e)) from None
+    check_training_folders(data, "task.data", train_subset)
 
 
 def check_config(cfg, environ: Mapping[str, str] | None = None, cuda_devices: int | None = None) -> None:
@@ -182,7 +174,7 @@ def check_config(cfg, environ: Mapping[str, str] | None = None, cuda_devices: in
     check_devices(world_size, int(update_freq[0]), batch_size, fp16=flat_fp16, cpu=cpu, launched=launched,
                   cuda_devices=cuda_devices)
     if "task" in cfg and OmegaConf.is_missing(cfg.task, "data"):
-        raise LaunchError("task.data is not set: add task.data=DATA_DIR, a folder written by "
+        raise InputError("task.data is not set: add task.data=DATA_DIR, a folder written by "
                           "scripts/prepare_data.py (or a colon list of its shards)")
     if "task" in cfg and "data" in cfg.task:
         check_data(cfg.task.data, cfg.dataset.get("train_subset", "train") if "dataset" in cfg else "train")
@@ -212,6 +204,6 @@ class LaunchCheck(Callback):
         try:
             check_config(config)
             check_training_setup(config)  # the sparse embedding update: the one place that sees the whole config
-        except (LaunchError, SparseUpdateSetupError) as e:
+        except (InputError, SparseUpdateSetupError) as e:
             write_line(f"error: {e}")  # whole, in one write: every rank prints it into the same log
             raise SystemExit(2) from None

@@ -41,15 +41,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
-from .checkpoint_reading import CheckpointError, cfg_field, load_state
+from .checkpoint_reading import cfg_field, load_state
 from .cli import InputError
 
 INTERVAL = re.compile(r"^checkpoint_(\d+)_(\d+)\.pt$")  # checkpoint_<epoch>_<updates>.pt
 EPOCH = re.compile(r"^checkpoint(\d+)\.pt$")
-
-
-class ProgressError(InputError):
-    """A file that is not a fairseq training checkpoint (or lacks what is read here): exit status 2."""
 
 
 @dataclass(frozen=True)
@@ -94,28 +90,25 @@ def _cfg_digest(cfg) -> str:
 def read_progress(path: Path) -> Progress:
     """Updates, tokens and training seconds of one checkpoint file (loaded weights_only, memory-mapped)."""
     path = Path(path)
-    try:
-        state = load_state(path, mmap=True)
-    except CheckpointError as e:
-        raise ProgressError(str(e)) from None
+    state = load_state(path, mmap=True)
     try:
         extra, history, cfg = state["extra_state"], state["optimizer_history"], state["cfg"]
         updates = int(history[-1]["num_updates"])
         seconds = float(extra["previous_training_time"])
         wpb = _meter(dict(extra["metrics"]).get("default"), "wpb")
     except (KeyError, IndexError, TypeError) as e:
-        raise ProgressError(f"{path}: no training state in it ({type(e).__name__}: {e}); a checkpoint written by "
+        raise InputError(f"{path}: no training state in it ({type(e).__name__}: {e}); a checkpoint written by "
                             "fairseq-train / fairseq-hydra-train is needed") from None
     if cfg is None:
-        raise ProgressError(f"{path}: written without a config (pre-hydra fairseq); re-save it with fairseq >= 0.10")
+        raise InputError(f"{path}: written without a config (pre-hydra fairseq); re-save it with fairseq >= 0.10")
     if wpb is None:
         if updates:
-            raise ProgressError(f"{path}: its saved metrics have no 'wpb' meter, so tokens seen are unknown")
+            raise InputError(f"{path}: its saved metrics have no 'wpb' meter, so tokens seen are unknown")
         tokens, counted = 0, 0
     else:
         total, counted = float(wpb["sum"]), int(wpb.get("count", updates))
         if counted <= 0 < updates:
-            raise ProgressError(f"{path}: its 'wpb' meter counted no update, so tokens seen are unknown")
+            raise InputError(f"{path}: its 'wpb' meter counted no update, so tokens seen are unknown")
         # Meters reset by a resume from an end-of-epoch checkpoint: the counted updates' mean stands in for the rest.
         tokens = int(round(total if counted >= updates else total / counted * updates))
     try:
@@ -127,7 +120,7 @@ def read_progress(path: Path) -> Progress:
             tokens_counted_updates=min(counted, updates),
         )
     except (KeyError, TypeError) as e:
-        raise ProgressError(f"{path}: its config lacks {e} (task._name, task.data, model._name and "
+        raise InputError(f"{path}: its config lacks {e} (task._name, task.data, model._name and "
                             "distributed_training.distributed_world_size are read)") from None
 
 

@@ -20,8 +20,9 @@ import torch
 from conftest import REPO, network_terms, rounding_bound, write_markov_corpus
 from fairseq_headless.data.folder import DataFolder, open_data_folder
 from fairseq_headless.data.tokenizer import SentencePieceTokenizer
-from fairseq_headless.export import ExportError, tokenizer as export_tokenizer, weights
+from fairseq_headless.export import tokenizer as export_tokenizer, weights
 from helpers.export import byte_level_tokenizer, corpus_lines, prepare, run, save_checkpoint
+from fairseq_headless.cli import InputError
 
 TOL = 1e-4
 
@@ -516,7 +517,7 @@ def test_sentencepiece_models_the_fast_tokenizer_cannot_follow_are_refused(tmp_p
     text.write_text("\n".join(corpus_lines()) + "\n", encoding="utf-8")
     spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(tmp_path / "m"), vocab_size=200,
                                    hard_vocab_limit=False, minloglevel=2, **options)
-    with pytest.raises(ExportError, match=message):
+    with pytest.raises(InputError, match=message):
         export_tokenizer.spm_to_tokenizers(SentencePieceTokenizer(tmp_path / "m.model", "--spm-model"))
 
 
@@ -642,7 +643,7 @@ def test_unknown_and_unexportable_architectures(lm_checkpoint, spm_data, tmp_pat
     assert_error(capsys, 2, run("--checkpoint", tmp_path / "plain.pt", "--output", tmp_path / "hf"),
                  "`transformer_lm` cannot be expressed as GPT2LMHeadModel", "post-LayerNorm", "sinusoidal",
                  "scaled embeddings")
-    with pytest.raises(ExportError, match="no Hugging Face export"):
+    with pytest.raises(InputError, match="no Hugging Face export"):
         weights.family_of(torch.nn.Linear(1, 1), "some_arch")
     assert not (tmp_path / "hf").exists()
 

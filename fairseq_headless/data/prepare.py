@@ -54,7 +54,6 @@ import numpy as np
 from ..cli import InputError, write_line
 from ..files import missing_parents, publish_folder, remove_empty, write_json_atomic, write_text_atomic as write_atomic
 from . import binarize, sampling, splits
-from .errors import DataError
 from .interrupt import interruptible, pause_for_tests
 from .progress import DEFAULT_INTERVAL_SECONDS, Progress
 from .sources import Source, Unit, is_streamed, make_units, read_unit, resolve_inputs, stream_blocks
@@ -541,9 +540,9 @@ class Preparation:
             if total == 0:
                 if g is None:
                     shown = ", ".join(path for _, path in opts.inputs)
-                    raise DataError(f"input is empty: no non-empty lines in {shown} (--input)")
+                    raise InputError(f"input is empty: no non-empty lines in {shown} (--input)")
                 paths = ", ".join(p for lang, p in opts.inputs if lang == g)
-                raise DataError(f"input is empty: no non-empty lines for language {g} in {paths} (--lang-input)")
+                raise InputError(f"input is empty: no non-empty lines for language {g} in {paths} (--lang-input)")
             n_valid = splits.default_split_lines(total) if opts.valid_lines is None else opts.valid_lines
             n_test = splits.default_split_lines(total) if opts.test_lines is None else opts.test_lines
             what = "the input" if g is None else f"language {g}"
@@ -666,7 +665,7 @@ class Preparation:
                 where = f"the {split} split" + (f" of shard {shard}" if opts.shards > 1 else "")
                 fix = "; use fewer --shards" if opts.shards > 1 and split == "train" else \
                     "; check the input text and the tokenizer"
-                raise DataError(f"{where} has no tokens after tokenization{fix}")
+                raise InputError(f"{where} has no tokens after tokenization{fix}")
             stats[split] = s
         shutil.rmtree(work)
         joined = time.monotonic() - joining
@@ -770,9 +769,9 @@ class Preparation:
             try:
                 publish_folder(folder, out, opts.force)
             except FileExistsError:
-                raise DataError(f"output folder {out} appeared during the run; pass --force to replace it or "
+                raise InputError(f"output folder {out} appeared during the run; pass --force to replace it or "
                                 f"choose another --output") from None
-        except DataError:  # bad input: nothing worth keeping. A signal or a crash keeps the work for the rerun.
+        except InputError:  # bad input: nothing worth keeping. A signal or a crash keeps the work for the rerun.
             _remove(work)
             remove_empty(created)
             raise
@@ -793,17 +792,17 @@ class Preparation:
             elif not opts.force:
                 why = ("was prepared with other options" if previous is not None
                        else "already exists and is not a sharded preparation")
-                raise DataError(f"output folder {out} {why}; pass --force to replace it or choose another --output")
+                raise InputError(f"output folder {out} {why}; pass --force to replace it or choose another --output")
             elif opts.shard_index is not None:
-                raise DataError("--force with --shard-index would let every task of an array delete the others' "
+                raise InputError("--force with --shard-index would let every task of an array delete the others' "
                                 "shards; remove the output folder once before the array starts")
             elif not out.is_dir():
-                raise DataError(f"--output {out} exists and is not a folder; remove it first")
+                raise InputError(f"--output {out} exists and is not a folder; remove it first")
             else:
                 old = out.with_name(f"{out.name}.old-{os.getpid()}")
         given = self._given_tokenizer()
         if given is None and opts.shard_index not in (None, 0) and not (out / "shard0" / "tokenizer").is_dir():
-            raise DataError(f"no tokenizer in {out}/shard0/tokenizer yet: train it first with the same command and "
+            raise InputError(f"no tokenizer in {out}/shard0/tokenizer yet: train it first with the same command and "
                             f"--shard-index 0 (it trains the tokenizer, then prepares shard 0), or give one with "
                             f"--spm-model / --hf-tokenizer")
         sources, units = self._sources([out] + ([old] if old else []))
@@ -877,7 +876,7 @@ class Preparation:
         cached = _read_json(path)
         if cached is not None:
             if cached.get("inputs") != described:
-                raise DataError(f"the input files changed since {out} was started ({path} lists others); "
+                raise InputError(f"the input files changed since {out} was started ({path} lists others); "
                                 f"pass --force to start over")
             self.log(f"reusing the scan of {path}")
             return Scan(**cached["scan"])
@@ -906,7 +905,7 @@ class Preparation:
         if given is not None:
             kept = folder / given.filename
             if not kept.is_file() or kept.read_bytes() != given.path.read_bytes():
-                raise DataError(f"{kept} is not the given tokenizer; pass --force to start over")
+                raise InputError(f"{kept} is not the given tokenizer; pass --force to start over")
             return load_tokenizer(given.kind, kept, given.option)
         return load_tokenizer("sentencepiece", folder / "spm.model", "--vocab-size", trained=True)
 
@@ -969,7 +968,7 @@ def _remove_stale_temporaries(folder: Path, shared: bool, finished: bool = False
 
 def _claim(base: Path, name: str) -> None:
     """Remove what earlier runs left of ``name`` (``NAME.tmp-HOST-PID``) before this run makes it again; a live
-    process on this machine still making it stops this run instead. Not a DataError: the work, ``OUT.partial``
+    process on this machine still making it stops this run instead. Not any InputError: the work, ``OUT.partial``
     included, is the other run's and must stay."""
     for stale in base.glob(f"{name}.tmp-*"):
         host, _, pid = stale.name.rpartition(".tmp-")[2].rpartition("-")
@@ -1005,10 +1004,10 @@ def _read_json(path: Path) -> dict | None:
 def check_output(out: Path, force: bool) -> None:
     if out.exists() or out.is_symlink():
         if not force:
-            raise DataError(f"output folder {out} already exists; pass --force to replace it or choose another "
+            raise InputError(f"output folder {out} already exists; pass --force to replace it or choose another "
                             f"--output")
         if not out.is_dir():
-            raise DataError(f"--output {out} exists and is not a folder; remove it first")
+            raise InputError(f"--output {out} exists and is not a folder; remove it first")
 
 
 def tokenizer_sample(opts: Options, k: int) -> list[str]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import heapq
-from .errors import DataError
+from ..cli import InputError
 
 MAX_DEFAULT_SPLIT_LINES = 10_000
 METHOD = ("hash: records (jsonl lines; text documents, cut every 8 KiB) ranked by blake2b of "
@@ -144,7 +144,7 @@ def plan_split(candidates: SplitCandidates, total_lines: int, n_valid: int, n_te
         bounds[name] = items[i - 1][0] + 1 if records[name] else (bounds.get("valid", 0))
     train = total_lines - lines["valid"] - lines["test"]
     if lines["valid"] < n_valid or lines["test"] < n_test or train < 1:
-        raise DataError(
+        raise InputError(
             f"{what} has only {total_lines} non-empty lines, not enough for {n_valid} valid + {n_test} test "
             f"lines (whole documents) and a training set; lower {option_hint} or add text")
     lines["train"] = train

@@ -7,7 +7,6 @@ COPA, WiC) and XNLI with the protocol of App. E, and writes the paper's tables.
 
 Nothing here imports fairseq: the modules run on Hugging Face models only.
 
-    errors.py         EvaluationInputError: bad input the user can fix (scripts: one line, exit 2)
     tasks.py          what each task is: files, columns, labels, metrics (the registry)
     readers.py        TSV / jsonl readers that validate what they read
     task_data.py      rows -> examples (local files in the benchmarks' own layouts, or the hub)

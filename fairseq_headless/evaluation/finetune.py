@@ -27,10 +27,10 @@ from ..data.progress import Parts
 from ..files import give_plain_modes, write_text_atomic
 from .balanced_loss import balanced_loss_func
 from .encoding import EncodedDataset, collator, max_positions
-from .errors import EvaluationInputError
 from .metrics import compute_metrics_fn
 from .model_loading import load_model, load_tokenizer, quiet_transformers
 from .tasks import REGRESSION, TaskSpec
+from ..cli import InputError
 
 LOSSES = ("balanced", "ce")
 
@@ -55,14 +55,14 @@ class FinetuneConfig:
 
     def __post_init__(self):
         if self.loss not in LOSSES:
-            raise EvaluationInputError(f"--loss {self.loss}: choose balanced or ce")
+            raise InputError(f"--loss {self.loss}: choose balanced or ce")
         for name in ("batch_size", "epochs", "max_length", "eval_batch_size"):
             if getattr(self, name) < 1:
-                raise EvaluationInputError(f"--{name.replace('_', '-')} must be at least 1")
+                raise InputError(f"--{name.replace('_', '-')} must be at least 1")
         if not 0 <= self.warmup_ratio < 1:
-            raise EvaluationInputError("--warmup-ratio must be in [0, 1)")
+            raise InputError("--warmup-ratio must be in [0, 1)")
         if self.learning_rate <= 0:
-            raise EvaluationInputError("--lr must be positive")
+            raise InputError("--lr must be positive")
 
     def settings(self) -> dict:
         return asdict(self)
@@ -88,7 +88,7 @@ def finetune(model_dir: Path, spec: TaskSpec, train_examples: list, dev_sets: di
     tokenizer, model_config = load_tokenizer(model_dir)
     limit = max_positions(model_config)
     if config.max_length > limit:
-        raise EvaluationInputError(
+        raise InputError(
             f"--max-length {config.max_length}: {model_dir} takes at most {limit} tokens "
             f"(max_position_embeddings {model_config.max_position_embeddings})")
     train = EncodedDataset(spec, train_examples, tokenizer, config.max_length)

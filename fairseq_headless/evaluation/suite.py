@@ -23,9 +23,9 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from .errors import EvaluationInputError
 from ..files import write_json_atomic, write_text_atomic as write_atomic
 from .results import bar_chart, markdown_table, mean_std, secondary_table
+from ..cli import InputError
 
 
 @dataclass(frozen=True)
@@ -44,14 +44,14 @@ def parse_models(values: list) -> list:
         path = Path(path).expanduser().resolve()
         name = name or path.name
         if not path.is_dir():
-            raise EvaluationInputError(f"--model {value}: no such folder")
+            raise InputError(f"--model {value}: no such folder")
         if not name or "/" in name or name.startswith("."):
-            raise EvaluationInputError(f"--model {value}: '{name}' cannot be a folder name; use NAME=DIR")
+            raise InputError(f"--model {value}: '{name}' cannot be a folder name; use NAME=DIR")
         if any(r.name == name for r in refs):
-            raise EvaluationInputError(f"--model {value}: two models named '{name}'; name them with NAME=DIR")
+            raise InputError(f"--model {value}: two models named '{name}'; name them with NAME=DIR")
         refs.append(ModelRef(name, path))
     if not refs:
-        raise EvaluationInputError("--model: give at least one exported model folder")
+        raise InputError("--model: give at least one exported model folder")
     return refs
 
 
@@ -84,7 +84,7 @@ class SuiteRunner:
                 previous = previous.get("settings", previous)
                 if previous != settings:
                     changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
-                    raise EvaluationInputError(
+                    raise InputError(
                         f"{run_dir} holds a run with other settings ({', '.join(changed)} differ); use another "
                         "--output, or --force to delete and redo it")
         if result_path.exists():

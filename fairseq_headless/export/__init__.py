@@ -1,8 +1,7 @@
 """Export: a fairseq-headless checkpoint -> a Hugging Face folder that computes the same numbers.
 
-    errors.py     ExportError (bad input, exit 2) and ParityError (the check failed, exit 1)
     weights.py    one key table per architecture family (RoBERTa, GPT-2, GPT-NeoX) and its config
-    tokenizer.py  the data folder's tokenizer rebuilt with fairseq's ids, and its check
+    tokenizer.py  the data folder's tokenizer rebuilt with fairseq's ids, and its check (ParityError, exit 1)
     convert.py    read, map, save, reload, parity check, model card: :func:`convert`
     modeling_headless_roberta.py  the ``headless_roberta`` model type (e^T masked-LM scores, RoBERTa's
                   task heads), copied into every headless encoder export; torch and transformers only
@@ -13,6 +12,6 @@ neither torch nor fairseq at import time (but modeling_headless_roberta.py, whic
 itself imports only when it converts or builds such a model); :func:`convert` does.
 """
 from .convert import convert
-from .errors import ExportError, ParityError
+from .tokenizer import ParityError
 
-__all__ = ["convert", "ExportError", "ParityError"]
+__all__ = ["convert", "ParityError"]
