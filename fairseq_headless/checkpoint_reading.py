@@ -1,19 +1,8 @@
 """Reading a fairseq checkpoint (its config, weights, training state), whichever fairseq CLI wrote it: the one reader.
 
-Used by the export (:mod:`fairseq_headless.export`), LAMBADA (:mod:`fairseq_headless.lambada`), the
-analyses of trained checkpoints (the x axes of Figs.3-5 and 7 in :mod:`fairseq_headless.training_progress`,
-App. A's embeddings in :mod:`studies.synonyms`). ``torch.load`` runs with ``weights_only``
-(tensors and plain containers, no pickled code runs), called here and nowhere else; fairseq's own
-``torch.load`` is never patched, and its loader (``load_checkpoint_to_cpu``: hub interface, fairseq-interactive,
-resuming) gets the same one allowance, :data:`LEGACY_CONFIG_CLASSES` (:mod:`fairseq_headless.fairseq_patches`, 6).
-
-fairseq-hydra-train saves every ``cfg`` section as a plain dict. fairseq-train (argparse) saves the
-sections of components registered without a dataclass -- fairseq's RoBERTa and the plugin's
-``headless_roberta`` models among them -- as the command line's ``argparse.Namespace``
-(fairseq/dataclass/utils.py, ``convert_namespace_to_omegaconf``): a class that weights_only loading
-refuses unless it is allowed, and whose fields are attributes, not items.
-
-This module imports neither torch nor fairseq at import time (the HF-side analyses import it).
+``torch.load`` with ``weights_only`` runs here and nowhere else, allowing only
+:data:`LEGACY_CONFIG_CLASSES` (fairseq-train's ``argparse.Namespace`` config sections). Imports
+neither torch nor fairseq at import time. docs/training.md.
 """
 from __future__ import annotations
 

@@ -57,34 +57,27 @@ class Failure(Exception):
     <message>``, exit status 1; the message names the log to read."""
 
 
-class _Plain(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"
+class _Console(logging.Handler):
+    """Messages on stderr (stdout is for a command's result), ``warning: `` before a warning; each line in one
+    write, to whatever ``sys.stderr`` is at the time (a test's capture included)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+            write_line(text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}")
+        except Exception:  # logging's contract: a failing handler reports, never raises
+            self.handleError(record)
 
 
-class _Stderr(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at the time (a test's capture included)."""
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _):
-        pass
-
-
-LOGGERS = ("fairseq_headless", "studies")  # shown at INFO; other libraries' loggers keep their levels
+LOGGERS = ("fairseq_headless", "studies")  # shown from INFO; other libraries' loggers keep their levels
 
 
 def show_messages() -> logging.Handler | None:
-    """Show this project's log messages on stderr, plainly (``warning: `` before a warning); returns the
-    handler it added (None when one is there already)."""
-    if any(isinstance(h, _Stderr) for h in logging.root.handlers):
+    """Show this project's log messages (INFO and up) on the console; returns the handler it added (None when
+    one is there already)."""
+    if any(isinstance(h, _Console) for h in logging.root.handlers):
         return None
-    handler = _Stderr()
-    handler.setFormatter(_Plain("%(message)s"))
+    handler = _Console()
     logging.root.addHandler(handler)
     for name in LOGGERS:
         if logging.getLogger(name).level == logging.NOTSET:
@@ -94,7 +87,7 @@ def show_messages() -> logging.Handler | None:
 
 def run(main: Callable[[Sequence[str]], int | None], argv: Sequence[str] | None = None,
         failures: tuple[type[BaseException], ...] = ()) -> int:
-    """Call ``main(argv)`` with the messages on stderr; an :class:`InputError` becomes one ``error:`` line and
+    """Call ``main(argv)`` with the messages shown (:func:`show_messages`); an :class:`InputError` becomes one ``error:`` line and
     status 2, a :class:`Failure` (or one of ``failures``) one line and status 1."""
     argv = list(sys.argv[1:] if argv is None else argv)
     handler = show_messages()

@@ -39,12 +39,12 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 from .cli import InputError, Parser
+from .progress import Progress
 
 TASK = "lambada_openai"
 
@@ -144,11 +144,7 @@ def lambada_metrics(results: Sequence[tuple]) -> dict:
 
 def evaluate(scorer: Scorer, passages: Sequence[str], batch_size: int = 8, show_progress: bool = False) -> dict:
     requests = [encode_pair(scorer.encode, *split_passage(text), scorer.eot_id) for text in passages]
-    progress = None
-    if show_progress:
-        from tqdm import tqdm
-
-        progress = tqdm(total=len(requests), desc=TASK, unit="passage", file=sys.stderr, disable=None)
+    progress = Progress(TASK, len(requests), unit="passage") if show_progress else None
     try:
         results = loglikelihoods(scorer, requests, batch_size, progress)
     finally:

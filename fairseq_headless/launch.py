@@ -1,30 +1,9 @@
 """How a training run was launched must agree with the config's world size, before fairseq looks.
 
-The paper's runs fix their GPU count (8 A100s for BERT-base, 16 V100s for Pythia-70M, one GPU
-elsewhere; App. D), and every config of configs/ pins ``distributed_world_size`` to it, so that the
-global batch (device batch x GPUs x update_freq) is the paper's. fairseq itself reconciles a
-launcher with the config silently, in three ways that each change the experiment:
-
-* under ``torchrun``, a world size of 1 makes ``infer_init_method`` return early: every process
-  trains alone as rank 0, into the same ``save_dir``;
-* under ``torchrun``, any other world size is overwritten with ``WORLD_SIZE``: 8 processes of a
-  16-GPU config train with half the paper's global batch;
-* on CPU, ``torchrun`` without an explicit init method dies with ``ZeroDivisionError``
-  (``LOCAL_RANK % torch.cuda.device_count()``).
-
-Under Slurm with several tasks per node, fairseq asserts ``ntasks_per_node == world_size // nnodes``
-and uses ``SLURM_LOCALID`` as the CUDA device, so each task must see all of its node's GPUs
-(``--gpus-per-node``), not one (``--gpus-per-task=1`` gives "invalid device ordinal").
-
-Without a launcher, a world size above the visible GPU count fails in fairseq's own assertion
-("world size is 8 but have 0 available devices"), and ``common.fp16`` on a machine without GPU in
-"Torch not compiled with CUDA enabled"; a ``task.data`` without ``dict.txt`` fails in a
-``FileNotFoundError`` traceback. :func:`check_devices` and :func:`check_data` name the fix instead.
-
-:func:`check_launch` turns each of these into one error that names what to change. It is a pure
-function of the config's values and the environment; :class:`LaunchCheck` runs it as a hydra
-callback (hydra's own extension point, listed under ``hydra.callbacks`` in every YAML), which fires
-in each process before fairseq-hydra-train's main function, so before fairseq reads the launcher.
+fairseq reconciles a launcher (torchrun, Slurm) with ``distributed_world_size`` silently, in ways
+that change the experiment's global batch; :func:`check_launch`, :func:`check_devices` and
+:func:`check_data` turn each into one error that names what to change, and :class:`LaunchCheck`
+runs them as a hydra callback in every process. The cases: docs/training.md.
 """
 from __future__ import annotations
 

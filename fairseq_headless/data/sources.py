@@ -1,27 +1,9 @@
-"""Reading a corpus as a stream of records, in pieces that workers read independently.
+"""Reading a corpus as a stream of records, in work units that workers read independently.
 
-A corpus is a list of sources (text or jsonl files, plain or compressed, or a Hugging Face
-dataset), each cut into work units: an uncompressed file into ranges of ``UNIT_BYTES`` at line
-boundaries, the way fairseq-preprocess splits its input by byte offsets; a compressed file into
-blocks of ``BLOCK_BYTES`` of decompressed text at line boundaries, which one reader decompresses
-in order (a stream can only be read from its start) and hands to the workers with their bytes
-(``stream_blocks``); a dataset is one unit. Units are fixed by the input alone, never by the
-number of workers, so the output does not depend on --workers.
-
-A unit is read as records, the things the split and the shards decide on one at a time:
-
-- a jsonl line (or a dataset row) is one record, one document;
-- in a text file, a document (lines between blank lines) is one record, but a record also ends
-  after ``RECORD_BYTES`` (8 KiB) of text and at the end of a unit, so that a file without blank
-  lines is still many records and no record is held beyond that size. An 8 KiB cut does not end
-  the document: the next record continues it (``Record.continues``), and the two stay one text
-  in the output unless something between them went to another split or shard. A unit's end does
-  end it: units are binarized apart and joined with a document boundary between them (binarize.join).
-
-Every record is named by ``(Source.name, position)``: the byte offset where it starts in the
-decompressed file (a row number for a dataset). Any worker knows the position of the records it
-reads without reading what comes before, so the split and the shards (splits.py) are decided
-record by record, anywhere.
+An uncompressed file is cut into byte ranges, a compressed one into blocks of decompressed text
+that the main process hands out, a dataset is one unit; units depend on the input alone. A record
+(a jsonl line, a text document or an 8 KiB piece of one) is named by ``(Source.name, position)``,
+its byte offset, so any worker decides its split and shard alone (docs/data.md).
 """
 from __future__ import annotations
 

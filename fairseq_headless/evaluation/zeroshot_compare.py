@@ -1,23 +1,8 @@
 """The daggers of paper Tab.4: is the best zero-shot score significantly better than the second best?
 
-Tab.4's caption: "†: best scores that are significantly better than the second best score
-according to a one-tailed t-test with power 0.95". We read "power 0.95" as the confidence
-level of the test, i.e. a one-tailed test at significance level alpha = 1 - 0.95 = 0.05
-(statistical power, 1 - beta, is a property of a test against an assumed effect size, not a
-threshold one applies to an observed difference); ``alpha`` is an option.
-
-Per task, the models are ranked by the task's metric (CrowS-Pairs' stereotype percentage:
-lower is better) and the best is tested against the second best, H1 = "best is better":
-
-- ``paired`` (default when both result files hold per-sample scores of the same samples):
-  a one-sided paired t-test over the samples, ``scipy.stats.ttest_rel(best, second,
-  alternative="greater")`` ("less" where lower is better): t = mean(d) / (sd(d) / sqrt(n)),
-  d the per-sample score differences, df = n - 1. Both models answered the same questions, so
-  pairing removes the variance of question difficulty.
-- ``welch``: a one-sided Welch t-test from the summary numbers alone (mean, lm-eval's standard
-  error, n), ``scipy.stats.ttest_ind_from_stats`` with std = stderr * sqrt(n) (lm-eval's
-  stderr of a mean is std(ddof=1) / sqrt(n)). This is what one can compute from a published
-  table such as Tab.4, and the fallback when per-sample scores are missing.
+A one-tailed t-test at alpha = 0.05 (our reading of the caption's "power 0.95"): ``paired`` over
+per-sample scores when both result files hold them, else ``welch`` from mean, stderr and n.
+The reasoning and the formulas: docs/evaluation.md.
 """
 from __future__ import annotations
 

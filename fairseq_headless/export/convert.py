@@ -34,8 +34,7 @@ TOLERANCE = 1e-4  # max abs difference, fp32, fairseq vs Hugging Face
 PARITY_BATCH, PARITY_MAX_LENGTH = 2, 512
 
 
-def log(message: str) -> None:
-    print(f"[convert] {message}", flush=True)
+logger = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------
@@ -210,7 +209,7 @@ def read_source(checkpoint: Path, data, tokenizer: tuple) -> Source:
 
     import fairseq_headless.plugin  # noqa: F401  (registers the headless architectures)
 
-    log(f"loading {checkpoint} (weights_only)")
+    logger.info(f"loading {checkpoint} (weights_only)")
     state = read_checkpoint(checkpoint, "--checkpoint", data)
     arch = state["cfg"].model._name
     check_architecture(arch)
@@ -260,19 +259,19 @@ def check_saved(workdir: Path, source: Source, export: Export, add_bos: bool) ->
     import torch
     import transformers
 
-    log("checking the saved folder against fairseq (reloaded with the Auto classes)")
+    logger.info("checking the saved folder against fairseq (reloaded with the Auto classes)")
     # trust_remote_code: a headless encoder runs the modeling file copied into the folder, as users will
     reloaded = getattr(transformers, export.auto_class).from_pretrained(
         workdir, dtype=torch.float32, trust_remote_code=True).eval()
     diffs = parity(source.model, reloaded, export, export.config.vocab_size)
-    log(f"max abs diff: hidden {diffs['hidden']:.2e}, logits {diffs['logits']:.2e} (bound {TOLERANCE:g})")
+    logger.info(f"max abs diff: hidden {diffs['hidden']:.2e}, logits {diffs['logits']:.2e} (bound {TOLERANCE:g})")
     if max(diffs.values()) > TOLERANCE:
         raise ParityError(f"the exported model differs from fairseq by {max(diffs.values()):.2e} "
                           f"(> {TOLERANCE:g}): hidden {diffs['hidden']:.2e}, logits {diffs['logits']:.2e}")
     loaded_tokenizer = transformers.AutoTokenizer.from_pretrained(workdir, trust_remote_code=True)
     lines = sample_lines(source.folder.path, source.dictionary, source.reference, TOKENIZER_CHECK_LINES)
     checked, skipped = check_tokenizer(loaded_tokenizer, source.reference, lines, export.encoder, add_bos)
-    log(f"tokenizer: {checked} lines identical to the preprocessing path"
+    logger.info(f"tokenizer: {checked} lines identical to the preprocessing path"
         + (f" ({skipped} with special-token text skipped)" if skipped else ""))
     return diffs, checked
 
@@ -326,7 +325,7 @@ def convert(checkpoint: Path, output: Path, data: Path | None = None, force: boo
     hf_tokenizer = hf_tokenizer_of(source, export, add_bos)
     if isinstance(export.config, modeling_headless_roberta.HeadlessRobertaConfig):
         export.config.never_predicted = never_predicted(hf_tokenizer, source.reference)
-    log(f"mapping {family.name} weights to {export.hf_class}")
+    logger.info(f"mapping {family.name} weights to {export.hf_class}")
     hf_model = hf_model_of(source, export)
 
     try:
@@ -343,5 +342,5 @@ def convert(checkpoint: Path, output: Path, data: Path | None = None, force: boo
     except FileExistsError:
         raise InputError(f"--output {output} appeared during the run; pass --force to replace it or choose "
                           f"another folder") from None
-    log(f"wrote {output} ({export.hf_class}, {family.name} family)")
+    logger.info(f"wrote {output} ({export.hf_class}, {family.name} family)")
     return {k: info[k] for k in ("family", "hf_class", "head", "parity", "tokenizer_lines", "output", "headless")}
