@@ -8,7 +8,7 @@ import subprocess
 from conftest import BIN
 from fairseq_headless.data import binarize
 from helpers.data_prep import (  # noqa: F401 (fixtures among them)
-    heldout, folder_bytes, total_lines, bpe_run)
+    heldout, folder_bytes, total_lines, bpe_run, corpus)
 
 
 def test_binarized_files_are_what_fairseq_preprocess_writes(bpe_run, tmp_path):

@@ -25,7 +25,7 @@ def make_fake_sotu(path, members):
         tar.addfile(link)
 
 
-def test_extract_sotu_fake_tarball(tmp_path, capsys, monkeypatch):
+def test_extract_sotu_fake_tarball(tmp_path, caplog, monkeypatch):
     speech = ("Fellow-Citizens of the Senate: I meet you with pleasure. Mr. Smith of the U.S. Army "
               "reported well! Is it so? (Applause.) The end.")
     members = [
@@ -49,7 +49,7 @@ def test_extract_sotu_fake_tarball(tmp_path, capsys, monkeypatch):
         "Mr. Smith of the U.S. Army reported well!", "Is it so?", "(Applause.)", "The end."]
     assert (out / names[1]).read_text(encoding="utf-8") == "Caf\u00e9 society.\nDone.\n"
     assert not any(p.name.startswith("evil") for p in tmp_path.rglob("*"))
-    assert "unsafe" in capsys.readouterr().err
+    assert [r.levelname for r in caplog.records if "unsafe" in r.getMessage()] == ["WARNING"] * 3
 
     on_disk = json.loads((out / "SOURCE.json").read_text())
     assert on_disk == source

@@ -11,7 +11,7 @@ import zstandard
 
 from fairseq_headless.data import cli as prepare_data, prepare, sampling
 from helpers.data_prep import (  # noqa: F401 (fixtures among them)
-    EN, FR, DE, make_documents, documents_text, jsonl_text, run_ok, text_records, jsonl_records, heldout,
+    block_starts, EN, FR, DE, make_documents, documents_text, jsonl_text, run_ok, text_records, jsonl_records, heldout,
     expected_splits, load_binarized, entry_lines, spm_decoder, folder_bytes, corpus, bpe_run, small_units,
     cut_corpus, cut_records)
 

@@ -12,8 +12,8 @@ import zstandard
 
 from fairseq_headless.data import cli as prepare_data, prepare, sources
 from helpers.data_prep import (  # noqa: F401 (fixtures among them)
-    EN, make_documents, documents_text, jsonl_text, run_ok, text_records, jsonl_records, expected_splits,
-    spm_decoder, check_dataset, folder_bytes, bpe_run, small_units)
+    block_starts, EN, make_documents, documents_text, jsonl_text, run_ok, text_records, jsonl_records, expected_splits,
+    spm_decoder, check_dataset, folder_bytes, bpe_run, small_units, corpus)
 
 
 def test_records_are_named_by_their_byte_position(tmp_path, small_units):
@@ -26,14 +26,6 @@ def test_records_are_named_by_their_byte_position(tmp_path, small_units):
     assert all(a.end == b.start and plain[b.start - 1:b.start] == b"\n" for a, b in zip(units, units[1:]))
     read = [(r.position, r.lines, r.continues) for u in units for r in sources.read_unit(found, u, "text")]
     assert read == text_records(plain, **small_units)
-
-
-def block_starts(plain: bytes, block_bytes: int) -> list[int]:
-    """Where the blocks of a compressed file start: 0 and the first line start at or after each
-    multiple of block_bytes (docs/data.md)."""
-    starts = [0] + [i + 1 for i in range(len(plain) - 1) if plain[i:i + 1] == b"\n"]
-    return sorted({0} | {min(s for s in starts if s >= m) for m in range(block_bytes, len(plain), block_bytes)
-                         if any(s >= m for s in starts)})
 
 
 def test_blocks_of_a_compressed_file(tmp_path):

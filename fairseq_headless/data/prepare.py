@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import multiprocessing
+import multiprocessing.pool
 import os
 import queue
 import re
@@ -475,6 +476,7 @@ def _stop_pool(pool, workers) -> None:
     waits for its next task holding the task queue's) would make ``Pool.terminate()`` wait for that lock forever.
     So the workers are killed, the locks they may have held freed, and ``terminate()`` runs in a thread of its
     own that gets a few seconds at most."""
+    pool._worker_handler._state = multiprocessing.pool.TERMINATE  # no new workers for those killed here
     for worker in workers:
         worker.kill()
     for worker in workers:

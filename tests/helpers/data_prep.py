@@ -73,7 +73,8 @@ def run_main(argv, progress_seconds=None):
     """The command line (fairseq_headless.data.cli.main under cli.run) in-process; returns (exit code, stdout, stderr)."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = cli.run(lambda args: prepare_data.main(args, progress_seconds=progress_seconds), [str(a) for a in argv])
+        kwargs = {} if progress_seconds is None else {"progress_seconds": progress_seconds}
+        rc = cli.run(lambda args: prepare_data.main(args, **kwargs), [str(a) for a in argv])
     return rc, out.getvalue(), err.getvalue()
 
 
@@ -413,6 +414,14 @@ def cut_records(files, unit_bytes, record_bytes):
             records = text_records(plain, unit_bytes, record_bytes)
         out.append((f"corpus/{name}", records))
     return out
+
+
+def block_starts(plain: bytes, block_bytes: int) -> list[int]:
+    """Where the blocks of a compressed file start: 0 and the first line start at or after each
+    multiple of block_bytes (docs/data.md)."""
+    starts = [0] + [i + 1 for i in range(len(plain) - 1) if plain[i:i + 1] == b"\n"]
+    return sorted({0} | {min(s for s in starts if s >= m) for m in range(block_bytes, len(plain), block_bytes)
+                         if any(s >= m for s in starts)})
 
 
 def assert_failed(rc, err, *mentions, out=None):
