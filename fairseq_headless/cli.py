@@ -87,8 +87,8 @@ def show_messages() -> logging.Handler | None:
 
 def run(main: Callable[[Sequence[str]], int | None], argv: Sequence[str] | None = None,
         failures: tuple[type[BaseException], ...] = ()) -> int:
-    """Call ``main(argv)`` with the messages shown (:func:`show_messages`); an :class:`InputError` becomes one ``error:`` line and
-    status 2, a :class:`Failure` (or one of ``failures``) one line and status 1."""
+    """Call ``main(argv)`` with the messages shown (:func:`show_messages`); an :class:`InputError` becomes one
+    ``error:`` line and status 2, a :class:`Failure` (or one of ``failures``) one line and status 1."""
     argv = list(sys.argv[1:] if argv is None else argv)
     handler = show_messages()
     try:

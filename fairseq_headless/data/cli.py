@@ -1,4 +1,4 @@
-"""The command line of scripts/prepare_data.py: its options -> :class:`.prepare.Options` -> :func:`.prepare.prepare_data`.
+"""The command line of scripts/prepare_data.py: its options -> :class:`.prepare.Options` -> :func:`.prepare_data`.
 
 ``--help`` lists the options; docs/data.md describes the output.
 """
