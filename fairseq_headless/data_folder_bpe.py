@@ -14,8 +14,8 @@ from fairseq.data.encoders import register_bpe
 from fairseq.dataclass import FairseqDataclass
 from omegaconf import II
 
-from .data.errors import DataError
 from .data.folder import open_data_folder
+from .cli import InputError
 
 
 def _is_id(symbol: str) -> bool:
@@ -38,7 +38,7 @@ class DataFolderBPE:
         where = "bpe.data_folder (default: task.data)"
         folder = open_data_folder(cfg.data_folder, where, need_tokenizer=False)
         if folder.manifest is None:  # the folder reader's own message would offer tokenizer files, which a BPE cannot take
-            raise DataError(f"{where}: no manifest.json in {folder.path}; give a folder written by scripts/prepare_data.py "
+            raise InputError(f"{where}: no manifest.json in {folder.path}; give a folder written by scripts/prepare_data.py "
                             f"(a folder binarized by fairseq-preprocess from GPT-2 BPE ids takes fairseq's own bpe=gpt2 "
                             f"with gpt2_encoder_json and gpt2_vocab_bpe: the same ids)")
         self.tokenizer = folder.load_tokenizer()

@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 from .cli import InputError, Parser
+from .progress import Progress
 
 TASK = "lambada_openai"
 
@@ -118,11 +118,7 @@ def lambada_metrics(results: Sequence[tuple]) -> dict:
 
 def evaluate(scorer: Scorer, passages: Sequence[str], batch_size: int = 8, show_progress: bool = False) -> dict:
     requests = [encode_pair(scorer.encode, *split_passage(text), scorer.eot_id) for text in passages]
-    progress = None
-    if show_progress:
-        from tqdm import tqdm
-
-        progress = tqdm(total=len(requests), desc=TASK, unit="passage", file=sys.stderr, disable=None)
+    progress = Progress(TASK, len(requests), unit="passage") if show_progress else None
     try:
         results = loglikelihoods(scorer, requests, batch_size, progress)
     finally:
@@ -145,7 +141,6 @@ def fairseq_scorer(checkpoint: Path, data_bin: Path | None, device: str) -> Scor
     """A fairseq checkpoint (read weights_only), tokenized with its data folder's tokenizer (fairseq ids)."""
     logging.getLogger("fairseq").setLevel(logging.WARNING)  # stderr is for the progress bar and errors
     from .checkpoint_reading import build_model, read_checkpoint
-    from .data.errors import DataError
     from .data.folder import open_data_folder
 
     state = read_checkpoint(checkpoint, "--model", data=data_bin)
@@ -155,7 +150,7 @@ def fairseq_scorer(checkpoint: Path, data_bin: Path | None, device: str) -> Scor
     data = cfg.task.data
     try:
         encode = open_data_folder(data, str(data)).fairseq_encoder()
-    except DataError as e:
+    except InputError as e:
         raise InputError(f"{e}; the model's data folder (written by scripts/prepare_data.py) holds its tokenizer: "
                          "pass it with --data-bin DIR") from None
     task, model = build_model(state)

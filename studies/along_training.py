@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Sequence
 
 from fairseq_headless.cli import InputError, Parser
-from fairseq_headless.export.errors import ParityError
+from fairseq_headless.export import ParityError
 from fairseq_headless.files import write_json_atomic
 from . import common_steps
 from .along_training_report import series_of, write_summary
@@ -277,7 +277,7 @@ def evaluate_runs(runs: dict, args) -> tuple:
     if kind == "lambada" and args.lambada is None:
         raise AlongTrainingError("--lambada FILE is needed for decoder runs (LAMBADA as jsonl, see scripts/eval_lambada.py)")
     if kind == "glue":
-        from fairseq_headless.evaluation.errors import EvaluationInputError
+        from fairseq_headless.cli import InputError as EvaluationInputError
         from fairseq_headless.evaluation.tasks import resolve_tasks
 
         try:
@@ -337,7 +337,7 @@ def check_evaluation_options(args) -> None:
     if args.glue_data is not None and not args.glue_data.is_dir():
         raise AlongTrainingError(f"--glue-data {args.glue_data}: not a folder (GLUE's distribution layout)")
     if args.data_bin is not None:
-        from fairseq_headless.data.errors import DataError
+        from fairseq_headless.cli import InputError as DataError
         from fairseq_headless.data.folder import open_data_folder
 
         try:

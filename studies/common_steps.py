@@ -15,13 +15,13 @@ from fairseq_headless.cli import InputError, run
 
 def export(checkpoint: Path, output: Path, data: Path | None) -> dict:
     """:func:`fairseq_headless.export.convert` (with its fairseq parity check): the folder, class and parity."""
-    from fairseq_headless.export import ExportError, ParityError, convert
+    from fairseq_headless.export import ParityError, convert
 
     try:  # force: a folder without a finished marker is a leftover of an interrupted export
         summary = convert(checkpoint, output, data=data, force=True)
     except ParityError as e:
         raise ParityError(f"exporting {checkpoint} to Hugging Face failed: {e}") from None
-    except (ExportError, InputError) as e:
+    except InputError as e:
         raise InputError(f"exporting {checkpoint} to Hugging Face failed: {e}") from None
     return {"path": str(output), "hf_class": summary["hf_class"], "max_abs_diff": max(summary["parity"].values())}
 

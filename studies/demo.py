@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from fairseq_headless.cli import Parser
-from fairseq_headless.export.errors import ParityError
+from fairseq_headless.export import ParityError
 from fairseq_headless.files import save_figure_atomic, write_json_atomic, write_text_atomic
 from . import common_steps
 from .training_log import LogError, last_update, read_log, records

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from fairseq_headless.evaluation.results import mean_std
 from fairseq_headless.evaluation.suite import SuiteRunner, parse_models, write_tables
-from fairseq_headless.evaluation.errors import EvaluationInputError
+from fairseq_headless.cli import InputError as EvaluationInputError
 from studies.sotu_era import ERAS, SOTU_ERA, build_sotu_era, random_init_copy
 
 CONTROL = "random-init"

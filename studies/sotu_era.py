@@ -24,7 +24,7 @@ import re
 from pathlib import Path
 
 from fairseq_headless.files import atomic_folder
-from fairseq_headless.evaluation.errors import EvaluationInputError
+from fairseq_headless.cli import InputError as EvaluationInputError
 from fairseq_headless.evaluation.task_data import Example
 from fairseq_headless.evaluation.tasks import CLASSIFICATION, TaskSpec
 

@@ -50,7 +50,7 @@ from pathlib import Path
 
 from fairseq_headless.cli import InputError, Parser
 from . import training_runs
-from fairseq_headless.export.errors import ParityError
+from fairseq_headless.export import ParityError
 from .training_log import LogError
 from .training_runs import CONFIG_DIR, merge_overrides
 
@@ -312,7 +312,7 @@ def main(argv=None) -> int:
     import logging
 
     logging.getLogger("fairseq").setLevel(logging.WARNING)  # its import-time notices; the sweep logs its own
-    from fairseq_headless.evaluation.errors import EvaluationInputError
+    from fairseq_headless.cli import InputError as EvaluationInputError
 
     try:
         check_glue_data(args)

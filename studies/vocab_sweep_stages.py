@@ -22,7 +22,7 @@ from .vocab_sweep import (MODELS, STAGES, AlreadyReported, SweepError, data_sett
 def train_lines(args) -> list:
     """The training split's lines as prepare_data.py splits them, sampled as it samples them for
     sentencepiece (--tokenizer-sample-lines; 0: all): the same sample for every size."""
-    from fairseq_headless.data.errors import DataError
+    from fairseq_headless.cli import InputError as DataError
     from fairseq_headless.data.prepare import tokenizer_sample
 
     argv = ["--input", *args.corpus, "--output", str(args.output / ".probe"),

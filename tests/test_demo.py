@@ -215,7 +215,7 @@ def test_small_size_trains_the_paper_twins_with_cpu_overrides(tmp_path, monkeypa
 def test_downstream_difference_is_paired_by_seed(tmp_path):
     """headless - vanilla per seed, mean ± sample std; one seed: no ±."""
     from studies.demo_downstream import difference_line
-    from fairseq_headless.evaluation.errors import EvaluationInputError
+    from fairseq_headless.cli import InputError
 
     for name, accuracies in (("headless", [0.50, 0.55, 0.61]), ("vanilla", [0.52, 0.52, 0.55])):
         (tmp_path / name).mkdir()
@@ -240,5 +240,5 @@ def test_downstream_difference_is_paired_by_seed(tmp_path):
     assert table.endswith(f"Downstream (SOTU-era dev accuracy), {line}")
     summary["columns"]["SOTU-era"]["accuracy"] = {"5": 0.5}  # vanilla's only seed is not headless's
     (tmp_path / "vanilla" / "SOTU-era.json").write_text(json.dumps(summary))
-    with pytest.raises(EvaluationInputError, match=r"no seed in common \(\[0\] vs \[5\]\)"):
+    with pytest.raises(InputError, match=r"no seed in common \(\[0\] vs \[5\]\)"):
         difference_line(tmp_path, "headless", "vanilla")

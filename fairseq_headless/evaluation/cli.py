@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 from ..cli import Parser, run
-from .errors import EvaluationInputError
 from .results import best_epoch_of
+from ..cli import InputError
 
 PRESETS = {  # --loss -> (lr, weight decay) of App. E
     "balanced": (1e-5, 0.0),  # Tab.14
@@ -76,15 +76,15 @@ def _config(args, lr_wd_defaults):
     from .finetune import FinetuneConfig
 
     if args.seeds < 1:
-        raise EvaluationInputError("--seeds must be at least 1")
+        raise InputError("--seeds must be at least 1")
     if args.threads < 0:
-        raise EvaluationInputError("--threads must be 0 (torch's default) or more")
+        raise InputError("--threads must be 0 (torch's default) or more")
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     if args.max_train_examples is not None and args.max_train_examples < 1:
-        raise EvaluationInputError("--max-train-examples must be at least 1")
+        raise InputError("--max-train-examples must be at least 1")
     lr, wd = lr_wd_defaults
     return FinetuneConfig(
         learning_rate=args.lr if args.lr is not None else lr,
@@ -96,7 +96,7 @@ def _config(args, lr_wd_defaults):
 
 def _check_output(path: Path) -> None:
     if path.exists() and not path.is_dir():
-        raise EvaluationInputError(f"--output {path}: exists and is not a folder")
+        raise InputError(f"--output {path}: exists and is not a folder")
 
 
 def _data_source(args) -> str:
@@ -207,14 +207,14 @@ def _xnli_main(argv) -> int:
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
     for p in protocols:
         if p not in XNLI_SECTIONS:
-            raise EvaluationInputError(f"--protocols: unknown '{p}'; choose zero-shot and/or translate-train")
+            raise InputError(f"--protocols: unknown '{p}'; choose zero-shot and/or translate-train")
     languages = [lang.strip() for lang in args.languages.split(",") if lang.strip()]
     for lang in languages:
         if lang not in XNLI_ALL_LANGUAGES:
-            raise EvaluationInputError(
+            raise InputError(
                 f"--languages: '{lang}' is not an XNLI language ({', '.join(XNLI_ALL_LANGUAGES)})")
     if not protocols or not languages:
-        raise EvaluationInputError("--protocols and --languages must name at least one each")
+        raise InputError("--protocols and --languages must name at least one each")
     return _run_xnli(args, protocols, languages)
 
 

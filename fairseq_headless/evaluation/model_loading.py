@@ -12,8 +12,8 @@ import contextlib
 from pathlib import Path
 
 from .encoding import check_tokenizer
-from .errors import EvaluationInputError
 from .tasks import MULTIPLE_CHOICE, REGRESSION, TaskSpec
+from ..cli import InputError
 
 # Weights a fine-tuning model creates: RobertaForSequenceClassification's `classifier`,
 # RobertaForMultipleChoice's `classifier` and the pooler it reads (fairseq has no pooler).
@@ -43,7 +43,7 @@ def load_tokenizer(model_dir: Path):
 
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
-        raise EvaluationInputError(
+        raise InputError(
             f"--model {model_dir}: not a Hugging Face model folder (no config.json); export a fairseq "
             "checkpoint with scripts/convert_to_hf.py first")
     with quiet_transformers():
@@ -52,7 +52,7 @@ def load_tokenizer(model_dir: Path):
             config = AutoConfig.from_pretrained(model_dir, local_files_only=True, trust_remote_code=True)
             tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True, trust_remote_code=True)
         except (OSError, ValueError) as err:
-            raise EvaluationInputError(f"--model {model_dir}: cannot load its config/tokenizer: {err}") from None
+            raise InputError(f"--model {model_dir}: cannot load its config/tokenizer: {err}") from None
     check_tokenizer(tokenizer, config, model_dir)
     return tokenizer, config
 
@@ -75,14 +75,14 @@ def load_model(model_dir: Path, spec: TaskSpec):
             model, info = auto.from_pretrained(model_dir, output_loading_info=True, local_files_only=True,
                                                trust_remote_code=True, **kwargs)
         except (OSError, ValueError, KeyError) as err:
-            raise EvaluationInputError(f"--model {model_dir}: cannot load it as {auto.__name__}: {err}") from None
+            raise InputError(f"--model {model_dir}: cannot load it as {auto.__name__}: {err}") from None
     missing = sorted(info["missing_keys"])
     unexpected = sorted(info["unexpected_keys"])
     mismatched = sorted(str(k) for k in info["mismatched_keys"])
     not_loaded = [k for k in missing if not k.startswith(NEW_HEAD_PREFIXES)]
     if not_loaded or mismatched:
         shown = (not_loaded + mismatched)[:5]
-        raise EvaluationInputError(
+        raise InputError(
             f"--model {model_dir}: {len(not_loaded) + len(mismatched)} encoder weights did not load into "
             f"{type(model).__name__} (e.g. {', '.join(shown)}); fine-tuning would start from random "
             "weights. Is it a RoBERTa encoder export (scripts/convert_to_hf.py)?")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Optional
+from ..cli import InputError
 
-from .errors import EvaluationInputError
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
@@ -177,12 +177,12 @@ def resolve_tasks(suite: str, spec: str) -> list:
     for raw in (s for s in spec.split(",") if s.strip()):
         name = by_key.get(_key(raw))
         if name is None:
-            raise EvaluationInputError(
+            raise InputError(
                 f"--tasks: unknown {suite} task '{raw.strip()}'; choose from {', '.join(TABLE_ORDER[suite])} or 'all'")
         if registry[name] not in chosen:
             chosen.append(registry[name])
     if not chosen:
-        raise EvaluationInputError("--tasks: no task given; e.g. --tasks SST-2,MRPC or --tasks all")
+        raise InputError("--tasks: no task given; e.g. --tasks SST-2,MRPC or --tasks all")
     order = TABLE_ORDER[suite]
     return sorted(chosen, key=lambda t: order.index(t.name))
 

@@ -17,8 +17,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
+from ..cli import InputError
 
-from .errors import EvaluationInputError
 
 TASKS_DIR = Path(__file__).parent / "zeroshot_tasks"
 LM_EVAL_VERSION = "0.4.13"  # the version the task files were written against (setup.py extra `zeroshot`)
@@ -64,7 +64,7 @@ def select_tasks(names: Sequence[str]) -> list:
         return list(tasks.values())
     unknown = [n for n in names if n not in tasks]
     if unknown:
-        raise EvaluationInputError(f"--tasks: unknown task(s) {', '.join(unknown)}; choose among "
+        raise InputError(f"--tasks: unknown task(s) {', '.join(unknown)}; choose among "
                                    f"{', '.join(tasks)} or 'all'")
     return [task for name, task in tasks.items() if name in names]  # the paper's column order
 
@@ -78,7 +78,7 @@ def check_task_file(task: ZeroShotTask, task_files: Path) -> Path:
     """The task's local file, checked line by line before any model is loaded."""
     path = task_files / task.file
     if not path.is_file():
-        raise EvaluationInputError(f"--task-files {task_files}: missing {task.file} for {task.name}; expected "
+        raise InputError(f"--task-files {task_files}: missing {task.file} for {task.name}; expected "
                                    + expected_format(task))
     rows = 0
     with open(path, encoding="utf-8") as f:
@@ -88,15 +88,15 @@ def check_task_file(task: ZeroShotTask, task_files: Path) -> Path:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
-                raise EvaluationInputError(f"{path}, line {lineno}: not JSON ({e.msg}); expected "
+                raise InputError(f"{path}, line {lineno}: not JSON ({e.msg}); expected "
                                            + expected_format(task)) from None
             missing = [k for k in task.fields if not isinstance(record, dict) or k not in record]
             if missing:
-                raise EvaluationInputError(f"{path}, line {lineno}: no field(s) {', '.join(missing)}; expected "
+                raise InputError(f"{path}, line {lineno}: no field(s) {', '.join(missing)}; expected "
                                            + expected_format(task))
             rows += 1
     if rows == 0:
-        raise EvaluationInputError(f"{path}: no record; expected " + expected_format(task))
+        raise InputError(f"{path}: no record; expected " + expected_format(task))
     return path
 
 
@@ -105,7 +105,7 @@ def lm_eval_tasks_dir() -> Path:
 
     spec = importlib.util.find_spec("lm_eval")
     if spec is None:
-        raise EvaluationInputError(f"lm-evaluation-harness is not installed: pip install -e \".[zeroshot]\" "
+        raise InputError(f"lm-evaluation-harness is not installed: pip install -e \".[zeroshot]\" "
                                    f"(lm-eval=={LM_EVAL_VERSION})")
     return Path(spec.submodule_search_locations[0]) / "tasks"
 
@@ -118,7 +118,7 @@ def compose_task_yaml(task: ZeroShotTask, data_file: Path, folder: Path) -> Path
     if not base.is_file():
         from importlib.metadata import version
 
-        raise EvaluationInputError(f"lm-eval {version('lm_eval')} has no {task.derive_from} (task {task.name}); "
+        raise InputError(f"lm-eval {version('lm_eval')} has no {task.derive_from} (task {task.name}); "
                                    f"the task files of this project are written for lm-eval=={LM_EVAL_VERSION}")
     config = {
         "include": str(base),

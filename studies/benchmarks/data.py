@@ -303,7 +303,7 @@ def prepare_run(corpus: Path, out: Path, tokenizer: dict, workers: int, label: s
     record = {"label": label, "workers": workers, "wall_s": seconds,
               "peak_pss_mb": peak["sum"] / 1e6 if sample_memory else None,
               "peak_process_rss_mb": peak["max"] / 1e6 if sample_memory else None}
-    for line in stdout.splitlines():
+    for line in stderr.splitlines():  # the passes' summary lines are log messages (stderr)
         m = _LOG["scan"].match(line)
         if m:
             record.update(scan_mb=_number(m[2]), scan_s=_number(m[1]), lines=int(_number(m[3])))

@@ -216,7 +216,7 @@ def check_output(args):
     if (args.output / "benchmark.json").exists() and not args.force:
         raise UsageError(f"--output {args.output} already holds benchmark.json; add --force to overwrite it")
     if args.curves is not None:
-        from fairseq_headless.data.errors import DataError
+        from fairseq_headless.cli import InputError as DataError
         from fairseq_headless.data.folder import open_data_folder
 
         try:

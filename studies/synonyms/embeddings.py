@@ -80,7 +80,7 @@ def _first_line(e: BaseException) -> str:
 
 def manifest_tokenizer(data: Path, option: str):
     """(encode: text -> fairseq ids, special fairseq ids) of a data folder (or a colon list of its shards)."""
-    from fairseq_headless.data.errors import DataError
+    from fairseq_headless.cli import InputError as DataError
     from fairseq_headless.data.folder import open_data_folder
 
     try:
