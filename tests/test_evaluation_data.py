@@ -11,7 +11,7 @@ from test_evaluation_helpers import (NEGATIVE, POSITIVE, polar_sentences, write_
                                      write_xnli)
 
 from fairseq_headless.evaluation.errors import EvaluationInputError
-from studies.sotu_era import DEV_EVERY, ERAS, build_sotu_era
+from studies.demo.downstream import DEV_EVERY, ERAS, build_sotu_era
 from fairseq_headless.evaluation.task_data import load_split
 from fairseq_headless.evaluation.tasks import GLUE_TASKS, SUPERGLUE_TASKS, XNLI, resolve_tasks
 

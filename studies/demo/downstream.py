@@ -1,24 +1,86 @@
-"""The demo's downstream check: fine-tune each exported model (and a random-init control) on SOTU-era.
+"""The demo's downstream check (not a task of the paper): which era is a State of the Union sentence from?
 
-    from studies.demo_downstream import run_demo_check
-    table = run_demo_check({"headless": hf_dir_1, "vanilla": hf_dir_2}, corpus="demo_runs/sotu",
-                           output=run_dir / "downstream")
-
-writes ``downstream/results_sotu-era.{md,json,png}`` (one row per model, the control
-last) and returns the markdown. The task is described in :mod:`.sotu_era`; the
-fine-tuning is the GLUE protocol of this package (balanced cross-entropy, constant LR
-after 10% warmup, dev accuracy after every epoch, best epoch reported) with a learning
-rate and epoch count sized for CPU-tiny models rather than the paper's BERT-base values.
+Four eras, 1790-1849, 1850-1899, 1900-1949, 1950-2021 (chance 25%); sentences of 8-60 words, deduplicated,
+balanced, drawn with a fixed seed; split by address (every 4th address of an era is dev), so dev sentences
+come from speeches unseen in fine-tuning (seen, unlabelled, in pretraining). Each export and a random-init
+encoder of the same shape (the control) are fine-tuned with the package's GLUE protocol, sized for tiny models.
 """
 from __future__ import annotations
 
 import json
+import random
+import re
 from pathlib import Path
 
+from fairseq_headless.evaluation.errors import EvaluationInputError
 from fairseq_headless.evaluation.results import mean_std
 from fairseq_headless.evaluation.suite import SuiteRunner, parse_models, write_tables
-from fairseq_headless.evaluation.errors import EvaluationInputError
-from studies.sotu_era import ERAS, SOTU_ERA, build_sotu_era, random_init_copy
+from fairseq_headless.evaluation.task_data import Example
+from fairseq_headless.evaluation.tasks import CLASSIFICATION, TaskSpec
+from fairseq_headless.files import atomic_folder
+
+ERAS = (("1790-1849", 1790, 1849), ("1850-1899", 1850, 1899), ("1900-1949", 1900, 1949), ("1950-2021", 1950, 2021))
+SOTU_ERA = TaskSpec(name="SOTU-era", suite="sotu-era", kind=CLASSIFICATION,
+                    labels=tuple(name for name, _, _ in ERAS), metrics=("accuracy",))
+ADDRESS_FILE = re.compile(r"^(\d{4})_[A-Za-z0-9._-]+\.txt$")
+DEV_EVERY = 4  # every 4th address of an era is a dev address
+
+
+def era_of(year: int):
+    for index, (_, first, last) in enumerate(ERAS):
+        if first <= year <= last:
+            return index
+    return None
+
+
+def build_sotu_era(corpus: Path, train_per_era: int = 400, dev_per_era: int = 100, min_words: int = 8,
+                   max_words: int = 60, seed: int = 0) -> tuple:
+    """(train, dev) lists of :class:`Example`, balanced over the eras, split by address."""
+    corpus = Path(corpus)
+    addresses = sorted((int(m.group(1)), p) for p in corpus.glob("*.txt") if (m := ADDRESS_FILE.match(p.name)))
+    if not addresses:
+        raise EvaluationInputError(
+            f"{corpus}: no SOTU address files (<year>_<name>.txt); fetch them with scripts/fetch_corpus.py")
+    pools = {split: [[] for _ in ERAS] for split in ("train", "dev")}
+    seen = set()
+    by_era = [[a for a in addresses if era_of(a[0]) == e] for e in range(len(ERAS))]
+    for era, era_addresses in enumerate(by_era):
+        for position, (_, path) in enumerate(era_addresses):
+            split = "dev" if position % DEV_EVERY == DEV_EVERY - 1 else "train"
+            for line in path.read_text(encoding="utf-8").splitlines():
+                sentence = " ".join(line.split())
+                if min_words <= len(sentence.split()) <= max_words and sentence not in seen:
+                    seen.add(sentence)
+                    pools[split][era].append(sentence)
+    rng = random.Random(seed)
+    out = {}
+    for split, per_era in (("train", train_per_era), ("dev", dev_per_era)):
+        examples = []
+        for era, pool in enumerate(pools[split]):
+            if len(pool) < per_era:
+                raise EvaluationInputError(
+                    f"{corpus}: era {ERAS[era][0]} has {len(pool)} {split} sentences of {min_words}-{max_words} "
+                    f"words, fewer than the {per_era} asked for; lower the per-era counts or use the full corpus")
+            examples += [Example((s,), era) for s in rng.sample(pool, per_era)]
+        rng.shuffle(examples)
+        out[split] = examples
+    return out["train"], out["dev"]
+
+
+def random_init_copy(model_dir: Path, target: Path, seed: int = 0) -> Path:
+    """A randomly initialised encoder with ``model_dir``'s config and tokenizer (the control)."""
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    # trust_remote_code: a headless export's classes are its folder's modeling_headless_roberta.py
+    config = AutoConfig.from_pretrained(model_dir, local_files_only=True, trust_remote_code=True)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True, trust_remote_code=True)
+    torch.manual_seed(seed)
+    with atomic_folder(target, replace=True) as folder:  # config.json marks it done: all files or none
+        AutoModel.from_config(config, trust_remote_code=True).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    return Path(target)
+
 
 CONTROL = "random-init"
 
@@ -27,27 +89,22 @@ def run_demo_check(models: dict, corpus: Path, output: Path, epochs: int = 3, se
                    learning_rate: float = 1e-4, batch_size: int = 32, train_per_era: int = 400,
                    dev_per_era: int = 100, control: bool = True, force: bool = False, threads: int = 1) -> str:
     """Fine-tune every model of ``models`` ({name: HF folder}) on SOTU-era; returns the markdown table.
-
-    ``threads``: torch CPU threads during the check (restored after; 0 = leave as is). One thread
-    is the fastest for CPU-tiny models on a shared machine.
-    """
+    ``threads``: torch CPU threads during the check (0: torch's own), the fastest for tiny models on one."""
     import torch
 
     previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads or previous)
     try:
-        return _run_demo_check(models, corpus, output, epochs, seeds, learning_rate, batch_size, train_per_era,
-                               dev_per_era, control, force)
+        return _run_demo_check(models, Path(output), corpus, epochs, seeds, learning_rate, batch_size,
+                               train_per_era, dev_per_era, control, force)
     finally:
         torch.set_num_threads(previous)
 
 
-def _run_demo_check(models, corpus, output, epochs, seeds, learning_rate, batch_size, train_per_era, dev_per_era,
+def _run_demo_check(models, output, corpus, epochs, seeds, learning_rate, batch_size, train_per_era, dev_per_era,
                     control, force) -> str:
     from fairseq_headless.evaluation.finetune import FinetuneConfig, finetune
 
-    output = Path(output)
     if output.exists() and not output.is_dir():
         raise EvaluationInputError(f"--output {output}: exists and is not a folder")
     refs = parse_models([f"{name}={path}" for name, path in models.items()])
@@ -110,54 +167,3 @@ def difference_line(output: Path, first: str, second: str) -> str:
     spread = f" ± {std:.2f} (mean ± std over {len(seeds)} fine-tuning seeds, paired by seed)" if len(seeds) > 1 \
         else " (1 fine-tuning seed: its spread is unknown)"
     return f"{first} − {second}: {mean:+.2f} accuracy points{spread}"
-
-
-def main(argv=None) -> int:
-    """The command line; bad input: one ``error:`` line, exit 2 (fairseq_headless.cli)."""
-    from fairseq_headless.cli import run
-
-    return run(_main, argv)
-
-
-def _main(argv) -> int:
-    import argparse
-
-    from fairseq_headless.cli import Parser
-    from fairseq_headless.evaluation.cli import quiet_root_logger
-
-    quiet_root_logger()
-    p = Parser(description="The demo's downstream check (SOTU era classification); "
-                                            "see studies/sotu_era.py for the task.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", nargs="+", action="extend", required=True, metavar="[NAME=]DIR",
-                   help="exported Hugging Face encoder folder(s)")
-    p.add_argument("--corpus", type=Path, default=Path("demo_runs/sotu"),
-                   help="folder of <year>_<name>_<party>.txt addresses (scripts/fetch_corpus.py)")
-    p.add_argument("--output", type=Path, required=True, help="results folder")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--seeds", type=int, default=1)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--train-per-era", type=int, default=400)
-    p.add_argument("--dev-per-era", type=int, default=100)
-    p.add_argument("--no-control", action="store_true", help="skip the random-init control")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--force", action="store_true", help="redo runs whose results exist")
-    args = p.parse_args(argv)
-    models = {}
-    for value in args.model:
-        name, sep, path = value.partition("=")
-        models[name if sep else Path(value).resolve().name] = path if sep else value
-    if len(models) != len(args.model):
-        raise EvaluationInputError("--model: two models with the same name; use NAME=DIR")
-    table = run_demo_check(models, args.corpus, args.output, epochs=args.epochs, seeds=args.seeds,
-                           learning_rate=args.lr, train_per_era=args.train_per_era,
-                           dev_per_era=args.dev_per_era, control=not args.no_control, force=args.force,
-                           threads=args.threads)
-    print(table)
-    return 0
-
-
-if __name__ == "__main__":
-    import sys
-
-    sys.exit(main(sys.argv[1:]))
