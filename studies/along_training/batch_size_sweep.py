@@ -88,7 +88,7 @@ def train(name: str, command: list, save_dir: Path, output: Path, force: bool) -
 def build_parser():
     parser = Parser(prog="python -m studies.along_training.batch_size_sweep", description=__doc__,
                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True, help="the pretraining data folder (scripts/prepare_data.py)")
+    parser.add_argument("--data", type=Path, required=True, help="the pretraining data folder")
     parser.add_argument("--output", type=Path, required=True,
                         help="sweep folder: runs/<config>-b<B>/, points/, batch_size_sweep.json/.md/.png")
     parser.add_argument("--batch-sizes", default="32,64,128",
@@ -118,7 +118,7 @@ def check_options(args) -> tuple:
         raise InputError("--lambada FILE is needed: the sweep scores LAMBADA accuracy (Fig.7)")
     from fairseq_headless.data.folder import open_data_folder
 
-    open_data_folder(args.data, f"--data {args.data}")  # a DataError: one error line
+    open_data_folder(args.data, f"--data {args.data}")  # an InputError naming it
     sizes = parse_sizes(args.batch_sizes)
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     for config in configs:

@@ -71,7 +71,7 @@ def find_points(name: str, folder: Path) -> list:
         progress = read_progress(path)
         if progress.tokens_estimated:
             logger.info(f"{name} @ {progress.updates} updates: fairseq reset its meters on a resume (end-of-epoch "
-                        f"checkpoint), tokens extrapolated from the last {progress.tokens_counted_updates} updates (tokens_estimated)")
+                        f"checkpoint), tokens extrapolated from its last {progress.tokens_counted_updates} updates")
         points.append((progress, log_wall_seconds(records, progress.updates)))
     return points
 
@@ -91,7 +91,8 @@ def finetune(checkpoint: Path, save_dir: Path, data: str, args, settings: dict) 
         logger.info(f"  {save_dir} holds a fine-tuning started with other settings: cleared")
         shutil.rmtree(save_dir)
     command = hydra_train_command(args.finetune_config, [
-        f"task.data={data}", f"checkpoint.save_dir={save_dir}", f"checkpoint.finetune_from_model={checkpoint.resolve()}",
+        f"task.data={data}", f"checkpoint.save_dir={save_dir}",
+        f"checkpoint.finetune_from_model={checkpoint.resolve()}",
         f"common.user_dir={REPO / 'fairseq_headless'}", *(CPU_OVERRIDES if args.cpu else ()), *args.finetune_override,
     ], args.config_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
@@ -201,12 +202,11 @@ def evaluate_runs(runs: dict, args) -> tuple:
     if kind == "lambada" and args.lambada is None:
         raise InputError("--lambada FILE is needed for decoder runs (LAMBADA as jsonl, see scripts/eval_lambada.py)")
     if kind == "glue":
-        from fairseq_headless.evaluation.errors import EvaluationInputError
         from fairseq_headless.evaluation.tasks import resolve_tasks
 
         try:
             args.glue_specs = resolve_tasks("glue", args.glue_tasks)
-        except EvaluationInputError as e:
+        except InputError as e:
             raise InputError(str(e).replace("--tasks", "--glue-tasks")) from None
         if not [s for s in args.glue_specs if s.name not in args.glue_exclude]:
             raise InputError("--glue-tasks minus --glue-exclude leaves no task to average")

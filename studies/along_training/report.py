@@ -62,7 +62,8 @@ def markdown(series: dict, kind: str, title: str) -> str:
     parts = [f"# {title}\n"]
     for name, points in series.items():
         shown = [k for k in keys if any(k in p for p in points)]
-        rows = [[p["updates"], f"{p['tokens']:,}", f"{p['hours']:.4f}", *(f"{p[k]:.2f}" for k in shown)] for p in points]
+        rows = [[p["updates"], f"{p['tokens']:,}", f"{p['hours']:.4f}", *(f"{p[k]:.2f}" for k in shown)]
+                for p in points]
         parts.append(f"## {name}\n\n" + tabulate(rows, ["updates", "tokens", "hours", *shown], tablefmt="github",
                                                   disable_numparse=True, colalign=["right"] * (3 + len(shown))) + "\n")
     return "\n".join(parts) + "\n"

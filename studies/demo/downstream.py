@@ -12,7 +12,7 @@ import random
 import re
 from pathlib import Path
 
-from fairseq_headless.evaluation.errors import EvaluationInputError
+from fairseq_headless.cli import InputError
 from fairseq_headless.evaluation.results import mean_std
 from fairseq_headless.evaluation.suite import SuiteRunner, parse_models, write_tables
 from fairseq_headless.evaluation.task_data import Example
@@ -39,7 +39,7 @@ def build_sotu_era(corpus: Path, train_per_era: int = 400, dev_per_era: int = 10
     corpus = Path(corpus)
     addresses = sorted((int(m.group(1)), p) for p in corpus.glob("*.txt") if (m := ADDRESS_FILE.match(p.name)))
     if not addresses:
-        raise EvaluationInputError(
+        raise InputError(
             f"{corpus}: no SOTU address files (<year>_<name>.txt); fetch them with scripts/fetch_corpus.py")
     pools = {split: [[] for _ in ERAS] for split in ("train", "dev")}
     seen = set()
@@ -58,7 +58,7 @@ def build_sotu_era(corpus: Path, train_per_era: int = 400, dev_per_era: int = 10
         examples = []
         for era, pool in enumerate(pools[split]):
             if len(pool) < per_era:
-                raise EvaluationInputError(
+                raise InputError(
                     f"{corpus}: era {ERAS[era][0]} has {len(pool)} {split} sentences of {min_words}-{max_words} "
                     f"words, fewer than the {per_era} asked for; lower the per-era counts or use the full corpus")
             examples += [Example((s,), era) for s in rng.sample(pool, per_era)]
@@ -106,10 +106,10 @@ def _run_demo_check(models, output, corpus, epochs, seeds, learning_rate, batch_
     from fairseq_headless.evaluation.finetune import FinetuneConfig, finetune
 
     if output.exists() and not output.is_dir():
-        raise EvaluationInputError(f"--output {output}: exists and is not a folder")
+        raise InputError(f"--output {output}: exists and is not a folder")
     refs = parse_models([f"{name}={path}" for name, path in models.items()])
     if any(r.name == CONTROL for r in refs):
-        raise EvaluationInputError(f"--model: the name '{CONTROL}' is taken by the control")
+        raise InputError(f"--model: the name '{CONTROL}' is taken by the control")
     train, dev = build_sotu_era(corpus, train_per_era, dev_per_era)
     if control:
         control_dir = output / "_control-model"
@@ -161,7 +161,7 @@ def difference_line(output: Path, first: str, second: str) -> str:
     a, b = per_seed_accuracy(output, first), per_seed_accuracy(output, second)
     seeds = sorted(set(a) & set(b))
     if not seeds:
-        raise EvaluationInputError(f"{output}: {first} and {second} were fine-tuned with no seed in common "
+        raise InputError(f"{output}: {first} and {second} were fine-tuned with no seed in common "
                                    f"({sorted(a)} vs {sorted(b)}); run both with the same --seeds")
     mean, std = mean_std([100 * (a[s] - b[s]) for s in seeds])
     spread = f" ± {std:.2f} (mean ± std over {len(seeds)} fine-tuning seeds, paired by seed)" if len(seeds) > 1 \

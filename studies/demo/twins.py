@@ -19,7 +19,7 @@ from fairseq_headless.cli import InputError, Parser
 from fairseq_headless.files import write_json_atomic, write_text_atomic
 from studies import figures
 from studies.training_runs import (REPO, TrainingError, TrainingRun, device_overrides, export, hydra_train_command,
-                                   last_update, log_to_stderr, merge_overrides, read_log, records)
+                                   log_to_stderr, merge_overrides, read_log, records, summarize_log)
 
 logger = logging.getLogger(__name__)
 DEFAULT_WORKDIR = REPO / "demo_runs"
@@ -56,10 +56,13 @@ def ensure_data(workdir: Path, corpus: Path, vocab_size: int) -> Path:
     if (data / "manifest.json").exists():
         logger.info(f"reusing prepared data in {data}")
         return data
+    from fairseq_headless.data.cli import parse_options
+    from fairseq_headless.data.prepare import prepare
+
     licence = SOTU_LICENCE if (corpus / "SOURCE.json").exists() else "unknown"
     logger.info(f"preparing {corpus} -> {data} (sentencepiece {vocab_size})")
-    subprocess.run([sys.executable, REPO / "scripts" / "prepare_data.py", "--input", corpus, "--output", data,
-                    "--vocab-size", str(vocab_size), "--licence", licence], check=True)
+    argv = ["--input", str(corpus), "--output", str(data), "--vocab-size", str(vocab_size), "--licence", licence]
+    prepare(parse_options(argv), argv)
     return data
 
 
@@ -96,16 +99,12 @@ def train(twins, data: Path, run_dir: Path, max_update: int, extra=()) -> dict:
 
 
 def parse_training_log(text: str) -> dict:
-    """fairseq's own meters of the ``train_inner`` records, and the loss curve by update."""
-    launches = read_log(text)
-    inner, valid = records(launches, "train_inner"), records(launches, "valid")
-    if not inner or not valid:
-        raise TrainingError("the training log has no train/valid lines; are --max-update and common.log_interval "
-                            "too small?")
-    return {"updates": last_update(launches), "updates_per_s": sum(float(r["ups"]) for r in inner) / len(inner),
-            "tokens_per_s": sum(float(r["wps"]) for r in inner) / len(inner),
-            "final_valid_loss_bits": float(valid[-1]["valid_loss"]),
-            "curve": [(int(r["num_updates"]), float(r["loss"])) for r in inner]}
+    """fairseq's own meters (:func:`~studies.training_runs.summarize_log`) and the loss curve by update."""
+    summary = summarize_log(text)
+    if summary["final_valid_loss_bits"] is None:
+        raise TrainingError("the training log has no valid line; is --max-update smaller than common.log_interval?")
+    return {**summary, "curve": [(int(r["num_updates"]), float(r["loss"]))
+                                 for r in records(read_log(text), "train_inner")]}
 
 
 def masked_token_accuracy(model, task, split="valid", batch_size=32):
@@ -205,8 +204,9 @@ def train_twins(args, twins, data: Path, run_dir: Path, overrides: list) -> dict
         results[name].update(evaluate(run_dir / config, data))
     for name, config in twins:
         logger.info(f"exporting {config} to Hugging Face")
-        results[name]["export"] = exported = export(run_dir / config / "checkpoint_last.pt", run_dir / "hf" / name, data)
-        logger.info(f"  {exported['path']}: {exported['hf_class']}, max abs diff vs fairseq {exported['max_abs_diff']:.2e}")
+        done = export(run_dir / config / "checkpoint_last.pt", run_dir / "hf" / name, data)
+        results[name]["export"] = done
+        logger.info(f"  {done['path']}: {done['hf_class']}, max abs diff vs fairseq {done['max_abs_diff']:.2e}")
     return results
 
 

@@ -69,12 +69,11 @@ def _first_line(e: BaseException) -> str:
 
 def manifest_tokenizer(data: Path, option: str):
     """(encode: text -> fairseq ids, special fairseq ids) of a data folder (or a colon list of its shards)."""
-    from fairseq_headless.data.errors import DataError
     from fairseq_headless.data.folder import open_data_folder
 
     try:
         encoder = open_data_folder(data, f"{option}: its data folder {data}").fairseq_encoder()
-    except DataError as e:
+    except InputError as e:
         raise InputError(f"{e}; pass the folder with {option}-data-bin DIR") from None
     return encoder, encoder.special_ids
 

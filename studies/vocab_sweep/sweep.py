@@ -8,7 +8,6 @@ with the same settings.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shlex
 import shutil
@@ -41,51 +40,38 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="python -m studies.vocab_sweep", description=__doc__,
                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--corpus", nargs="+", required=True, metavar="PATH",
-                   help="raw text: files or folders (.txt, .jsonl, optionally .gz/.bz2/.xz) or "
-                        "hf:NAME[:CONFIG][:SPLIT], as scripts/prepare_data.py --input")
-    p.add_argument("--sizes", required=True, metavar="N,N,...",
-                   help="comma-separated vocabulary sizes (tokenizer tokens), e.g. 8000,16000,32000,65000,131000")
+                   help="raw text, as scripts/prepare_data.py --input (files, folders or hf:NAME[:CONFIG][:SPLIT])")
+    p.add_argument("--sizes", required=True, metavar="N,N,...", help="vocabulary sizes (tokenizer tokens): 8000,16000")
     p.add_argument("--output", required=True, type=Path, metavar="DIR", help="sweep folder (resumable)")
-    data = p.add_argument_group("tokenizer and data")
+    data = p.add_argument_group("tokenizer and data (as scripts/prepare_data.py's options)")
     data.add_argument("--tokenizer-type", choices=TOKENIZER_TYPES, default="bpe",
-                      help="bpe: Hugging Face BPE with BERT's uncased normalizer and pre-tokenizer (the paper's "
-                           "'BPE tokenizer similar to the BERT tokenizer'); spm-bpe / spm-unigram: prepare_data.py's "
-                           "sentencepiece (default: bpe)")
+                      help="bpe: a BPE with BERT's uncased pipeline (§6); spm-*: sentencepiece (default: bpe)")
     data.add_argument("--tokenizer-sample-lines", type=int, default=DEFAULT_TOKENIZER_SAMPLE_LINES, metavar="N",
-                      help="train each tokenizer on at most N random training lines, 0 = all (default "
-                           f"{DEFAULT_TOKENIZER_SAMPLE_LINES}, prepare_data.py's)")
-    data.add_argument("--valid-lines", type=int, metavar="N", help="prepare_data.py --valid-lines")
-    data.add_argument("--test-lines", type=int, metavar="N", help="prepare_data.py --test-lines")
-    data.add_argument("--padding-factor", type=int, default=8, metavar="N",
-                      help="pad the dictionary to a multiple of N (default 8)")
-    data.add_argument("--jsonl-field", default="text", metavar="NAME", help="text field of .jsonl input (default text)")
-    data.add_argument("--workers", type=int, default=1, metavar="N", help="prepare_data.py --workers (default 1)")
+                      help=f"train each tokenizer on N random lines, 0: all (default {DEFAULT_TOKENIZER_SAMPLE_LINES})")
+    data.add_argument("--valid-lines", type=int, metavar="N")
+    data.add_argument("--test-lines", type=int, metavar="N")
+    data.add_argument("--padding-factor", type=int, default=8, metavar="N", help="(default 8)")
+    data.add_argument("--jsonl-field", default="text", metavar="NAME", help="(default text)")
+    data.add_argument("--workers", type=int, default=1, metavar="N", help="(default 1)")
     train = p.add_argument_group("pretraining")
     train.add_argument("--headless-config", metavar="NAME", help="configs/NAME.yaml (default hmlm_small, App. D.4)")
     train.add_argument("--vanilla-config", metavar="NAME", help="configs/NAME.yaml (default mlm_small)")
-    train.add_argument("--tiny", action="store_true",
-                       help="hmlm_tiny / mlm_tiny instead of the paper's BERT-small configs (CPU runs, tests)")
+    train.add_argument("--tiny", action="store_true", help="hmlm_tiny / mlm_tiny (CPU runs, tests)")
     train.add_argument("--max-update", type=int, metavar="N", help="optimization.max_update (default: the config's)")
     train.add_argument("--train-overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                       help="hydra overrides for both pretrainings, e.g. lr_scheduler.warmup_updates=1000 "
-                            "common.log_interval=50 '+model.encoder_layers=6'")
+                       help="hydra overrides for both pretrainings, e.g. lr_scheduler.warmup_updates=1000")
     glue = p.add_argument_group("GLUE (scripts/finetune_glue.py's suite, App. E protocol)")
-    glue.add_argument("--glue-data", type=Path, metavar="DIR",
-                      help="GLUE in its distribution layout (docs/evaluation.md); without it, the hub")
-    glue.add_argument("--glue-tasks", default=GLUE_TASKS,
-                      help=f"comma-separated (default {GLUE_TASKS}: Tab.1 without RTE, MRPC, CoLA, as §6)")
-    glue.add_argument("--glue-seeds", type=int, default=3, metavar="N", help="fine-tuning seeds per task (default 3)")
-    glue.add_argument("--glue-epochs", type=int, default=10, metavar="N",
-                      help="fine-tuning epochs, best reported (default 10)")
+    glue.add_argument("--glue-data", type=Path, metavar="DIR", help="GLUE's distribution layout (default: the hub)")
+    glue.add_argument("--glue-tasks", default=GLUE_TASKS, help=f"(default {GLUE_TASKS}: Tab.1 without RTE, MRPC, CoLA)")
+    glue.add_argument("--glue-seeds", type=int, default=3, metavar="N", help="seeds per task (default 3)")
+    glue.add_argument("--glue-epochs", type=int, default=10, metavar="N", help="epochs, best reported (default 10)")
     glue.add_argument("--glue-args", default="", metavar="'OPTIONS'",
                       help="more finetune_glue.py options in one string, e.g. '--threads 1 --max-train-examples 2000'")
     glue.add_argument("--no-glue", action="store_true", help="stop after the exports (throughput only)")
     run = p.add_argument_group("run")
-    run.add_argument("--stop-after", choices=STAGES, default="glue",
-                     help="stop every size after this stage (e.g. data: prepare everything first)")
-    run.add_argument("--force", action="store_true", help="delete the requested sizes' folders (and sweep.*) and redo them")
-    run.add_argument("--redo-glue", action="store_true",
-                     help="delete and redo the GLUE stage of the requested sizes (new GLUE options)")
+    run.add_argument("--stop-after", choices=STAGES, default="glue", help="stop every size after this stage")
+    run.add_argument("--force", action="store_true", help="delete the requested sizes (and sweep.*) and redo them")
+    run.add_argument("--redo-glue", action="store_true", help="redo the GLUE stage of the requested sizes")
     return p
 
 
