@@ -198,7 +198,6 @@ def test_small_size_trains_the_paper_twins_with_cpu_overrides(tmp_path, monkeypa
     """--size small hands hmlm_small/mlm_small (fp16 configs) to the training, in fp32 on a CPU."""
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    write_markov_corpus(corpus / "a.txt", 300, seed=5)
     calls = []
 
     class Stop(Exception):
@@ -209,6 +208,7 @@ def test_small_size_trains_the_paper_twins_with_cpu_overrides(tmp_path, monkeypa
         raise Stop
 
     monkeypatch.setattr(demo, "train", fake_train)
+    monkeypatch.setattr(demo, "ensure_data", lambda workdir, corpus, vocab_size: workdir / "data")  # not the point
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a CPU machine
     with pytest.raises(Stop):
         demo.main(["--size", "small", "--corpus", str(corpus), "--workdir", str(tmp_path / "work"),

@@ -218,34 +218,27 @@ def evaluate_runs(runs: dict, args) -> tuple:
 
 
 def add_evaluation_options(parser: argparse.ArgumentParser) -> None:
-    """The options shared with studies/batch_size_sweep.py."""
+    """The options shared with the batch-size sweep."""
     parser.add_argument("--force", action="store_true", help="redo points cached with other settings")
-    parser.add_argument("--data-bin", type=Path,
-                        help="the data folder of the runs (tokenizer, dict.txt) when their task.data has moved")
-    parser.add_argument("--cpu", action="store_true",
-                        help="fine-tune on CPU: " + " ".join(CPU_OVERRIDES) + "; LAMBADA on CPU too")
+    parser.add_argument("--data-bin", type=Path, help="the runs' data folder (tokenizer) if their task.data moved")
+    parser.add_argument("--cpu", action="store_true", help="fine-tune and score LAMBADA on CPU")
     lm = parser.add_argument_group("decoders (LAMBADA, Figs.4 and 7)")
     lm.add_argument("--lambada", type=Path, help="LAMBADA as jsonl, {\"text\": ...} per line (lambada_test.jsonl)")
     lm.add_argument("--limit", type=int, help="score only the first N passages (smoke tests)")
     lm.add_argument("--batch-size", type=int, default=8, help="LAMBADA passages per forward pass (default 8)")
     lm.add_argument("--device", help="cpu, cuda, ... for LAMBADA (default: cuda when available)")
     lm.add_argument("--finetune-config", metavar="NAME",
-                    help="fine-tune each headless checkpoint with configs/NAME.yaml (e.g. hlm_pythia70m_ft) and "
-                         "score it again: the 'RUN + FT' line")
+                    help="fine-tune each headless checkpoint with configs/NAME.yaml and score it again ('RUN + FT')")
     lm.add_argument("--finetune-override", action="append", default=[], metavar="KEY=VALUE",
-                    help="extra hydra override for the fine-tuning runs (repeatable)")
+                    help="hydra override for the fine-tuning runs (repeatable)")
     lm.add_argument("--finetune-data", type=Path, help="the fine-tuning data folder (default: the run's task.data)")
-    lm.add_argument("--keep-finetuned", action="store_true",
-                    help="keep the fine-tuned checkpoints (OUTPUT/work/RUN/UPDATES/finetune/); default: delete "
-                         "them once scored")
+    lm.add_argument("--keep-finetuned", action="store_true", help="keep the fine-tuned checkpoints once scored")
     lm.add_argument("--config-dir", type=Path, default=REPO / "configs", help="where --finetune-config lives")
     enc = parser.add_argument_group("encoders (GLUE, Fig.3)")
-    enc.add_argument("--glue-data", type=Path, help="GLUE in its distribution layout (docs/evaluation.md); "
-                     "default: the Hugging Face hub (needs `datasets` and network)")
+    enc.add_argument("--glue-data", type=Path, help="GLUE's distribution layout (default: the hub)")
     enc.add_argument("--glue-tasks", default="all", help="comma-separated GLUE tasks, or all (default)")
-    enc.add_argument("--glue-exclude", default="RTE",
-                     help="tasks left out of the average (default RTE, as Tab.1; Fig.6: RTE,MRPC,CoLA)")
-    enc.add_argument("--glue-seeds", type=int, default=3, help="fine-tuning seeds per task (default 3, Tab.1)")
+    enc.add_argument("--glue-exclude", default="RTE", help="tasks left out of the average (default RTE, as Tab.1)")
+    enc.add_argument("--glue-seeds", type=int, default=3, help="fine-tuning seeds per task (default 3)")
     enc.add_argument("--glue-epochs", type=int, default=10, help="fine-tuning epochs (default 10, App. E)")
     enc.add_argument("--glue-option", action="append", default=[], metavar="--OPTION=VALUE",
                      help="extra scripts/finetune_glue.py option (repeatable), e.g. --glue-option=--threads=1")

@@ -92,55 +92,43 @@ def run_demo_check(models: dict, corpus: Path, output: Path, epochs: int = 3, se
     ``threads``: torch CPU threads during the check (0: torch's own), the fastest for tiny models on one."""
     import torch
 
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads or previous)
-    try:
-        return _run_demo_check(models, Path(output), corpus, epochs, seeds, learning_rate, batch_size,
-                               train_per_era, dev_per_era, control, force)
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _run_demo_check(models, output, corpus, epochs, seeds, learning_rate, batch_size, train_per_era, dev_per_era,
-                    control, force) -> str:
     from fairseq_headless.evaluation.finetune import FinetuneConfig, finetune
 
-    if output.exists() and not output.is_dir():
-        raise InputError(f"--output {output}: exists and is not a folder")
+    output = Path(output)
     refs = parse_models([f"{name}={path}" for name, path in models.items()])
     if any(r.name == CONTROL for r in refs):
-        raise InputError(f"--model: the name '{CONTROL}' is taken by the control")
+        raise InputError(f"the model name '{CONTROL}' is taken by the control")
     train, dev = build_sotu_era(corpus, train_per_era, dev_per_era)
     if control:
-        control_dir = output / "_control-model"
-        if force or not (control_dir / "config.json").is_file():
-            random_init_copy(refs[0].path, control_dir)
-        refs += parse_models([f"{CONTROL}={control_dir}"])
+        if force or not (output / "_control-model" / "config.json").is_file():
+            random_init_copy(refs[0].path, output / "_control-model")
+        refs += parse_models([f"{CONTROL}={output / '_control-model'}"])
     config = FinetuneConfig(learning_rate=learning_rate, weight_decay=0.0, batch_size=batch_size, epochs=epochs,
                             loss="balanced", max_length=128)
-    bench = SuiteRunner(output, force=force)
-    for ref in refs:
-        settings = {"model_dir": str(ref.path), "task": SOTU_ERA.name, "data": str(Path(corpus).resolve()),
-                    "train_per_era": train_per_era, "dev_per_era": dev_per_era, **config.settings()}
+    bench, previous = SuiteRunner(output, force=force), torch.get_num_threads()
+    torch.set_num_threads(threads or previous)
+    try:
+        for ref in refs:
+            settings = {"model_dir": str(ref.path), "task": SOTU_ERA.name, "data": str(Path(corpus).resolve()),
+                        "train_per_era": train_per_era, "dev_per_era": dev_per_era, **config.settings()}
 
-        def run(seed, run_dir, ref=ref):
-            return finetune(ref.path, SOTU_ERA, train, {"dev": dev}, config, seed, run_dir,
-                            desc=f"{ref.name} {SOTU_ERA.name} seed {seed}")
+            def run(seed, run_dir, ref=ref):
+                return finetune(ref.path, SOTU_ERA, train, {"dev": dev}, config, seed, run_dir,
+                                desc=f"{ref.name} {SOTU_ERA.name} seed {seed}")
 
-        results = bench.run(ref, SOTU_ERA.name, settings, list(range(seeds)), run)
-        renamed = {s: {**r, "best": {SOTU_ERA.name: r["best"]["dev"]}} for s, r in results.items()}
-        bench.write_job_summary(ref, SOTU_ERA.name, SOTU_ERA.suite, "main", settings, renamed)
+            results = bench.run(ref, SOTU_ERA.name, settings, list(range(seeds)), run)
+            renamed = {s: {**r, "best": {SOTU_ERA.name: r["best"]["dev"]}} for s, r in results.items()}
+            bench.write_job_summary(ref, SOTU_ERA.name, SOTU_ERA.suite, "main", settings, renamed)
+    finally:
+        torch.set_num_threads(previous)
     notes = [
-        "SOTU-era is not a task of the paper: it is built by the demo from its own corpus (State of the Union "
+        "SOTU-era is not a task of the paper: the demo builds it from its own corpus (State of the Union "
         f"addresses, public domain). Which era is a sentence from: {', '.join(e for e, _, _ in ERAS)} (chance 25%).",
-        f"{len(train)} training / {len(dev)} dev sentences, balanced; split by address (every 4th address of an "
-        "era is dev), so dev sentences come from speeches unseen in fine-tuning (but seen, unlabelled, in "
-        "pretraining).",
+        f"{len(train)} training / {len(dev)} dev sentences, balanced; split by address, so dev sentences come "
+        "from speeches unseen in fine-tuning (seen, unlabelled, in pretraining).",
         f"Fine-tuning: balanced cross-entropy, AdamW lr {learning_rate:g}, batch {batch_size}, constant LR after "
-        f"10% warmup, {epochs} epochs, best epoch, {seeds} seed(s); lr and epochs sized for tiny CPU models, not "
-        "the paper's.",
-        f"'{CONTROL}': an encoder of the same shape and tokenizer with random weights, fine-tuned the same way. "
-        "A pretrained model should beat it; with one seed, a point or two between pretrained models is noise.",
+        f"10% warmup, {epochs} epochs, best epoch, {seeds} seed(s); sized for tiny CPU models, not the paper's.",
+        f"'{CONTROL}': the same shape and tokenizer with random weights, fine-tuned the same way.",
     ]
     md = write_tables(output, SOTU_ERA.suite, "Downstream check: SOTU era classification (dev accuracy)",
                       [("main", "", [SOTU_ERA.name])], [], {SOTU_ERA.name: "accuracy"}, notes,
@@ -162,7 +150,7 @@ def difference_line(output: Path, first: str, second: str) -> str:
     seeds = sorted(set(a) & set(b))
     if not seeds:
         raise InputError(f"{output}: {first} and {second} were fine-tuned with no seed in common "
-                                   f"({sorted(a)} vs {sorted(b)}); run both with the same --seeds")
+                         f"({sorted(a)} vs {sorted(b)}); run both with the same --seeds")
     mean, std = mean_std([100 * (a[s] - b[s]) for s in seeds])
     spread = f" ± {std:.2f} (mean ± std over {len(seeds)} fine-tuning seeds, paired by seed)" if len(seeds) > 1 \
         else " (1 fine-tuning seed: its spread is unknown)"
