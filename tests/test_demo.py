@@ -165,7 +165,7 @@ def test_demo_reuses_prepared_data(demo_run, monkeypatch):
 
     _, run_dir, root = demo_run
     summary = json.loads((run_dir / "results.json").read_text())
-    monkeypatch.setattr(prepare, "prepare", lambda *args: pytest.fail(f"prepared again: {args}"))
+    monkeypatch.setattr(prepare, "prepare_data", lambda *args: pytest.fail(f"prepared again: {args}"))
     assert demo.ensure_data(root / "work", (root / "corpus").resolve(), 150) == Path(summary["data"])
 
 

@@ -56,13 +56,11 @@ def ensure_data(workdir: Path, corpus: Path, vocab_size: int) -> Path:
     if (data / "manifest.json").exists():
         logger.info(f"reusing prepared data in {data}")
         return data
-    from fairseq_headless.data.cli import parse_options
-    from fairseq_headless.data.prepare import prepare
+    from fairseq_headless.data.prepare import Options, prepare_data
 
-    licence = SOTU_LICENCE if (corpus / "SOURCE.json").exists() else "unknown"
     logger.info(f"preparing {corpus} -> {data} (sentencepiece {vocab_size})")
-    argv = ["--input", str(corpus), "--output", str(data), "--vocab-size", str(vocab_size), "--licence", licence]
-    prepare(parse_options(argv), argv)
+    prepare_data(Options(inputs=[(None, str(corpus))], output=data, vocab_size=vocab_size,
+                         licence=SOTU_LICENCE if (corpus / "SOURCE.json").exists() else "unknown"))
     return data
 
 

@@ -186,26 +186,24 @@ def run_overrides(args) -> list:
 # -------------------------------------------------------------------------- the stages
 
 
-def prepare_argv(args, output: Path) -> list:
-    """prepare_data.py's options common to the tokenizer sample and every size's data folder."""
-    argv = ["--input", *args.corpus, "--output", str(output), "--padding-factor", str(args.padding_factor),
-            "--workers", str(args.workers), "--jsonl-field", args.jsonl_field]
-    for option in ("valid_lines", "test_lines"):
-        if getattr(args, option):
-            argv += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
-    # --tokenizer-sample-lines 0 samples every line, whatever prepare_data.py's byte bound
-    return argv + ([] if args.tokenizer_sample_lines else ["--spm-sample-bytes", str(10 ** 15)])
+def prepare_options(args, output: Path, **fields):
+    """The data preparation's options common to the tokenizer sample and every size's data folder."""
+    from fairseq_headless.data.prepare import Options
+
+    return Options(inputs=[(None, path) for path in args.corpus], output=output, padding_factor=args.padding_factor,
+                   workers=args.workers, field=args.jsonl_field, valid_lines=args.valid_lines,
+                   test_lines=args.test_lines, spm_sample_lines=args.tokenizer_sample_lines or 10 ** 12,
+                   # --tokenizer-sample-lines 0 samples every line, whatever the byte bound
+                   **({} if args.tokenizer_sample_lines else {"spm_sample_bytes": 10 ** 15}), **fields)
 
 
 def train_lines(args) -> list:
-    """The training split's lines as prepare_data.py splits and samples them for sentencepiece
+    """The training split's lines as the data preparation splits and samples them for sentencepiece
     (--tokenizer-sample-lines; 0: all): the same sample for every size."""
-    from fairseq_headless.data.cli import parse_options
     from fairseq_headless.data.prepare import tokenizer_sample
 
     try:
-        return tokenizer_sample(parse_options(prepare_argv(args, args.output / ".probe")),
-                                args.tokenizer_sample_lines or 10 ** 12)
+        return tokenizer_sample(prepare_options(args, args.output / ".probe"), args.tokenizer_sample_lines or 10 ** 12)
     except InputError as e:
         raise InputError(f"--corpus: {e}") from None
 
@@ -230,18 +228,14 @@ def train_tokenizer(folder: Path, size: int, lines: list) -> dict:
 
 def prepare(args, folder: Path, size: int) -> dict:
     """The data folder for this size; its dictionary rows checked against its manifest."""
-    from fairseq_headless.data.cli import parse_options
-    from fairseq_headless.data.prepare import prepare as prepare_data
+    from fairseq_headless.data.prepare import prepare_data
 
     out = folder / "data"
-    argv = prepare_argv(args, out)
-    if args.tokenizer_type == "bpe":
-        argv += ["--hf-tokenizer", str(folder / "tokenizer" / "tokenizer.json")]
-    else:
-        argv += ["--vocab-size", str(size), "--model-type", args.tokenizer_type.split("-")[1],
-                 "--spm-sample-lines", str(args.tokenizer_sample_lines or 10 ** 12)]
-    argv += ["--force"] if out.exists() else []  # left by an interrupted run: its marker says unfinished
-    manifest = prepare_data(parse_options(argv), argv)
+    tokenizer = ({"tokenizer_mode": "hf", "tokenizer_file": folder / "tokenizer" / "tokenizer.json"}
+                 if args.tokenizer_type == "bpe" else
+                 {"vocab_size": size, "model_type": args.tokenizer_type.split("-")[1]})
+    # force: a folder left by an interrupted run (its stage marker says unfinished)
+    manifest = prepare_data(prepare_options(args, out, force=out.exists(), **tokenizer))["manifest"]
     rows = 4 + sum(1 for _ in open(out / "dict.txt", encoding="utf-8"))  # fairseq's specials come first
     if rows != manifest["id_mapping"]["dictionary_size"]:
         raise InputError(f"{out}: dict.txt has {rows} rows but manifest.json says "
