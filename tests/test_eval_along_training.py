@@ -14,6 +14,7 @@ import torch
 from conftest import BIN, REPO, write_markov_corpus
 
 from fairseq_headless import cli
+from fairseq_headless.data.prepare import Options, prepare_data
 from fairseq_headless.stages import Stage
 from studies import training_runs
 from studies.along_training import batch_size_sweep as sweep
@@ -50,7 +51,7 @@ def pretrain(config, data, save_dir, *overrides):
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    """A prepare_data.py folder (its tokenizer is what LAMBADA needs), LAMBADA-style passages, two trained runs."""
+    """A data folder (its tokenizer is what LAMBADA needs), LAMBADA-style passages, two trained runs."""
     root = tmp_path_factory.mktemp("along")
     write_markov_corpus(root / "corpus.txt", 500, seed=21)
     # Documents of 20 lines: valid/test are whole documents (docs/data.md), so --valid-lines 40 is 40 lines,
@@ -58,9 +59,8 @@ def workspace(tmp_path_factory):
     lines = (root / "corpus.txt").read_text().splitlines()
     (root / "corpus.txt").write_text("".join("\n".join(lines[i:i + 20]) + "\n\n" for i in range(0, len(lines), 20)))
     write_markov_corpus(root / "heldout.txt", 8, seed=22)
-    subprocess.run([sys.executable, REPO / "scripts" / "prepare_data.py", "--input", root / "corpus.txt",
-                    "--output", root / "data", "--vocab-size", "100", "--workers", "1", "--valid-lines", "40"],
-                   check=True, capture_output=True, cwd=REPO)
+    prepare_data(Options(inputs=[(None, str(root / "corpus.txt"))], output=root / "data", vocab_size=100, workers=1,
+                         valid_lines=40))
     passages = [line for line in (root / "heldout.txt").read_text().splitlines() if line.strip()]
     (root / "lambada.jsonl").write_text("".join(json.dumps({"text": p}) + "\n" for p in passages))
     pretrain("hlm_tiny", root / "data", root / "hlm_tiny")
