@@ -122,7 +122,8 @@ def test_along_training_decoders_with_causal_finetuning(workspace, tmp_path, cap
         assert p["finetune_updates"] == 2 and p["tokens"] == q["tokens"] + 2 * 4 * 128
         assert p["hours"] > q["hours"] and p["perplexity"] != pytest.approx(q["perplexity"], rel=1e-3)
         # fairseq's clock carried on from the pretraining checkpoint's: the FT point is that clock, not q + it
-        f = json.loads((out / "points" / "hlm" / f"{q['updates']}.json").read_text())["finetuned"]["progress"]
+        point = json.loads((out / "points" / "hlm" / f"{q['updates']}.json").read_text())["result"]  # a Stage marker
+        f = point["finetuned"]["progress"]
         assert f["seconds"] > 3600 * q["hours"] and p["hours"] == f["hours"]
         assert p["device_hours"] == pytest.approx(f["hours"], rel=1e-12)  # one device for both stages
     assert not list((out / "work").rglob("checkpoint*.pt"))  # scored, then deleted (--keep-finetuned keeps them)
