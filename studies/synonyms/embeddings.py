@@ -87,7 +87,7 @@ def load_fairseq(path: Path, data_bin: Path | None, option: str) -> EmbeddingMod
     key = next((k for k in FAIRSEQ_EMBEDDING_KEYS if k in weights), None)
     if key is None:
         raise InputError(f"{option} {path}: no input embedding matrix among its weights (looked for "
-                                 f"{', '.join(FAIRSEQ_EMBEDDING_KEYS)})")
+                         f"{', '.join(FAIRSEQ_EMBEDDING_KEYS)})")
     if data_bin is not None:
         data = Path(data_bin)
     else:
@@ -95,7 +95,7 @@ def load_fairseq(path: Path, data_bin: Path | None, option: str) -> EmbeddingMod
             data = str(cfg_field(cfg_field(cfg, "task"), "data"))  # a folder, or a colon list of shards
         except (KeyError, TypeError):
             raise InputError(f"{option} {path}: its config names no task.data; pass the data folder "
-                                     f"with {option}-data-bin DIR") from None
+                             f"with {option}-data-bin DIR") from None
     encode, specials = manifest_tokenizer(data, option)
     try:
         arch = cfg_field(cfg_field(cfg, "model"), "_name")
@@ -118,15 +118,15 @@ def load_huggingface(folder: Path, option: str) -> EmbeddingModel:
     # which would make every word "not a single token": refuse the folder instead.
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
         raise InputError(f"{option} {folder}: no tokenizer in the folder (none of "
-                                 f"{', '.join(TOKENIZER_FILES)}); export it with scripts/convert_to_hf.py, "
-                                 "which writes one")
+                         f"{', '.join(TOKENIZER_FILES)}); export it with scripts/convert_to_hf.py, "
+                         "which writes one")
     with quiet_transformers():
         try:
             # trust_remote_code: a headless encoder export's classes are its folder's modeling_headless_roberta.py
             tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=True)
         except (OSError, ValueError, TypeError, KeyError) as e:
             raise InputError(f"{option} {folder}: no usable tokenizer in the folder ({_first_line(e)}); "
-                                     "export it with scripts/convert_to_hf.py, which writes one") from None
+                             "export it with scripts/convert_to_hf.py, which writes one") from None
         try:
             model = AutoModel.from_pretrained(folder, local_files_only=True, trust_remote_code=True)
         except (OSError, ValueError, KeyError) as e:
@@ -146,7 +146,7 @@ def load_model(path: Path, data_bin: Path | None, option: str) -> EmbeddingModel
     if path.is_dir() and (path / "config.json").is_file():
         if data_bin is not None:
             raise InputError(f"{option}-data-bin is for fairseq checkpoints; a Hugging Face folder holds "
-                                     "its own tokenizer")
+                             "its own tokenizer")
         return load_huggingface(path, option)
     raise InputError(f"{option} {path}: neither a fairseq checkpoint file nor a Hugging Face folder "
-                             "(with a config.json)")
+                     "(with a config.json)")

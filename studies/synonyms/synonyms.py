@@ -37,7 +37,7 @@ def read_pairs_tsv(path: Path) -> list[tuple[str, str]]:
         fields = [f.strip() for f in line.split("\t")]
         if len(fields) != 2 or not all(fields):
             raise InputError(f"--pairs {path}, line {lineno}: expected two words separated by one tab, "
-                                     f"got {line!r}")
+                             f"got {line!r}")
         a, b = fields
         key = (a, b) if a < b else (b, a)
         if a != b and key not in seen:
@@ -190,8 +190,8 @@ def analyse(lexicon, models: dict[str, EmbeddingModel], word_form: str = "space"
     kept = select_pairs(lexicon, models, word_form)
     if not kept.words:
         raise InputError(
-            f"none of the {len(lexicon)} lexicon pairs has both words as single tokens in both models "
-            f"(word form {word_form!r}); check the lexicon's language and case, or try --word-form")
+                         f"none of the {len(lexicon)} lexicon pairs has both words as single tokens in both models "
+                         f"(word form {word_form!r}); check the lexicon's language and case, or try --word-form")
     syn = {name: cosines(models[name].weight, kept.ids[name]) for name in MODELS}
     result = {**kept.counts, "word_form": word_form,
               "synonyms": {**{name: describe(syn[name]) for name in MODELS},
