@@ -164,25 +164,20 @@ def plot(results, path: Path, twins=TWINS) -> None:
 def build_parser() -> Parser:
     parser = Parser(prog="python -m studies.demo", description=__doc__,
                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--no-downstream", action="store_true",
-                        help="skip the downstream check (SOTU-era classification, default corpus only)")
     parser.add_argument("--max-update", type=int, default=MAX_UPDATE_DEFAULT,
                         help=f"updates per model, the same for both (default {MAX_UPDATE_DEFAULT})")
-    parser.add_argument("--corpus", type=Path, help="a folder of .txt files instead of the embedded default corpus")
-    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR,
-                        help="where data and runs go (default demo_runs/)")
+    parser.add_argument("--corpus", type=Path, help="a folder of .txt files instead of the default corpus")
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="data and runs (default demo_runs/)")
     parser.add_argument("--vocab-size", type=int, default=8000, help="sentencepiece vocabulary (default 8000)")
     parser.add_argument("--train-override", action="append", default=[], metavar="KEY=VALUE",
                         help="extra hydra override for both trainings (repeatable)")
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny",
-                        help="tiny: hmlm_tiny/mlm_tiny (CPU, default); small: the paper's BERT-small twins "
-                             "hmlm_small/mlm_small (fp16 on a GPU; fp32 on a CPU)")
-    parser.add_argument("--downstream-seeds", type=int, default=3,
-                        help="fine-tuning seeds per model (default 3: the twins' difference gets a spread)")
+                        help="tiny: hmlm_tiny/mlm_tiny (CPU, default); small: the paper's BERT-small twins (GPU)")
+    parser.add_argument("--no-downstream", action="store_true", help="skip the SOTU-era check (default corpus only)")
+    parser.add_argument("--downstream-seeds", type=int, default=3, help="fine-tuning seeds per model (default 3)")
     parser.add_argument("--downstream-train-per-era", type=int, default=400,
-                        help="SOTU-era training sentences per era (default 400; at most ~2,000 exist)")
-    parser.add_argument("--downstream-dev-per-era", type=int, default=100,
-                        help="SOTU-era dev sentences per era (default 100)")
+                        help="SOTU-era training sentences per era (default 400)")
+    parser.add_argument("--downstream-dev-per-era", type=int, default=100, help="dev sentences per era (default 100)")
     return parser
 
 

@@ -89,15 +89,12 @@ def parse_args(argv):
     args = build_parser().parse_args(argv)
     args.sizes = parse_sizes(args.sizes)
     args.output = args.output.resolve()
-    corpus = []
-    for raw in args.corpus:
-        path = Path(raw).resolve()
-        if not raw.startswith("hf:") and not path.exists():
+    args.corpus = [raw if raw.startswith("hf:") else str(Path(raw).resolve()) for raw in args.corpus]
+    for raw, path in ((raw, Path(raw)) for raw in args.corpus if not raw.startswith("hf:")):
+        if not path.exists():
             raise InputError(f"--corpus {raw}: no such file or folder; give the raw text (files or folders)")
-        if not raw.startswith("hf:") and path.is_dir() and (args.output == path or path in args.output.parents):
+        if path.is_dir() and (args.output == path or path in args.output.parents):
             raise InputError(f"--output {args.output} is inside --corpus {raw}; its files would be read as text")
-        corpus.append(raw if raw.startswith("hf:") else str(path))
-    args.corpus = corpus
     if args.output.exists() and not args.output.is_dir():
         raise InputError(f"--output {args.output}: exists and is not a folder")
     if args.tiny and (args.headless_config or args.vanilla_config):
@@ -127,11 +124,6 @@ def parse_args(argv):
         args.glue_data = args.glue_data.resolve()
         if not args.glue_data.is_dir():
             raise InputError(f"--glue-data {args.glue_data}: not a folder (GLUE's layout, see docs/evaluation.md)")
-    if args.tokenizer_type == "bpe":
-        import importlib.util
-
-        if importlib.util.find_spec("tokenizers") is None:
-            raise InputError("--tokenizer-type bpe needs the `tokenizers` library, which is not installed")
     return args
 
 
