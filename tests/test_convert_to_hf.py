@@ -362,7 +362,7 @@ def test_the_projects_loaders_take_a_headless_export(trained_headless, spm_data,
     from studies.synonyms.embeddings import load_huggingface
     from fairseq_headless.evaluation.finetune import FinetuneConfig, finetune
     from fairseq_headless.evaluation.model_loading import load_model
-    from studies.sotu_era import random_init_copy
+    from studies.demo.downstream import random_init_copy
     from fairseq_headless.evaluation.task_data import Example
     from fairseq_headless.evaluation.tasks import GLUE_TASKS
 

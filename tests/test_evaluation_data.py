@@ -10,7 +10,7 @@ from conftest import REPO
 from test_evaluation_helpers import (NEGATIVE, POSITIVE, polar_sentences, write_glue, write_sotu, write_superglue,
                                      write_xnli)
 
-from studies.sotu_era import DEV_EVERY, ERAS, build_sotu_era
+from studies.demo.downstream import DEV_EVERY, ERAS, build_sotu_era
 from fairseq_headless.evaluation.task_data import load_split
 from fairseq_headless.evaluation.tasks import GLUE_TASKS, SUPERGLUE_TASKS, XNLI, resolve_tasks
 from fairseq_headless.cli import InputError

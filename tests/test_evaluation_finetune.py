@@ -251,7 +251,7 @@ def test_xnli_cli_both_protocols(root, capsys, tmp_path):
 
 
 def test_demo_check(root, tmp_path):
-    from studies.demo_downstream import run_demo_check
+    from studies.demo.downstream import run_demo_check
 
     corpus = write_sotu(tmp_path / "sotu")
     table = run_demo_check({"headless": root / "hmlm"}, corpus, tmp_path / "out", epochs=1, train_per_era=12,

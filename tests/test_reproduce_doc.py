@@ -313,7 +313,7 @@ def test_every_result_has_a_section_with_commands():
     for needed in ("torchrun", "srun", "fairseq-hydra-train", "scripts/prepare_data.py", "scripts/convert_to_hf.py",
                    "scripts/finetune_glue.py", "scripts/finetune_superglue.py", "scripts/finetune_xnli.py",
                    "scripts/eval_lambada.py", "scripts/eval_zeroshot.py", "studies.vocab_sweep",
-                   "studies.batch_size_sweep", "studies.along_training"):
+                   "studies.along_training.batch_size_sweep", "studies.along_training"):
         assert needed in programs, needed
 
 
