@@ -1,7 +1,7 @@
 """A fine-tuning suite run: models x jobs x seeds, resume, --force, per-job JSON, and the tables of a results folder.
 
     OUTPUT/<model>/<job>.json                 per-job summary: settings, every seed, mean ± std
-    OUTPUT/<model>/runs/<job>/seed-<s>/       settings.json, result.json, Trainer checkpoints
+    OUTPUT/<model>/runs/<job>/seed-<s>/       result.json (its settings and result: stages.Stage), checkpoints
     OUTPUT/results_<suite>.md / .json / .png  the paper's table for the suite, one row per model
 
 A finished seed is reused with the same settings, an interrupted one resumes from its last epoch;
@@ -18,6 +18,7 @@ from typing import Callable
 
 from ..cli import InputError
 from ..files import write_json_atomic, write_text_atomic as write_atomic
+from ..stages import Stage, StageSettingsError
 from .results import bar_chart, markdown_table, mean_std, secondary_table
 
 logger = logging.getLogger(__name__)
@@ -72,24 +73,18 @@ class SuiteRunner:
         return results
 
     def _run_seed(self, model, job, settings, seed, run_dir, train) -> dict:
-        result_path, settings_path = run_dir / "result.json", run_dir / "settings.json"
-        for path in (result_path, settings_path):
-            if path.exists():
-                previous = json.loads(path.read_text(encoding="utf-8"))
-                previous = previous.get("settings", previous)
-                if previous != settings:
-                    changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
-                    raise InputError(
-                        f"{run_dir} holds a run with other settings ({', '.join(changed)} differ); use another "
-                        "--output, or --force to delete and redo it")
-        if result_path.exists():
-            logger.info(f"{model.name} {job} seed {seed}: finished before, reusing {result_path}")
-            return json.loads(result_path.read_text(encoding="utf-8"))
-        write_json_atomic(settings_path, settings)
+        stage = Stage(run_dir / "result.json", settings)
+        try:
+            record = stage.result()
+        except StageSettingsError as e:
+            raise InputError(f"{e}; use another --output, or --force to delete and redo it") from None
+        if record is not None:
+            logger.info(f"{model.name} {job} seed {seed}: finished before, reusing {stage.marker}")
+            return record
+        stage.start()
         run = train(seed, run_dir)
-        record = {"settings": settings, "seed": seed, "best_epoch": run.best_epoch, "score": run.score,
-                  "best": run.best, "epochs": run.epochs, "model": run.model_summary}
-        write_json_atomic(result_path, record)
+        record = stage.finish({"seed": seed, "best_epoch": run.best_epoch, "score": run.score, "best": run.best,
+                               "epochs": run.epochs, "model": run.model_summary})
         if not self.keep_checkpoints:
             for checkpoint in run_dir.glob("checkpoint-*"):
                 shutil.rmtree(checkpoint, ignore_errors=True)

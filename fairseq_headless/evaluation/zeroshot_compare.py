@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 from typing import Optional, Sequence
 from ..cli import InputError
+from .results import table
 
 
 TESTS = ("auto", "paired", "welch")
@@ -179,24 +180,19 @@ def markdown_table(comparison: dict) -> str:
     lines = [
         "# Zero-shot evaluation (paper Tab.4)",
         "",
-        "| model | " + " | ".join(heads) + " |",
-        "| --- |" + " ---: |" * len(heads),
     ]
-    for model in comparison["models"]:
-        lines.append(f"| {model} | " + " | ".join(_cell(e, model) for e in tasks.values()) + " |")
+    lines.append(table(["model", *heads], [[model, *(_cell(e, model) for e in tasks.values())]
+                                          for model in comparison["models"]]))
     lines += [
-        "",
         f"Scores x 100 (± lm-eval's standard error). ↓: lower is better (CrowS-Pairs: stereotype percentage). "
         f"†: best score significantly better than the second best, one-tailed t-test "
         f"({test_words[comparison['test']]}), alpha = {comparison['alpha']:g}.",
         "",
-        "| task | metric | best | second | difference | test | t | df | p | † |",
-        "| --- | --- | --- | --- | ---: | --- | ---: | ---: | ---: | --- |",
+        table(["task", "metric", "best", "second", "difference", "test", "t", "df", "p", "†"],
+              [[e["label"], e["metric"], e["best"], e["second"], f"{100 * e['difference']:+.2f}", e["test"],
+                _number(e["t"], ".3f"), _number(e["df"], ".1f"), _number(e["p"], ".4g"),
+                "†" if e["significant"] else ""] for e in tasks.values()]),
     ]
-    for task, e in tasks.items():
-        lines.append(f"| {e['label']} | {e['metric']} | {e['best']} | {e['second']} | {100 * e['difference']:+.2f} | "
-                     f"{e['test']} | {_number(e['t'], '.3f')} | {_number(e['df'], '.1f')} | "
-                     f"{_number(e['p'], '.4g')} | {'†' if e['significant'] else ''} |")
     if comparison["skipped_tasks"]:
         lines += ["", "Not in every file, so not compared: " + ", ".join(comparison["skipped_tasks"]) + "."]
     return "\n".join(lines) + "\n"
