@@ -49,14 +49,16 @@ def uninterrupted(stop_corpus, tmp_path_factory):
 
 def folder_files(folder: Path) -> dict:
     """Relative path -> content of every file below `folder`, the run's timestamps left out (manifest.json's
-    creation time, shard.json's seconds)."""
+    creation time, the stage markers' clock and the passes' seconds)."""
     files = {}
     for path in sorted(folder.rglob("*")):
         if path.is_file():
             data = path.read_bytes()
-            if path.name in ("manifest.json", "shard.json"):
+            if path.name in ("manifest.json", "shard.json", "scan.json"):
                 record = json.loads(data.decode().replace(str(folder), "OUT"))  # the command names the folder
-                record.pop("created", None), record.pop("seconds", None)
+                for clock in ("created", "seconds", "started", "finished"):
+                    record.pop(clock, None)
+                    record.get("result", {}).pop(clock, None)
                 data = json.dumps(record, sort_keys=True).encode()
             files[path.relative_to(folder).as_posix()] = data
     return files

@@ -35,6 +35,7 @@ from ..files import missing_parents, publish_folder, remove_empty, write_json_at
 from . import binarize, sampling, splits
 from .interrupt import interruptible, pause_for_tests
 from ..progress import INTERVAL_SECONDS, Progress
+from ..stages import Stage, StageSettingsError
 from .sources import Source, Unit, is_streamed, make_units, read_unit, resolve_inputs, stream_blocks
 from .tokenizer import (BYTE_FALLBACK_AUTO_MIN_VOCAB, Tokenizer, load_tokenizer, single_threaded,
                         train_sentencepiece, training_pieces)
@@ -926,24 +927,25 @@ class Preparation:
                 final.mkdir(exist_ok=True)
                 for f in tmp.iterdir():
                     os.replace(f, final / f.name)
-                write_json_atomic(done, result)  # last: the shard is complete
+                Stage(done, {"shard": i}).finish(result)  # last: the shard is complete
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
-        results = [_read_json(base / f"shard{i}" / SHARD_DONE) for i in range(self.opts.shards)]
+        results = [Stage(base / f"shard{i}" / SHARD_DONE, {"shard": i}).result() for i in range(self.opts.shards)]
         return results, scan, tok
 
     def _cached_scan(self, out: Path, sources, units) -> Scan:
-        path = out / "scan.json"
-        described = _described(sources)
-        cached = _read_json(path)
+        stage = Stage(out / "scan.json", {"inputs": _described(sources)})
+        try:
+            cached = stage.result()
+        except StageSettingsError:
+            raise InputError(f"the input files changed since {out} was started ({stage.marker} lists others); "
+                             f"pass --force to start over") from None
         if cached is not None:
-            if cached.get("inputs") != described:
-                raise InputError(f"the input files changed since {out} was started ({path} lists others); "
-                                f"pass --force to start over")
-            logger.info(f"reusing the scan of {path}")
-            return Scan(**cached["scan"])
+            logger.info(f"reusing the scan of {stage.marker}")
+            return Scan(**cached)
+        stage.start()
         scan = self.scan(sources, units)
-        write_json_atomic(path, {"inputs": described, "scan": dataclasses.asdict(scan)})
+        stage.finish(dataclasses.asdict(scan))
         return scan
 
     def _sharded_tokenizer(self, out: Path, given: Tokenizer | None, sources, units, scan) -> Tokenizer:
