@@ -1,5 +1,5 @@
 """studies/benchmarks/speed.py in its smallest setting: it runs, writes every field, its loss implementations agree,
-its memory meter measures, and its targets are checked as the issue states them."""
+and its memory meter measures."""
 
 import json
 import re
@@ -19,6 +19,12 @@ SCRIPT = ["-m", "studies.benchmarks.speed"]
 STEP_FIELDS = {"family", "arch", "vocab_size", "batch", "embedding_update", "negatives", "vanilla_step_s",
                "headless_step_s", "body_step_s", "vanilla_peak_mb", "headless_peak_mb"}
 MACHINE_FIELDS = {"cpu_model", "logical_cpus", "torch_threads", "torch", "gpu", "load_average_at_start"}
+
+
+def rows(markdown, first):
+    """The cells of each markdown table row that starts with the cell ``first``."""
+    table = [[cell.strip() for cell in line.strip("|").split("|")] for line in markdown.splitlines() if line[:1] == "|"]
+    return [row for row in table if row[0] == first]
 
 
 def run_script(*args):
@@ -65,16 +71,14 @@ def test_smoke_run_writes_every_field(smoke):
     curves = result["loss_curves"]["curves"]
     assert set(curves) == {"dense", "sparse"}
     assert all(c["updates"][-1] == 10 and len(c["train_loss"]) == len(c["updates"]) >= 5 for c in curves.values())
-    assert len(result["targets"]) == 14  # none measured at these sizes, each reported as such
-    assert all(t["measured"] is None and t["met"] is None for t in result["targets"])
     markdown = (output / "benchmark.md").read_text()
-    assert result["command"] in markdown and "| family | arch | V |" in markdown and "not in this run" in markdown
+    assert result["command"] in markdown and rows(markdown, "family")[0][:3] == ["family", "arch", "V"]
     assert "- interleaved in the bert-tiny V=300 group: headless (sparse, batch) at V=200: " in markdown
     for name in ("steps_vocab.png", "loss.png", "loss_curves.png"):
         assert name in result["plots"] and (output / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # stderr is a pipe here, not a terminal: progress as log lines (no bar redrawn with "\r"), the last at 100%
-    done = re.findall(r"^benchmark: (\d+)/(\d+) parts \((\d+)%\)", proc.stderr, re.M)
-    assert done and done[-1][0] == done[-1][1] and done[-1][2] == "100", proc.stderr[-2000:]
+    done = re.findall(r"^benchmark: (\d+)/(\d+) parts$", proc.stderr, re.M)
+    assert done and done[-1][0] == done[-1][1], proc.stderr[-2000:]
     assert int(done[-1][1]) == len(result["loss"]) + 2 + len({(r["family"], r["arch"], r["vocab_size"], r["batch"])
                                                                 for r in steps})  # groups, loss points, curves
     assert "\r" not in proc.stderr
@@ -85,8 +89,7 @@ def test_sequence_length_is_the_one_asked_for():
     from studies.benchmarks import steps
 
     variants = steps.group_variants(["dense"], ["batch"], [None], frozen=False)
-    group = steps.measure_group("bert-tiny", 300, variants, 1, REPO / "configs", "cpu", "fp32", seq_len=48,
-                                report=lambda message: None)
+    group = steps.measure_group("bert-tiny", 300, variants, 1, REPO / "configs", "cpu", "fp32", seq_len=48)
     info = group["info"]
     assert (info["batch"], info["seq_len"], info["tokens_per_step"]) == (4, 48, 4 * 48)
     assert 0.05 * 192 < info["positions"] < 0.3 * 192  # ~15% of the 192 tokens masked
@@ -136,8 +139,7 @@ def test_each_variant_runs_the_memory_step_the_rewarm_step_if_asked_and_the_time
 
     monkeypatch.setattr(Trainer, "train_step", counting)
     variants = steps.group_variants(["sparse"], ["batch"], [None], frozen=False)
-    group = steps.measure_group("gpt2-tiny", 300, variants, 2, REPO / "configs", "cpu", "fp32", rewarm=rewarm,
-                                report=lambda message: None)
+    group = steps.measure_group("gpt2-tiny", 300, variants, 2, REPO / "configs", "cpu", "fp32", rewarm=rewarm)
     assert sorted(counts.values()) == [calls] * len(variants)  # vanilla, body-sparse, headless-sparse
     assert all(len(v["times_s"]) == 2 for v in group["variants"].values())
 
@@ -173,7 +175,8 @@ def test_body_only_at_the_sizes_asked_for(fresh_runs):
     assert "body" not in by_vocab[400]["times_s"] and by_vocab[300]["reference"] is None
     reference = by_vocab[400]["reference"]  # in the largest group only
     assert reference["vocab_size"] == 200 and reference["headless_peak_mb"] > 0
-    assert "| 400 | 4x32 | sparse | batch |" in "\n".join(report.steps_table(records))
+    row = rows(report.steps_table(records), "encoder")[-1]
+    assert row[2:6] == ["400", "4x32", "sparse", "batch"] and row[9] == "—"  # no body at 400
 
 
 @pytest.fixture
@@ -236,7 +239,7 @@ def test_one_block_loss_beyond_its_time_limit_is_measured_for_memory_only(fresh_
                                         abs=rounding_bound(big["dim"] + 2 * 128, big["loss"]))
     assert big["note"] == "peak memory only (timed up to K=64 in this run)"
     assert by_key[("cwt_chunked", 128)]["time_s"] > 0
-    assert "peak memory only" in "\n".join(report.loss_table(records))
+    assert rows(report.loss_table(records), "128")[0][-1] == "peak memory only (timed up to K=64 in this run)"
 
 
 def test_loss_records_of_one_run_agree(smoke):
@@ -296,33 +299,3 @@ def test_cpu_peak_memory_meter_sees_an_allocation_that_is_freed_again():
     with PeakMemory(torch.device("cpu")) as meter:
         torch.ones(16)
     assert meter.extra_mb < 8, meter.extra_mb
-
-
-def test_targets_are_checked_as_the_issue_states_them():
-    def step(family, vocab, mode, speedup, headless, **sizes):
-        sizes = sizes or report.TARGET_SIZES[family]  # the issue's: BERT-small 32 x 128, Pythia-70M 4 x 512
-        return {"family": family, "vocab_size": vocab, "embedding_update": mode, "negatives": "batch",
-                "speedup": speedup, "headless_step_s": headless, **sizes}
-
-    steps = [step("encoder", 50_000, "sparse", 1.5, 1.0), step("encoder", 131_000, "sparse", 2.1, 1.04),
-             step("encoder", 8_000, "sparse", 1.1, 1.0), step("decoder", 50_000, "dense", 1.9, 1.0),
-             # another architecture or micro-batch of a sweep is not judged against the issue's targets
-             step("encoder", 131_000, "sparse", 3.0, 1.0, arch="bert-base", batch=32, seq_len=128),
-             step("decoder", 50_000, "dense", 3.0, 1.0, arch="pythia-70m", batch=8, seq_len=512)]
-    losses = [{"implementation": name, "num_positions": 16_384, "time_s": t, "peak_extra_mb": m}
-              for name, t, m in (("cwt", 30.0, 5000.0), ("cwt_chunked", 12.0, 400.0), ("cwt_floor", 10.0, 1000.0))]
-    checks = {c["target"]: c for c in report.targets(steps, losses)}
-    assert checks["encoder speed-up at V=50,000 (sparse embedding update)"]["met"] is True
-    assert checks["encoder speed-up at V=131,000 (sparse embedding update)"]["met"] is False
-    assert checks["decoder speed-up at V=50,000 (dense embedding update)"]["met"] is False
-    assert checks["decoder speed-up at V=50,000 (sparse embedding update)"]["met"] is None
-    flat = checks["encoder headless step at V=131,000 vs V=8,000 (sparse)"]
-    assert flat["measured"] == pytest.approx(0.04) and flat["met"] is True and flat["how"] == "across two groups"
-    # With the interleaved reference in the 131k group, that is what is judged (the across-groups ratio is kept).
-    steps[1]["reference"] = {"vocab_size": 8_000, "headless_step_s": 0.96, "times_s": [0.96]}
-    flat = {c["target"]: c for c in report.targets(steps, losses)}["encoder headless step at V=131,000 vs V=8,000 (sparse)"]
-    assert flat["measured"] == pytest.approx(1.04 / 0.96 - 1) and flat["met"] is False
-    assert flat["how"] == "interleaved in one process" and flat["across_groups"] == pytest.approx(0.04)
-    assert "interleaved (+4.0% across groups)" in "\n".join(report.targets_table([flat]))
-    assert checks["CWT loss at K=16,384: peak extra memory, chunked / one block"]["measured"] == pytest.approx(0.08)
-    assert checks["CWT loss at K=16,384: time, chunked / matrix-product floor"]["met"] is True

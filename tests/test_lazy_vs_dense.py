@@ -28,7 +28,7 @@ def test_one_step_from_the_same_state_moves_every_touched_row_as_dense_adamw(tin
     from conftest import build_task_and_model
 
     settings = Settings(vocab_size=105, batch=2, length=16, steps=1, held_out_batches=2)
-    result = measure(settings, report=lambda line: None)
+    result = measure(settings)
     dictionary = Dictionary()  # the masked_lm task's: dict.txt's words after the specials, then <mask>
     for i in range(settings.vocab_size - 5):
         dictionary.add_symbol(f"w{i}")
