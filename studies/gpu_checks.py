@@ -105,36 +105,20 @@ def train(config, data, save_dir, updates, overrides=(), launcher=(), timeout=30
     inner = records(launches, "train_inner")
     losses = [float(r["loss"]) for r in inner if "loss" in r]
     returncode = finished.returncode
-    result = {
-        "command": shlex.join(map(str, command)),
-        "returncode": returncode,
-        "updates": last_update(launches) or 0,
-        "first_losses": losses[:3],
-        "loss_went_down": bool(losses) and losses[-1] < losses[0],
-        "last_losses": losses[-3:],
-        "overflow_skips": sum(launch.overflow_skips for launch in launches),
-        "loss_scales": sorted({str(r["loss_scale"]) for r in inner if "loss_scale" in r}),
-        "tail": finished.output[-1500:] if returncode else "",
-    }
+    result = {"command": shlex.join(map(str, command)), "returncode": returncode, "updates": last_update(launches) or 0,
+              "first_losses": losses[:3], "loss_went_down": bool(losses) and losses[-1] < losses[0],
+              "last_losses": losses[-3:], "overflow_skips": sum(launch.overflow_skips for launch in launches),
+              "loss_scales": sorted({str(r["loss_scale"]) for r in inner if "loss_scale" in r}),
+              "tail": finished.output[-1500:] if returncode else ""}
     result["ok"] = returncode == 0 and result["updates"] == updates and bool(losses)
     return result, finished.output
 
 
 def hook_calls(log):
     """The sparse all-reduce hook's logged calls (fairseq logs INFO on rank 0 only)."""
-    calls = []
-    for m in HOOK_CALL.finditer(log):
-        calls.append({"call": int(m[1]), "path": m[2], "rows_per_rank": [int(x) for x in m[3].split(",")],
-                      "vocab": int(m[4]), "dim": int(m[5]), "gather_bytes": int(m[6].replace(",", "")),
-                      "dense_bytes": int(m[7].replace(",", ""))})
-    return calls
-
-
-def distributed_overrides(mode, world_size):
-    return [f"distributed_training.distributed_world_size={world_size}",
-            f"distributed_training.distributed_backend={mode.backend}",
-            "distributed_training.ddp_backend=pytorch_ddp", "distributed_training.distributed_init_method=env://",
-            "distributed_training.distributed_no_spawn=true", "distributed_training.distributed_rank=${oc.env:RANK}"]
+    return [{"call": int(m[1]), "path": m[2], "rows_per_rank": [int(x) for x in m[3].split(",")], "vocab": int(m[4]),
+             "dim": int(m[5]), "gather_bytes": int(m[6].replace(",", "")), "dense_bytes": int(m[7].replace(",", ""))}
+            for m in HOOK_CALL.finditer(log)]
 
 
 def check_ddp_hook(mode, data, workdir, updates, world_size):
@@ -149,8 +133,11 @@ def check_ddp_hook(mode, data, workdir, updates, world_size):
         config, extra = "hlm_tiny", []
     else:
         launcher, config, extra = torchrun, "hmlm_tiny", ["criterion.negatives_scope=global"]
+    distributed = {"distributed_world_size": world_size, "distributed_backend": mode.backend,
+                   "ddp_backend": "pytorch_ddp", "distributed_init_method": "env://", "distributed_no_spawn": "true",
+                   "distributed_rank": "${oc.env:RANK}"}
     result, log = train(config, data, workdir, updates, launcher=launcher, overrides=[
-        *mode.sparse_fp16, *distributed_overrides(mode, world_size), *SPARSE_UPDATE, *extra])
+        *mode.sparse_fp16, *(f"distributed_training.{k}={v}" for k, v in distributed.items()), *SPARSE_UPDATE, *extra])
     calls = hook_calls(log)
     # calls 1, 2, 4, ... are logged; fp16 steps skipped for an overflow call the hook too but are no update,
     # so there may be more calls than updates, never fewer
@@ -189,8 +176,7 @@ def one_rank_ddp_fairseq_hydra_train(command):
 def check_demo(mode, corpus, workdir, timeout):
     """studies/demo.py's headless vs vanilla run at equal tokens, with its downstream check; the comparison."""
     before = set(workdir.glob("run-*")) if workdir.exists() else set()
-    command = [*study_command("demo"), "--workdir", str(workdir), "--corpus", str(corpus),
-               *mode.demo]
+    command = [*study_command("demo"), "--workdir", str(workdir), "--corpus", str(corpus), *mode.demo]
     finished = run_training(command, workdir / "demo.out", "demo", report=None, timeout=timeout, check=False)
     returncode, log = finished.returncode, finished.output
     result = {"command": shlex.join(command), "returncode": returncode, "tail": log[-2000:] if returncode else ""}
@@ -225,7 +211,7 @@ def check_xformers():
     return {"installed": True, "max_abs_diff_vs_sdpa": float((out - reference).abs().max())}
 
 
-def build_parser() -> Parser:
+def parse_args(argv):
     parser = Parser(prog="python -m studies.gpu_checks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="a data folder made by scripts/prepare_data.py")
     parser.add_argument("--output", type=Path, required=True, help="where to write the JSON results")
@@ -237,11 +223,6 @@ def build_parser() -> Parser:
     parser.add_argument("--cpu-dry-run", action="store_true",
                         help="the same checks on a CPU with tiny sizes, fp32 and gloo (the test suite's run)")
     parser.add_argument("--vocab-size", type=int, default=150, help="the dry run's demo vocabulary (default 150)")
-    return parser
-
-
-def parse_args(argv):
-    parser = build_parser()
     args = parser.parse_args(argv)
     if args.updates <= 0:
         parser.error(f"--updates {args.updates}: give a positive number of updates")
@@ -270,17 +251,13 @@ def run_checks(args, mode, results: dict) -> None:
         logger.info(f"[gpu_checks] {name}: ok={results[name].get('ok')} ({results[name]['wall_s']} s)")
 
     record("loss", lambda: check_loss(mode))
-    for config in ("hmlm_tiny", "hlm_tiny"):
-        record(f"fp16_{config}", lambda config=config: train(config, args.data, args.workdir / config, args.updates,
-                                                             mode.fp16)[0])
     from fairseq_headless.sparse_embedding import OVERRIDES as SPARSE_UPDATE
 
-    record("fp16_sparse_hmlm_tiny", lambda: train(
-        "hmlm_tiny", args.data, args.workdir / "sparse", args.updates,
-        [*mode.sparse_fp16, *SPARSE_UPDATE])[0])
-    record("nccl_1rank_sparse_hook", lambda: check_ddp_hook(mode, args.data, args.workdir / "ddp1", args.updates, 1))
-    if gpus >= 2:
-        record("nccl_2gpu_global_sparse", lambda: check_ddp_hook(mode, args.data, args.workdir / "ddp2", args.updates, 2))
+    for name, config, overrides in (("hmlm_tiny", "hmlm_tiny", mode.fp16), ("hlm_tiny", "hlm_tiny", mode.fp16),
+                                    ("sparse_hmlm_tiny", "hmlm_tiny", [*mode.sparse_fp16, *SPARSE_UPDATE])):
+        record(f"fp16_{name}", lambda: train(config, args.data, args.workdir / name, args.updates, overrides)[0])
+    for world, name in ((1, "nccl_1rank_sparse_hook"), (2, "nccl_2gpu_global_sparse"))[:2 if gpus >= 2 else 1]:
+        record(name, lambda: check_ddp_hook(mode, args.data, args.workdir / f"ddp{world}", args.updates, world))
     if args.corpus is not None:
         record("demo_small", lambda: check_demo(mode, args.corpus.resolve(), args.workdir / "demo", args.demo_timeout))
     record("xformers", check_xformers if gpus else (lambda: {"skipped": "no CUDA device (--cpu-dry-run)"}))

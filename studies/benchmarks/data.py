@@ -23,8 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-from fairseq_headless.files import atomic_path
-from .machine import proc_fields, proc_kib
+from fairseq_headless.files import atomic_path, proc_fields
 
 logger = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
@@ -54,7 +53,7 @@ def _words(n: int, rng) -> list[str]:
     return words
 
 
-def write_corpus(folder: Path, total_mb: float, files: int, seed: int = 0) -> dict:
+def write_corpus(folder: Path, total_mb: float, files: int, seed: int = 0) -> None:
     """`files` .jsonl files of `total_mb` MB: records of paragraphs (OWT2-like, ~4 KB each) of
     sentences over a Zipf vocabulary of 60,000 pseudo-words."""
     import random
@@ -68,7 +67,6 @@ def write_corpus(folder: Path, total_mb: float, files: int, seed: int = 0) -> di
     generator = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     per_file = total_mb * 1e6 / files
-    lines = 0
     for f in range(files):
         out, size = [], 0
         while size < per_file:
@@ -82,10 +80,7 @@ def write_corpus(folder: Path, total_mb: float, files: int, seed: int = 0) -> di
             record = json.dumps({"text": "\n\n".join(paragraphs)}) + "\n"
             out.append(record)
             size += len(record)
-            lines += len(paragraphs)
         (folder / f"part{f:03d}.jsonl").write_text("".join(out), encoding="utf-8")
-    return {"path": str(folder), "files": files, "bytes": sum(p.stat().st_size for p in folder.glob("*.jsonl")),
-            "lines": lines}
 
 
 def one_file_corpus(corpus: Path, path: Path) -> int:
@@ -191,16 +186,16 @@ def _tree_memory(root: int) -> tuple[int, int]:
     parent = {}
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
-            ppid = proc_fields(f"/proc/{entry.name}/status").get("PPid")
+            ppid = proc_fields(f"/proc/{entry.name}/status", ["PPid"]).get("PPid")
             if ppid:
                 parent[int(entry.name)] = int(ppid)
     tree, frontier = {root}, {root}
     while frontier:
         frontier = {p for p, pp in parent.items() if pp in frontier and p not in tree}
         tree |= frontier
-    memory = [(proc_kib(f"/proc/{pid}/smaps_rollup", "Pss") or 0, proc_kib(f"/proc/{pid}/smaps_rollup", "Rss") or 0)
-              for pid in tree]
-    return sum(m[0] for m in memory) * 1024, max(m[1] for m in memory) * 1024
+    memory = [proc_fields(f"/proc/{pid}/smaps_rollup", ["Pss", "Rss"]) for pid in tree]
+    kib = [(int(m.get("Pss", "0 kB").split()[0]), int(m.get("Rss", "0 kB").split()[0])) for m in memory]
+    return sum(k[0] for k in kib) * 1024, max(k[1] for k in kib) * 1024
 
 
 def _prepare(options, connection=None):

@@ -19,6 +19,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from .report import table
 from .steps import compose, quiet, write_dictionary
 
@@ -43,8 +45,6 @@ class Settings:
 def zipf_batches(count: int, settings: Settings, dictionary, seed: int) -> list:
     """`count` masked-LM samples: <s>, then words drawn with probability proportional to 1 / rank^s; 15% of
     the words shown as <mask> and predicted (at least one a batch)."""
-    import torch
-
     generator = torch.Generator().manual_seed(seed)
     first, words = dictionary.nspecial, len(dictionary) - dictionary.nspecial - 1  # the last entry is <mask>
     weights = torch.arange(1, words + 1, dtype=torch.float64).pow(-settings.zipf_exponent)
@@ -72,8 +72,6 @@ def _train_step(model, criterion, optimizer, sample, clip_norm):
     that both runs compute the same function. fairseq's clipping takes its norms in float32, which the
     float64 reference does not want: torch's clip_grad_norm_ computes the same coefficient,
     max_norm / (norm + 1e-6) capped at 1, in the gradients' dtype."""
-    import torch
-
     loss, sample_size, _ = criterion(model, sample)
     optimizer.backward(loss)
     optimizer.multiply_grads(1.0 / sample_size)
@@ -86,8 +84,6 @@ def _train_step(model, criterion, optimizer, sample, clip_norm):
 
 def held_out_loss(model, criterion, samples) -> float:
     """The CWT loss in bits per predicted position over `samples`."""
-    import torch
-
     total = positions = 0.0
     with torch.no_grad():
         for sample in samples:
@@ -96,21 +92,17 @@ def held_out_loss(model, criterion, samples) -> float:
     return total / positions / math.log(2)
 
 
-def buckets(steps: int) -> dict:
-    """{name: (fewest, most) steps a row was touched in}; every row lies in one, and no bucket is empty by
-    construction (a short run has no "6-49 steps")."""
-    ranges = {"never": (0, 0), f"1-{min(5, steps - 1)} steps": (1, min(5, steps - 1)),
-              f"6-{steps - 1} steps": (6, steps - 1), f"all {steps} steps": (steps, steps)}
-    return {name: (fewest, most) for name, (fewest, most) in ranges.items() if fewest <= most}
-
-
 def movement_ratios(initial, lazy, dense, touched, steps: int) -> dict:
     """Per bucket of `touched` (steps each row was touched in): rows, summed distance travelled under lazy
     Adam and dense AdamW (L2 per row), and their ratio (None for a bucket with no row or no dense movement)."""
     lazy_moved = (lazy.double() - initial.double()).norm(dim=1)
     dense_moved = (dense.double() - initial.double()).norm(dim=1)
+    buckets = {"never": (0, 0), f"1-{min(5, steps - 1)} steps": (1, min(5, steps - 1)),
+               f"6-{steps - 1} steps": (6, steps - 1), f"all {steps} steps": (steps, steps)}
     result = {}
-    for name, (fewest, most) in buckets(steps).items():
+    for name, (fewest, most) in buckets.items():
+        if fewest > most:  # a short run has no "6-49 steps"
+            continue
         rows = (touched >= fewest) & (touched <= most)
         lazy_sum, dense_sum = float(lazy_moved[rows].sum()), float(dense_moved[rows].sum())
         result[name] = {"rows": int(rows.sum()), "lazy": lazy_sum, "dense": dense_sum,
@@ -120,7 +112,6 @@ def movement_ratios(initial, lazy, dense, touched, steps: int) -> dict:
 
 def measure(settings: Settings = Settings()) -> dict:
     """Train the two runs and compare them (see the module docstring); returns the numbers."""
-    import torch
     from fairseq import optim, tasks
 
     from fairseq_headless.sparse_embedding import OVERRIDES, enable_sparse_embedding_update

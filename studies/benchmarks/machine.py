@@ -16,24 +16,17 @@ import traceback
 
 import torch
 
+from fairseq_headless.files import proc_fields
+
 try:
     _LIBC = ctypes.CDLL("libc.so.6")
 except OSError:
     _LIBC = None
 
 
-def proc_fields(path) -> dict:
-    """The ``key: value`` lines of a /proc file (status, meminfo, cpuinfo, smaps_rollup); {} if unreadable."""
-    try:
-        with open(path) as handle:
-            return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in handle) if v}
-    except OSError:
-        return {}
-
-
 def proc_kib(path, key):
-    """A ``kB`` field of a /proc file as an int, None where missing."""
-    value = proc_fields(path).get(key)
+    """A ``kB`` field of a /proc file (files.proc_fields) as an int, None where missing."""
+    value = proc_fields(path, [key]).get(key)
     return None if value is None else int(value.split()[0])
 
 
@@ -103,7 +96,7 @@ def describe(device) -> dict:
     device = torch.device(device)
     total = proc_kib("/proc/meminfo", "MemTotal")
     info = {
-        "cpu_model": proc_fields("/proc/cpuinfo").get("model name") or platform.processor() or platform.machine(),
+        "cpu_model": proc_fields("/proc/cpuinfo", ["model name"]).get("model name") or platform.processor() or platform.machine(),
         "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "memory_gb": round(total / 2**20, 1) if total else None,
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],

@@ -106,7 +106,6 @@ def parse_args(argv):
                         "interleaved in the group of the largest one (default 8k; 0: off)")
     parser.add_argument("--frozen", action="store_true", help="also time the body with untrained input embeddings")
     parser.add_argument("--loss-k", help="loss benchmark sizes K, e.g. 1k,4k,16k (k = 1024)")
-    parser.add_argument("--loss-vocab", type=int, help="V of the cross-entropy in the loss benchmark (default 50000)")
     parser.add_argument("--no-steps", action="store_true", help="skip the training-step benchmark")
     parser.add_argument("--no-loss", action="store_true", help="skip the loss benchmark")
     parser.add_argument("--curves", type=Path, metavar="DATA", help="also train --curves-config with the dense and "
@@ -149,7 +148,6 @@ def plan(args):
             settings["sweeps"] = [(a, sorted(set(v) | {8000}), b) for a, v, b in settings["sweeps"]]
     if args.loss_k:
         settings["loss_k"] = sizes(args.loss_k, 1024, "--loss-k")
-    settings["loss_vocab"] = args.loss_vocab or settings["loss_vocab"]
     if args.precision == "fp16" and args.device == "cpu" and "sparse" in settings["embedding_update"] \
             and not args.no_steps:
         raise InputError("--precision fp16 on a CPU cannot run the sparse embedding update (PyTorch has no CPU "
