@@ -1,4 +1,4 @@
-"""studies/gpu_checks.py on a CPU (--cpu-dry-run): the code a lent GPU runs, with tiny sizes, fp32 and gloo,
+"""python -m studies.gpu_checks on a CPU (--cpu-dry-run): the code a lent GPU runs, with tiny sizes, fp32 and gloo,
 so that only the hardware is left untested; the JSON it writes, check by check."""
 
 import json
@@ -55,7 +55,7 @@ def test_every_check_ran_and_passed(dry_run):
 def test_the_one_rank_ddp_training_went_through_the_sparse_all_reduce_hook(dry_run):
     run = dry_run[0]["nccl_1rank_sparse_hook"]
     command = run["command"]
-    for part in ("torchrun --nproc_per_node=1", "studies/gpu_checks.py --as-one-rank-ddp-fairseq-hydra-train",
+    for part in ("torchrun --nproc_per_node=1", "-m studies.gpu_checks --as-one-rank-ddp-fairseq-hydra-train",
                  "fairseq-hydra-train --config-dir", "distributed_training.distributed_backend=gloo",
                  "distributed_training.ddp_backend=pytorch_ddp", "model.sparse_embedding_update=true",
                  "optimizer._name=lazy_adam"):
