@@ -84,18 +84,6 @@ def test_smoke_run_writes_every_field(smoke):
     assert "\r" not in proc.stderr
 
 
-def test_sequence_length_is_the_one_asked_for():
-    """--seq-len (Fig.2 used 512-token sequences): the group trains on batch x seq_len samples."""
-    from studies.benchmarks import steps
-
-    variants = steps.group_variants(["dense"], ["batch"], [None], frozen=False)
-    group = steps.measure_group("bert-tiny", 300, variants, 1, REPO / "configs", "cpu", "fp32", seq_len=48)
-    info = group["info"]
-    assert (info["batch"], info["seq_len"], info["tokens_per_step"]) == (4, 48, 4 * 48)
-    assert 0.05 * 192 < info["positions"] < 0.3 * 192  # ~15% of the 192 tokens masked
-    assert all(len(v["times_s"]) == 1 for v in group["variants"].values())
-
-
 def test_architectures_take_family_and_yaml_pair_from_the_shape_table():
     """Each benchmarked architecture is an entry of models/shapes.py: the family (which batches it gets) and
     the two configs it builds, as they were listed here before the table existed."""
@@ -124,8 +112,10 @@ def test_quick_preset_plan_is_what_the_docs_say(tmp_path):
     assert settings["sweeps"][0][1] == [8_000, 50_000, 131_000] and settings["reference_vocab"] == 0
 
 
-@pytest.mark.parametrize("rewarm,calls", [(True, 2 + 2), (False, 1 + 2)])
-def test_each_variant_runs_the_memory_step_the_rewarm_step_if_asked_and_the_timed_steps(rewarm, calls, monkeypatch):
+@pytest.mark.parametrize("arch,rewarm,calls", [("gpt2-tiny", True, 2 + 2), ("bert-tiny", False, 1 + 2)])
+def test_each_variant_runs_the_memory_step_the_rewarm_step_if_asked_and_the_timed_steps(arch, rewarm, calls,
+                                                                                         monkeypatch):
+    """Also --seq-len (Fig.2 used 512-token sequences): the group trains on batch x seq_len samples."""
     from fairseq.trainer import Trainer
 
     from studies.benchmarks import steps
@@ -139,9 +129,13 @@ def test_each_variant_runs_the_memory_step_the_rewarm_step_if_asked_and_the_time
 
     monkeypatch.setattr(Trainer, "train_step", counting)
     variants = steps.group_variants(["sparse"], ["batch"], [None], frozen=False)
-    group = steps.measure_group("gpt2-tiny", 300, variants, 2, REPO / "configs", "cpu", "fp32", rewarm=rewarm)
+    group = steps.measure_group(arch, 300, variants, 2, REPO / "configs", "cpu", "fp32", rewarm=rewarm, seq_len=48)
     assert sorted(counts.values()) == [calls] * len(variants)  # vanilla, body-sparse, headless-sparse
     assert all(len(v["times_s"]) == 2 for v in group["variants"].values())
+    info, batch = group["info"], steps.ARCHS[arch].batch
+    assert (info["batch"], info["seq_len"], info["tokens_per_step"]) == (batch, 48, batch * 48)
+    if arch == "bert-tiny":
+        assert 0.05 * 192 < info["positions"] < 0.3 * 192  # ~15% of the 4 x 48 tokens masked
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from fairseq_headless.files import atomic_path, proc_fields
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("studies.benchmarks.data")  # also when run as __main__
 REPO = Path(__file__).resolve().parents[2]
 OWT2_TEXT_MB = 63 * 2 ** 30 / 1e6  # OpenWebText2: 63 GiB of text, 17B tokens
 OWT2_TOKENS = 17e9

@@ -24,7 +24,7 @@ import torch
 from .report import table
 from .steps import compose, quiet, write_dictionary
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("studies.benchmarks.lazy_vs_dense")  # also when run as __main__
 
 
 @dataclass

@@ -21,7 +21,7 @@ from pathlib import Path
 from fairseq_headless.cli import InputError, Parser
 from fairseq_headless.files import write_text_atomic
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("studies.benchmarks.speed")  # also when run as __main__
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 PRESETS = {
