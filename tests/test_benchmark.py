@@ -79,7 +79,7 @@ def test_smoke_run_writes_every_field(smoke):
     # stderr is a pipe here, not a terminal: progress as log lines (no bar redrawn with "\r"), the last at 100%
     done = re.findall(r"^benchmark: (\d+)/(\d+) parts$", proc.stderr, re.M)
     assert done and done[-1][0] == done[-1][1], proc.stderr[-2000:]
-    assert int(done[-1][1]) == len(result["loss"]) + 2 + len({(r["family"], r["arch"], r["vocab_size"], r["batch"])
+    assert int(done[-1][1]) == len(result["loss"]) + 1 + len({(r["family"], r["arch"], r["vocab_size"], r["batch"])
                                                                 for r in steps})  # groups, loss points, curves
     assert "\r" not in proc.stderr
 
@@ -258,9 +258,9 @@ def test_an_existing_result_is_not_overwritten_without_force(smoke, capsys):
 @pytest.mark.parametrize("args,message", [
     (["--archs", "bert-huge"], "--archs: unknown bert-huge"),
     (["--vocab", "8k,lots"], "--vocab: 'lots' is not a size"),
-    (["--embedding-update", "lazy"], "--embedding-update: choose from dense, sparse"),
-    (["--steps", "0"], "--steps must be at least 1"),
-    (["--seq-len", "4"], "--seq-len 4: give at least 8 tokens per sequence"),
+    (["--embedding-update", "lazy"], "--embedding-update: unknown lazy; choose from dense, sparse"),
+    (["--steps", "0"], "--steps 0: give at least 1"),
+    (["--seq-len", "4"], "--seq-len 4: give at least 8"),
     (["--reference-vocab", "big"], "--reference-vocab: 'big' is not a size"),
     (["--vocab", "3"], "--vocab: 3 is too small"),
     (["--device", "cuda"], "--device cuda: no CUDA device here") if not torch.cuda.is_available()

@@ -466,7 +466,8 @@ def main(argv=None) -> int:
 
     from fairseq_headless.cli import InputError, Parser
     from fairseq_headless.files import write_json_atomic, write_text_atomic
-    from .steps import quiet
+    from .report import check_output
+    from .machine import quiet
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = Parser(prog="python -m studies.benchmarks.data", description="Speed and memory of the data stage, and "
@@ -478,10 +479,7 @@ def main(argv=None) -> int:
     parser.add_argument("--corpus", type=Path, help="a folder of .jsonl files to measure on (default: generated)")
     parser.add_argument("--force", action="store_true", help="overwrite an earlier result in --output")
     args = parser.parse_args(argv)
-    if args.output.exists() and not args.output.is_dir():
-        raise InputError(f"--output {args.output} is a file; give a folder")
-    if (args.output / "benchmark_data.json").exists() and not args.force:
-        raise InputError(f"--output {args.output} already holds benchmark_data.json; add --force to overwrite it")
+    check_output(args.output, "benchmark_data.json", args.force)
     if args.corpus is not None and not any(args.corpus.glob("*.jsonl")):
         raise InputError(f"--corpus {args.corpus}: no .jsonl files in it")
     quiet()

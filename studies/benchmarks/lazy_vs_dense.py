@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 
 from .report import table
-from .steps import compose, quiet, write_dictionary
+from .machine import quiet
+from .steps import compose, write_dictionary
 
 logger = logging.getLogger("studies.benchmarks.lazy_vs_dense")  # also when run as __main__
 

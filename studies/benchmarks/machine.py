@@ -8,11 +8,13 @@ group's heap never inflates the next and a group killed for memory is skipped, n
 cannot fork once initialised, so there a CUDA out-of-memory error skips the group instead.
 """
 import ctypes
+import logging
 import multiprocessing
 import os
 import platform
 import time
 import traceback
+import warnings
 
 import torch
 
@@ -22,6 +24,15 @@ try:
     _LIBC = ctypes.CDLL("libc.so.6")
 except OSError:
     _LIBC = None
+
+
+def quiet():
+    """Only warnings from fairseq, hydra and matplotlib; the benchmarks' own progress at INFO."""
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger().setLevel(logging.WARNING)
+    logging.getLogger("studies").setLevel(logging.INFO)
+    # hydra_init stores fairseq's schema under each config's name, which hydra warns about at every compose
+    warnings.filterwarnings("ignore", message=r"\s*.*validated against ConfigStore schema")
 
 
 def proc_kib(path, key):

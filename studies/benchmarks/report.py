@@ -3,12 +3,21 @@ from collections import defaultdict
 
 from tabulate import tabulate
 
+from fairseq_headless.cli import InputError
 from fairseq_headless.files import save_figure_atomic
 
 COLORS = {"vanilla": "tab:purple", "headless (dense)": "tab:green", "headless (sparse)": "tab:red",
           "body, trivial loss (dense)": "tab:blue", "body, trivial loss (sparse)": "tab:orange",
           "cross_entropy": "tab:purple", "cross_entropy_floor": "tab:purple", "cwt": "tab:green",
           "cwt_chunked": "tab:red", "cwt_chunked_recompute": "tab:brown", "cwt_floor": "tab:green"}
+
+
+def check_output(folder, result_name, force) -> None:
+    """--output must be a folder, and one without an earlier result unless --force."""
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"--output {folder} is a file; give a folder")
+    if (folder / result_name).exists() and not force:
+        raise InputError(f"--output {folder} already holds {result_name}; add --force to overwrite it")
 
 
 def table(rows, headers) -> str:

@@ -68,8 +68,9 @@ def sizes(text, unit, option):
 
 def names(text, option, allowed):
     items = [item.strip() for item in text.split(",")]
-    if any(item not in allowed for item in items):
-        raise InputError(f"{option}: choose from {', '.join(allowed)}")
+    unknown = [item for item in items if item not in allowed]
+    if unknown:
+        raise InputError(f"{option}: unknown {', '.join(unknown)}; choose from {', '.join(allowed)}")
     return items
 
 
@@ -155,18 +156,6 @@ def plan(args):
     return settings
 
 
-def check_output(args):
-    if args.output.exists() and not args.output.is_dir():
-        raise InputError(f"--output {args.output} is a file; give a folder")
-    if (args.output / "benchmark.json").exists() and not args.force:
-        raise InputError(f"--output {args.output} already holds benchmark.json; add --force to overwrite it")
-    if args.curves is not None:
-        from fairseq_headless.data.folder import open_data_folder
-
-        open_data_folder(args.curves, f"--curves {args.curves}", need_tokenizer=False).require_dictionary(
-            f"--curves {args.curves}")
-
-
 def run_parts(args, settings, device, result: dict) -> None:
     """The training steps, the loss and the curves, as the settings ask, into ``result``."""
     import torch
@@ -227,11 +216,18 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     settings = plan(args)
-    check_output(args)
-    import torch
+    from fairseq_headless.data.folder import open_data_folder
 
     from .machine import describe
-    from .steps import quiet
+    from .report import check_output
+    from .machine import quiet
+
+    check_output(args.output, "benchmark.json", args.force)
+    if args.curves is not None:
+        open_data_folder(args.curves, f"--curves {args.curves}", need_tokenizer=False).require_dictionary(
+            f"--curves {args.curves}")
+
+    import torch
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -13,7 +13,6 @@ import logging
 import statistics
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import List, Optional
@@ -26,7 +25,7 @@ from fairseq_headless.models.shapes import FAMILIES, SHAPES
 from fairseq_headless.sparse_embedding import MARKER as SPARSE_MARKER
 from fairseq_headless.sparse_embedding import OPTIMIZER as SPARSE_OPTIMIZER
 from fairseq_headless.sparse_embedding import enable_sparse_embedding_update
-from .machine import PeakMemory, run_isolated, synchronize, tensor_mb
+from .machine import PeakMemory, quiet, run_isolated, synchronize, tensor_mb
 
 logger = logging.getLogger(__name__)
 
@@ -81,15 +80,6 @@ class FeatureSumLoss(FairseqCriterion):
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:
         return True
-
-
-def quiet():
-    """Only warnings from fairseq, hydra and matplotlib; the benchmarks' own progress at INFO."""
-    logging.basicConfig(format="%(message)s")
-    logging.getLogger().setLevel(logging.WARNING)
-    logging.getLogger("studies").setLevel(logging.INFO)
-    # hydra_init stores fairseq's schema under each config's name, which hydra warns about at every compose
-    warnings.filterwarnings("ignore", message=r"\s*.*validated against ConfigStore schema")
 
 
 def compose(name: str, overrides=(), config_dir: Path = Path(__file__).resolve().parents[2] / "configs"):
