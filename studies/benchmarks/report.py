@@ -151,7 +151,7 @@ def loss_table(records) -> str:
         floor = floors.get(("cross_entropy_floor" if name.startswith("cross") else "cwt_floor", r["num_positions"]))
         ratio = r["time_s"] / floor if floor and r["time_s"] and not name.endswith("floor") else None
         rows.append([r["num_positions"], name + (f" (chunk {r['chunk_size']})" if r["chunk_size"] else ""),
-                     r["time_s"], None if ratio is None else f"{ratio:.2f}", _round(r["peak_extra_mb"]),
+                     r["time_s"], None if ratio is None else f"{ratio:.2f}x", _round(r["peak_extra_mb"]),
                      f"skipped: {r['skipped']}" if r["skipped"] else r.get("note") or ""])
     return table(rows, ["K", "implementation", "time s", "x its floor", "peak extra MB", "note"])
 
@@ -178,5 +178,5 @@ def markdown(result, command):
         lines += ["### Loss curves, dense and sparse embedding update", ""]
         lines += [f"- {mode}: final train loss {c['train_loss'][-1]:.3f} after {c['updates'][-1]} updates, valid loss "
                   f"{c['valid_loss'] if c['valid_loss'] is None else round(c['valid_loss'], 3)}"
-                  for mode, c in result["loss_curves"]["curves"].items()]
+                  for mode, c in result["loss_curves"]["curves"].items()] + [""]
     return "\n".join(lines) + "\n"
