@@ -95,34 +95,6 @@ def measure_point(name, num_positions, dim, vocab, chunk_size, repeats, device, 
             "loss": loss}
 
 
-def agreement(num_positions=300, dim=32, vocab=1000, chunk_size=64, seed=0):
-    """Largest differences of each implementation from its float64 autograd reference (small inputs, CPU)."""
-    outputs, matrix, ids = make_inputs(num_positions, dim, vocab, "cpu", torch.float32, seed)
-
-    def reference(name):
-        o = outputs.double().requires_grad_(True)
-        if name == "cross_entropy":
-            table = matrix.double().requires_grad_(True)
-            loss = torch.nn.functional.cross_entropy(o @ table.t(), ids, reduction="sum")
-        else:
-            table = matrix.double()[ids].requires_grad_(True)
-            loss = (torch.logsumexp(o @ table.t(), dim=-1) - (o * table).sum(-1)).sum()
-        loss.backward()
-        return loss.detach(), o.grad, table.grad
-
-    gaps = {"setting": {"num_positions": num_positions, "dim": dim, "vocab": vocab, "chunk_size": chunk_size}}
-    for name in ("cwt", "cwt_chunked", "cwt_chunked_recompute", "cross_entropy"):
-        ref_loss, ref_outputs, ref_table = reference(name)
-        loss, grad_outputs, grad_table = loss_and_grads(name, outputs, matrix, ids, chunk_size)
-        gaps[name] = {
-            "loss": float(loss),
-            "loss_rel_diff": abs(float(loss) - float(ref_loss)) / abs(float(ref_loss)),
-            "grad_outputs_max_abs_diff": float((grad_outputs.double() - ref_outputs).abs().max()),
-            "grad_targets_max_abs_diff": float((grad_table.double() - ref_table).abs().max()),
-        }
-    return gaps
-
-
 def run(sizes, dim, vocab, chunk_size, repeats, device, dtype, implementations=IMPLEMENTATIONS,
         cross_entropy_max_k=None, one_block_time_max_k=None, on_point=None):
     """Every implementation at every K; a list of records (skipped points say why).

@@ -168,12 +168,6 @@ def markdown(result, command):
               for s in result.get("steps_skipped", [])]
     if result["loss"]:
         lines += ["", "### The loss alone (one forward and backward)", "", loss_table(result["loss"]), ""]
-    agreement = result.get("loss_agreement")
-    if agreement:
-        parts = [f"{name}: loss rel. diff {a['loss_rel_diff']:.1e}, grad max abs diff "
-                 f"{max(a['grad_outputs_max_abs_diff'], a['grad_targets_max_abs_diff']):.1e}"
-                 for name, a in agreement.items() if name != "setting"]
-        lines += [f"Against float64 ({agreement['setting']}): " + "; ".join(parts) + ".", ""]
     if result.get("loss_curves"):
         lines += ["### Loss curves, dense and sparse embedding update", ""]
         lines += [f"- {mode}: final train loss {c['train_loss'][-1]:.3f} after {c['updates'][-1]} updates, valid loss "

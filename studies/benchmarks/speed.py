@@ -187,7 +187,6 @@ def run_parts(args, settings, device, result: dict) -> None:
             {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.precision],
             implementations=implementations, cross_entropy_max_k=settings.get("loss_ce_max_k"),
             one_block_time_max_k=settings.get("loss_one_block_time_max_k"), on_point=advance)
-        result["loss_agreement"] = loss.agreement()
     if args.curves is not None:
         result["loss_curves"] = curves.run(CONFIG_DIR, args.curves_config, args.curves.resolve(),
                                            args.curves_updates, threads=settings.get("threads"))
@@ -238,7 +237,7 @@ def main(argv=None) -> int:
     started = time.time()
     result = {"machine": dict(describe(device), precision=args.precision), "settings": settings,
               "command": shlex.join(["python", "-m", "studies.benchmarks.speed", *argv]), "steps": [],
-              "steps_skipped": [], "loss": [], "loss_agreement": None, "loss_curves": None}
+              "steps_skipped": [], "loss": [], "loss_curves": None}
     run_parts(args, settings, device, result)
     result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     result["wall_s"] = round(time.time() - started, 1)
