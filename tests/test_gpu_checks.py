@@ -89,7 +89,7 @@ def test_the_gpu_run_differs_from_the_dry_run_in_the_hardware_settings_only():
     # the demo check is RESULTS.md's hmlm_small vs mlm_small command, less its folders
     text = (REPO / "RESULTS.md").read_text()
     block = re.search(r"```bash\n(python -m studies.demo --size small.*?)```", text, re.S)[1]
-    words = shlex.split(block.replace("\\\n", " "))[2:]
+    words = shlex.split(block.replace("\\\n", " "))[3:]  # after "python -m studies.demo"
     for option in ("--workdir", "--corpus"):
         at = words.index(option)
         del words[at:at + 2]

@@ -202,9 +202,7 @@ def _prepare(options, connection=None):
     from fairseq_headless.data.prepare import prepare_data
 
     summary = prepare_data(options)
-    if connection is None:
-        return summary
-    connection.send(summary)
+    return summary if connection is None else connection.send(summary)
 
 
 def prepare_run(corpus: Path, out: Path, tokenizer: dict, workers: int, label: str,
@@ -237,10 +235,9 @@ def prepare_run(corpus: Path, out: Path, tokenizer: dict, workers: int, label: s
         sampler.start()
         try:
             summary = receive.recv()
-        except EOFError:
-            raise RuntimeError(f"the preparation ({label}) failed: exit code {process.join() or process.exitcode}")
-        process.join()
-        sampler.join()
+        finally:
+            process.join()
+            sampler.join()
     else:
         summary = _prepare(options)
     seconds = time.perf_counter() - started

@@ -23,7 +23,7 @@ import torch
 
 from .report import table
 from .machine import quiet
-from .steps import compose, write_dictionary
+from .steps import compose, fairseq_sample, write_dictionary
 
 logger = logging.getLogger("studies.benchmarks.lazy_vs_dense")  # also when run as __main__
 
@@ -58,12 +58,7 @@ def zipf_batches(count: int, settings: Settings, dictionary, seed: int) -> list:
         selected = torch.rand(tokens.shape, generator=generator) < 0.15
         selected[:, 0] = False
         selected[0, 1] = True
-        target = torch.full_like(tokens, pad)
-        target[selected] = tokens[selected]
-        samples.append({"id": torch.arange(settings.batch),
-                        "net_input": {"src_tokens": tokens.masked_fill(selected, mask),
-                                      "src_lengths": torch.full((settings.batch,), settings.length)},
-                        "target": target, "ntokens": int(selected.sum()), "nsentences": settings.batch})
+        samples.append(fairseq_sample(tokens.masked_fill(selected, mask), torch.where(selected, tokens, pad), pad))
     return samples
 
 

@@ -118,6 +118,12 @@ def random_sample(family, batch, length, vocab_size, pad, mask, seed=0):
         source = tokens.masked_fill(selected, mask)
     else:  # next-token prediction at every position
         source, target = tokens, torch.randint(5, vocab_size - 1, (batch, length), generator=generator)
+    return fairseq_sample(source, target, pad)
+
+
+def fairseq_sample(source, target, pad) -> dict:
+    """A batch as fairseq's language-model tasks give it to a criterion (sequences of equal length)."""
+    batch, length = source.shape
     return {"id": torch.arange(batch), "net_input": {"src_tokens": source, "src_lengths": torch.full((batch,), length)},
             "target": target, "ntokens": int(target.ne(pad).sum()), "nsentences": batch}
 
