@@ -1,4 +1,4 @@
-"""The checks that need a GPU, in one call of under 10 minutes on one GPU (CI and the test suite have none).
+"""The checks that need a GPU, in one short call on one GPU (CI and the test suite have none).
 
     python -m studies.gpu_checks --data demo_runs/data-sotu-8000 --corpus demo_runs/sotu --output gpu_checks.json
 

@@ -410,7 +410,7 @@ def run(output: Path, preset: str, corpus: Path | None = None) -> dict:
 
 
 def markdown(result: dict, command: str) -> str:
-    from .report import table
+    from .report import machine_lines, table
 
     s, m, mem = result["summary"], result["machine"], result["summary"]["memory"]
     rows = [[kind, result["tokenizers"][kind]["vocab_size"], t["tokenizer_mb_per_s"], t["end_to_end_mb_per_s"][1],
@@ -423,8 +423,7 @@ def markdown(result: dict, command: str) -> str:
                  f"{one['machine_speedup_ceiling']:.2f}x", None])
     lines = [
         f"# Data preparation benchmark ({result['preset']})", "", f"`{command}`, {result['seconds'] / 60:.1f} min", "",
-        f"- CPU: {m['cpu_model']}, {m['logical_cpus']} logical CPUs, {m['memory_gb']} GB; load average at start "
-        f"{m['load_average_at_start']}, at end {m.get('load_average_at_end')}", f"- corpus: `{result['corpus']}`", "",
+        *machine_lines(m), f"- corpus: `{result['corpus']}`", "",
         table(rows, ["tokenizer", "V", "alone, 1 thread MB/s", "1 worker MB/s", "2 workers MB/s",
                      "per worker / alone (1, 2)", "speed-up 1->2", "two bare tokenizers / one (ceiling)",
                      "OWT2 on 32 cores"]), "",

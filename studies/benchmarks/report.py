@@ -125,7 +125,7 @@ def machine_lines(machine):
         f"at end {machine.get('load_average_at_end')}",
         f"- GPU: {gpu['name']} ({gpu['memory_gb']} GB, CUDA {gpu['cuda']})" if gpu else "- GPU: none",
         f"- torch {machine['torch']}, fairseq {machine['fairseq']}, Python {machine['python']}; device "
-        f"{machine['device']}, {machine.get('precision', 'fp32')}",
+        f"{machine['device']}" + (f", {machine['precision']}" if machine.get("precision") else ""),
     ]
 
 
