@@ -1,4 +1,4 @@
-"""studies/benchmarks/data.py --smoke: the data benchmark's JSON has every figure the issue asks for,
+"""studies/benchmarks/data.py --smoke: the data benchmark's JSON has every figure BENCHMARKS.md reports,
 and the figures agree with each other and with the raw runs. Not a timing test: the speeds of a
 tiny corpus on a shared machine mean nothing, their arithmetic does."""
 from __future__ import annotations

@@ -18,8 +18,13 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from fairseq_headless.cli import InputError, Parser
+from fairseq_headless.data.folder import open_data_folder
 from fairseq_headless.files import write_text_atomic
+from . import curves, loss, report, steps
+from .machine import describe, quiet
 
 logger = logging.getLogger("studies.benchmarks.speed")  # also when run as __main__
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -81,8 +86,6 @@ def at_least(value, minimum, option):
 
 
 def parse_args(argv):
-    from .steps import ARCHS
-
     parser = Parser(prog="python -m studies.benchmarks.speed", description=__doc__.split("\n\n")[0],
                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--output", required=True, type=Path, help="folder for benchmark.json/.md and the plots")
@@ -94,7 +97,7 @@ def parse_args(argv):
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     parser.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32",
                         help="fp16/bf16 use fairseq's memory-efficient wrapper for every model (default fp32)")
-    parser.add_argument("--archs", help="comma-separated, of: " + ", ".join(ARCHS))
+    parser.add_argument("--archs", help="comma-separated, of: " + ", ".join(steps.ARCHS))
     parser.add_argument("--vocab", help="vocabulary sizes, e.g. 8k,32k,50k,131k,256k (k = 1000)")
     parser.add_argument("--batch", help="sequences per micro-batch, e.g. 8,16,32 (default: each architecture's own)")
     parser.add_argument("--seq-len", type=int, help="tokens per sequence (default: each architecture's own)")
@@ -118,12 +121,10 @@ def parse_args(argv):
 
 def plan(args):
     """The settings of this run: the preset, overridden by any option given."""
-    from .steps import ARCHS
-
     name = "smoke" if args.smoke else "quick" if args.quick else "full"
     settings = dict(PRESETS[name], preset=name)
     if args.archs or args.vocab or args.batch:
-        archs = names(args.archs, "--archs", ARCHS) if args.archs else sorted({a for s in settings["sweeps"] for a in s[0]})
+        archs = names(args.archs, "--archs", steps.ARCHS) if args.archs else sorted({a for s in settings["sweeps"] for a in s[0]})
         vocab = sizes(args.vocab, 1000, "--vocab") if args.vocab else settings["sweeps"][0][1]
         if min(vocab) < 16:
             raise InputError(f"--vocab: {min(vocab)} is too small (at least 16)")
@@ -158,10 +159,6 @@ def plan(args):
 
 def run_parts(args, settings, device, result: dict) -> None:
     """The training steps, the loss and the curves, as the settings ask, into ``result``."""
-    import torch
-
-    from . import curves, loss, steps
-
     groups = 0 if args.no_steps else sum(len(a) * len(v) * len(b) for a, v, b in settings["sweeps"])
     implementations = settings.get("loss_implementations", loss.IMPLEMENTATIONS)
     total = groups + (0 if args.no_loss else len(settings["loss_k"]) * len(implementations)) + bool(args.curves)
@@ -195,8 +192,6 @@ def run_parts(args, settings, device, result: dict) -> None:
 
 def write_outputs(output: Path, result: dict) -> None:
     """benchmark.json, benchmark.md and the plots."""
-    from . import report
-
     output.mkdir(parents=True, exist_ok=True)
     plots = {"steps_vocab.png": result["steps"] and report.plot_vocab,
              "steps_batch.png": result["steps"] and report.plot_batch,
@@ -215,19 +210,10 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     settings = plan(args)
-    from fairseq_headless.data.folder import open_data_folder
-
-    from .machine import describe
-    from .report import check_output
-    from .machine import quiet
-
-    check_output(args.output, "benchmark.json", args.force)
+    report.check_output(args.output, "benchmark.json", args.force)
     if args.curves is not None:
         open_data_folder(args.curves, f"--curves {args.curves}", need_tokenizer=False).require_dictionary(
             f"--curves {args.curves}")
-
-    import torch
-
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda: no CUDA device here; use --device cpu")
