@@ -50,3 +50,19 @@ def test_one_step_from_the_same_state_moves_every_touched_row_as_dense_adamw(tin
     _, _, model = build_task_and_model(settings.config, tiny_data)
     bound = rounding_bound(network_terms(model, settings.batch * settings.length), 1.0)
     assert abs(every["ratio"] - 1) <= bound, (every["ratio"] - 1, bound)
+
+
+def test_the_command_writes_the_numbers_it_prints(tmp_path, capsys):
+    """python -m studies.benchmarks.lazy_vs_dense: the JSON, and the markdown table made from it, printed too."""
+    import json
+
+    from fairseq_headless import cli
+    from studies.benchmarks.lazy_vs_dense import main, markdown
+
+    assert cli.run(main, ["--steps", "3", "--output", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: --steps must be at least 7")
+    assert cli.run(main, ["--steps", "7", "--output", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "lazy_vs_dense.json").read_text())
+    assert result["settings"]["steps"] == 7 and sum(b["rows"] for b in result["buckets"].values()) == 2005
+    text = (tmp_path / "lazy_vs_dense.md").read_text()
+    assert text == markdown(result) and text in capsys.readouterr().out
