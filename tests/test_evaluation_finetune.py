@@ -12,11 +12,11 @@ from test_evaluation_helpers import make_model, write_glue, write_sotu, write_su
 
 from fairseq_headless.evaluation.suite import ModelRef, SuiteRunner
 from fairseq_headless.evaluation.cli import suite_main, xnli_main
-from fairseq_headless.evaluation.errors import EvaluationInputError
 from fairseq_headless.evaluation.finetune import FinetuneConfig, finetune
 from fairseq_headless.evaluation.model_loading import load_model, load_tokenizer
 from fairseq_headless.evaluation.task_data import load_split
 from fairseq_headless.evaluation.tasks import GLUE_TASKS, SUPERGLUE_TASKS
+from fairseq_headless.cli import InputError
 
 # Tiny models learn in a few dozen steps only with a far larger LR than the paper's 1e-5.
 FAST = ["--lr", "3e-3", "--batch-size", "16", "--seeds", "1"]
@@ -63,7 +63,7 @@ def test_broken_exports_are_refused(root, tmp_path):
     weights = load_file(broken / "model.safetensors")  # a converter that misnamed one layer
     save_file({k.replace("encoder.layer.1.", "encoder.layers.1."): v for k, v in weights.items()},
               broken / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(EvaluationInputError,
+    with pytest.raises(InputError,
                        match=r"broken: 16 encoder weights did not load .*roberta\.encoder\.layer\.1\."):
         load_model(broken, GLUE_TASKS["SST-2"])
 
@@ -72,17 +72,17 @@ def test_broken_exports_are_refused(root, tmp_path):
     tokenizer_json = json.loads((no_template / "tokenizer.json").read_text())
     tokenizer_json["post_processor"] = None
     (no_template / "tokenizer.json").write_text(json.dumps(tokenizer_json))
-    with pytest.raises(EvaluationInputError, match=r"no_template: its tokenizer adds no <s> at the start"):
+    with pytest.raises(InputError, match=r"no_template: its tokenizer adds no <s> at the start"):
         load_tokenizer(no_template)
 
     other_pad = tmp_path / "other_pad"
     shutil.copytree(root / "hmlm", other_pad)
     config = json.loads((other_pad / "config.json").read_text())
     (other_pad / "config.json").write_text(json.dumps({**config, "pad_token_id": 3}))
-    with pytest.raises(EvaluationInputError, match=r"tokenizer pad id 1 differs from the model's pad_token_id 3"):
+    with pytest.raises(InputError, match=r"tokenizer pad id 1 differs from the model's pad_token_id 3"):
         load_tokenizer(other_pad)
 
-    with pytest.raises(EvaluationInputError, match=r"--max-length 200: .* takes at most 128 tokens"):
+    with pytest.raises(InputError, match=r"--max-length 200: .* takes at most 128 tokens"):
         finetune(root / "hmlm", GLUE_TASKS["SST-2"], [], {}, FinetuneConfig(max_length=200), 0, tmp_path / "r", "x")
 
 
@@ -149,7 +149,7 @@ def test_resume_from_the_last_finished_epoch(root, tmp_path):
     fresh = finetune(model.path, spec, train, dev, config, 0, tmp_path / "fresh", "x")
     assert fresh.epochs[0]["dev"] == record["epochs"][0]["dev"]
 
-    with pytest.raises(EvaluationInputError, match=r"holds a run with other settings \(epochs differ\)"):
+    with pytest.raises(InputError, match=r"holds a run with other settings \(epochs differ\)"):
         bench.run(model, "SST-2", {**settings, "epochs": 4}, [0], None)
 
 
@@ -251,7 +251,7 @@ def test_xnli_cli_both_protocols(root, capsys, tmp_path):
 
 
 def test_demo_check(root, tmp_path):
-    from studies.demo_downstream import run_demo_check
+    from studies.demo.downstream import run_demo_check
 
     corpus = write_sotu(tmp_path / "sotu")
     table = run_demo_check({"headless": root / "hmlm"}, corpus, tmp_path / "out", epochs=1, train_per_era=12,
