@@ -26,8 +26,8 @@ import torch
 
 from fairseq_headless.cli import Parser
 from fairseq_headless.files import write_json_atomic
-from .training_runs import last_update, read_log, records
-from .training_runs import CPU_OVERRIDES, REPO, hydra_train_command, merge_overrides, run_training, study_command
+from .training_runs import (CPU_OVERRIDES, REPO, hydra_train_command, last_update, merge_overrides, read_log, records,
+                            run_training, study_command)
 
 logger = logging.getLogger(__name__)
 BIN = Path(sys.executable).parent

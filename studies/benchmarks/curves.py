@@ -9,8 +9,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from studies.training_runs import records
-from studies.training_runs import TrainingRun, hydra_train_command
+from studies.training_runs import TrainingRun, hydra_train_command, records
 
 logger = logging.getLogger(__name__)
 
