@@ -4,12 +4,12 @@ from collections import defaultdict
 from tabulate import tabulate
 
 from fairseq_headless.cli import InputError
-from fairseq_headless.files import save_figure_atomic
+from studies import figures
 
 COLORS = {"vanilla": "tab:purple", "headless (dense)": "tab:green", "headless (sparse)": "tab:red",
           "body, trivial loss (dense)": "tab:blue", "body, trivial loss (sparse)": "tab:orange",
-          "cross_entropy": "tab:purple", "cross_entropy_floor": "tab:purple", "cwt": "tab:green",
-          "cwt_chunked": "tab:red", "cwt_chunked_recompute": "tab:brown", "cwt_floor": "tab:green"}
+          "cross_entropy": "tab:purple", "cross_entropy_floor": "tab:pink", "cwt": "tab:green",
+          "cwt_chunked": "tab:red", "cwt_chunked_recompute": "tab:brown", "cwt_floor": "tab:olive"}
 
 
 def check_output(folder, result_name, force) -> None:
@@ -25,29 +25,17 @@ def table(rows, headers) -> str:
 
 
 def plot(path, panels, rows=1) -> None:
-    """One PNG of panels, each a dict: title, x, y (axis labels), log ("x", "xy" or ""), lines:
-    {label: (xs, ys)}; a label ending in "floor" or starting with "body" is dotted / dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """One PNG of panels (studies.figures), each a dict: title, x, y (axis labels), log ("x", "xy" or ""),
+    lines: {label: (xs, ys)}."""
     columns = -(-len(panels) // rows)
-    figure, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.9 * rows), squeeze=False)
+    figure, axes = figures.grid(rows, columns, 5.2 * columns, 3.9 * rows)
     for index, panel in enumerate(panels):
         ax = axes[index % rows][index // rows]
-        for label, (xs, ys) in sorted(panel["lines"].items()):
-            style = ":" if label.endswith("floor") else "--" if label.startswith("body") else "-"
-            ax.plot(list(xs), list(ys), style, marker="o", label=label, color=COLORS.get(label))
+        figures.lines(ax, dict(sorted(panel["lines"].items())), panel["x"], panel["y"], panel.get("title", ""),
+                      log_y="y" in panel.get("log", ""), styles={k: {"color": COLORS[k]} for k in panel["lines"] if k in COLORS})
         if "x" in panel.get("log", ""):
             ax.set_xscale("log", base=2 if panel["x"] == "positions K" else 10)
-        if "y" in panel.get("log", ""):
-            ax.set_yscale("log")
-        ax.set(title=panel.get("title", ""), xlabel=panel["x"], ylabel=panel["y"])
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    figure.tight_layout()
-    save_figure_atomic(figure, path)
+    figures.save(figure, path)
 
 
 def _points(series, which):
