@@ -120,18 +120,13 @@ def test_unknown_compression(tmp_path):
     (folder / "2019-02.jsonl.lz4").write_bytes(b"\x04\x22\x4d\x18 lz4 frame")
     rc, _, err = run_main(["--input", folder, "--output", out])
     assert_failed(rc, err, "2019-02.jsonl.lz4", "unknown compression .lz4", ".gz, .bz2, .xz or .zst", out=out)
-    named = tmp_path / "corpus.txt.zip"
-    named.write_bytes(b"PK\x03\x04 zip archive")
-    rc, _, err = run_main(["--input", named, "--output", out])
-    assert_failed(rc, err, "corpus.txt.zip", "unknown compression .zip", ".zst", out=out)
-    disguised = tmp_path / "plain.txt"
-    disguised.write_bytes(zstandard.ZstdCompressor().compress(b"looks like text\n"))
-    rc, _, err = run_main(["--input", disguised, "--output", out])
-    assert_failed(rc, err, "plain.txt", ".zst-compressed", "plain.txt.zst", out=out)
-    zipped = tmp_path / "other.txt"
-    zipped.write_bytes(b"PK\x03\x04 zip archive")
-    rc, _, err = run_main(["--input", zipped, "--output", out])
-    assert_failed(rc, err, "other.txt", "unknown compression (zip data)", ".zst", out=out)
+    for name, data, *expected in (  # named for a compression we lack; compressed or zipped under a plain name
+            ("corpus.txt.zip", b"PK\x03\x04 zip archive", "unknown compression .zip", ".zst"),
+            ("plain.txt", zstandard.ZstdCompressor().compress(b"looks like text\n"), ".zst-compressed", "plain.txt.zst"),
+            ("other.txt", b"PK\x03\x04 zip archive", "unknown compression (zip data)", ".zst")):
+        (tmp_path / name).write_bytes(data)
+        rc, _, err = run_main(["--input", tmp_path / name, "--output", out])
+        assert_failed(rc, err, name, *expected, out=out)
     cut = tmp_path / "cut.jsonl.zst"
     cut.write_bytes(zstandard.ZstdCompressor().compress(b'{"text": "a b"}\n' * 500)[:30])
     rc, _, err = run_main(["--input", cut, "--output", out])
