@@ -1,15 +1,11 @@
 """fairseq-headless: headless language models with Contrastive Weight Tying (Godey, de la Clergerie,
 Sagot, ICLR 2024).
 
-The loss, :func:`cwt_loss`, is a pure function of tensors (:mod:`.cwt`); the fairseq plugin (criterions,
-architectures, ``lazy_adam``, corrections of fairseq's bugs) is :mod:`.plugin`. Importing the package
-imports neither fairseq nor torch, so the Hugging Face side and the command lines stay free of them.
-The plugin registers once fairseq is loaded, in either order: at once when fairseq came first
-(``--user-dir``), else by a one-shot import hook when fairseq is first imported, because fairseq's
-``import_user_module`` never imports an already loaded package again. The hook also undoes the DEBUG
-logging that fairseq's import switches on. It never registers half-way through the import of a plugin
-module: a process whose first import of fairseq is such a module (``from fairseq_headless.sparse_embedding
-import ...``) registers with ``import fairseq_headless.plugin``.
+The loss, :func:`cwt_loss`, is a pure function of tensors (:mod:`.cwt`); the fairseq plugin is
+:mod:`.plugin`. Importing the package imports neither fairseq nor torch, so the Hugging Face side and the
+command lines stay free of them. The plugin registers once fairseq is loaded, in either import order: at
+once if fairseq came first (``--user-dir``), else through a one-shot import hook, since fairseq never
+re-imports a loaded user package. Why and how: docs/design.md#__init__py-and-pluginpy.
 """
 
 import importlib.util
@@ -46,12 +42,7 @@ def _register_when_fairseq_is_imported() -> None:
                 def exec_module(module):
                     if self in sys.meta_path:
                         sys.meta_path.remove(self)
-                    # fairseq's wav2vec2_classification calls logging.basicConfig(level=DEBUG) when fairseq
-                    # is imported (its text_to_speech tasks basicConfig(INFO) after it): a library
-                    # configuring the process's logging, after which every library's DEBUG lines
-                    # (hydra's, matplotlib's font search) print. Importing fairseq leaves logging as it was
-                    # (guarded by tests/test_fairseq_patches.py). fairseq-hydra-train imports fairseq before
-                    # any code of this package can run: there hydra's own logging setup replaces it.
+                    # fairseq's import calls logging.basicConfig(level=DEBUG): leave logging as it was.
                     root = logging.getLogger()
                     level, handlers = root.level, list(root.handlers)
                     load_fairseq(module)

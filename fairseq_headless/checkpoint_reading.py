@@ -1,19 +1,8 @@
 """Reading a fairseq checkpoint (its config, weights, training state), whichever fairseq CLI wrote it: the one reader.
 
-Used by the export (:mod:`fairseq_headless.export`), LAMBADA (:mod:`fairseq_headless.lambada`), the
-analyses of trained checkpoints (the x axes of Figs.3-5 and 7 in :mod:`fairseq_headless.training_progress`,
-App. A's embeddings in :mod:`studies.synonyms`). ``torch.load`` runs with ``weights_only``
-(tensors and plain containers, no pickled code runs), called here and nowhere else; fairseq's own
-``torch.load`` is never patched, and its loader (``load_checkpoint_to_cpu``: hub interface, fairseq-interactive,
-resuming) gets the same one allowance, :data:`LEGACY_CONFIG_CLASSES` (:mod:`fairseq_headless.fairseq_patches`, 6).
-
-fairseq-hydra-train saves every ``cfg`` section as a plain dict. fairseq-train (argparse) saves the
-sections of components registered without a dataclass -- fairseq's RoBERTa and the plugin's
-``headless_roberta`` models among them -- as the command line's ``argparse.Namespace``
-(fairseq/dataclass/utils.py, ``convert_namespace_to_omegaconf``): a class that weights_only loading
-refuses unless it is allowed, and whose fields are attributes, not items.
-
-This module imports neither torch nor fairseq at import time (the HF-side analyses import it).
+``torch.load`` with ``weights_only`` runs here and nowhere else, allowing only
+:data:`LEGACY_CONFIG_CLASSES` (fairseq-train's ``argparse.Namespace`` config sections). Imports
+neither torch nor fairseq at import time. docs/training.md.
 """
 from __future__ import annotations
 
@@ -24,10 +13,6 @@ from pathlib import Path
 from .cli import InputError
 
 LEGACY_CONFIG_CLASSES = [argparse.Namespace]
-
-
-class CheckpointError(InputError):
-    """A file that is not a readable fairseq checkpoint: one ``error:`` line, exit status 2."""
 
 
 def _first_line(e: BaseException) -> str:
@@ -54,21 +39,21 @@ def load_state(path, where: str = "", mmap: bool = False) -> dict:
     path = Path(path)
     name = f"{where} {path}".strip()
     if path.is_dir():  # a save_dir: which of its checkpoints to read is the user's choice
-        raise CheckpointError(_folder_message(name, where, path))
+        raise InputError(_folder_message(name, where, path))
     if not path.is_file():
-        raise CheckpointError(f"{name}: file not found")
+        raise InputError(f"{name}: file not found")
     try:
         with torch.serialization.safe_globals(LEGACY_CONFIG_CLASSES):
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # torch raises RuntimeError/UnpicklingError/EOFError... for bad files
         if zipfile.is_zipfile(path) and "Weights only load failed" in str(e):
             unsafe = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(str(path))) or _first_line(e)
-            raise CheckpointError(f"{name}: holds pickled objects that weights_only loading refuses ({unsafe}); "
+            raise InputError(f"{name}: holds pickled objects that weights_only loading refuses ({unsafe}); "
                                   f"re-save it with tensors and plain containers only") from None
-        raise CheckpointError(f"{name}: not a readable fairseq checkpoint (truncated or corrupt?): "
+        raise InputError(f"{name}: not a readable fairseq checkpoint (truncated or corrupt?): "
                               f"{type(e).__name__}: {_first_line(e)}") from None
     if not isinstance(state, dict):
-        raise CheckpointError(f"{name}: holds a {type(state).__name__}, not a fairseq checkpoint's dict")
+        raise InputError(f"{name}: holds a {type(state).__name__}, not a fairseq checkpoint's dict")
     return state
 
 
@@ -85,7 +70,7 @@ def read_checkpoint(path, where: str = "", data=None) -> dict:
     state = load_state(path, where)
     name = f"{where} {path}".strip()
     if (state.get("cfg") is None and state.get("args") is None) or not isinstance(state.get("model"), dict):
-        raise CheckpointError(f"{name}: no model config or weights in it; is it a fairseq checkpoint?")
+        raise InputError(f"{name}: no model config or weights in it; is it a fairseq checkpoint?")
     overrides = {"data": str(data)} if data is not None else None
     if overrides and state.get("args") is not None:  # pre-hydra checkpoints: the whole config is a Namespace
         for key, value in overrides.items():
@@ -98,7 +83,7 @@ def read_checkpoint(path, where: str = "", data=None) -> dict:
     try:
         state = checkpoint_utils._upgrade_state_dict(state)  # fairseq's own upgrade of old layouts
     except (KeyError, AttributeError, TypeError) as e:
-        raise CheckpointError(f"{name}: not a fairseq checkpoint ({type(e).__name__}: {_first_line(e)})") from None
+        raise InputError(f"{name}: not a fairseq checkpoint ({type(e).__name__}: {_first_line(e)})") from None
     return state
 
 

@@ -2,15 +2,15 @@
 
 A script is argument parsing, one call into the package, and :func:`run` around it. Every error
 the user can fix (a missing file, a bad option, a folder that would be overwritten without
-``--force``) is an :class:`InputError`, or a subclass named for the stage it comes from; its
-message names the file or option at fault and the fix. Anything else is a bug and keeps its
-traceback. This module imports neither torch nor fairseq, so ``--help`` and option errors are
-immediate.
+``--force``) is an :class:`InputError` whose message names the file or option at fault and the
+fix. Anything else is a bug and keeps its traceback. Messages are :mod:`logging` records, which
+:func:`run` shows on stderr. No torch or fairseq import here: ``--help`` is immediate.
 """
 from __future__ import annotations
 
 import argparse
 import io
+import logging
 import os
 import sys
 from typing import Callable, Sequence
@@ -52,17 +52,54 @@ def write_line(line: str, stream=None) -> None:
         encoded = encoded[os.write(fd, encoded):]
 
 
+class Failure(Exception):
+    """A step that ran and failed (a crashed training, an export that disagrees with fairseq): ``error:
+    <message>``, exit status 1; the message names the log to read."""
+
+
+class _Console(logging.Handler):
+    """Messages on stderr (stdout is for a command's result), ``warning: `` before a warning; each line in one
+    write, to whatever ``sys.stderr`` is at the time (a test's capture included)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+            write_line(text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}")
+        except Exception:  # logging's contract: a failing handler reports, never raises
+            self.handleError(record)
+
+
+LOGGERS = ("fairseq_headless", "studies")  # shown from INFO; other libraries' loggers keep their levels
+
+
+def show_messages() -> logging.Handler | None:
+    """Show this project's log messages (INFO and up) on the console; returns the handler it added (None when
+    one is there already)."""
+    if any(isinstance(h, _Console) for h in logging.root.handlers):
+        return None
+    handler = _Console()
+    logging.root.addHandler(handler)
+    for name in LOGGERS:
+        if logging.getLogger(name).level == logging.NOTSET:
+            logging.getLogger(name).setLevel(logging.INFO)
+    return handler
+
+
 def run(main: Callable[[Sequence[str]], int | None], argv: Sequence[str] | None = None,
-        errors: tuple[type[BaseException], ...] = (), failures: tuple[type[BaseException], ...] = ()) -> int:
-    """Call ``main(argv)``; an :class:`InputError` (or one of ``errors``) becomes one line and status 2,
-    one of ``failures`` (whose message names the log to read) one line and status 1."""
+        failures: tuple[type[BaseException], ...] = ()) -> int:
+    """Call ``main(argv)`` with the messages shown (:func:`show_messages`); an :class:`InputError` becomes one
+    ``error:`` line and status 2, a :class:`Failure` (or one of ``failures``) one line and status 1."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    handler = show_messages()
     try:
         status = main(argv)
-    except (InputError, *errors) as err:
+    except InputError as err:
         write_line(f"error: {err}")
         return EXIT_INPUT_ERROR
-    except failures as err:
+    except (Failure, *failures) as err:
         write_line(f"error: {err}")
         return EXIT_FAILURE
+    finally:
+        if handler is not None:
+            logging.root.removeHandler(handler)
     return 0 if status is None else int(status)

@@ -1,16 +1,13 @@
-"""Contrastive Weight Tying (CWT), the loss of headless language models.
+"""Contrastive Weight Tying (CWT), the loss of headless language models (paper §3.2, App. G).
 
-Paper §3.2 and App. G. For K selected positions with output vectors o_i and the
-input embeddings e_i of their true tokens,
+For K selected positions with outputs o_i and the input embeddings e_i of their true tokens,
 
     loss = sum_i [ logsumexp_j (o_i . n_j / t) - o_i . e_i / t ]
 
-where the negatives n_j are the target embeddings of the same micro-batch. The
-loss is returned as a *sum* with the number of positions K, so that fairseq's
-trainer normalises it like its own criterions.
-
-This module is a pure function of tensors: it imports nothing from fairseq, so it
-can be reused in any training loop and tested against a float64 reference.
+where the negatives n_j are the target embeddings of the same micro-batch. It is returned as a sum
+with K, so that fairseq's trainer normalises it like its own criterions. A pure function of tensors
+(no fairseq import): any training loop can call it, and tests check it against a float64 reference.
+Negatives, chunking and numerics: docs/design.md#cwtpy.
 """
 
 from dataclasses import dataclass
@@ -52,48 +49,23 @@ def cwt_loss(
 
     Args:
         outputs: final hidden states o at the K selected positions.
-        target_ids: the true token id at each position (used to deduplicate
-            negatives and to count in-batch accuracy by token, not by column).
+        target_ids: the true token id at each position (deduplicates negatives; accuracy counts by token).
         target_embeddings: e(target_ids), K x D. Give this *or* ``embedding_matrix``.
         embedding_matrix: the V x D input embedding table; rows are gathered here
             (only the U distinct rows in ``unique`` mode).
-        negatives: which targets form the denominator.
-
-            * ``batch`` (the paper): every one of the K targets of the micro-batch,
-              repeated tokens included. A token that occurs m times contributes m
-              columns, and the other occurrences of a position's own token act as
-              false negatives: the loss can never reach 0 and frequent tokens are
-              pushed harder. Cost: K x K.
-            * ``unique``: each distinct target id once (U columns). No false
-              negatives from repetitions and the denominator is a plain set of
-              candidate tokens, as in sampled softmax. Cost: K x U, U <= K.
+        negatives: the denominator's columns. ``batch`` (the paper): all K targets, repeated tokens
+            included (K x K); ``unique``: each distinct target id once (K x U, U <= K).
         temperature: t; logits are o.e / t (the paper uses t = 1).
-        chunk_size: if > 0, compute the logits ``chunk_size`` rows at a time, so the
-            extra memory is O(chunk x K) instead of O(K x K) (needed for causal LM,
-            where K = 16k per micro-batch makes the K x K fp32 matrix and its
-            gradient 2 GiB). When gradients are needed, they are computed in the
-            same pass as the loss, so the loss costs its three matrix products and
-            nothing is recomputed (fp16 inputs recompute the logits in backward
-            instead, where fairseq's loss scale keeps small probabilities from
-            underflowing). Also cheaper than ``0`` when ``chunk_size >= K``.
-        gather: if given, the negatives are the targets of *every* data-parallel
-            rank (beyond the paper, whose negatives are each device's micro-batch):
-            each rank's target embeddings (and ids) are all-gathered, each rank's
-            rows keep their own positives, and the gradients of the gathered
-            embeddings flow back to the rank that owns them. With fairseq's
-            gradient all-reduce, W ranks then compute exactly the loss and
-            gradients of one process on the concatenated batch. Every rank must
-            call it, even with no selected position. See
-            :func:`fairseq_headless.all_gather.all_gather_with_grad`.
-        sparse_gradient: gather the rows of ``embedding_matrix`` so that its gradient
-            is a sparse tensor of the gathered rows (``F.embedding(sparse=True)``), for
-            a table trained row-sparsely; the values are the same.
+        chunk_size: if > 0, the logits are computed ``chunk_size`` rows at a time: O(chunk x K)
+            extra memory instead of O(K x K), with the gradients computed in the same pass
+            (fp16: recomputed in backward).
+        gather: if given, the negatives are the targets of every data-parallel rank (beyond the
+            paper), e.g. :func:`fairseq_headless.all_gather.all_gather_with_grad`. Every rank must
+            call, even with no selected position.
+        sparse_gradient: gather the rows of ``embedding_matrix`` with ``F.embedding(sparse=True)``,
+            so that its gradient is row-sparse; the values are the same.
 
-    Numerics: the dot products are computed in the inputs' dtype (as fairseq's own
-    output projections are) and the softmax normaliser in fp32 through logsumexp,
-    so fp16/bf16 inputs with dot products of several hundred give finite loss and
-    gradients, unlike the paper's reference ``exp(mm) / sum`` which overflows fp32
-    past ~88.
+    Dot products are in the inputs' dtype, the normaliser in fp32 through logsumexp.
     """
     if negatives not in NEGATIVE_MODES:
         raise ValueError(f"negatives must be one of {NEGATIVE_MODES}, got {negatives!r}")
@@ -112,7 +84,6 @@ def cwt_loss(
     else:
         first_row = 0
     if num_positions == 0:
-        # Keep the graph connected so that backward() and DDP see every parameter.
         zero = (outputs.sum() + (target_embeddings.sum() if target_embeddings is not None else 0)).float() * 0.0
         return CWTOutput(zero, target_ids.new_zeros(()), 0, 0)
 
@@ -217,16 +188,9 @@ class _ChunkedContrastive(torch.autograd.Function):
 class _FusedChunkedContrastive(torch.autograd.Function):
     """Summed contrastive loss and its gradients in one pass, ``chunk`` rows at a time.
 
-    The loss is a sum, so its gradients for ``grad_loss = 1`` are computed with the
-    loss and scaled in backward. Each row block's logits are computed once into one
-    reused fp32 buffer, which then becomes dL/dlogits in place: the loss costs its
-    three matrix products (logits, dL/do, dL/dn), a few passes over the block, no
-    recomputation (:class:`_ChunkedContrastive` does four products) and no autograd
-    graph (the plain formula holds several K x K tensors). dL/dlogits is computed as
-    autograd computes it through the plain formula, exp(logits - logsumexp) - onehot,
-    so the two paths give the same gradients up to the order of the sums. fp16
-    inputs take :class:`_ChunkedContrastive`: there the gradient carries fairseq's
-    loss scale, which keeps small probabilities from underflowing when cast to fp16.
+    Each row block's logits are computed once into a reused fp32 buffer that becomes dL/dlogits in
+    place: three matrix products, no recomputation, no autograd graph. fp16 inputs take
+    :class:`_ChunkedContrastive` instead (docs/design.md#cwtpy).
     """
 
     @staticmethod

@@ -1,15 +1,12 @@
-"""The data folder's tokenizer as a fairseq BPE, ``bpe=data_folder`` (``--bpe data_folder``): fairseq's own tools on the
-project's checkpoints (the hub interface's ``encode``/``fill_mask``/``sample``, ``fairseq-interactive``).
+"""The data folder's tokenizer as a fairseq BPE, ``bpe=data_folder``: fairseq's own tools on the project's
+checkpoints (the hub interface's ``encode``/``fill_mask``/``sample``, ``fairseq-interactive``).
 
-A data folder written by scripts/prepare_data.py holds a ``dict.txt`` whose symbols are the tokenizer's ids (fairseq id
-= tokenizer id + 4, docs/data.md), so no BPE of fairseq's knows it: ``bpe=sentencepiece`` yields pieces that are not
-in the dictionary, and every word becomes ``<unk>``. This BPE encodes with the tokenizer the folder's manifest names
-(sentencepiece or ``tokenizer.json``, read by :mod:`fairseq_headless.data.folder`) into those id symbols, which
-fairseq's hub then maps through the dictionary, and decodes them back.
-
-``bpe.data_folder`` defaults to ``task.data`` (one folder or a colon list of shards; the first holds the manifest),
-so ``bpe=data_folder`` alone is enough wherever fairseq knows the task's data: ``from_pretrained(...,
-data_name_or_path=DATA, bpe="data_folder")`` and ``fairseq-interactive DATA --bpe data_folder``.
+A data folder's ``dict.txt`` symbols are the tokenizer's ids (fairseq id = tokenizer id + 4, docs/data.md),
+which no BPE of fairseq's knows: ``bpe=sentencepiece`` yields pieces absent from the dictionary, so every
+word becomes ``<unk>``. This BPE encodes with the tokenizer the folder's manifest names into those id
+symbols, and decodes them back. ``bpe.data_folder`` defaults to ``task.data``, so ``bpe=data_folder`` is
+enough wherever fairseq knows the data (``from_pretrained(..., data_name_or_path=DATA, bpe="data_folder")``,
+``fairseq-interactive DATA --bpe data_folder``).
 """
 from dataclasses import dataclass
 
@@ -17,8 +14,8 @@ from fairseq.data.encoders import register_bpe
 from fairseq.dataclass import FairseqDataclass
 from omegaconf import II
 
-from .data.errors import DataError
 from .data.folder import open_data_folder
+from .cli import InputError
 
 
 def _is_id(symbol: str) -> bool:
@@ -41,7 +38,7 @@ class DataFolderBPE:
         where = "bpe.data_folder (default: task.data)"
         folder = open_data_folder(cfg.data_folder, where, need_tokenizer=False)
         if folder.manifest is None:  # the folder reader's own message would offer tokenizer files, which a BPE cannot take
-            raise DataError(f"{where}: no manifest.json in {folder.path}; give a folder written by scripts/prepare_data.py "
+            raise InputError(f"{where}: no manifest.json in {folder.path}; give a folder written by scripts/prepare_data.py "
                             f"(a folder binarized by fairseq-preprocess from GPT-2 BPE ids takes fairseq's own bpe=gpt2 "
                             f"with gpt2_encoder_json and gpt2_vocab_bpe: the same ids)")
         self.tokenizer = folder.load_tokenizer()

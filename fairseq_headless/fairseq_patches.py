@@ -1,57 +1,13 @@
 """Corrections of fairseq's own bugs, applied when the plugin is imported (:mod:`fairseq_headless.plugin`).
 
-Nothing here adds a feature: the plugin's features are registered components (criterions,
-architectures, the ``lazy_adam`` optimizer of :mod:`fairseq_headless.lazy_adam`).
-
-Each is guarded by tests/test_fairseq_patches.py, which fails if the fairseq code it
-corrects changes, so that a fairseq upgrade cannot silently leave a patch stale.
-
-1. ``ddp_backend=pytorch_ddp`` (fairseq's default) on CPU. fairseq's
-   ``DistributedFairseqModel`` always passes ``device_ids=[args.device_id]`` to
-   ``torch.nn.parallel.DistributedDataParallel``, which refuses device ids for a
-   CPU module; multi-process CPU (gloo) training then fails unless users switch to
-   ``legacy_ddp``. The patch drops the device ids when the module is on CPU and
-   changes nothing on GPUs. fairseq also passes ``broadcast_buffers``, which torch
-   deprecated for ``forward_sync_buffers`` (a FutureWarning from every rank): the
-   patch passes the same value under the new name. The one difference, buffers sent
-   from rank 0 once at start, sends values every rank already holds: fairseq's
-   models are built the same on every rank and their buffers are constants.
-
-2. Atomic checkpoint copies. fairseq writes the first checkpoint of a save
-   atomically (a ``.tmp`` file, then a rename) but *copies* it to the others
-   (``checkpoint_last.pt``, ``checkpoint_best.pt``, ...) with a plain file copy: a
-   crash during the copy leaves a truncated ``checkpoint_last.pt`` to resume from.
-   The patch makes local copies go to a temporary file that is renamed into place.
-
-3. numpy 2 and ``sample_break_mode=eos``. fairseq's ``TokenBlockDataset`` builds its eos-mode index
-   with ``np.compat.long``, which numpy 2 removed: every eos-mode dataset fails, both training with
-   ``task.sample_break_mode=eos`` and ``LanguageModelingTask.build_dataset_for_inference`` (scoring and
-   sampling through the hub interface, ``fairseq-interactive``). The patch gives that one module a numpy
-   that still has ``compat.long`` (numpy 1's ``int``: int64 here); numpy itself is left alone.
-
-4. DDP with row-sparse gradients on any backend. fairseq builds its
-   ``DistributedDataParallel`` in ``DistributedFairseqModel`` and offers no way to
-   attach a communication hook but its own ``ddp_comm_hook=fp16``; DDP would hand
-   the sparse embedding gradient to the backend's sparse all-reduce, which NCCL
-   lacks. ``fairseq.models.DistributedFairseqModel`` (what ``Trainer`` calls) is
-   wrapped: a DDP module holding a row-sparse embedding gets the hook of
-   :mod:`fairseq_headless.sparse_all_reduce`, on gloo and NCCL alike.
-
-5. Dummy batches. When ranks hold unequal numbers of batches, fairseq's ``Trainer``
-   replays a batch on the ranks that ran out (``_prepare_sample`` returns it with
-   ``is_dummy_batch``) and multiplies its loss by 0 (``ignore_grad``, passed to the
-   task's ``train_step``, never to the criterion). Its targets would still be
-   all-gathered as negatives for the other ranks (``negatives_scope=global``). The
-   sample of a dummy batch is marked (:data:`~fairseq_headless.criterions.cwt_criterion.DUMMY_BATCH`),
-   in training and validation alike; the CWT criterions then select no position in
-   it, so it still joins every collective but adds no row.
-
-6. fairseq-train checkpoints under torch >= 2.6. fairseq's ``checkpoint_utils.load_checkpoint_to_cpu`` (the hub
-   interface's ``from_pretrained``, ``fairseq-interactive``, ``fairseq-eval-lm``, resuming a run) calls ``torch.load``
-   with torch's default ``weights_only=True``, which refuses the ``argparse.Namespace`` that fairseq-train itself
-   saves as the config of components registered without a dataclass (RoBERTa, ``headless_roberta``): every such
-   checkpoint fails to load. The patch runs it with that one class allowed, the allowance
-   :mod:`fairseq_headless.checkpoint_reading` reads with; nothing else is unpickled.
+Nothing here adds a feature: features are registered components. Each patch is guarded by
+tests/test_fairseq_patches.py, which fails if the fairseq code it corrects changes, so that an upgrade
+cannot leave a patch stale. The six, each explained in docs/design.md#fairseq_patchespy:
+1. ``pytorch_ddp`` on CPU (no device ids), and ``broadcast_buffers`` under torch's new name;
+2. atomic copies of checkpoints (``checkpoint_last.pt`` is never half-written);
+3. numpy 2's missing ``np.compat.long`` in ``TokenBlockDataset`` (``sample_break_mode=eos``);
+4. the sparse all-reduce hook on fairseq's DDP; 5. dummy batches marked for the criterion;
+6. fairseq-train checkpoints (an ``argparse.Namespace``) under torch's ``weights_only`` loading.
 """
 
 import inspect

@@ -1,13 +1,11 @@
-"""Writing a result file or folder so that nobody ever reads it half-written: the one atomic writer.
+"""Writing a result file or folder so that nobody ever reads it half-written (the one atomic writer), and
+reading the ``Key: value`` files of Linux's /proc.
 
-Every file the project writes for people or for a later stage (checkpoints copied by fairseq,
-JSON and markdown results, plots, tokenizers) goes to a temporary file beside its destination
-and is renamed onto it (a rename within one folder is atomic on POSIX filesystems). The file then
-gets the mode a plain ``open()`` would have given it: the existing file's mode, or 0o666 less the
-umask. ``tempfile.mkstemp`` would leave 0o600, which colleagues on a shared filesystem cannot read.
-Libraries that write atomically themselves do just that (safetensors' ``save_file``, hence
-transformers' ``save_pretrained``, writes ``model.safetensors`` through a 0o600 temporary file), so a
-folder published by :func:`atomic_folder` gets the plain modes throughout (:func:`give_plain_modes`).
+A file goes to a temporary file beside its destination and is renamed onto it (atomic within one
+folder on POSIX), then gets the mode a plain ``open()`` would have given it (the existing file's,
+or 0o666 less the umask), not ``mkstemp``'s 0o600 that colleagues on a shared filesystem cannot
+read; :func:`atomic_folder` gives a whole folder those modes (:func:`give_plain_modes`), since
+libraries that write atomically themselves (safetensors) leave 0o600 too.
 """
 from __future__ import annotations
 
@@ -17,17 +15,33 @@ import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
+
+
+def proc_fields(path: str = "/proc/self/status", keys: Iterable[str] | None = None) -> dict[str, str]:
+    """The ``Key: value`` lines of a /proc file (``status``, ``meminfo``, ``cpuinfo``, ``smaps_rollup``) as
+    {key: value text}, the first of each key, only ``keys`` if given; {} where the file cannot be read (not
+    Linux, a process gone). ``int(fields["VmHWM"].split()[0])`` is a size in KiB."""
+    wanted = None if keys is None else set(keys)
+    fields: dict[str, str] = {}
+    try:
+        with open(path) as handle:
+            for line in handle:
+                key, sep, value = line.partition(":")
+                key = key.strip()
+                if sep and key not in fields and (wanted is None or key in wanted):
+                    fields[key] = value.strip()
+                    if wanted is not None and len(fields) == len(wanted):
+                        break
+    except OSError:
+        return {}
+    return fields
 
 
 def _umask() -> int:
-    try:  # Linux >= 4.7: read it without changing it (os.umask() sets it, for every thread)
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
+    umask = proc_fields(keys=["Umask"]).get("Umask")  # Linux >= 4.7: read without setting it (os.umask sets it)
+    if umask is not None:
+        return int(umask, 8)
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

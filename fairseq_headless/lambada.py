@@ -1,50 +1,24 @@
 """Zero-shot LAMBADA accuracy and perplexity of a causal model, as lm-evaluation-harness's ``lambada_openai``.
 
-The paper's generation benchmark for its decoders (§4.2, Tab.3, Figs.4 and 7): the
-vanilla model, the headless model scored with its input embeddings as the head (e^T,
-Tab.3's "Headless" row) and the headless model after causal fine-tuning.
-
-    python scripts/eval_lambada.py --model checkpoints/hlm_pythia70m_ft/checkpoint_last.pt \\
-        --data lambada_test.jsonl --output results/lambada.json
-
-(the command line: :func:`main`, whose entry point is scripts/eval_lambada.py)
-
-``--model`` is a fairseq checkpoint (a ``.pt`` file; the text is tokenized with the
-tokenizer of the data folder it was trained on, ``manifest.json``, fairseq id =
-tokenizer id + offset; ``--data-bin`` if that folder has moved) or a Hugging Face
-model folder (``AutoTokenizer`` + ``AutoModelForCausalLM``, offline). ``--data`` is
-LAMBADA as jsonl, ``{"text": ...}`` per line (OpenAI's ``lambada_test.jsonl``, the
-5,153 passages of ``EleutherAI/lambada_openai``'s ``default`` config).
-
-How lm-evaluation-harness computes ``lambada_openai`` (EleutherAI/lm-evaluation-harness:
-``lm_eval/tasks/lambada/lambada_openai.yaml``; ``lm_eval/models/huggingface.py``,
-``HFLM._encode_pair`` and ``HFLM._loglikelihood_tokens``; ``lm_eval/api/metrics.py``,
-aggregation ``perplexity``), which :func:`evaluate` follows step by step:
-
-- context = ``text.split(' ')[:-1]`` joined with ``' '``; continuation = ``' '`` + the last word;
-- trailing whitespace of the context moves to the front of the continuation; then
-  whole = encode(context + continuation), context ids = encode(context), continuation
-  ids = whole[len(context ids):] (no special tokens; an empty context is [end-of-text]);
-- the model reads (context ids + continuation ids)[-(max_length + 1):][:-1], right-padded
-  in batches, and the continuation is scored at the last len(continuation) positions;
-- per passage: loglikelihood = sum of the continuation tokens' log-probabilities,
-  greedy = every continuation token is the argmax of its distribution;
-- accuracy = mean(greedy) (a fraction, lm-eval's ``acc``); perplexity = exp(-mean(loglikelihood)).
-
-Writes JSON with ``accuracy`` and ``perplexity`` (and how they were obtained); bad
-input ends with one ``error: ...`` line on stderr and exit code 2.
+The paper's generation benchmark for its decoders (§4.2, Tab.3, Figs.4 and 7): the vanilla model, the
+headless model scored with its input embeddings as the head (e^T, Tab.3's "Headless" row) and the headless
+model after causal fine-tuning. :func:`evaluate` follows lm-evaluation-harness step by step (its
+``lambada_openai.yaml``, ``HFLM._encode_pair`` and ``HFLM._loglikelihood_tokens``), so that the numbers
+compare with the paper's. ``--model`` is a fairseq checkpoint, tokenized with its data folder's tokenizer,
+or a Hugging Face folder. The command line is :func:`main` (scripts/eval_lambada.py); options and the
+steps: docs/decoders.md.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 from .cli import InputError, Parser
+from .progress import Progress
 
 TASK = "lambada_openai"
 
@@ -144,11 +118,7 @@ def lambada_metrics(results: Sequence[tuple]) -> dict:
 
 def evaluate(scorer: Scorer, passages: Sequence[str], batch_size: int = 8, show_progress: bool = False) -> dict:
     requests = [encode_pair(scorer.encode, *split_passage(text), scorer.eot_id) for text in passages]
-    progress = None
-    if show_progress:
-        from tqdm import tqdm
-
-        progress = tqdm(total=len(requests), desc=TASK, unit="passage", file=sys.stderr, disable=None)
+    progress = Progress(TASK, len(requests), unit="passage") if show_progress else None
     try:
         results = loglikelihoods(scorer, requests, batch_size, progress)
     finally:
@@ -171,7 +141,6 @@ def fairseq_scorer(checkpoint: Path, data_bin: Path | None, device: str) -> Scor
     """A fairseq checkpoint (read weights_only), tokenized with its data folder's tokenizer (fairseq ids)."""
     logging.getLogger("fairseq").setLevel(logging.WARNING)  # stderr is for the progress bar and errors
     from .checkpoint_reading import build_model, read_checkpoint
-    from .data.errors import DataError
     from .data.folder import open_data_folder
 
     state = read_checkpoint(checkpoint, "--model", data=data_bin)
@@ -181,7 +150,7 @@ def fairseq_scorer(checkpoint: Path, data_bin: Path | None, device: str) -> Scor
     data = cfg.task.data
     try:
         encode = open_data_folder(data, str(data)).fairseq_encoder()
-    except DataError as e:
+    except InputError as e:
         raise InputError(f"{e}; the model's data folder (written by scripts/prepare_data.py) holds its tokenizer: "
                          "pass it with --data-bin DIR") from None
     task, model = build_model(state)

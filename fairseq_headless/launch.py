@@ -1,30 +1,9 @@
 """How a training run was launched must agree with the config's world size, before fairseq looks.
 
-The paper's runs fix their GPU count (8 A100s for BERT-base, 16 V100s for Pythia-70M, one GPU
-elsewhere; App. D), and every config of configs/ pins ``distributed_world_size`` to it, so that the
-global batch (device batch x GPUs x update_freq) is the paper's. fairseq itself reconciles a
-launcher with the config silently, in three ways that each change the experiment:
-
-* under ``torchrun``, a world size of 1 makes ``infer_init_method`` return early: every process
-  trains alone as rank 0, into the same ``save_dir``;
-* under ``torchrun``, any other world size is overwritten with ``WORLD_SIZE``: 8 processes of a
-  16-GPU config train with half the paper's global batch;
-* on CPU, ``torchrun`` without an explicit init method dies with ``ZeroDivisionError``
-  (``LOCAL_RANK % torch.cuda.device_count()``).
-
-Under Slurm with several tasks per node, fairseq asserts ``ntasks_per_node == world_size // nnodes``
-and uses ``SLURM_LOCALID`` as the CUDA device, so each task must see all of its node's GPUs
-(``--gpus-per-node``), not one (``--gpus-per-task=1`` gives "invalid device ordinal").
-
-Without a launcher, a world size above the visible GPU count fails in fairseq's own assertion
-("world size is 8 but have 0 available devices"), and ``common.fp16`` on a machine without GPU in
-"Torch not compiled with CUDA enabled"; a ``task.data`` without ``dict.txt`` fails in a
-``FileNotFoundError`` traceback. :func:`check_devices` and :func:`check_data` name the fix instead.
-
-:func:`check_launch` turns each of these into one error that names what to change. It is a pure
-function of the config's values and the environment; :class:`LaunchCheck` runs it as a hydra
-callback (hydra's own extension point, listed under ``hydra.callbacks`` in every YAML), which fires
-in each process before fairseq-hydra-train's main function, so before fairseq reads the launcher.
+fairseq reconciles a launcher (torchrun, Slurm) with ``distributed_world_size`` silently, in ways
+that change the experiment's global batch; :func:`check_launch`, :func:`check_devices` and
+:func:`check_data` turn each into one error that names what to change, and :class:`LaunchCheck`
+runs them as a hydra callback in every process. The cases: docs/training.md.
 """
 from __future__ import annotations
 
@@ -34,7 +13,7 @@ from typing import Mapping
 
 from omegaconf import OmegaConf
 
-from .cli import write_line
+from .cli import InputError, write_line
 
 TORCHRUN_KEYS = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK")
 # The README's CPU line ("On CPU"): what a paper config needs on a machine without GPU.
@@ -44,10 +23,6 @@ CPU_TORCHRUN_FLAGS = ("distributed_training.distributed_backend=gloo "
                       "distributed_training.distributed_init_method=env:// "
                       "distributed_training.distributed_no_spawn=true "
                       "'distributed_training.distributed_rank=${oc.env:RANK}'")
-
-
-class LaunchError(RuntimeError):
-    """The run cannot start as configured (launcher, devices or data); the message says which setting to change."""
 
 
 def _keep_the_batch(world_size: int, launched: int, update_freq: int, batch_size: int | None) -> str:
@@ -66,7 +41,7 @@ def _keep_the_batch(world_size: int, launched: int, update_freq: int, batch_size
 def check_launch(world_size: int, update_freq: int = 1, batch_size: int | None = None, *, cpu: bool = False,
                  init_method: str | None = None, environ: Mapping[str, str] | None = None,
                  cuda_devices: int | None = None) -> None:
-    """Raise LaunchError when the launcher in `environ` disagrees with the config's world size.
+    """Raise InputError when the launcher in `environ` disagrees with the config's world size.
 
     `world_size`, `update_freq` and `batch_size` (per device) are the config's; `cuda_devices` is what this process sees
     (torch.cuda.device_count() when None); `cpu` is common.cpu.
@@ -81,12 +56,12 @@ def check_launch(world_size: int, update_freq: int = 1, batch_size: int | None =
     if all(key in environ for key in TORCHRUN_KEYS):
         launched = int(environ["WORLD_SIZE"])
         if launched != world_size:
-            raise LaunchError(
+            raise InputError(
                 f"torchrun started {launched} process(es) (WORLD_SIZE={launched}) but the config has "
                 f"distributed_training.distributed_world_size={world_size}: launch {world_size} process(es) "
                 f"(--nnodes x --nproc_per_node), or keep the global batch with {_keep_the_batch(world_size, launched, update_freq, batch_size)}")
         if on_cpu and launched > 1 and init_method is None:
-            raise LaunchError(
+            raise InputError(
                 "torchrun on CPU needs an explicit init method (fairseq otherwise divides by the number of CUDA "
                 f"devices): add {CPU_TORCHRUN_FLAGS} common.cpu=true (docs/training.md, multi-process training)")
         return
@@ -95,7 +70,7 @@ def check_launch(world_size: int, update_freq: int = 1, batch_size: int | None =
         tasks, nodes = int(environ["SLURM_NTASKS"]), int(environ.get("SLURM_NNODES", "1"))
         if world_size == 1:  # fairseq returns before reading Slurm's variables: one process, one GPU
             if tasks > 1:
-                raise LaunchError(
+                raise InputError(
                     f"Slurm started {tasks} tasks (SLURM_NTASKS={tasks}) but the config has "
                     "distributed_training.distributed_world_size=1: each task would train alone into the same "
                     f"save_dir; ask for one task, or keep the global batch with {_keep_the_batch(1, tasks, update_freq, batch_size)}")
@@ -106,19 +81,19 @@ def check_launch(world_size: int, update_freq: int = 1, batch_size: int | None =
         if per_node == 1:
             # fairseq spawns one process per visible GPU on each node
             if not on_cpu and nodes * cuda_devices != world_size:
-                raise LaunchError(
+                raise InputError(
                     f"Slurm runs one task on each of {nodes} node(s), and fairseq spawns one process per visible GPU "
                     f"({cuda_devices}): {nodes * cuda_devices} processes, but the config has "
                     f"distributed_training.distributed_world_size={world_size}: change the node count, or set "
                     f"{_keep_the_batch(world_size, nodes * cuda_devices, update_freq, batch_size)}")
             return
         if tasks != world_size:
-            raise LaunchError(
+            raise InputError(
                 f"Slurm started {tasks} task(s) (SLURM_NTASKS={tasks}) but the config has "
                 f"distributed_training.distributed_world_size={world_size}: ask for {world_size} tasks "
                 f"(--nodes x --ntasks-per-node), or keep the global batch with {_keep_the_batch(world_size, tasks, update_freq, batch_size)}")
         if not on_cpu and cuda_devices < per_node:
-            raise LaunchError(
+            raise InputError(
                 f"Slurm runs {per_node} tasks per node but this task sees {cuda_devices} GPU(s): fairseq uses "
                 "SLURM_LOCALID as the CUDA device, so every task must see all of its node's GPUs: ask for "
                 f"--gpus-per-node={per_node} instead of --gpus-per-task")
@@ -126,7 +101,7 @@ def check_launch(world_size: int, update_freq: int = 1, batch_size: int | None =
 
 def check_devices(world_size: int, update_freq: int = 1, batch_size: int | None = None, *, fp16: bool = False,
                   cpu: bool = False, launched: bool = False, cuda_devices: int = 0) -> None:
-    """Raise LaunchError when a config asks for devices this machine lacks: more GPUs than it has (without a
+    """Raise InputError when a config asks for devices this machine lacks: more GPUs than it has (without a
     launcher, fairseq spawns one process per GPU), or fairseq's flattened fp16, which needs a GPU.
 
     `fp16` is common.fp16 without memory_efficient_fp16 / fp16_no_flatten_grads (which do run on CPU);
@@ -135,27 +110,23 @@ def check_devices(world_size: int, update_freq: int = 1, batch_size: int | None 
         asks = [f"{world_size} GPUs (distributed_training.distributed_world_size={world_size})"] if world_size > 1 else []
         asks += ["fp16 (common.fp16=true)"] if fp16 else []
         add = "common.cpu=true common.fp16=false" if launched else CPU_OVERRIDES
-        raise LaunchError(f"the config asks for {' and '.join(asks)} and this machine has no GPU: to train on CPU, "
+        raise InputError(f"the config asks for {' and '.join(asks)} and this machine has no GPU: to train on CPU, "
                           f"add {add} (README, 'On CPU', also names a batch size for a first run)")
     if cpu and fp16:
-        raise LaunchError("common.cpu=true with common.fp16=true: fairseq's fp16 needs a GPU; add common.fp16=false")
+        raise InputError("common.cpu=true with common.fp16=true: fairseq's fp16 needs a GPU; add common.fp16=false")
     if not launched and not cpu and 1 < world_size and cuda_devices < world_size:
-        raise LaunchError(
+        raise InputError(
             f"distributed_training.distributed_world_size={world_size} but this machine has {cuda_devices} GPU(s): "
             f"launch on {world_size} GPUs, or keep the global batch with "
             f"{_keep_the_batch(world_size, cuda_devices, update_freq, batch_size)}")
 
 
 def check_data(data, train_subset: str = "train") -> None:
-    """Raise LaunchError unless `data` (task.data: one folder or a colon list of shards) is a data folder:
+    """Raise InputError unless `data` (task.data: one folder or a colon list of shards) is a data folder:
     the first entry holds dict.txt (fairseq reads its dictionary there), every entry the training split."""
-    from .data.errors import DataError
     from .data.folder import check_training_folders
 
-    try:
-        check_training_folders(data, "task.data", train_subset)
-    except DataError as e:
-        raise LaunchError(str(e)) from None
+    check_training_folders(data, "task.data", train_subset)
 
 
 def check_config(cfg, environ: Mapping[str, str] | None = None, cuda_devices: int | None = None) -> None:
@@ -182,7 +153,7 @@ def check_config(cfg, environ: Mapping[str, str] | None = None, cuda_devices: in
     check_devices(world_size, int(update_freq[0]), batch_size, fp16=flat_fp16, cpu=cpu, launched=launched,
                   cuda_devices=cuda_devices)
     if "task" in cfg and OmegaConf.is_missing(cfg.task, "data"):
-        raise LaunchError("task.data is not set: add task.data=DATA_DIR, a folder written by "
+        raise InputError("task.data is not set: add task.data=DATA_DIR, a folder written by "
                           "scripts/prepare_data.py (or a colon list of its shards)")
     if "task" in cfg and "data" in cfg.task:
         check_data(cfg.task.data, cfg.dataset.get("train_subset", "train") if "dataset" in cfg else "train")
@@ -212,6 +183,6 @@ class LaunchCheck(Callback):
         try:
             check_config(config)
             check_training_setup(config)  # the sparse embedding update: the one place that sees the whole config
-        except (LaunchError, SparseUpdateSetupError) as e:
+        except (InputError, SparseUpdateSetupError) as e:
             write_line(f"error: {e}")  # whole, in one write: every rank prints it into the same log
             raise SystemExit(2) from None

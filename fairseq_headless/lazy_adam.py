@@ -1,30 +1,13 @@
 """``optimizer._name=lazy_adam``: fairseq's AdamW with a lazy update of row-sparse gradients (beyond the paper).
 
-The optimizer of ``model.sparse_embedding_update=true`` (:mod:`fairseq_headless.sparse_embedding`
-says what the update is and what it changes against the dense one). A registered subclass of
-fairseq's ``adam`` (``FairseqAdam``), same options, same state layout; it overrides the three methods
-through which fairseq's ``Trainer`` touches gradients, only for parameters whose gradient is sparse:
-
-* :meth:`LazyAdam.multiply_grads` (the 1 / sample_size normalisation, fp16 unscaling): fairseq's
-  sparse branch, ``p.grad.data.mul_(c)``, no longer changes the gradient (in-place ops on the
-  ``.data`` alias of a sparse tensor do not reach it in current PyTorch);
-* :meth:`LazyAdam.clip_grad_norm`: fairseq's ``utils.clip_grad_norm_`` calls ``torch.norm`` on the
-  gradient, which sparse tensors refuse. The coalesced values stand in for the gradient: their
-  norm is the dense gradient's norm, and scaling them in place scales it;
-* :meth:`LazyAdam.step`: lazy AdamW (:func:`lazy_adam_update_`) for sparse gradients, fairseq's
-  Adam step for every other parameter. fairseq's own Adam raises on sparse gradients.
-
-fairseq's wrappers (``MemoryEfficientFP16Optimizer``, ``AMPOptimizer``) call these methods of the
-optimizer they wrap, so the three precisions that keep the model's own parameters go through them.
-
-Setups that densify the gradient before the optimizer sees it are refused here, when fairseq
-builds the optimizer (:func:`densifying_setup`): fairseq hands an optimizer only ``cfg.optimizer``,
-so :class:`LazyAdamConfig` reads the settings it must know from the other sections by
-interpolation, as fairseq's own ``FairseqAdamConfig`` reads ``common.tpu`` and ``optimization.lr``.
-As a last guard, a parameter marked for the sparse update whose gradient reaches :meth:`step`
-dense is an error too. A plain ``adam`` with the sparse update cannot be refused by fairseq's
-``adam``: :func:`fairseq_headless.sparse_embedding.check_training_setup` does it, run by the hydra
-callback of every config (:mod:`fairseq_headless.launch`).
+The optimizer of ``model.sparse_embedding_update=true`` (:mod:`.sparse_embedding`). A registered subclass of
+fairseq's ``adam``, same options and state layout, that overrides only the three methods through which
+fairseq's ``Trainer`` touches gradients (``multiply_grads``, ``clip_grad_norm``, ``step``), and only for
+sparse gradients, which fairseq's versions leave unscaled or refuse. fairseq's memory-efficient fp16 and
+AMP wrappers call these methods of the optimizer they wrap. It refuses setups that densify the gradient
+when fairseq builds it, reading them from the other config sections by interpolation, since fairseq
+shows an optimizer only ``cfg.optimizer``. Why each override:
+docs/design.md#sparse_embeddingpy-lazy_adampy-sparse_all_reducepy.
 """
 
 import math
@@ -42,8 +25,8 @@ from .sparse_embedding import OPTIMIZER as NAME
 
 @dataclass
 class LazyAdamConfig(FairseqAdamConfig):
-    # What densifies a gradient, read from the other sections (no help: fairseq's command line has
-    # these options already, and argparse fills them from there).
+    # What densifies a gradient, read from the other sections (no help: fairseq's argparse already has
+    # these options and fills them from there).
     fp16: bool = II("common.fp16")
     bf16: bool = II("common.bf16")
     memory_efficient_fp16: bool = II("common.memory_efficient_fp16")
@@ -61,11 +44,9 @@ class LazyAdamConfig(FairseqAdamConfig):
 def lazy_adam_update_(param, grad, state, *, lr, betas, eps, weight_decay, scale=1.0):
     """fairseq's AdamW step (``fairseq.optim.adam.Adam``) on the rows of a sparse ``grad`` only.
 
-    ``state`` is the optimizer's state of ``param`` (same keys as fairseq's Adam, so
-    checkpoints and the dense path read it unchanged); ``scale``: the gradient is
-    divided by it first (fairseq's fused optimizers take the loss scale this way).
-    The arithmetic is fairseq's, operation for operation, so that a row touched at
-    every step gets the dense update up to the rounding of other kernels.
+    ``state``: the optimizer's state of ``param``, with fairseq's Adam keys (checkpoints and the dense
+    path read it unchanged); ``grad`` is divided by ``scale`` first, as in fairseq's fused optimizers.
+    The arithmetic is fairseq's, operation for operation: a row touched at every step gets the dense update.
     """
     grad = grad.coalesce()
     rows = grad.indices()[0]

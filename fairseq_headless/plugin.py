@@ -4,22 +4,17 @@
 * :mod:`.models`: the headless architectures and their vanilla twins (App. D);
 * :mod:`.lazy_adam`: the ``lazy_adam`` optimizer of ``model.sparse_embedding_update=true``;
 * :mod:`.data_folder_bpe`: the ``data_folder`` BPE, the data folder's tokenizer for fairseq's hub and tools;
-* :mod:`.fairseq_patches`: corrections of fairseq's own bugs, guarded by tests/test_fairseq_patches.py.
+* :mod:`.fairseq_patches`: corrections of fairseq's own bugs.
 
-Importing this module imports fairseq. :mod:`fairseq_headless` imports it as soon as fairseq is
-loaded (``--user-dir``); tests and scripts that need the registrations import it explicitly.
+Importing this module imports fairseq; :mod:`fairseq_headless` imports it once fairseq is loaded.
 """
 
 import warnings
 
 from . import criterions, data_folder_bpe, fairseq_patches, lazy_adam, models  # noqa: F401
 
-# Warnings of fairseq's own code with torch 2.x, printed into every training log; nothing of the plugin
-# causes them and a user can do nothing about them. Only these exact messages, only from the modules that
-# raise them: fairseq's data iterators always ask for pinned memory (torch warns on a CPU, with no
-# accelerator to pin for); its tasks' train_step enters the deprecated torch.cuda.amp.autocast (disabled
-# unless common.amp=true); its MultiheadAttention hands torch a boolean padding mask beside a float
-# causal mask (the decoders, when a batch holds padding), which torch converts as before.
+# Warnings of fairseq's own code under torch 2.x that no user can act on; only these exact messages, only
+# from the modules that raise them (docs/design.md#__init__py-and-pluginpy).
 warnings.filterwarnings("ignore", message=r"'pin_memory' argument is set as true but no accelerator is found",
                         category=UserWarning, module=r"torch\.utils\.data\.dataloader")
 warnings.filterwarnings("ignore", message=r"`torch\.cuda\.amp\.autocast\(args\.\.\.\)` is deprecated",

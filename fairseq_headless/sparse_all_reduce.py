@@ -1,15 +1,11 @@
-"""The all-reduce of a row-sparse gradient under DDP, on any backend: a communication hook.
+"""The all-reduce of a row-sparse gradient under DDP, on any backend: a communication hook (beyond the paper).
 
-Beyond the paper (``model.sparse_embedding_update``, :mod:`fairseq_headless.sparse_embedding`). DDP
-would hand the sparse embedding gradient to the process group's sparse all-reduce, which NCCL lacks;
-:func:`sparse_all_reduce_hook` replaces it on every backend, so that gloo on CPUs runs NCCL's code.
-Dense buckets keep DDP's own all-reduce. The sparse bucket is coalesced, the ranks' row counts are
-all-gathered, and all ranks take the exchange that moves fewer bytes: ``gather`` (every rank's rows and
-values, padded to the largest count) or ``dense`` (densified, all-reduced, made sparse again on the
-union of the touched rows). Either gives the sum over ranks / W, as DDP's all-reduce, with every row
-some rank touched, zero-valued or not, so that lazy Adam updates the rows it updates in one process.
-Every rank joins every collective, also with no row. Byte counts, the choice and why it runs
-synchronously: docs/distributed.md.
+DDP would hand the sparse embedding gradient of ``model.sparse_embedding_update`` to the backend's sparse
+all-reduce, which NCCL lacks; :func:`sparse_all_reduce_hook` replaces it on every backend, so gloo on CPUs
+runs NCCL's code. Dense buckets keep DDP's all-reduce. For the sparse one, all ranks take whichever
+exchange moves fewer bytes, ``gather`` (every rank's rows) or ``dense`` (densified, all-reduced, made
+sparse again on the union of touched rows); either gives DDP's sum / W with every touched row, zero or
+not, as lazy Adam needs. Byte counts and why it runs synchronously: docs/distributed.md.
 """
 
 import logging

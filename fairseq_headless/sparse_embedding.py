@@ -1,69 +1,13 @@
-"""Row-sparse update of the input embeddings: the vocabulary costs nothing (beyond the paper, §6 / Fig.6b).
+"""Row-sparse update of the input embeddings, so that the vocabulary costs nothing (beyond the paper, §6 / Fig.6b).
 
-A headless model has no output projection, so the gradient of its input embedding
-table touches only the rows of the tokens in the micro-batch: the input lookup
-and the CWT targets (no tied head spreads it over all V rows, as in a vanilla
-model). fairseq still trains that table densely: a V x D gradient, then AdamW
-over every row. Measured on a Pythia-70M-shaped decoder at V=50k, that is ~20% of
-a headless step, and it grows with V.
-
-``model.sparse_embedding_update=true`` (``--sparse-embedding-update``) with
-``optimizer._name=lazy_adam`` makes it row-sparse end to end:
-
-* the input lookup is an ``nn.Embedding(sparse=True)`` and the criterion gathers
-  the CWT targets with ``F.embedding(..., sparse=True)``, so the table's gradient
-  is a sparse COO tensor of the touched rows;
-* the registered optimizer ``lazy_adam`` (:mod:`fairseq_headless.lazy_adam`, a subclass of
-  fairseq's ``adam`` with the same options) scales and clips that gradient through the norm of
-  its coalesced values, which is the norm of the dense gradient, and updates only the touched
-  rows, "lazy Adam"; every other parameter gets fairseq's Adam step as before.
-
-What changes against the dense update (the only differences):
-
-* a row that the step does not touch is left as it is: its parameters *and* its
-  moments. Dense AdamW would decay its moments (m <- beta1 m, v <- beta2 v), keep
-  moving it by its momentum, and shrink it by ``lr x weight_decay``;
-* a touched row is updated from moments that were not decayed over the steps it
-  was skipped, and gets the weight decay of this step only;
-* bias correction uses the table's step count, which is the global step (the
-  table is touched at every step).
-
-So one step from the same state (parameters and moments) gives every touched row, and every
-other parameter, the dense AdamW update, with the same gradient norm and clipping. Over several
-steps the runs part: an untouched row enters later batches with another value than under dense
-AdamW, so every later gradient differs, even for rows touched at every step. Rare tokens move less
-(``studies/benchmarks/lazy_vs_dense.py`` measures by how much; BENCHMARKS.md gives the numbers).
-
-Supported: fp32, ``common.amp``, ``common.memory_efficient_fp16`` (GPU only: PyTorch has no
-CPU kernel adding fp16 sparse gradients) / ``memory_efficient_bf16``, one process or
-``ddp_backend=pytorch_ddp`` on gloo or NCCL: DDP's all-reduce of the sparse gradient goes
-through the plugin's communication hook (:mod:`fairseq_headless.sparse_all_reduce`: the touched
-rows all-gathered, or the gradient densified, whichever moves fewer bytes; registered on
-fairseq's DDP by :mod:`fairseq_headless.fairseq_patches`), since NCCL has no sparse all-reduce.
-Tested: 2 ranks on gloo through that hook, 1 rank on NCCL (``studies/gpu_checks.py``); 2 GPUs on
-NCCL were never run.
-
-Not supported, each refused with one error naming the fix, in three places because fairseq
-shows each of them only part of the setup:
-
-* another optimizer than ``lazy_adam`` (fairseq's ``adam`` would fail at the first clipping
-  with PyTorch's own error): :func:`check_training_setup`, on the whole config, run by the hydra
-  callback listed in every config (:class:`fairseq_headless.launch.LaunchCheck`) before fairseq
-  starts. ``fairseq-train`` (argparse) and programs that build fairseq's ``Trainer`` themselves run
-  no hydra callback: they can call it; otherwise a plain ``adam`` fails at the first clipping. (The
-  model cannot check it: its config does not hold the optimizer's, and a check when the model is
-  built would also refuse to load the checkpoints of older sparse-update runs, saved with ``adam``.);
-* setups that densify the gradient before the optimizer sees it: fairseq's ``FP16Optimizer``
-  (plain ``common.fp16`` / ``bf16``: it copies every gradient into one flat fp32 buffer),
-  ``legacy_ddp`` and the other flattening DDP backends, ``ddp_comm_hook=fp16``, BMUF and ZeRO
-  sharding (:func:`densifying_setup`): by ``lazy_adam`` itself when fairseq builds it, from the
-  settings its config reads by interpolation, so under any launcher; and by the hydra callback;
-* a marked parameter whose gradient still reaches ``lazy_adam`` dense: at its step.
-
-A model opts in with :class:`SparseEmbeddingUpdateConfig` (its config field) and
-one call of :func:`maybe_enable_sparse_embedding_update` in ``build_model``; the
-CWT criterion gathers its targets sparsely whenever the model's input
-``nn.Embedding`` is sparse.
+A headless model has no output projection: its input embeddings' gradient touches only the rows of the
+batch's tokens, yet fairseq trains the table densely (a V x D gradient, AdamW over every row).
+``model.sparse_embedding_update=true`` with ``optimizer._name=lazy_adam`` makes it row-sparse end to end:
+a sparse ``nn.Embedding`` and sparse CWT target gathers, then lazy AdamW (:mod:`.lazy_adam`) over the
+touched rows, and under DDP the hook of :mod:`.sparse_all_reduce`. A model opts in with
+:class:`SparseEmbeddingUpdateConfig` and one call of :func:`maybe_enable_sparse_embedding_update`.
+What differs from dense AdamW, what is supported, and why setups are refused in three places:
+docs/design.md#sparse_embeddingpy-lazy_adampy-sparse_all_reducepy.
 """
 
 from dataclasses import dataclass, field
@@ -162,7 +106,7 @@ class SparseUpdateSetupError(ValueError):
 
 def check_training_setup(cfg) -> None:
     """Refuse, with one error naming the fix, a whole fairseq config that turns the sparse update on with a
-    setup that cannot take it (the hydra callback of every config runs this, :mod:`fairseq_headless.launch`)."""
+    setup that cannot take it (run by every config's hydra callback, :mod:`fairseq_headless.launch`)."""
     if not cfg.model.get("sparse_embedding_update", False):
         return
     common, dist, optimization = cfg.common, cfg.distributed_training, cfg.optimization

@@ -14,15 +14,16 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from fairseq_headless.files import write_json_atomic
+from .cli import InputError
+from .files import write_json_atomic
 
 
 def _stamp(seconds: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
 
 
-class StageSettingsError(Exception):
-    """A stage's marker holds other settings than this call's."""
+class StageSettingsError(InputError):
+    """A stage's marker holds other settings than this call's (its callers add the fix: --force, ...)."""
 
 
 class Stage:

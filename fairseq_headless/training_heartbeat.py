@@ -1,19 +1,8 @@
 """A training log line at least every 30 s, whatever fairseq's ``common.log_interval``.
 
-fairseq's json and simple log formats print one line every ``log_interval`` updates and nothing
-during validation until it ends: on a CPU, where one update of a paper config can take minutes, a
-log file stays silent for hours, and a run that hangs looks like one that works.
-:class:`Heartbeat` is a hydra callback (hydra's extension point, listed under ``hydra.callbacks``
-in every YAML beside :class:`fairseq_headless.launch.LaunchCheck`): a logging handler on fairseq's
-loggers sees every line fairseq logs (fairseq-train's ``main`` reconfigures the root logger, so the
-handler sits below it), and a daemon thread logs one more whenever none came for ``interval``
-seconds: the updates done (fairseq's own ``num_updates`` meter), the time since the start, and the
-last line's age and text (``begin validation ...``, ``Start iterating over samples``, ...).
-
-It stays off where fairseq draws its tqdm bar (``log_format: tqdm`` on a terminal), and in the
-parent process of a run that fairseq spawns one process per GPU (its children train; their
-lines never reach the parent's handler). On ranks other than 0 fairseq sets the log level to
-WARNING, which drops the line as it drops fairseq's own.
+:class:`Heartbeat` is a hydra callback: a logging handler on fairseq's loggers sees every line and
+a daemon thread logs one more (updates, time, the last line) whenever none came for ``interval``
+seconds, so a slow CPU run or a hang shows in the log. docs/training.md.
 """
 from __future__ import annotations
 
@@ -24,7 +13,7 @@ import threading
 import time
 from typing import Callable
 
-from .data.progress import DEFAULT_INTERVAL_SECONDS, clock_text
+from .progress import INTERVAL_SECONDS, clock_text
 
 logger = logging.getLogger(__name__)
 FAIRSEQ_LOGGERS = ("fairseq", "fairseq_cli")  # every line of a training log but hydra's and the plugin's
@@ -38,7 +27,7 @@ except ImportError:  # hydra is fairseq's dependency; without it there is no hyd
 class Silence(logging.Handler):
     """The time and text of the last log record of the process; :meth:`line` says what to log after a silence."""
 
-    def __init__(self, interval: float = DEFAULT_INTERVAL_SECONDS, max_update: int = 0,
+    def __init__(self, interval: float = INTERVAL_SECONDS, max_update: int = 0,
                  updates: Callable[[], int] = lambda: 0, clock: Callable[[], float] = time.monotonic):
         super().__init__(level=logging.NOTSET)
         self.interval, self.max_update, self.updates, self.clock = interval, max_update, updates, clock
@@ -85,7 +74,7 @@ class Heartbeat(Callback):
     """hydra callback (``hydra.callbacks.heartbeat._target_: fairseq_headless.training_heartbeat.Heartbeat``);
     ``interval`` (seconds) is its one option: ``+hydra.callbacks.heartbeat.interval=10`` (with a ``+``: the YAMLs leave the default)."""
 
-    def __init__(self, interval: float = DEFAULT_INTERVAL_SECONDS):
+    def __init__(self, interval: float = INTERVAL_SECONDS):
         self.interval = float(interval)
         self._silence = None
         self._stop = threading.Event()

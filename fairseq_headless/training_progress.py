@@ -1,36 +1,8 @@
 """How far a fairseq run had trained when it saved a checkpoint: updates, tokens seen, hours.
 
-The x axes of the paper's curves along pretraining (Figs.3-5, 7: score against tokens seen
-and against training hours). Everything is read from what fairseq itself stores, so any run
-(this project's configs or not, resumed or not) can be placed on those axes afterwards:
-
-- **updates**: ``optimizer_history[-1]["num_updates"]`` (the trainer's own counter);
-- **tokens**: the ``wpb`` meter (an ``AverageMeter``) of the ``default`` metrics aggregator
-  saved in ``extra_state["metrics"]``. The task's ``reduce_metrics`` logs each update's
-  ``ntokens`` (summed over gradient accumulation and data-parallel ranks) into it once per
-  update, validation runs under a new root aggregator and does not touch it, so its ``sum`` is
-  the number of (target) tokens and its ``count`` the number of updates since the meters last
-  started. A resume restores the meters, *except* from a checkpoint saved at the end of an
-  epoch (fairseq's ``Trainer.load_checkpoint`` sets ``reset_meters`` when the saved iterator has
-  ``iterations_in_epoch == 0``) or with ``checkpoint.reset_meters``: the meter then holds only
-  the updates since that resume (``count`` < updates). Tokens are then extrapolated from the
-  counted updates' mean (``sum / count * updates``) and marked ``tokens_estimated`` (exact for
-  fixed-size batches such as ``sample_break_mode: none``). A run started with
-  ``finetune_from_model`` starts its updates and its meters from 0 together: exact;
-- **hours**: ``extra_state["previous_training_time"]``, fairseq's ``cumulative_training_time``:
-  wall-clock seconds since the trainer started, carried over restarts (the time between a
-  crash and its resume does not count), averaged over ranks. Multiply by the number of
-  devices (``world_size``) for device hours. fairseq restores it on every load, also with
-  ``finetune_from_model``: a fine-tuned checkpoint's clock includes its pretraining's.
-
-The checkpoint's cfg is read whether fairseq-hydra-train (dicts) or fairseq-train (some sections
-as ``argparse.Namespace``) wrote it (:mod:`fairseq_headless.checkpoint_reading`); its digest and
-the clock tell one training's checkpoint from another's at the same update count.
-
-The training log (fairseq's ``train_inner`` lines, json or simple format; hydra writes them
-to ``<save_dir>/hydra_train.log``) carries the same clock as ``wall`` (whole seconds) and each
-logging interval's mean ``wpb``: :mod:`studies.training_log` reads it to cross-check the
-above.
+The x axes of the paper's curves along pretraining (Figs.3-5, 7), read from what fairseq itself
+stores: ``num_updates``, the ``wpb`` meter's sum (extrapolated, and marked so, after a resume that
+reset the meters) and ``previous_training_time``. Why each is right: docs/training.md.
 """
 from __future__ import annotations
 
@@ -41,15 +13,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
-from .checkpoint_reading import CheckpointError, cfg_field, load_state
+from .checkpoint_reading import cfg_field, load_state
 from .cli import InputError
 
 INTERVAL = re.compile(r"^checkpoint_(\d+)_(\d+)\.pt$")  # checkpoint_<epoch>_<updates>.pt
 EPOCH = re.compile(r"^checkpoint(\d+)\.pt$")
-
-
-class ProgressError(InputError):
-    """A file that is not a fairseq training checkpoint (or lacks what is read here): exit status 2."""
 
 
 @dataclass(frozen=True)
@@ -94,28 +62,25 @@ def _cfg_digest(cfg) -> str:
 def read_progress(path: Path) -> Progress:
     """Updates, tokens and training seconds of one checkpoint file (loaded weights_only, memory-mapped)."""
     path = Path(path)
-    try:
-        state = load_state(path, mmap=True)
-    except CheckpointError as e:
-        raise ProgressError(str(e)) from None
+    state = load_state(path, mmap=True)
     try:
         extra, history, cfg = state["extra_state"], state["optimizer_history"], state["cfg"]
         updates = int(history[-1]["num_updates"])
         seconds = float(extra["previous_training_time"])
         wpb = _meter(dict(extra["metrics"]).get("default"), "wpb")
     except (KeyError, IndexError, TypeError) as e:
-        raise ProgressError(f"{path}: no training state in it ({type(e).__name__}: {e}); a checkpoint written by "
+        raise InputError(f"{path}: no training state in it ({type(e).__name__}: {e}); a checkpoint written by "
                             "fairseq-train / fairseq-hydra-train is needed") from None
     if cfg is None:
-        raise ProgressError(f"{path}: written without a config (pre-hydra fairseq); re-save it with fairseq >= 0.10")
+        raise InputError(f"{path}: written without a config (pre-hydra fairseq); re-save it with fairseq >= 0.10")
     if wpb is None:
         if updates:
-            raise ProgressError(f"{path}: its saved metrics have no 'wpb' meter, so tokens seen are unknown")
+            raise InputError(f"{path}: its saved metrics have no 'wpb' meter, so tokens seen are unknown")
         tokens, counted = 0, 0
     else:
         total, counted = float(wpb["sum"]), int(wpb.get("count", updates))
         if counted <= 0 < updates:
-            raise ProgressError(f"{path}: its 'wpb' meter counted no update, so tokens seen are unknown")
+            raise InputError(f"{path}: its 'wpb' meter counted no update, so tokens seen are unknown")
         # Meters reset by a resume from an end-of-epoch checkpoint: the counted updates' mean stands in for the rest.
         tokens = int(round(total if counted >= updates else total / counted * updates))
     try:
@@ -127,7 +92,7 @@ def read_progress(path: Path) -> Progress:
             tokens_counted_updates=min(counted, updates),
         )
     except (KeyError, TypeError) as e:
-        raise ProgressError(f"{path}: its config lacks {e} (task._name, task.data, model._name and "
+        raise InputError(f"{path}: its config lacks {e} (task._name, task.data, model._name and "
                             "distributed_training.distributed_world_size are read)") from None
 
 

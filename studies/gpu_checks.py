@@ -1,43 +1,19 @@
-"""The checks that need a GPU, in one call of under 10 minutes on one GPU (CI and the test suite have none).
+"""The checks that need a GPU, in one short call on one GPU (CI and the test suite have none).
 
     python -m studies.gpu_checks --data demo_runs/data-sotu-8000 --corpus demo_runs/sotu --output gpu_checks.json
 
-1. ``loss``: the CWT loss on CUDA in fp16 and bf16: finite loss and gradients with dot products of
-   several hundred, chunked equal to unchunked;
-2. ``fp16_hmlm_tiny``, ``fp16_hlm_tiny``: fp16 training (``--updates``, default 100) with fairseq's loss
-   scaling (plain ``common.fp16=true``, the paper's setting): the loss goes down, overflow skips counted;
-3. ``fp16_sparse_hmlm_tiny``: the same with the sparse embedding update
-   (``model.sparse_embedding_update=true optimizer._name=lazy_adam``, ``common.memory_efficient_fp16=true``);
-4. ``nccl_1rank_sparse_hook``: a real fairseq-hydra-train under ``torchrun --nproc_per_node=1`` with
-   ``distributed_backend=nccl``, ``ddp_backend=pytorch_ddp`` and the sparse update (``hlm_tiny``, fp16),
-   asserting from its log that the sparse all-reduce hook (fairseq_headless/sparse_all_reduce.py) ran.
-   fairseq wraps a model in DDP only when the world has 2 ranks or more, so this process makes its
-   ``Trainer`` wrap a world of one (``Trainer.use_distributed_wrapper``), nothing else changed: the hook's
-   NCCL collectives then run on the one GPU. 2 GPUs on NCCL stay untested unless 5. runs;
-5. with 2+ GPUs only: ``nccl_2gpu_global_sparse``, 2 processes on NCCL with ``negatives_scope=global`` and
-   the sparse update;
-6. ``demo_small``: ``hmlm_small`` against ``mlm_small`` at equal tokens with the downstream check, by
-   studies/demo.py with RESULTS.md's command (``--size small --max-update 1000``, 2 fine-tuning seeds,
-   500 / 300 sentences per era); needs ``--corpus`` (the SOTU folder of scripts/fetch_corpus.py);
-7. ``xformers``: whether it imports and runs ``memory_efficient_attention`` here.
-
-Sized for an H200, estimated from the times RESULTS.md measured (not yet run as a whole): ~2 minutes for
-1-5, ~6 for the demo (``--demo-timeout``, default 7 minutes). The JSON is rewritten after every check (with
-each one's ``wall_s``), so a call stopped at its limit keeps what ran.
-
-``--cpu-dry-run`` runs the same code on a CPU (what tests/test_gpu_checks.py does): the CUDA parts
-(the loss in fp16 on CUDA, xformers) on CPU shapes or skipped, fp32 instead of fp16 (fairseq's fp16
-asserts CUDA; PyTorch adds no fp16 sparse gradients on CPUs), gloo instead of NCCL, the demo at
-``--size tiny`` with a tiny downstream check. DATA_DIR is any folder made by scripts/prepare_data.py
-(the demo's ``demo_runs/data-*`` will do). Record the results in RESULTS.md.
-
-The command line is studies/gpu_checks.py.
+``loss``: the CWT loss in fp16 and bf16 on CUDA (finite, chunked = unchunked); ``fp16_*``: fp16 training
+with fairseq's loss scaling, dense and sparse embedding update; ``nccl_1rank_sparse_hook``: fairseq-hydra-train
+under torchrun on NCCL with the sparse all-reduce hook, its Trainer made to wrap a world of one in DDP (2+
+GPUs: ``nccl_2gpu_global_sparse`` too); ``demo_small``: RESULTS.md's demo command; ``xformers``. The JSON is
+rewritten after every check. ``--cpu-dry-run`` runs the same code on a CPU (tiny sizes, fp32, gloo).
 """
 from __future__ import annotations
 
 import argparse
 import itertools
 import json
+import logging
 import re
 import shlex
 import socket
@@ -50,9 +26,10 @@ import torch
 
 from fairseq_headless.cli import Parser
 from fairseq_headless.files import write_json_atomic
-from .training_log import last_update, read_log, records
-from .training_runs import CPU_OVERRIDES, REPO, hydra_train_command, merge_overrides, run_training, study_command
+from .training_runs import (CPU_OVERRIDES, REPO, hydra_train_command, last_update, merge_overrides, read_log, records,
+                            run_training, study_command)
 
+logger = logging.getLogger(__name__)
 BIN = Path(sys.executable).parent
 # torchrun starts the script, which runs the installed package (also in the torchrun child)
 ONE_RANK_DDP = "--as-one-rank-ddp-fairseq-hydra-train"  # the torchrun child of check 4
@@ -79,16 +56,12 @@ class Mode:
     demo: tuple  # studies/demo.py's size and downstream arguments
 
 
-def cpu_overrides():
-    return tuple(CPU_OVERRIDES)
-
-
 GPU = Mode("cuda", ("common.fp16=true",), ("common.fp16=true", "common.memory_efficient_fp16=true"), "nccl",
            (4096, 8000, 512), ("float16", "bfloat16"), tuple(DEMO_SMALL))
 
 
 def cpu_dry_run(vocab_size):
-    return Mode("cpu", cpu_overrides(), cpu_overrides(), "gloo", (64, 100, 32), ("bfloat16",),
+    return Mode("cpu", tuple(CPU_OVERRIDES), tuple(CPU_OVERRIDES), "gloo", (64, 100, 32), ("bfloat16",),
                 ("--size", "tiny", "--max-update", "10", "--vocab-size", str(vocab_size),
                  "--train-override", "common.log_interval=5", "--downstream-seeds", "1",
                  "--downstream-train-per-era", "12", "--downstream-dev-per-era", "4"))
@@ -132,36 +105,20 @@ def train(config, data, save_dir, updates, overrides=(), launcher=(), timeout=30
     inner = records(launches, "train_inner")
     losses = [float(r["loss"]) for r in inner if "loss" in r]
     returncode = finished.returncode
-    result = {
-        "command": shlex.join(map(str, command)),
-        "returncode": returncode,
-        "updates": last_update(launches) or 0,
-        "first_losses": losses[:3],
-        "loss_went_down": bool(losses) and losses[-1] < losses[0],
-        "last_losses": losses[-3:],
-        "overflow_skips": sum(launch.overflow_skips for launch in launches),
-        "loss_scales": sorted({str(r["loss_scale"]) for r in inner if "loss_scale" in r}),
-        "tail": finished.output[-1500:] if returncode else "",
-    }
+    result = {"command": shlex.join(map(str, command)), "returncode": returncode, "updates": last_update(launches) or 0,
+              "first_losses": losses[:3], "loss_went_down": bool(losses) and losses[-1] < losses[0],
+              "last_losses": losses[-3:], "overflow_skips": sum(launch.overflow_skips for launch in launches),
+              "loss_scales": sorted({str(r["loss_scale"]) for r in inner if "loss_scale" in r}),
+              "tail": finished.output[-1500:] if returncode else ""}
     result["ok"] = returncode == 0 and result["updates"] == updates and bool(losses)
     return result, finished.output
 
 
 def hook_calls(log):
     """The sparse all-reduce hook's logged calls (fairseq logs INFO on rank 0 only)."""
-    calls = []
-    for m in HOOK_CALL.finditer(log):
-        calls.append({"call": int(m[1]), "path": m[2], "rows_per_rank": [int(x) for x in m[3].split(",")],
-                      "vocab": int(m[4]), "dim": int(m[5]), "gather_bytes": int(m[6].replace(",", "")),
-                      "dense_bytes": int(m[7].replace(",", ""))})
-    return calls
-
-
-def distributed_overrides(mode, world_size):
-    return [f"distributed_training.distributed_world_size={world_size}",
-            f"distributed_training.distributed_backend={mode.backend}",
-            "distributed_training.ddp_backend=pytorch_ddp", "distributed_training.distributed_init_method=env://",
-            "distributed_training.distributed_no_spawn=true", "distributed_training.distributed_rank=${oc.env:RANK}"]
+    return [{"call": int(m[1]), "path": m[2], "rows_per_rank": [int(x) for x in m[3].split(",")], "vocab": int(m[4]),
+             "dim": int(m[5]), "gather_bytes": int(m[6].replace(",", "")), "dense_bytes": int(m[7].replace(",", ""))}
+            for m in HOOK_CALL.finditer(log)]
 
 
 def check_ddp_hook(mode, data, workdir, updates, world_size):
@@ -176,8 +133,11 @@ def check_ddp_hook(mode, data, workdir, updates, world_size):
         config, extra = "hlm_tiny", []
     else:
         launcher, config, extra = torchrun, "hmlm_tiny", ["criterion.negatives_scope=global"]
+    distributed = {"distributed_world_size": world_size, "distributed_backend": mode.backend,
+                   "ddp_backend": "pytorch_ddp", "distributed_init_method": "env://", "distributed_no_spawn": "true",
+                   "distributed_rank": "${oc.env:RANK}"}
     result, log = train(config, data, workdir, updates, launcher=launcher, overrides=[
-        *mode.sparse_fp16, *distributed_overrides(mode, world_size), *SPARSE_UPDATE, *extra])
+        *mode.sparse_fp16, *(f"distributed_training.{k}={v}" for k, v in distributed.items()), *SPARSE_UPDATE, *extra])
     calls = hook_calls(log)
     # calls 1, 2, 4, ... are logged; fp16 steps skipped for an overflow call the hook too but are no update,
     # so there may be more calls than updates, never fewer
@@ -216,8 +176,7 @@ def one_rank_ddp_fairseq_hydra_train(command):
 def check_demo(mode, corpus, workdir, timeout):
     """studies/demo.py's headless vs vanilla run at equal tokens, with its downstream check; the comparison."""
     before = set(workdir.glob("run-*")) if workdir.exists() else set()
-    command = [*study_command("demo"), "--workdir", str(workdir), "--corpus", str(corpus),
-               *mode.demo]
+    command = [*study_command("demo"), "--workdir", str(workdir), "--corpus", str(corpus), *mode.demo]
     finished = run_training(command, workdir / "demo.out", "demo", report=None, timeout=timeout, check=False)
     returncode, log = finished.returncode, finished.output
     result = {"command": shlex.join(command), "returncode": returncode, "tail": log[-2000:] if returncode else ""}
@@ -252,8 +211,8 @@ def check_xformers():
     return {"installed": True, "max_abs_diff_vs_sdpa": float((out - reference).abs().max())}
 
 
-def build_parser() -> Parser:
-    parser = Parser(prog="gpu_checks.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv):
+    parser = Parser(prog="python -m studies.gpu_checks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="a data folder made by scripts/prepare_data.py")
     parser.add_argument("--output", type=Path, required=True, help="where to write the JSON results")
     parser.add_argument("--corpus", type=Path, help="the SOTU folder (scripts/fetch_corpus.py) for the demo check; "
@@ -264,11 +223,6 @@ def build_parser() -> Parser:
     parser.add_argument("--cpu-dry-run", action="store_true",
                         help="the same checks on a CPU with tiny sizes, fp32 and gloo (the test suite's run)")
     parser.add_argument("--vocab-size", type=int, default=150, help="the dry run's demo vocabulary (default 150)")
-    return parser
-
-
-def parse_args(argv):
-    parser = build_parser()
     args = parser.parse_args(argv)
     if args.updates <= 0:
         parser.error(f"--updates {args.updates}: give a positive number of updates")
@@ -294,36 +248,34 @@ def run_checks(args, mode, results: dict) -> None:
             results[name] = {"ok": False, "error": f"{type(error).__name__}: {error}"[-4000:]}
         results[name]["wall_s"] = round(time.time() - started, 1)
         write_json_atomic(args.output, results)
-        print(f"[gpu_checks] {name}: ok={results[name].get('ok')} ({results[name]['wall_s']} s)", flush=True)
+        logger.info(f"[gpu_checks] {name}: ok={results[name].get('ok')} ({results[name]['wall_s']} s)")
 
     record("loss", lambda: check_loss(mode))
-    for config in ("hmlm_tiny", "hlm_tiny"):
-        record(f"fp16_{config}", lambda config=config: train(config, args.data, args.workdir / config, args.updates,
-                                                             mode.fp16)[0])
     from fairseq_headless.sparse_embedding import OVERRIDES as SPARSE_UPDATE
 
-    record("fp16_sparse_hmlm_tiny", lambda: train(
-        "hmlm_tiny", args.data, args.workdir / "sparse", args.updates,
-        [*mode.sparse_fp16, *SPARSE_UPDATE])[0])
-    record("nccl_1rank_sparse_hook", lambda: check_ddp_hook(mode, args.data, args.workdir / "ddp1", args.updates, 1))
-    if gpus >= 2:
-        record("nccl_2gpu_global_sparse", lambda: check_ddp_hook(mode, args.data, args.workdir / "ddp2", args.updates, 2))
+    for name, config, overrides in (("hmlm_tiny", "hmlm_tiny", mode.fp16), ("hlm_tiny", "hlm_tiny", mode.fp16),
+                                    ("sparse_hmlm_tiny", "hmlm_tiny", [*mode.sparse_fp16, *SPARSE_UPDATE])):
+        record(f"fp16_{name}", lambda: train(config, args.data, args.workdir / name, args.updates, overrides)[0])
+    for world, name in ((1, "nccl_1rank_sparse_hook"), (2, "nccl_2gpu_global_sparse"))[:2 if gpus >= 2 else 1]:
+        record(name, lambda: check_ddp_hook(mode, args.data, args.workdir / f"ddp{world}", args.updates, world))
     if args.corpus is not None:
         record("demo_small", lambda: check_demo(mode, args.corpus.resolve(), args.workdir / "demo", args.demo_timeout))
     record("xformers", check_xformers if gpus else (lambda: {"skipped": "no CUDA device (--cpu-dry-run)"}))
 
 
 def main(argv=None) -> int:
-    """studies/gpu_checks.py: 0 when every check passed, 1 when one failed; bad input raises an InputError."""
+    """0 when every check passed, 1 when one failed."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == [ONE_RANK_DDP]:
         return one_rank_ddp_fairseq_hydra_train(argv[1:])
     args = parse_args(argv)
+    logging.basicConfig(format="%(message)s")
+    logger.setLevel(logging.INFO)
     mode = cpu_dry_run(args.vocab_size) if args.cpu_dry_run else GPU
     gpus = torch.cuda.device_count() if mode.device == "cuda" else 0
     results = {"device": torch.cuda.get_device_name(0) if gpus else "cpu (--cpu-dry-run)", "gpus": gpus,
                "torch": torch.__version__, "mode": mode.device, "updates": args.updates,
-               "command": shlex.join(["python", "studies/gpu_checks.py", *argv])}
+               "command": shlex.join(["python", "-m", "studies.gpu_checks", *argv])}
     run_checks(args, mode, results)
     results["ok"] = all(r.get("ok", True) for r in results.values() if isinstance(r, dict))
     write_json_atomic(args.output, results)
@@ -332,8 +284,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
     from fairseq_headless.cli import run as run_command
 
     sys.exit(run_command(main))

@@ -105,22 +105,9 @@ def hlm_pythia_tiny_run(tiny_data, tmp_path_factory):
 
 def load_config(name: str, *overrides: str):
     """Compose configs/<name>.yaml exactly as fairseq-hydra-train does (without training)."""
-    import fairseq_headless.plugin  # noqa: F401  (registers the plugin)
-    from fairseq.dataclass.initialize import add_defaults, hydra_init
-    from fairseq.dataclass.utils import omegaconf_no_object_check
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
+    from studies.benchmarks.steps import compose
 
-    GlobalHydra.instance().clear()
-    hydra_init(name)
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):
-        cfg = compose(config_name=name, overrides=list(overrides))
-    add_defaults(cfg)
-    with omegaconf_no_object_check():
-        cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
-    OmegaConf.set_struct(cfg, True)
-    return cfg
+    return compose(name, overrides, REPO / "configs")
 
 
 def build_task_and_model(name: str, data: Path, *overrides: str):

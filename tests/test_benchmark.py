@@ -1,5 +1,5 @@
 """studies/benchmarks/speed.py in its smallest setting: it runs, writes every field, its loss implementations agree,
-its memory meter measures, and its targets are checked as the issue states them."""
+and its memory meter measures."""
 
 import json
 import re
@@ -19,6 +19,12 @@ SCRIPT = ["-m", "studies.benchmarks.speed"]
 STEP_FIELDS = {"family", "arch", "vocab_size", "batch", "embedding_update", "negatives", "vanilla_step_s",
                "headless_step_s", "body_step_s", "vanilla_peak_mb", "headless_peak_mb"}
 MACHINE_FIELDS = {"cpu_model", "logical_cpus", "torch_threads", "torch", "gpu", "load_average_at_start"}
+
+
+def rows(markdown, first):
+    """The cells of each markdown table row that starts with the cell ``first``."""
+    table = [[cell.strip() for cell in line.strip("|").split("|")] for line in markdown.splitlines() if line[:1] == "|"]
+    return [row for row in table if row[0] == first]
 
 
 def run_script(*args):
@@ -65,32 +71,17 @@ def test_smoke_run_writes_every_field(smoke):
     curves = result["loss_curves"]["curves"]
     assert set(curves) == {"dense", "sparse"}
     assert all(c["updates"][-1] == 10 and len(c["train_loss"]) == len(c["updates"]) >= 5 for c in curves.values())
-    assert len(result["targets"]) == 14  # none measured at these sizes, each reported as such
-    assert all(t["measured"] is None and t["met"] is None for t in result["targets"])
     markdown = (output / "benchmark.md").read_text()
-    assert result["command"] in markdown and "| family | arch | V |" in markdown and "not in this run" in markdown
+    assert result["command"] in markdown and rows(markdown, "family")[0][:3] == ["family", "arch", "V"]
     assert "- interleaved in the bert-tiny V=300 group: headless (sparse, batch) at V=200: " in markdown
     for name in ("steps_vocab.png", "loss.png", "loss_curves.png"):
         assert name in result["plots"] and (output / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # stderr is a pipe here, not a terminal: progress as log lines (no bar redrawn with "\r"), the last at 100%
-    done = re.findall(r"^benchmark: (\d+)/(\d+) parts \((\d+)%\)", proc.stderr, re.M)
-    assert done and done[-1][0] == done[-1][1] and done[-1][2] == "100", proc.stderr[-2000:]
-    assert int(done[-1][1]) == len(result["loss"]) + 2 + len({(r["family"], r["arch"], r["vocab_size"], r["batch"])
+    done = re.findall(r"^benchmark: (\d+)/(\d+) parts$", proc.stderr, re.M)
+    assert done and done[-1][0] == done[-1][1], proc.stderr[-2000:]
+    assert int(done[-1][1]) == len(result["loss"]) + 1 + len({(r["family"], r["arch"], r["vocab_size"], r["batch"])
                                                                 for r in steps})  # groups, loss points, curves
     assert "\r" not in proc.stderr
-
-
-def test_sequence_length_is_the_one_asked_for():
-    """--seq-len (Fig.2 used 512-token sequences): the group trains on batch x seq_len samples."""
-    from studies.benchmarks import steps
-
-    variants = steps.group_variants(["dense"], ["batch"], [None], frozen=False)
-    group = steps.measure_group("bert-tiny", 300, variants, 1, REPO / "configs", "cpu", "fp32", seq_len=48,
-                                report=lambda message: None)
-    info = group["info"]
-    assert (info["batch"], info["seq_len"], info["tokens_per_step"]) == (4, 48, 4 * 48)
-    assert 0.05 * 192 < info["positions"] < 0.3 * 192  # ~15% of the 192 tokens masked
-    assert all(len(v["times_s"]) == 1 for v in group["variants"].values())
 
 
 def test_architectures_take_family_and_yaml_pair_from_the_shape_table():
@@ -121,8 +112,10 @@ def test_quick_preset_plan_is_what_the_docs_say(tmp_path):
     assert settings["sweeps"][0][1] == [8_000, 50_000, 131_000] and settings["reference_vocab"] == 0
 
 
-@pytest.mark.parametrize("rewarm,calls", [(True, 2 + 2), (False, 1 + 2)])
-def test_each_variant_runs_the_memory_step_the_rewarm_step_if_asked_and_the_timed_steps(rewarm, calls, monkeypatch):
+@pytest.mark.parametrize("arch,rewarm,calls", [("gpt2-tiny", True, 2 + 2), ("bert-tiny", False, 1 + 2)])
+def test_each_variant_runs_the_memory_step_the_rewarm_step_if_asked_and_the_timed_steps(arch, rewarm, calls,
+                                                                                         monkeypatch):
+    """Also --seq-len (Fig.2 used 512-token sequences): the group trains on batch x seq_len samples."""
     from fairseq.trainer import Trainer
 
     from studies.benchmarks import steps
@@ -136,10 +129,13 @@ def test_each_variant_runs_the_memory_step_the_rewarm_step_if_asked_and_the_time
 
     monkeypatch.setattr(Trainer, "train_step", counting)
     variants = steps.group_variants(["sparse"], ["batch"], [None], frozen=False)
-    group = steps.measure_group("gpt2-tiny", 300, variants, 2, REPO / "configs", "cpu", "fp32", rewarm=rewarm,
-                                report=lambda message: None)
+    group = steps.measure_group(arch, 300, variants, 2, REPO / "configs", "cpu", "fp32", rewarm=rewarm, seq_len=48)
     assert sorted(counts.values()) == [calls] * len(variants)  # vanilla, body-sparse, headless-sparse
     assert all(len(v["times_s"]) == 2 for v in group["variants"].values())
+    info, batch = group["info"], steps.ARCHS[arch].batch
+    assert (info["batch"], info["seq_len"], info["tokens_per_step"]) == (batch, 48, batch * 48)
+    if arch == "bert-tiny":
+        assert 0.05 * 192 < info["positions"] < 0.3 * 192  # ~15% of the 4 x 48 tokens masked
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +169,8 @@ def test_body_only_at_the_sizes_asked_for(fresh_runs):
     assert "body" not in by_vocab[400]["times_s"] and by_vocab[300]["reference"] is None
     reference = by_vocab[400]["reference"]  # in the largest group only
     assert reference["vocab_size"] == 200 and reference["headless_peak_mb"] > 0
-    assert "| 400 | 4x32 | sparse | batch |" in "\n".join(report.steps_table(records))
+    row = rows(report.steps_table(records), "encoder")[-1]
+    assert row[2:6] == ["400", "4x32", "sparse", "batch"] and row[9] == "—"  # no body at 400
 
 
 @pytest.fixture
@@ -236,7 +233,7 @@ def test_one_block_loss_beyond_its_time_limit_is_measured_for_memory_only(fresh_
                                         abs=rounding_bound(big["dim"] + 2 * 128, big["loss"]))
     assert big["note"] == "peak memory only (timed up to K=64 in this run)"
     assert by_key[("cwt_chunked", 128)]["time_s"] > 0
-    assert "peak memory only" in "\n".join(report.loss_table(records))
+    assert rows(report.loss_table(records), "128")[0][-1] == "peak memory only (timed up to K=64 in this run)"
 
 
 def test_loss_records_of_one_run_agree(smoke):
@@ -261,9 +258,9 @@ def test_an_existing_result_is_not_overwritten_without_force(smoke, capsys):
 @pytest.mark.parametrize("args,message", [
     (["--archs", "bert-huge"], "--archs: unknown bert-huge"),
     (["--vocab", "8k,lots"], "--vocab: 'lots' is not a size"),
-    (["--embedding-update", "lazy"], "--embedding-update: choose from dense, sparse"),
-    (["--steps", "0"], "--steps must be at least 1"),
-    (["--seq-len", "4"], "--seq-len 4: give at least 8 tokens per sequence"),
+    (["--embedding-update", "lazy"], "--embedding-update: unknown lazy; choose from dense, sparse"),
+    (["--steps", "0"], "--steps 0: give at least 1"),
+    (["--seq-len", "4"], "--seq-len 4: give at least 8"),
     (["--reference-vocab", "big"], "--reference-vocab: 'big' is not a size"),
     (["--vocab", "3"], "--vocab: 3 is too small"),
     (["--device", "cuda"], "--device cuda: no CUDA device here") if not torch.cuda.is_available()
@@ -275,11 +272,25 @@ def test_bad_options_give_one_error_line_and_exit_2(args, message, tmp_path, cap
     assert not (tmp_path / "out").exists()
 
 
-def test_loss_implementations_agree_with_float64():
-    gaps = loss.agreement()
-    for name in ("cwt", "cwt_chunked", "cwt_chunked_recompute", "cross_entropy"):
-        assert gaps[name]["loss_rel_diff"] < 1e-6
-        assert gaps[name]["grad_outputs_max_abs_diff"] < 1e-5 and gaps[name]["grad_targets_max_abs_diff"] < 1e-5
+@pytest.mark.parametrize("name", ["cwt", "cwt_chunked", "cwt_chunked_recompute", "cross_entropy"])
+def test_each_timed_loss_agrees_with_float64_autograd(name):
+    """What the loss benchmark times is the loss: loss and both gradients against float64 autograd."""
+    outputs, matrix, ids = loss.make_inputs(300, 32, 1000, "cpu", torch.float32)
+    o = outputs.double().requires_grad_(True)
+    table = (matrix.double() if name == "cross_entropy" else matrix.double()[ids]).requires_grad_(True)
+    if name == "cross_entropy":
+        expected = torch.nn.functional.cross_entropy(o @ table.t(), ids, reduction="sum")
+    else:  # CWT: each position's own target against every target of the batch
+        expected = (torch.logsumexp(o @ table.t(), dim=-1) - (o * table).sum(-1)).sum()
+    expected.backward()
+    value, grad_outputs, grad_table = loss.loss_and_grads(name, outputs, matrix, ids, chunk_size=64)
+    assert abs(float(value) - float(expected.detach())) <= rounding_bound(32 + 1000 + 300, float(expected.detach()))
+    # a gradient entry sums K (or V) products of softmax weights and D-term features: float32 rounding of those
+    assert float((grad_outputs.double() - o.grad).abs().max()) < 1e-5
+    assert float((grad_table.double() - table.grad).abs().max()) < 1e-5
+
+
+def test_the_floors_have_the_shapes_of_their_losses():
     outputs, matrix, ids = loss.make_inputs(50, 8, 70, "cpu", torch.float32)
     logits, grad_outputs, grad_columns = loss.floor("cwt_floor", outputs, matrix, ids)
     assert logits.shape == (50, 50) and grad_outputs.shape == (50, 8) and grad_columns.shape == (50, 8)
@@ -296,33 +307,3 @@ def test_cpu_peak_memory_meter_sees_an_allocation_that_is_freed_again():
     with PeakMemory(torch.device("cpu")) as meter:
         torch.ones(16)
     assert meter.extra_mb < 8, meter.extra_mb
-
-
-def test_targets_are_checked_as_the_issue_states_them():
-    def step(family, vocab, mode, speedup, headless, **sizes):
-        sizes = sizes or report.TARGET_SIZES[family]  # the issue's: BERT-small 32 x 128, Pythia-70M 4 x 512
-        return {"family": family, "vocab_size": vocab, "embedding_update": mode, "negatives": "batch",
-                "speedup": speedup, "headless_step_s": headless, **sizes}
-
-    steps = [step("encoder", 50_000, "sparse", 1.5, 1.0), step("encoder", 131_000, "sparse", 2.1, 1.04),
-             step("encoder", 8_000, "sparse", 1.1, 1.0), step("decoder", 50_000, "dense", 1.9, 1.0),
-             # another architecture or micro-batch of a sweep is not judged against the issue's targets
-             step("encoder", 131_000, "sparse", 3.0, 1.0, arch="bert-base", batch=32, seq_len=128),
-             step("decoder", 50_000, "dense", 3.0, 1.0, arch="pythia-70m", batch=8, seq_len=512)]
-    losses = [{"implementation": name, "num_positions": 16_384, "time_s": t, "peak_extra_mb": m}
-              for name, t, m in (("cwt", 30.0, 5000.0), ("cwt_chunked", 12.0, 400.0), ("cwt_floor", 10.0, 1000.0))]
-    checks = {c["target"]: c for c in report.targets(steps, losses)}
-    assert checks["encoder speed-up at V=50,000 (sparse embedding update)"]["met"] is True
-    assert checks["encoder speed-up at V=131,000 (sparse embedding update)"]["met"] is False
-    assert checks["decoder speed-up at V=50,000 (dense embedding update)"]["met"] is False
-    assert checks["decoder speed-up at V=50,000 (sparse embedding update)"]["met"] is None
-    flat = checks["encoder headless step at V=131,000 vs V=8,000 (sparse)"]
-    assert flat["measured"] == pytest.approx(0.04) and flat["met"] is True and flat["how"] == "across two groups"
-    # With the interleaved reference in the 131k group, that is what is judged (the across-groups ratio is kept).
-    steps[1]["reference"] = {"vocab_size": 8_000, "headless_step_s": 0.96, "times_s": [0.96]}
-    flat = {c["target"]: c for c in report.targets(steps, losses)}["encoder headless step at V=131,000 vs V=8,000 (sparse)"]
-    assert flat["measured"] == pytest.approx(1.04 / 0.96 - 1) and flat["met"] is False
-    assert flat["how"] == "interleaved in one process" and flat["across_groups"] == pytest.approx(0.04)
-    assert "interleaved (+4.0% across groups)" in "\n".join(report.targets_table([flat]))
-    assert checks["CWT loss at K=16,384: peak extra memory, chunked / one block"]["measured"] == pytest.approx(0.08)
-    assert checks["CWT loss at K=16,384: time, chunked / matrix-product floor"]["met"] is True

@@ -1,10 +1,10 @@
-"""studies/benchmarks/data.py --smoke: the data benchmark's JSON has every figure the issue asks for,
+"""studies/benchmarks/data.py --smoke: the data benchmark's JSON has every figure BENCHMARKS.md reports,
 and the figures agree with each other and with the raw runs. Not a timing test: the speeds of a
 tiny corpus on a shared machine mean nothing, their arithmetic does."""
 from __future__ import annotations
 
 import json
-import math
+import re
 import subprocess
 import sys
 
@@ -28,7 +28,7 @@ def test_the_json_holds_every_figure(smoke):
     out, result, proc = smoke
     assert {"preset", "settings", "machine", "corpus", "tokenizers", "tokenizer_speed", "tokenizer_two_processes",
             "runs", "memory_runs",
-            "reading", "summary", "targets", "command", "seconds"} <= set(result)
+            "reading", "summary", "command", "seconds"} <= set(result)
     assert result["preset"] == "smoke" and result["command"].endswith("--smoke --output " + str(out))
     assert set(result["tokenizers"]) == {"sentencepiece", "bpe"}
     # interleaved: every tokenizer at 1 and 2 workers, in order, each repeat
@@ -36,7 +36,7 @@ def test_the_json_holds_every_figure(smoke):
         ("sentencepiece", 1), ("sentencepiece", 2), ("bpe", 1), ("bpe", 2)] * result["settings"]["repeats"]
     assert (out / "benchmark_data.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (out / "benchmark_data.md").read_text()
-    assert "| sentencepiece |" in md and "| bpe |" in md and "OWT2" in md
+    assert re.search(r"^\| sentencepiece +\| +[\d,]+ \|", md, re.M) and re.search(r"^\| bpe +\|", md, re.M) and "OWT2" in md
     assert md in proc.stdout
 
 
@@ -93,11 +93,6 @@ def test_summary_follows_from_the_runs(smoke):
     adjusted = [pss - m["index_bytes_per_entry"] * n / 1e6 for pss, n in zip(m["peak_pss_mb"], m["entries"])]
     assert m["peak_pss_mb_without_index"] == pytest.approx(adjusted)
     assert m["growth_10x"] == pytest.approx(adjusted[1] / adjusted[0])
-    for check in result["targets"]:
-        op, wanted = check["target"].split()
-        assert check["met"] == {">=": check["value"] >= float(wanted), "<=": check["value"] <= float(wanted),
-                                "<": check["value"] < float(wanted)}[op]
-    assert len(result["targets"]) == 2 * 4 + 2 and all(math.isfinite(c["value"]) for c in result["targets"])
 
 
 def test_one_compressed_file_against_the_same_ceiling(smoke):

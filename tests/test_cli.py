@@ -1,4 +1,5 @@
 """The one command-line convention (fairseq_headless/cli.py): one ``error:`` line and status 2."""
+import logging
 import os
 import sys
 
@@ -6,8 +7,6 @@ import pytest
 
 from fairseq_headless import cli
 from fairseq_headless.cli import InputError, Parser, run
-from fairseq_headless.data.errors import DataError
-from fairseq_headless.evaluation.errors import EvaluationInputError
 
 
 def _main(argv):
@@ -15,7 +14,7 @@ def _main(argv):
     parser.add_argument("--n", type=int, required=True)
     args = parser.parse_args(argv)
     if args.n < 0:
-        raise DataError("--n must be 0 or more")
+        raise InputError("--n must be 0 or more")
     return args.n
 
 
@@ -30,11 +29,27 @@ def test_run_maps_input_errors_to_one_line_and_status_2(capsys, argv, status, me
     assert err == (message or "")
 
 
-def test_stage_errors_are_input_errors_and_bugs_keep_their_traceback():
-    assert issubclass(DataError, InputError) and issubclass(EvaluationInputError, ValueError)
-    assert issubclass(EvaluationInputError, InputError)
+def test_failures_are_status_1_and_bugs_keep_their_traceback(capsys):
+    def failed(argv):
+        raise cli.Failure("the training crashed; see train.log")
+
+    assert run(failed, []) == 1 and capsys.readouterr().err == "error: the training crashed; see train.log\n"
     with pytest.raises(ZeroDivisionError):
         run(lambda argv: 1 / 0, [])
+
+
+def test_run_shows_the_package_messages_on_stderr(capsys):
+    log = logging.getLogger("fairseq_headless.example")
+
+    def main(argv):
+        log.info("scanned 3 lines")
+        log.warning("2 lines dropped")
+        log.debug("not shown")
+
+    assert run(main, []) == 0
+    assert capsys.readouterr() == ("", "scanned 3 lines\nwarning: 2 lines dropped\n")
+    log.info("after the run: not shown")
+    assert capsys.readouterr().err == ""
 
 
 

@@ -12,8 +12,9 @@ import yaml
 
 from conftest import REPO, build_task_and_model, load_config
 
-from fairseq_headless.launch import CPU_OVERRIDES, LaunchError, check_config
+from fairseq_headless.launch import CPU_OVERRIDES, check_config
 from fairseq_headless.models.shapes import SHAPES as TABLE
+from fairseq_headless.cli import InputError
 
 CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.yaml"))
 FINETUNING = [name for name in CONFIGS if name.endswith("_ft")]  # causal fine-tuning of a headless decoder
@@ -241,7 +242,7 @@ def test_the_readmes_cpu_line_composes_for_every_paper_config(name, tiny_data):
     assert cfg.checkpoint.no_save_optimizer_state
     check_config(cfg, environ={}, cuda_devices=0)
     # without the CPU line, the same check stops every paper config on such a machine (fp16, or 8-16 GPUs)
-    with pytest.raises(LaunchError, match="this machine has no GPU"):
+    with pytest.raises(InputError, match="this machine has no GPU"):
         check_config(load_config(name, f"task.data={tiny_data}", *overrides[len(CPU_LINE):]), environ={},
                      cuda_devices=0)
 

@@ -13,9 +13,9 @@ import pytest
 
 from conftest import build_task_and_model
 
-from fairseq_headless.data.errors import DataError
 from fairseq_headless.data.folder import open_data_folder, split_data_path
 from helpers.plain_folder import plain_fairseq_folder
+from fairseq_headless.cli import InputError
 
 
 @pytest.fixture(scope="module")
@@ -40,16 +40,16 @@ def test_colon_lists_resolve_to_the_first_shard(tmp_path):
     assert folder.tokenizer_type == "sentencepiece" and folder.offset == 4
     assert open_data_folder(tmp_path / "shard0", "--data") == open_data_folder(str(tmp_path / "shard0"), "--data")
     # the errors name the option and the fix
-    with pytest.raises(DataError, match=r"^--data-bin .*shard1: no manifest.json in .*shard1 .*tokenizer files"):
+    with pytest.raises(InputError, match=r"^--data-bin .*shard1: no manifest.json in .*shard1 .*tokenizer files"):
         open_data_folder(tmp_path / "shard1", f"--data-bin {tmp_path / 'shard1'}")
     (tmp_path / "shard0" / "tokenizer" / "spm.model").unlink()
-    with pytest.raises(DataError, match="tokenizer file .*spm.model .* is missing"):
+    with pytest.raises(InputError, match="tokenizer file .*spm.model .* is missing"):
         open_data_folder(data, "--data")
     (tmp_path / "shard0" / "manifest.json").write_text(json.dumps({
         "tokenizer": {"type": "hf", "path": "t.json"}, "id_mapping": {"offset": 0}}))
-    with pytest.raises(DataError, match="id_mapping is not `tokenizer id \\+ 4`"):
+    with pytest.raises(InputError, match="id_mapping is not `tokenizer id \\+ 4`"):
         open_data_folder(data, "--data")
-    with pytest.raises(DataError, match="no dict.txt"):
+    with pytest.raises(InputError, match="no dict.txt"):
         open_data_folder(tmp_path / "shard1", "--data", need_tokenizer=False).require_dictionary("--data")
 
 
@@ -75,7 +75,7 @@ def test_plain_fairseq_preprocess_folder_reads_with_its_tokenizer_files(plain):
     # and the `tokenizers` rebuild of the same files (what the export ships) encodes the same
     rebuilt = tokenizer.to_tokenizers()
     assert all(rebuilt.encode(line).ids == tokenizer.encode_batch([line])[0] for line in lines if line)
-    with pytest.raises(DataError, match="no manifest.json"):
+    with pytest.raises(InputError, match="no manifest.json"):
         open_data_folder(data, "--data")
 
 

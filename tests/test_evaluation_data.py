@@ -10,10 +10,10 @@ from conftest import REPO
 from test_evaluation_helpers import (NEGATIVE, POSITIVE, polar_sentences, write_glue, write_sotu, write_superglue,
                                      write_xnli)
 
-from fairseq_headless.evaluation.errors import EvaluationInputError
-from studies.sotu_era import DEV_EVERY, ERAS, build_sotu_era
+from studies.demo.downstream import DEV_EVERY, ERAS, build_sotu_era
 from fairseq_headless.evaluation.task_data import load_split
 from fairseq_headless.evaluation.tasks import GLUE_TASKS, SUPERGLUE_TASKS, XNLI, resolve_tasks
+from fairseq_headless.cli import InputError
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +72,9 @@ def test_xnli_layout_languages_and_the_contradictory_alias(tmp_path):
     truth = polar_sentences(8, 1)  # language index 1
     assert [XNLI.labels[ex.label] for ex in train] == ["entailment" if y else "contradiction" for _, y in truth]
     assert len(load_split(XNLI, "dev", root, lang="en")) == 6 and len(load_split(XNLI, "dev", root, lang="de")) == 6
-    with pytest.raises(EvaluationInputError, match=r"no rows with language = 'fr' \(the file has de, en\)"):
+    with pytest.raises(InputError, match=r"no rows with language = 'fr' \(the file has de, en\)"):
         load_split(XNLI, "dev", root, lang="fr")
-    with pytest.raises(EvaluationInputError, match=r"multinli\.train\.fr\.tsv: no such file"):
+    with pytest.raises(InputError, match=r"multinli\.train\.fr\.tsv: no such file"):
         load_split(XNLI, "train", root, lang="fr")
 
 
@@ -88,7 +88,7 @@ def test_max_examples_is_a_fixed_subset(glue):
 def test_resolve_tasks():
     assert [t.name for t in resolve_tasks("glue", "sst2,MRPC,rte")] == ["MRPC", "SST-2", "RTE"]  # Tab.1's order
     assert len(resolve_tasks("glue", "all")) == 8 and len(resolve_tasks("superglue", "all")) == 4
-    with pytest.raises(EvaluationInputError, match="unknown glue task 'WNLI'"):
+    with pytest.raises(InputError, match="unknown glue task 'WNLI'"):
         resolve_tasks("glue", "SST-2,WNLI")
 
 
@@ -119,7 +119,7 @@ def test_malformed_glue_files(tmp_path, task, file, mutate, message):
     root = write_glue(tmp_path, n_train=20, n_dev=10)
     mutate(root / GLUE_TASKS[task].train.files[0].split("/")[0] / file)
     split = "train" if file == "train.tsv" else "dev"
-    with pytest.raises(EvaluationInputError, match=message):
+    with pytest.raises(InputError, match=message):
         load_split(GLUE_TASKS[task], split, root)
 
 
@@ -138,13 +138,13 @@ def test_malformed_superglue_files(tmp_path, task, mutate, message):
     root = write_superglue(tmp_path, n_train=4, n_dev=2)
     path = root / task / "train.jsonl"
     path.write_text("".join(mutate(path.read_text().splitlines(keepends=True))))
-    with pytest.raises(EvaluationInputError, match=message):
+    with pytest.raises(InputError, match=message):
         load_split(SUPERGLUE_TASKS[task], "train", root)
 
 
 def test_hub_without_datasets_is_one_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)  # `import datasets` fails, whatever is installed
-    with pytest.raises(EvaluationInputError, match=r"nyu-mll/glue \(sst2\), which needs the optional `datasets`"):
+    with pytest.raises(InputError, match=r"nyu-mll/glue \(sst2\), which needs the optional `datasets`"):
         load_split(GLUE_TASKS["SST-2"], "train", None)
 
 
@@ -183,8 +183,8 @@ def test_sotu_era_is_balanced_deterministic_and_split_by_address(tmp_path):
         position = 2 * (year - era_first) + (who == "b")
         assert (position % DEV_EVERY == DEV_EVERY - 1) == (ex in dev)
     assert not any("Short line" in ex.texts[0] for ex in train + dev)  # under 8 words
-    with pytest.raises(EvaluationInputError, match=r"era 1790-1849 has 48 dev sentences .* fewer than the 100"):
+    with pytest.raises(InputError, match=r"era 1790-1849 has 48 dev sentences .* fewer than the 100"):
         build_sotu_era(corpus, train_per_era=10, dev_per_era=100)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(EvaluationInputError, match="no SOTU address files"):
+    with pytest.raises(InputError, match="no SOTU address files"):
         build_sotu_era(tmp_path / "empty")

@@ -5,6 +5,8 @@ import math
 import shutil
 
 import pytest
+
+from helpers.tables import markdown_rows
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -12,11 +14,11 @@ from test_evaluation_helpers import make_model, write_glue, write_sotu, write_su
 
 from fairseq_headless.evaluation.suite import ModelRef, SuiteRunner
 from fairseq_headless.evaluation.cli import suite_main, xnli_main
-from fairseq_headless.evaluation.errors import EvaluationInputError
 from fairseq_headless.evaluation.finetune import FinetuneConfig, finetune
 from fairseq_headless.evaluation.model_loading import load_model, load_tokenizer
 from fairseq_headless.evaluation.task_data import load_split
 from fairseq_headless.evaluation.tasks import GLUE_TASKS, SUPERGLUE_TASKS
+from fairseq_headless.cli import InputError
 
 # Tiny models learn in a few dozen steps only with a far larger LR than the paper's 1e-5.
 FAST = ["--lr", "3e-3", "--batch-size", "16", "--seeds", "1"]
@@ -54,7 +56,7 @@ def test_broken_exports_are_refused(root, tmp_path):
     weights = load_file(broken / "model.safetensors")  # a converter that misnamed one layer
     save_file({k.replace("encoder.layer.1.", "encoder.layers.1."): v for k, v in weights.items()},
               broken / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(EvaluationInputError,
+    with pytest.raises(InputError,
                        match=r"broken: 16 encoder weights did not load .*roberta\.encoder\.layer\.1\."):
         load_model(broken, GLUE_TASKS["SST-2"])
 
@@ -63,17 +65,17 @@ def test_broken_exports_are_refused(root, tmp_path):
     tokenizer_json = json.loads((no_template / "tokenizer.json").read_text())
     tokenizer_json["post_processor"] = None
     (no_template / "tokenizer.json").write_text(json.dumps(tokenizer_json))
-    with pytest.raises(EvaluationInputError, match=r"no_template: its tokenizer adds no <s> at the start"):
+    with pytest.raises(InputError, match=r"no_template: its tokenizer adds no <s> at the start"):
         load_tokenizer(no_template)
 
     other_pad = tmp_path / "other_pad"
     shutil.copytree(root / "hmlm", other_pad)
     config = json.loads((other_pad / "config.json").read_text())
     (other_pad / "config.json").write_text(json.dumps({**config, "pad_token_id": 3}))
-    with pytest.raises(EvaluationInputError, match=r"tokenizer pad id 1 differs from the model's pad_token_id 3"):
+    with pytest.raises(InputError, match=r"tokenizer pad id 1 differs from the model's pad_token_id 3"):
         load_tokenizer(other_pad)
 
-    with pytest.raises(EvaluationInputError, match=r"--max-length 200: .* takes at most 128 tokens"):
+    with pytest.raises(InputError, match=r"--max-length 200: .* takes at most 128 tokens"):
         finetune(root / "hmlm", GLUE_TASKS["SST-2"], [], {}, FinetuneConfig(max_length=200), 0, tmp_path / "r", "x")
 
 
@@ -119,7 +121,7 @@ def test_resume_from_the_last_finished_epoch(root, tmp_path):
             model.path, spec, train, dev, config, seed, run_dir, "x", callbacks=(first,)))
     run_dir = tmp_path / "out" / "hmlm" / "runs" / "SST-2" / "seed-0"
     assert first.steps == 8 and [p.name for p in run_dir.glob("checkpoint-*")] == ["checkpoint-4"]
-    assert not (run_dir / "result.json").exists()
+    assert not json.loads((run_dir / "result.json").read_text())["done"]  # started, not finished
     # a crash while epoch 2's checkpoint was being written: a newer folder without the marker
     partial = run_dir / "checkpoint-8"
     shutil.copytree(run_dir / "checkpoint-4", partial)
@@ -132,7 +134,7 @@ def test_resume_from_the_last_finished_epoch(root, tmp_path):
     assert second.steps == 8  # epochs 2 and 3 only: resumed from checkpoint-4, not the partial one
     record = results["0"]
     assert [e["epoch"] for e in record["epochs"]] == [1, 2, 3]
-    assert record == json.loads((run_dir / "result.json").read_text())
+    assert record == json.loads((run_dir / "result.json").read_text())["result"]
     assert record["score"] == max(e["score"] for e in record["epochs"])
     assert not list(run_dir.glob("checkpoint-*"))  # removed once the result is written
 
@@ -140,7 +142,7 @@ def test_resume_from_the_last_finished_epoch(root, tmp_path):
     fresh = finetune(model.path, spec, train, dev, config, 0, tmp_path / "fresh", "x")
     assert fresh.epochs[0]["dev"] == record["epochs"][0]["dev"]
 
-    with pytest.raises(EvaluationInputError, match=r"holds a run with other settings \(epochs differ\)"):
+    with pytest.raises(InputError, match=r"was made with other settings \(epochs differ\)"):
         bench.run(model, "SST-2", {**settings, "epochs": 4}, [0], None)
 
 
@@ -161,17 +163,17 @@ def test_glue_cli_learns_and_writes_tab1(root, capsys):
                "--epochs", "3", *FAST]
     code, table, err = _run(suite_main, vanilla, capsys, "glue")
     assert code == 0, err
-    lines = table.splitlines()
-    assert lines[2] == "| model | MRPC | STS-B | SST-2 | Avg. | RTE |"  # Tab.1's order, RTE apart
-    assert [line.split(" | ")[0] for line in lines[4:6]] == ["| hmlm", "| mlm"]
+    rows = markdown_rows(table)
+    assert rows[0] == ["model", "MRPC", "STS-B", "SST-2", "Avg.", "RTE"]  # Tab.1's order, RTE apart
+    assert [row[0] for row in rows[1:3]] == ["hmlm", "mlm"]
     # no average for a row that lacks one of the averaged tasks
-    assert lines[5].startswith("| mlm | — | — | ") and lines[5].endswith(" | — | — |")
-    assert "| model | MRPC F1 | STS-B Pearson |" in table
+    assert rows[2][:3] == ["mlm", "—", "—"] and rows[2][-2:] == ["—", "—"]
+    assert ["model", "MRPC F1", "STS-B Pearson"] in rows
     for name in ("hmlm", "mlm"):
         summary = json.loads((out / name / "SST-2.json").read_text())
         assert summary["columns"]["SST-2"]["accuracy"]["0"] > 0.9  # a trivially separable task is learnt
         assert summary["settings"]["learning_rate"] == 3e-3 and summary["settings"]["loss"] == "balanced"
-        run = json.loads((out / name / "runs" / "SST-2" / "seed-0" / "result.json").read_text())
+        run = json.loads((out / name / "runs" / "SST-2" / "seed-0" / "result.json").read_text())["result"]
         assert run["score"] == summary["columns"]["SST-2"]["accuracy"]["0"] == max(e["score"] for e in run["epochs"])
         assert not list((out / name / "runs").glob("*/*/checkpoint-*"))
     mrpc = json.loads((out / "hmlm" / "MRPC.json").read_text())["columns"]["MRPC"]
@@ -180,7 +182,7 @@ def test_glue_cli_learns_and_writes_tab1(root, capsys):
     # the row's cells and average are the JSON's numbers (x 100); the average leaves RTE out
     cols = {t: json.loads((out / "hmlm" / f"{t}.json").read_text())["columns"][t] for t in ("MRPC", "STS-B", "SST-2")}
     avg = (cols["MRPC"]["accuracy"]["0"] + cols["STS-B"]["spearman"]["0"] + cols["SST-2"]["accuracy"]["0"]) / 3
-    assert lines[4].split(" | ")[4] == f"{100 * avg:.2f}"  # one seed: the value alone, no "± 0.00"
+    assert rows[1][4] == f"{100 * avg:.2f}"  # one seed: the value alone, no "± 0.00"
     assert (out / "results_glue.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out / "results_glue.json").read_text())["main"]["mlm"]["SST-2"] == \
         json.loads((out / "mlm" / "SST-2.json").read_text())["columns"]["SST-2"]
@@ -195,7 +197,7 @@ def test_glue_cli_learns_and_writes_tab1(root, capsys):
     code, table, err = _run(suite_main, forced, capsys, "glue")
     assert code == 0 and "reusing" not in err
     run = json.loads((out / "hmlm" / "runs" / "SST-2" / "seed-0" / "result.json").read_text())
-    assert run["settings"]["epochs"] == 1 and len(run["epochs"]) == 1
+    assert run["settings"]["epochs"] == 1 and len(run["result"]["epochs"]) == 1
 
 
 def test_superglue_cli(root, capsys, tmp_path):
@@ -205,8 +207,8 @@ def test_superglue_cli(root, capsys, tmp_path):
                                          "--data-dir", data, "--epochs", "2", "--lr", "3e-3", "--batch-size", "8",
                                          "--seeds", "2"], capsys, "superglue")
     assert code == 0, err
-    lines = table.splitlines()
-    assert lines[2] == "| model | BoolQ | CB | COPA | WiC | Avg. |" and lines[4].startswith("| headless | ")
+    rows = markdown_rows(table)
+    assert rows[0] == ["model", "BoolQ", "CB", "COPA", "WiC", "Avg."] and rows[1][0] == "headless"
     copa = json.loads((out / "headless" / "COPA.json").read_text())
     assert "RobertaForMultipleChoice" in copa["seeds"]["0"]["model"]
     cols = {t: json.loads((out / "headless" / f"{t}.json").read_text())["columns"][t]["accuracy"]
@@ -214,7 +216,7 @@ def test_superglue_cli(root, capsys, tmp_path):
     per_seed = [sum(cols[t][s] for t in cols) / 4 for s in ("0", "1")]
     mean = sum(per_seed) / 2
     std = abs(per_seed[0] - per_seed[1]) / math.sqrt(2)
-    assert lines[4].split(" | ")[5].rstrip(" |") == f"{100 * mean:.2f} ± {100 * std:.2f}"
+    assert rows[1][5] == f"{100 * mean:.2f} ± {100 * std:.2f}"
 
 
 def test_xnli_cli_both_protocols(root, capsys, tmp_path):
@@ -226,7 +228,7 @@ def test_xnli_cli_both_protocols(root, capsys, tmp_path):
     assert code == 0, err
     assert "## Fine-tuned on English only (cross-lingual zero-shot)" in table
     assert "## Fine-tuned on target language (translate-train)" in table
-    assert table.count("| model | en | de | Avg. |") == 2
+    assert markdown_rows(table).count(["model", "en", "de", "Avg."]) == 2
     zero = json.loads((out / "hmlm" / "XNLI-zero-shot.json").read_text())
     assert set(zero["columns"]) == {"en", "de"} and zero["settings"]["dev_languages"] == ["en", "de"]
     assert zero["settings"]["weight_decay"] == 0.01 and zero["settings"]["loss"] == "ce"
@@ -242,13 +244,12 @@ def test_xnli_cli_both_protocols(root, capsys, tmp_path):
 
 
 def test_demo_check(root, tmp_path):
-    from studies.demo_downstream import run_demo_check
+    from studies.demo.downstream import run_demo_check
 
     corpus = write_sotu(tmp_path / "sotu")
     table = run_demo_check({"headless": root / "hmlm"}, corpus, tmp_path / "out", epochs=1, train_per_era=12,
                            dev_per_era=4)
-    rows = [line.split(" | ")[0] for line in table.splitlines() if line.startswith("| ") and "---" not in line]
-    assert rows == ["| model", "| headless", "| random-init"]  # the control last
+    assert [row[0] for row in markdown_rows(table)] == ["model", "headless", "random-init"]  # the control last
     assert "not a task of the paper" in table
     control = json.loads((tmp_path / "out" / "random-init" / "SOTU-era.json").read_text())
     assert control["settings"]["train_per_era"] == 12 and (tmp_path / "out" / "results_sotu-era.png").exists()

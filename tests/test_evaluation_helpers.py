@@ -181,7 +181,7 @@ def write_xnli(root: Path, languages=("en", "de"), n_train: int = 32, n_dev: int
 def write_sotu(root: Path, per_address: int = 12) -> Path:
     """A SOTU-like corpus (scripts/fetch_corpus.py's naming): two addresses a year for the first 8
     years of each era, every sentence naming its year and speaker, plus a too-short line and a non-address."""
-    from studies.sotu_era import ERAS
+    from studies.demo.downstream import ERAS
 
     root = Path(root)
     for _, first, _ in ERAS:

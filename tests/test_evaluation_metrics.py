@@ -4,6 +4,8 @@ import math
 
 import numpy as np
 import pytest
+
+from helpers.tables import markdown_rows
 import torch
 import torch.nn.functional as F
 
@@ -101,8 +103,8 @@ def test_one_seed_prints_no_spread():
     assert cell({"3": 0.85432}) == "85.43"
     columns = {"A": {"accuracy": {"0": 0.5}}, "B": {"accuracy": {"0": 0.9}}, "R": {"accuracy": {"0": 0.125}}}
     main = {"A": "accuracy", "B": "accuracy", "R": "accuracy"}
-    row = markdown_table([("m", columns)], ["A", "B", "R"], ["A", "B"], main).strip().splitlines()[-1]
-    assert row == "| m | 50.00 | 90.00 | 70.00 | 12.50 |"
+    row = markdown_rows(markdown_table([("m", columns)], ["A", "B", "R"], ["A", "B"], main))[-1]
+    assert row == ["m", "50.00", "90.00", "70.00", "12.50"]
     config = SimpleNamespace(epochs=3, loss="balanced", learning_rate=2e-5, weight_decay=0.01, batch_size=16,
                              warmup_ratio=0.06, max_length=128, max_train_examples=None)
     one, three = _protocol_notes(config, 1)[0], _protocol_notes(config, 3)[0]
@@ -137,9 +139,9 @@ def test_average_is_per_seed_then_over_seeds():
     # per seed: (0.5 + 0.9) / 2 = 0.7 and (0.7 + 0.7) / 2 = 0.7 -> 70.00 ± 0.00, not the std of the cells
     assert row_average(columns, ["A", "B"], main) == pytest.approx({"0": 0.7, "1": 0.7})
     table = markdown_table([("m", columns)], ["A", "B", "R"], ["A", "B"], main)
-    header, _, row = table.strip().splitlines()
-    assert header == "| model | A | B | Avg. | R |"  # the non-averaged column (RTE) after the average
-    assert row == "| m | 60.00 ± 14.14 | 80.00 ± 14.14 | 70.00 ± 0.00 | 15.00 ± 7.07 |"
+    header, row = markdown_rows(table)
+    assert header == ["model", "A", "B", "Avg.", "R"]  # the non-averaged column (RTE) after the average
+    assert row == ["m", "60.00 ± 14.14", "80.00 ± 14.14", "70.00 ± 0.00", "15.00 ± 7.07"]
     # a row missing an averaged column gets no average
     table = markdown_table([("m", columns), ("n", {"A": columns["A"]})], ["A", "B"], ["A", "B"], main)
-    assert table.strip().splitlines()[-1] == "| n | 60.00 ± 14.14 | — | — |"
+    assert markdown_rows(table)[-1] == ["n", "60.00 ± 14.14", "—", "—"]

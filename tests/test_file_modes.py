@@ -13,7 +13,7 @@ import pytest
 
 from fairseq.file_io import PathManager
 from fairseq_headless.evaluation.cli import suite_main
-from studies.sotu_era import random_init_copy
+from studies.demo.downstream import random_init_copy
 from fairseq_headless.files import save_figure_atomic, write_json_atomic, write_text_atomic
 from helpers.export import prepare, run, save_checkpoint
 from test_evaluation_helpers import write_glue

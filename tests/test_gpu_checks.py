@@ -1,4 +1,4 @@
-"""studies/gpu_checks.py on a CPU (--cpu-dry-run): the code a lent GPU runs, with tiny sizes, fp32 and gloo,
+"""python -m studies.gpu_checks on a CPU (--cpu-dry-run): the code a lent GPU runs, with tiny sizes, fp32 and gloo,
 so that only the hardware is left untested; the JSON it writes, check by check."""
 
 import json
@@ -31,17 +31,17 @@ def dry_run(tiny_data, tmp_path_factory):
         capture_output=True, text=True, timeout=1200,
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    return json.loads(output.read_text()), proc.stdout
+    return json.loads(output.read_text()), proc.stderr
 
 
 def test_every_check_ran_and_passed(dry_run):
-    results, stdout = dry_run
+    results, log = dry_run
     checks = ["loss", "fp16_hmlm_tiny", "fp16_hlm_tiny", "fp16_sparse_hmlm_tiny", "nccl_1rank_sparse_hook",
               "demo_small", "xformers"]
     assert [k for k in results if isinstance(results[k], dict)] == checks  # no 2-GPU check without 2 GPUs
     assert results["ok"] and results["mode"] == "cpu" and results["gpus"] == 0
     for name in checks:
-        assert results[name]["wall_s"] >= 0 and f"[gpu_checks] {name}: " in stdout
+        assert results[name]["wall_s"] >= 0 and f"[gpu_checks] {name}: " in log
         assert results[name].get("ok", True), (name, results[name])
     assert results["xformers"] == {"skipped": "no CUDA device (--cpu-dry-run)", "wall_s": 0.0}
     assert results["loss"]["torch.bfloat16"]["finite"]
@@ -55,7 +55,7 @@ def test_every_check_ran_and_passed(dry_run):
 def test_the_one_rank_ddp_training_went_through_the_sparse_all_reduce_hook(dry_run):
     run = dry_run[0]["nccl_1rank_sparse_hook"]
     command = run["command"]
-    for part in ("torchrun --nproc_per_node=1", "studies/gpu_checks.py --as-one-rank-ddp-fairseq-hydra-train",
+    for part in ("torchrun --nproc_per_node=1", "-m studies.gpu_checks --as-one-rank-ddp-fairseq-hydra-train",
                  "fairseq-hydra-train --config-dir", "distributed_training.distributed_backend=gloo",
                  "distributed_training.ddp_backend=pytorch_ddp", "model.sparse_embedding_update=true",
                  "optimizer._name=lazy_adam"):
@@ -89,7 +89,7 @@ def test_the_gpu_run_differs_from_the_dry_run_in_the_hardware_settings_only():
     # the demo check is RESULTS.md's hmlm_small vs mlm_small command, less its folders
     text = (REPO / "RESULTS.md").read_text()
     block = re.search(r"```bash\n(python -m studies.demo --size small.*?)```", text, re.S)[1]
-    words = shlex.split(block.replace("\\\n", " "))[2:]
+    words = shlex.split(block.replace("\\\n", " "))[3:]  # after "python -m studies.demo"
     for option in ("--workdir", "--corpus"):
         at = words.index(option)
         del words[at:at + 2]

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from conftest import BIN, REPO, assert_close_computations, network_terms, rounding_bound, run_cli
-from fairseq_headless.data.errors import DataError
 from fairseq_headless.data.folder import open_data_folder
 from helpers.export import MULTILINGUAL, byte_level_tokenizer, corpus_lines, prepare
+from fairseq_headless.cli import InputError
 
 CASES = [("encoder", "hydra"), ("encoder", "argparse"), ("decoder", "hydra"), ("decoder", "argparse"), ("pythia", "hydra")]
 HYDRA = {"encoder": "hmlm_tiny", "decoder": "hlm_tiny", "pythia": "hlm_pythia_tiny"}
@@ -122,7 +122,7 @@ def test_a_folder_without_manifest_is_one_error_naming_the_option(tmp_path):
 
     import fairseq_headless.plugin  # noqa: F401
 
-    with pytest.raises(DataError) as error:
+    with pytest.raises(InputError) as error:
         encoders.build_bpe(OmegaConf.create({"_name": "data_folder", "data_folder": str(tmp_path)}))
     message = str(error.value)
     assert message.startswith(f"bpe.data_folder (default: task.data): no manifest.json in {tmp_path};") and "\n" not in message

@@ -10,14 +10,15 @@ import pytest
 from conftest import BIN, REPO, load_config
 from test_robustness import free_port, hydra_args
 
-from fairseq_headless.launch import LaunchError, check_config, check_launch
+from fairseq_headless.launch import check_config, check_launch
+from fairseq_headless.cli import InputError
 
 TORCHRUN = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500", "RANK": "0", "LOCAL_RANK": "0"}
 SLURM = {"SLURM_JOB_NODELIST": "gpu[01-02]", "SLURM_NNODES": "2", "SLURM_PROCID": "0", "SLURM_LOCALID": "0"}
 
 
 def refused(match, *args, **kwargs):
-    with pytest.raises(LaunchError, match=match) as error:
+    with pytest.raises(InputError, match=match) as error:
         check_launch(*args, **kwargs)
     return str(error.value)
 
@@ -66,7 +67,7 @@ def test_slurm_with_a_one_gpu_config():
 def test_no_launcher_no_check(tiny_data):
     check_launch(16, 8, 8, environ={}, cuda_devices=0)  # a single process: fairseq spawns (or runs on CPU)
     cfg = load_config("hlm_pythia70m", f"task.data={tiny_data}")
-    with pytest.raises(LaunchError, match="update_freq=\\[16\\]"):  # the composed config's own numbers
+    with pytest.raises(InputError, match="update_freq=\\[16\\]"):  # the composed config's own numbers
         check_config(cfg, environ={**TORCHRUN, "WORLD_SIZE": "8"}, cuda_devices=8)
 
 
@@ -104,19 +105,19 @@ def test_devices_the_machine_lacks():
     """Without a launcher fairseq spawns one process per GPU (and asserts on fewer); its fp16 needs a GPU."""
     from fairseq_headless.launch import CPU_OVERRIDES, check_devices
 
-    with pytest.raises(LaunchError, match=r"asks for 8 GPUs .* and fp16 .* no GPU") as error:
+    with pytest.raises(InputError, match=r"asks for 8 GPUs .* and fp16 .* no GPU") as error:
         check_devices(8, 1, 64, fp16=True, cuda_devices=0)
     assert f"add {CPU_OVERRIDES} (README" in str(error.value)
-    with pytest.raises(LaunchError, match=r"asks for fp16 \(common.fp16=true\) and this machine has no GPU"):
+    with pytest.raises(InputError, match=r"asks for fp16 \(common.fp16=true\) and this machine has no GPU"):
         check_devices(1, fp16=True, cpu=True, cuda_devices=0)
     # torchrun started the processes on CPU: the world size is check_launch's; only cpu and fp16 are missing
-    with pytest.raises(LaunchError, match=r"add common.cpu=true common.fp16=false \(README") as error:
+    with pytest.raises(InputError, match=r"add common.cpu=true common.fp16=false \(README") as error:
         check_devices(2, fp16=True, launched=True, cuda_devices=0)
     assert "distributed_world_size=1" not in str(error.value)
     # 4 GPUs for the 8-GPU BERT-base config: twice the accumulation keeps 32 x 8 x 1 = 256
-    with pytest.raises(LaunchError, match=r"has 4 GPU\(s\): .*distributed_world_size=4 'optimization.update_freq=\[2\]'"):
+    with pytest.raises(InputError, match=r"has 4 GPU\(s\): .*distributed_world_size=4 'optimization.update_freq=\[2\]'"):
         check_devices(8, 1, 32, fp16=True, cuda_devices=4)
-    with pytest.raises(LaunchError, match="add common.fp16=false"):
+    with pytest.raises(InputError, match="add common.fp16=false"):
         check_devices(1, fp16=True, cpu=True, cuda_devices=8)
     check_devices(1, cpu=True, cuda_devices=0)  # the README's CPU line
     check_devices(8, 1, 32, fp16=True, cuda_devices=8)
@@ -130,14 +131,14 @@ def test_data_folders(tmp_path, tiny_data):
     check_data(str(tiny_data))
     check_data(f"{tiny_data}:{tiny_data}")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(LaunchError, match=f"^task.data: no dict.txt in {tmp_path / 'empty'}; .*scripts/prepare_data.py"):
+    with pytest.raises(InputError, match=f"^task.data: no dict.txt in {tmp_path / 'empty'}; .*scripts/prepare_data.py"):
         check_data(str(tmp_path / "empty"))
-    with pytest.raises(LaunchError, match=f"^task.data: folder {tmp_path / 'missing'} not found; .*prepare_data.py"):
+    with pytest.raises(InputError, match=f"^task.data: folder {tmp_path / 'missing'} not found; .*prepare_data.py"):
         check_data(f"{tiny_data}:{tmp_path / 'missing'}")
-    with pytest.raises(LaunchError, match=f"^task.data: no train.idx/.bin in {tmp_path / 'empty'} "):
+    with pytest.raises(InputError, match=f"^task.data: no train.idx/.bin in {tmp_path / 'empty'} "):
         check_data(f"{tiny_data}:{tmp_path / 'empty'}")
     check_data(str(tiny_data), "valid")  # dataset.train_subset names the split
-    with pytest.raises(LaunchError, match="no test.idx/.bin"):
+    with pytest.raises(InputError, match="no test.idx/.bin"):
         check_data(str(tiny_data), "test")
     # prepare_data.py --shards 2 writes OUT/shard0 (dict.txt, train) and OUT/shard1 (train): OUT itself is no folder
     out = tmp_path / "out"
@@ -146,20 +147,20 @@ def test_data_folders(tmp_path, tiny_data):
     for name in ("train.bin", "train.idx"):
         shutil.copy(tiny_data / name, out / "shard1" / name)
     check_data(f"{out / 'shard0'}:{out / 'shard1'}")
-    with pytest.raises(LaunchError, match=f"holds shards.*task.data={out / 'shard0'}:{out / 'shard1'}:..."):
+    with pytest.raises(InputError, match=f"holds shards.*task.data={out / 'shard0'}:{out / 'shard1'}:..."):
         check_data(str(out))
 
 
 def test_the_composed_config_without_data():
     cfg = load_config("hmlm_small", "common.cpu=true", "common.fp16=false")
-    with pytest.raises(LaunchError, match=r"^task.data is not set: add task.data=DATA_DIR"):
+    with pytest.raises(InputError, match=r"^task.data is not set: add task.data=DATA_DIR"):
         check_config(cfg, environ={}, cuda_devices=0)
 
 
 def test_fp16_without_a_gpu_also_when_the_user_starts_the_processes(tiny_data):
     """An explicit init method skips the process counts (the user launched them), not the fp16 check."""
     explicit = [f"task.data={tiny_data}", "distributed_training.distributed_init_method=env://"]
-    with pytest.raises(LaunchError, match=r"asks for fp16 .* add common.cpu=true common.fp16=false \(README"):
+    with pytest.raises(InputError, match=r"asks for fp16 .* add common.cpu=true common.fp16=false \(README"):
         check_config(load_config("hmlm_tiny", *explicit, "common.fp16=true"), environ={}, cuda_devices=0)
     # fp16 that runs on CPU (no flattened fp32 copy): accepted
     check_config(load_config("hmlm_tiny", *explicit, "common.fp16=true", "common.memory_efficient_fp16=true"),

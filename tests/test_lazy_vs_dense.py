@@ -28,7 +28,7 @@ def test_one_step_from_the_same_state_moves_every_touched_row_as_dense_adamw(tin
     from conftest import build_task_and_model
 
     settings = Settings(vocab_size=105, batch=2, length=16, steps=1, held_out_batches=2)
-    result = measure(settings, report=lambda line: None)
+    result = measure(settings)
     dictionary = Dictionary()  # the masked_lm task's: dict.txt's words after the specials, then <mask>
     for i in range(settings.vocab_size - 5):
         dictionary.add_symbol(f"w{i}")
@@ -50,3 +50,24 @@ def test_one_step_from_the_same_state_moves_every_touched_row_as_dense_adamw(tin
     _, _, model = build_task_and_model(settings.config, tiny_data)
     bound = rounding_bound(network_terms(model, settings.batch * settings.length), 1.0)
     assert abs(every["ratio"] - 1) <= bound, (every["ratio"] - 1, bound)
+
+
+def test_the_command_writes_the_numbers_it_prints(tmp_path, capsys, monkeypatch):
+    """python -m studies.benchmarks.lazy_vs_dense: the JSON, and the markdown table made from it, printed too
+    (its settings, but a smaller vocabulary and batch)."""
+    import json
+    from dataclasses import replace
+
+    from fairseq_headless import cli
+    from studies.benchmarks import lazy_vs_dense
+
+    small = lambda settings: measure(replace(settings, vocab_size=105, batch=2, length=16, held_out_batches=2))
+    monkeypatch.setattr(lazy_vs_dense, "measure", small)
+    assert cli.run(lazy_vs_dense.main, ["--steps", "3", "--output", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: --steps must be at least 7")
+    assert cli.run(lazy_vs_dense.main, ["--steps", "7", "--seed", "2", "--output", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "lazy_vs_dense.json").read_text())
+    assert (result["settings"]["steps"], result["settings"]["seed"]) == (7, 2)
+    assert sum(b["rows"] for b in result["buckets"].values()) == 105
+    text = (tmp_path / "lazy_vs_dense.md").read_text()
+    assert text == lazy_vs_dense.markdown(result) and text in capsys.readouterr().out

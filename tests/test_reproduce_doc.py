@@ -229,7 +229,8 @@ def training_config(command: Command):
 def training_problems(command: Command) -> list:
     from omegaconf import OmegaConf
 
-    from fairseq_headless.launch import LaunchError, check_config
+    from fairseq_headless.launch import check_config
+    from fairseq_headless.cli import InputError
 
     name, overrides = training_config(command)
     config_dir = option_values(command.words, "--config-dir", False)
@@ -244,7 +245,7 @@ def training_problems(command: Command) -> list:
     without_data = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "task"])
     try:
         check_config(without_data, environ=environ, cuda_devices=gpus)
-    except LaunchError as error:
+    except InputError as error:
         problems.append(f"launch check: {error}")
     world = cfg.distributed_training.distributed_world_size
     if not environ and world > GPUS_PER_NODE:
@@ -312,7 +313,7 @@ def test_every_result_has_a_section_with_commands():
     for needed in ("torchrun", "srun", "fairseq-hydra-train", "scripts/prepare_data.py", "scripts/convert_to_hf.py",
                    "scripts/finetune_glue.py", "scripts/finetune_superglue.py", "scripts/finetune_xnli.py",
                    "scripts/eval_lambada.py", "scripts/eval_zeroshot.py", "studies.vocab_sweep",
-                   "studies.batch_size_sweep", "studies.along_training"):
+                   "studies.along_training.batch_size_sweep", "studies.along_training"):
         assert needed in programs, needed
 
 

@@ -1,4 +1,4 @@
-"""studies.vocab_sweep (studies/vocab_sweep.py; paper §6, Fig.6): a two-size sweep of tiny
+"""python -m studies.vocab_sweep (paper §6, Fig.6): a two-size sweep of tiny
 encoders on CPU, checked against the files it was made from: dict.txt, the fairseq training logs, the GLUE suite's
 own result JSON."""
 import json
@@ -13,10 +13,10 @@ import pytest
 from test_evaluation_helpers import polar_sentences, write_glue
 
 from fairseq_headless import cli
-from studies import vocab_sweep, vocab_sweep_stages
 from fairseq_headless.stages import Stage, StageSettingsError
-from studies.training_log import LAUNCH_MARKER, read_log, summarize_log, throughput
-from studies.training_runs import merge_overrides
+from studies import training_runs
+from studies.training_runs import LAUNCH_MARKER, merge_overrides, read_log, summarize_log, throughput
+from studies.vocab_sweep import sweep as vocab_sweep
 
 SIZES = (60, 120)
 TASKS = ("STS-B", "SST-2")  # Tab.1 order
@@ -47,7 +47,7 @@ def sweep(tmp_path_factory):
     os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # the fairseq-hydra-train children
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    code = cli.run(vocab_sweep.main, argv, failures=vocab_sweep.FAILURES)
+    code = cli.run(vocab_sweep.main, argv, failures=(training_runs.TrainingError,))
     yield SimpleNamespace(root=root, out=out, argv=argv, code=code, corpus=corpus)
     torch.set_num_threads(threads)
     for k, v in saved.items():
@@ -113,9 +113,12 @@ def test_sweep_numbers_match_their_sources(sweep):
     png = (sweep.out / "sweep.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     md = (sweep.out / "sweep.md").read_text()
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in md.splitlines() if line.startswith("| ")]
     for entry in summary["sizes"]:
-        avg = entry["models"]["headless"]["glue"]["average"]
-        assert f"| {entry['requested']} | " in md and f"{avg:.2f} |" in md
+        for model in ("headless", "vanilla"):
+            avg = entry["models"][model]["glue"]["average"]
+            assert [str(entry["requested"]), f"{model} (", f"{avg:.2f}"] in [[r[0], r[3][:len(model) + 2], r[-1]]
+                                                                               for r in rows]
 
 
 def test_rerun_skips_every_finished_stage(sweep, capsys, monkeypatch):
@@ -125,9 +128,9 @@ def test_rerun_skips_every_finished_stage(sweep, capsys, monkeypatch):
     capsys.readouterr()
     called = []
     for work in ("train_tokenizer", "prepare", "pretrain", "export", "glue"):  # what a stage would recompute
-        monkeypatch.setattr(vocab_sweep_stages, work, lambda *a, _work=work, **k: called.append(_work))
+        monkeypatch.setattr(vocab_sweep, work, lambda *a, _work=work, **k: called.append(_work))
     assert cli.run(vocab_sweep.main, sweep.argv) == 0
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert called == []  # nothing recomputed (rather than a wall-clock bound, which a busy machine breaks)
     assert out.count("skipped") == 14 and "running" not in out
     assert markers(sweep.out) == before  # no marker rewritten
@@ -137,8 +140,6 @@ def test_rerun_skips_every_finished_stage(sweep, capsys, monkeypatch):
 def test_models_trained_on_another_device_are_reused(sweep, capsys, monkeypatch):
     """Trained here on CPU, rerun where CUDA is visible (no CPU overrides): export and GLUE settings do not
     depend on the device, and the finished trainings are reused."""
-    from studies import training_runs
-
     before = markers(sweep.out)
     summary = json.loads((sweep.out / "sweep.json").read_text())
     assert {e["models"][m]["device_overrides"] == list(training_runs.CPU_OVERRIDES)
@@ -146,7 +147,7 @@ def test_models_trained_on_another_device_are_reused(sweep, capsys, monkeypatch)
     monkeypatch.setattr(training_runs, "device_overrides", lambda: [])
     capsys.readouterr()
     assert cli.run(vocab_sweep.main, sweep.argv) == 0
-    assert capsys.readouterr().out.count("skipped") == 14
+    assert capsys.readouterr().err.count("skipped") == 14
     assert markers(sweep.out) == before
     assert json.loads((sweep.out / "sweep.json").read_text()) == summary
 
@@ -156,7 +157,8 @@ def test_other_settings_are_refused(sweep, capsys):
     before = markers(sweep.out)
     assert cli.run(vocab_sweep.main, argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and "max_update" in err[0] and "--force" in err[0]
+    assert [line for line in err if line.startswith("error")] == err[-1:]  # after the progress lines
+    assert err[-1].startswith("error: ") and "max_update" in err[-1] and "--force" in err[-1]
     assert markers(sweep.out) == before
 
 
@@ -166,7 +168,7 @@ def test_force_redoes_only_the_requested_sizes(sweep, capsys):
     argv = [a for a in sweep.argv]
     argv[argv.index("--sizes") + 1] = str(SIZES[0])
     assert cli.run(vocab_sweep.main, argv + ["--force", "--stop-after", "tokenizer"]) == 0
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert "skipped" not in out and "stopped after stage 'tokenizer'" in out
     after = markers(sweep.out)
     # the forced size: remade up to the tokenizer, its later stages gone; the other size untouched
@@ -202,7 +204,7 @@ def test_missing_required_option_is_one_error_line(capsys):
     assert len(err) == 1 and err[0].startswith("error: ") and "--corpus" in err[0]
 
 
-# --- the orchestration helpers (fairseq_headless/experiments) ------------------------------------
+# --- the launcher and log reader (studies/training_runs.py) ------------------------------------
 
 def _inner(update, wps, ups):
     record = {"epoch": 1, "loss": "5.0", "wps": str(wps), "ups": str(ups), "num_updates": str(update)}

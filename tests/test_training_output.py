@@ -1,7 +1,7 @@
 """What a default training run prints and writes beside its checkpoints: TensorBoard event files
 (README "Tracking") and a log that holds fairseq's own lines and the plugin's (README "A quiet log").
 
-One run of the README's command on the tiny config (20 updates, ~8 s), with warnings left on:
+One run of the README's command on the tiny config (20 updates), with warnings left on:
 no ``PYTHONWARNINGS=ignore``, unlike the other tests' runs. The heartbeat of a silent log (a line at least
 every 30 s): its logic on a fake clock, and a real run with a tiny interval.
 """

@@ -1,19 +1,12 @@
-"""The ablation objectives of the paper's Tab.6 (§6 "Ablation study"), as options of the CWT criterions.
+"""The ablation objectives of the paper's Tab.6 (§6), as options of the CWT criterions.
 
-* ``cross_entropy=true`` — "Cross-Entropy + CWT": the vanilla full-vocabulary
-  cross-entropy of the model's own LM head is added to the CWT loss at the same
-  positions, "without specific weights" (Tab.6 caption). The head is applied to the
-  features the CWT loss already has at those positions, so the body runs once, as
-  fairseq's ``masked_lm`` criterion applies RoBERTa's head to ``masked_tokens`` only.
-  Needs a model with an LM head: a vanilla architecture (``roberta_small``).
-* ``targets=separate`` — "NCE (wo/ WT)", after Ma & Collins (2018): the CWT loss
-  against an additional static embedding matrix instead of the model's input
-  embeddings (no weight tying). The matrix is a parameter of the criterion:
-  fairseq's ``Trainer`` optimizes ``criterion.parameters()`` with the model's, saves
-  them under ``checkpoint["criterion"]`` and reloads them strictly on resume (and
-  wraps a criterion with parameters in DDP). The model, its checkpoint entry and
-  its exports stay those of the plain headless model: the matrix is, as in the
-  paper, parameters "added during training" only.
+* ``cross_entropy=true``, "Cross-Entropy + CWT": the model's own LM head's full-vocabulary cross-entropy
+  is added, unweighted, at the CWT positions, on the features CWT already has (one body pass). Needs a
+  vanilla model (with an LM head), e.g. ``roberta_small``.
+* ``targets=separate``, "NCE (wo/ WT)" after Ma & Collins (2018): CWT against a separate static matrix
+  instead of the input embeddings. It is a parameter of the criterion, which fairseq's ``Trainer``
+  optimizes, checkpoints and wraps in DDP with the model's; the model and its exports stay the plain
+  headless model's (the paper's parameters "added during training").
 """
 
 import torch.nn as nn
@@ -24,11 +17,8 @@ TARGET_MODES = ("tied", "separate")
 
 
 def lm_head(model):
-    """The callable mapping K x D features to K x V logits of a vanilla model, or None for a headless one.
-
-    Headless models answer logit requests with e^T (no parameter of their own): that is
-    not an LM head to train with cross-entropy, so they have none here.
-    """
+    """The callable mapping K x D features to K x V logits of a vanilla model, or None for a headless one
+    (whose logits, e^T, have no parameter of their own to train with cross-entropy)."""
     encoder = getattr(model, "encoder", None)
     if encoder is not None and getattr(encoder, "lm_head", None) is not None:
         return encoder.lm_head  # fairseq's RoBERTa: dense, GELU, LayerNorm, tied matrix + bias
@@ -59,12 +49,8 @@ def cross_entropy_sum(head, features, target_ids):
 
 
 def separate_target_matrix(vocab_size: int, dim: int, padding_idx: int) -> nn.Embedding:
-    """The V x D static target matrix of NCE (wo/ WT), initialised as RoBERTa's input embeddings.
-
-    fairseq's RoBERTa initialises its embeddings with ``init_bert_params``: N(0, 0.02),
-    padding row zero. Tab.6 is a BERT-small ablation, so that is the init used (also for
-    a decoder, whose own embeddings fairseq draws with std D^-0.5 instead).
-    """
+    """The V x D static target matrix of NCE (wo/ WT), initialised as RoBERTa's input embeddings
+    (``init_bert_params``: N(0, 0.02), padding row zero), since Tab.6 is a BERT-small ablation; also for a decoder."""
     matrix = nn.Embedding(vocab_size, dim, padding_idx=padding_idx)
     init_bert_params(matrix)
     return matrix

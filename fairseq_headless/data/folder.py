@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .binarize import FAIRSEQ_SPECIALS, ID_OFFSET
-from .errors import DataError
+from ..cli import InputError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +46,7 @@ class DataFolder:
         from .tokenizer import load_tokenizer
 
         if not self.tokenizer:
-            raise DataError(f"{self.path}: no tokenizer known for this data folder")
+            raise InputError(f"{self.path}: no tokenizer known for this data folder")
         files = self.tokenizer if self.tokenizer_type == "gpt2" else self.tokenizer[0]
         return load_tokenizer(self.tokenizer_type, files, "the data folder's tokenizer")
 
@@ -80,13 +80,13 @@ def require_dictionary(folder: Path, where: str) -> Path:
     if (folder / "dict.txt").is_file():
         return folder / "dict.txt"
     if not folder.is_dir():
-        raise DataError(f"{where}: folder {folder} not found; give a folder written by scripts/prepare_data.py "
+        raise InputError(f"{where}: folder {folder} not found; give a folder written by scripts/prepare_data.py "
                         f"or fairseq-preprocess")
     if (folder / "shard0" / "dict.txt").is_file():  # prepare_data.py --shards K: the parent of the shards
         shards = ":".join(str(folder / f"shard{i}") for i in range(2))
-        raise DataError(f"{where}: {folder} holds shards, not a data folder: give them as a colon list, "
+        raise InputError(f"{where}: {folder} holds shards, not a data folder: give them as a colon list, "
                         f"{where}={shards}:... (every shard, in order)")
-    raise DataError(f"{where}: no dict.txt in {folder}; give a folder written by scripts/prepare_data.py "
+    raise InputError(f"{where}: no dict.txt in {folder}; give a folder written by scripts/prepare_data.py "
                     f"or fairseq-preprocess")
 
 
@@ -96,14 +96,14 @@ def check_training_folders(data, where: str, train_subset: str = "train") -> Non
     mmap or raw datasets name it."""
     shards = split_data_path(data)
     if not shards:
-        raise DataError(f"{where}: no data folder given")
+        raise InputError(f"{where}: no data folder given")
     require_dictionary(shards[0], where)
     for shard in shards:
         if not shard.is_dir():
-            raise DataError(f"{where}: folder {shard} not found; every entry of the colon list must be a folder "
+            raise InputError(f"{where}: folder {shard} not found; every entry of the colon list must be a folder "
                             f"written by scripts/prepare_data.py")
         if not ((shard / f"{train_subset}.idx").is_file() or (shard / train_subset).is_file()):
-            raise DataError(f"{where}: no {train_subset}.idx/.bin in {shard} (the training split); give a folder "
+            raise InputError(f"{where}: no {train_subset}.idx/.bin in {shard} (the training split); give a folder "
                             f"written by scripts/prepare_data.py, or its shards in a colon list")
 
 
@@ -115,7 +115,7 @@ def tokenizer_type_of(files: Sequence[Path]) -> str:
         return "sentencepiece"
     if len(files) == 1 and names[0].endswith(".json"):
         return "hf"
-    raise DataError(f"tokenizer files {', '.join(map(str, files))}: give a sentencepiece .model, a tokenizer.json, "
+    raise InputError(f"tokenizer files {', '.join(map(str, files))}: give a sentencepiece .model, a tokenizer.json, "
                     f"or GPT-2's encoder.json and vocab.bpe")
 
 
@@ -124,14 +124,14 @@ def open_data_folder(data, where: str, tokenizer: Sequence[Path] = (), need_toke
     tokenizer; ``where`` starts every error message (the option or config key at fault)."""
     shards = tuple(split_data_path(data))
     if not shards:
-        raise DataError(f"{where}: no data folder given")
+        raise InputError(f"{where}: no data folder given")
     first = shards[0]
     manifest_path = first / "manifest.json"
     tokenizer = tuple(Path(t) for t in tokenizer)
     if tokenizer:
         for f in tokenizer:
             if not f.is_file():
-                raise DataError(f"{where}: tokenizer file {f} not found")
+                raise InputError(f"{where}: tokenizer file {f} not found")
         kind = tokenizer_type_of(tokenizer)
         if kind == "gpt2":
             tokenizer = tuple(sorted(tokenizer, key=lambda f: f.suffix != ".json"))  # encoder.json, vocab.bpe
@@ -142,17 +142,17 @@ def open_data_folder(data, where: str, tokenizer: Sequence[Path] = (), need_toke
             kind = manifest["tokenizer"]["type"]
             tokenizer = (first / manifest["tokenizer"]["path"],)
         except (KeyError, TypeError) as e:
-            raise DataError(f"{manifest_path}: not a valid manifest ({e}); re-run scripts/prepare_data.py") from None
+            raise InputError(f"{manifest_path}: not a valid manifest ({e}); re-run scripts/prepare_data.py") from None
         if need_tokenizer and not tokenizer[0].is_file():
-            raise DataError(f"{where}: tokenizer file {tokenizer[0]} (manifest tokenizer.path) is missing")
+            raise InputError(f"{where}: tokenizer file {tokenizer[0]} (manifest tokenizer.path) is missing")
     elif need_tokenizer:
-        raise DataError(f"{where}: no manifest.json in {first} (the data folder moved, or was not made by "
+        raise InputError(f"{where}: no manifest.json in {first} (the data folder moved, or was not made by "
                         f"scripts/prepare_data.py); pass the folder prepare_data.py wrote, or the tokenizer "
                         f"files of a folder binarized by fairseq-preprocess")
     else:
         manifest, kind = None, None
     if kind not in (None, "sentencepiece", "hf", "gpt2"):
-        raise DataError(f"{manifest_path}: tokenizer type {kind!r} is none of 'sentencepiece', 'hf', 'gpt2'")
+        raise InputError(f"{manifest_path}: tokenizer type {kind!r} is none of 'sentencepiece', 'hf', 'gpt2'")
     return DataFolder(shards, manifest, tokenizer, kind)
 
 
@@ -161,7 +161,7 @@ def _read_manifest(path: Path) -> dict:
         manifest = json.loads(path.read_text(encoding="utf-8"))
         mapping = manifest["id_mapping"]
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise DataError(f"{path}: not a valid manifest ({e}); re-run scripts/prepare_data.py") from None
+        raise InputError(f"{path}: not a valid manifest ({e}); re-run scripts/prepare_data.py") from None
     if mapping.get("offset") != ID_OFFSET or mapping.get("fairseq_specials", FAIRSEQ_SPECIALS) != FAIRSEQ_SPECIALS:
-        raise DataError(f"{path}: id_mapping is not `tokenizer id + {ID_OFFSET}` after {list(FAIRSEQ_SPECIALS)}")
+        raise InputError(f"{path}: id_mapping is not `tokenizer id + {ID_OFFSET}` after {list(FAIRSEQ_SPECIALS)}")
     return manifest

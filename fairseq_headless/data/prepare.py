@@ -1,32 +1,10 @@
 """Raw text -> a fairseq data folder for headless pretraining, streaming, parallel and sharded.
 
-The data stage of the paper's recipe (a fixed tokenizer: Pythia's for the English models, Sec.
-4.1-4.2; a multilingual vocabulary sampled over languages, Sec. 5; BPE tokenizers of several
-sizes, Sec. 6), built for corpora far larger than memory (OpenWebText2: 63 GiB of ``.jsonl.zst``).
-scripts/prepare_data.py is its command line; docs/data.md describes the output.
-
-Passes over the corpus, each one parallel over work units (sources.py) in ``--workers`` processes
-of one tokenizer thread each, each holding one record and one batch of lines at a time (and the
-text of a block of a compressed file, which the main process decompresses for them):
-
-1. scan: count lines and records and keep the smallest-rank records (splits.py), from which the
-   valid/test thresholds follow; it also finds the blocks of the compressed files, the units of
-   the later passes; with --lang-input, the training lines of each language and unit
-   (sampling.py);
-2. sample (only when training sentencepiece): the priority reservoir of training lines, bounded
-   in lines and in bytes, then sentencepiece is trained on it;
-3. encode, once per shard: tokenize, write each unit's ids with fairseq's mmap builder
-   (binarize.py), join the units in corpus order. Nothing depends on which worker did what, so the
-   output is the same for any --workers.
-
-With ``--shards K`` the output is ``OUT/shard0 .. OUT/shard{K-1}`` (training records go to shard
-``hash % K``; valid, test, the tokenizer, ``dict.txt`` and ``manifest.json`` live in shard0), and a
-run resumes: the scan (``OUT/scan.json``), the tokenizer and every finished shard
-(``OUT/shardI/shard.json``) are reused, and ``--shard-index I`` prepares one shard only, so a
-Slurm array prepares the shards on K machines. Whichever run finishes the last shard sums the
-shards' counts into shard0's ``dict.txt`` and ``manifest.json``. Without ``--shards``, the run is the
-one shard of such a preparation in ``OUT.partial``, renamed onto OUT once complete, so that it
-resumes the same way; a signal ends either with one line (interrupt.py), keeping what a rerun resumes.
+The data stage of the paper's recipe (Pythia's tokenizer, Sec. 4.1-4.2; a multilingual vocabulary,
+Sec. 5; BPE tokenizers of several sizes, Sec. 6) for corpora far larger than memory: a scan, a
+sample for sentencepiece, and one encoding pass per shard, each parallel over work units, the
+output the same for any --workers; a stopped run resumes. :func:`prepare_data` is the entry;
+docs/data.md describes the output and how the passes work.
 """
 from __future__ import annotations
 
@@ -35,14 +13,15 @@ import dataclasses
 import gc
 import hashlib
 import json
+import logging
 import multiprocessing
+import multiprocessing.pool
 import os
 import queue
 import re
 import shlex
 import shutil
 import socket
-import sys
 import threading
 import time
 from datetime import datetime, timezone
@@ -51,15 +30,15 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..cli import InputError, write_line
+from ..cli import InputError
 from ..files import missing_parents, publish_folder, remove_empty, write_json_atomic, write_text_atomic as write_atomic
 from . import binarize, sampling, splits
-from .errors import DataError
 from .interrupt import interruptible, pause_for_tests
-from .progress import DEFAULT_INTERVAL_SECONDS, Progress
+from ..progress import INTERVAL_SECONDS, Progress
+from ..stages import Stage, StageSettingsError
 from .sources import Source, Unit, is_streamed, make_units, read_unit, resolve_inputs, stream_blocks
-from .tokenizer import (Tokenizer, load_tokenizer, single_threaded, train_sentencepiece,
-                        training_pieces)
+from .tokenizer import (BYTE_FALLBACK_AUTO_MIN_VOCAB, Tokenizer, load_tokenizer, single_threaded,
+                        train_sentencepiece, training_pieces)
 
 FORMAT_VERSION = 1
 DEFAULT_VOCAB_SIZE = 8000
@@ -78,6 +57,8 @@ BATCH_LINES = 10_000
 SPLITS = ("train", "valid", "test")
 POOL_STOP_SECONDS = 10
 
+logger = logging.getLogger(__name__)
+
 
 def default_workers() -> int:
     """The cores this process may use (a Slurm allocation, not the whole node)."""
@@ -89,30 +70,73 @@ def default_workers() -> int:
 
 @dataclasses.dataclass
 class Options:
-    """A validated command line (scripts/prepare_data.py)."""
+    """What to prepare: scripts/prepare_data.py's options (``cli.parse_options``), or built in code; fields
+    left out take the command line's defaults, and bad values raise an InputError naming the option."""
 
-    inputs: list[tuple[str | None, str]]  # (language or None, path or hf: spec)
-    multilingual: bool
-    alpha: float | None
+    inputs: list[tuple[str | None, str]]  # (language or None, path or hf: spec); languages: multilingual
     output: Path
-    force: bool
-    tokenizer_mode: str  # "train" | "spm" | "hf"
-    vocab_size: int | None
-    model_type: str | None
-    tokenizer_file: Path | None
-    character_coverage: float
-    byte_fallback: bool
-    spm_sample_lines: int
-    valid_lines: int | None
-    test_lines: int | None
-    padding_factor: int
-    workers: int
-    seed: int
-    field: str
-    licence: str
+    tokenizer_mode: str = "train"  # "train" | "spm" (tokenizer_file: a .model) | "hf" (a tokenizer.json)
+    tokenizer_file: Path | None = None
+    vocab_size: int | None = None  # training: DEFAULT_VOCAB_SIZE
+    model_type: str | None = None  # training: "bpe"
+    character_coverage: float = DEFAULT_CHARACTER_COVERAGE
+    byte_fallback: bool | None = None  # None: on when training at least BYTE_FALLBACK_AUTO_MIN_VOCAB pieces
+    spm_sample_lines: int = DEFAULT_SPM_SAMPLE_LINES
+    spm_sample_bytes: int = DEFAULT_SPM_SAMPLE_BYTES
+    alpha: float | None = None  # multilingual: DEFAULT_ALPHA
+    valid_lines: int | None = None
+    test_lines: int | None = None
+    padding_factor: int = DEFAULT_PADDING_FACTOR
+    workers: int | None = None  # default_workers()
+    seed: int = 1
+    field: str = "text"
+    licence: str = LICENCE_UNKNOWN
     shards: int = 1
     shard_index: int | None = None
-    spm_sample_bytes: int = DEFAULT_SPM_SAMPLE_BYTES
+    force: bool = False
+
+    def __post_init__(self):
+        self.output = Path(os.path.abspath(self.output))
+        self.tokenizer_file = None if self.tokenizer_file is None else Path(self.tokenizer_file)
+        if not self.inputs:
+            raise InputError("give at least one input (--input or --lang-input)")
+        if self.multilingual:
+            self.alpha = DEFAULT_ALPHA if self.alpha is None else self.alpha
+            if not 0.0 <= self.alpha <= 1.0:
+                raise InputError(f"--alpha must be between 0 and 1, got {self.alpha}")
+        elif self.alpha is not None:
+            raise InputError("--alpha only applies to multilingual --lang-input")
+        if self.tokenizer_mode == "train":
+            self.vocab_size = DEFAULT_VOCAB_SIZE if self.vocab_size is None else self.vocab_size
+            self.model_type = self.model_type or "bpe"
+            if self.vocab_size < 2:
+                raise InputError(f"--vocab-size must be at least 2, got {self.vocab_size}")
+            if self.byte_fallback is None:
+                self.byte_fallback = self.vocab_size >= BYTE_FALLBACK_AUTO_MIN_VOCAB
+        elif self.tokenizer_mode in ("spm", "hf"):
+            if self.tokenizer_file is None:
+                raise InputError(f"tokenizer_mode {self.tokenizer_mode} needs a tokenizer_file")
+            self.byte_fallback = bool(self.byte_fallback)
+        else:
+            raise InputError(f"tokenizer_mode must be train, spm or hf, got {self.tokenizer_mode!r}")
+        if not 0.0 < self.character_coverage <= 1.0:
+            raise InputError(f"--character-coverage must be in (0, 1], got {self.character_coverage}")
+        self.workers = default_workers() if self.workers is None else self.workers
+        for name, value in (("--valid-lines", self.valid_lines), ("--test-lines", self.test_lines),
+                            ("--padding-factor", self.padding_factor), ("--workers", self.workers),
+                            ("--spm-sample-lines", self.spm_sample_lines),
+                            ("--spm-sample-bytes", self.spm_sample_bytes), ("--shards", self.shards)):
+            if value is not None and value < 1:
+                raise InputError(f"{name} must be at least 1, got {value}")
+        if not self.field:
+            raise InputError("--jsonl-field must not be empty")
+        if self.shard_index is not None and not 0 <= self.shard_index < self.shards:
+            raise InputError(f"--shard-index must be between 0 and --shards - 1 = {self.shards - 1}, "
+                             f"got {self.shard_index}")
+
+    @property
+    def multilingual(self) -> bool:
+        return any(language is not None for language, _ in self.inputs)
 
     def settings(self) -> dict:
         """What decides the output (not --workers, --force, --shard-index): a resumed run must
@@ -122,15 +146,26 @@ class Options:
                 "test_lines", "padding_factor", "seed", "field", "licence", "shards")
         return json.loads(json.dumps({k: getattr(self, k) for k in keep}, default=str))
 
-
-def info(message: str) -> None:
-    # Informational output goes to stdout so that stderr carries only progress bars, warnings and
-    # the single error line; one write a line, as the tasks of an array may share a log.
-    write_line(message, sys.stdout)
-
-
-def warn(message: str) -> None:
-    write_line(f"warning: {message}")
+    def command(self) -> str:
+        """The scripts/prepare_data.py command line that prepares the same folder (the manifest records it)."""
+        if self.multilingual:
+            words = ["--lang-input", *(f"{language}={path}" for language, path in self.inputs), "--alpha", self.alpha]
+        else:
+            words = ["--input", *(path for _, path in self.inputs)]
+        words += ["--output", self.output]
+        if self.tokenizer_mode == "train":
+            words += ["--vocab-size", self.vocab_size, "--model-type", self.model_type, "--byte-fallback",
+                      "on" if self.byte_fallback else "off", "--character-coverage", self.character_coverage,
+                      "--spm-sample-lines", self.spm_sample_lines, "--spm-sample-bytes", self.spm_sample_bytes]
+        else:
+            words += ["--spm-model" if self.tokenizer_mode == "spm" else "--hf-tokenizer", self.tokenizer_file]
+        for option, value in (("--valid-lines", self.valid_lines), ("--test-lines", self.test_lines),
+                              ("--shard-index", self.shard_index)):
+            if value is not None:
+                words += [option, value]
+        words += ["--padding-factor", self.padding_factor, "--workers", self.workers, "--seed", self.seed,
+                  "--jsonl-field", self.field, "--licence", self.licence, "--shards", self.shards]
+        return shlex.join(["prepare_data.py", *map(str, words), *(["--force"] if self.force else [])])
 
 
 # --------------------------------------------------------------------------
@@ -331,7 +366,7 @@ def _encode(unit: Unit, shard: int, report) -> dict:
 # --------------------------------------------------------------------------
 
 
-def _blocks(job: Job, units: Sequence[Unit], progress: Progress) -> Iterator[Unit]:
+def _blocks(job: Job, units: Sequence[Unit], progress: _PassProgress) -> Iterator[Unit]:
     """The units of compressed files, each with its text, decompressed in this process file after
     file. A file not yet cut (one unit, ``end`` None: the scan) is cut into blocks here."""
     by_source: dict[int, list[Unit]] = {}
@@ -341,13 +376,13 @@ def _blocks(job: Job, units: Sequence[Unit], progress: Progress) -> Iterator[Uni
         known.sort(key=lambda u: u.start)
         found = known[0].end is None
         ends = None if found else [u.end for u in known]
-        blocks = stream_blocks(job.sources[source], lambda n: (progress.update(n), progress.tick()), ends)
+        blocks = stream_blocks(job.sources[source], progress.add, ends)
         for i, (start, end, disk, data) in enumerate(blocks):
             unit = Unit(known[0].index, source, start, end, disk) if found else known[i]
             yield dataclasses.replace(unit, data=data)
 
 
-def run_pass(job: Job, stage: str, units: Sequence[Unit], workers: int, progress: Progress,
+def run_pass(job: Job, stage: str, units: Sequence[Unit], workers: int, progress: _PassProgress,
              extra=None, load_tok: bool = False) -> Iterator[dict]:
     """Run ``stage`` over ``units``; yields each unit's result as it finishes (in any order).
 
@@ -362,7 +397,7 @@ def run_pass(job: Job, stage: str, units: Sequence[Unit], workers: int, progress
     _JOB = job
     if workers == 1 or (len(tasks) == 1 and not streamed):
         saved = {k: os.environ.get(k) for k in ("RAYON_NUM_THREADS", "TOKENIZERS_PARALLELISM")}
-        _DIRECT_REPORT = lambda n, t=0: (progress.update(n, t), progress.tick())
+        _DIRECT_REPORT = progress.add
         try:
             _worker_start(load_tok)
             for t in tasks:
@@ -417,15 +452,15 @@ def run_pass(job: Job, stage: str, units: Sequence[Unit], workers: int, progress
             except queue.Empty:
                 result = None
             while not job.queue.empty():
-                progress.update(*job.queue.get())
-            progress.tick()
+                progress.add(*job.queue.get())
+            progress.add(0)  # a line every interval, whether or not a worker reported
             if result is not None:
                 pending, ahead = pending - 1, ahead - block
                 if isinstance(result, BaseException):
                     raise result
                 yield result
         while not job.queue.empty():
-            progress.update(*job.queue.get())
+            progress.add(*job.queue.get())
         pool.close()
         pool.join()
     except BaseException:
@@ -438,11 +473,19 @@ def run_pass(job: Job, stage: str, units: Sequence[Unit], workers: int, progress
 
 def _stop_pool(pool, workers) -> None:
     """End a pool on an error or a signal without waiting on it forever. A signal sent to the whole job (Slurm at
-    ``--time``) also kills the workers, and a worker that dies while it holds one of the pool's queue locks (an idle
-    worker waits for its next task holding the task queue's) makes ``Pool.terminate()`` wait for that lock forever.
-    So the workers are killed first and ``terminate()`` gets a few seconds in a thread of its own."""
+    ``--time``) also kills the workers, and a worker that dies holding one of the pool's queue locks (an idle worker
+    waits for its next task holding the task queue's) would make ``Pool.terminate()`` wait for that lock forever.
+    So the workers are killed, the locks they may have held freed, and ``terminate()`` runs in a thread of its
+    own that gets a few seconds at most."""
+    pool._worker_handler._state = multiprocessing.pool.TERMINATE  # no new workers for those killed here
     for worker in workers:
         worker.kill()
+    for worker in workers:
+        worker.join(POOL_STOP_SECONDS)
+    for lock in (pool._inqueue._rlock, pool._outqueue._wlock):  # whoever held them is dead now
+        if lock is not None:
+            lock.acquire(False)
+            lock.release()
     stopper = threading.Thread(target=pool.terminate, name="pool-terminate", daemon=True)
     stopper.start()
     stopper.join(POOL_STOP_SECONDS)
@@ -490,16 +533,27 @@ def _group_key(name: str):
     return None if name == "all" else name
 
 
+class _PassProgress(Progress):
+    """A pass's progress: bytes read, and the tokens written so far as its status."""
+
+    tokens = 0
+
+    def add(self, nbytes: int, tokens: int = 0) -> None:
+        if tokens:
+            self.tokens += tokens
+            self.status = f"{self.tokens:,} tokens written"
+        self.update(nbytes)
+
+
 class Preparation:
-    def __init__(self, opts: Options, argv: Sequence[str], progress_seconds: float = DEFAULT_INTERVAL_SECONDS,
-                 log: Callable[[str], None] = info):
-        self.opts, self.argv, self.progress_seconds, self.log = opts, list(argv), progress_seconds, log
-        self.workers = opts.workers
+    def __init__(self, opts: Options, progress_seconds: float = INTERVAL_SECONDS):
+        self.opts, self.progress_seconds, self.workers = opts, progress_seconds, opts.workers
+        self.passes: dict[str, dict] = {}  # what this run did: the summary of prepare_data
 
     # -- passes --------------------------------------------------------------
 
-    def _progress(self, what: str, total: int) -> Progress:
-        return Progress(what, total, self.progress_seconds, log=self.log)
+    def _progress(self, what: str, total: int) -> _PassProgress:
+        return _PassProgress(what, total, interval=self.progress_seconds, transient=True)
 
     def scan(self, sources: list[Source], units: list[Unit]) -> Scan:
         opts = self.opts
@@ -528,7 +582,9 @@ class Preparation:
                  for (u, start), (_, end, disk) in sorted(found.items())]
         unit_lines = [found[key][0] for key in sorted(found)]
         text = sum(st["text_bytes"] for st in per_source)
-        self.log(f"scanned {_text_rate(text, seconds, progress.bytes)}: {sum(unit_lines):,} lines in "
+        self.passes["scan"] = {"seconds": seconds, "bytes_read": progress.done, "text_bytes": text,
+                               "lines": sum(unit_lines)}
+        logger.info(f"scanned {_text_rate(text, seconds, progress.done)}: {sum(unit_lines):,} lines in "
                  f"{len(sources)} source{'s' * (len(sources) != 1)}")
 
         manifest_sources = [
@@ -541,9 +597,9 @@ class Preparation:
             if total == 0:
                 if g is None:
                     shown = ", ".join(path for _, path in opts.inputs)
-                    raise DataError(f"input is empty: no non-empty lines in {shown} (--input)")
+                    raise InputError(f"input is empty: no non-empty lines in {shown} (--input)")
                 paths = ", ".join(p for lang, p in opts.inputs if lang == g)
-                raise DataError(f"input is empty: no non-empty lines for language {g} in {paths} (--lang-input)")
+                raise InputError(f"input is empty: no non-empty lines for language {g} in {paths} (--lang-input)")
             n_valid = splits.default_split_lines(total) if opts.valid_lines is None else opts.valid_lines
             n_test = splits.default_split_lines(total) if opts.test_lines is None else opts.test_lines
             what = "the input" if g is None else f"language {g}"
@@ -597,7 +653,9 @@ class Preparation:
                 for r in results:
                     reservoir.merge(r["kept"])
                     pieces, cut = pieces + r["pieces"], min(cut, r["cut"])
-            progress.close()
+            seconds = progress.close()
+            done = self.passes.setdefault("sample", {"seconds": 0.0, "bytes_read": 0})
+            done["seconds"], done["bytes_read"] = done["seconds"] + seconds, done["bytes_read"] + progress.done
             # Exact once a bound (a unit's or the whole sample's) let go of a line below the cut-off: no
             # line above that one can be in the sample, and every line below it was offered.
             if (min(cut, reservoir.cut) < job.cutoff or len(reservoir) in (k, pieces)
@@ -609,7 +667,7 @@ class Preparation:
     def train_tokenizer(self, sources, units, scan: Scan, folder: Path) -> Tokenizer:
         opts = self.opts
         sample = self.training_sample(sources, units, scan, opts.spm_sample_lines, opts.spm_sample_bytes)
-        self.log(f"training a sentencepiece {opts.model_type} model, vocab size {opts.vocab_size}, byte fallback "
+        logger.info(f"training a sentencepiece {opts.model_type} model, vocab size {opts.vocab_size}, byte fallback "
                  f"{'on' if opts.byte_fallback else 'off'}, on {len(sample)} lines "
                  f"({sum(len(line.encode('utf-8')) for line in sample) / 1e6:,.1f} MB)")
 
@@ -659,19 +717,22 @@ class Preparation:
             binarize.join(dest / split, ordered, dict_size)
             s = {k: sum(p[k] for p in ordered) for k in ("lines", "documents", "tokens", "dropped_lines")}
             if s["dropped_lines"]:
-                warn(f"{split}: {s['dropped_lines']} non-empty lines encoded to no tokens and were dropped")
+                logger.warning(f"{split}: {s['dropped_lines']} non-empty lines encoded to no tokens and were dropped")
             else:
                 del s["dropped_lines"]
             if s["lines"] == 0:
                 where = f"the {split} split" + (f" of shard {shard}" if opts.shards > 1 else "")
                 fix = "; use fewer --shards" if opts.shards > 1 and split == "train" else \
                     "; check the input text and the tokenizer"
-                raise DataError(f"{where} has no tokens after tokenization{fix}")
+                raise InputError(f"{where} has no tokens after tokenization{fix}")
             stats[split] = s
         shutil.rmtree(work)
         joined = time.monotonic() - joining
         size = sum((dest / f"{s}.bin").stat().st_size for s in stats)
-        self.log(f"{what}: {_text_rate(text, seconds, progress.bytes)}, {progress.tokens:,} tokens; "
+        self.passes[what.replace("encoding", "encode")] = {
+            "seconds": seconds, "bytes_read": progress.done, "text_bytes": text, "tokens": progress.tokens,
+            "ids_bytes": size, "join_seconds": joined}
+        logger.info(f"{what}: {_text_rate(text, seconds, progress.done)}, {progress.tokens:,} tokens; "
                  f"joined {size / 1e6:,.1f} MB of ids in {joined:.2f} s")
         return {"shard": shard, "splits": stats, "counts": counts.tolist(), "workers": self.workers,
                 "seconds": round(seconds, 3)}
@@ -708,7 +769,7 @@ class Preparation:
                        "train": [r["splits"]["train"] for r in shard_results]},
             "sources": scan.sources,
             "multilingual": scan.multilingual,
-            "command": shlex.join(["prepare_data.py", *self.argv]),
+            "command": opts.command(),
         }
         if tok.trained:
             manifest["tokenizer"].update(requested_vocab_size=opts.vocab_size,
@@ -757,9 +818,9 @@ class Preparation:
                          f"resumes it"}
         if work.exists() or work.is_symlink():
             if _read_json(work / MARKER) == state:
-                self.log(f"resuming the unfinished preparation in {work}")
+                logger.info(f"resuming the unfinished preparation in {work}")
             else:
-                self.log(f"{work} holds an unfinished preparation with other options or inputs: starting over")
+                logger.info(f"{work} holds an unfinished preparation with other options or inputs: starting over")
                 _remove(work)
         created = missing_parents(work)
         try:
@@ -770,11 +831,12 @@ class Preparation:
             try:
                 publish_folder(folder, out, opts.force)
             except FileExistsError:
-                raise DataError(f"output folder {out} appeared during the run; pass --force to replace it or "
+                raise InputError(f"output folder {out} appeared during the run; pass --force to replace it or "
                                 f"choose another --output") from None
-        except DataError:  # bad input: nothing worth keeping. A signal or a crash keeps the work for the rerun.
-            _remove(work)
-            remove_empty(created)
+        except InputError as e:  # bad input: nothing worth keeping. A signal or a crash keeps the work for the rerun.
+            if not isinstance(e, Busy):  # the work is another live run's
+                _remove(work)
+                remove_empty(created)
             raise
         _remove(work)
         return manifest
@@ -793,17 +855,17 @@ class Preparation:
             elif not opts.force:
                 why = ("was prepared with other options" if previous is not None
                        else "already exists and is not a sharded preparation")
-                raise DataError(f"output folder {out} {why}; pass --force to replace it or choose another --output")
+                raise InputError(f"output folder {out} {why}; pass --force to replace it or choose another --output")
             elif opts.shard_index is not None:
-                raise DataError("--force with --shard-index would let every task of an array delete the others' "
+                raise InputError("--force with --shard-index would let every task of an array delete the others' "
                                 "shards; remove the output folder once before the array starts")
             elif not out.is_dir():
-                raise DataError(f"--output {out} exists and is not a folder; remove it first")
+                raise InputError(f"--output {out} exists and is not a folder; remove it first")
             else:
                 old = out.with_name(f"{out.name}.old-{os.getpid()}")
         given = self._given_tokenizer()
         if given is None and opts.shard_index not in (None, 0) and not (out / "shard0" / "tokenizer").is_dir():
-            raise DataError(f"no tokenizer in {out}/shard0/tokenizer yet: train it first with the same command and "
+            raise InputError(f"no tokenizer in {out}/shard0/tokenizer yet: train it first with the same command and "
                             f"--shard-index 0 (it trains the tokenizer, then prepares shard 0), or give one with "
                             f"--spm-model / --hf-tokenizer")
         sources, units = self._sources([out] + ([old] if old else []))
@@ -820,7 +882,7 @@ class Preparation:
             results, scan, tok = self._prepare_shards(out, marker, given, sources, units, todo)
             if any(r is None for r in results):
                 missing = [i for i, r in enumerate(results) if r is None]
-                self.log(f"shards still to prepare: {', '.join(map(str, missing))}; the run that finishes the "
+                logger.info(f"shards still to prepare: {', '.join(map(str, missing))}; the run that finishes the "
                          f"last one writes {out}/shard0/dict.txt and manifest.json")
                 return None
             manifest = self.write_dictionary_and_manifest(out / "shard0", tok, scan, results)
@@ -854,7 +916,7 @@ class Preparation:
         for i in todo:
             done = base / f"shard{i}" / SHARD_DONE
             if done.exists():
-                self.log(f"{f'shard {i}' if shared else 'encoding'}: finished before ({done}), skipped")
+                logger.info(f"{f'shard {i}' if shared else 'encoding'}: finished before ({done}), skipped")
                 continue
             _claim(base, f"shard{i}")
             tmp = _temporary(base, f"shard{i}")
@@ -865,24 +927,25 @@ class Preparation:
                 final.mkdir(exist_ok=True)
                 for f in tmp.iterdir():
                     os.replace(f, final / f.name)
-                write_json_atomic(done, result)  # last: the shard is complete
+                Stage(done, {"shard": i}).finish(result)  # last: the shard is complete
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
-        results = [_read_json(base / f"shard{i}" / SHARD_DONE) for i in range(self.opts.shards)]
+        results = [Stage(base / f"shard{i}" / SHARD_DONE, {"shard": i}).result() for i in range(self.opts.shards)]
         return results, scan, tok
 
     def _cached_scan(self, out: Path, sources, units) -> Scan:
-        path = out / "scan.json"
-        described = _described(sources)
-        cached = _read_json(path)
+        stage = Stage(out / "scan.json", {"inputs": _described(sources)})
+        try:
+            cached = stage.result()
+        except StageSettingsError:
+            raise InputError(f"the input files changed since {out} was started ({stage.marker} lists others); "
+                             f"pass --force to start over") from None
         if cached is not None:
-            if cached.get("inputs") != described:
-                raise DataError(f"the input files changed since {out} was started ({path} lists others); "
-                                f"pass --force to start over")
-            self.log(f"reusing the scan of {path}")
-            return Scan(**cached["scan"])
+            logger.info(f"reusing the scan of {stage.marker}")
+            return Scan(**cached)
+        stage.start()
         scan = self.scan(sources, units)
-        write_json_atomic(path, {"inputs": described, "scan": dataclasses.asdict(scan)})
+        stage.finish(dataclasses.asdict(scan))
         return scan
 
     def _sharded_tokenizer(self, out: Path, given: Tokenizer | None, sources, units, scan) -> Tokenizer:
@@ -902,11 +965,11 @@ class Preparation:
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         else:
-            self.log(f"reusing the tokenizer of {folder}")
+            logger.info(f"reusing the tokenizer of {folder}")
         if given is not None:
             kept = folder / given.filename
             if not kept.is_file() or kept.read_bytes() != given.path.read_bytes():
-                raise DataError(f"{kept} is not the given tokenizer; pass --force to start over")
+                raise InputError(f"{kept} is not the given tokenizer; pass --force to start over")
             return load_tokenizer(given.kind, kept, given.option)
         return load_tokenizer("sentencepiece", folder / "spm.model", "--vocab-size", trained=True)
 
@@ -967,14 +1030,18 @@ def _remove_stale_temporaries(folder: Path, shared: bool, finished: bool = False
             _remove(path)
 
 
+class Busy(InputError):
+    """Another live process on this machine is preparing the same folder."""
+
+
 def _claim(base: Path, name: str) -> None:
     """Remove what earlier runs left of ``name`` (``NAME.tmp-HOST-PID``) before this run makes it again; a live
-    process on this machine still making it stops this run instead. Not a DataError: the work, ``OUT.partial``
-    included, is the other run's and must stay."""
+    process on this machine still making it stops this run instead (:class:`Busy`: the work, ``OUT.partial``
+    included, is the other run's and must stay)."""
     for stale in base.glob(f"{name}.tmp-*"):
         host, _, pid = stale.name.rpartition(".tmp-")[2].rpartition("-")
         if host == _HOST and pid.isdigit() and _alive(int(pid)):
-            raise InputError(f"{name} is being prepared by process {pid} on this machine ({stale}); wait for it, "
+            raise Busy(f"{name} is being prepared by process {pid} on this machine ({stale}); wait for it, "
                              f"or stop it and run the same command again")
         _remove(stale)
 
@@ -1005,20 +1072,24 @@ def _read_json(path: Path) -> dict | None:
 def check_output(out: Path, force: bool) -> None:
     if out.exists() or out.is_symlink():
         if not force:
-            raise DataError(f"output folder {out} already exists; pass --force to replace it or choose another "
+            raise InputError(f"output folder {out} already exists; pass --force to replace it or choose another "
                             f"--output")
         if not out.is_dir():
-            raise DataError(f"--output {out} exists and is not a folder; remove it first")
+            raise InputError(f"--output {out} exists and is not a folder; remove it first")
 
 
 def tokenizer_sample(opts: Options, k: int) -> list[str]:
     """The sample prepare() trains sentencepiece on, for tokenizers trained elsewhere (studies/vocab_sweep.py)."""
-    preparation = Preparation(opts, [], log=lambda message: None)
+    preparation = Preparation(opts)
     sources, units = preparation._sources([opts.output])
     return preparation.training_sample(sources, units, preparation.scan(sources, units), k, opts.spm_sample_bytes)
 
 
-def prepare(opts: Options, argv: Sequence[str], progress_seconds: float = DEFAULT_INTERVAL_SECONDS,
-            log: Callable[[str], None] = info) -> dict | None:
-    """Prepare the data folder; returns the manifest (None while shards of a sharded run are left)."""
-    return Preparation(opts, argv, progress_seconds, log).run()
+def prepare_data(options: Options, progress_seconds: float = INTERVAL_SECONDS) -> dict:
+    """Prepare the data folder of ``options``; returns what this run did: ``output``, ``manifest`` (None while
+    shards of a sharded preparation are left to other runs), ``workers`` and ``passes`` (per pass: seconds,
+    bytes read, ...; a pass reused from an earlier run is absent). docs/data.md lists the fields."""
+    preparation = Preparation(options, progress_seconds)
+    manifest = preparation.run()
+    return {"output": str(options.output), "manifest": manifest, "workers": preparation.workers,
+            "passes": preparation.passes}

@@ -1,24 +1,8 @@
-"""Sampling that streams: XLM's multilingual resampling (paper Sec. 5) and the tokenizer's
-training sample, both decided unit by unit so that workers need no shared state.
+"""Sampling that streams, unit by unit: XLM's multilingual resampling (paper Sec. 5) and the
+tokenizer's training sample (a mergeable priority reservoir), so that workers share no state.
 
-Multilingual (``--lang-input``, XLM): language i with n_i training lines gets probability
-q_i = p_i^alpha / sum_j p_j^alpha (p_i = n_i / sum n) and m_i = q_i * sum n lines, rounded so that
-the m_i sum to sum n (largest remainder). Language i's lines are then written floor(m_i / n_i)
-times over, plus r_i = m_i mod n_i lines chosen at random. The r_i are shared out among the
-language's units in proportion to their training lines (largest remainder, ``allocate``), and each
-unit picks its share while streaming (selection sampling, Knuth's algorithm S, seeded by
-``--seed``, the language and the unit). The draw is stratified by unit, so exactly m_i lines come
-out, with no list of the language's lines ever held.
-
-The tokenizer's sample (``--spm-sample-lines`` k, ``--spm-sample-bytes`` b) is a priority
-reservoir: every training line (in multilingual mode every copy of it) gets a pseudo-random 64-bit
-priority from ``--seed`` and its name; the sample is the lines of smallest priority, as many as fit
-in k lines and b bytes: the first lines of a uniformly random order, a uniform random sample
-without replacement. Unlike Algorithm R it is mergeable: each unit keeps its own smallest
-priorities below a cut-off (``reservoir_cutoff``: far above the k-th smallest expected over the
-whole corpus, so a unit keeps about its share of k, not k) and within the two bounds, and the
-parent keeps the smallest of all within them. The byte bound is what holds memory: sentencepiece
-keeps its own copy of the sample while it trains, and lines may be paragraphs.
+q_i = p_i^alpha / sum_j p_j^alpha; each language's extra lines are shared out among its units and
+drawn there by selection sampling. The method and why it is exact: docs/data.md.
 """
 from __future__ import annotations
 

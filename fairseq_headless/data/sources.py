@@ -1,27 +1,9 @@
-"""Reading a corpus as a stream of records, in pieces that workers read independently.
+"""Reading a corpus as a stream of records, in work units that workers read independently.
 
-A corpus is a list of sources (text or jsonl files, plain or compressed, or a Hugging Face
-dataset), each cut into work units: an uncompressed file into ranges of ``UNIT_BYTES`` at line
-boundaries, the way fairseq-preprocess splits its input by byte offsets; a compressed file into
-blocks of ``BLOCK_BYTES`` of decompressed text at line boundaries, which one reader decompresses
-in order (a stream can only be read from its start) and hands to the workers with their bytes
-(``stream_blocks``); a dataset is one unit. Units are fixed by the input alone, never by the
-number of workers, so the output does not depend on --workers.
-
-A unit is read as records, the things the split and the shards decide on one at a time:
-
-- a jsonl line (or a dataset row) is one record, one document;
-- in a text file, a document (lines between blank lines) is one record, but a record also ends
-  after ``RECORD_BYTES`` (8 KiB) of text and at the end of a unit, so that a file without blank
-  lines is still many records and no record is held beyond that size. An 8 KiB cut does not end
-  the document: the next record continues it (``Record.continues``), and the two stay one text
-  in the output unless something between them went to another split or shard. A unit's end does
-  end it: units are binarized apart and joined with a document boundary between them (binarize.join).
-
-Every record is named by ``(Source.name, position)``: the byte offset where it starts in the
-decompressed file (a row number for a dataset). Any worker knows the position of the records it
-reads without reading what comes before, so the split and the shards (splits.py) are decided
-record by record, anywhere.
+An uncompressed file is cut into byte ranges, a compressed one into blocks of decompressed text
+that the main process hands out, a dataset is one unit; units depend on the input alone. A record
+(a jsonl line, a text document or an 8 KiB piece of one) is named by ``(Source.name, position)``,
+its byte offset, so any worker decides its split and shard alone (docs/data.md).
 """
 from __future__ import annotations
 
@@ -37,8 +19,8 @@ import os
 import zlib
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
+from ..cli import InputError
 
-from .errors import DataError
 
 TEXT_KINDS = (".txt", ".jsonl")
 # A range of an uncompressed file read by one worker. Small enough that a 40 MB file keeps two
@@ -101,7 +83,7 @@ def _open_zstd(raw):
     try:
         import zstandard  # noqa: F401
     except ImportError:
-        raise DataError("reading .zst files needs the `zstandard` package: pip install zstandard") from None
+        raise InputError("reading .zst files needs the `zstandard` package: pip install zstandard") from None
     return io.BufferedReader(_ZstdFrames(raw), 1 << 20)
 
 
@@ -193,19 +175,19 @@ def check_compression(path: Path) -> str | None:
     name = path.name
     suffix = _known_compression(name)
     if suffix is None and name.endswith(UNSUPPORTED_SUFFIXES):
-        raise DataError(f"{path}: unknown compression {Path(name).suffix}; accepted: {ACCEPTED}")
+        raise InputError(f"{path}: unknown compression {Path(name).suffix}; accepted: {ACCEPTED}")
     try:
         with open(path, "rb") as f:
             head = f.read(8)
     except OSError as e:
-        raise DataError(f"{path}: cannot read it ({e})") from None
+        raise InputError(f"{path}: cannot read it ({e})") from None
     found = next((fmt for magic, fmt in MAGIC.items() if head.startswith(magic)), None)
     if found is not None and found != suffix:
         said = f"its name ends in {suffix}" if suffix else "its name has no compression suffix"
         if found in COMPRESSIONS:
-            raise DataError(f"{path}: the data is {found}-compressed but {said}; rename it to end in "
+            raise InputError(f"{path}: the data is {found}-compressed but {said}; rename it to end in "
                             f"{_strip_compression(name)}{found}")
-        raise DataError(f"{path}: unknown compression ({found} data); accepted: {ACCEPTED}")
+        raise InputError(f"{path}: unknown compression ({found} data); accepted: {ACCEPTED}")
     return suffix
 
 
@@ -213,7 +195,7 @@ def parse_hf_spec(spec: str) -> tuple[str, str | None, str]:
     """`hf:NAME[:CONFIG][:SPLIT]` -> (name, config, split); split defaults to train."""
     parts = spec[len("hf:"):].split(":")
     if not parts[0] or len(parts) > 3:
-        raise DataError(f"{spec}: expected hf:NAME[:CONFIG][:SPLIT]")
+        raise InputError(f"{spec}: expected hf:NAME[:CONFIG][:SPLIT]")
     name = parts[0]
     config = parts[1] if len(parts) > 1 and parts[1] else None
     split = parts[2] if len(parts) > 2 and parts[2] else "train"
@@ -250,7 +232,7 @@ def resolve_inputs(inputs: Iterable[tuple[str | None, str]], exclude: Sequence[P
             continue
         path = Path(raw)
         if not path.exists():
-            raise DataError(f"input path not found: {raw} ({option}); check the path")
+            raise InputError(f"input path not found: {raw} ({option}); check the path")
         base = Path(os.path.abspath(path)).name
         if not path.is_dir():
             sources.append(_file_source(path, base, lang))
@@ -260,17 +242,17 @@ def resolve_inputs(inputs: Iterable[tuple[str | None, str]], exclude: Sequence[P
             if not f.is_file() or any(_is_within(f, ex) for ex in exclude):
                 continue
             if _looks_compressed_unknown(f.name):
-                raise DataError(f"{f}: unknown compression {f.suffix}; accepted: {ACCEPTED}")
+                raise InputError(f"{f}: unknown compression {f.suffix}; accepted: {ACCEPTED}")
             if _is_corpus_name(f.name):
                 found.append(f)
         if not found:
-            raise DataError(f"no .txt or .jsonl files (optionally .gz/.bz2/.xz/.zst) under folder {raw} "
+            raise InputError(f"no .txt or .jsonl files (optionally .gz/.bz2/.xz/.zst) under folder {raw} "
                             f"({option})")
         sources.extend(_file_source(f, f"{base}/{f.relative_to(path).as_posix()}", lang) for f in found)
     seen: dict[str, str] = {}
     for s in sources:
         if s.name in seen:
-            raise DataError(f"{seen[s.name]} and {s.path} have the same name {s.name!r}, which decides the "
+            raise InputError(f"{seen[s.name]} and {s.path} have the same name {s.name!r}, which decides the "
                             f"split; give each input once, or rename one")
         seen[s.name] = s.path
     return sources
@@ -347,7 +329,7 @@ def stream_blocks(source: Source, on_bytes: ProgressFn, ends: Sequence[int] | No
             if not chunk:
                 break
         if ends is not None and ends != [start + len(buffer)]:
-            raise DataError(f"{source.path}: the file changed since it was scanned; pass --force to start over")
+            raise InputError(f"{source.path}: the file changed since it was scanned; pass --force to start over")
         if buffer or not emitted:
             disk = raw.tell() - told
             on_bytes(disk)
@@ -394,7 +376,7 @@ def _decode(source: Source, offset: int, data: bytes, lineno: int | None) -> str
     except UnicodeDecodeError as e:
         where = " (after decompression)" if source.compression else ""
         line = f" (line {lineno})" if lineno is not None else ""
-        raise DataError(f"{source.path}: invalid UTF-8 at byte offset {offset + e.start}{where}{line}; "
+        raise InputError(f"{source.path}: invalid UTF-8 at byte offset {offset + e.start}{where}{line}; "
                         f"re-encode the file to UTF-8, e.g. `iconv -f latin1 -t utf-8`") from None
     if offset == 0 and line.startswith("\ufeff"):
         line = line[1:]  # byte order mark
@@ -405,7 +387,7 @@ def record_lines(text, where: str, field: str) -> list[str]:
     """One jsonl/dataset record is one document. Blank lines inside a record are paragraph
     breaks, not document boundaries, and are dropped."""
     if not isinstance(text, str):
-        raise DataError(f"{where}: field {field!r} is {type(text).__name__}, not a string "
+        raise InputError(f"{where}: field {field!r} is {type(text).__name__}, not a string "
                         f"(choose the text field with --jsonl-field)")
     return [s for s in (part.strip() for part in text.split("\n")) if s]
 
@@ -444,9 +426,9 @@ def _jsonl_records(source: Source, lines: Iterator[tuple[int, bytes]], field: st
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
-            raise DataError(f"{where}: invalid JSON ({e.msg}); each line must be one JSON object") from None
+            raise InputError(f"{where}: invalid JSON ({e.msg}); each line must be one JSON object") from None
         if not isinstance(record, dict) or field not in record:
-            raise DataError(f"{where}: no {field!r} field (choose it with --jsonl-field)")
+            raise InputError(f"{where}: no {field!r} field (choose it with --jsonl-field)")
         text = record_lines(record[field], where, field)
         if text:
             yield Record(offset, text)
@@ -457,16 +439,16 @@ def _hf_records(source: Source, field: str, want) -> Iterator[Record]:
     try:
         datasets = importlib.import_module("datasets")
     except ImportError:
-        raise DataError(f"--input {source.path} needs the `datasets` library, which is not installed: "
+        raise InputError(f"--input {source.path} needs the `datasets` library, which is not installed: "
                         f"`pip install datasets`, or export the data to .txt/.jsonl files and pass those") from None
     try:
         ds = datasets.load_dataset(name, config, split=split)
     except Exception as e:  # offline hub, unknown name, bad config...: all the user's to fix
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"--input {source.path}: could not load the dataset from the Hugging Face hub ({first}); "
+        raise InputError(f"--input {source.path}: could not load the dataset from the Hugging Face hub ({first}); "
                         f"check the name and network, or pass local files") from None
     if field not in ds.column_names:
-        raise DataError(f"--input {source.path}: no {field!r} column (columns: {', '.join(ds.column_names)}); "
+        raise InputError(f"--input {source.path}: no {field!r} column (columns: {', '.join(ds.column_names)}); "
                         f"choose one with --jsonl-field")
     for i, row in enumerate(ds):
         if want is not None and not want(i):
@@ -495,19 +477,19 @@ def read_unit(sources: Sequence[Source], unit: Unit, field: str, on_bytes: Progr
 
 @contextlib.contextmanager
 def _reading(source: Source):
-    """A file that cannot be read or decompressed: one DataError naming it."""
+    """A file that cannot be read or decompressed: one InputError naming it."""
     try:
         yield
-    except DataError:
+    except InputError:
         raise
     except DECOMPRESSION_ERRORS as e:
         comp = source.compression
         if comp:
-            raise DataError(f"{source.path}: cannot decompress this {comp} file ({e}); check that it is a "
+            raise InputError(f"{source.path}: cannot decompress this {comp} file ({e}); check that it is a "
                             f"complete, valid {comp} archive") from None
-        raise DataError(f"{source.path}: cannot read it ({e})") from None
+        raise InputError(f"{source.path}: cannot read it ({e})") from None
     except Exception as e:
         if type(e).__name__ == "ZstdError":
-            raise DataError(f"{source.path}: cannot decompress this .zst file ({e}); check that it is a "
+            raise InputError(f"{source.path}: cannot decompress this .zst file ({e}); check that it is a "
                             f"complete, valid .zst archive") from None
         raise

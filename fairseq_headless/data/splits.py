@@ -1,24 +1,15 @@
 """Which split and which shard each record goes to, decided by a hash of its name.
 
-A record (sources.py: a jsonl line, a text document or an 8 KiB piece of one) is named by
-``(source name, position)``. Its blake2b-128 digest gives two independent 64-bit numbers:
-``rank`` orders the records for the split, ``shard`` picks its training shard (``% K``).
-Neither involves --seed, so a split never changes with the seed, and neither depends on which
-worker or machine reads the record, so every worker and every shard of a Slurm array decides
-alone, and the output of --workers 1 and --workers 8 is the same.
-
-valid = the records of smallest rank, as many as it takes to reach ``--valid-lines`` lines;
-test = the records after them until ``--test-lines`` lines; train = the rest (per language
-with --lang-input). That is a uniformly random set of whole records, of the requested size up to
-one record. Finding the two rank thresholds takes one counting pass that keeps only the
-smallest-rank records (``SplitCandidates``, bounded by the split sizes, never by the corpus).
+blake2b-128 of ``(source name, position)`` gives ``rank`` (valid = the smallest ranks up to
+--valid-lines lines, then test, then train) and ``shard`` (``% K``); neither depends on --seed or
+on which worker reads the record. docs/data.md, "Splits".
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import heapq
-from .errors import DataError
+from ..cli import InputError
 
 MAX_DEFAULT_SPLIT_LINES = 10_000
 METHOD = ("hash: records (jsonl lines; text documents, cut every 8 KiB) ranked by blake2b of "
@@ -144,7 +135,7 @@ def plan_split(candidates: SplitCandidates, total_lines: int, n_valid: int, n_te
         bounds[name] = items[i - 1][0] + 1 if records[name] else (bounds.get("valid", 0))
     train = total_lines - lines["valid"] - lines["test"]
     if lines["valid"] < n_valid or lines["test"] < n_test or train < 1:
-        raise DataError(
+        raise InputError(
             f"{what} has only {total_lines} non-empty lines, not enough for {n_valid} valid + {n_test} test "
             f"lines (whole documents) and a training set; lower {option_hint} or add text")
     lines["train"] = train

@@ -13,8 +13,8 @@ import os
 import shutil
 from pathlib import Path
 from typing import Iterable
+from ..cli import InputError
 
-from .errors import DataError
 
 # byte_fallback needs 256 byte pieces on top of the characters, so "auto" turns it on only for
 # vocabularies at least this large.
@@ -83,7 +83,7 @@ class SentencePieceTokenizer(Tokenizer):
         try:
             self.sp = spm.SentencePieceProcessor(model_file=str(model_file))
         except (RuntimeError, OSError) as e:
-            raise DataError(f"{option} {model_file}: sentencepiece cannot load this model ({e}); pass a "
+            raise InputError(f"{option} {model_file}: sentencepiece cannot load this model ({e}); pass a "
                             f"sentencepiece .model file") from None
         self.path = Path(model_file)
         self.option = option
@@ -118,20 +118,20 @@ class HFTokenizer(Tokenizer):
         try:
             from tokenizers import Tokenizer as _HFTok
         except ImportError:
-            raise DataError(f"{option} needs the `tokenizers` library, which is not installed") from None
+            raise InputError(f"{option} needs the `tokenizers` library, which is not installed") from None
         path = Path(path)
         if not path.is_file():
-            raise DataError(f"{option} {path}: file not found")
+            raise InputError(f"{option} {path}: file not found")
         try:
             self.tok = _HFTok.from_file(str(path))
         except Exception as e:  # tokenizers raises a bare Exception on bad JSON/schema
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise DataError(f"{option} {path}: not a valid tokenizer.json ({first})") from None
+            raise InputError(f"{option} {path}: not a valid tokenizer.json ({first})") from None
         self.path = path
         self.option = option
         vocab = self.tok.get_vocab(with_added_tokens=True)
         if not vocab:
-            raise DataError(f"{option} {path}: the tokenizer has an empty vocabulary")
+            raise InputError(f"{option} {path}: the tokenizer has an empty vocabulary")
         # Ids may have holes (added tokens placed far out); every id below the largest gets a
         # dictionary row so the +4 mapping holds for all of them.
         self.vocab_size = max(vocab.values()) + 1
@@ -170,7 +170,7 @@ class GPT2BPETokenizer(Tokenizer):
         try:
             self.bpe = get_encoder(str(self.path), str(self.merges))
         except (OSError, ValueError) as e:
-            raise DataError(f"--tokenizer {self.path} {self.merges}: not GPT-2 BPE files ({e})") from None
+            raise InputError(f"--tokenizer {self.path} {self.merges}: not GPT-2 BPE files ({e})") from None
         self.vocab_size = max(self.bpe.encoder.values()) + 1
         self.model_type = "BPE"
 
@@ -200,7 +200,7 @@ def load_tokenizer(kind: str, path, option: str, trained: bool = False) -> Token
         return GPT2BPETokenizer(*path)
     if kind == "sentencepiece":
         if not Path(path).is_file():
-            raise DataError(f"{option} {path}: file not found")
+            raise InputError(f"{option} {path}: file not found")
         return SentencePieceTokenizer(path, option, trained=trained)
     return HFTokenizer(path, option)
 
@@ -253,7 +253,7 @@ def train_sentencepiece(sample: Iterable[str], folder: Path, vocab_size: int, mo
     except RuntimeError as e:
         hint = ("raise --vocab-size or use --byte-fallback off" if byte_fallback
                 else "try another --vocab-size or --character-coverage")
-        raise DataError(f"--vocab-size {vocab_size}: sentencepiece training failed "
+        raise InputError(f"--vocab-size {vocab_size}: sentencepiece training failed "
                         f"({str(e).splitlines()[0]}); {hint}") from None
     prefix.with_suffix(".model").write_bytes(model.getvalue())
     trained = spm.SentencePieceProcessor(model_proto=model.getvalue())

@@ -1,26 +1,10 @@
-"""Downstream evaluation of exported encoders (paper §4.1 Tab.1-2, §5 Tab.5, App. E).
+"""Downstream evaluation of exported models (paper §4.1 Tab.1-2, §4.2 Tab.4, §5 Tab.5, App. E); imports no fairseq.
 
-Fine-tunes any Hugging Face RoBERTa-style encoder folder (a headless export is a
-``headless_roberta`` model, loaded with ``trust_remote_code=True``, a vanilla one a
-``RobertaForMaskedLM``; both get RoBERTa's own task heads) on GLUE, SuperGLUE (BoolQ, CB,
-COPA, WiC) and XNLI with the protocol of App. E, and writes the paper's tables.
-
-Nothing here imports fairseq: the modules run on Hugging Face models only.
-
-    errors.py         EvaluationInputError: bad input the user can fix (scripts: one line, exit 2)
-    tasks.py          what each task is: files, columns, labels, metrics (the registry)
-    readers.py        TSV / jsonl readers that validate what they read
-    task_data.py      rows -> examples (local files in the benchmarks' own layouts, or the hub)
-    encoding.py       examples -> token ids, and the batch collators
-    model_loading.py  encoder folder -> model with a new task head, checked
-    balanced_loss.py  the balanced cross-entropy of App. E.1
-    metrics.py        accuracy, F1, Matthews, Spearman/Pearson (scikit-learn / scipy)
-    finetune.py       one fine-tuning run (transformers Trainer) with per-epoch evaluation
-    results.py        seeds aggregation, atomic JSON, markdown tables, PNG
-    suite.py          a suite run: models x tasks x seeds, resume and --force, the tables
-    cli.py            the command lines of scripts/finetune_{glue,superglue,xnli}.py
-    zeroshot.py       Tab.4's zero-shot suite of causal models: lm-eval's own tasks on local files
-    zeroshot_compare.py  one-tailed t-tests (Tab.4's daggers), the table and its PNG
-    zeroshot_cli.py   the command lines of scripts/eval_zeroshot.py and compare_zeroshot.py
-    zeroshot_tasks/   one YAML per zero-shot task (derived from lm-eval's, by path)
+Fine-tunes any Hugging Face RoBERTa-style encoder folder (headless exports are ``headless_roberta`` models,
+vanilla ones ``RobertaForMaskedLM``; both get RoBERTa's own task heads) on GLUE, SuperGLUE (BoolQ, CB, COPA,
+WiC) and XNLI with App. E's protocol, and writes the paper's tables; scores causal exports zero-shot (Tab.4).
+One concept per module: tasks.py (the registry), readers.py and task_data.py (files -> examples),
+encoding.py (-> token ids), model_loading.py (folder -> model with a new head), balanced_loss.py and
+metrics.py, finetune.py (one run), suite.py and results.py (models x tasks x seeds, the tables), cli.py;
+zeroshot.py, zeroshot_compare.py and zeroshot_cli.py (Tab.4), zeroshot_tasks/ (one YAML per task).
 """

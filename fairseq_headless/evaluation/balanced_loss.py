@@ -1,20 +1,11 @@
 """Balanced cross-entropy for fine-tuning (paper App. E.1).
 
-With L_c the summed cross-entropy of the batch examples of class c and w_c the class's
-frequency in the batch (App. E.1: "we approximate the (w_c) using the batch labels"),
-
-    L_bce = sum_c L_c / w_c,        w_c = n_c / N.
-
-We return L_bce / N, the same normalisation as a mean cross-entropy, so that
-
-    loss = sum_{c in batch} (L_c / n_c) = the sum over the classes present of their mean loss.
-
-A batch of a single class gives exactly the mean cross-entropy; a batch with every class
-equally frequent gives C times it. Every class present weighs the same whatever its
-count, which is the point: rare classes (MRPC's negatives, CoLA's unacceptable
-sentences) are not drowned by frequent ones. (This differs from torch's
-``cross_entropy(weight=1/n_c)``, which divides by the sum of weights, i.e. by the number
-of classes present.)
+With L_c the summed cross-entropy of the batch's examples of class c and w_c = n_c / N its frequency in
+the batch (App. E.1: "we approximate the (w_c) using the batch labels"), L_bce = sum_c L_c / w_c. We
+return L_bce / N, normalised as a mean cross-entropy: the sum over the classes present of their mean
+loss. Every class present weighs the same whatever its count, so rare classes (MRPC's negatives, CoLA's
+unacceptable sentences) are not drowned by frequent ones. (torch's ``cross_entropy(weight=1/n_c)``
+would divide by the number of classes present instead.)
 """
 from __future__ import annotations
 
@@ -35,9 +26,7 @@ def balanced_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
 def balanced_loss_func(outputs, labels: Tensor, num_items_in_batch=None) -> Tensor:
     """The Trainer's ``compute_loss_func`` hook: balanced CE of the model's logits.
 
-    ``num_items_in_batch`` (gradient accumulation over several micro-batches) is ignored:
-    the class frequencies are those of each micro-batch, as in the paper (no accumulation
-    at batch 32); the fine-tuning Trainer sets ``loss_is_scaled_for_ga = False`` so that it
-    divides this per-micro-batch loss by the accumulation steps itself.
+    ``num_items_in_batch`` is ignored: class frequencies are each micro-batch's, as in the paper; the
+    fine-tuning Trainer sets ``loss_is_scaled_for_ga = False`` and divides by the accumulation steps itself.
     """
     return balanced_cross_entropy(outputs["logits"], labels)

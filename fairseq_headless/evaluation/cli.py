@@ -1,19 +1,10 @@
 """The command lines of scripts/finetune_glue.py, finetune_superglue.py and finetune_xnli.py.
 
-Options come from :class:`FinetuneConfig`'s fields (their help texts are the docs), with
-per-benchmark defaults from the paper:
-
-* GLUE (Tab.1) and SuperGLUE (Tab.2): App. E, batch 32, 10 epochs, constant LR after 10%
-  warmup; ``--loss balanced`` (default): lr 1e-5, weight decay 0 (Tab.14; the §4.1 prose
-  says 0.01, Tab.14 is the table of this exact setting, so we take it); ``--loss ce``:
-  lr 5e-6, weight decay 0.01 (Tab.12). 3 seeds for GLUE (Tab.1), 10 for SuperGLUE
-  (Tab.2's "10 fine-tuning runs"). The paper gives no SuperGLUE recipe: we use GLUE's.
-* XNLI (Tab.5, App. E.4 / Tab.16): lr 2e-5, batch 128, regular cross-entropy, constant LR
-  after 10% warmup, 3 seeds. Tab.16's weight decay "120" is a typo: we take 0.01, the
-  value of every other fine-tuning and pretraining table of the paper with a regular
-  cross-entropy (Tab.12). No epoch count is given: we take 3 (MNLI-sized training sets;
-  the usual mBERT / XLM-R XNLI recipes train 2-3 epochs), with the best epoch reported
-  as everywhere else.
+Options come from :class:`FinetuneConfig`'s fields (their help texts are the docs), with per-benchmark
+defaults from the paper: GLUE (Tab.1) and SuperGLUE (Tab.2, no recipe of its own: GLUE's) with App. E's
+batch 32, 10 epochs and ``--loss balanced`` (lr 1e-5, weight decay 0, Tab.14) or ``--loss ce`` (Tab.12),
+3 and 10 seeds; XNLI (Tab.5, Tab.16) with lr 2e-5, batch 128, cross-entropy, weight decay 0.01 and 3
+epochs. Where the paper is ambiguous and what we took: docs/evaluation.md#protocol-paper-app-e.
 """
 from __future__ import annotations
 
@@ -23,8 +14,8 @@ import sys
 from pathlib import Path
 
 from ..cli import Parser, run
-from .errors import EvaluationInputError
 from .results import best_epoch_of
+from ..cli import InputError
 
 PRESETS = {  # --loss -> (lr, weight decay) of App. E
     "balanced": (1e-5, 0.0),  # Tab.14
@@ -85,15 +76,15 @@ def _config(args, lr_wd_defaults):
     from .finetune import FinetuneConfig
 
     if args.seeds < 1:
-        raise EvaluationInputError("--seeds must be at least 1")
+        raise InputError("--seeds must be at least 1")
     if args.threads < 0:
-        raise EvaluationInputError("--threads must be 0 (torch's default) or more")
+        raise InputError("--threads must be 0 (torch's default) or more")
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     if args.max_train_examples is not None and args.max_train_examples < 1:
-        raise EvaluationInputError("--max-train-examples must be at least 1")
+        raise InputError("--max-train-examples must be at least 1")
     lr, wd = lr_wd_defaults
     return FinetuneConfig(
         learning_rate=args.lr if args.lr is not None else lr,
@@ -105,7 +96,7 @@ def _config(args, lr_wd_defaults):
 
 def _check_output(path: Path) -> None:
     if path.exists() and not path.is_dir():
-        raise EvaluationInputError(f"--output {path}: exists and is not a folder")
+        raise InputError(f"--output {path}: exists and is not a folder")
 
 
 def _data_source(args) -> str:
@@ -216,14 +207,14 @@ def _xnli_main(argv) -> int:
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
     for p in protocols:
         if p not in XNLI_SECTIONS:
-            raise EvaluationInputError(f"--protocols: unknown '{p}'; choose zero-shot and/or translate-train")
+            raise InputError(f"--protocols: unknown '{p}'; choose zero-shot and/or translate-train")
     languages = [lang.strip() for lang in args.languages.split(",") if lang.strip()]
     for lang in languages:
         if lang not in XNLI_ALL_LANGUAGES:
-            raise EvaluationInputError(
+            raise InputError(
                 f"--languages: '{lang}' is not an XNLI language ({', '.join(XNLI_ALL_LANGUAGES)})")
     if not protocols or not languages:
-        raise EvaluationInputError("--protocols and --languages must name at least one each")
+        raise InputError("--protocols and --languages must name at least one each")
     return _run_xnli(args, protocols, languages)
 
 

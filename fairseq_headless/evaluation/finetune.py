@@ -12,27 +12,28 @@ metric (averaged over the dev sets when there are several, e.g. XNLI's languages
 """
 from __future__ import annotations
 
+import logging
 import math
 import shutil
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import torch
-from tqdm import tqdm
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
-from ..data.progress import Parts
 from ..files import give_plain_modes, write_text_atomic
+from ..progress import Progress
 from .balanced_loss import balanced_loss_func
 from .encoding import EncodedDataset, collator, max_positions
-from .errors import EvaluationInputError
 from .metrics import compute_metrics_fn
 from .model_loading import load_model, load_tokenizer, quiet_transformers
 from .tasks import REGRESSION, TaskSpec
+from ..cli import InputError
 
 LOSSES = ("balanced", "ce")
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -55,14 +56,14 @@ class FinetuneConfig:
 
     def __post_init__(self):
         if self.loss not in LOSSES:
-            raise EvaluationInputError(f"--loss {self.loss}: choose balanced or ce")
+            raise InputError(f"--loss {self.loss}: choose balanced or ce")
         for name in ("batch_size", "epochs", "max_length", "eval_batch_size"):
             if getattr(self, name) < 1:
-                raise EvaluationInputError(f"--{name.replace('_', '-')} must be at least 1")
+                raise InputError(f"--{name.replace('_', '-')} must be at least 1")
         if not 0 <= self.warmup_ratio < 1:
-            raise EvaluationInputError("--warmup-ratio must be in [0, 1)")
+            raise InputError("--warmup-ratio must be in [0, 1)")
         if self.learning_rate <= 0:
-            raise EvaluationInputError("--lr must be positive")
+            raise InputError("--lr must be positive")
 
     def settings(self) -> dict:
         return asdict(self)
@@ -88,7 +89,7 @@ def finetune(model_dir: Path, spec: TaskSpec, train_examples: list, dev_sets: di
     tokenizer, model_config = load_tokenizer(model_dir)
     limit = max_positions(model_config)
     if config.max_length > limit:
-        raise EvaluationInputError(
+        raise InputError(
             f"--max-length {config.max_length}: {model_dir} takes at most {limit} tokens "
             f"(max_position_embeddings {model_config.max_position_embeddings})")
     train = EncodedDataset(spec, train_examples, tokenizer, config.max_length)
@@ -96,7 +97,7 @@ def finetune(model_dir: Path, spec: TaskSpec, train_examples: list, dev_sets: di
 
     set_seed(seed)  # before the model: the new head's initialisation depends on the seed
     model, summary = load_model(model_dir, spec)
-    _write(f"{desc}: {summary}")
+    logger.info(f"{desc}: {summary}")
 
     args = TrainingArguments(
         output_dir=str(run_dir),
@@ -131,7 +132,7 @@ def finetune(model_dir: Path, spec: TaskSpec, train_examples: list, dev_sets: di
     trainer.add_callback(MarkCheckpointComplete())
     resume = last_complete_checkpoint(Path(run_dir))
     if resume:
-        _write(f"{desc}: resuming from the last finished epoch in {resume}")
+        logger.info(f"{desc}: resuming from the last finished epoch in {resume}")
     with quiet_transformers():  # checkpoint-writing bars and notices; our bars say what happens
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     return _result(spec, trainer.state.log_history, list(dev), config.epochs, summary)
@@ -189,14 +190,10 @@ def _result(spec: TaskSpec, log_history: list, dev_names: list, epochs: int, sum
                      model_summary=summary)
 
 
-def _write(line: str) -> None:
-    tqdm.write(line, file=sys.stderr)
-
-
 class EpochProgress(TrainerCallback):
     """Progress per training epoch and per evaluation (stderr): a bar on a terminal; in a log file (a cluster
-    job) a line every 30 s and at the end, since an epoch of a large task runs for an hour and a bar would
-    leave its every redraw (data/progress.Parts). And one line of dev metrics per epoch."""
+    job) a line every 30 s and at the end, since a log keeps a bar's every redraw (:mod:`fairseq_headless.progress`).
+    And one line of dev metrics per epoch."""
 
     def __init__(self, desc: str, dev_names: list):
         self.desc, self.dev_names = desc, dev_names
@@ -205,12 +202,12 @@ class EpochProgress(TrainerCallback):
     def on_epoch_begin(self, args, state, control, **kwargs):
         epoch = int(round(state.epoch or 0)) + 1
         per_epoch = math.ceil(state.max_steps / args.num_train_epochs)
-        self.bar = Parts(f"{self.desc} epoch {epoch}/{int(args.num_train_epochs)}", per_epoch, unit="step",
-                         log=_write, leave=False, short_silent=True)
+        self.bar = Progress(f"{self.desc} epoch {epoch}/{int(args.num_train_epochs)}", per_epoch, unit="step",
+                            transient=True)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.bar is not None:
-            self.bar.advance()
+            self.bar.update()
 
     def on_epoch_end(self, args, state, control, **kwargs):
         if self.bar is not None:
@@ -219,10 +216,9 @@ class EpochProgress(TrainerCallback):
 
     def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
         if self.eval_bar is None and eval_dataloader is not None:
-            self.eval_bar = Parts(f"{self.desc} evaluating", len(eval_dataloader), unit="batch", log=_write,
-                                  leave=False, short_silent=True)
+            self.eval_bar = Progress(f"{self.desc} evaluating", len(eval_dataloader), unit="batch", transient=True)
         if self.eval_bar is not None:
-            self.eval_bar.advance()
+            self.eval_bar.update()
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if self.eval_bar is not None:
@@ -230,4 +226,4 @@ class EpochProgress(TrainerCallback):
             self.eval_bar = None
         shown = ", ".join(f"{k[len('eval_'):]} {v:.4f}" for k, v in (metrics or {}).items()
                           if k.startswith("eval_") and not k.endswith(("_runtime", "_per_second", "_loss")))
-        _write(f"{self.desc} epoch {int(round(state.epoch or 0))}: {shown}")
+        logger.info(f"{self.desc} epoch {int(round(state.epoch or 0))}: {shown}")

@@ -1,13 +1,10 @@
 """An exported encoder folder -> a model with a new task head, checked, and its tokenizer.
 
-A headless export is a ``headless_roberta`` model (its own model type, whose code the folder
-holds: loaded with ``trust_remote_code=True``), a vanilla export a ``RobertaForMaskedLM``;
-``AutoModelForSequenceClassification`` / ``AutoModelForMultipleChoice`` load both with
-RoBERTa's own task heads, initialise the new head, and print a load report as a warning. That report would also be the only sign of a real failure (an
-encoder weight that did not load and silently stayed random), so it is checked here
-instead: every missing weight must belong to the new head, nothing may have a
-mismatched shape, and the pretraining head (``lm_head``) is the only thing expected to
-be left over. The report itself is silenced and replaced by one summary line.
+A headless export is a ``headless_roberta`` model (its own model type, code in the folder, loaded with
+``trust_remote_code=True``), a vanilla one a ``RobertaForMaskedLM``; the Auto task classes load both with
+RoBERTa's task heads and print a load report as a warning. That report would be the only sign of an
+encoder weight silently left random, so it is checked here instead (missing weights only in the new head,
+no shape mismatch, only ``lm_head`` left over) and replaced by one summary line.
 """
 from __future__ import annotations
 
@@ -15,8 +12,8 @@ import contextlib
 from pathlib import Path
 
 from .encoding import check_tokenizer
-from .errors import EvaluationInputError
 from .tasks import MULTIPLE_CHOICE, REGRESSION, TaskSpec
+from ..cli import InputError
 
 # Weights a fine-tuning model creates: RobertaForSequenceClassification's `classifier`,
 # RobertaForMultipleChoice's `classifier` and the pooler it reads (fairseq has no pooler).
@@ -46,7 +43,7 @@ def load_tokenizer(model_dir: Path):
 
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
-        raise EvaluationInputError(
+        raise InputError(
             f"--model {model_dir}: not a Hugging Face model folder (no config.json); export a fairseq "
             "checkpoint with scripts/convert_to_hf.py first")
     with quiet_transformers():
@@ -55,7 +52,7 @@ def load_tokenizer(model_dir: Path):
             config = AutoConfig.from_pretrained(model_dir, local_files_only=True, trust_remote_code=True)
             tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True, trust_remote_code=True)
         except (OSError, ValueError) as err:
-            raise EvaluationInputError(f"--model {model_dir}: cannot load its config/tokenizer: {err}") from None
+            raise InputError(f"--model {model_dir}: cannot load its config/tokenizer: {err}") from None
     check_tokenizer(tokenizer, config, model_dir)
     return tokenizer, config
 
@@ -78,14 +75,14 @@ def load_model(model_dir: Path, spec: TaskSpec):
             model, info = auto.from_pretrained(model_dir, output_loading_info=True, local_files_only=True,
                                                trust_remote_code=True, **kwargs)
         except (OSError, ValueError, KeyError) as err:
-            raise EvaluationInputError(f"--model {model_dir}: cannot load it as {auto.__name__}: {err}") from None
+            raise InputError(f"--model {model_dir}: cannot load it as {auto.__name__}: {err}") from None
     missing = sorted(info["missing_keys"])
     unexpected = sorted(info["unexpected_keys"])
     mismatched = sorted(str(k) for k in info["mismatched_keys"])
     not_loaded = [k for k in missing if not k.startswith(NEW_HEAD_PREFIXES)]
     if not_loaded or mismatched:
         shown = (not_loaded + mismatched)[:5]
-        raise EvaluationInputError(
+        raise InputError(
             f"--model {model_dir}: {len(not_loaded) + len(mismatched)} encoder weights did not load into "
             f"{type(model).__name__} (e.g. {', '.join(shown)}); fine-tuning would start from random "
             "weights. Is it a RoBERTa encoder export (scripts/convert_to_hf.py)?")

@@ -1,6 +1,6 @@
 """Readers for the benchmarks' distributed files (GLUE/XNLI TSV, SuperGLUE jsonl) that validate.
 
-Every problem is an :class:`EvaluationInputError` naming the file (and line) and what
+Every problem is an :class:`InputError` naming the file (and line) and what
 was expected: a missing file, a missing column or key, a row with the wrong number of
 fields, invalid JSON, a split with no rows. Rows come back as ``(line_number, dict)``
 so that later checks (unknown label, bad offsets) can name the line too.
@@ -12,8 +12,8 @@ import json
 import sys
 from pathlib import Path
 from typing import Iterable, Optional
+from ..cli import InputError
 
-from .errors import EvaluationInputError
 
 # MNLI / QQP fields hold quotes that are not CSV quoting: read every tab-separated
 # field verbatim (as GLUE's own readers and the HF `glue` builder do).
@@ -33,11 +33,11 @@ def read_tsv(path: Path, required: Iterable[str], columns: Optional[tuple] = Non
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = list(columns) if columns is not None else next(reader, None)
         if header is None:
-            raise EvaluationInputError(f"{path}: empty file (expected a header line and rows)")
+            raise InputError(f"{path}: empty file (expected a header line and rows)")
         missing = [c for c in required if c not in header]
         if missing:
             where = "its columns (no header)" if columns is not None else "its header"
-            raise EvaluationInputError(
+            raise InputError(
                 f"{path}: missing column {', '.join(repr(c) for c in missing)} in {where}: "
                 f"{header}; is this the benchmark's original file?")
         for fields in reader:
@@ -45,12 +45,12 @@ def read_tsv(path: Path, required: Iterable[str], columns: Optional[tuple] = Non
             if not fields or fields == [""]:
                 continue  # a blank line (e.g. a trailing one)
             if len(fields) != len(header):
-                raise EvaluationInputError(
+                raise InputError(
                     f"{path} line {line}: {len(fields)} tab-separated fields, expected {len(header)} "
                     f"({', '.join(header)})")
             rows.append((line, dict(zip(header, fields))))
     if not rows:
-        raise EvaluationInputError(f"{path}: no rows (the split is empty)")
+        raise InputError(f"{path}: no rows (the split is empty)")
     return rows
 
 
@@ -67,22 +67,22 @@ def read_jsonl(path: Path, required: Iterable[str]) -> list:
             try:
                 row = json.loads(text)
             except json.JSONDecodeError as err:
-                raise EvaluationInputError(f"{path} line {line}: invalid JSON ({err.msg})") from None
+                raise InputError(f"{path} line {line}: invalid JSON ({err.msg})") from None
             if not isinstance(row, dict):
-                raise EvaluationInputError(f"{path} line {line}: expected a JSON object, got {type(row).__name__}")
+                raise InputError(f"{path} line {line}: expected a JSON object, got {type(row).__name__}")
             missing = [k for k in required if k not in row]
             if missing:
-                raise EvaluationInputError(
+                raise InputError(
                     f"{path} line {line}: missing key {', '.join(repr(k) for k in missing)} "
                     f"(has {sorted(row)})")
             rows.append((line, row))
     if not rows:
-        raise EvaluationInputError(f"{path}: no rows (the split is empty)")
+        raise InputError(f"{path}: no rows (the split is empty)")
     return rows
 
 
 def _check_file(path: Path) -> None:
     if not path.is_file():
         hint = f"; the folder holds {sorted(p.name for p in path.parent.iterdir())}" if path.parent.is_dir() else ""
-        raise EvaluationInputError(
+        raise InputError(
             f"{path}: no such file (expected the benchmark's distribution layout, see docs/evaluation.md){hint}")

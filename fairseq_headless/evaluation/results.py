@@ -50,6 +50,14 @@ def row_average(columns: dict, avg_columns: list, main_metric: dict) -> Optional
     return {s: sum(columns[c][main_metric[c]][s] for c in avg_columns) / len(avg_columns) for s in sorted(seeds)}
 
 
+def table(header: list, rows: list) -> str:
+    """A markdown table: the first column left-aligned, the others (scores) right-aligned; cells as given."""
+    from tabulate import tabulate
+
+    return tabulate(rows, headers=header, tablefmt="pipe", disable_numparse=True,
+                    colalign=("left",) + ("right",) * (len(header) - 1)) + "\n"
+
+
 def markdown_table(rows: list, columns: list, avg_columns: list, main_metric: dict, first_header: str = "model",
                    avg_header: str = "Avg.") -> str:
     """One row per model: ``rows`` = [(name, {column: {metric: {seed: value}}})].
@@ -61,14 +69,13 @@ def markdown_table(rows: list, columns: list, avg_columns: list, main_metric: di
     averaged = [c for c in shown if c in avg_columns]
     rest = [c for c in shown if c not in avg_columns]
     header = [first_header] + averaged + ([avg_header] if averaged else []) + rest
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" + "---:|" * (len(header) - 1)]
+    body = []
     for name, data in rows:
         cells = [cell(data.get(c, {}).get(main_metric[c])) for c in averaged]
         if averaged:
             cells.append(cell(row_average(data, averaged, main_metric)))
-        cells += [cell(data.get(c, {}).get(main_metric[c])) for c in rest]
-        lines.append("| " + " | ".join([name] + cells) + " |")
-    return "\n".join(lines) + "\n"
+        body.append([name, *cells, *(cell(data.get(c, {}).get(main_metric[c])) for c in rest)])
+    return table(header, body)
 
 
 def secondary_table(rows: list, columns: list, main_metric: dict, first_header: str = "model") -> str:
@@ -80,10 +87,7 @@ def secondary_table(rows: list, columns: list, main_metric: dict, first_header: 
     if not pairs:
         return ""
     header = [first_header] + [f"{c} {METRIC_LABELS.get(m, m)}" for c, m in pairs]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" + "---:|" * len(pairs)]
-    for name, data in rows:
-        lines.append("| " + " | ".join([name] + [cell(data.get(c, {}).get(m)) for c, m in pairs]) + " |")
-    return "\n".join(lines) + "\n"
+    return table(header, [[name, *(cell(data.get(c, {}).get(m)) for c, m in pairs)] for name, data in rows])
 
 
 def bar_chart(path: Path, sections: list, title: str) -> None:

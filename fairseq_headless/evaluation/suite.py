@@ -1,31 +1,27 @@
 """A fine-tuning suite run: models x jobs x seeds, resume, --force, per-job JSON, and the tables of a results folder.
 
-Layout of ``--output`` (one folder for as many models as you like; every table has one
-row per model found in it, so a headless and a vanilla export compare side by side):
-
     OUTPUT/<model>/<job>.json                 per-job summary: settings, every seed, mean ± std
-    OUTPUT/<model>/runs/<job>/seed-<s>/       settings.json, result.json, Trainer checkpoints
-    OUTPUT/results_<suite>.md / .json / .png  the paper's table for the suite
+    OUTPUT/<model>/runs/<job>/seed-<s>/       result.json (its settings and result: stages.Stage), checkpoints
+    OUTPUT/results_<suite>.md / .json / .png  the paper's table for the suite, one row per model
 
-A job is a task (GLUE/SuperGLUE), or an XNLI protocol (and language). A finished seed
-(``result.json``) is reused by a later call with the same settings, an interrupted one
-resumes from its last finished epoch; results made with other settings are an error
-unless ``--force``, which deletes the requested jobs' runs of the requested models first.
+A finished seed is reused with the same settings, an interrupted one resumes from its last epoch;
+other settings are an error unless ``--force`` (docs/evaluation.md).
 """
 from __future__ import annotations
 
 import json
+import logging
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from tqdm import tqdm
-
-from .errors import EvaluationInputError
+from ..cli import InputError
 from ..files import write_json_atomic, write_text_atomic as write_atomic
+from ..stages import Stage, StageSettingsError
 from .results import bar_chart, markdown_table, mean_std, secondary_table
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,14 +40,14 @@ def parse_models(values: list) -> list:
         path = Path(path).expanduser().resolve()
         name = name or path.name
         if not path.is_dir():
-            raise EvaluationInputError(f"--model {value}: no such folder")
+            raise InputError(f"--model {value}: no such folder")
         if not name or "/" in name or name.startswith("."):
-            raise EvaluationInputError(f"--model {value}: '{name}' cannot be a folder name; use NAME=DIR")
+            raise InputError(f"--model {value}: '{name}' cannot be a folder name; use NAME=DIR")
         if any(r.name == name for r in refs):
-            raise EvaluationInputError(f"--model {value}: two models named '{name}'; name them with NAME=DIR")
+            raise InputError(f"--model {value}: two models named '{name}'; name them with NAME=DIR")
         refs.append(ModelRef(name, path))
     if not refs:
-        raise EvaluationInputError("--model: give at least one exported model folder")
+        raise InputError("--model: give at least one exported model folder")
     return refs
 
 
@@ -77,24 +73,18 @@ class SuiteRunner:
         return results
 
     def _run_seed(self, model, job, settings, seed, run_dir, train) -> dict:
-        result_path, settings_path = run_dir / "result.json", run_dir / "settings.json"
-        for path in (result_path, settings_path):
-            if path.exists():
-                previous = json.loads(path.read_text(encoding="utf-8"))
-                previous = previous.get("settings", previous)
-                if previous != settings:
-                    changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
-                    raise EvaluationInputError(
-                        f"{run_dir} holds a run with other settings ({', '.join(changed)} differ); use another "
-                        "--output, or --force to delete and redo it")
-        if result_path.exists():
-            tqdm.write(f"{model.name} {job} seed {seed}: finished before, reusing {result_path}", file=sys.stderr)
-            return json.loads(result_path.read_text(encoding="utf-8"))
-        write_json_atomic(settings_path, settings)
+        stage = Stage(run_dir / "result.json", settings)
+        try:
+            record = stage.result()
+        except StageSettingsError as e:
+            raise InputError(f"{e}; use another --output, or --force to delete and redo it") from None
+        if record is not None:
+            logger.info(f"{model.name} {job} seed {seed}: finished before, reusing {stage.marker}")
+            return record
+        stage.start()
         run = train(seed, run_dir)
-        record = {"settings": settings, "seed": seed, "best_epoch": run.best_epoch, "score": run.score,
-                  "best": run.best, "epochs": run.epochs, "model": run.model_summary}
-        write_json_atomic(result_path, record)
+        record = stage.finish({"seed": seed, "best_epoch": run.best_epoch, "score": run.score, "best": run.best,
+                               "epochs": run.epochs, "model": run.model_summary})
         if not self.keep_checkpoints:
             for checkpoint in run_dir.glob("checkpoint-*"):
                 shutil.rmtree(checkpoint, ignore_errors=True)

@@ -1,16 +1,10 @@
 """A task's train or dev split as a list of :class:`Example` (model-ready text and label id).
 
-Local files in the benchmark's own layout (``--data-dir``), or the hub when no folder is
-given (needs the optional `datasets` library and network). How each task's row becomes
-model input:
-
-* text tasks: one segment or a sentence pair, as the columns hold them;
-* COPA (Tab.2): two-way multiple choice; each choice is the pair
-  (premise, "because <alternative>") for a *cause* question and (premise,
-  "so <alternative>") for an *effect* question; the model scores both and a softmax runs
-  over the two (``RobertaForMultipleChoice``);
-* WiC (Tab.2): the sentence pair with the target word marked by asterisks in each
-  sentence, from the character offsets ``start``/``end`` of the files.
+Local files in the benchmark's own layout (``--data-dir``), or the hub when no folder is given (needs the
+optional `datasets` library and network). Text tasks are one segment or a sentence pair; COPA (Tab.2) is
+two-way multiple choice over (premise, "because <alternative>") for a *cause* question and (premise, "so
+<alternative>") for an *effect* one, softmax over the two (``RobertaForMultipleChoice``); WiC (Tab.2) is
+the sentence pair with the target word marked by asterisks, from the files' ``start``/``end`` offsets.
 """
 from __future__ import annotations
 
@@ -19,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
-from .errors import EvaluationInputError
 from .readers import read_jsonl, read_tsv
 from .tasks import COPA_FORMAT, REGRESSION, WIC_FORMAT, TaskSpec
+from ..cli import InputError
 
 COPA_CONNECTIVES = {"cause": "because", "effect": "so"}
 WIC_MARK = "*"
@@ -54,7 +48,7 @@ def load_split(spec: TaskSpec, split: str, data_dir: Optional[Path], lang: Optio
 def _load_local(spec: TaskSpec, split: str, data_dir: Path, lang: Optional[str]) -> list:
     source = spec.train if split == "train" else spec.dev
     if not data_dir.is_dir():
-        raise EvaluationInputError(f"--data-dir {data_dir}: no such folder")
+        raise InputError(f"--data-dir {data_dir}: no such folder")
     examples = []
     for name in source.files:
         path = data_dir / name.format(lang=lang)
@@ -70,7 +64,7 @@ def _load_local(spec: TaskSpec, split: str, data_dir: Path, lang: Optional[str])
             kept = [(n, r) for n, r in rows if r[column] == value]
             if not kept:
                 present = sorted({r[column] for _, r in rows})
-                raise EvaluationInputError(
+                raise InputError(
                     f"{path}: no rows with {column} = '{value}' (the file has {', '.join(present)})")
             rows = kept
         for line, row in rows:
@@ -86,7 +80,7 @@ def _load_hub(spec: TaskSpec, split: str, lang: Optional[str]) -> list:
     try:
         import datasets  # optional: only for hub names
     except ImportError:
-        raise EvaluationInputError(
+        raise InputError(
             f"no --data-dir given, so {spec.name} would be loaded from the hub as {where}, which needs "
             "the optional `datasets` library (pip install datasets) and network access; or pass "
             "--data-dir with the benchmark's files (layout in docs/evaluation.md)") from None
@@ -95,17 +89,17 @@ def _load_hub(spec: TaskSpec, split: str, lang: Optional[str]) -> list:
         try:
             ds = datasets.load_dataset(hub.path, config, split=split_name)
         except Exception as err:  # network, unknown name, ...: one line, not a traceback
-            raise EvaluationInputError(f"could not load {where} split {split_name} from the hub: {err}") from None
+            raise InputError(f"could not load {where} split {split_name} from the hub: {err}") from None
         feature = ds.features.get("label")
         names = tuple(getattr(feature, "names", ()) or ())
         if hub.label_names and names != hub.label_names:
-            raise EvaluationInputError(
+            raise InputError(
                 f"{where}: label names {names} differ from the expected {hub.label_names}")
         for i, row in enumerate(ds):
             examples.append(_to_example(spec, hub.text_fields, row, row["label"],
                                         f"{where} {split_name} row {i}", label_is_index=True))
     if not examples:
-        raise EvaluationInputError(f"{where}: the {split} split is empty")
+        raise InputError(f"{where}: the {split} split is empty")
     return examples
 
 
@@ -114,7 +108,7 @@ def _to_example(spec: TaskSpec, fields: tuple, row: dict, raw_label, where: str,
         premise, choice1, choice2, question = (row[f] for f in fields)
         connective = COPA_CONNECTIVES.get(str(question).strip().lower())
         if connective is None:
-            raise EvaluationInputError(f"{where}: COPA question '{question}' is neither 'cause' nor 'effect'")
+            raise InputError(f"{where}: COPA question '{question}' is neither 'cause' nor 'effect'")
         texts = tuple((str(premise), f"{connective} {_lower_first(str(c))}") for c in (choice1, choice2))
     elif spec.example_format == WIC_FORMAT:
         word, s1, s2, start1, end1, start2, end2 = (row[f] for f in fields)
@@ -129,17 +123,17 @@ def _label(spec: TaskSpec, raw, where: str, label_is_index: bool):
         try:
             return float(raw)
         except (TypeError, ValueError):
-            raise EvaluationInputError(
+            raise InputError(
                 f"{where}: label '{raw}' is not a number ({spec.name} is a regression)") from None
     if label_is_index:
         if isinstance(raw, int) and 0 <= raw < len(spec.labels):
             return raw
-        raise EvaluationInputError(
+        raise InputError(
             f"{where}: label id {raw!r} outside 0..{len(spec.labels) - 1} (a test split without labels?)")
     text = str(raw).strip()  # JSON booleans -> "True"/"False", COPA's 0/1 -> "0"/"1"
     text = spec.label_aliases.get(text, text)
     if text not in spec.labels:
-        raise EvaluationInputError(
+        raise InputError(
             f"{where}: unknown {spec.name} label '{raw}' (expected one of {', '.join(spec.labels)})")
     return spec.labels.index(text)
 
@@ -149,10 +143,10 @@ def _mark(sentence: str, start, end, where: str, which: str) -> str:
     try:
         start, end = int(start), int(end)
     except (TypeError, ValueError):
-        raise EvaluationInputError(
+        raise InputError(
             f"{where}: start{which}/end{which} must be integers, got {start!r}, {end!r}") from None
     if not 0 <= start < end <= len(sentence):
-        raise EvaluationInputError(
+        raise InputError(
             f"{where}: target span start{which}={start} end{which}={end} is not inside sentence{which} "
             f"({len(sentence)} characters)")
     return f"{sentence[:start]}{WIC_MARK}{sentence[start:end]}{WIC_MARK}{sentence[end:]}"

@@ -1,20 +1,16 @@
 """The downstream tasks of the paper: GLUE (Tab.1), SuperGLUE BoolQ/CB/COPA/WiC (Tab.2), XNLI (Tab.5).
 
-Each task is one :class:`TaskSpec`: where its splits lie in the benchmark's own
-distribution layout (GLUE's TSV folders, SuperGLUE's jsonl folders, XNLI's two zips),
-which columns hold the text and the label, the label strings in the order of the
-model's outputs, the metrics the paper reports, and the same data's name on the
-Hugging Face hub (used only when no ``--data-dir`` is given).
-
-Labels are listed in the order of the hub's ``ClassLabel`` names, so a hub label id is
-already the model's output index (checked against ``hub_label_names`` at load time).
+Each task is one :class:`TaskSpec`: where its splits lie in the benchmark's own layout (GLUE's TSV folders,
+SuperGLUE's jsonl folders, XNLI's two zips), which columns hold text and label, the labels in the order of
+the model's outputs, the paper's metrics, and the same data's hub name (used only without ``--data-dir``).
+Labels follow the hub's ``ClassLabel`` order, so a hub label id is the output index (checked at load).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Optional
+from ..cli import InputError
 
-from .errors import EvaluationInputError
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
@@ -181,12 +177,12 @@ def resolve_tasks(suite: str, spec: str) -> list:
     for raw in (s for s in spec.split(",") if s.strip()):
         name = by_key.get(_key(raw))
         if name is None:
-            raise EvaluationInputError(
+            raise InputError(
                 f"--tasks: unknown {suite} task '{raw.strip()}'; choose from {', '.join(TABLE_ORDER[suite])} or 'all'")
         if registry[name] not in chosen:
             chosen.append(registry[name])
     if not chosen:
-        raise EvaluationInputError("--tasks: no task given; e.g. --tasks SST-2,MRPC or --tasks all")
+        raise InputError("--tasks: no task given; e.g. --tasks SST-2,MRPC or --tasks all")
     order = TABLE_ORDER[suite]
     return sorted(chosen, key=lambda t: order.index(t.name))
 

@@ -1,21 +1,12 @@
 """Zero-shot evaluation of exported causal models with lm-evaluation-harness (paper §4.2, Tab.4).
 
-The paper scores its decoders (vanilla, headless + causal fine-tuning) zero-shot on BoolQ,
-CrowS-Pairs, RACE, SciQ, PubMedQA and QASPER from the LM Evaluation Harness, plus LAMBADA
-(Tab.3). This module runs lm-eval's own task definitions on a Hugging Face folder written by
-scripts/convert_to_hf.py, with the data read from local JSON-lines files instead of the hub.
-
-Each task of ``zeroshot_tasks/*.yaml`` names the lm-eval YAML it derives from (a path under
-``lm_eval/tasks/``, ``derive_from``), the local file and the split it stands for. At run
-time a small lm-eval YAML is composed from it: ``include:`` the lm-eval file (so prompts,
-choices, preprocessing functions and metrics are lm-eval's, never copied here), then
-``dataset_path: json`` with ``dataset_kwargs.data_files`` pointing at the local file, and
-the task's own ``overrides`` (only QASPER has some). lm-eval then runs as
-``lm_eval --model hf --log_samples`` would, through its Python API.
-
-Per task the result keeps lm-eval's aggregated metrics and standard errors and the
-per-sample scores (``log_samples``), which the paired significance test needs
-(:mod:`fairseq_headless.evaluation.zeroshot_compare`).
+The paper scores its decoders (vanilla, headless + causal fine-tuning) on BoolQ, CrowS-Pairs, RACE, SciQ,
+PubMedQA and QASPER from the harness. Each ``zeroshot_tasks/*.yaml`` names the lm-eval YAML it derives
+from (``derive_from``), its local file and split; at run time a small lm-eval YAML ``include:``s that
+file, so prompts, choices and metrics are lm-eval's, never copied here, and reads ``dataset_path: json``
+from the local file (plus the task's own ``overrides``, only QASPER's). lm-eval runs as ``lm_eval --model
+hf --log_samples`` would, through its Python API; the per-sample scores feed the paired significance test
+of :mod:`fairseq_headless.evaluation.zeroshot_compare`.
 """
 from __future__ import annotations
 
@@ -26,8 +17,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
+from ..cli import InputError
 
-from .errors import EvaluationInputError
 
 TASKS_DIR = Path(__file__).parent / "zeroshot_tasks"
 LM_EVAL_VERSION = "0.4.13"  # the version the task files were written against (setup.py extra `zeroshot`)
@@ -73,7 +64,7 @@ def select_tasks(names: Sequence[str]) -> list:
         return list(tasks.values())
     unknown = [n for n in names if n not in tasks]
     if unknown:
-        raise EvaluationInputError(f"--tasks: unknown task(s) {', '.join(unknown)}; choose among "
+        raise InputError(f"--tasks: unknown task(s) {', '.join(unknown)}; choose among "
                                    f"{', '.join(tasks)} or 'all'")
     return [task for name, task in tasks.items() if name in names]  # the paper's column order
 
@@ -87,7 +78,7 @@ def check_task_file(task: ZeroShotTask, task_files: Path) -> Path:
     """The task's local file, checked line by line before any model is loaded."""
     path = task_files / task.file
     if not path.is_file():
-        raise EvaluationInputError(f"--task-files {task_files}: missing {task.file} for {task.name}; expected "
+        raise InputError(f"--task-files {task_files}: missing {task.file} for {task.name}; expected "
                                    + expected_format(task))
     rows = 0
     with open(path, encoding="utf-8") as f:
@@ -97,15 +88,15 @@ def check_task_file(task: ZeroShotTask, task_files: Path) -> Path:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
-                raise EvaluationInputError(f"{path}, line {lineno}: not JSON ({e.msg}); expected "
+                raise InputError(f"{path}, line {lineno}: not JSON ({e.msg}); expected "
                                            + expected_format(task)) from None
             missing = [k for k in task.fields if not isinstance(record, dict) or k not in record]
             if missing:
-                raise EvaluationInputError(f"{path}, line {lineno}: no field(s) {', '.join(missing)}; expected "
+                raise InputError(f"{path}, line {lineno}: no field(s) {', '.join(missing)}; expected "
                                            + expected_format(task))
             rows += 1
     if rows == 0:
-        raise EvaluationInputError(f"{path}: no record; expected " + expected_format(task))
+        raise InputError(f"{path}: no record; expected " + expected_format(task))
     return path
 
 
@@ -114,7 +105,7 @@ def lm_eval_tasks_dir() -> Path:
 
     spec = importlib.util.find_spec("lm_eval")
     if spec is None:
-        raise EvaluationInputError(f"lm-evaluation-harness is not installed: pip install -e \".[zeroshot]\" "
+        raise InputError(f"lm-evaluation-harness is not installed: pip install -e \".[zeroshot]\" "
                                    f"(lm-eval=={LM_EVAL_VERSION})")
     return Path(spec.submodule_search_locations[0]) / "tasks"
 
@@ -127,7 +118,7 @@ def compose_task_yaml(task: ZeroShotTask, data_file: Path, folder: Path) -> Path
     if not base.is_file():
         from importlib.metadata import version
 
-        raise EvaluationInputError(f"lm-eval {version('lm_eval')} has no {task.derive_from} (task {task.name}); "
+        raise InputError(f"lm-eval {version('lm_eval')} has no {task.derive_from} (task {task.name}); "
                                    f"the task files of this project are written for lm-eval=={LM_EVAL_VERSION}")
     config = {
         "include": str(base),

@@ -17,9 +17,9 @@ from typing import Sequence
 
 from ..cli import Parser
 from ..files import atomic_path, write_json_atomic, write_text_atomic
-from .errors import EvaluationInputError
 from .zeroshot import check_task_file, evaluate_model, load_tasks, lm_eval_tasks_dir, select_tasks
 from .zeroshot_compare import TESTS, compare, load_result, markdown_table, plot
+from ..cli import InputError
 
 EVAL_DESCRIPTION = ("Zero-shot suite of paper Tab.4 (§4.2) on exported causal models, with "
                     "lm-evaluation-harness, offline.")
@@ -55,14 +55,14 @@ def parse_models(specs: Sequence[str]) -> dict:
     for spec in specs:
         name, sep, folder = spec.partition("=")
         if not sep or not name or not folder:
-            raise EvaluationInputError(f"--model {spec!r}: expected NAME=FOLDER")
+            raise InputError(f"--model {spec!r}: expected NAME=FOLDER")
         if not name.replace("_", "").replace("-", "").replace(".", "").isalnum():
-            raise EvaluationInputError(f"--model {spec!r}: the name may hold letters, digits, '_', '-', '.'")
+            raise InputError(f"--model {spec!r}: the name may hold letters, digits, '_', '-', '.'")
         if name in models:
-            raise EvaluationInputError(f"--model: the name {name!r} is given twice")
+            raise InputError(f"--model: the name {name!r} is given twice")
         path = Path(folder)
         if not (path / "config.json").is_file():
-            raise EvaluationInputError(f"--model {spec}: {path} is not a Hugging Face model folder (no config.json); "
+            raise InputError(f"--model {spec}: {path} is not a Hugging Face model folder (no config.json); "
                                        "export a checkpoint with scripts/convert_to_hf.py")
         models[name] = path
     return models
@@ -72,20 +72,20 @@ def eval_main(argv: Sequence[str]) -> int:
     """scripts/eval_zeroshot.py, under ``cli.run``: every input checked before the first model loads."""
     args = build_eval_parser().parse_args(argv)
     if args.batch_size < 1 or (args.limit is not None and args.limit < 1) or args.bootstrap_iters < 0:
-        raise EvaluationInputError("--batch-size and --limit must be positive, --bootstrap-iters >= 0")
+        raise InputError("--batch-size and --limit must be positive, --bootstrap-iters >= 0")
     models = parse_models(args.model)
     tasks = select_tasks(args.tasks)
     if not args.task_files.is_dir():
-        raise EvaluationInputError(f"--task-files {args.task_files}: no such folder (one JSON-lines file per "
+        raise InputError(f"--task-files {args.task_files}: no such folder (one JSON-lines file per "
                                    "task, layout in docs/evaluation.md)")
     for task in tasks:
         check_task_file(task, args.task_files)
     outputs = {name: args.output / f"{name}.json" for name in models}
     existing = [str(p) for p in outputs.values() if p.exists()]
     if existing and not args.force:
-        raise EvaluationInputError(f"--output: {', '.join(existing)} exist(s); pass --force to replace")
+        raise InputError(f"--output: {', '.join(existing)} exist(s); pass --force to replace")
     if args.output.exists() and not args.output.is_dir():
-        raise EvaluationInputError(f"--output {args.output} is a file, not a folder")
+        raise InputError(f"--output {args.output} is a file, not a folder")
     lm_eval_tasks_dir()
 
     # progress and INFO lines (lm-eval's) on stderr, whatever configured logging before
@@ -129,16 +129,16 @@ def compare_main(argv: Sequence[str]) -> int:
     """scripts/compare_zeroshot.py, under ``cli.run``."""
     args = build_compare_parser().parse_args(argv)
     if not 0 < args.alpha < 1:
-        raise EvaluationInputError(f"--alpha {args.alpha}: must lie strictly between 0 and 1")
+        raise InputError(f"--alpha {args.alpha}: must lie strictly between 0 and 1")
     paths = {name: args.output / name for name in OUTPUTS}
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not args.force:
-        raise EvaluationInputError(f"--output: {', '.join(existing)} exist(s); pass --force to replace")
+        raise InputError(f"--output: {', '.join(existing)} exist(s); pass --force to replace")
     if args.output.exists() and not args.output.is_dir():
-        raise EvaluationInputError(f"--output {args.output} is a file, not a folder")
+        raise InputError(f"--output {args.output} is a file, not a folder")
     comparison = compare([load_result(p) for p in args.results], alpha=args.alpha, test=args.test)
     if not comparison["tasks"]:
-        raise EvaluationInputError("--results: the files have no task in common")
+        raise InputError("--results: the files have no task in common")
 
     args.output.mkdir(parents=True, exist_ok=True)
     table = markdown_table(comparison)

@@ -1,23 +1,8 @@
 """The daggers of paper Tab.4: is the best zero-shot score significantly better than the second best?
 
-Tab.4's caption: "†: best scores that are significantly better than the second best score
-according to a one-tailed t-test with power 0.95". We read "power 0.95" as the confidence
-level of the test, i.e. a one-tailed test at significance level alpha = 1 - 0.95 = 0.05
-(statistical power, 1 - beta, is a property of a test against an assumed effect size, not a
-threshold one applies to an observed difference); ``alpha`` is an option.
-
-Per task, the models are ranked by the task's metric (CrowS-Pairs' stereotype percentage:
-lower is better) and the best is tested against the second best, H1 = "best is better":
-
-- ``paired`` (default when both result files hold per-sample scores of the same samples):
-  a one-sided paired t-test over the samples, ``scipy.stats.ttest_rel(best, second,
-  alternative="greater")`` ("less" where lower is better): t = mean(d) / (sd(d) / sqrt(n)),
-  d the per-sample score differences, df = n - 1. Both models answered the same questions, so
-  pairing removes the variance of question difficulty.
-- ``welch``: a one-sided Welch t-test from the summary numbers alone (mean, lm-eval's standard
-  error, n), ``scipy.stats.ttest_ind_from_stats`` with std = stderr * sqrt(n) (lm-eval's
-  stderr of a mean is std(ddof=1) / sqrt(n)). This is what one can compute from a published
-  table such as Tab.4, and the fallback when per-sample scores are missing.
+A one-tailed t-test at alpha = 0.05 (our reading of the caption's "power 0.95"): ``paired`` over
+per-sample scores when both result files hold them, else ``welch`` from mean, stderr and n.
+The reasoning and the formulas: docs/evaluation.md.
 """
 from __future__ import annotations
 
@@ -25,8 +10,9 @@ import json
 import math
 from pathlib import Path
 from typing import Optional, Sequence
+from ..cli import InputError
+from .results import table
 
-from .errors import EvaluationInputError
 
 TESTS = ("auto", "paired", "welch")
 
@@ -34,19 +20,19 @@ TESTS = ("auto", "paired", "welch")
 def load_result(path: Path) -> dict:
     """A NAME.json of scripts/eval_zeroshot.py (or the same shape written by hand: value, stderr, n)."""
     if not path.is_file():
-        raise EvaluationInputError(f"--results {path}: no such file (a NAME.json written by scripts/eval_zeroshot.py)")
+        raise InputError(f"--results {path}: no such file (a NAME.json written by scripts/eval_zeroshot.py)")
     try:
         result = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise EvaluationInputError(f"--results {path}: not JSON ({e.msg})") from None
+        raise InputError(f"--results {path}: not JSON ({e.msg})") from None
     if not isinstance(result, dict) or not isinstance(result.get("model"), str) or not isinstance(
             result.get("tasks"), dict):
-        raise EvaluationInputError(f"--results {path}: no \"model\" name and \"tasks\" object; "
+        raise InputError(f"--results {path}: no \"model\" name and \"tasks\" object; "
                                    "expected a NAME.json of scripts/eval_zeroshot.py")
     for name, entry in result["tasks"].items():
         missing = [k for k in ("metric", "value", "n", "higher_is_better") if entry.get(k) is None]
         if missing:
-            raise EvaluationInputError(f"--results {path}: task {name} lacks {', '.join(missing)}")
+            raise InputError(f"--results {path}: task {name} lacks {', '.join(missing)}")
     result["_path"] = str(path)
     return result
 
@@ -107,7 +93,7 @@ def _aligned_samples(task: str, metric: str, first: dict, second: dict) -> Optio
     ids_a = dict(zip(a["doc_id"], a.get("doc_hash", [None] * len(a["doc_id"]))))
     ids_b = dict(zip(b["doc_id"], b.get("doc_hash", [None] * len(b["doc_id"]))))
     if ids_a != ids_b:
-        raise EvaluationInputError(
+        raise InputError(
             f"task {task}: {first['model']} ({first['_path']}) and {second['model']} ({second['_path']}) were "
             "scored on different samples (ids or documents differ); rerun with the same --task-files and --limit, "
             "or pass --test welch")
@@ -119,10 +105,10 @@ def _aligned_samples(task: str, metric: str, first: dict, second: dict) -> Optio
 def compare(results: Sequence[dict], alpha: float = 0.05, test: str = "auto") -> dict:
     """Per task: best vs second best, the chosen one-tailed test, and whether it earns a dagger."""
     if len(results) < 2:
-        raise EvaluationInputError("--results: give at least two models' files")
+        raise InputError("--results: give at least two models' files")
     names = [r["model"] for r in results]
     if len(set(names)) != len(names):
-        raise EvaluationInputError(f"--results: model names repeat ({', '.join(names)}); each file needs its own")
+        raise InputError(f"--results: model names repeat ({', '.join(names)}); each file needs its own")
     common = [t for t in results[0]["tasks"] if all(t in r["tasks"] for r in results)]
     skipped = sorted({t for r in results for t in r["tasks"]} - set(common))
     tasks = {}
@@ -131,7 +117,7 @@ def compare(results: Sequence[dict], alpha: float = 0.05, test: str = "auto") ->
         first = entries[names[0]]
         metric, higher = first["metric"], bool(first["higher_is_better"])
         if any(e["metric"] != metric for e in entries.values()):
-            raise EvaluationInputError(f"task {task}: the files report different metrics "
+            raise InputError(f"task {task}: the files report different metrics "
                                        f"({', '.join(sorted({e['metric'] for e in entries.values()}))})")
         ranked = sorted(results, key=lambda r: r["tasks"][task]["value"], reverse=higher)
         best, second = ranked[0], ranked[1]
@@ -143,7 +129,7 @@ def compare(results: Sequence[dict], alpha: float = 0.05, test: str = "auto") ->
             if aligned is not None:
                 paired = paired_test(*aligned, higher)
             elif test == "paired":
-                raise EvaluationInputError(f"task {task}: --test paired needs per-sample {metric} scores in both "
+                raise InputError(f"task {task}: --test paired needs per-sample {metric} scores in both "
                                            "files (scripts/eval_zeroshot.py writes them)")
             else:
                 why = "no per-sample scores: Welch t-test from mean, stderr and n"
@@ -194,24 +180,19 @@ def markdown_table(comparison: dict) -> str:
     lines = [
         "# Zero-shot evaluation (paper Tab.4)",
         "",
-        "| model | " + " | ".join(heads) + " |",
-        "| --- |" + " ---: |" * len(heads),
     ]
-    for model in comparison["models"]:
-        lines.append(f"| {model} | " + " | ".join(_cell(e, model) for e in tasks.values()) + " |")
+    lines.append(table(["model", *heads], [[model, *(_cell(e, model) for e in tasks.values())]
+                                          for model in comparison["models"]]))
     lines += [
-        "",
         f"Scores x 100 (± lm-eval's standard error). ↓: lower is better (CrowS-Pairs: stereotype percentage). "
         f"†: best score significantly better than the second best, one-tailed t-test "
         f"({test_words[comparison['test']]}), alpha = {comparison['alpha']:g}.",
         "",
-        "| task | metric | best | second | difference | test | t | df | p | † |",
-        "| --- | --- | --- | --- | ---: | --- | ---: | ---: | ---: | --- |",
+        table(["task", "metric", "best", "second", "difference", "test", "t", "df", "p", "†"],
+              [[e["label"], e["metric"], e["best"], e["second"], f"{100 * e['difference']:+.2f}", e["test"],
+                _number(e["t"], ".3f"), _number(e["df"], ".1f"), _number(e["p"], ".4g"),
+                "†" if e["significant"] else ""] for e in tasks.values()]),
     ]
-    for task, e in tasks.items():
-        lines.append(f"| {e['label']} | {e['metric']} | {e['best']} | {e['second']} | {100 * e['difference']:+.2f} | "
-                     f"{e['test']} | {_number(e['t'], '.3f')} | {_number(e['df'], '.1f')} | "
-                     f"{_number(e['p'], '.4g')} | {'†' if e['significant'] else ''} |")
     if comparison["skipped_tasks"]:
         lines += ["", "Not in every file, so not compared: " + ", ".join(comparison["skipped_tasks"]) + "."]
     return "\n".join(lines) + "\n"

@@ -1,18 +1,11 @@
-"""Export: a fairseq-headless checkpoint -> a Hugging Face folder that computes the same numbers.
+"""Export: a fairseq-headless checkpoint -> a Hugging Face folder that computes the same numbers (docs/export.md).
 
-    errors.py     ExportError (bad input, exit 2) and ParityError (the check failed, exit 1)
-    weights.py    one key table per architecture family (RoBERTa, GPT-2, GPT-NeoX) and its config
-    tokenizer.py  the data folder's tokenizer rebuilt with fairseq's ids, and its check
-    convert.py    read, map, save, reload, parity check, model card: :func:`convert`
-    modeling_headless_roberta.py  the ``headless_roberta`` model type (e^T masked-LM scores, RoBERTa's
-                  task heads), copied into every headless encoder export; torch and transformers only
-    cli.py        the command line of scripts/convert_to_hf.py (its options, exit codes 2 and 1)
-
-The command line is scripts/convert_to_hf.py (docs/export.md). Its modules import
-neither torch nor fairseq at import time (but modeling_headless_roberta.py, which the package
-itself imports only when it converts or builds such a model); :func:`convert` does.
+:func:`convert` (convert.py) reads, maps through weights.py's key table of the model's family, saves, reloads
+and checks parity; tokenizer.py rebuilds the data folder's tokenizer with fairseq's ids and checks it
+(ParityError, exit 1); modeling_headless_roberta.py is the ``headless_roberta`` model type copied into headless
+encoder exports; cli.py is scripts/convert_to_hf.py.
 """
 from .convert import convert
-from .errors import ExportError, ParityError
+from .tokenizer import ParityError
 
-__all__ = ["convert", "ExportError", "ParityError"]
+__all__ = ["convert", "ParityError"]

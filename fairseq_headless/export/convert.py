@@ -19,15 +19,14 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..checkpoint_reading import CheckpointError, build_model, read_checkpoint
-from ..data.errors import DataError
+from ..checkpoint_reading import build_model, read_checkpoint
 from ..data.folder import DataFolder, open_data_folder
 from ..files import atomic_folder
 from . import tokenizer as export_tokenizer
-from .errors import ExportError, ParityError
-from .tokenizer import (MASK, TOKENIZER_CHECK_LINES, check_dictionary, check_tokenizer, never_predicted,
+from .tokenizer import (MASK, ParityError, TOKENIZER_CHECK_LINES, check_dictionary, check_tokenizer, never_predicted,
                         raw_tokenizer, sample_lines)
 from .weights import Export, family_of, hf_class_of
+from ..cli import InputError
 
 # A headless encoder's model classes, copied verbatim into its export (config.json's auto_map names them).
 MODELING_FILE = Path(__file__).with_name("modeling_headless_roberta.py")
@@ -35,8 +34,7 @@ TOLERANCE = 1e-4  # max abs difference, fp32, fairseq vs Hugging Face
 PARITY_BATCH, PARITY_MAX_LENGTH = 2, 512
 
 
-def log(message: str) -> None:
-    print(f"[convert] {message}", flush=True)
+logger = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------
@@ -50,9 +48,9 @@ def read_data_folder(cfg, data_option: Path | None, tokenizer: tuple = ()) -> Da
     try:
         folder = open_data_folder(data, where, tokenizer=tokenizer)
         folder.require_dictionary(where)
-    except DataError as e:
+    except InputError as e:
         fix = "check the path" if data_option else "pass the folder prepare_data.py wrote as --data"
-        raise ExportError(f"{e}; {fix}") from None
+        raise InputError(f"{e}; {fix}") from None
     return folder
 
 
@@ -60,14 +58,14 @@ def check_architecture(arch: str) -> None:
     from fairseq.models import ARCH_MODEL_REGISTRY, MODEL_REGISTRY
 
     if arch not in ARCH_MODEL_REGISTRY and arch not in MODEL_REGISTRY:
-        raise ExportError(f"unknown architecture `{arch}`: registered neither by fairseq nor by fairseq_headless")
+        raise InputError(f"unknown architecture `{arch}`: registered neither by fairseq nor by fairseq_headless")
 
 
 def build_fairseq_model(state, arch: str):
     try:
         return build_model(state)
     except RuntimeError as e:
-        raise ExportError(f"the checkpoint's weights do not fit the `{arch}` model its config describes "
+        raise InputError(f"the checkpoint's weights do not fit the `{arch}` model its config describes "
                           f"({str(e).splitlines()[0]}...)") from None
 
 
@@ -199,11 +197,11 @@ def save_model(hf_model, folder: Path) -> None:
 def check_output(output: Path, data, force: bool) -> None:
     """The options checked before anything is read."""
     if (output.exists() or output.is_symlink()) and not force:
-        raise ExportError(f"--output {output} already exists; pass --force to replace it or choose another folder")
+        raise InputError(f"--output {output} already exists; pass --force to replace it or choose another folder")
     if output.exists() and not output.is_dir():
-        raise ExportError(f"--output {output} exists and is not a folder; remove it first")
+        raise InputError(f"--output {output} exists and is not a folder; remove it first")
     if data is not None and not all(p.is_dir() for p in map(Path, str(data).split(":"))):
-        raise ExportError(f"--data {data}: not a folder")
+        raise InputError(f"--data {data}: not a folder")
 
 
 def read_source(checkpoint: Path, data, tokenizer: tuple) -> Source:
@@ -211,11 +209,8 @@ def read_source(checkpoint: Path, data, tokenizer: tuple) -> Source:
 
     import fairseq_headless.plugin  # noqa: F401  (registers the headless architectures)
 
-    log(f"loading {checkpoint} (weights_only)")
-    try:
-        state = read_checkpoint(checkpoint, "--checkpoint", data)
-    except CheckpointError as e:  # bad input of the export is an ExportError (or DataError), as its callers catch
-        raise ExportError(str(e)) from None
+    logger.info(f"loading {checkpoint} (weights_only)")
+    state = read_checkpoint(checkpoint, "--checkpoint", data)
     arch = state["cfg"].model._name
     check_architecture(arch)
     folder = read_data_folder(state["cfg"], data, tuple(tokenizer))
@@ -233,17 +228,17 @@ def hf_model_of(source: Source, export: Export):
     state_dict = source.model.state_dict()
     for key, original in export.tied.items():
         if not torch.equal(state_dict[key], state_dict[original]):
-            raise ExportError(f"{key} was expected to be tied to {original} but differs")
+            raise InputError(f"{key} was expected to be tied to {original} but differs")
     left = [k for k in state_dict if k not in export.used and k not in export.tied
             and not k.endswith((".version", "._float_tensor"))]
     if left:
-        raise ExportError(f"`{source.arch}` has weights this converter does not know where to put: "
+        raise InputError(f"`{source.arch}` has weights this converter does not know where to put: "
                           f"{', '.join(left[:5])}")
     hf_model = hf_class_of(export.hf_class)(export.config)
     missing, unexpected = hf_model.load_state_dict(
         {k: v.detach().float().contiguous() for k, v in export.weights.items()}, strict=False)
     if missing or unexpected:
-        raise ExportError(f"internal: {export.hf_class} weights unmapped {missing[:5]} / unknown {unexpected[:5]}")
+        raise InputError(f"internal: {export.hf_class} weights unmapped {missing[:5]} / unknown {unexpected[:5]}")
     return hf_model
 
 
@@ -264,19 +259,19 @@ def check_saved(workdir: Path, source: Source, export: Export, add_bos: bool) ->
     import torch
     import transformers
 
-    log("checking the saved folder against fairseq (reloaded with the Auto classes)")
+    logger.info("checking the saved folder against fairseq (reloaded with the Auto classes)")
     # trust_remote_code: a headless encoder runs the modeling file copied into the folder, as users will
     reloaded = getattr(transformers, export.auto_class).from_pretrained(
         workdir, dtype=torch.float32, trust_remote_code=True).eval()
     diffs = parity(source.model, reloaded, export, export.config.vocab_size)
-    log(f"max abs diff: hidden {diffs['hidden']:.2e}, logits {diffs['logits']:.2e} (bound {TOLERANCE:g})")
+    logger.info(f"max abs diff: hidden {diffs['hidden']:.2e}, logits {diffs['logits']:.2e} (bound {TOLERANCE:g})")
     if max(diffs.values()) > TOLERANCE:
         raise ParityError(f"the exported model differs from fairseq by {max(diffs.values()):.2e} "
                           f"(> {TOLERANCE:g}): hidden {diffs['hidden']:.2e}, logits {diffs['logits']:.2e}")
     loaded_tokenizer = transformers.AutoTokenizer.from_pretrained(workdir, trust_remote_code=True)
     lines = sample_lines(source.folder.path, source.dictionary, source.reference, TOKENIZER_CHECK_LINES)
     checked, skipped = check_tokenizer(loaded_tokenizer, source.reference, lines, export.encoder, add_bos)
-    log(f"tokenizer: {checked} lines identical to the preprocessing path"
+    logger.info(f"tokenizer: {checked} lines identical to the preprocessing path"
         + (f" ({skipped} with special-token text skipped)" if skipped else ""))
     return diffs, checked
 
@@ -307,7 +302,7 @@ def card_info(source: Source, export: Export, family: str, output: Path, add_bos
 def convert(checkpoint: Path, output: Path, data: Path | None = None, force: bool = False,
             tokenizer: tuple = ()) -> dict:
     """Export `checkpoint` to `output` (a folder written whole or not at all); returns a summary with the
-    parity numbers. Raises ExportError (or another InputError) for bad input, ParityError when the
+    parity numbers. Raises InputError for bad input, ParityError when the
     saved folder does not compute what fairseq computes."""
     output = Path(output)
     check_output(output, data, force)
@@ -323,14 +318,14 @@ def convert(checkpoint: Path, output: Path, data: Path | None = None, force: boo
     export = family.export(source.model, source.task, source.arch)
     rows = export.config.vocab_size
     if rows != source.size + export.encoder:
-        raise ExportError(f"the checkpoint has {rows} embedding rows but {source.folder.dictionary} gives "
+        raise InputError(f"the checkpoint has {rows} embedding rows but {source.folder.dictionary} gives "
                           f"{source.size}{' + <mask>' if export.encoder else ''}; use the data folder it was "
                           f"trained on")
     add_bos = bool(getattr(source.task.cfg, "add_bos_token", False)) and not export.encoder
     hf_tokenizer = hf_tokenizer_of(source, export, add_bos)
     if isinstance(export.config, modeling_headless_roberta.HeadlessRobertaConfig):
         export.config.never_predicted = never_predicted(hf_tokenizer, source.reference)
-    log(f"mapping {family.name} weights to {export.hf_class}")
+    logger.info(f"mapping {family.name} weights to {export.hf_class}")
     hf_model = hf_model_of(source, export)
 
     try:
@@ -345,7 +340,7 @@ def convert(checkpoint: Path, output: Path, data: Path | None = None, force: boo
             info = card_info(source, export, family.name, output, add_bos, diffs, checked)
             (workdir / "README.md").write_text(model_card(info), encoding="utf-8")
     except FileExistsError:
-        raise ExportError(f"--output {output} appeared during the run; pass --force to replace it or choose "
+        raise InputError(f"--output {output} appeared during the run; pass --force to replace it or choose "
                           f"another folder") from None
-    log(f"wrote {output} ({export.hf_class}, {family.name} family)")
+    logger.info(f"wrote {output} ({export.hf_class}, {family.name} family)")
     return {k: info[k] for k in ("family", "hf_class", "head", "parity", "tokenizer_lines", "output", "headless")}

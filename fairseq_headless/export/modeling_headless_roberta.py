@@ -1,25 +1,12 @@
 """Hugging Face classes of a headless RoBERTa export: the masked-LM scores are e^T (paper §3, Contrastive Weight Tying).
 
-A headless encoder was pretrained without an LM head; asked for vocabulary scores, fairseq-headless scores
-the final hidden states against the input embedding matrix E: logits = hidden @ E^T
-(``HeadlessRobertaEncoder.output_layer``), no dense layer, no LayerNorm, no bias. transformers'
-``RobertaForMaskedLM`` would instead build a randomly initialised ``lm_head`` and answer at random, so a
-headless export has a model type of its own, ``headless_roberta``, whose classes are in this file.
-
-scripts/convert_to_hf.py copies this file verbatim into every headless encoder export as
-``modeling_headless_roberta.py`` and names its classes in ``config.json``'s ``auto_map``; transformers
-runs it from the export folder, offline, when a load passes ``trust_remote_code=True``. That is why it
-imports only torch and transformers. docs/export.md says what was chosen and why.
-
-- ``HeadlessRobertaForMaskedLM`` (``AutoModelForMaskedLM``, ``pipeline("fill-mask")``): e^T, with the
-  ids that stand for no text (``config.never_predicted``: fairseq's ``<s> <pad> </s> <unk>``, the
-  ``madeupword`` padding rows, ``<mask>``, the tokenizer's own unknown/control/special tokens) set to the
-  dtype's lowest value, so that they are never predicted.
-- ``HeadlessRobertaModel`` (``AutoModel``): the encoder, without the pooler (fairseq has none, so it
-  would be random).
-- The task classes (sequence classification, multiple choice, token classification, question
-  answering) are transformers' RoBERTa ones, heads included, bound to this config: a headless and a
-  vanilla export are fine-tuned with exactly the same new head.
+A headless encoder has no LM head: its vocabulary scores are hidden @ E^T (``HeadlessRobertaEncoder.output_layer``).
+transformers' ``RobertaForMaskedLM`` would build a randomly initialised head instead, so a headless export has a
+model type of its own, ``headless_roberta``: ``HeadlessRobertaForMaskedLM`` (e^T, with the ids that stand for no
+text, ``config.never_predicted``, never predicted), ``HeadlessRobertaModel`` (no pooler: fairseq has none), and
+transformers' RoBERTa task classes bound to this config, so that headless and vanilla exports get the same new
+heads. The converter copies this file into every such export (``auto_map``, loaded with
+``trust_remote_code=True``, offline): hence it imports only torch and transformers. Choices: docs/export.md.
 """
 import torch
 from torch import nn

@@ -15,7 +15,14 @@ from pathlib import Path
 from ..data.binarize import FAIRSEQ_SPECIALS, ID_OFFSET
 from ..data.folder import DataFolder
 from ..data.tokenizer import GPT2BPETokenizer, SentencePieceTokenizer
-from .errors import ExportError, ParityError
+from ..cli import Failure, InputError
+
+
+class ParityError(Failure):
+    """The exported model or tokenizer does not reproduce fairseq (nothing is written): exit status 1."""
+
+    def __str__(self) -> str:
+        return f"parity check failed, nothing written: {super().__str__()}"
 
 TOKENIZER_CHECK_LINES = 500
 SPECIALS = list(FAIRSEQ_SPECIALS)  # <s> <pad> </s> <unk>, fairseq ids 0..3
@@ -38,7 +45,7 @@ def check_dictionary(dictionary, manifest: dict | None, tokenizer_size: int, tok
     rows = [s for s in symbols[ID_OFFSET:] if not s.startswith("madeupword")]
     size = (manifest or {}).get("id_mapping", {}).get("dictionary_size")
     if rows != [str(i) for i in range(tokenizer_size)] or (size is not None and len(symbols) != size):
-        raise ExportError(
+        raise InputError(
             f"dict.txt and {tokenizer_path} disagree: the dictionary has {len(rows)} tokenizer rows "
             f"({len(symbols)} entries, manifest says {size}) but the tokenizer has {tokenizer_size} ids "
             f"0..{tokenizer_size - 1} in order; use the data folder this checkpoint was trained on (a "
@@ -49,18 +56,10 @@ def check_dictionary(dictionary, manifest: dict | None, tokenizer_size: int, tok
 def spm_to_tokenizers(reference: SentencePieceTokenizer):
     """A `tokenizers` object that encodes like sentencepiece, from the model's ModelProto.
 
-    Built here rather than with transformers' SpmConverter, an internal helper whose output is not
-    stable across transformers releases (one built a BPE without merges).
-    SentencePiece's order: the precompiled normalization map, removal of extra spaces, the dummy prefix
-    "▁" (always, even before an existing "▁"), spaces escaped as "▁". User-defined pieces are emitted
-    whole (isolated after normalization); BPE merges a pair when the merged piece is a normal piece,
-    best score first.
-
-    Known differences, both caught by the export's tokenizer check when its sample holds such text:
-    sentencepiece never produces control or byte pieces from text, while here a unigram model with
-    byte fallback turns a literal "<0x41>" into that byte piece, and a BPE model with user-defined
-    pieces does so when such a string is all the text between a user-defined piece and the next one
-    (or an end of the text).
+    Built here rather than with transformers' SpmConverter, an internal helper whose output changes across
+    releases. SentencePiece's order: the precompiled normalization map, removal of extra spaces, the dummy
+    prefix "▁" (always), spaces escaped as "▁"; user-defined pieces emitted whole; BPE merges a pair when
+    the merged piece is a normal piece, best score first. Known differences: docs/export.md.
     """
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
@@ -68,13 +67,13 @@ def spm_to_tokenizers(reference: SentencePieceTokenizer):
     NORMAL, USER_DEFINED = proto.SentencePiece.NORMAL, proto.SentencePiece.USER_DEFINED
     trainer, spec = proto.trainer_spec, proto.normalizer_spec
     if trainer.treat_whitespace_as_suffix:
-        raise ExportError(f"{path}: trained with treat_whitespace_as_suffix (\"▁\" ends pieces instead of starting "
+        raise InputError(f"{path}: trained with treat_whitespace_as_suffix (\"▁\" ends pieces instead of starting "
                           "them), which the exported fast tokenizer cannot reproduce; retrain without it")
     charsmap = normalizers.Precompiled(spec.precompiled_charsmap) if spec.precompiled_charsmap else None
     user_defined = [p.piece for p in proto.pieces if p.type == USER_DEFINED]
     changed = [piece for piece in user_defined if charsmap and charsmap.normalize_str(piece) != piece]
     if changed:  # sentencepiece matches them before normalizing; the fast tokenizer isolates them after
-        raise ExportError(f"{path}: user-defined pieces {changed[:5]} are changed by the model's normalization "
+        raise InputError(f"{path}: user-defined pieces {changed[:5]} are changed by the model's normalization "
                           "map, so the exported tokenizer would not find them; retrain with pieces the map "
                           "leaves alone or with --normalization_rule_name identity")
     if reference.model_type == "bpe":  # rank each normal piece's splits into two normal pieces by its score
@@ -116,7 +115,7 @@ def raw_tokenizer(folder: DataFolder):
     path = reference.path
     if isinstance(reference, SentencePieceTokenizer):
         if reference.model_type not in ("unigram", "bpe"):
-            raise ExportError(f"{path}: sentencepiece model type {reference.model_type} has no "
+            raise InputError(f"{path}: sentencepiece model type {reference.model_type} has no "
                               f"fast-tokenizer equivalent (bpe and unigram do)")
         return reference, spm_to_tokenizers(reference)
     if isinstance(reference, GPT2BPETokenizer):
@@ -152,7 +151,7 @@ def shift_to_fairseq_ids(raw, size: int, encoder: bool, add_bos: bool):
         if model.get("unk_token"):
             model["unk_token"] = unk
     else:
-        raise ExportError(f"tokenizer model type {model['type']} is not supported (BPE, Unigram, WordPiece, WordLevel)")
+        raise InputError(f"tokenizer model type {model['type']} is not supported (BPE, Unigram, WordPiece, WordLevel)")
     model_size = len(model["vocab"])
 
     def added(i, content, **kw):
@@ -178,7 +177,7 @@ def shift_to_fairseq_ids(raw, size: int, encoder: bool, add_bos: bool):
     names = {t["id"]: t["content"] for t in tj["added_tokens"]}
     for i in range(size + encoder):
         if i in names and tokenizer.token_to_id(names[i]) != i:
-            raise ExportError(f"the tokenizer's ids are not contiguous (token {names[i]!r} lands on "
+            raise InputError(f"the tokenizer's ids are not contiguous (token {names[i]!r} lands on "
                               f"{tokenizer.token_to_id(names[i])}, not {i}); it cannot be exported")
     if encoder:  # what masked_lm fed the model: <s> line </s> (RoBERTa's pair layout for two segments)
         template = processors.TemplateProcessing(single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..models import shapes
-from .errors import ExportError
+from ..cli import InputError
 
 # fairseq activation name -> transformers ACT2FN name. gelu_accurate is the tanh approximation,
 # transformers' gelu_new; fairseq's plain gelu is the exact erf GELU, transformers' gelu.
@@ -133,14 +133,14 @@ class Export:
 
 def _activation(fairseq_name: str, what: str) -> str:
     if fairseq_name not in ACTIVATIONS:
-        raise ExportError(f"{what} uses activation `{fairseq_name}`, which has no transformers equivalent "
+        raise InputError(f"{what} uses activation `{fairseq_name}`, which has no transformers equivalent "
                           f"(supported: {', '.join(ACTIVATIONS)})")
     return ACTIVATIONS[fairseq_name]
 
 
 def _refuse(arch: str, hf_class: str, problems: list[str]) -> None:
     if problems:
-        raise ExportError(f"architecture `{arch}` cannot be expressed as {hf_class}: " + "; ".join(problems))
+        raise InputError(f"architecture `{arch}` cannot be expressed as {hf_class}: " + "; ".join(problems))
 
 
 def hf_class_of(name: str):
@@ -292,5 +292,5 @@ def family_of(model, arch: str) -> Family:
         module, cls = family.fairseq_model.split(":")
         if isinstance(model, getattr(importlib.import_module(module), cls)):
             return family
-    raise ExportError(f"architecture `{arch}` ({type(model).__name__}) has no Hugging Face export; supported "
+    raise InputError(f"architecture `{arch}` ({type(model).__name__}) has no Hugging Face export; supported "
                       f"families: " + ", ".join(f"{f.name} ({f.fairseq_model.split(':')[1]})" for f in FAMILIES))

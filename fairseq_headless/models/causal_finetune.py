@@ -1,25 +1,11 @@
 """The causal fine-tuning stage of headless decoders (paper §3.3, §4.2, App. E.3, Tab.3 "Headless + FT").
 
-A headless decoder has no LM head. To recover a language model, the vanilla twin is
-built, with an LM head that is *not* tied to the input embeddings, the headless
-checkpoint is loaded into it, and the missing head is initialised as a copy of the
-input embeddings (so that at step 0 the logits are exactly the headless model's
-e^T scores); then it is trained with fairseq's ``cross_entropy`` on a small share of
-the pretraining data. With fairseq this is one switch on a vanilla config:
-``checkpoint.finetune_from_model=HEADLESS.pt`` (fairseq then resets the optimizer,
-schedule and data iterator, and loads strictly through ``upgrade_state_dict_named``,
-which is where the copy is made).
-
-- GPT-NeoX (``pythia_70m``, ``pythia_tiny``): the vanilla models are untied already;
-  they call :func:`fill_missing_head_from_embeddings` (in :mod:`.gpt_neox`).
-- GPT-2 style: ``gpt2_quarter`` / ``gpt2_tiny`` tie their head, which would make the
-  fine-tuned head the embedding matrix itself; ``gpt2_quarter_untied`` /
-  ``gpt2_tiny_untied`` are the same shapes with an untied head filled the same way: an
-  :class:`UntiedTransformerLanguageModel`, registered for every ``gpt2`` entry of
-  :mod:`.shapes` by :mod:`.headless_transformer_lm`.
-
-``model.freeze_body=true`` trains the head alone (the probe mode of the authors'
-released fine-tuning script).
+A headless decoder has no LM head. Its vanilla twin, with a head *not* tied to the input embeddings, loads
+the headless checkpoint with ``checkpoint.finetune_from_model=HEADLESS.pt``, and the missing head is filled
+in ``upgrade_state_dict_named`` with a copy of the input embeddings, so that at step 0 the logits are the
+headless model's e^T scores; fairseq's ``cross_entropy`` then trains it. GPT-NeoX's vanilla models are
+untied already; the GPT-2 style shapes get ``<name>_untied`` twins (:class:`UntiedTransformerLanguageModel`).
+``model.freeze_body=true`` trains the head alone (the authors' probe mode). Configs: docs/decoders.md.
 """
 
 import logging
@@ -30,11 +16,8 @@ logger = logging.getLogger(__name__)
 
 
 def fill_missing_head_from_embeddings(state_dict, head_key: str, embedding_key: str) -> bool:
-    """Where a checkpoint has input embeddings but no head (a headless one), add the head as a copy.
-
-    A copy, not the same tensor: the head and the embeddings are trained apart from then on.
-    Returns whether the head was filled.
-    """
+    """Where a checkpoint has input embeddings but no head (a headless one), add the head as a copy (not the
+    same tensor: the two train apart from then on). Returns whether the head was filled."""
     if head_key in state_dict or embedding_key not in state_dict:
         return False
     state_dict[head_key] = state_dict[embedding_key].detach().clone()

@@ -1,33 +1,12 @@
 """GPT-NeoX decoders: the paper's Pythia-70M, headless and vanilla (§3.3, §4.2, App. D.2, Tabs.3-4).
 
-The paper's causal models are Pythia-70M, a GPT-NeoX: rotary position embeddings on
-the first ``rotary_pct`` of each head (rotate-half convention), attention and MLP
-computed in parallel from the same input and added to the residual, LayerNorm,
-exact GELU, biases everywhere but in the output head, and an output head
-(``embed_out``) *not* tied to the input embeddings (``embed_in``). fairseq's
-``transformer_lm`` has neither rotary embeddings nor the parallel residual, so the
-decoder is written here, nanoGPT style, as a ``FairseqIncrementalDecoder``: it trains
-with fairseq's ``language_modeling`` task (``cross_entropy`` or
-``headless_language_modeling``), scores with ``fairseq-eval-lm`` and generates with
-fairseq's ``SequenceGenerator`` through the usual incremental state.
-
-The headless twins hold no head parameter at all: asked for logits they score with
-the input embeddings, e^T (the zero-cost "Headless" row of Tab.3). The vanilla models
-fill a head missing from a checkpoint with a *copy* of the input embeddings, which is
-the causal fine-tuning stage of §3.3: ``checkpoint.finetune_from_model=HEADLESS.pt``
-(see :mod:`fairseq_headless.models.causal_finetune`).
-
-Parameter names and the fused QKV layout (per head: query, key, value; i.e. the
-output rows of ``query_key_value`` are ``[heads, 3, head_dim]``) are GPT-NeoX's, so an
-export to ``transformers.GPTNeoXForCausalLM`` is a rename: ``decoder.embed_out.*`` ->
-``embed_out.*`` and every other ``decoder.X`` -> ``gpt_neox.X``. Rotary frequencies
-are computed on the fly, so there is no buffer to export.
-
-Each ``gpt_neox`` entry of :mod:`.shapes` is a config dataclass whose defaults are the shape,
-registered as a model of its own name (see :mod:`.headless_transformer_lm` for why not an
-architecture function): ``pythia_70m`` / ``headless_pythia_70m`` and the CPU-sized
-``pythia_tiny`` / ``headless_pythia_tiny``. The headless ones accept
-``model.sparse_embedding_update=true``: see :mod:`fairseq_headless.sparse_embedding`.
+fairseq's ``transformer_lm`` has neither rotary embeddings nor the parallel residual, so the decoder is
+written here, nanoGPT style, as a ``FairseqIncrementalDecoder``: it trains with fairseq's
+``language_modeling`` task, scores with ``fairseq-eval-lm`` and generates with ``SequenceGenerator``.
+Headless twins hold no head (logits = e^T); vanilla ones fill a head missing from a checkpoint with a
+copy of the input embeddings (:mod:`.causal_finetune`). Parameter names and the fused QKV layout are
+GPT-NeoX's, so the export to ``transformers`` is a rename. Each ``gpt_neox`` entry of :mod:`.shapes` is a
+registered config dataclass. Settings, table and export mapping: docs/decoders.md.
 """
 
 import logging
@@ -51,8 +30,7 @@ logger = logging.getLogger(__name__)
 IncrementalState = Dict[str, Dict[str, Optional[Tensor]]]
 
 
-# dataclasses need a default for these fields too (FairseqDataclass's `_name` has one): Pythia-70M's,
-# from the table; each registered model's config sets its own entry's.
+# The dataclass needs defaults for the shape's fields: Pythia-70M's; each registered config sets its own.
 _PYTHIA_70M = shapes.SHAPES["pythia_70m"]
 
 

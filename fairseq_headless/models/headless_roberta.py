@@ -1,19 +1,11 @@
 """Headless RoBERTa/BERT encoders: fairseq's RoBERTa with no LM head (paper §3.2, §4.1, §5).
 
-The encoder is fairseq's ``RobertaEncoder`` with one builder overridden: it
-builds no LM head, so the model holds no output-projection parameters (nothing
-unused under DDP, smaller checkpoints). Training uses the ``headless_masked_lm``
-criterion on the final hidden states. When logits over the vocabulary are asked
-for (fill-mask, the demo's whole-vocabulary accuracy), the input embedding
-matrix is used as the head, e^T (weight tying at inference; no new parameter).
-``--sparse-embedding-update`` (``model.sparse_embedding_update=true``) trains the
-input embeddings row-sparsely: see :mod:`fairseq_headless.sparse_embedding`.
-
-The encoder sizes are the ``roberta`` entries of :mod:`.shapes` (App. D): each is one function of
-defaults, registered twice, as ``headless_<name>`` and as ``<name>`` on fairseq's own ``roberta``
-model (its LM head tied to the input embeddings), so that a headless run and its baseline differ only
-in the criterion and architecture names. ``roberta_base`` is fairseq's and is the twin of
-``headless_roberta_base``.
+fairseq's ``RobertaEncoder`` with one builder overridden to build no LM head, so the model holds no
+output-projection parameter (nothing unused under DDP, smaller checkpoints); it trains with
+``headless_masked_lm``. Asked for logits (fill-mask, whole-vocabulary accuracy), it scores with the input
+embeddings, e^T. Each ``roberta`` entry of :mod:`.shapes` is one function of defaults registered on
+``headless_roberta`` and on fairseq's ``roberta``, so a headless run and its baseline differ only in the
+criterion and architecture names.
 """
 
 from contextlib import nullcontext

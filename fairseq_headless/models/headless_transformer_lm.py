@@ -1,26 +1,11 @@
-"""Headless decoders: fairseq's ``transformer_lm`` with no output projection (paper §3.3, §4.2).
+"""Headless decoders: fairseq's ``transformer_lm`` with no output projection (paper §3.3, §4.2, App. D.5).
 
-The decoder is fairseq's ``TransformerDecoder`` with ``build_output_projection``
-overridden to build nothing; training uses the ``headless_language_modeling``
-criterion on the final hidden states. Asked for logits (``fairseq-eval-lm``,
-generation), it scores with the input embeddings, e^T: the zero-cost
-"Headless" row of the paper's Tab.3. ``--sparse-embedding-update``
-(``model.sparse_embedding_update=true``) trains the input embeddings row-sparsely:
-see :mod:`fairseq_headless.sparse_embedding`.
-
-The GPT-2 style shapes (the ``gpt2`` entries of :mod:`.shapes`, App. D.5) are GPT-2's settings on
-``transformer_lm``: tanh-approximated GELU (fairseq's ``gelu_accurate``), learned positions, no
-embedding scale, pre-LayerNorm blocks with a final LayerNorm, and, for the vanilla twin, a head tied
-to the input embeddings.
-
-``transformer_lm`` is a dataclass-configured model: under ``fairseq-hydra-train`` its dataclass
-defaults are merged in before any architecture function runs, so an architecture function of
-``safe_getattr`` defaults would silently be ignored (512-dim, ReLU). Each shape is therefore a config
-dataclass whose *defaults* are the shape, registered as a model of its own name: ``gpt2_quarter``,
-``headless_gpt2_quarter`` and, for the causal fine-tuning stage, ``gpt2_quarter_untied``
-(:mod:`.causal_finetune`). ``model._name=gpt2_quarter`` (hydra) and ``--arch gpt2_quarter``
-(argparse) both give the shape, and every field can still be overridden (``+model.decoder_layers=4``
-in hydra, as the YAMLs list only the name; ``--decoder-layers 4`` with fairseq-train).
+fairseq's ``TransformerDecoder`` with ``build_output_projection`` building nothing; it trains with
+``headless_language_modeling`` and, asked for logits (``fairseq-eval-lm``, generation), scores with the
+input embeddings, e^T: Tab.3's zero-cost "Headless" row. The ``gpt2`` entries of :mod:`.shapes` are
+GPT-2's settings on ``transformer_lm`` (:class:`Gpt2Config`), each a config dataclass whose defaults are the
+shape, registered as a model of its own name, since hydra ignores an architecture function's defaults
+for a dataclass-configured model (docs/design.md#models).
 """
 
 from dataclasses import dataclass, field
@@ -48,8 +33,7 @@ class HeadlessTransformerDecoder(TransformerDecoder):
         return F.linear(features, self.embed_tokens.weight)
 
     def upgrade_state_dict_named(self, state_dict, name):
-        # The parent re-creates a tied `output_projection.weight` entry from the
-        # embeddings when loading; a headless decoder has no such parameter.
+        # The parent re-creates a tied `output_projection.weight` entry, a parameter a headless decoder lacks.
         state_dict = super().upgrade_state_dict_named(state_dict, name)
         state_dict.pop(f"{name}.output_projection.weight", None)
         return state_dict
@@ -64,9 +48,8 @@ class HeadlessTransformerLanguageModelConfig(TransformerLanguageModelConfig, Spa
 class HeadlessTransformerLanguageModel(TransformerLanguageModel):
     @classmethod
     def build_model(cls, args, task):
-        # The targets are rows of a plain embedding table: the parent's adaptive and
-        # character inputs have none, and BASE layers are built by the parent's
-        # output-projection builder, which is replaced here.
+        # The targets are rows of a plain embedding table, which adaptive and character inputs lack; BASE
+        # layers are built by the output-projection builder replaced here.
         for option in ("character_embeddings", "adaptive_input", "adaptive_softmax_cutoff", "base_layers"):
             if safe_getattr(args, option, None):
                 raise ValueError(f"headless decoders do not support --{option.replace('_', '-')}")

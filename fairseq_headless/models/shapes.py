@@ -1,29 +1,11 @@
 """The paper's model shapes (App. D): one entry per architecture, and every registration derives from it.
 
-An entry is named as its vanilla model or architecture (``roberta_small``, ``gpt2_quarter``,
-``pythia_70m``). From each entry the family's module registers, in a loop:
-
-- ``<name>``, the vanilla twin (the one exception: ``roberta_base`` is fairseq's own);
-- ``headless_<name>``, the same shape with no output projection;
-- ``<name>_untied`` where the family's vanilla head is tied to the input embeddings (GPT-2): the
-  same shape with a head of its own, for the causal fine-tuning stage (:mod:`.causal_finetune`).
-
-The family says which model the shape is set on:
-
-- ``roberta``: fairseq's ``roberta`` and :mod:`.headless_roberta`, argparse architecture functions;
-- ``gpt2``: fairseq's ``transformer_lm`` with GPT-2's settings and :mod:`.headless_transformer_lm`,
-  dataclass configs whose defaults are the shape (see that module for why);
-- ``gpt_neox``: this package's GPT-NeoX decoder, :mod:`.gpt_neox`, likewise dataclass configs.
-
-The exporter (:mod:`fairseq_headless.export.weights`) tells the families apart by ``FAMILIES[...].fairseq_model``;
-the speed benchmark (:mod:`studies.benchmarks.steps`) builds each shape from its YAML pair,
-``configs/<config>.yaml`` (vanilla) and ``configs/h<config>.yaml`` (headless).
-
-Adding an architecture: one ``Shape`` below, its two YAMLs, and its row in the tests' own table of
-the paper's shapes (``tests/test_configs.py``), against which this one is checked.
-
-The table itself needs no fairseq: only the registration helpers at the end import it, when called,
-so that reading it (the benchmark's presets, the exporter's families, the tests) imports no fairseq.
+From each entry ``<name>`` (named as its vanilla model) the family's module registers ``<name>`` (the
+vanilla twin, unless fairseq has it), ``headless_<name>``, and ``<name>_untied`` where the family's
+vanilla head is tied (GPT-2), for the causal fine-tuning stage. The table imports no fairseq (only the
+registration helpers do, when called), so the exporter, the benchmarks and the tests read it freely.
+Adding an architecture: one ``Shape``, its two YAMLs, and its row in tests/test_configs.py's own table.
+Why one table and dataclass configs: docs/design.md#models.
 """
 
 import dataclasses
@@ -34,12 +16,10 @@ from typing import Mapping
 @dataclass(frozen=True)
 class Family:
     name: str
-    # "module:Class" that every model of the family (vanilla, headless, untied) is an instance of:
-    # how the exporter recognises a loaded checkpoint's family.
+    # "module:Class" of every model of the family: how the exporter recognises a checkpoint's family.
     fairseq_model: str
     kind: str  # "encoder" (masked LM, §3.2) or "decoder" (causal LM, §3.3)
-    # The vanilla head is tied to the input embeddings, so the causal fine-tuning stage (§3.3) needs
-    # a twin with a head of its own.
+    # The vanilla head is tied, so causal fine-tuning (§3.3) needs a twin with a head of its own.
     untied_twin: bool
 
 
@@ -65,8 +45,7 @@ class Shape:
     config: str  # the YAML pair: configs/<config>.yaml (vanilla), configs/h<config>.yaml (headless)
     # Other defaults, by the family's own field names (e.g. no dropout for the CPU-sized shapes).
     defaults: Mapping[str, object] = dataclasses.field(default_factory=dict)
-    # The vanilla twin is an architecture fairseq registers itself (tests/test_shapes.py checks that
-    # it has this shape); only the headless one is registered here.
+    # The vanilla twin is fairseq's own architecture; only the headless one is registered here.
     vanilla_is_fairseqs: bool = False
 
     @property
@@ -117,10 +96,9 @@ def _camel(name: str) -> str:
 def config_with_defaults(model_name: str, bases: tuple, defaults: Mapping[str, object], new_fields=(), doc=None):
     """The config dataclass of model ``model_name``: ``bases`` with the inherited fields ``defaults`` reset.
 
-    Each field keeps the type and help of the field it overrides, so that hydra and fairseq's argparse
-    generator treat it as the base's (a name that no base has raises ``KeyError``: a typo in the table
-    fails at import). ``new_fields``: further ``(name, type, dataclasses.field(...))``; ``doc``: the
-    docstring (by default the first base's).
+    Each field keeps the type and help of the one it overrides, so hydra and fairseq's argparse treat it as
+    the base's; a name no base has raises ``KeyError`` at import. ``new_fields``: further ``(name, type,
+    dataclasses.field(...))``; ``doc``: the docstring (by default the first base's).
     """
     inherited = {}
     for base in reversed(bases):  # the first base's field wins, as in the class's MRO
@@ -148,10 +126,8 @@ def register_dataclass_twins(shape: Shape, family_config: type, shape_fields: Ma
 
 
 def register_dataclass_model(name: str, model: type, config: type) -> type:
-    """Register ``name`` as a subclass of ``model`` configured by ``config``.
-
-    A subclass per name: fairseq's ``register_model`` stores the dataclass on the class it registers.
-    """
+    """Register ``name`` as a subclass of ``model`` configured by ``config`` (a subclass per name, since
+    fairseq's ``register_model`` stores the dataclass on the class)."""
     from fairseq.models import MODEL_REGISTRY, register_model  # here, so that the table imports without fairseq
 
     if name in MODEL_REGISTRY:  # fairseq would keep the model registered first and say nothing

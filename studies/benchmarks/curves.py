@@ -1,18 +1,17 @@
 """Training curves of the dense and the sparse embedding update on a real corpus.
 
 Two ``fairseq-hydra-train`` runs of the same config, seed and data, one with
-``model.sparse_embedding_update=true``: where lazy AdamW changes training (the
-moments and weight decay of rows a step does not touch), it shows here. The two
-run at the same time (half of each one's time is fairseq's start-up; they are
-not timed, so sharing the cores changes nothing they report).
+``model.sparse_embedding_update=true``: where lazy Adam changes training (the moments and weight
+decay of rows a step does not touch), it shows here. They run at the same time: they are not timed.
 """
-
+import logging
 import os
 import tempfile
 from pathlib import Path
 
-from studies.training_log import records
-from studies.training_runs import TrainingRun, hydra_train_command
+from studies.training_runs import TrainingRun, hydra_train_command, records
+
+logger = logging.getLogger(__name__)
 
 
 def start(config_dir, config, data, updates, sparse, save_dir, seed=1, threads=None) -> TrainingRun:
@@ -43,9 +42,9 @@ def finish(run: TrainingRun, label: str) -> dict:
     }
 
 
-def run(config_dir, config, data, updates, threads=None, report=print):
+def run(config_dir, config, data, updates, threads=None):
     with tempfile.TemporaryDirectory(prefix="benchmark-curves-") as tmp:
-        report(f"loss curves: {config}, dense and sparse embedding update, {updates} updates each")
+        logger.info(f"loss curves: {config}, dense and sparse embedding update, {updates} updates each")
         runs = {}
         try:
             for mode in ("dense", "sparse"):

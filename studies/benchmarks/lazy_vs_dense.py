@@ -1,29 +1,31 @@
 """How far lazy Adam (``model.sparse_embedding_update=true``) moves the input embeddings against dense AdamW.
 
-One step from the same state gives every touched row the dense update; over many steps the two part
-(:mod:`fairseq_headless.sparse_embedding`): lazy Adam skips the momentum and weight decay of the rows a
-step does not touch, so rare tokens move less, and every parameter then follows another trajectory. This
-measures by how much, per how often a row was touched: the same initial model trained on the same batches
-twice, with ``lazy_adam`` in float32 (as trained) and with fairseq's dense ``adam`` in float64 (the
-reference), through the optimizers' own ``multiply_grads`` / ``clip_grad_norm`` / ``step`` as fairseq's
-Trainer calls them. Tokens are Zipf-distributed (a few words in every batch, most in few), as in text.
+Lazy Adam skips the momentum and weight decay of rows a step does not touch, so rare tokens move less
+(:mod:`fairseq_headless.sparse_embedding`). The same initial model is trained on the same Zipf-distributed
+batches twice, with ``lazy_adam`` in float32 and with fairseq's dense ``adam`` in float64 (the reference),
+through the optimizers' own calls as fairseq's Trainer makes them. Per bucket of how often a row was
+touched: the summed distance its rows travelled under lazy Adam over the same under dense AdamW; and the
+held-out CWT loss of both, in bits per predicted position.
 
-A bucket's movement ratio is the summed distance its rows travelled from their initial values under lazy
-Adam over the same sum under dense AdamW. The held-out CWT loss (bits per predicted position, as fairseq
-logs it) is taken on other batches of the same distribution. BENCHMARKS.md, "The sparse embedding update".
+    python -m studies.benchmarks.lazy_vs_dense --output bench-lazy/
 """
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .steps import compose, quiet, write_dictionary
+import torch
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+from .report import table
+from .machine import quiet
+from .steps import compose, fairseq_sample, write_dictionary
+
+logger = logging.getLogger("studies.benchmarks.lazy_vs_dense")  # also when run as __main__
 
 
 @dataclass
@@ -44,8 +46,6 @@ class Settings:
 def zipf_batches(count: int, settings: Settings, dictionary, seed: int) -> list:
     """`count` masked-LM samples: <s>, then words drawn with probability proportional to 1 / rank^s; 15% of
     the words shown as <mask> and predicted (at least one a batch)."""
-    import torch
-
     generator = torch.Generator().manual_seed(seed)
     first, words = dictionary.nspecial, len(dictionary) - dictionary.nspecial - 1  # the last entry is <mask>
     weights = torch.arange(1, words + 1, dtype=torch.float64).pow(-settings.zipf_exponent)
@@ -58,12 +58,7 @@ def zipf_batches(count: int, settings: Settings, dictionary, seed: int) -> list:
         selected = torch.rand(tokens.shape, generator=generator) < 0.15
         selected[:, 0] = False
         selected[0, 1] = True
-        target = torch.full_like(tokens, pad)
-        target[selected] = tokens[selected]
-        samples.append({"id": torch.arange(settings.batch),
-                        "net_input": {"src_tokens": tokens.masked_fill(selected, mask),
-                                      "src_lengths": torch.full((settings.batch,), settings.length)},
-                        "target": target, "ntokens": int(selected.sum()), "nsentences": settings.batch})
+        samples.append(fairseq_sample(tokens.masked_fill(selected, mask), torch.where(selected, tokens, pad), pad))
     return samples
 
 
@@ -73,8 +68,6 @@ def _train_step(model, criterion, optimizer, sample, clip_norm):
     that both runs compute the same function. fairseq's clipping takes its norms in float32, which the
     float64 reference does not want: torch's clip_grad_norm_ computes the same coefficient,
     max_norm / (norm + 1e-6) capped at 1, in the gradients' dtype."""
-    import torch
-
     loss, sample_size, _ = criterion(model, sample)
     optimizer.backward(loss)
     optimizer.multiply_grads(1.0 / sample_size)
@@ -87,8 +80,6 @@ def _train_step(model, criterion, optimizer, sample, clip_norm):
 
 def held_out_loss(model, criterion, samples) -> float:
     """The CWT loss in bits per predicted position over `samples`."""
-    import torch
-
     total = positions = 0.0
     with torch.no_grad():
         for sample in samples:
@@ -97,21 +88,17 @@ def held_out_loss(model, criterion, samples) -> float:
     return total / positions / math.log(2)
 
 
-def buckets(steps: int) -> dict:
-    """{name: (fewest, most) steps a row was touched in}; every row lies in one, and no bucket is empty by
-    construction (a short run has no "6-49 steps")."""
-    ranges = {"never": (0, 0), f"1-{min(5, steps - 1)} steps": (1, min(5, steps - 1)),
-              f"6-{steps - 1} steps": (6, steps - 1), f"all {steps} steps": (steps, steps)}
-    return {name: (fewest, most) for name, (fewest, most) in ranges.items() if fewest <= most}
-
-
 def movement_ratios(initial, lazy, dense, touched, steps: int) -> dict:
     """Per bucket of `touched` (steps each row was touched in): rows, summed distance travelled under lazy
     Adam and dense AdamW (L2 per row), and their ratio (None for a bucket with no row or no dense movement)."""
     lazy_moved = (lazy.double() - initial.double()).norm(dim=1)
     dense_moved = (dense.double() - initial.double()).norm(dim=1)
+    buckets = {"never": (0, 0), f"1-{min(5, steps - 1)} steps": (1, min(5, steps - 1)),
+               f"6-{steps - 1} steps": (6, steps - 1), f"all {steps} steps": (steps, steps)}
     result = {}
-    for name, (fewest, most) in buckets(steps).items():
+    for name, (fewest, most) in buckets.items():
+        if fewest > most:  # a short run has no "6-49 steps"
+            continue
         rows = (touched >= fewest) & (touched <= most)
         lazy_sum, dense_sum = float(lazy_moved[rows].sum()), float(dense_moved[rows].sum())
         result[name] = {"rows": int(rows.sum()), "lazy": lazy_sum, "dense": dense_sum,
@@ -119,9 +106,8 @@ def movement_ratios(initial, lazy, dense, touched, steps: int) -> dict:
     return result
 
 
-def measure(settings: Settings = Settings(), report=print) -> dict:
+def measure(settings: Settings = Settings()) -> dict:
     """Train the two runs and compare them (see the module docstring); returns the numbers."""
-    import torch
     from fairseq import optim, tasks
 
     from fairseq_headless.sparse_embedding import OVERRIDES, enable_sparse_embedding_update
@@ -133,8 +119,8 @@ def measure(settings: Settings = Settings(), report=print) -> dict:
         common = [f"task.data={data}", "common.cpu=true", f"optimization.lr=[{settings.lr}]",
                   f"optimizer.weight_decay={settings.weight_decay}", f"optimization.clip_norm={settings.clip_norm}"]
         # the reference's CWT loss in chunks: that path keeps float64 (the one-block path rounds logits to fp32)
-        dense_cfg = compose(CONFIG_DIR, settings.config, common + [f"criterion.chunk_size={positions}"])
-        lazy_cfg = compose(CONFIG_DIR, settings.config, common + list(OVERRIDES))
+        dense_cfg = compose(settings.config, common + [f"criterion.chunk_size={positions}"])
+        lazy_cfg = compose(settings.config, common + list(OVERRIDES))
         task = tasks.setup_task(dense_cfg.task)
         torch.manual_seed(settings.seed)
         lazy_model = task.build_model(dense_cfg.model).eval()  # one initialisation for both
@@ -158,7 +144,7 @@ def measure(settings: Settings = Settings(), report=print) -> dict:
             _train_step(model, criterion, optimizer, sample, settings.clip_norm)
         touched[embeddings["lazy"].grad.coalesce().indices()[0]] += 1  # the rows lazy Adam updated
         if (step + 1) % 10 == 0 or step + 1 == settings.steps:
-            report(f"lazy vs dense: step {step + 1}/{settings.steps}")
+            logger.info(f"lazy vs dense: step {step + 1}/{settings.steps}")
     ratios = movement_ratios(initial, embeddings["lazy"].detach(), embeddings["dense"].detach(), touched,
                              settings.steps)
     losses = {name: held_out_loss(model, criterion, held_out) for name, (model, criterion, _) in runs.items()}
@@ -167,28 +153,23 @@ def measure(settings: Settings = Settings(), report=print) -> dict:
 
 
 def markdown(result: dict) -> str:
-    s = result["settings"]
-    lines = [f"Lazy Adam (float32) against dense AdamW (float64): `{s['config']}`, V = {s['vocab_size']:,}, Zipf "
-             f"tokens (exponent {s['zipf_exponent']:g}), {s['batch']} x {s['length']} tokens a batch, "
-             f"{s['steps']} steps, lr {s['lr']:g} (constant), weight decay {s['weight_decay']:g}, "
-             f"clip {s['clip_norm']:g}, seed {s['seed']}.", "",
-             "| rows touched in | rows | movement, lazy / dense |", "| --- | ---: | ---: |"]
-    for name, bucket in result["buckets"].items():
-        ratio = "-" if bucket["ratio"] is None else f"{bucket['ratio']:.4f}x"
-        lines.append(f"| {name} | {bucket['rows']:,} | {ratio} |")
-    loss = result["held_out_loss_bits"]
-    lines += ["", f"Held-out CWT loss ({s['held_out_batches']} batches, bits per predicted position): "
-                  f"lazy {loss['lazy']:.4f}, dense {loss['dense']:.4f}."]
-    return "\n".join(lines) + "\n"
+    s, loss = result["settings"], result["held_out_loss_bits"]
+    rows = [[name, b["rows"], None if b["ratio"] is None else f"{b['ratio']:.4f}x"] for name, b in result["buckets"].items()]
+    return "\n\n".join([
+        f"Lazy Adam (float32) against dense AdamW (float64): `{s['config']}`, V = {s['vocab_size']:,}, Zipf tokens "
+        f"(exponent {s['zipf_exponent']:g}), {s['batch']} x {s['length']} tokens a batch, {s['steps']} steps, lr "
+        f"{s['lr']:g} (constant), weight decay {s['weight_decay']:g}, clip {s['clip_norm']:g}, seed {s['seed']}.",
+        table(rows, ["rows touched in", "rows", "movement, lazy / dense"]),
+        f"Held-out CWT loss ({s['held_out_batches']} batches, bits per predicted position): "
+        f"lazy {loss['lazy']:.4f}, dense {loss['dense']:.4f}."]) + "\n"
 
 
 def main(argv=None) -> int:
-    """studies/benchmarks/lazy_vs_dense.py."""
     from fairseq_headless.cli import InputError, Parser
     from fairseq_headless.files import write_json_atomic, write_text_atomic
 
     defaults = Settings()
-    parser = Parser(prog="compare_lazy_adam.py", description=(
+    parser = Parser(prog="python -m studies.benchmarks.lazy_vs_dense", description=(
         "How far lazy Adam (the sparse embedding update) moves rare and frequent embedding rows against dense "
         "AdamW (the paper's), and the held-out CWT loss of both (BENCHMARKS.md)."))
     parser.add_argument("--steps", type=int, default=defaults.steps, help="training steps of both runs")
@@ -197,7 +178,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.steps < 7:
         raise InputError("--steps must be at least 7, so that every bucket (1-5, 6 to steps-1, all) can hold rows")
-    result = measure(Settings(steps=args.steps, seed=args.seed), report=lambda line: print(line, file=sys.stderr))
+    result = measure(Settings(steps=args.steps, seed=args.seed))
     text = markdown(result)
     print(text, end="")
     if args.output:
@@ -207,8 +188,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
     from fairseq_headless.cli import run as run_command
 
     sys.exit(run_command(main))

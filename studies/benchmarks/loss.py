@@ -1,25 +1,13 @@
-"""The loss alone: CWT against full-vocabulary cross-entropy and against its floor (paper §3.4).
+"""The loss alone: CWT against full-vocabulary cross-entropy and against their floors (paper §3.4).
 
-On the same K x D outputs, one forward and backward of
-
-* ``cross_entropy``: the vanilla head's loss, logits = o E^T over the V x D
-  (tied) embedding matrix, then fairseq's ``cross_entropy`` (fp32 log-softmax);
-  its cost is O(KDV) and its memory K x V;
-* ``cwt``: :func:`fairseq_headless.cwt.cwt_loss` in one block (the paper's
-  setting; the K x K logits and their autograd graph);
-* ``cwt_chunked``: the same with ``chunk_size`` rows at a time (O(chunk x K)
-  memory), loss and gradients in one pass;
-* ``cwt_chunked_recompute``: the chunked loss that recomputes the logits in
-  backward (four matrix products; less memory, more time; still the fp16 path);
-* the floors: the bare matrix products each loss must do, timed alone — for CWT
-  o T^T (K x K), G T and G^T o (its two gradients), for cross-entropy the same
-  three with the V x D matrix. No implementation can be faster than its floor.
-
-Peak memory is the extra memory of one forward and backward over the inputs
-(see :mod:`studies.benchmarks.machine`). A point that would not fit
-in memory is skipped and the reason recorded.
+On the same K x D outputs, one forward and backward of ``cross_entropy`` (the vanilla head's loss over the
+V x D tied matrix, fairseq's fp32 log-softmax: O(KDV) time, K x V memory); ``cwt`` (``cwt_loss`` in one
+block, the paper's setting); ``cwt_chunked`` (``chunk_size`` rows at a time); ``cwt_chunked_recompute``
+(logits recomputed in backward, the fp16 path); and the floors: the three bare matrix products each loss
+must do (logits and its two gradients), which no implementation can beat. Peak memory is the extra
+memory of one call (:mod:`.machine`); a point that would not fit is skipped, with the reason.
 """
-
+import logging
 import statistics
 import time
 
@@ -27,7 +15,9 @@ import torch
 from fairseq.modules import cross_entropy as fairseq_cross_entropy
 
 from fairseq_headless.cwt import _ChunkedContrastive, cwt_loss
-from .machine import PeakMemory, available_memory_mb, run_isolated
+from .machine import PeakMemory, available_memory_mb, run_isolated, synchronize
+
+logger = logging.getLogger(__name__)
 
 IMPLEMENTATIONS = ("cross_entropy", "cross_entropy_floor", "cwt", "cwt_chunked", "cwt_chunked_recompute", "cwt_floor")
 
@@ -70,33 +60,16 @@ def floor(name, outputs, matrix, ids):
     return logits, grad_outputs, grad_columns
 
 
-def estimated_mb(name, num_positions, dim, vocab, chunk_size, element_size):
+def estimated_mb(name, k, dim, vocab, chunk_size, element_size):
     """A generous estimate of the peak extra memory, to skip what cannot fit before trying it."""
-    k, v = num_positions, vocab
-    fp32 = 4
-    if name == "cross_entropy":
-        size = 4 * k * v * fp32 + v * dim * element_size
-    elif name == "cross_entropy_floor":
-        size = 2 * k * v * element_size + v * dim * element_size
-    elif name == "cwt":
-        size = 6 * k * k * fp32
-    elif name.startswith("cwt_chunked"):
-        size = 5 * min(chunk_size, k) * k * fp32
-    else:
-        size = 2 * k * k * element_size
+    size = {"cross_entropy": 16 * k * vocab + vocab * dim * element_size,
+            "cross_entropy_floor": (2 * k + dim) * vocab * element_size,
+            "cwt": 24 * k * k, "cwt_floor": 2 * k * k * element_size}.get(name, 20 * min(chunk_size, k) * k)
     return size / 2**20
 
 
-def _synchronize(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def measure_point(name, num_positions, dim, vocab, chunk_size, repeats, device, dtype, report=print):
-    """Time (median of ``repeats`` after one warm-up call) and peak extra memory of one implementation at one K.
-
-    ``repeats=0``: the warm-up call only, for the peak memory (no time).
-    """
+def measure_point(name, num_positions, dim, vocab, chunk_size, repeats, device, dtype):
+    """Time (median of ``repeats`` after a warm-up call; 0: none) and peak extra memory of one loss at one K."""
     device = torch.device(device)
     outputs, matrix, ids = make_inputs(num_positions, dim, vocab, device, dtype)
 
@@ -107,52 +80,23 @@ def measure_point(name, num_positions, dim, vocab, chunk_size, repeats, device, 
 
     with PeakMemory(device) as meter:  # also the warm-up call
         result = call()
-        _synchronize(device)
+        synchronize(device)
     loss = float(result[0]) if not name.endswith("_floor") else None
     del result
     times = []
     for i in range(repeats):
         start = time.perf_counter()
         result = call()
-        _synchronize(device)
+        synchronize(device)
         times.append(time.perf_counter() - start)
         del result
-        report(f"loss {name} K={num_positions}: call {i + 1}/{repeats} {times[-1]:.2f} s")
+        logger.info(f"loss {name} K={num_positions}: call {i + 1}/{repeats} {times[-1]:.2f} s")
     return {"time_s": statistics.median(times) if times else None, "times_s": times, "peak_extra_mb": meter.extra_mb,
             "loss": loss}
 
 
-def agreement(num_positions=300, dim=32, vocab=1000, chunk_size=64, seed=0):
-    """Largest differences of each implementation from its float64 autograd reference (small inputs, CPU)."""
-    outputs, matrix, ids = make_inputs(num_positions, dim, vocab, "cpu", torch.float32, seed)
-
-    def reference(name):
-        o = outputs.double().requires_grad_(True)
-        if name == "cross_entropy":
-            table = matrix.double().requires_grad_(True)
-            loss = torch.nn.functional.cross_entropy(o @ table.t(), ids, reduction="sum")
-        else:
-            table = matrix.double()[ids].requires_grad_(True)
-            loss = (torch.logsumexp(o @ table.t(), dim=-1) - (o * table).sum(-1)).sum()
-        loss.backward()
-        return loss.detach(), o.grad, table.grad
-
-    gaps = {"setting": {"num_positions": num_positions, "dim": dim, "vocab": vocab, "chunk_size": chunk_size}}
-    for name in ("cwt", "cwt_chunked", "cwt_chunked_recompute", "cross_entropy"):
-        ref_loss, ref_outputs, ref_table = reference(name)
-        loss, grad_outputs, grad_table = loss_and_grads(name, outputs, matrix, ids, chunk_size)
-        gaps[name] = {
-            "loss": float(loss),
-            "loss_rel_diff": abs(float(loss) - float(ref_loss)) / abs(float(ref_loss)),
-            "grad_outputs_max_abs_diff": float((grad_outputs.double() - ref_outputs).abs().max()),
-            "grad_targets_max_abs_diff": float((grad_table.double() - ref_table).abs().max()),
-        }
-    return gaps
-
-
 def run(sizes, dim, vocab, chunk_size, repeats, device, dtype, implementations=IMPLEMENTATIONS,
-        cross_entropy_max_k=None, one_block_time_max_k=None, on_progress=lambda message: None,
-        on_point=lambda: None):
+        cross_entropy_max_k=None, one_block_time_max_k=None, on_point=None):
     """Every implementation at every K; a list of records (skipped points say why).
 
     ``cross_entropy_max_k``: time cross-entropy only up to this K (a short run's choice: at K=16k it
@@ -177,8 +121,7 @@ def run(sizes, dim, vocab, chunk_size, repeats, device, dtype, implementations=I
                     measure_point,
                     dict(name=name, num_positions=num_positions, dim=dim, vocab=vocab, chunk_size=chunk_size,
                          repeats=0 if memory_only else repeats(num_positions), device=device, dtype=dtype),
-                    device, on_progress,
-                )
+                    device)
                 if kind == "result":
                     record.update(payload)
                     if memory_only:
@@ -188,5 +131,6 @@ def run(sizes, dim, vocab, chunk_size, repeats, device, dtype, implementations=I
                 else:
                     raise RuntimeError(f"loss benchmark {name} K={num_positions} failed:\n{payload}")
             records.append(record)
-            on_point()
+            if on_point:
+                on_point()
     return records

@@ -1,20 +1,9 @@
 """A model's input embedding matrix and its word -> single-token lookup (paper App. A, Fig.8).
 
-Two kinds of model, as scripts/eval_lambada.py takes them:
-
-- a fairseq checkpoint (``.pt``): the embedding matrix is read from its state dict (no model
-  is built), and words are tokenized with the tokenizer of the data folder it was trained on
-  (``manifest.json`` of scripts/prepare_data.py, fairseq id = tokenizer id + offset; the
-  checkpoint's ``task.data``, or another folder passed explicitly if that one has moved);
-- a Hugging Face folder (scripts/convert_to_hf.py exports, or any model with a tokenizer):
-  ``AutoTokenizer`` and ``AutoModel(...).get_input_embeddings()``, offline.
-
-**When a word is a single token.** The text encoded is the word *as it occurs inside running
-text*, after a space (``--word-form space``, the default): byte-level BPEs (GPT-2, Pythia,
-the paper's tokenizer) then see ``Ġword``, sentencepiece ``▁word`` (sentencepiece also adds
-its ``▁`` to a bare word). ``--word-form bare`` encodes the word alone (byte-level BPE:
-``word``, the sentence-initial form). The word counts when that text becomes exactly one id
-that is no special token (unknown, padding, ...) and has an embedding row.
+A fairseq checkpoint (``.pt``: the matrix from its state dict, words tokenized with its data folder's
+tokenizer) or a Hugging Face folder (``AutoTokenizer`` and ``get_input_embeddings()``, offline). A word
+counts when the text encoded, the word after a space (``--word-form space``: ``Ġword`` / ``▁word``) or
+alone (``bare``), is exactly one id that is no special token and has an embedding row.
 """
 from __future__ import annotations
 
@@ -24,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from fairseq_headless.checkpoint_reading import cfg_field, read_checkpoint
-from .errors import AnalysisInputError
+from fairseq_headless.cli import InputError
 
 WORD_FORMS = ("space", "bare")
 # Files a Hugging Face folder's tokenizer is loaded from (fast tokenizer first, then slow ones' vocabularies).
@@ -80,13 +69,12 @@ def _first_line(e: BaseException) -> str:
 
 def manifest_tokenizer(data: Path, option: str):
     """(encode: text -> fairseq ids, special fairseq ids) of a data folder (or a colon list of its shards)."""
-    from fairseq_headless.data.errors import DataError
     from fairseq_headless.data.folder import open_data_folder
 
     try:
         encoder = open_data_folder(data, f"{option}: its data folder {data}").fairseq_encoder()
-    except DataError as e:
-        raise AnalysisInputError(f"{e}; pass the folder with {option}-data-bin DIR") from None
+    except InputError as e:
+        raise InputError(f"{e}; pass the folder with {option}-data-bin DIR") from None
     return encoder, encoder.special_ids
 
 
@@ -98,16 +86,16 @@ def load_fairseq(path: Path, data_bin: Path | None, option: str) -> EmbeddingMod
     cfg, weights = state["cfg"], state["model"]
     key = next((k for k in FAIRSEQ_EMBEDDING_KEYS if k in weights), None)
     if key is None:
-        raise AnalysisInputError(f"{option} {path}: no input embedding matrix among its weights (looked for "
-                                 f"{', '.join(FAIRSEQ_EMBEDDING_KEYS)})")
+        raise InputError(f"{option} {path}: no input embedding matrix among its weights (looked for "
+                         f"{', '.join(FAIRSEQ_EMBEDDING_KEYS)})")
     if data_bin is not None:
         data = Path(data_bin)
     else:
         try:
             data = str(cfg_field(cfg_field(cfg, "task"), "data"))  # a folder, or a colon list of shards
         except (KeyError, TypeError):
-            raise AnalysisInputError(f"{option} {path}: its config names no task.data; pass the data folder "
-                                     f"with {option}-data-bin DIR") from None
+            raise InputError(f"{option} {path}: its config names no task.data; pass the data folder "
+                             f"with {option}-data-bin DIR") from None
     encode, specials = manifest_tokenizer(data, option)
     try:
         arch = cfg_field(cfg_field(cfg, "model"), "_name")
@@ -129,20 +117,20 @@ def load_huggingface(folder: Path, option: str) -> EmbeddingModel:
     # Without tokenizer files transformers 5 builds an empty tokenizer of the model type (specials only),
     # which would make every word "not a single token": refuse the folder instead.
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
-        raise AnalysisInputError(f"{option} {folder}: no tokenizer in the folder (none of "
-                                 f"{', '.join(TOKENIZER_FILES)}); export it with scripts/convert_to_hf.py, "
-                                 "which writes one")
+        raise InputError(f"{option} {folder}: no tokenizer in the folder (none of "
+                         f"{', '.join(TOKENIZER_FILES)}); export it with scripts/convert_to_hf.py, "
+                         "which writes one")
     with quiet_transformers():
         try:
             # trust_remote_code: a headless encoder export's classes are its folder's modeling_headless_roberta.py
             tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=True)
         except (OSError, ValueError, TypeError, KeyError) as e:
-            raise AnalysisInputError(f"{option} {folder}: no usable tokenizer in the folder ({_first_line(e)}); "
-                                     "export it with scripts/convert_to_hf.py, which writes one") from None
+            raise InputError(f"{option} {folder}: no usable tokenizer in the folder ({_first_line(e)}); "
+                             "export it with scripts/convert_to_hf.py, which writes one") from None
         try:
             model = AutoModel.from_pretrained(folder, local_files_only=True, trust_remote_code=True)
         except (OSError, ValueError, KeyError) as e:
-            raise AnalysisInputError(f"{option} {folder}: cannot load its model ({_first_line(e)})") from None
+            raise InputError(f"{option} {folder}: cannot load its model ({_first_line(e)})") from None
     weight = model.get_input_embeddings().weight.detach().float()
     return EmbeddingModel(
         option=option, path=folder, kind="huggingface", description=f"huggingface {model.config.model_type}",
@@ -157,8 +145,8 @@ def load_model(path: Path, data_bin: Path | None, option: str) -> EmbeddingModel
         return load_fairseq(path, data_bin, option)
     if path.is_dir() and (path / "config.json").is_file():
         if data_bin is not None:
-            raise AnalysisInputError(f"{option}-data-bin is for fairseq checkpoints; a Hugging Face folder holds "
-                                     "its own tokenizer")
+            raise InputError(f"{option}-data-bin is for fairseq checkpoints; a Hugging Face folder holds "
+                             "its own tokenizer")
         return load_huggingface(path, option)
-    raise AnalysisInputError(f"{option} {path}: neither a fairseq checkpoint file nor a Hugging Face folder "
-                             "(with a config.json)")
+    raise InputError(f"{option} {path}: neither a fairseq checkpoint file nor a Hugging Face folder "
+                     "(with a config.json)")

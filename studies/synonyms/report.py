@@ -1,16 +1,14 @@
-"""The synonym analysis's files (paper App. A): JSON numbers, a markdown summary, Fig.8 as a PNG, the pairs.
-
-Cosines are stored as they are (in [-1, 1]) and printed x 100 as "points", the unit of the
-paper's "1.4 points higher". Every file is written through a temporary file and a rename.
-"""
+"""The synonym analysis's files: JSON numbers, a markdown summary, Fig.8 as a PNG, the pairs as TSV.
+Cosines are stored as they are and printed x 100 as "points", the unit of the paper's "1.4 points higher"."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
+from tabulate import tabulate
 
-from fairseq_headless.files import save_figure_atomic, write_json_atomic, write_text_atomic as write_atomic
+from fairseq_headless.files import write_json_atomic, write_text_atomic as write_atomic
+from studies import figures
 from .synonyms import MODELS, SynonymAnalysis
 
 FILES = {"json": "synonyms.json", "markdown": "synonyms.md", "png": "synonyms.png", "pairs": "pairs.tsv"}
@@ -43,23 +41,20 @@ def markdown(result: dict, title: str) -> str:
         f"{excluded['of_which_special_or_unknown_token']:,} unknown/special), {excluded['same_token']:,} whose two "
         "words are one token",
         "",
-        "| | headless | vanilla | headless − vanilla |",
-        "| --- | ---: | ---: | ---: |",
-        f"| synonyms: mean | {points(syn['headless']['mean'])} | {points(syn['vanilla']['mean'])} | "
-        f"**{points(diff['mean_difference'])}** |",
-        f"| synonyms: std | {points(syn['headless']['std'])} | {points(syn['vanilla']['std'])} | "
-        f"{points(diff['std_difference'])} |",
-        f"| synonyms: median | {points(syn['headless']['median'])} | {points(syn['vanilla']['median'])} | |",
     ]
+    rows = [["synonyms: mean", points(syn["headless"]["mean"]), points(syn["vanilla"]["mean"]),
+             f"**{points(diff['mean_difference'])}**"],
+            ["synonyms: std", points(syn["headless"]["std"]), points(syn["vanilla"]["std"]),
+             points(diff["std_difference"])],
+            ["synonyms: median", points(syn["headless"]["median"]), points(syn["vanilla"]["median"]), ""]]
     if rnd is not None:
-        rdiff = rnd["headless_minus_vanilla"]
         effect = result["synonym_minus_random"]
-        lines += [
-            f"| random pairs ({rnd['pairs_drawn']:,}): mean | {points(rnd['headless']['mean'])} | "
-            f"{points(rnd['vanilla']['mean'])} | {points(rdiff['mean_difference'])} |",
-            f"| synonyms − random pairs | {points(effect['headless'])} | {points(effect['vanilla'])} | "
-            f"{points(None if None in effect.values() else effect['headless'] - effect['vanilla'])} |",
-        ]
+        rows += [[f"random pairs ({rnd['pairs_drawn']:,}): mean", points(rnd["headless"]["mean"]),
+                  points(rnd["vanilla"]["mean"]), points(rnd["headless_minus_vanilla"]["mean_difference"])],
+                 ["synonyms − random pairs", points(effect["headless"]), points(effect["vanilla"]),
+                  points(None if None in effect.values() else effect["headless"] - effect["vanilla"])]]
+    lines.append(tabulate(rows, ["", "headless", "vanilla", "headless − vanilla"], tablefmt="github",
+                          disable_numparse=True, colalign=("left", "right", "right", "right")))
     share = diff["headless_higher_share"]
     lines += [
         "",
@@ -81,12 +76,6 @@ def markdown(result: dict, title: str) -> str:
 
 def plot(path: Path, analysis: SynonymAnalysis, title: str) -> None:
     """Fig.8: the synonym cosine distributions of both models, overlaid (random pairs dashed)."""
-    import matplotlib
-
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     colors = {"headless": "tab:orange", "vanilla": "tab:blue"}
     series = [analysis.synonym_cosines[n] for n in MODELS]
     if analysis.random_cosines is not None:
@@ -96,7 +85,8 @@ def plot(path: Path, analysis: SynonymAnalysis, title: str) -> None:
     if high - low < 1e-6:
         low, high = low - 0.05, high + 0.05
     bins = np.linspace(low, high, max(10, min(60, int(np.sqrt(len(analysis.synonym_pairs.words))) + 5)))
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, axes = figures.grid(1, 1, 7, 4)
+    ax = axes[0][0]
     for name in MODELS:
         cos = analysis.synonym_cosines[name]
         stats = analysis.result["synonyms"][name]
@@ -115,8 +105,7 @@ def plot(path: Path, analysis: SynonymAnalysis, title: str) -> None:
     ax.set_title(f"{title}: {analysis.result['pairs_kept']:,} synonym pairs")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
-    fig.tight_layout()
-    save_figure_atomic(fig, path)
+    figures.save(fig, path, dpi=110)
 
 
 def pairs_tsv(analysis: SynonymAnalysis) -> str:

@@ -1,26 +1,10 @@
-"""Paper App. A, Fig.8: are synonyms' input embeddings more alike in a headless model than in a vanilla one?
+"""Cosine similarity of synonyms' input embeddings, headless against vanilla (paper App. A, Fig.8).
 
-The paper's argument: with weight tying, every occurrence of a word pushes the output
-embeddings (= input embeddings) of its synonyms away through the softmax; with CWT only a
-synonym present in the same batch does. It then compares "the cosine-similarity between
-the input embeddings corresponding to the two synonyms" of WordNet synonym pairs, headless
-against vanilla, and finds it 1.4 points higher for the headless encoder and about 7 points
-higher for the headless decoder (before and after causal fine-tuning).
-
-Here, for two models (headless and vanilla, the same tokenizer or not):
-
-1. the lexicon is a list of word pairs (wordnet.py, or a TSV file, :func:`read_pairs_tsv`);
-2. a pair counts only when both words are single tokens in *both* models (embeddings.py
-   says when a word is one) and the two words are two different tokens in each model (a
-   pair sharing one token would be a free cosine of 1); each exclusion is counted;
-3. cosine similarity of the two input embedding rows, in float64, for each model;
-4. per model: mean, sample standard deviation (ddof = 1) and median over the kept pairs;
-   headless minus vanilla, pair by pair: mean difference, paired t-test, Wilcoxon
-   signed-rank test, share of pairs where the headless cosine is higher;
-5. a control the paper does not have: as many random pairs drawn from the kept pairs' own
-   words (never a lexicon pair, never one token twice), with a seed. A model whose
-   embeddings are all more alike (anisotropy) raises synonyms and random pairs alike, so the
-   synonym effect of a model is its synonym mean minus its random-pair mean.
+A pair counts when both words are single tokens in both models and two different tokens in each (every
+exclusion is counted). Per model: mean, std (ddof 1) and median of the float64 cosines; headless minus
+vanilla pair by pair: mean difference, paired t-test, Wilcoxon signed-rank test, share higher. A control
+the paper does not have: as many random pairs of the kept pairs' words, so that a model whose embeddings
+are all more alike (anisotropy) does not pass for one whose synonyms are.
 """
 from __future__ import annotations
 
@@ -32,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .embeddings import MULTI_TOKEN, SPECIAL_TOKEN, EmbeddingModel
-from .errors import AnalysisInputError
+from fairseq_headless.cli import InputError
 
 MODELS = ("headless", "vanilla")
 
@@ -41,26 +25,26 @@ def read_pairs_tsv(path: Path) -> list[tuple[str, str]]:
     """``word<TAB>word`` per line (blank lines and ``#`` comments skipped); each unordered pair once."""
     path = Path(path)
     if not path.is_file():
-        raise AnalysisInputError(f"--pairs {path}: no such file (expected word<TAB>word per line)")
+        raise InputError(f"--pairs {path}: no such file (expected word<TAB>word per line)")
     pairs, seen = [], set()
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError as e:
-        raise AnalysisInputError(f"--pairs {path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        raise InputError(f"--pairs {path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     for lineno, line in enumerate(lines, 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         fields = [f.strip() for f in line.split("\t")]
         if len(fields) != 2 or not all(fields):
-            raise AnalysisInputError(f"--pairs {path}, line {lineno}: expected two words separated by one tab, "
-                                     f"got {line!r}")
+            raise InputError(f"--pairs {path}, line {lineno}: expected two words separated by one tab, "
+                             f"got {line!r}")
         a, b = fields
         key = (a, b) if a < b else (b, a)
         if a != b and key not in seen:
             seen.add(key)
             pairs.append((a, b))
     if not pairs:
-        raise AnalysisInputError(f"--pairs {path}: no pair of two different words in the file")
+        raise InputError(f"--pairs {path}: no pair of two different words in the file")
     return pairs
 
 
@@ -205,9 +189,9 @@ def analyse(lexicon, models: dict[str, EmbeddingModel], word_form: str = "space"
         raise ValueError(f"models must be {MODELS}")
     kept = select_pairs(lexicon, models, word_form)
     if not kept.words:
-        raise AnalysisInputError(
-            f"none of the {len(lexicon)} lexicon pairs has both words as single tokens in both models "
-            f"(word form {word_form!r}); check the lexicon's language and case, or try --word-form")
+        raise InputError(
+                         f"none of the {len(lexicon)} lexicon pairs has both words as single tokens in both models "
+                         f"(word form {word_form!r}); check the lexicon's language and case, or try --word-form")
     syn = {name: cosines(models[name].weight, kept.ids[name]) for name in MODELS}
     result = {**kept.counts, "word_form": word_form,
               "synonyms": {**{name: describe(syn[name]) for name in MODELS},

@@ -1,25 +1,8 @@
-"""Synonym pairs from a local WordNet database, read with nltk's WordNet reader (paper App. A).
-
-The paper takes "synonym pairs" from WordNet (Fellbaum, 1998) without saying how; here two
-lemmas are synonyms when they share a synset, and the lexicon is every unordered pair of
-distinct lemma names of every synset, all parts of speech, each pair once (first seen
-first: nouns, verbs, adjectives, adverbs, in file order). Multiword lemmas (``ice_cream``)
-become text with spaces (``ice cream``) and stay in the lexicon: the tokenizer then
-excludes them like any other word that is not a single token, and the count says so.
-
-The database is a WordNet "dict" folder in the Princeton layout (``data.noun``,
-``index.noun``, ..., ``noun.exc``, ...), e.g. Debian's ``wordnet-base`` package, which
-installs WordNet 3.0 in /usr/share/wordnet. nltk is only a file reader here: nothing is
-downloaded, ever. Three things stand between nltk's reader and such a folder:
-
-- nltk's reader opens ``lexnames``, which Debian leaves out (see its README.Debian): the
-  45 lexicographer file names of WordNet 3.0, listed in lexnames(5WN), are served from
-  here when the folder has no such file;
-- its constructor maps the database to nltk's *downloaded* WordNet 3.0 (for multilingual
-  OMW lookups) and would look that corpus up: no multilingual function is used, so the
-  mapping is skipped;
-- nltk 3.9+ refuses to open files outside its data path (``nltk.pathsec``): the folder
-  is appended to ``nltk.data.path``, the documented way to authorise it.
+"""Synonym pairs from a local WordNet database (Princeton layout, e.g. Debian's wordnet-base), read with nltk's
+reader and never downloaded: every unordered pair of distinct lemma names sharing a synset, all parts of
+speech, each pair once; multiword lemmas become text with spaces. Three things stand between nltk's reader
+and such a folder (docs/analysis.md): Debian leaves out ``lexnames`` (served from here), the reader maps to
+nltk's downloaded WordNet (skipped) and nltk 3.9+ opens only its data path (the folder is appended to it).
 """
 from __future__ import annotations
 
@@ -29,7 +12,7 @@ import itertools
 import warnings
 from pathlib import Path
 
-from .errors import AnalysisInputError
+from fairseq_headless.cli import InputError
 
 DEFAULT_WORDNET_DIR = Path("/usr/share/wordnet")  # Debian's wordnet-base (WordNet 3.0)
 NLTK_PIN = "nltk==3.10.4"
@@ -58,7 +41,7 @@ def _reader_class():
     try:
         from nltk.corpus.reader.wordnet import WordNetCorpusReader
     except ImportError:
-        raise AnalysisInputError(f"--wordnet needs nltk, which is not installed: {NLTK_INSTALL}") from None
+        raise InputError(f"--wordnet needs nltk, which is not installed: {NLTK_INSTALL}") from None
 
     class LocalWordNetReader(WordNetCorpusReader):
         """nltk's reader on a bare WordNet folder: no lexnames needed, no download looked for."""
@@ -75,13 +58,13 @@ def _reader_class():
 
 
 def open_wordnet(folder: Path):
-    """nltk's WordNet reader on ``folder``; one AnalysisInputError for any reason it cannot be."""
+    """nltk's WordNet reader on ``folder``; one InputError for any reason it cannot be."""
     folder = Path(folder)
     missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
     if missing:
         where = "does not exist" if not folder.is_dir() else f"has no {', '.join(missing[:3])}" + (
             ", ..." if len(missing) > 3 else "")
-        raise AnalysisInputError(
+        raise InputError(
             f"--wordnet {folder}: not a WordNet database folder ({where}); install Debian's WordNet 3.0 "
             f"(apt-get install wordnet-base: {DEFAULT_WORDNET_DIR}) or pass the dict/ folder of a WordNet release")
     reader_class = _reader_class()
@@ -95,7 +78,7 @@ def open_wordnet(folder: Path):
             warnings.simplefilter("ignore")  # "multilingual functions are not available": not used
             return reader_class(root, None)
     except (ValueError, OSError, AssertionError, StopIteration) as e:  # nltk's WordNetError is a ValueError
-        raise AnalysisInputError(f"--wordnet {folder}: cannot read it as WordNet ({e})".splitlines()[0]) from None
+        raise InputError(f"--wordnet {folder}: cannot read it as WordNet ({e})".splitlines()[0]) from None
 
 
 def synonym_pairs(reader, progress=None) -> list[tuple[str, str]]:
@@ -114,7 +97,7 @@ def synonym_pairs(reader, progress=None) -> list[tuple[str, str]]:
                     progress.update(1)
             reader._synset_offset_cache.clear()  # parsed synsets are not needed again: free them
     except (ValueError, IndexError, KeyError) as e:  # a malformed data line (WordNetError is a ValueError)
-        raise AnalysisInputError(f"--wordnet {reader.root}: malformed WordNet data ({e})".splitlines()[0]) from None
+        raise InputError(f"--wordnet {reader.root}: malformed WordNet data ({e})".splitlines()[0]) from None
     return pairs
 
 

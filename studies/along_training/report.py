@@ -1,13 +1,13 @@
-"""The figure of the evaluation along training (paper Figs.3-5 and 7): series, markdown, JSON and PNG.
-
-Points come from :mod:`.along_training`; one line per run, "NAME + FT" for the fine-tuned headless
-decoders; two columns (x = tokens seen, x = training hours).
-"""
+"""The figure of the evaluation along training (paper Figs.3-5 and 7): one line per run ("NAME + FT" for a
+fine-tuned headless decoder), x = tokens seen and x = training hours; its JSON, markdown and PNG."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from fairseq_headless.files import save_figure_atomic, write_json_atomic, write_text_atomic
+from tabulate import tabulate
+
+from fairseq_headless.files import write_json_atomic, write_text_atomic
+from studies import figures
 
 METRICS = {  # kind -> [(key, axis label, log scale)]
     "lambada": [("accuracy", "LAMBADA accuracy (%)", False), ("perplexity", "LAMBADA perplexity", True)],
@@ -46,29 +46,15 @@ def series_of(records_by_run: dict) -> dict:
 
 def plot(series: dict, kind: str, path: Path, title: str) -> None:
     """Rows: the metrics; columns: x = tokens seen, x = training hours. One line per series."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     metrics = [m for m in METRICS[kind] if any(m[0] in p for points in series.values() for p in points)]
-    fig, axes = plt.subplots(len(metrics), 2, figsize=(11, 3.6 * len(metrics)), squeeze=False)
+    fig, axes = figures.grid(len(metrics), 2, 11, 3.6 * len(metrics))
     for row, (key, label, log_scale) in enumerate(metrics):
         for col, (x, xlabel) in enumerate((("tokens", "tokens seen"), ("hours", "training hours"))):
-            ax = axes[row, col]
-            for name, points in series.items():
-                ax.plot([p[x] for p in points], [p[key] for p in points], marker="o", label=name,
-                        linestyle="--" if name.endswith(" + FT") else "-")
-            ax.set_xlabel(xlabel)
-            ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 4))
-            ax.set_ylabel(label)
-            if log_scale:
-                ax.set_yscale("log")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize="small")
+            figures.lines(axes[row][col], {name: ([p[x] for p in points], [p[key] for p in points])
+                                           for name, points in series.items()}, xlabel, label, log_y=log_scale)
+            axes[row][col].ticklabel_format(axis="x", style="sci", scilimits=(-2, 4))
     fig.suptitle(title)
-    fig.tight_layout()
-    save_figure_atomic(fig, path, dpi=110)
+    figures.save(fig, path, dpi=110)
 
 
 def markdown(series: dict, kind: str, title: str) -> str:
@@ -76,12 +62,10 @@ def markdown(series: dict, kind: str, title: str) -> str:
     parts = [f"# {title}\n"]
     for name, points in series.items():
         shown = [k for k in keys if any(k in p for p in points)]
-        parts.append(f"## {name}\n\n| updates | tokens | hours | " + " | ".join(shown) + " |\n|"
-                     + "---:|" * (3 + len(shown)))
-        for p in points:
-            parts.append(f"| {p['updates']} | {p['tokens']:,} | {p['hours']:.4f} | "
-                         + " | ".join(f"{p[k]:.2f}" for k in shown) + " |")
-        parts.append("")
+        rows = [[p["updates"], f"{p['tokens']:,}", f"{p['hours']:.4f}", *(f"{p[k]:.2f}" for k in shown)]
+                for p in points]
+        parts.append(f"## {name}\n\n" + tabulate(rows, ["updates", "tokens", "hours", *shown], tablefmt="github",
+                                                  disable_numparse=True, colalign=["right"] * (3 + len(shown))) + "\n")
     return "\n".join(parts) + "\n"
 
 
