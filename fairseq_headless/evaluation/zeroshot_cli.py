@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -88,12 +87,11 @@ def eval_main(argv: Sequence[str]) -> int:
         raise InputError(f"--output {args.output} is a file, not a folder")
     lm_eval_tasks_dir()
 
-    # progress and INFO lines (lm-eval's) on stderr, whatever configured logging before
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(name)s | %(message)s", stream=sys.stderr,
-                        force=True)
+    # lm-eval's progress lines too, through the command line's console handler (cli.run); not its task loader's
+    logging.getLogger("lm_eval").setLevel(logging.INFO)
     for noisy in ("datasets", "lm_eval.tasks", "fairseq", "urllib3", "filelock", "fsspec"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    log = logging.getLogger("eval_zeroshot")
+    log = logging.getLogger(__name__)
     args.output.mkdir(parents=True, exist_ok=True)
     for name, folder in models.items():
         log.info("model %s (%s): tasks %s", name, folder, ", ".join(t.name for t in tasks))
