@@ -105,9 +105,7 @@ def cwt_loss(
         )
     else:
         logits = (outputs @ negative_embeddings.t()).float() / temperature
-        loss = (
-            torch.logsumexp(logits, dim=-1) - logits.gather(1, positive_index[:, None]).squeeze(1)
-        ).sum()
+        loss = (torch.logsumexp(logits, dim=-1) - logits.gather(1, positive_index[:, None]).squeeze(1)).sum()
         prediction = logits.detach().argmax(dim=-1)
     correct = (negative_ids[prediction] == target_ids).sum()
     return CWTOutput(loss, correct, num_positions, negative_ids.numel())
@@ -139,9 +137,7 @@ def build_negatives(target_ids, target_embeddings, embedding_matrix, negatives, 
     # All rows with the same id are the same embedding lookup, so any one of them
     # represents the id; the gradient reaching the embedding table is identical.
     positions = torch.arange(target_ids.numel(), device=target_ids.device)
-    first = torch.full_like(unique_ids, target_ids.numel()).scatter_reduce(
-        0, positive_index, positions, reduce="amin"
-    )
+    first = torch.full_like(unique_ids, target_ids.numel()).scatter_reduce(0, positive_index, positions, reduce="amin")
     return unique_ids, target_embeddings[first], positive_index
 
 

@@ -36,10 +36,7 @@ DUMMY_BATCH = "headless_dummy_batch"
 
 @dataclass
 class CWTCriterionConfig(FairseqDataclass):
-    temperature: float = field(
-        default=1.0,
-        metadata={"help": "t in exp(o.e / t); the paper uses 1"},
-    )
+    temperature: float = field(default=1.0, metadata={"help": "t in exp(o.e / t); the paper uses 1"})
     negatives: ChoiceEnum(NEGATIVE_MODES) = field(
         default="batch",
         metadata={
@@ -122,9 +119,7 @@ class CWTCriterion(FairseqCriterion):
                     "criterion.targets=separate needs criterion.target_dim (--target-dim): the model's "
                     "hidden size D, e.g. 512 for BERT-small"
                 )
-            self.target_matrix = separate_target_matrix(
-                len(task.target_dictionary), cfg.target_dim, self.padding_idx
-            )
+            self.target_matrix = separate_target_matrix(len(task.target_dictionary), cfg.target_dim, self.padding_idx)
         elif cfg.target_dim:
             raise ValueError("criterion.target_dim is only for criterion.targets=separate")
         self._dummy_gradient_hook = None

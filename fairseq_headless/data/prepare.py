@@ -773,8 +773,7 @@ class Preparation:
         }
         if tok.trained:
             manifest["tokenizer"].update(requested_vocab_size=opts.vocab_size,
-                                         character_coverage=opts.character_coverage,
-                                         byte_fallback=opts.byte_fallback)
+                                         character_coverage=opts.character_coverage, byte_fallback=opts.byte_fallback)
         return manifest
 
     def write_dictionary_and_manifest(self, folder: Path, tok: Tokenizer, scan: Scan, shard_results: list[dict]):

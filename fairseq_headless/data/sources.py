@@ -246,8 +246,7 @@ def resolve_inputs(inputs: Iterable[tuple[str | None, str]], exclude: Sequence[P
             if _is_corpus_name(f.name):
                 found.append(f)
         if not found:
-            raise InputError(f"no .txt or .jsonl files (optionally .gz/.bz2/.xz/.zst) under folder {raw} "
-                            f"({option})")
+            raise InputError(f"no .txt or .jsonl files (optionally .gz/.bz2/.xz/.zst) under folder {raw} ({option})")
         sources.extend(_file_source(f, f"{base}/{f.relative_to(path).as_posix()}", lang) for f in found)
     seen: dict[str, str] = {}
     for s in sources:

@@ -106,8 +106,7 @@ def _data_source(args) -> str:
 def _protocol_notes(config, seeds: int) -> list:
     cells = (f"mean ± std over {seeds} fine-tuning seeds" if seeds > 1
              else "the score of one fine-tuning seed (n=1: no spread is known)")
-    return [f"Each cell: {cells}, each {best_epoch_of(config.epochs)} "
-            f"(dev metrics after every epoch). Scores x 100.",
+    return [f"Each cell: {cells}, each {best_epoch_of(config.epochs)} (dev metrics after every epoch). Scores x 100.",
             f"This call: loss {config.loss}, AdamW lr {config.learning_rate:g}, weight decay {config.weight_decay:g}, "
             f"batch {config.batch_size}, constant LR after {100 * config.warmup_ratio:g}% linear warmup, "
             f"max length {config.max_length}"
@@ -211,8 +210,7 @@ def _xnli_main(argv) -> int:
     languages = [lang.strip() for lang in args.languages.split(",") if lang.strip()]
     for lang in languages:
         if lang not in XNLI_ALL_LANGUAGES:
-            raise InputError(
-                f"--languages: '{lang}' is not an XNLI language ({', '.join(XNLI_ALL_LANGUAGES)})")
+            raise InputError(f"--languages: '{lang}' is not an XNLI language ({', '.join(XNLI_ALL_LANGUAGES)})")
     if not protocols or not languages:
         raise InputError("--protocols and --languages must name at least one each")
     return _run_xnli(args, protocols, languages)

@@ -102,8 +102,7 @@ class SuiteRunner:
                  for c, ms in columns.items()}
         summary = {"model": model.name, "model_dir": str(model.path), "job": job, "suite": suite,
                    "section": section, "settings": settings, "columns": columns, "mean_std": stats,
-                   "best_epochs": {s: r["best_epoch"] for s, r in seed_results.items()},
-                   "seeds": seed_results}
+                   "best_epochs": {s: r["best_epoch"] for s, r in seed_results.items()}, "seeds": seed_results}
         write_json_atomic(self.output / model.name / f"{job}.json", summary)
         return summary
 

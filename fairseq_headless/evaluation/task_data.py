@@ -64,8 +64,7 @@ def _load_local(spec: TaskSpec, split: str, data_dir: Path, lang: Optional[str])
             kept = [(n, r) for n, r in rows if r[column] == value]
             if not kept:
                 present = sorted({r[column] for _, r in rows})
-                raise InputError(
-                    f"{path}: no rows with {column} = '{value}' (the file has {', '.join(present)})")
+                raise InputError(f"{path}: no rows with {column} = '{value}' (the file has {', '.join(present)})")
             rows = kept
         for line, row in rows:
             examples.append(_to_example(spec, source.text_fields, row, row[source.label_field],
@@ -93,8 +92,7 @@ def _load_hub(spec: TaskSpec, split: str, lang: Optional[str]) -> list:
         feature = ds.features.get("label")
         names = tuple(getattr(feature, "names", ()) or ())
         if hub.label_names and names != hub.label_names:
-            raise InputError(
-                f"{where}: label names {names} differ from the expected {hub.label_names}")
+            raise InputError(f"{where}: label names {names} differ from the expected {hub.label_names}")
         for i, row in enumerate(ds):
             examples.append(_to_example(spec, hub.text_fields, row, row["label"],
                                         f"{where} {split_name} row {i}", label_is_index=True))
@@ -123,18 +121,15 @@ def _label(spec: TaskSpec, raw, where: str, label_is_index: bool):
         try:
             return float(raw)
         except (TypeError, ValueError):
-            raise InputError(
-                f"{where}: label '{raw}' is not a number ({spec.name} is a regression)") from None
+            raise InputError(f"{where}: label '{raw}' is not a number ({spec.name} is a regression)") from None
     if label_is_index:
         if isinstance(raw, int) and 0 <= raw < len(spec.labels):
             return raw
-        raise InputError(
-            f"{where}: label id {raw!r} outside 0..{len(spec.labels) - 1} (a test split without labels?)")
+        raise InputError(f"{where}: label id {raw!r} outside 0..{len(spec.labels) - 1} (a test split without labels?)")
     text = str(raw).strip()  # JSON booleans -> "True"/"False", COPA's 0/1 -> "0"/"1"
     text = spec.label_aliases.get(text, text)
     if text not in spec.labels:
-        raise InputError(
-            f"{where}: unknown {spec.name} label '{raw}' (expected one of {', '.join(spec.labels)})")
+        raise InputError(f"{where}: unknown {spec.name} label '{raw}' (expected one of {', '.join(spec.labels)})")
     return spec.labels.index(text)
 
 
@@ -143,8 +138,7 @@ def _mark(sentence: str, start, end, where: str, which: str) -> str:
     try:
         start, end = int(start), int(end)
     except (TypeError, ValueError):
-        raise InputError(
-            f"{where}: start{which}/end{which} must be integers, got {start!r}, {end!r}") from None
+        raise InputError(f"{where}: start{which}/end{which} must be integers, got {start!r}, {end!r}") from None
     if not 0 <= start < end <= len(sentence):
         raise InputError(
             f"{where}: target span start{which}={start} end{which}={end} is not inside sentence{which} "

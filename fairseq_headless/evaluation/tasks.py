@@ -146,8 +146,7 @@ SUPERGLUE_TABLE_ORDER = ("BoolQ", "CB", "COPA", "WiC")
 # MultiNLI training sets of XNLI-MT-1.0.zip, both unpacked into --data-dir. The MT files
 # spell one label "contradictory".
 XNLI_LANGUAGES = ("ar", "de", "en", "es", "fr", "hi", "zh")  # Tab.5's columns
-XNLI_ALL_LANGUAGES = ("ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr",
-                      "ur", "vi", "zh")
+XNLI_ALL_LANGUAGES = ("ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh")
 XNLI = TaskSpec(
     name="XNLI", suite="xnli", kind=CLASSIFICATION,
     labels=("entailment", "neutral", "contradiction"), metrics=("accuracy",),

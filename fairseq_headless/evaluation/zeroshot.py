@@ -64,8 +64,7 @@ def select_tasks(names: Sequence[str]) -> list:
         return list(tasks.values())
     unknown = [n for n in names if n not in tasks]
     if unknown:
-        raise InputError(f"--tasks: unknown task(s) {', '.join(unknown)}; choose among "
-                                   f"{', '.join(tasks)} or 'all'")
+        raise InputError(f"--tasks: unknown task(s) {', '.join(unknown)}; choose among {', '.join(tasks)} or 'all'")
     return [task for name, task in tasks.items() if name in names]  # the paper's column order
 
 

@@ -59,8 +59,7 @@ def paired_test(best: Sequence[float], second: Sequence[float], higher_is_better
     d = best - second if higher_is_better else second - best
     n = len(d)
     if n < 2:
-        return {"test": "paired", "t": None, "df": None, "p": None, "n": n,
-                "note": "fewer than 2 samples: no test"}
+        return {"test": "paired", "t": None, "df": None, "p": None, "n": n, "note": "fewer than 2 samples: no test"}
     res = stats.ttest_rel(best, second, alternative="greater" if higher_is_better else "less")
     statistic = res.statistic if higher_is_better else -res.statistic  # reported as "improvement / its stderr"
     t, p = _one_sided(statistic, res.pvalue, d.mean(), d.std(ddof=1))
@@ -177,10 +176,7 @@ def markdown_table(comparison: dict) -> str:
     heads = [e["label"] + (" ↓" if not e["higher_is_better"] else "") for e in tasks.values()]
     test_words = {"auto": "paired over the same samples where both files hold per-sample scores, else Welch",
                   "paired": "paired over the same samples", "welch": "Welch, from mean, stderr and n"}
-    lines = [
-        "# Zero-shot evaluation (paper Tab.4)",
-        "",
-    ]
+    lines = ["# Zero-shot evaluation (paper Tab.4)", ""]
     lines.append(table(["model", *heads], [[model, *(_cell(e, model) for e in tasks.values())]
                                           for model in comparison["models"]]))
     lines += [

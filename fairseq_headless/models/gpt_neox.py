@@ -67,9 +67,7 @@ class GPTNeoXConfig(FairseqDataclass):
 def rotary_cos_sin(positions: Tensor, rotary_dim: int, base: float, dtype: torch.dtype):
     """cos and sin of position x frequency, (..., rotary_dim), each angle repeated for both halves."""
     compute_dtype = torch.promote_types(dtype, torch.float32)  # angles of fp16 models in fp32, as GPT-NeoX
-    inv_freq = base ** (
-        -torch.arange(0, rotary_dim, 2, device=positions.device, dtype=compute_dtype) / rotary_dim
-    )
+    inv_freq = base ** (-torch.arange(0, rotary_dim, 2, device=positions.device, dtype=compute_dtype) / rotary_dim)
     angles = positions.to(compute_dtype)[..., None] * inv_freq
     angles = torch.cat([angles, angles], dim=-1)
     return angles.cos().to(dtype), angles.sin().to(dtype)

@@ -54,13 +54,9 @@ class HeadlessTransformerLanguageModel(TransformerLanguageModel):
             if safe_getattr(args, option, None):
                 raise ValueError(f"headless decoders do not support --{option.replace('_', '-')}")
         if safe_getattr(args, "max_target_positions", None) is None:
-            args.max_target_positions = safe_getattr(
-                args, "tokens_per_sample", DEFAULT_MAX_TARGET_POSITIONS
-            )
+            args.max_target_positions = safe_getattr(args, "tokens_per_sample", DEFAULT_MAX_TARGET_POSITIONS)
         embed_tokens = cls.build_embedding(args, task.source_dictionary, args.decoder_input_dim)
-        decoder = HeadlessTransformerDecoder(
-            args, task.target_dictionary, embed_tokens, no_encoder_attn=True
-        )
+        decoder = HeadlessTransformerDecoder(args, task.target_dictionary, embed_tokens, no_encoder_attn=True)
         return maybe_enable_sparse_embedding_update(cls(decoder), args)
 
     def input_embeddings(self):
