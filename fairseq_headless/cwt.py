@@ -33,18 +33,9 @@ class CWTOutput:
     num_negatives: int  # columns of the denominator (K for `batch`, U for `unique`)
 
 
-def cwt_loss(
-    outputs: Tensor,
-    target_ids: Tensor,
-    target_embeddings: Optional[Tensor] = None,
-    *,
-    embedding_matrix: Optional[Tensor] = None,
-    negatives: str = "batch",
-    temperature: float = 1.0,
-    chunk_size: int = 0,
-    gather: Optional[Gather] = None,
-    sparse_gradient: bool = False,
-) -> CWTOutput:
+def cwt_loss(outputs: Tensor, target_ids: Tensor, target_embeddings: Optional[Tensor] = None, *,
+             embedding_matrix: Optional[Tensor] = None, negatives: str = "batch", temperature: float = 1.0,
+             chunk_size: int = 0, gather: Optional[Gather] = None, sparse_gradient: bool = False) -> CWTOutput:
     """CWT loss of ``outputs`` (K x D) against the embeddings of ``target_ids`` (K).
 
     Args:
@@ -87,22 +78,19 @@ def cwt_loss(
         zero = (outputs.sum() + (target_embeddings.sum() if target_embeddings is not None else 0)).float() * 0.0
         return CWTOutput(zero, target_ids.new_zeros(()), 0, 0)
 
-    negative_ids, negative_embeddings, positive_index = build_negatives(
-        target_ids, target_embeddings, embedding_matrix, negatives, sparse_gradient
-    )
+    negative_ids, negative_embeddings, positive_index = build_negatives(target_ids, target_embeddings,
+                                                                        embedding_matrix, negatives, sparse_gradient)
     # Rows of this rank's own positions (all rows when nothing was gathered).
     positive_index = positive_index[first_row : first_row + num_positions]
     target_ids = target_ids[first_row : first_row + num_positions]
     needs_grad = torch.is_grad_enabled() and (outputs.requires_grad or negative_embeddings.requires_grad)
     if chunk_size and needs_grad and outputs.dtype != torch.float16:
         # Loss and gradients in one pass, no recomputation (see _FusedChunkedContrastive).
-        loss, prediction = _FusedChunkedContrastive.apply(
-            outputs, negative_embeddings, positive_index, temperature, min(chunk_size, num_positions)
-        )
+        loss, prediction = _FusedChunkedContrastive.apply(outputs, negative_embeddings, positive_index, temperature,
+                                                          min(chunk_size, num_positions))
     elif chunk_size and chunk_size < num_positions:
-        loss, prediction = _ChunkedContrastive.apply(
-            outputs, negative_embeddings, positive_index, temperature, chunk_size
-        )
+        loss, prediction = _ChunkedContrastive.apply(outputs, negative_embeddings, positive_index, temperature,
+                                                     chunk_size)
     else:
         logits = (outputs @ negative_embeddings.t()).float() / temperature
         loss = (torch.logsumexp(logits, dim=-1) - logits.gather(1, positive_index[:, None]).squeeze(1)).sum()
@@ -238,8 +226,5 @@ class _FusedChunkedContrastive(torch.autograd.Function):
         grad_outputs, grad_negatives = ctx.saved_tensors
         outputs_dtype, negatives_dtype = ctx.dtypes
         grad_loss = grad_loss.to(grad_outputs.dtype) / ctx.temperature
-        return (
-            (grad_outputs * grad_loss).to(outputs_dtype),
-            (grad_negatives * grad_loss).to(negatives_dtype),
-            None, None, None,
-        )
+        grads = (grad_outputs * grad_loss).to(outputs_dtype), (grad_negatives * grad_loss).to(negatives_dtype)
+        return *grads, None, None, None

@@ -34,11 +34,10 @@ def lm_head(model):
 def require_lm_head(model):
     head = lm_head(model)
     if head is None:
-        raise ValueError(
-            f"criterion.cross_entropy=true (--cross-entropy) needs a model with an LM head, but "
-            f"{type(model).__name__} has none (headless): train a vanilla architecture (e.g. roberta_small, "
-            f"configs/mlm_small_cwt_ce.yaml, Tab.6 'Cross-Entropy + CWT') or drop cross_entropy"
-        )
+        raise ValueError(f"criterion.cross_entropy=true (--cross-entropy) needs a model with an LM head, but "
+                         f"{type(model).__name__} has none (headless): train a vanilla architecture (e.g. "
+                         f"roberta_small, configs/mlm_small_cwt_ce.yaml, Tab.6 'Cross-Entropy + CWT') or drop "
+                         f"cross_entropy")
     return head
 
 
@@ -58,7 +57,5 @@ def separate_target_matrix(vocab_size: int, dim: int, padding_idx: int) -> nn.Em
 
 def check_target_dim(matrix: nn.Embedding, features_dim: int) -> None:
     if matrix.embedding_dim != features_dim:
-        raise ValueError(
-            f"criterion.target_dim={matrix.embedding_dim} does not match the model's hidden size "
-            f"{features_dim}: set criterion.target_dim={features_dim} (--target-dim {features_dim})"
-        )
+        raise ValueError(f"criterion.target_dim={matrix.embedding_dim} does not match the model's hidden size "
+                         f"{features_dim}: set criterion.target_dim={features_dim} (--target-dim {features_dim})")
