@@ -1,10 +1,8 @@
 """The one convention of every command line in scripts/: bad input gives one ``error:`` line, exit 2.
 
-A script is argument parsing, one call into the package, and :func:`run` around it. Every error
-the user can fix (a missing file, a bad option, a folder that would be overwritten without
-``--force``) is an :class:`InputError` whose message names the file or option at fault and the
-fix. Anything else is a bug and keeps its traceback. Messages are :mod:`logging` records, which
-:func:`run` shows on stderr. No torch or fairseq import here: ``--help`` is immediate.
+A script is argument parsing, one call into the package, and :func:`run` around it. An error the user
+can fix is an :class:`InputError` naming the file or option and the fix; anything else keeps its
+traceback. No torch or fairseq import here: ``--help`` is immediate.
 """
 from __future__ import annotations
 

@@ -1,11 +1,8 @@
 """Writing a result file or folder so that nobody ever reads it half-written (the one atomic writer), and
 reading the ``Key: value`` files of Linux's /proc.
 
-A file goes to a temporary file beside its destination and is renamed onto it (atomic within one
-folder on POSIX), then gets the mode a plain ``open()`` would have given it (the existing file's,
-or 0o666 less the umask), not ``mkstemp``'s 0o600 that colleagues on a shared filesystem cannot
-read; :func:`atomic_folder` gives a whole folder those modes (:func:`give_plain_modes`), since
-libraries that write atomically themselves (safetensors) leave 0o600 too.
+A file is written beside its destination and renamed onto it, then given the mode a plain ``open()``
+would have (not ``mkstemp``'s 0o600, unreadable to colleagues on a shared filesystem).
 """
 from __future__ import annotations
 

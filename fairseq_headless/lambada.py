@@ -1,12 +1,9 @@
 """Zero-shot LAMBADA accuracy and perplexity of a causal model, as lm-evaluation-harness's ``lambada_openai``.
 
-The paper's generation benchmark for its decoders (§4.2, Tab.3, Figs.4 and 7): the vanilla model, the
-headless model scored with its input embeddings as the head (e^T, Tab.3's "Headless" row) and the headless
-model after causal fine-tuning. :func:`evaluate` follows lm-evaluation-harness step by step (its
-``lambada_openai.yaml``, ``HFLM._encode_pair`` and ``HFLM._loglikelihood_tokens``), so that the numbers
-compare with the paper's. ``--model`` is a fairseq checkpoint, tokenized with its data folder's tokenizer,
-or a Hugging Face folder. The command line is :func:`main` (scripts/eval_lambada.py); options and the
-steps: docs/decoders.md.
+The paper's generation benchmark for its decoders (§4.2, Tab.3, Figs.4 and 7). :func:`evaluate` follows
+lm-evaluation-harness step by step, so the numbers compare with the paper's. ``--model`` is a fairseq
+checkpoint or a Hugging Face folder; the command line is :func:`main` (scripts/eval_lambada.py);
+options and the steps: docs/decoders.md.
 """
 from __future__ import annotations
 

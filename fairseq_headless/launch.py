@@ -1,9 +1,8 @@
 """How a training run was launched must agree with the config's world size, before fairseq looks.
 
-fairseq reconciles a launcher (torchrun, Slurm) with ``distributed_world_size`` silently, in ways
-that change the experiment's global batch; :func:`check_launch`, :func:`check_devices` and
-:func:`check_data` turn each into one error that names what to change, and :class:`LaunchCheck`
-runs them as a hydra callback in every process. The cases: docs/training.md.
+fairseq reconciles a launcher (torchrun, Slurm) with ``distributed_world_size`` silently; :func:`check_launch`,
+:func:`check_devices` and :func:`check_data` make each case one error, run by :class:`LaunchCheck` in every
+process. The cases: docs/training.md.
 """
 from __future__ import annotations
 

@@ -1,12 +1,8 @@
 """``optimizer._name=lazy_adam``: fairseq's AdamW with a lazy update of row-sparse gradients (beyond the paper).
 
-The optimizer of ``model.sparse_embedding_update=true`` (:mod:`.sparse_embedding`). A registered subclass of
-fairseq's ``adam``, same options and state layout, that overrides only the three methods through which
-fairseq's ``Trainer`` touches gradients (``multiply_grads``, ``clip_grad_norm``, ``step``), and only for
-sparse gradients, which fairseq's versions leave unscaled or refuse. fairseq's memory-efficient fp16 and
-AMP wrappers call these methods of the optimizer they wrap. It refuses setups that densify the gradient
-when fairseq builds it, reading them from the other config sections by interpolation, since fairseq
-shows an optimizer only ``cfg.optimizer``. Why each override:
+The optimizer of ``model.sparse_embedding_update=true`` (:mod:`.sparse_embedding`): fairseq's ``adam``,
+same options and state, overriding only ``multiply_grads``, ``clip_grad_norm`` and ``step`` for sparse
+gradients; it refuses setups that densify the gradient. Why each override:
 docs/design.md#sparse_embeddingpy-lazy_adampy-sparse_all_reducepy.
 """
 

@@ -1,13 +1,9 @@
 """Row-sparse update of the input embeddings, so that the vocabulary costs nothing (beyond the paper, §6 / Fig.6b).
 
-A headless model has no output projection: its input embeddings' gradient touches only the rows of the
-batch's tokens, yet fairseq trains the table densely (a V x D gradient, AdamW over every row).
-``model.sparse_embedding_update=true`` with ``optimizer._name=lazy_adam`` makes it row-sparse end to end:
-a sparse ``nn.Embedding`` and sparse CWT target gathers, then lazy AdamW (:mod:`.lazy_adam`) over the
-touched rows, and under DDP the hook of :mod:`.sparse_all_reduce`. A model opts in with
-:class:`SparseEmbeddingUpdateConfig` and one call of :func:`maybe_enable_sparse_embedding_update`.
-What differs from dense AdamW, what is supported, and why setups are refused in three places:
-docs/design.md#sparse_embeddingpy-lazy_adampy-sparse_all_reducepy.
+``model.sparse_embedding_update=true`` with ``optimizer._name=lazy_adam``: a sparse ``nn.Embedding`` and
+sparse CWT target gathers, lazy AdamW (:mod:`.lazy_adam`) over the touched rows, and under DDP the hook of
+:mod:`.sparse_all_reduce`. A model opts in with :class:`SparseEmbeddingUpdateConfig` and
+:func:`maybe_enable_sparse_embedding_update`. docs/design.md#sparse_embeddingpy-lazy_adampy-sparse_all_reducepy.
 """
 
 from dataclasses import dataclass, field

@@ -1,8 +1,7 @@
-"""A training log line at least every 30 s, whatever fairseq's ``common.log_interval``.
+"""A training log line at least every 30 s, whatever fairseq's ``common.log_interval`` (docs/training.md).
 
-:class:`Heartbeat` is a hydra callback: a logging handler on fairseq's loggers sees every line and
-a daemon thread logs one more (updates, time, the last line) whenever none came for ``interval``
-seconds, so a slow CPU run or a hang shows in the log. docs/training.md.
+:class:`Heartbeat`, a hydra callback, logs one more line whenever fairseq's loggers were silent for
+``interval`` seconds, so a slow run or a hang shows in the log.
 """
 from __future__ import annotations
 

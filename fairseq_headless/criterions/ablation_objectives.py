@@ -1,12 +1,9 @@
 """The ablation objectives of the paper's Tab.6 (§6), as options of the CWT criterions.
 
-* ``cross_entropy=true``, "Cross-Entropy + CWT": the model's own LM head's full-vocabulary cross-entropy
-  is added, unweighted, at the CWT positions, on the features CWT already has (one body pass). Needs a
-  vanilla model (with an LM head), e.g. ``roberta_small``.
-* ``targets=separate``, "NCE (wo/ WT)" after Ma & Collins (2018): CWT against a separate static matrix
-  instead of the input embeddings. It is a parameter of the criterion, which fairseq's ``Trainer``
-  optimizes, checkpoints and wraps in DDP with the model's; the model and its exports stay the plain
-  headless model's (the paper's parameters "added during training").
+* ``cross_entropy=true``, "Cross-Entropy + CWT": the vanilla model's LM-head cross-entropy added at the
+  CWT positions, on the same features (one body pass).
+* ``targets=separate``, "NCE (wo/ WT)" after Ma & Collins (2018): CWT against a separate static matrix,
+  a parameter of the criterion (optimized, checkpointed and DDP-wrapped by fairseq's ``Trainer``).
 """
 
 import torch.nn as nn

@@ -1,12 +1,9 @@
 """What the two headless criterions share: config, target lookup, the CWT call, logging (paper §3).
 
-A criterion selects K positions of a batch (masked tokens for MLM, next tokens for causal LM), takes the
-model's final hidden states there as o and its own input embeddings of the true tokens as targets, and
-calls :func:`fairseq_headless.cwt.cwt_loss`. It follows fairseq's criterion contract (summed loss,
-``sample_size`` = positions, summable logging) so that fairseq's trainer normalises and logs it as its
-own. A dummy batch (marked :data:`DUMMY_BATCH` by :mod:`fairseq_headless.fairseq_patches`) selects no
-position but still joins every collective (docs/design.md#fairseq_patchespy). ``cross_entropy`` and
-``targets`` give Tab.6's ablations (:mod:`.ablation_objectives`).
+A criterion takes the model's final hidden states at K selected positions as o and its own input
+embeddings of the true tokens as targets, calls :func:`fairseq_headless.cwt.cwt_loss`, and follows
+fairseq's criterion contract (summed loss, ``sample_size`` = positions). A dummy batch (:data:`DUMMY_BATCH`)
+selects no position but joins every collective (docs/design.md#fairseq_patchespy).
 """
 
 import math

@@ -1,11 +1,8 @@
 """Stopping a long preparation on a signal: one line, the status a shell expects, and a run that resumes.
 
-Slurm ends a job at ``--time`` with SIGTERM (then SIGKILL), a user with Ctrl-C. Under
-:func:`stopping_on_signals` both raise :class:`Interrupted` in the main thread, so that the
-cleanup of ``finally`` blocks runs (the worker pool is terminated, this process's temporary
-folders removed) while what a rerun resumes from is kept. Worker processes forked meanwhile
-leave the stopping to the parent (Ctrl-C reaches the whole process group), die at once on
-SIGTERM, and die with the parent when it is killed outright (SIGKILL runs no cleanup at all).
+Under :func:`stopping_on_signals`, SIGTERM (Slurm at ``--time``) and Ctrl-C raise :class:`Interrupted`
+in the main thread, so ``finally`` blocks clean up while what a rerun resumes from is kept. Forked
+workers leave the stopping to the parent and die with it.
 """
 from __future__ import annotations
 

@@ -1,9 +1,7 @@
-"""Raw text -> a fairseq data folder for headless pretraining, streaming, parallel and sharded.
+"""Raw text -> a fairseq data folder for headless pretraining (paper Sec. 4-6), streaming, parallel and sharded.
 
-The data stage of the paper's recipe (Pythia's tokenizer, Sec. 4.1-4.2; a multilingual vocabulary,
-Sec. 5; BPE tokenizers of several sizes, Sec. 6) for corpora far larger than memory: a scan, a
-sample for sentencepiece, and one encoding pass per shard, each parallel over work units, the
-output the same for any --workers; a stopped run resumes. :func:`prepare_data` is the entry;
+A scan, a sample for sentencepiece, and one encoding pass per shard, each parallel over work units; the
+output is the same for any --workers and a stopped run resumes. :func:`prepare_data` is the entry;
 docs/data.md describes the output and how the passes work.
 """
 from __future__ import annotations
@@ -168,9 +166,7 @@ class Options:
         return shlex.join(["prepare_data.py", *map(str, words), *(["--force"] if self.force else [])])
 
 
-# --------------------------------------------------------------------------
-# what the workers share (inherited through fork, set again for each pass)
-# --------------------------------------------------------------------------
+# -- what the workers share (inherited through fork, set again for each pass) --
 
 
 @dataclasses.dataclass
@@ -237,9 +233,7 @@ def _task(args):
         report.flush()
 
 
-# --------------------------------------------------------------------------
-# the three passes, per unit
-# --------------------------------------------------------------------------
+# -- the three passes, per unit --
 
 
 def _group(source: Source):
@@ -361,9 +355,7 @@ def _encode(unit: Unit, shard: int, report) -> dict:
             "text_bytes": text_bytes}
 
 
-# --------------------------------------------------------------------------
-# running a pass
-# --------------------------------------------------------------------------
+# -- running a pass --
 
 
 def _blocks(job: Job, units: Sequence[Unit], progress: _PassProgress) -> Iterator[Unit]:
@@ -491,9 +483,7 @@ def _stop_pool(pool, workers) -> None:
     stopper.join(POOL_STOP_SECONDS)
 
 
-# --------------------------------------------------------------------------
-# the corpus after the scan
-# --------------------------------------------------------------------------
+# -- the corpus after the scan --
 
 
 @dataclasses.dataclass
@@ -973,9 +963,7 @@ class Preparation:
         return load_tokenizer("sentencepiece", folder / "spm.model", "--vocab-size", trained=True)
 
 
-# --------------------------------------------------------------------------
-# files and folders
-# --------------------------------------------------------------------------
+# -- files and folders --
 
 MARKER = "prepare.json"  # the options (and for one folder, the inputs) of a resumable preparation
 SHARD_DONE = "shard.json"  # written last into a finished shard

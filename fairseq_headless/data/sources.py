@@ -147,9 +147,7 @@ class Record:
     continues: bool = False  # continues the previous record's document (a cut text document)
 
 
-# --------------------------------------------------------------------------
-# finding the sources
-# --------------------------------------------------------------------------
+# -- finding the sources --
 
 
 def _known_compression(name: str) -> str | None:
@@ -280,9 +278,7 @@ def make_units(sources: Sequence[Source], unit_bytes: int | None = None) -> list
     return units
 
 
-# --------------------------------------------------------------------------
-# reading a unit
-# --------------------------------------------------------------------------
+# -- reading a unit --
 
 ProgressFn = Callable[[int], None]  # called with on-disk bytes consumed since the last call
 

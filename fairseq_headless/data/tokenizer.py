@@ -205,9 +205,7 @@ def load_tokenizer(kind: str, path, option: str, trained: bool = False) -> Token
     return HFTokenizer(path, option)
 
 
-# --------------------------------------------------------------------------
-# sentencepiece training
-# --------------------------------------------------------------------------
+# -- sentencepiece training --
 
 
 def training_pieces(line: str) -> list[str]:

@@ -1,11 +1,8 @@
 """Balanced cross-entropy for fine-tuning (paper App. E.1).
 
-With L_c the summed cross-entropy of the batch's examples of class c and w_c = n_c / N its frequency in
-the batch (App. E.1: "we approximate the (w_c) using the batch labels"), L_bce = sum_c L_c / w_c. We
-return L_bce / N, normalised as a mean cross-entropy: the sum over the classes present of their mean
-loss. Every class present weighs the same whatever its count, so rare classes (MRPC's negatives, CoLA's
-unacceptable sentences) are not drowned by frequent ones. (torch's ``cross_entropy(weight=1/n_c)``
-would divide by the number of classes present instead.)
+With L_c the summed cross-entropy of the batch's class-c examples and w_c = n_c / N, L_bce = sum_c L_c / w_c,
+returned / N: the sum over the classes present of their mean loss, so rare classes weigh as much as
+frequent ones. (torch's ``cross_entropy(weight=1/n_c)`` would divide by the number of classes instead.)
 """
 from __future__ import annotations
 

@@ -1,10 +1,7 @@
 """The command lines of scripts/finetune_glue.py, finetune_superglue.py and finetune_xnli.py.
 
-Options come from :class:`FinetuneConfig`'s fields (their help texts are the docs), with per-benchmark
-defaults from the paper: GLUE (Tab.1) and SuperGLUE (Tab.2, no recipe of its own: GLUE's) with App. E's
-batch 32, 10 epochs and ``--loss balanced`` (lr 1e-5, weight decay 0, Tab.14) or ``--loss ce`` (Tab.12),
-3 and 10 seeds; XNLI (Tab.5, Tab.16) with lr 2e-5, batch 128, cross-entropy, weight decay 0.01 and 3
-epochs. Where the paper is ambiguous and what we took: docs/evaluation.md#protocol-paper-app-e.
+Options come from :class:`FinetuneConfig`'s fields, with per-benchmark defaults from the paper (App. E,
+Tab.12, 14, 16); where the paper is ambiguous and what we took: docs/evaluation.md#protocol-paper-app-e.
 """
 from __future__ import annotations
 

@@ -1,11 +1,8 @@
 """Examples -> token ids with the exported tokenizer, and the collators that pad batches.
 
-The tokenizer of an export gives fairseq ids and, like Hugging Face's RoBERTa tokenizers,
-wraps inputs as ``<s> a </s>`` / ``<s> a </s></s> b </s>``: the classification head reads
-the first position, so :func:`check_tokenizer` refuses a tokenizer that adds no ``<s>``.
-Only ``input_ids`` and ``attention_mask`` are kept (RoBERTa ignores token types, and an
-export has a single token type); padding uses the tokenizer's pad id (checked equal to the
-model's, from which RoBERTa derives positions).
+Inputs are wrapped as ``<s> a </s>`` / ``<s> a </s></s> b </s>`` like RoBERTa's (the classification head
+reads the first position, so :func:`check_tokenizer` refuses a tokenizer that adds no ``<s>``); only
+``input_ids`` and ``attention_mask`` are kept, padded with the tokenizer's pad id.
 """
 from __future__ import annotations
 

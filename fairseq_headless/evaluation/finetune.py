@@ -1,14 +1,8 @@
 """One fine-tuning run (one model, one task, one seed) with the protocol of paper App. E.
 
-The loop is the `transformers` Trainer: AdamW, a constant learning rate after a linear
-warmup over the first 10% of the steps (``constant_with_warmup``), validation after every
-epoch, a checkpoint after every epoch (the last one kept) so that an interrupted run
-resumes from its last finished epoch. The paper's custom part is the loss: the balanced
-cross-entropy of App. E.1 through the Trainer's ``compute_loss_func`` hook (the model's
-own loss otherwise: cross-entropy, or MSE for the STS-B regression).
-
-The run reports every epoch's dev metrics and the best epoch, chosen on the task's main
-metric (averaged over the dev sets when there are several, e.g. XNLI's languages).
+The loop is the `transformers` Trainer (AdamW, ``constant_with_warmup`` over 10% of the steps, validation
+and a checkpoint after every epoch, so an interrupted run resumes); the paper's own part is the balanced
+loss of App. E.1, through ``compute_loss_func``. The best epoch is chosen on the task's main metric.
 """
 from __future__ import annotations
 

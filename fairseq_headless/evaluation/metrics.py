@@ -1,9 +1,7 @@
 """The paper's downstream metrics (Tab.1, 2, 5), computed with scikit-learn and scipy.
 
-Matthews correlation for CoLA, Spearman correlation for STS-B, accuracy elsewhere, plus F1
-(of the positive class, label 1) for MRPC and QQP as GLUE reports it. Values are
-fractions in [0, 1] (correlations in [-1, 1]); tables print them x 100 like the paper.
-(The `evaluate` package is not used: it fetches metric code from a hub at run time.)
+Matthews correlation for CoLA, Spearman for STS-B, accuracy elsewhere, plus F1 (label 1) for MRPC and
+QQP; values are fractions, tables print them x 100. (Not `evaluate`: it fetches code from a hub.)
 """
 from __future__ import annotations
 

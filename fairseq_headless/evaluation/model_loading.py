@@ -1,10 +1,8 @@
 """An exported encoder folder -> a model with a new task head, checked, and its tokenizer.
 
-A headless export is a ``headless_roberta`` model (its own model type, code in the folder, loaded with
-``trust_remote_code=True``), a vanilla one a ``RobertaForMaskedLM``; the Auto task classes load both with
-RoBERTa's task heads and print a load report as a warning. That report would be the only sign of an
-encoder weight silently left random, so it is checked here instead (missing weights only in the new head,
-no shape mismatch, only ``lm_head`` left over) and replaced by one summary line.
+Headless exports (``headless_roberta``, ``trust_remote_code=True``) and vanilla ones (``RobertaForMaskedLM``)
+both get RoBERTa's task heads; the Auto classes' load report, the only sign of an encoder weight left
+random, is checked here and replaced by one summary line.
 """
 from __future__ import annotations
 

@@ -1,9 +1,7 @@
 """Readers for the benchmarks' distributed files (GLUE/XNLI TSV, SuperGLUE jsonl) that validate.
 
-Every problem is an :class:`InputError` naming the file (and line) and what
-was expected: a missing file, a missing column or key, a row with the wrong number of
-fields, invalid JSON, a split with no rows. Rows come back as ``(line_number, dict)``
-so that later checks (unknown label, bad offsets) can name the line too.
+Every problem is an :class:`InputError` naming the file and line; rows come back as ``(line_number, dict)``
+so that later checks can name the line too.
 """
 from __future__ import annotations
 

@@ -1,12 +1,8 @@
 """Results: atomic JSON, mean and standard deviation over seeds, the paper's tables, a PNG.
 
-Scores are stored as fractions and printed x 100 like the paper. A cell is
-``mean ± std`` over fine-tuning seeds (sample standard deviation, ddof = 1), each seed taken
-at its best epoch; a cell of one seed is its value alone (and its bar has no error bar): one
-seed says nothing about the spread, and "± 0.00" would claim it is zero. The average column follows Tab.1/2/5: for each
-seed, the mean over the averaged columns; then mean ± std of those per-seed averages
-(which is how a "(±0.12)" on an average arises). A row that lacks one of the averaged
-columns gets no average, so that rows compare only on equal terms.
+Scores are fractions, printed x 100. A cell is ``mean ± std`` over seeds (ddof = 1), each at its best
+epoch; one seed is its value alone ("± 0.00" would claim no spread). The average column follows Tab.1/2/5:
+per seed the mean over the columns, then mean ± std of those; a row missing a column gets none.
 """
 from __future__ import annotations
 

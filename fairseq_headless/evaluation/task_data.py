@@ -1,10 +1,7 @@
 """A task's train or dev split as a list of :class:`Example` (model-ready text and label id).
 
-Local files in the benchmark's own layout (``--data-dir``), or the hub when no folder is given (needs the
-optional `datasets` library and network). Text tasks are one segment or a sentence pair; COPA (Tab.2) is
-two-way multiple choice over (premise, "because <alternative>") for a *cause* question and (premise, "so
-<alternative>") for an *effect* one, softmax over the two (``RobertaForMultipleChoice``); WiC (Tab.2) is
-the sentence pair with the target word marked by asterisks, from the files' ``start``/``end`` offsets.
+Local files in the benchmark's own layout (``--data-dir``), or the hub. COPA (Tab.2) is two-way multiple
+choice over (premise, "because/so <alternative>"); WiC marks the target word with asterisks.
 """
 from __future__ import annotations
 

@@ -1,9 +1,7 @@
 """The downstream tasks of the paper: GLUE (Tab.1), SuperGLUE BoolQ/CB/COPA/WiC (Tab.2), XNLI (Tab.5).
 
-Each task is one :class:`TaskSpec`: where its splits lie in the benchmark's own layout (GLUE's TSV folders,
-SuperGLUE's jsonl folders, XNLI's two zips), which columns hold text and label, the labels in the order of
-the model's outputs, the paper's metrics, and the same data's hub name (used only without ``--data-dir``).
-Labels follow the hub's ``ClassLabel`` order, so a hub label id is the output index (checked at load).
+Each task is one :class:`TaskSpec`: where its splits lie, which columns hold text and label, the labels
+in the hub's ``ClassLabel`` order (the model's output order, checked at load), and the paper's metrics.
 """
 from __future__ import annotations
 

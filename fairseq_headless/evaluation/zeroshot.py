@@ -1,12 +1,8 @@
 """Zero-shot evaluation of exported causal models with lm-evaluation-harness (paper §4.2, Tab.4).
 
-The paper scores its decoders (vanilla, headless + causal fine-tuning) on BoolQ, CrowS-Pairs, RACE, SciQ,
-PubMedQA and QASPER from the harness. Each ``zeroshot_tasks/*.yaml`` names the lm-eval YAML it derives
-from (``derive_from``), its local file and split; at run time a small lm-eval YAML ``include:``s that
-file, so prompts, choices and metrics are lm-eval's, never copied here, and reads ``dataset_path: json``
-from the local file (plus the task's own ``overrides``, only QASPER's). lm-eval runs as ``lm_eval --model
-hf --log_samples`` would, through its Python API; the per-sample scores feed the paired significance test
-of :mod:`fairseq_headless.evaluation.zeroshot_compare`.
+Each ``zeroshot_tasks/*.yaml`` names the lm-eval task it derives from and its local file; at run time a
+small lm-eval YAML ``include:``s that task, so prompts and metrics are lm-eval's, never copied here. The
+per-sample scores feed the paired test of :mod:`fairseq_headless.evaluation.zeroshot_compare`.
 """
 from __future__ import annotations
 

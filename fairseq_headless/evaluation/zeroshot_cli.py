@@ -1,10 +1,7 @@
 """The command lines of scripts/eval_zeroshot.py and scripts/compare_zeroshot.py (paper Tab.4, §4.2).
 
-:func:`eval_main` runs the zero-shot suite (zeroshot.py) on exported causal models and writes
-``OUTPUT/NAME.json`` per model; :func:`compare_main` ranks models per task with the one-tailed
-t-test of Tab.4's daggers (zeroshot_compare.py) and writes ``table4.md``, ``table4.json``,
-``table4.png``. Both run under ``cli.run``: bad input is one ``error:`` line, exit 2.
-Options, task files and outputs: docs/evaluation.md.
+:func:`eval_main` writes ``OUTPUT/NAME.json`` per model; :func:`compare_main` ranks models per task with
+Tab.4's one-tailed t-test and writes ``table4.md/.json/.png``. Options and outputs: docs/evaluation.md.
 """
 from __future__ import annotations
 

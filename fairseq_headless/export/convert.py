@@ -1,13 +1,9 @@
 """Export a fairseq-headless checkpoint to a Hugging Face folder, and prove both compute the same numbers.
 
-The paper evaluates every pretrained model with Hugging Face tooling: GLUE fine-tuning of the
-encoders (§4.1, App. E), XNLI (§5), LAMBADA and the LM Evaluation Harness for the decoders (§4.2).
-:func:`convert` is the bridge, in the tradition of transformers' ``convert_*_checkpoint`` scripts:
-read the fairseq checkpoint (:mod:`fairseq_headless.checkpoint_reading`), map its weights through one
-visible table per architecture family (:mod:`.weights`), rebuild the data folder's tokenizer with
-fairseq's ids (:mod:`.tokenizer`), save, reload with the Auto classes and compare outputs with the
-fairseq model (fp32, max abs difference <= 1e-4, or :class:`ParityError`). Nothing is left behind
-when it fails. The command line is scripts/convert_to_hf.py; docs/export.md.
+The paper evaluates every model with Hugging Face tooling (§4.1, §4.2, §5, App. E). :func:`convert` reads
+the checkpoint, maps its weights through one table per family (:mod:`.weights`), rebuilds the tokenizer
+with fairseq's ids (:mod:`.tokenizer`), saves, reloads with the Auto classes and compares outputs with
+fairseq (fp32, max abs difference <= 1e-4, or :class:`ParityError`). docs/export.md.
 """
 from __future__ import annotations
 
@@ -37,9 +33,7 @@ PARITY_BATCH, PARITY_MAX_LENGTH = 2, 512
 logger = logging.getLogger(__name__)
 
 
-# --------------------------------------------------------------------------
-# the source: checkpoint, data folder, fairseq model
-# --------------------------------------------------------------------------
+# -- the source: checkpoint, data folder, fairseq model --
 
 def read_data_folder(cfg, data_option: Path | None, tokenizer: tuple = ()) -> DataFolder:
     """The data folder of the checkpoint (task.data, its shard0 if a colon list) or --data."""
@@ -159,9 +153,7 @@ read as that special token, as usual for Hugging Face tokenizers; the fairseq pr
 """
 
 
-# --------------------------------------------------------------------------
-# the conversion
-# --------------------------------------------------------------------------
+# -- the conversion --
 
 @dataclass
 class Source:

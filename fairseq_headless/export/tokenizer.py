@@ -1,10 +1,8 @@
 """The exported tokenizer: the data folder's own tokenizer with fairseq's ids, checked against the preprocessing path.
 
-A data folder (:mod:`fairseq_headless.data.folder`) maps text to fairseq ids as tokenizer id + 4 after
-``<s> <pad> </s> <unk>``, then dict.txt's ``madeupword`` padding rows, then ``<mask>`` for encoders. The
-tokenizer is rebuilt as a ``tokenizers`` object with exactly those ids (sentencepiece models from their
-ModelProto, GPT-2 BPE and ``tokenizer.json`` as they are), and the export ends by comparing it with the
-preprocessing path on the folder's own validation text.
+Rebuilt as a ``tokenizers`` object with fairseq's ids (tokenizer id + 4 after ``<s> <pad> </s> <unk>``,
+dict.txt's ``madeupword`` rows, ``<mask>`` for encoders) and compared with the preprocessing path on the
+folder's own validation text.
 """
 from __future__ import annotations
 

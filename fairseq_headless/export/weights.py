@@ -1,12 +1,8 @@
 """Where each fairseq weight goes in the Hugging Face model: one visible key table per architecture family.
 
-A family is what a fairseq model class becomes in transformers (RoBERTa encoders -> RobertaForMaskedLM,
-or HeadlessRobertaForMaskedLM for headless ones, ``transformer_lm`` decoders -> GPT2LMHeadModel, the
-plugin's GPT-NeoX decoders -> GPTNeoXForCausalLM); its function builds the transformers config, maps
-the weights through the table and refuses, with the reasons, a model whose options transformers cannot
-express. Headless models (paper §3, Contrastive Weight Tying) have no LM head: their vocabulary scores
-are ``e^T``, so the exported head is the input embedding matrix itself (decoders: ``lm_head`` tied to
-it; encoders: the ``headless_roberta`` model type of :mod:`.modeling_headless_roberta`).
+A family's function builds the transformers config, maps the weights through its table and refuses, with
+the reasons, options transformers cannot express. Headless models have no LM head (paper §3): the exported
+head is the input embedding matrix (decoders: tied ``lm_head``; encoders: :mod:`.modeling_headless_roberta`).
 """
 from __future__ import annotations
 
@@ -22,9 +18,7 @@ ACTIVATIONS = {"gelu": "gelu", "gelu_accurate": "gelu_new", "gelu_fast": "gelu_n
                "tanh": "tanh", "linear": "linear"}
 
 
-# --------------------------------------------------------------------------
-# weights: one key table per family
-# --------------------------------------------------------------------------
+# -- weights: one key table per family --
 # A row maps one Hugging Face module (or tensor) to fairseq ones: (hf, fairseq, how). When
 # `fairseq` names modules, the row applies to their `.weight` and `.bias`. `{i}` is the layer.
 
@@ -114,9 +108,7 @@ def map_weights(table, state: dict, layers: int, hf_prefix: str = "") -> tuple[d
     return out, used
 
 
-# --------------------------------------------------------------------------
-# families: what each fairseq model becomes
-# --------------------------------------------------------------------------
+# -- families: what each fairseq model becomes --
 
 @dataclass
 class Export:

@@ -1,12 +1,8 @@
 """GPT-NeoX decoders: the paper's Pythia-70M, headless and vanilla (§3.3, §4.2, App. D.2, Tabs.3-4).
 
 fairseq's ``transformer_lm`` has neither rotary embeddings nor the parallel residual, so the decoder is
-written here, nanoGPT style, as a ``FairseqIncrementalDecoder``: it trains with fairseq's
-``language_modeling`` task, scores with ``fairseq-eval-lm`` and generates with ``SequenceGenerator``.
-Headless twins hold no head (logits = e^T); vanilla ones fill a head missing from a checkpoint with a
-copy of the input embeddings (:mod:`.causal_finetune`). Parameter names and the fused QKV layout are
-GPT-NeoX's, so the export to ``transformers`` is a rename. Each ``gpt_neox`` entry of :mod:`.shapes` is a
-registered config dataclass. Settings, table and export mapping: docs/decoders.md.
+written here, nanoGPT style, as a ``FairseqIncrementalDecoder``. Headless twins hold no head (logits = e^T);
+parameter names and the fused QKV layout are GPT-NeoX's, so the export is a rename. docs/decoders.md.
 """
 
 import logging

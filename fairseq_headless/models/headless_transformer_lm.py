@@ -1,11 +1,8 @@
 """Headless decoders: fairseq's ``transformer_lm`` with no output projection (paper §3.3, §4.2, App. D.5).
 
-fairseq's ``TransformerDecoder`` with ``build_output_projection`` building nothing; it trains with
-``headless_language_modeling`` and, asked for logits (``fairseq-eval-lm``, generation), scores with the
-input embeddings, e^T: Tab.3's zero-cost "Headless" row. The ``gpt2`` entries of :mod:`.shapes` are
-GPT-2's settings on ``transformer_lm`` (:class:`Gpt2Config`), each a config dataclass whose defaults are the
-shape, registered as a model of its own name, since hydra ignores an architecture function's defaults
-for a dataclass-configured model (docs/design.md#models).
+``build_output_projection`` builds nothing; asked for logits, the model scores with the input embeddings,
+e^T (Tab.3's "Headless" row). The ``gpt2`` shapes are config dataclasses registered as models of their own
+name, since hydra ignores an architecture function's defaults for them (docs/design.md#models).
 """
 
 from dataclasses import dataclass, field

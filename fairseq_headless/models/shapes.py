@@ -1,11 +1,8 @@
 """The paper's model shapes (App. D): one entry per architecture, and every registration derives from it.
 
-From each entry ``<name>`` (named as its vanilla model) the family's module registers ``<name>`` (the
-vanilla twin, unless fairseq has it), ``headless_<name>``, and ``<name>_untied`` where the family's
-vanilla head is tied (GPT-2), for the causal fine-tuning stage. The table imports no fairseq (only the
-registration helpers do, when called), so the exporter, the benchmarks and the tests read it freely.
-Adding an architecture: one ``Shape``, its two YAMLs, and its row in tests/test_configs.py's own table.
-Why one table and dataclass configs: docs/design.md#models.
+From each entry ``<name>`` the family's module registers ``<name>`` (unless fairseq has it),
+``headless_<name>``, and ``<name>_untied`` where the vanilla head is tied (GPT-2). Imports no fairseq.
+Adding an architecture: one ``Shape``, its two YAMLs, its row in tests/test_configs.py. docs/design.md#models.
 """
 
 import dataclasses
