@@ -3,8 +3,7 @@ Sagot, ICLR 2024).
 
 The loss, :func:`cwt_loss`, is a pure function of tensors (:mod:`.cwt`); the fairseq plugin is
 :mod:`.plugin`, registered once fairseq is loaded, in either import order. Importing the package imports
-neither fairseq nor torch. Why and how: docs/design.md#__init__py-and-pluginpy.
-"""
+neither fairseq nor torch. Why and how: docs/design.md#__init__py-and-pluginpy."""
 
 import importlib.util
 import logging

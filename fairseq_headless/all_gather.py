@@ -2,8 +2,7 @@
 
 Beyond the paper. Ranks hold different numbers of positions, so the shards are padded to the largest,
 gathered with ``torch.distributed.nn.functional.all_gather`` (its backward returns each shard's
-gradients to its owner), and the padding is cut.
-"""
+gradients to its owner), and the padding is cut."""
 
 from typing import List, Optional, Tuple
 

@@ -2,8 +2,7 @@
 
 ``torch.load`` with ``weights_only`` runs here and nowhere else, allowing only
 :data:`LEGACY_CONFIG_CLASSES` (fairseq-train's ``argparse.Namespace`` config sections). Imports
-neither torch nor fairseq at import time. docs/training.md.
-"""
+neither torch nor fairseq at import time. docs/training.md."""
 from __future__ import annotations
 
 import argparse
@@ -32,8 +31,7 @@ def _folder_message(name: str, where: str, folder: Path) -> str:
 def load_state(path, where: str = "", mmap: bool = False) -> dict:
     """The checkpoint's dict as saved (no fairseq upgrade), loaded weights_only with argparse.Namespace allowed.
 
-    ``where`` (the option that named the file, e.g. ``--checkpoint``) starts every error message.
-    """
+    ``where`` (the option that named the file, e.g. ``--checkpoint``) starts every error message."""
     import torch
 
     path = Path(path)
@@ -61,8 +59,7 @@ def read_checkpoint(path, where: str = "", data=None) -> dict:
     """The checkpoint as fairseq's ``checkpoint_utils.load_checkpoint_to_cpu`` returns it -- ``cfg`` as an
     OmegaConf DictConfig, old layouts upgraded, ``task.data`` replaced by ``data`` when given -- but read
     by :func:`load_state`. Its ``cfg`` and ``model`` go to fairseq's public builders
-    (``tasks.setup_task``, ``task.build_model``, ``model.load_state_dict``).
-    """
+    (``tasks.setup_task``, ``task.build_model``, ``model.load_state_dict``)."""
     from fairseq import checkpoint_utils
     from fairseq.dataclass.utils import overwrite_args_by_name
     from omegaconf import OmegaConf
@@ -105,8 +102,7 @@ def build_model(state: dict):
 def cfg_field(section, key: str):
     """``key`` of one section of a checkpoint's cfg (a dict, a DictConfig or a fairseq-train Namespace).
 
-    Raises KeyError when the section lacks it, whatever its type.
-    """
+    Raises KeyError when the section lacks it, whatever its type."""
     if isinstance(section, argparse.Namespace):
         try:
             return getattr(section, key)

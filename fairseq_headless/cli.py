@@ -2,8 +2,7 @@
 
 A script is argument parsing, one call into the package, and :func:`run` around it. An error the user
 can fix is an :class:`InputError` naming the file or option and the fix; anything else keeps its
-traceback. No torch or fairseq import here: ``--help`` is immediate.
-"""
+traceback. No torch or fairseq import here: ``--help`` is immediate."""
 from __future__ import annotations
 
 import argparse
@@ -34,8 +33,7 @@ def write_line(line: str, stream=None) -> None:
     ``print(text, file=sys.stderr)`` writes the text and the newline separately, so the ranks of a torchrun
     job, all failing at once into one log, interleave them ("...batch_size=8error: ..."). POSIX keeps one
     write of up to PIPE_BUF (4 KiB) bytes to a pipe whole. A stream without a file descriptor (a test's
-    capture) gets one ``write`` call.
-    """
+    capture) gets one ``write`` call."""
     stream = sys.stderr if stream is None else stream
     data = f"{line}\n"
     try:

@@ -7,8 +7,7 @@ For K selected positions with outputs o_i and the input embeddings e_i of their 
 where the negatives n_j are the target embeddings of the same micro-batch. It is returned as a sum
 with K, so that fairseq's trainer normalises it like its own criterions. A pure function of tensors
 (no fairseq import): any training loop can call it, and tests check it against a float64 reference.
-Negatives, chunking and numerics: docs/design.md#cwtpy.
-"""
+Negatives, chunking and numerics: docs/design.md#cwtpy."""
 
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
@@ -56,8 +55,7 @@ def cwt_loss(outputs: Tensor, target_ids: Tensor, target_embeddings: Optional[Te
         sparse_gradient: gather the rows of ``embedding_matrix`` with ``F.embedding(sparse=True)``,
             so that its gradient is row-sparse; the values are the same.
 
-    Dot products are in the inputs' dtype, the normaliser in fp32 through logsumexp.
-    """
+    Dot products are in the inputs' dtype, the normaliser in fp32 through logsumexp."""
     if negatives not in NEGATIVE_MODES:
         raise ValueError(f"negatives must be one of {NEGATIVE_MODES}, got {negatives!r}")
     if (target_embeddings is None) == (embedding_matrix is None):
@@ -174,8 +172,7 @@ class _FusedChunkedContrastive(torch.autograd.Function):
 
     Each row block's logits are computed once into a reused fp32 buffer that becomes dL/dlogits in
     place: three matrix products, no recomputation, no autograd graph. fp16 inputs take
-    :class:`_ChunkedContrastive` instead (docs/design.md#cwtpy).
-    """
+    :class:`_ChunkedContrastive` instead (docs/design.md#cwtpy)."""
 
     @staticmethod
     def forward(ctx, outputs, negatives, positive_index, temperature, chunk):

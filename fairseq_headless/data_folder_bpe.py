@@ -3,8 +3,7 @@ checkpoints (the hub interface's ``encode``/``fill_mask``/``sample``, ``fairseq-
 
 A data folder's ``dict.txt`` symbols are tokenizer ids (fairseq id = tokenizer id + 4), which no BPE of
 fairseq's produces; this one encodes with the tokenizer the folder's manifest names, and decodes back.
-``bpe.data_folder`` defaults to ``task.data``.
-"""
+``bpe.data_folder`` defaults to ``task.data``."""
 from dataclasses import dataclass
 
 from fairseq.data.encoders import register_bpe

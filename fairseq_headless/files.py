@@ -2,8 +2,7 @@
 reading the ``Key: value`` files of Linux's /proc.
 
 A file is written beside its destination and renamed onto it, then given the mode a plain ``open()``
-would have (not ``mkstemp``'s 0o600, unreadable to colleagues on a shared filesystem).
-"""
+would have (not ``mkstemp``'s 0o600, unreadable to colleagues on a shared filesystem)."""
 from __future__ import annotations
 
 import contextlib

@@ -3,8 +3,7 @@
 The paper's generation benchmark for its decoders (§4.2, Tab.3, Figs.4 and 7). :func:`evaluate` follows
 lm-evaluation-harness step by step, so the numbers compare with the paper's. ``--model`` is a fairseq
 checkpoint or a Hugging Face folder; the command line is :func:`main` (scripts/eval_lambada.py);
-options and the steps: docs/decoders.md.
-"""
+options and the steps: docs/decoders.md."""
 from __future__ import annotations
 
 import argparse
@@ -107,10 +106,8 @@ def loglikelihoods(scorer: Scorer, requests: Sequence[tuple], batch_size: int, p
 
 def lambada_metrics(results: Sequence[tuple]) -> dict:
     """lm-eval's aggregations: acc = mean(greedy); perplexity = exp(-mean(loglikelihood))."""
-    return {
-        "accuracy": sum(greedy for _, greedy in results) / len(results),
-        "perplexity": math.exp(-sum(ll for ll, _ in results) / len(results)),
-    }
+    return {"accuracy": sum(greedy for _, greedy in results) / len(results),
+            "perplexity": math.exp(-sum(ll for ll, _ in results) / len(results))}
 
 
 def evaluate(scorer: Scorer, passages: Sequence[str], batch_size: int = 8, show_progress: bool = False) -> dict:
@@ -184,15 +181,10 @@ def huggingface_scorer(folder: Path, device: str) -> Scorer:
     if max_length is None:
         max_length = tokenizer.model_max_length if tokenizer.model_max_length < 10**9 else 2048
     eot = tokenizer.eos_token_id
-    return Scorer(
-        encode=lambda text: tokenizer.encode(text, add_special_tokens=False),
-        logits=lambda tokens: model(tokens).logits,
-        eot_id=eot if eot is not None else 0,
-        pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eot or 0),
-        max_length=int(max_length),
-        device=device,
-        description=f"huggingface {config.model_type}",
-    )
+    return Scorer(encode=lambda text: tokenizer.encode(text, add_special_tokens=False),
+                  logits=lambda tokens: model(tokens).logits, eot_id=eot if eot is not None else 0,
+                  pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eot or 0),
+                  max_length=int(max_length), device=device, description=f"huggingface {config.model_type}")
 
 
 def model_kind(model: Path, data_bin: Path | None) -> str:
@@ -246,17 +238,15 @@ def main(argv: Sequence[str]) -> int:
     passages = read_passages(args.data)[: args.limit]
     scorer = load_scorer(args.model, args.data_bin, args.device)
     metrics = evaluate(scorer, passages, args.batch_size, show_progress=True)
-    result = {
-        "task": TASK,
-        **metrics,
-        "passages": len(passages),
-        "model": str(args.model),
-        "model_type": scorer.description,
-        "data": str(args.data),
-        "max_length": scorer.max_length,
-        "method": "lm-evaluation-harness lambada_openai: accuracy = share of passages whose last word is the "
-                  "greedy continuation (a fraction); perplexity = exp(-mean continuation log-likelihood)",
-    }
+    result = {"task": TASK,
+              **metrics,
+              "passages": len(passages),
+              "model": str(args.model),
+              "model_type": scorer.description,
+              "data": str(args.data),
+              "max_length": scorer.max_length,
+              "method": "lm-evaluation-harness lambada_openai: accuracy = share of passages whose last word is the "
+                        "greedy continuation (a fraction); perplexity = exp(-mean continuation log-likelihood)"}
     print(f"{TASK}: accuracy {100 * metrics['accuracy']:.2f}%  perplexity {metrics['perplexity']:.2f}  "
           f"({len(passages)} passages, {scorer.description})")
     if args.output is not None:

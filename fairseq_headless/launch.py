@@ -2,8 +2,7 @@
 
 fairseq reconciles a launcher (torchrun, Slurm) with ``distributed_world_size`` silently; :func:`check_launch`,
 :func:`check_devices` and :func:`check_data` make each case one error, run by :class:`LaunchCheck` in every
-process. The cases: docs/training.md.
-"""
+process. The cases: docs/training.md."""
 from __future__ import annotations
 
 import os
@@ -43,8 +42,7 @@ def check_launch(world_size: int, update_freq: int = 1, batch_size: int | None =
     """Raise InputError when the launcher in `environ` disagrees with the config's world size.
 
     `world_size`, `update_freq` and `batch_size` (per device) are the config's; `cuda_devices` is what this process sees
-    (torch.cuda.device_count() when None); `cpu` is common.cpu.
-    """
+    (torch.cuda.device_count() when None); `cpu` is common.cpu."""
     environ = os.environ if environ is None else environ
     if cuda_devices is None:
         import torch
@@ -172,8 +170,7 @@ class LaunchCheck(Callback):
     its own section, and its ``adam`` would fail at the first clipping with PyTorch's generic error.
 
     hydra turns an exception raised by a callback into a warning and runs the job anyway, so a
-    disagreement ends the process here: one ``error:`` line and exit code 2, on every rank.
-    """
+    disagreement ends the process here: one ``error:`` line and exit code 2, on every rank."""
 
     def on_job_start(self, config, **kwargs) -> None:
         # fairseq is loaded (fairseq-hydra-train imports it before hydra runs this): so is the plugin

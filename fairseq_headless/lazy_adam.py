@@ -3,8 +3,7 @@
 The optimizer of ``model.sparse_embedding_update=true`` (:mod:`.sparse_embedding`): fairseq's ``adam``,
 same options and state, overriding only ``multiply_grads``, ``clip_grad_norm`` and ``step`` for sparse
 gradients; it refuses setups that densify the gradient. Why each override:
-docs/design.md#sparse_embeddingpy-lazy_adampy-sparse_all_reducepy.
-"""
+docs/design.md#sparse_embeddingpy-lazy_adampy-sparse_all_reducepy."""
 
 import math
 from dataclasses import dataclass
@@ -42,8 +41,7 @@ def lazy_adam_update_(param, grad, state, *, lr, betas, eps, weight_decay, scale
 
     ``state``: the optimizer's state of ``param``, with fairseq's Adam keys (checkpoints and the dense
     path read it unchanged); ``grad`` is divided by ``scale`` first, as in fairseq's fused optimizers.
-    The arithmetic is fairseq's, operation for operation: a row touched at every step gets the dense update.
-    """
+    The arithmetic is fairseq's, operation for operation: a row touched at every step gets the dense update."""
     grad = grad.coalesce()
     rows = grad.indices()[0]
     values = grad.values().float()

@@ -1,8 +1,7 @@
 """Progress of a long count (bytes of a corpus, steps of an epoch, passages, benchmark parts).
 
 On a terminal a tqdm bar; otherwise (a batch job, output in a log file, where a bar's every redraw
-would stay) one log line at most every ``interval`` seconds and one at the end.
-"""
+would stay) one log line at most every ``interval`` seconds and one at the end."""
 from __future__ import annotations
 
 import logging

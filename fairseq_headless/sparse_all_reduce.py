@@ -2,8 +2,7 @@
 
 NCCL has no sparse all-reduce; :func:`sparse_all_reduce_hook` replaces it on every backend. All ranks take
 whichever exchange moves fewer bytes, ``gather`` or ``dense``; either gives DDP's sum / W on every touched
-row, as lazy Adam needs. docs/distributed.md.
-"""
+row, as lazy Adam needs. docs/distributed.md."""
 
 import logging
 import math

@@ -3,8 +3,7 @@
 ``model.sparse_embedding_update=true`` with ``optimizer._name=lazy_adam``: a sparse ``nn.Embedding`` and
 sparse CWT target gathers, lazy AdamW (:mod:`.lazy_adam`) over the touched rows, and under DDP the hook of
 :mod:`.sparse_all_reduce`. A model opts in with :class:`SparseEmbeddingUpdateConfig` and
-:func:`maybe_enable_sparse_embedding_update`. docs/design.md#sparse_embeddingpy-lazy_adampy-sparse_all_reducepy.
-"""
+:func:`maybe_enable_sparse_embedding_update`. docs/design.md#sparse_embeddingpy-lazy_adampy-sparse_all_reducepy."""
 
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -17,11 +16,9 @@ from torch import nn
 
 OPTION = "model.sparse_embedding_update=true (--sparse-embedding-update)"
 OPTIMIZER = "lazy_adam"  # fairseq_headless.lazy_adam's registered name
-HELP = (
-    "update only the rows of the input embeddings that the batch touches (sparse gradient, lazy "
-    "AdamW: untouched rows keep their moments and get no weight decay that step); beyond the paper, "
-    "headless models only; needs optimizer lazy_adam, fp32, amp or memory_efficient_fp16/bf16, pytorch_ddp"
-)
+HELP = ("update only the rows of the input embeddings that the batch touches (sparse gradient, lazy "
+        "AdamW: untouched rows keep their moments and get no weight decay that step); beyond the paper, "
+        "headless models only; needs optimizer lazy_adam, fp32, amp or memory_efficient_fp16/bf16, pytorch_ddp")
 # The hydra overrides that turn the update on: the model's switch and its optimizer.
 OVERRIDES = ("model.sparse_embedding_update=true", f"optimizer._name={OPTIMIZER}")
 # Set on the embedding weight: what lazy_adam and the DDP hook registration (fairseq_patches) look for.
@@ -53,8 +50,7 @@ def maybe_enable_sparse_embedding_update(model: nn.Module, cfg) -> nn.Module:
 def empty_next_sparse_gradient(weight: torch.Tensor):
     """Replace ``weight``'s next sparse gradient (one backward pass) by one with no row; returns the hook's handle.
 
-    For a gradient whose values are all 0 (a dummy batch's, loss x 0), only the rows change: none is updated.
-    """
+    For a gradient whose values are all 0 (a dummy batch's, loss x 0), only the rows change: none is updated."""
     spent = False
 
     def empty(grad):
@@ -77,8 +73,7 @@ def densifying_setup(setup) -> Optional[str]:
     ``setup`` has the flat option names of fairseq's command line: ``fp16``, ``bf16``,
     ``memory_efficient_fp16``, ``memory_efficient_bf16``, ``amp``, ``cpu``,
     ``distributed_world_size``, ``ddp_backend``, ``ddp_comm_hook``, ``zero_sharding``, ``use_bmuf``
-    (the fields of ``lazy_adam``'s config; :func:`check_training_setup` takes them from a whole config).
-    """
+    (the fields of ``lazy_adam``'s config; :func:`check_training_setup` takes them from a whole config)."""
     if (setup.fp16 or setup.bf16) and not (setup.memory_efficient_fp16 or setup.memory_efficient_bf16 or setup.amp):
         return ("cannot run with fairseq's FP16Optimizer (plain common.fp16 / bf16 copy every gradient into "
                 "one flat fp32 buffer): add common.memory_efficient_fp16=true (or memory_efficient_bf16=true)")

@@ -1,8 +1,7 @@
 """A training log line at least every 30 s, whatever fairseq's ``common.log_interval`` (docs/training.md).
 
 :class:`Heartbeat`, a hydra callback, logs one more line whenever fairseq's loggers were silent for
-``interval`` seconds, so a slow run or a hang shows in the log.
-"""
+``interval`` seconds, so a slow run or a hang shows in the log."""
 from __future__ import annotations
 
 import logging

@@ -2,8 +2,7 @@
 
 The x axes of the paper's curves along pretraining (Figs.3-5, 7), read from what fairseq itself
 stores: ``num_updates``, the ``wpb`` meter's sum (extrapolated, and marked so, after a resume that
-reset the meters) and ``previous_training_time``. Why each is right: docs/training.md.
-"""
+reset the meters) and ``previous_training_time``. Why each is right: docs/training.md."""
 from __future__ import annotations
 
 import hashlib
@@ -102,8 +101,7 @@ def list_checkpoints(folder: Path) -> list:
     Interval (``checkpoint_<epoch>_<updates>.pt``) and epoch (``checkpoint<epoch>.pt``)
     checkpoints, and ``checkpoint_last.pt`` when it is at an update count none of them has
     (a run that stopped between intervals). ``checkpoint_best.pt`` is always a copy of one of them.
-    Returns [(updates, path)]; reads only the epoch and last checkpoints' update counts.
-    """
+    Returns [(updates, path)]; reads only the epoch and last checkpoints' update counts."""
     folder = Path(folder)
     found = {}
     for path in sorted(folder.glob("checkpoint*.pt")):

@@ -3,8 +3,7 @@
 * ``cross_entropy=true``, "Cross-Entropy + CWT": the vanilla model's LM-head cross-entropy added at the
   CWT positions, on the same features (one body pass).
 * ``targets=separate``, "NCE (wo/ WT)" after Ma & Collins (2018): CWT against a separate static matrix,
-  a parameter of the criterion (optimized, checkpointed and DDP-wrapped by fairseq's ``Trainer``).
-"""
+  a parameter of the criterion (optimized, checkpointed and DDP-wrapped by fairseq's ``Trainer``)."""
 
 import torch.nn as nn
 from fairseq import modules

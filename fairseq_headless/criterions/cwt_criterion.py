@@ -3,8 +3,7 @@
 A criterion takes the model's final hidden states at K selected positions as o and its own input
 embeddings of the true tokens as targets, calls :func:`fairseq_headless.cwt.cwt_loss`, and follows
 fairseq's criterion contract (summed loss, ``sample_size`` = positions). A dummy batch (:data:`DUMMY_BATCH`)
-selects no position but joins every collective (docs/design.md#fairseq_patchespy).
-"""
+selects no position but joins every collective (docs/design.md#fairseq_patchespy)."""
 
 import math
 from dataclasses import dataclass, field

@@ -3,8 +3,7 @@
 fairseq id = tokenizer id + 4 (the CWT loss uses the input embeddings as targets, so each token
 keeps a fixed row); a line is one entry ending in ``</s>``, a document boundary an entry of ``</s>``
 alone. Units are built with fairseq's ``MMapIndexedDatasetBuilder`` and joined by :func:`join`,
-byte for byte what fairseq-preprocess writes (docs/data.md, also why not ``merge_file_``).
-"""
+byte for byte what fairseq-preprocess writes (docs/data.md, also why not ``merge_file_``)."""
 from __future__ import annotations
 
 import shutil

@@ -1,7 +1,6 @@
 """The command line of scripts/prepare_data.py: its options -> :class:`.prepare.Options` -> :func:`.prepare_data`.
 
-``--help`` lists the options; docs/data.md describes the output.
-"""
+``--help`` lists the options; docs/data.md describes the output."""
 from __future__ import annotations
 
 import argparse

@@ -5,8 +5,7 @@
 epoch, as in fairseq's RoBERTa pretraining); fairseq reads the dictionary of the first only, and
 prepare_data.py keeps ``dict.txt``, ``manifest.json`` and ``tokenizer/`` there. A folder binarized
 by ``fairseq-preprocess`` directly has no manifest: it is read with the tokenizer files given
-(``tokenizer=``), and its dict.txt must list the tokenizer's ids in order (docs/data.md's recipe).
-"""
+(``tokenizer=``), and its dict.txt must list the tokenizer's ids in order (docs/data.md's recipe)."""
 from __future__ import annotations
 
 import dataclasses

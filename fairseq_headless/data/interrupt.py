@@ -2,8 +2,7 @@
 
 Under :func:`stopping_on_signals`, SIGTERM (Slurm at ``--time``) and Ctrl-C raise :class:`Interrupted`
 in the main thread, so ``finally`` blocks clean up while what a rerun resumes from is kept. Forked
-workers leave the stopping to the parent and die with it.
-"""
+workers leave the stopping to the parent and die with it."""
 from __future__ import annotations
 
 import contextlib

@@ -2,8 +2,7 @@
 
 A scan, a sample for sentencepiece, and one encoding pass per shard, each parallel over work units; the
 output is the same for any --workers and a stopped run resumes. :func:`prepare_data` is the entry;
-docs/data.md describes the output and how the passes work.
-"""
+docs/data.md describes the output and how the passes work."""
 from __future__ import annotations
 
 import contextlib
@@ -137,8 +136,7 @@ class Options:
         return any(language is not None for language, _ in self.inputs)
 
     def settings(self) -> dict:
-        """What decides the output (not --workers, --force, --shard-index): a resumed run must
-        have the same."""
+        """What decides the output (not --workers, --force, --shard-index): a resumed run must have the same."""
         keep = ("inputs", "alpha", "tokenizer_mode", "vocab_size", "model_type", "tokenizer_file",
                 "character_coverage", "byte_fallback", "spm_sample_lines", "spm_sample_bytes", "valid_lines",
                 "test_lines", "padding_factor", "seed", "field", "licence", "shards")
@@ -236,14 +234,10 @@ def _task(args):
 # -- the three passes, per unit --
 
 
-def _group(source: Source):
-    return source.language
-
-
 def _scan(unit: Unit, _, report) -> dict:
     source = _JOB.sources[unit.source]
     hasher = splits.RecordHasher(source.name)
-    candidates = splits.SplitCandidates(*_JOB.budgets[_group(source)])
+    candidates = splits.SplitCandidates(*_JOB.budgets[source.language])
     lines = records = documents = text_bytes = 0
     for record in read_unit(_JOB.sources, unit, _JOB.field, lambda n: report(n)):
         n = len(record.lines)
@@ -262,12 +256,11 @@ def _text_bytes(line: str) -> int:
 
 
 def _lines(unit: Unit, shard: int | None, heldout: bool, report) -> Iterator[tuple]:
-    """(split, line, key, copy, record position, line in record) in the order they are written.
-    ``shard`` None: the training lines of every shard (the tokenizer's sample). ``key`` tells
-    contiguous text apart: consecutive keys (same pass and document, next line) are one text."""
+    """(split, line, key, copy, record position, line in record) in the order they are written; ``shard``
+    None: the training lines of every shard. Consecutive keys (same copy and document, next line) are one text."""
     source = _JOB.sources[unit.source]
     hasher = splits.RecordHasher(source.name)
-    plan = _JOB.plans[_group(source)]
+    plan = _JOB.plans[source.language]
     copies, extra, train_lines = (_JOB.resampling or {}).get(unit.index, (1, 0, 0))
     k = _JOB.shards
 
@@ -376,11 +369,8 @@ def _blocks(job: Job, units: Sequence[Unit], progress: _PassProgress) -> Iterato
 
 def run_pass(job: Job, stage: str, units: Sequence[Unit], workers: int, progress: _PassProgress,
              extra=None, load_tok: bool = False) -> Iterator[dict]:
-    """Run ``stage`` over ``units``; yields each unit's result as it finishes (in any order).
-
-    Workers read the units of uncompressed files themselves. This process decompresses each
-    compressed file once and hands its blocks to the workers, at most ``workers + 2`` blocks
-    ahead of them, so that memory stays a few blocks whatever the size of the file."""
+    """Run ``stage`` over ``units``; yields each unit's result as it finishes (in any order). This process
+    decompresses each compressed file once and hands out its blocks, at most ``workers + 2`` ahead."""
     global _JOB, _DIRECT_REPORT
     streamed = [u for u in units if is_streamed(job.sources, u)]
     # Longest first, so that the last unit to start is a short one.
@@ -408,10 +398,8 @@ def run_pass(job: Job, stage: str, units: Sequence[Unit], workers: int, progress
     # of importing them again, and no worker has run a tokenizer thread before it forks.
     context = multiprocessing.get_context("fork")
     job.queue = context.SimpleQueue()
-    # The workers share the parent's heap (torch, fairseq) copy-on-write; their garbage collector would
-    # touch every inherited object and so copy the pages over a long run, and memory would grow with the
-    # corpus (BENCHMARKS.md, "Data preparation"). Frozen objects are never scanned; the parent collects
-    # them again once the workers exist.
+    # Frozen objects are never scanned: the workers' garbage collector would otherwise copy the parent's
+    # copy-on-write heap page by page, and memory would grow with the corpus (BENCHMARKS.md).
     gc.freeze()
     others = set(multiprocessing.active_children())
     try:
@@ -464,11 +452,8 @@ def run_pass(job: Job, stage: str, units: Sequence[Unit], workers: int, progress
 
 
 def _stop_pool(pool, workers) -> None:
-    """End a pool on an error or a signal without waiting on it forever. A signal sent to the whole job (Slurm at
-    ``--time``) also kills the workers, and a worker that dies holding one of the pool's queue locks (an idle worker
-    waits for its next task holding the task queue's) would make ``Pool.terminate()`` wait for that lock forever.
-    So the workers are killed, the locks they may have held freed, and ``terminate()`` runs in a thread of its
-    own that gets a few seconds at most."""
+    """End a pool on an error or a signal without waiting forever: a worker killed holding a queue lock would
+    hang ``Pool.terminate()``, so the workers are killed, their locks freed, and ``terminate()`` gets a few seconds."""
     pool._worker_handler._state = multiprocessing.pool.TERMINATE  # no new workers for those killed here
     for worker in workers:
         worker.kill()
@@ -563,7 +548,7 @@ class Preparation:
                 found[r["unit"], start] = r["lines"], end, disk
                 for key, total in per_source[unit.source].items():
                     per_source[unit.source][key] = total + r[key]
-                candidates[_group(sources[unit.source])].merge(r["candidates"])
+                candidates[sources[unit.source].language].merge(r["candidates"])
                 pause_for_tests("scan")
         seconds = progress.close()
         # The candidates name their unit (unit, start); the passes after the scan number the blocks too.
@@ -583,7 +568,7 @@ class Preparation:
              "licence": opts.licence} for s, st in zip(sources, per_source)]
         result_groups = {}
         for g in groups:
-            total = sum(n for u, n in zip(units, unit_lines) if _group(sources[u.source]) == g)
+            total = sum(n for u, n in zip(units, unit_lines) if sources[u.source].language == g)
             if total == 0:
                 if g is None:
                     shown = ", ".join(path for _, path in opts.inputs)
@@ -616,7 +601,7 @@ class Preparation:
         for lang, n in counts.items():
             g = groups[_group_name(lang)]
             train_of = {u.index: unit_lines[u.index] - g["unit_heldout"].get(str(u.index), 0)
-                        for u in units if _group(sources[u.source]) == lang}
+                        for u in units if sources[u.source].language == lang}
             copies, extra = divmod(targets[lang], n)
             shares = sampling.allocate(extra, train_of)
             for u, lines in train_of.items():
@@ -796,9 +781,13 @@ class Preparation:
         one does: the scan, the tokenizer and a finished encoding are kept), then renamed onto OUT whole."""
         opts = self.opts
         out = opts.output
-        check_output(out, opts.force)
+        if (out.exists() or out.is_symlink()) and not opts.force:
+            raise InputError(f"output folder {out} already exists; pass --force to replace it or choose another "
+                             "--output")
+        if (out.exists() or out.is_symlink()) and not out.is_dir():
+            raise InputError(f"--output {out} exists and is not a folder; remove it first")
         given = self._given_tokenizer()
-        work = partial_folder(out)
+        work = out.with_name(f"{out.name}.partial")  # beside OUT: the same command finds it again
         sources, units = self._sources([out, work])
         # All that the kept work depends on; anything else starts it over.
         state = {"settings": opts.settings(), "inputs": _described(sources),
@@ -970,12 +959,6 @@ SHARD_DONE = "shard.json"  # written last into a finished shard
 _HOST = socket.gethostname()
 
 
-def partial_folder(out: Path) -> Path:
-    """Where a one-folder preparation works until it is complete: beside OUT, named for it alone, so that
-    the same command finds it again."""
-    return out.with_name(f"{out.name}.partial")
-
-
 def _temporary(base: Path, name: str) -> Path:
     """This process's temporary folder in ``base``; the machine is named too, since the tasks of an array
     share a sharded folder from several machines."""
@@ -990,16 +973,14 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # someone else's live process
-        return True
+        pass
     return True
 
 
 def _remove_stale_temporaries(folder: Path, shared: bool, finished: bool = False) -> None:
-    """Remove what stopped runs left in ``folder``: temporary folders (``NAME.tmp-HOST-PID``) and files of the
-    atomic writer (``.NAME.PID-HEX.tmp.SUFFIX``) whose process is dead. Another machine's processes cannot be
-    asked: in a ``shared`` (sharded) folder its folders go once the preparation is ``finished``, its files
-    never (a late task may be writing one). Unshared, the shard folders' files are checked too: a dictionary
-    or manifest cut short by SIGKILL would otherwise be published with the shard."""
+    """Remove the temporary folders (``NAME.tmp-HOST-PID``) and atomic-writer files (``.NAME.PID-HEX.tmp.SUFFIX``)
+    of dead processes. In a ``shared`` folder another machine's folders go once ``finished``, its files never;
+    unshared, the shard folders are checked too (a dictionary cut short by SIGKILL must not be published)."""
     shards = [] if shared else [p for p in folder.glob("shard*") if p.is_dir() and ".tmp-" not in p.name]
     for path in [*folder.iterdir(), *(p for shard in shards for p in shard.iterdir())]:
         name = path.name
@@ -1022,9 +1003,8 @@ class Busy(InputError):
 
 
 def _claim(base: Path, name: str) -> None:
-    """Remove what earlier runs left of ``name`` (``NAME.tmp-HOST-PID``) before this run makes it again; a live
-    process on this machine still making it stops this run instead (:class:`Busy`: the work, ``OUT.partial``
-    included, is the other run's and must stay)."""
+    """Remove what earlier runs left of ``name`` (``NAME.tmp-HOST-PID``); a live process on this machine still
+    making it stops this run instead (:class:`Busy`: the work is the other run's and must stay)."""
     for stale in base.glob(f"{name}.tmp-*"):
         host, _, pid = stale.name.rpartition(".tmp-")[2].rpartition("-")
         if host == _HOST and pid.isdigit() and _alive(int(pid)):
@@ -1054,15 +1034,6 @@ def _read_json(path: Path) -> dict | None:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-
-
-def check_output(out: Path, force: bool) -> None:
-    if out.exists() or out.is_symlink():
-        if not force:
-            raise InputError(f"output folder {out} already exists; pass --force to replace it or choose another "
-                            f"--output")
-        if not out.is_dir():
-            raise InputError(f"--output {out} exists and is not a folder; remove it first")
 
 
 def tokenizer_sample(opts: Options, k: int) -> list[str]:

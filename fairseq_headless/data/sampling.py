@@ -2,8 +2,7 @@
 tokenizer's training sample (a mergeable priority reservoir), so that workers share no state.
 
 q_i = p_i^alpha / sum_j p_j^alpha; each language's extra lines are shared out among its units and
-drawn there by selection sampling. The method and why it is exact: docs/data.md.
-"""
+drawn there by selection sampling. The method and why it is exact: docs/data.md."""
 from __future__ import annotations
 
 import hashlib

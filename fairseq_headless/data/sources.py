@@ -3,8 +3,7 @@
 An uncompressed file is cut into byte ranges, a compressed one into blocks of decompressed text
 that the main process hands out, a dataset is one unit; units depend on the input alone. A record
 (a jsonl line, a text document or an 8 KiB piece of one) is named by ``(Source.name, position)``,
-its byte offset, so any worker decides its split and shard alone (docs/data.md).
-"""
+its byte offset, so any worker decides its split and shard alone (docs/data.md)."""
 from __future__ import annotations
 
 import bz2
@@ -87,12 +86,8 @@ def _open_zstd(raw):
     return io.BufferedReader(_ZstdFrames(raw), 1 << 20)
 
 
-COMPRESSIONS: dict[str, Callable] = {
-    ".gz": lambda raw: gzip.open(raw, "rb"),
-    ".bz2": lambda raw: bz2.open(raw, "rb"),
-    ".xz": lambda raw: lzma.open(raw, "rb"),
-    ".zst": _open_zstd,
-}
+COMPRESSIONS: dict[str, Callable] = {".gz": lambda raw: gzip.open(raw, "rb"), ".bz2": lambda raw: bz2.open(raw, "rb"),
+                                     ".xz": lambda raw: lzma.open(raw, "rb"), ".zst": _open_zstd}
 # First bytes of compressed data: a file whose name says otherwise is refused rather than read as
 # text (it would fail later with a misleading "invalid UTF-8" message).
 MAGIC = {b"\x1f\x8b": ".gz", b"BZh": ".bz2", b"\xfd7zXZ\x00": ".xz", b"\x28\xb5\x2f\xfd": ".zst",
@@ -219,8 +214,7 @@ def resolve_inputs(inputs: Iterable[tuple[str | None, str]], exclude: Sequence[P
     """Expand folders (recursively, sorted) and check every path exists.
 
     Files under `exclude` (the output folder and its temporary siblings) are skipped so that
-    re-running into a folder inside an input folder does not read our own files back as text.
-    """
+    re-running into a folder inside an input folder does not read our own files back as text."""
     inputs = list(inputs)
     option = "--lang-input" if any(lang is not None for lang, _ in inputs) else "--input"
     sources: list[Source] = []

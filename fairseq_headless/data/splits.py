@@ -2,8 +2,7 @@
 
 blake2b-128 of ``(source name, position)`` gives ``rank`` (valid = the smallest ranks up to
 --valid-lines lines, then test, then train) and ``shard`` (``% K``); neither depends on --seed or
-on which worker reads the record. docs/data.md, "Splits".
-"""
+on which worker reads the record. docs/data.md, "Splits"."""
 from __future__ import annotations
 
 import dataclasses
@@ -68,8 +67,7 @@ class SplitCandidates:
 
     ``first`` keeps the smallest-rank records covering the largest valid size possible; a record
     it lets go can never be a valid record any more (later records only add lines below it), so it
-    goes to ``second``, which keeps the smallest of those covering the largest test size.
-    """
+    goes to ``second``, which keeps the smallest of those covering the largest test size."""
 
     def __init__(self, valid_budget: int, test_budget: int):
         self.first = SmallestRecords(valid_budget)

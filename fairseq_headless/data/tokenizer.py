@@ -2,8 +2,7 @@
 ``tokenizer.json`` (e.g. Pythia's, paper Sec. 4.2), behind one batched ``encode_batch``.
 
 A preparation worker is one process running one tokenizer thread (``single_threaded``): the
-parallelism is the workers', so that N workers use N cores and no more.
-"""
+parallelism is the workers', so that N workers use N cores and no more."""
 from __future__ import annotations
 
 import functools
@@ -58,8 +57,7 @@ class Tokenizer:
 
         ``decode`` reads ids as a whole text, and sentencepiece drops the space before a text's first
         word; a token spliced after other words (fairseq's fill_mask) or tested for starting a word keeps
-        it. Decoded after an anchor token, which is then cut off: the same for every kind of tokenizer.
-        """
+        it. Decoded after an anchor token, which is then cut off: the same for every kind of tokenizer."""
         anchor = self._anchor
         head, text = self.decode(anchor), self.decode(anchor + list(ids))
         return text[len(head):] if text.startswith(head) else self.decode(ids)

@@ -2,8 +2,7 @@
 
 With L_c the summed cross-entropy of the batch's class-c examples and w_c = n_c / N, L_bce = sum_c L_c / w_c,
 returned / N: the sum over the classes present of their mean loss, so rare classes weigh as much as
-frequent ones. (torch's ``cross_entropy(weight=1/n_c)`` would divide by the number of classes instead.)
-"""
+frequent ones. (torch's ``cross_entropy(weight=1/n_c)`` would divide by the number of classes instead.)"""
 from __future__ import annotations
 
 import torch
@@ -24,6 +23,5 @@ def balanced_loss_func(outputs, labels: Tensor, num_items_in_batch=None) -> Tens
     """The Trainer's ``compute_loss_func`` hook: balanced CE of the model's logits.
 
     ``num_items_in_batch`` is ignored: class frequencies are each micro-batch's, as in the paper; the
-    fine-tuning Trainer sets ``loss_is_scaled_for_ga = False`` and divides by the accumulation steps itself.
-    """
+    fine-tuning Trainer sets ``loss_is_scaled_for_ga = False`` and divides by the accumulation steps itself."""
     return balanced_cross_entropy(outputs["logits"], labels)

@@ -1,8 +1,7 @@
 """The command lines of scripts/finetune_glue.py, finetune_superglue.py and finetune_xnli.py.
 
 Options come from :class:`FinetuneConfig`'s fields, with per-benchmark defaults from the paper (App. E,
-Tab.12, 14, 16); where the paper is ambiguous and what we took: docs/evaluation.md#protocol-paper-app-e.
-"""
+Tab.12, 14, 16); where the paper is ambiguous and what we took: docs/evaluation.md#protocol-paper-app-e."""
 from __future__ import annotations
 
 import argparse

@@ -2,8 +2,7 @@
 
 Inputs are wrapped as ``<s> a </s>`` / ``<s> a </s></s> b </s>`` like RoBERTa's (the classification head
 reads the first position, so :func:`check_tokenizer` refuses a tokenizer that adds no ``<s>``); only
-``input_ids`` and ``attention_mask`` are kept, padded with the tokenizer's pad id.
-"""
+``input_ids`` and ``attention_mask`` are kept, padded with the tokenizer's pad id."""
 from __future__ import annotations
 
 from torch.utils.data import Dataset

@@ -2,8 +2,7 @@
 
 The loop is the `transformers` Trainer (AdamW, ``constant_with_warmup`` over 10% of the steps, validation
 and a checkpoint after every epoch, so an interrupted run resumes); the paper's own part is the balanced
-loss of App. E.1, through ``compute_loss_func``. The best epoch is chosen on the task's main metric.
-"""
+loss of App. E.1, through ``compute_loss_func``. The best epoch is chosen on the task's main metric."""
 from __future__ import annotations
 
 import logging
@@ -78,8 +77,7 @@ def finetune(model_dir: Path, spec: TaskSpec, train_examples: list, dev_sets: di
              seed: int, run_dir: Path, desc: str, callbacks: tuple = ()) -> RunResult:
     """Fine-tune ``model_dir`` on ``train_examples``; evaluate on each of ``dev_sets`` after every epoch.
 
-    ``run_dir`` holds the Trainer's checkpoints; if it has one, training resumes from it.
-    """
+    ``run_dir`` holds the Trainer's checkpoints; if it has one, training resumes from it."""
     tokenizer, model_config = load_tokenizer(model_dir)
     limit = max_positions(model_config)
     if config.max_length > limit:
@@ -113,12 +111,10 @@ def finetune(model_dir: Path, spec: TaskSpec, train_examples: list, dev_sets: di
         dataloader_pin_memory=torch.cuda.is_available(),
     )
     use_balanced = config.loss == "balanced" and spec.kind != REGRESSION
-    trainer = Trainer(
-        model=model, args=args, train_dataset=train, eval_dataset=dev,
-        data_collator=collator(spec, tokenizer), compute_metrics=compute_metrics_fn(spec),
-        compute_loss_func=balanced_loss_func if use_balanced else None,
-        callbacks=[EpochProgress(desc, list(dev)), *callbacks],
-    )
+    trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=dev,
+                      data_collator=collator(spec, tokenizer), compute_metrics=compute_metrics_fn(spec),
+                      compute_loss_func=balanced_loss_func if use_balanced else None,
+                      callbacks=[EpochProgress(desc, list(dev)), *callbacks])
     # The balanced loss is a per-micro-batch mean: let the Trainer scale it for accumulation.
     trainer.loss_is_scaled_for_ga = False
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout

@@ -1,8 +1,7 @@
 """The paper's downstream metrics (Tab.1, 2, 5), computed with scikit-learn and scipy.
 
 Matthews correlation for CoLA, Spearman for STS-B, accuracy elsewhere, plus F1 (label 1) for MRPC and
-QQP; values are fractions, tables print them x 100. (Not `evaluate`: it fetches code from a hub.)
-"""
+QQP; values are fractions, tables print them x 100. (Not `evaluate`: it fetches code from a hub.)"""
 from __future__ import annotations
 
 import numpy as np

@@ -2,8 +2,7 @@
 
 Headless exports (``headless_roberta``, ``trust_remote_code=True``) and vanilla ones (``RobertaForMaskedLM``)
 both get RoBERTa's task heads; the Auto classes' load report, the only sign of an encoder weight left
-random, is checked here and replaced by one summary line.
-"""
+random, is checked here and replaced by one summary line."""
 from __future__ import annotations
 
 import contextlib

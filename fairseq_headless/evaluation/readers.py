@@ -1,8 +1,7 @@
 """Readers for the benchmarks' distributed files (GLUE/XNLI TSV, SuperGLUE jsonl) that validate.
 
 Every problem is an :class:`InputError` naming the file and line; rows come back as ``(line_number, dict)``
-so that later checks can name the line too.
-"""
+so that later checks can name the line too."""
 from __future__ import annotations
 
 import csv
@@ -22,8 +21,7 @@ def read_tsv(path: Path, required: Iterable[str], columns: Optional[tuple] = Non
     """Rows of a tab-separated file as dicts keyed by its header (or by ``columns``).
 
     ``columns`` names the fields of a file without a header line (CoLA); then every row
-    must have exactly that many fields.
-    """
+    must have exactly that many fields."""
     path = Path(path)
     _check_file(path)
     rows = []

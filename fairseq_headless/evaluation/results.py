@@ -2,8 +2,7 @@
 
 Scores are fractions, printed x 100. A cell is ``mean ± std`` over seeds (ddof = 1), each at its best
 epoch; one seed is its value alone ("± 0.00" would claim no spread). The average column follows Tab.1/2/5:
-per seed the mean over the columns, then mean ± std of those; a row missing a column gets none.
-"""
+per seed the mean over the columns, then mean ± std of those; a row missing a column gets none."""
 from __future__ import annotations
 
 import math
@@ -59,8 +58,7 @@ def markdown_table(rows: list, columns: list, avg_columns: list, main_metric: di
     """One row per model: ``rows`` = [(name, {column: {metric: {seed: value}}})].
 
     ``columns`` are shown in order with their main metric; the average column comes after
-    the ``avg_columns`` (the columns not averaged, e.g. RTE, follow it).
-    """
+    the ``avg_columns`` (the columns not averaged, e.g. RTE, follow it)."""
     shown = [c for c in columns if any(c in r for _, r in rows)]
     averaged = [c for c in shown if c in avg_columns]
     rest = [c for c in shown if c not in avg_columns]
@@ -89,8 +87,7 @@ def secondary_table(rows: list, columns: list, main_metric: dict, first_header: 
 def bar_chart(path: Path, sections: list, title: str) -> None:
     """A PNG of grouped bars (one group per column, one bar per model, seed std as error bars).
 
-    ``sections`` = [(subtitle or "", rows, columns, main_metric)], one panel each.
-    """
+    ``sections`` = [(subtitle or "", rows, columns, main_metric)], one panel each."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -1,8 +1,7 @@
 """A task's train or dev split as a list of :class:`Example` (model-ready text and label id).
 
 Local files in the benchmark's own layout (``--data-dir``), or the hub. COPA (Tab.2) is two-way multiple
-choice over (premise, "because/so <alternative>"); WiC marks the target word with asterisks.
-"""
+choice over (premise, "because/so <alternative>"); WiC marks the target word with asterisks."""
 from __future__ import annotations
 
 import random
@@ -28,8 +27,7 @@ def load_split(spec: TaskSpec, split: str, data_dir: Optional[Path], lang: Optio
                max_examples: Optional[int] = None) -> list:
     """Examples of ``split`` ("train" or "dev"), from ``data_dir`` or else from the hub.
 
-    ``max_examples`` keeps a fixed random subset (the same for every seed and model).
-    """
+    ``max_examples`` keeps a fixed random subset (the same for every seed and model)."""
     if split not in ("train", "dev"):
         raise ValueError(f"split must be train or dev, not {split!r}")
     if data_dir is not None:

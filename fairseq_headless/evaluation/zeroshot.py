@@ -2,8 +2,7 @@
 
 Each ``zeroshot_tasks/*.yaml`` names the lm-eval task it derives from and its local file; at run time a
 small lm-eval YAML ``include:``s that task, so prompts and metrics are lm-eval's, never copied here. The
-per-sample scores feed the paired test of :mod:`fairseq_headless.evaluation.zeroshot_compare`.
-"""
+per-sample scores feed the paired test of :mod:`fairseq_headless.evaluation.zeroshot_compare`."""
 from __future__ import annotations
 
 import json
@@ -168,22 +167,11 @@ def task_result(task: ZeroShotTask, results: dict) -> dict:
         per_sample[metric] = [_plain(s[metric]) for s in samples]
     higher_is_better = results.get("higher_is_better", {}).get(name, {})
     n = results.get("n-samples", {}).get(name, {}).get("effective", len(samples))
-    return {
-        "task": task.name,
-        "label": task.label,
-        "lm_eval_task": name,
-        "metric": task.metric,
-        "value": metrics.get(task.metric),
-        "stderr": stderrs.get(task.metric),
-        "higher_is_better": bool(higher_is_better.get(task.metric, True)),
-        "n": int(n),
-        "metrics": metrics,
-        "stderrs": stderrs,
-        "higher_is_better_by_metric": {k: bool(v) for k, v in higher_is_better.items()},
-        "derived_from": f"lm_eval/tasks/{task.derive_from}",
-        "overrides": task.overrides,
-        "samples": per_sample,
-    }
+    return {"task": task.name, "label": task.label, "lm_eval_task": name, "metric": task.metric,
+            "value": metrics.get(task.metric), "stderr": stderrs.get(task.metric),
+            "higher_is_better": bool(higher_is_better.get(task.metric, True)), "n": int(n), "metrics": metrics,
+            "stderrs": stderrs, "higher_is_better_by_metric": {k: bool(v) for k, v in higher_is_better.items()},
+            "derived_from": f"lm_eval/tasks/{task.derive_from}", "overrides": task.overrides, "samples": per_sample}
 
 
 def evaluate_model(folder: Path, tasks: Sequence[ZeroShotTask], task_files: Path, *, batch_size=8,
@@ -217,13 +205,7 @@ def evaluate_model(folder: Path, tasks: Sequence[ZeroShotTask], task_files: Path
             bootstrap_iters=bootstrap_iters,
             log_samples=True,
         )
-    return {
-        "tasks": {task.name: task_result(task, results) for task in tasks},
-        "lm_eval_version": getattr(lm_eval, "__version__", None),
-        "device": device,
-        "dtype": dtype,
-        "batch_size": batch_size,
-        "limit": limit,
-        "bootstrap_iters": bootstrap_iters,
-        "task_files": {name: str(path.resolve()) for name, path in files.items()},
-    }
+    return {"tasks": {task.name: task_result(task, results) for task in tasks},
+            "lm_eval_version": getattr(lm_eval, "__version__", None), "device": device, "dtype": dtype,
+            "batch_size": batch_size, "limit": limit, "bootstrap_iters": bootstrap_iters,
+            "task_files": {name: str(path.resolve()) for name, path in files.items()}}

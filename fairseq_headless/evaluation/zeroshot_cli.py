@@ -1,8 +1,7 @@
 """The command lines of scripts/eval_zeroshot.py and scripts/compare_zeroshot.py (paper Tab.4, §4.2).
 
 :func:`eval_main` writes ``OUTPUT/NAME.json`` per model; :func:`compare_main` ranks models per task with
-Tab.4's one-tailed t-test and writes ``table4.md/.json/.png``. Options and outputs: docs/evaluation.md.
-"""
+Tab.4's one-tailed t-test and writes ``table4.md/.json/.png``. Options and outputs: docs/evaluation.md."""
 from __future__ import annotations
 
 import argparse

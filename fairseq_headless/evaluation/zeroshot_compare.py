@@ -2,8 +2,7 @@
 
 A one-tailed t-test at alpha = 0.05 (our reading of the caption's "power 0.95"): ``paired`` over
 per-sample scores when both result files hold them, else ``welch`` from mean, stderr and n.
-The reasoning and the formulas: docs/evaluation.md.
-"""
+The reasoning and the formulas: docs/evaluation.md."""
 from __future__ import annotations
 
 import json
@@ -179,16 +178,14 @@ def markdown_table(comparison: dict) -> str:
     lines = ["# Zero-shot evaluation (paper Tab.4)", ""]
     lines.append(table(["model", *heads], [[model, *(_cell(e, model) for e in tasks.values())]
                                           for model in comparison["models"]]))
-    lines += [
-        f"Scores x 100 (± lm-eval's standard error). ↓: lower is better (CrowS-Pairs: stereotype percentage). "
-        f"†: best score significantly better than the second best, one-tailed t-test "
-        f"({test_words[comparison['test']]}), alpha = {comparison['alpha']:g}.",
-        "",
-        table(["task", "metric", "best", "second", "difference", "test", "t", "df", "p", "†"],
-              [[e["label"], e["metric"], e["best"], e["second"], f"{100 * e['difference']:+.2f}", e["test"],
-                _number(e["t"], ".3f"), _number(e["df"], ".1f"), _number(e["p"], ".4g"),
-                "†" if e["significant"] else ""] for e in tasks.values()]),
-    ]
+    lines += [f"Scores x 100 (± lm-eval's standard error). ↓: lower is better (CrowS-Pairs: stereotype percentage). "
+              f"†: best score significantly better than the second best, one-tailed t-test "
+              f"({test_words[comparison['test']]}), alpha = {comparison['alpha']:g}.",
+              "",
+              table(["task", "metric", "best", "second", "difference", "test", "t", "df", "p", "†"],
+                    [[e["label"], e["metric"], e["best"], e["second"], f"{100 * e['difference']:+.2f}", e["test"],
+                      _number(e["t"], ".3f"), _number(e["df"], ".1f"), _number(e["p"], ".4g"),
+                      "†" if e["significant"] else ""] for e in tasks.values()])]
     if comparison["skipped_tasks"]:
         lines += ["", "Not in every file, so not compared: " + ", ".join(comparison["skipped_tasks"]) + "."]
     return "\n".join(lines) + "\n"

@@ -1,8 +1,7 @@
 """The command line of scripts/convert_to_hf.py: its options, one call to :func:`.convert.convert`, exit codes.
 
 Bad input is a :class:`fairseq_headless.cli.InputError` (``error:`` line, exit 2, through
-``cli.run``); a failed parity check exits 1.
-"""
+``cli.run``); a failed parity check exits 1."""
 from __future__ import annotations
 
 from pathlib import Path

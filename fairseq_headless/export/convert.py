@@ -3,8 +3,7 @@
 The paper evaluates every model with Hugging Face tooling (§4.1, §4.2, §5, App. E). :func:`convert` reads
 the checkpoint, maps its weights through one table per family (:mod:`.weights`), rebuilds the tokenizer
 with fairseq's ids (:mod:`.tokenizer`), saves, reloads with the Auto classes and compares outputs with
-fairseq (fp32, max abs difference <= 1e-4, or :class:`ParityError`). docs/export.md.
-"""
+fairseq (fp32, max abs difference <= 1e-4, or :class:`ParityError`). docs/export.md."""
 from __future__ import annotations
 
 import hashlib

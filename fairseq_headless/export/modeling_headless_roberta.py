@@ -4,20 +4,15 @@ A headless encoder has no LM head, so its export has a model type of its own, ``
 (``RobertaForMaskedLM`` would build a random head): e^T scores that never predict
 ``config.never_predicted``, no pooler, and RoBERTa's task classes bound to this config. The converter
 copies this file into every such export (``trust_remote_code=True``): it imports only torch and
-transformers. Choices: docs/export.md.
-"""
+transformers. Choices: docs/export.md."""
 import torch
 from torch import nn
 from transformers import RobertaConfig
 from transformers.modeling_outputs import MaskedLMOutput
-from transformers.models.roberta.modeling_roberta import (
-    RobertaForMultipleChoice,
-    RobertaForQuestionAnswering,
-    RobertaForSequenceClassification,
-    RobertaForTokenClassification,
-    RobertaModel,
-    RobertaPreTrainedModel,
-)
+from transformers.models.roberta.modeling_roberta import (RobertaForMultipleChoice, RobertaForQuestionAnswering,
+                                                          RobertaForSequenceClassification,
+                                                          RobertaForTokenClassification, RobertaModel,
+                                                          RobertaPreTrainedModel)
 
 
 class HeadlessRobertaConfig(RobertaConfig):

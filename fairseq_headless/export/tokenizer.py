@@ -2,8 +2,7 @@
 
 Rebuilt as a ``tokenizers`` object with fairseq's ids (tokenizer id + 4 after ``<s> <pad> </s> <unk>``,
 dict.txt's ``madeupword`` rows, ``<mask>`` for encoders) and compared with the preprocessing path on the
-folder's own validation text.
-"""
+folder's own validation text."""
 from __future__ import annotations
 
 import json
@@ -57,8 +56,7 @@ def spm_to_tokenizers(reference: SentencePieceTokenizer):
     Built here rather than with transformers' SpmConverter, an internal helper whose output changes across
     releases. SentencePiece's order: the precompiled normalization map, removal of extra spaces, the dummy
     prefix "▁" (always), spaces escaped as "▁"; user-defined pieces emitted whole; BPE merges a pair when
-    the merged piece is a normal piece, best score first. Known differences: docs/export.md.
-    """
+    the merged piece is a normal piece, best score first. Known differences: docs/export.md."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
     proto, path = reference.proto, reference.path

@@ -2,8 +2,7 @@
 
 A family's function builds the transformers config, maps the weights through its table and refuses, with
 the reasons, options transformers cannot express. Headless models have no LM head (paper §3): the exported
-head is the input embedding matrix (decoders: tied ``lm_head``; encoders: :mod:`.modeling_headless_roberta`).
-"""
+head is the input embedding matrix (decoders: tied ``lm_head``; encoders: :mod:`.modeling_headless_roberta`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

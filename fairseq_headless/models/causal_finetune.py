@@ -2,8 +2,7 @@
 
 The vanilla twin, with an untied head, loads the headless checkpoint (``checkpoint.finetune_from_model``)
 and fills the missing head with a copy of the input embeddings, so step 0 scores as e^T. GPT-2 shapes get
-``<name>_untied`` twins; ``model.freeze_body=true`` trains the head alone. Configs: docs/decoders.md.
-"""
+``<name>_untied`` twins; ``model.freeze_body=true`` trains the head alone. Configs: docs/decoders.md."""
 
 import logging
 
@@ -36,10 +35,8 @@ class UntiedTransformerLanguageModel(TransformerLanguageModel):
     @classmethod
     def build_model(cls, args, task):
         if args.share_decoder_input_output_embed:
-            raise ValueError(
-                f"model.share_decoder_input_output_embed=true: {args._name} fine-tunes an untied head; "
-                f"use the tied model ({args._name.removesuffix('_untied')}) instead"
-            )
+            raise ValueError(f"model.share_decoder_input_output_embed=true: {args._name} fine-tunes an untied head; "
+                             f"use the tied model ({args._name.removesuffix('_untied')}) instead")
         model = super().build_model(args, task)
         if args.freeze_body:
             freeze_all_but(model, model.decoder.output_projection)

@@ -2,8 +2,7 @@
 
 fairseq's ``transformer_lm`` has neither rotary embeddings nor the parallel residual, so the decoder is
 written here, nanoGPT style, as a ``FairseqIncrementalDecoder``. Headless twins hold no head (logits = e^T);
-parameter names and the fused QKV layout are GPT-NeoX's, so the export is a rename. docs/decoders.md.
-"""
+parameter names and the fused QKV layout are GPT-NeoX's, so the export is a rename. docs/decoders.md."""
 
 import logging
 import math

@@ -2,8 +2,7 @@
 
 ``RobertaEncoder`` with the LM-head builder overridden to build nothing; asked for logits, it scores with
 the input embeddings, e^T. Each ``roberta`` entry of :mod:`.shapes` is registered on ``headless_roberta``
-and on fairseq's ``roberta``.
-"""
+and on fairseq's ``roberta``."""
 
 from contextlib import nullcontext
 

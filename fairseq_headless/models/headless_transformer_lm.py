@@ -2,19 +2,15 @@
 
 ``build_output_projection`` builds nothing; asked for logits, the model scores with the input embeddings,
 e^T (Tab.3's "Headless" row). The ``gpt2`` shapes are config dataclasses registered as models of their own
-name, since hydra ignores an architecture function's defaults for them (docs/design.md#models).
-"""
+name, since hydra ignores an architecture function's defaults for them (docs/design.md#models)."""
 
 from dataclasses import dataclass, field
 
 import torch.nn.functional as F
 from fairseq.models import register_model
 from fairseq.models.transformer import TransformerDecoder
-from fairseq.models.transformer_lm import (
-    DEFAULT_MAX_TARGET_POSITIONS,
-    TransformerLanguageModel,
-    TransformerLanguageModelConfig,
-)
+from fairseq.models.transformer_lm import (DEFAULT_MAX_TARGET_POSITIONS, TransformerLanguageModel,
+                                           TransformerLanguageModelConfig)
 from fairseq.utils import safe_getattr
 
 from ..sparse_embedding import SparseEmbeddingUpdateConfig, maybe_enable_sparse_embedding_update

@@ -2,8 +2,7 @@
 
 From each entry ``<name>`` the family's module registers ``<name>`` (unless fairseq has it),
 ``headless_<name>``, and ``<name>_untied`` where the vanilla head is tied (GPT-2). Imports no fairseq.
-Adding an architecture: one ``Shape``, its two YAMLs, its row in tests/test_configs.py. docs/design.md#models.
-"""
+Adding an architecture: one ``Shape``, its two YAMLs, its row in tests/test_configs.py. docs/design.md#models."""
 
 import dataclasses
 from dataclasses import dataclass
@@ -95,8 +94,7 @@ def config_with_defaults(model_name: str, bases: tuple, defaults: Mapping[str, o
 
     Each field keeps the type and help of the one it overrides, so hydra and fairseq's argparse treat it as
     the base's; a name no base has raises ``KeyError`` at import. ``new_fields``: further ``(name, type,
-    dataclasses.field(...))``; ``doc``: the docstring (by default the first base's).
-    """
+    dataclasses.field(...))``; ``doc``: the docstring (by default the first base's)."""
     inherited = {}
     for base in reversed(bases):  # the first base's field wins, as in the class's MRO
         inherited.update({f.name: f for f in dataclasses.fields(base)})
