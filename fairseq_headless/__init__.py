@@ -64,6 +64,5 @@ def __getattr__(name):
     # The loss without importing torch at package import (the command lines' --help stays immediate).
     if name in ("cwt_loss", "CWTOutput"):
         from . import cwt
-
         return getattr(cwt, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

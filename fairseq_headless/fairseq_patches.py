@@ -15,8 +15,7 @@ import types
 
 import numpy as np
 import torch
-from fairseq import checkpoint_utils
-from fairseq import models as _fairseq_models
+from fairseq import checkpoint_utils, models as _fairseq_models
 from fairseq.data import token_block_dataset
 from fairseq.file_io import PathManager
 from fairseq.models import distributed_fairseq_model

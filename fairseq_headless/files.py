@@ -141,10 +141,8 @@ def remove_empty(folders) -> None:
 
 @contextlib.contextmanager
 def atomic_folder(out, replace: bool) -> Iterator[Path]:
-    """A fresh temporary folder beside `out` to fill (exports, the demo corpus): published onto
-    `out` by :func:`publish_folder` when the block ends without an error, with plain modes throughout
-    (whatever library wrote in it); otherwise removed, with the parent folders it had to create, so that a
-    failure (Ctrl-C included) leaves nothing behind."""
+    """A fresh temporary folder beside `out` to fill, published onto `out` with plain modes when the block ends
+    without an error; otherwise removed with the parent folders it created, so a failure leaves nothing behind."""
     out = Path(out)
     workdir = temporary_folder(out)
     created = missing_parents(out)
@@ -166,7 +164,6 @@ def atomic_folder(out, replace: bool) -> Iterator[Path]:
 def save_figure_atomic(fig, path, dpi: int = 110) -> None:
     """A matplotlib figure written atomically (the format from `path`'s suffix), then closed."""
     import matplotlib.pyplot as plt
-
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi)
     plt.close(fig)

@@ -19,14 +19,11 @@ from .progress import Progress
 TASK = "lambada_openai"
 
 
-# ------------------------------------------------------------------------------------------
-# the task, as lm-evaluation-harness defines it
-
+# -- the task, as lm-evaluation-harness defines it --
 
 def read_passages(path: Path) -> list[str]:
     """The passages of LAMBADA as jsonl, one ``{"text": ...}`` per line (evaluation.readers checks the lines)."""
     from .evaluation.readers import read_jsonl
-
     if not path.is_file():
         raise InputError(f"--data {path}: no such file (LAMBADA as jsonl, one {{\"text\": ...}} per line)")
     passages = []
@@ -72,7 +69,6 @@ class Scorer:
 def loglikelihoods(scorer: Scorer, requests: Sequence[tuple], batch_size: int, progress=None) -> list:
     """(loglikelihood, greedy) of each (context ids, continuation ids), as HFLM._loglikelihood_tokens."""
     import torch
-
     # Longest first, as lm-eval (less padding; results do not depend on the order).
     order = sorted(range(len(requests)), key=lambda i: -len(requests[i][0]) - len(requests[i][1]))
     results = [None] * len(requests)
@@ -121,22 +117,13 @@ def evaluate(scorer: Scorer, passages: Sequence[str], batch_size: int = 8, show_
     return lambada_metrics(results)
 
 
-# ------------------------------------------------------------------------------------------
-# models
-
-
-def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
+# -- models --
 
 def fairseq_scorer(checkpoint: Path, data_bin: Path | None, device: str) -> Scorer:
     """A fairseq checkpoint (read weights_only), tokenized with its data folder's tokenizer (fairseq ids)."""
     logging.getLogger("fairseq").setLevel(logging.WARNING)  # stderr is for the progress bar and errors
     from .checkpoint_reading import build_model, read_checkpoint
     from .data.folder import open_data_folder
-
     state = read_checkpoint(checkpoint, "--model", data=data_bin)
     cfg = state["cfg"]
     if cfg.get("task", {}).get("_name") != "language_modeling":
@@ -151,23 +138,16 @@ def fairseq_scorer(checkpoint: Path, data_bin: Path | None, device: str) -> Scor
     model.to(device)
     dictionary = task.target_dictionary
     headless = cfg.model._name.startswith("headless")  # the plugin's naming: headless_<shape>
-    return Scorer(
-        encode=encode,
-        logits=lambda tokens: model(tokens)[0],  # a headless decoder's logits are e^T scores
-        eot_id=dictionary.eos(),  # fairseq's </s> ends every line of the training text
-        pad_id=dictionary.pad(),
-        max_length=int(model.max_positions()),
-        device=device,
-        description=f"fairseq {cfg.model._name}" + (" (headless: e^T as the head)" if headless else ""),
-    )
+    # A headless decoder's logits are e^T scores; fairseq's </s> ends every line of the training text.
+    return Scorer(encode=encode, logits=lambda tokens: model(tokens)[0], eot_id=dictionary.eos(),
+                  pad_id=dictionary.pad(), max_length=int(model.max_positions()), device=device,
+                  description=f"fairseq {cfg.model._name}" + (" (headless: e^T as the head)" if headless else ""))
 
 
 def huggingface_scorer(folder: Path, device: str) -> Scorer:
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
     transformers.logging.set_verbosity_error()  # stderr is for the progress bar and errors
-
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
@@ -200,11 +180,10 @@ def model_kind(model: Path, data_bin: Path | None) -> str:
 
 def load_scorer(model: Path, data_bin: Path | None, device: str | None) -> Scorer:
     kind = model_kind(model, data_bin)
-    device = device or default_device()
+    if device is None:
+        import torch
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     return fairseq_scorer(model, data_bin, device) if kind == "fairseq" else huggingface_scorer(model, device)
-
-
-# ------------------------------------------------------------------------------------------
 
 
 def build_parser() -> Parser:
@@ -238,20 +217,14 @@ def main(argv: Sequence[str]) -> int:
     passages = read_passages(args.data)[: args.limit]
     scorer = load_scorer(args.model, args.data_bin, args.device)
     metrics = evaluate(scorer, passages, args.batch_size, show_progress=True)
-    result = {"task": TASK,
-              **metrics,
-              "passages": len(passages),
-              "model": str(args.model),
-              "model_type": scorer.description,
-              "data": str(args.data),
-              "max_length": scorer.max_length,
+    result = {"task": TASK, **metrics, "passages": len(passages), "model": str(args.model),
+              "model_type": scorer.description, "data": str(args.data), "max_length": scorer.max_length,
               "method": "lm-evaluation-harness lambada_openai: accuracy = share of passages whose last word is the "
                         "greedy continuation (a fraction); perplexity = exp(-mean continuation log-likelihood)"}
     print(f"{TASK}: accuracy {100 * metrics['accuracy']:.2f}%  perplexity {metrics['perplexity']:.2f}  "
           f"({len(passages)} passages, {scorer.description})")
     if args.output is not None:
         from .files import write_json_atomic
-
         write_json_atomic(args.output, result)
     return 0
 

@@ -46,7 +46,6 @@ def check_launch(world_size: int, update_freq: int = 1, batch_size: int | None =
     environ = os.environ if environ is None else environ
     if cuda_devices is None:
         import torch
-
         cuda_devices = torch.cuda.device_count()
     on_cpu = cpu or cuda_devices == 0
 
@@ -122,7 +121,6 @@ def check_data(data, train_subset: str = "train") -> None:
     """Raise InputError unless `data` (task.data: one folder or a colon list of shards) is a data folder:
     the first entry holds dict.txt (fairseq reads its dictionary there), every entry the training split."""
     from .data.folder import check_training_folders
-
     check_training_folders(data, "task.data", train_subset)
 
 
@@ -132,7 +130,6 @@ def check_config(cfg, environ: Mapping[str, str] | None = None, cuda_devices: in
     environ = os.environ if environ is None else environ
     if cuda_devices is None:
         import torch
-
         cuda_devices = torch.cuda.device_count()
     dt = cfg.distributed_training
     update_freq = cfg.optimization.get("update_freq", [1]) if "optimization" in cfg else [1]
@@ -163,19 +160,14 @@ except ImportError:  # hydra is fairseq's dependency; without it there is no hyd
 
 
 class LaunchCheck(Callback):
-    """hydra callback (``hydra.callbacks.launch_check._target_: fairseq_headless.launch.LaunchCheck``).
-
-    Besides the launcher, it checks the setup of ``model.sparse_embedding_update=true``
-    (:func:`fairseq_headless.sparse_embedding.check_training_setup`): fairseq shows the optimizer only
-    its own section, and its ``adam`` would fail at the first clipping with PyTorch's generic error.
-
-    hydra turns an exception raised by a callback into a warning and runs the job anyway, so a
-    disagreement ends the process here: one ``error:`` line and exit code 2, on every rank."""
+    """hydra callback (``hydra.callbacks.launch_check._target_: fairseq_headless.launch.LaunchCheck``); also checks
+    ``model.sparse_embedding_update=true``'s setup (:func:`fairseq_headless.sparse_embedding.check_training_setup`).
+    hydra turns a callback's exception into a warning, so a disagreement ends the process here: one ``error:``
+    line and exit code 2, on every rank."""
 
     def on_job_start(self, config, **kwargs) -> None:
         # fairseq is loaded (fairseq-hydra-train imports it before hydra runs this): so is the plugin
         from .sparse_embedding import SparseUpdateSetupError, check_training_setup
-
         try:
             check_config(config)
             check_training_setup(config)  # the sparse embedding update: the one place that sees the whole config

@@ -14,8 +14,7 @@ from fairseq.optim import register_optimizer
 from fairseq.optim.adam import FairseqAdam, FairseqAdamConfig
 from omegaconf import II
 
-from .sparse_embedding import MARKER, OPTION, densifying_setup
-from .sparse_embedding import OPTIMIZER as NAME
+from .sparse_embedding import MARKER, OPTIMIZER as NAME, OPTION, densifying_setup
 
 
 @dataclass

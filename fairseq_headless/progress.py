@@ -36,7 +36,6 @@ class Progress:
         self._bar = None
         if terminal:
             from tqdm import tqdm
-
             self._bar = tqdm(total=total, desc=what, unit=unit, unit_scale=unit == "B", file=sys.stderr,
                              dynamic_ncols=True, leave=not transient)
 

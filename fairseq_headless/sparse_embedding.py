@@ -48,9 +48,8 @@ def maybe_enable_sparse_embedding_update(model: nn.Module, cfg) -> nn.Module:
 
 
 def empty_next_sparse_gradient(weight: torch.Tensor):
-    """Replace ``weight``'s next sparse gradient (one backward pass) by one with no row; returns the hook's handle.
-
-    For a gradient whose values are all 0 (a dummy batch's, loss x 0), only the rows change: none is updated."""
+    """Replace ``weight``'s next sparse gradient (one backward pass) by one with no row, so that no row of an
+    all-zero gradient (a dummy batch's) is updated; returns the hook's handle."""
     spent = False
 
     def empty(grad):
@@ -68,12 +67,8 @@ def has_sparse_embedding_update(params) -> bool:
 
 
 def densifying_setup(setup) -> Optional[str]:
-    """What in ``setup`` would densify the sparse gradient (with the fix), or None.
-
-    ``setup`` has the flat option names of fairseq's command line: ``fp16``, ``bf16``,
-    ``memory_efficient_fp16``, ``memory_efficient_bf16``, ``amp``, ``cpu``,
-    ``distributed_world_size``, ``ddp_backend``, ``ddp_comm_hook``, ``zero_sharding``, ``use_bmuf``
-    (the fields of ``lazy_adam``'s config; :func:`check_training_setup` takes them from a whole config)."""
+    """What in ``setup`` would densify the sparse gradient (with the fix), or None. ``setup`` has the flat option
+    names of fairseq's command line, the fields of ``lazy_adam``'s config (``fp16``, ``amp``, ``ddp_backend``, ...)."""
     if (setup.fp16 or setup.bf16) and not (setup.memory_efficient_fp16 or setup.memory_efficient_bf16 or setup.amp):
         return ("cannot run with fairseq's FP16Optimizer (plain common.fp16 / bf16 copy every gradient into "
                 "one flat fp32 buffer): add common.memory_efficient_fp16=true (or memory_efficient_bf16=true)")

@@ -51,7 +51,6 @@ def fairseq_updates() -> int:
     """fairseq's update counter as its trainer logs it (``num_updates`` of the ``default`` metrics; none
     before the first update of a new run)."""
     from fairseq.logging import metrics
-
     meter = metrics.get_meter("default", "num_updates")
     return 0 if meter is None or meter.val is None else int(meter.val)
 

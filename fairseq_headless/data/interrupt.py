@@ -81,10 +81,8 @@ def stopping_on_signals() -> Iterator[None]:
 
 
 def interruptible(function: Callable[..., T], *args, **kwargs) -> T:
-    """``function(...)`` in a thread while the main thread waits: Python runs signal handlers in the main
-    thread between bytecodes only, so a long native call there (sentencepiece's trainer) would hold a
-    SIGTERM back until it returned, past Slurm's grace period. On a signal the call is abandoned; the
-    process is ending."""
+    """``function(...)`` in a thread while the main thread waits: signal handlers run between bytecodes only, so
+    a long native call (sentencepiece's trainer) would hold SIGTERM back past Slurm's grace period."""
     outcome: dict = {}
 
     def call():

@@ -76,10 +76,8 @@ class Priorities:
 
 
 def reservoir_cutoff(k: int, population: int) -> int:
-    """A priority below which a unit keeps its lines: the k-th smallest of ``population``
-    uniform priorities lies below k/population + 10 standard deviations but for a chance of
-    about 1e-23; if it ever does not, the caller sees fewer than k lines kept and asks again
-    with a larger cut-off."""
+    """A priority below which a unit keeps its lines: the k-th smallest of ``population`` uniform priorities lies
+    below k/population + 10 standard deviations (but for a chance of 1e-23, when the caller asks again)."""
     if population <= k:
         return PRIORITY_RANGE
     share = (k + 10 * math.sqrt(k) + 100) / population

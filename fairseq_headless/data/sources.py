@@ -1,9 +1,8 @@
 """Reading a corpus as a stream of records, in work units that workers read independently.
 
-An uncompressed file is cut into byte ranges, a compressed one into blocks of decompressed text
-that the main process hands out, a dataset is one unit; units depend on the input alone. A record
-(a jsonl line, a text document or an 8 KiB piece of one) is named by ``(Source.name, position)``,
-its byte offset, so any worker decides its split and shard alone (docs/data.md)."""
+Uncompressed files are cut into byte ranges, compressed ones into blocks of decompressed text that the
+main process hands out. A record (a jsonl line, or a text document or 8 KiB piece of one) is named by
+``(Source.name, position)``, so any worker decides its split and shard alone (docs/data.md)."""
 from __future__ import annotations
 
 import bz2
@@ -25,14 +24,11 @@ TEXT_KINDS = (".txt", ".jsonl")
 # A range of an uncompressed file read by one worker. Small enough that a 40 MB file keeps two
 # workers busy, large enough that OWT2-sized input is a few thousand units, not millions of files.
 UNIT_BYTES = 16 << 20
-# Longest record of a text file (see the module docstring): about 2,000 tokens, a whole context of
-# the paper's models (Pythia's is 2,048), and small enough that a file without blank lines (a
-# sentence per line, one document) still splits into valid, test and train at the requested sizes.
+# Longest record of a text file: about 2,000 tokens (Pythia's context is 2,048), and small enough that a
+# file without blank lines (one document) still splits into valid, test and train at the requested sizes.
 RECORD_BYTES = 8 << 10
-# A block of a compressed file: its text travels from the reader to a worker (the reader keeps at most
-# a few blocks per worker in flight). Small enough that the last blocks of a file keep every worker
-# busy (with a handful of large blocks, one worker tokenizes the last alone: BENCHMARKS.md, "One
-# compressed file"), large enough that handing one over costs nothing next to tokenizing it.
+# A block of a compressed file, handed from the reader to a worker: small enough that the last blocks of a
+# file keep every worker busy (BENCHMARKS.md, "One compressed file"), large enough to cost nothing to hand over.
 BLOCK_BYTES = 1 << 20
 
 
@@ -43,7 +39,6 @@ class _ZstdFrames(io.RawIOBase):
 
     def __init__(self, raw):
         import zstandard
-
         self._zstd, self._raw = zstandard, raw
         self._pending, self._offset = b"", 0  # decompressed bytes not handed out yet
         self._frame = None  # the decompressor of the frame being read
@@ -104,9 +99,8 @@ class Source:
     """One thing to read: a file on disk or a Hugging Face dataset."""
 
     path: str  # as shown in messages and the manifest
-    # What the split hashes: the file's path below the input it was found under, starting with
-    # that input's own name ("sotu/1790_washington.txt"), so that the same corpus mounted
-    # elsewhere (the machines of a Slurm array) splits the same way.
+    # What the split hashes: the path below the input's own name ("sotu/1790_washington.txt"), so that the
+    # same corpus mounted elsewhere (the machines of a Slurm array) splits the same way.
     name: str
     language: str | None
     kind: str  # "txt" | "jsonl" | "hf"
@@ -189,18 +183,8 @@ def parse_hf_spec(spec: str) -> tuple[str, str | None, str]:
     parts = spec[len("hf:"):].split(":")
     if not parts[0] or len(parts) > 3:
         raise InputError(f"{spec}: expected hf:NAME[:CONFIG][:SPLIT]")
-    name = parts[0]
-    config = parts[1] if len(parts) > 1 and parts[1] else None
-    split = parts[2] if len(parts) > 2 and parts[2] else "train"
-    return name, config, split
-
-
-def _is_within(path: Path, folder: Path) -> bool:
-    try:
-        Path(os.path.abspath(path)).relative_to(folder)
-        return True
-    except ValueError:
-        return False
+    parts += ["", ""]
+    return parts[0], parts[1] or None, parts[2] or "train"
 
 
 def _file_source(path: Path, name: str, language: str | None) -> Source:
@@ -231,7 +215,7 @@ def resolve_inputs(inputs: Iterable[tuple[str | None, str]], exclude: Sequence[P
             continue
         found = []
         for f in sorted(path.rglob("*")):
-            if not f.is_file() or any(_is_within(f, ex) for ex in exclude):
+            if not f.is_file() or any(Path(os.path.abspath(f)).is_relative_to(ex) for ex in exclude):
                 continue
             if _looks_compressed_unknown(f.name):
                 raise InputError(f"{f}: unknown compression {f.suffix}; accepted: {ACCEPTED}")

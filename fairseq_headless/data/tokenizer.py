@@ -18,9 +18,8 @@ from ..cli import InputError
 # byte_fallback needs 256 byte pieces on top of the characters, so "auto" turns it on only for
 # vocabularies at least this large.
 BYTE_FALLBACK_AUTO_MIN_VOCAB = 1000
-# sentencepiece silently skips training sentences longer than max_sentence_length (4192 bytes by
-# default); long lines (a whole speech on one line, say) are cut at whitespace into pieces below
-# this for training.
+# sentencepiece silently skips training sentences longer than max_sentence_length (4192 bytes): long
+# lines are cut at whitespace into pieces below this for training.
 SPM_TRAIN_CHUNK_BYTES = 4000
 
 
@@ -77,7 +76,6 @@ class SentencePieceTokenizer(Tokenizer):
     def __init__(self, model_file: Path, option: str, trained: bool = False):
         import sentencepiece as spm
         from sentencepiece.sentencepiece_model_pb2 import ModelProto, TrainerSpec
-
         try:
             self.sp = spm.SentencePieceProcessor(model_file=str(model_file))
         except (RuntimeError, OSError) as e:
@@ -163,7 +161,6 @@ class GPT2BPETokenizer(Tokenizer):
 
     def __init__(self, encoder_json: Path, vocab_bpe: Path):
         from fairseq.data.encoders.gpt2_bpe_utils import get_encoder
-
         self.path, self.merges = Path(encoder_json), Path(vocab_bpe)
         try:
             self.bpe = get_encoder(str(self.path), str(self.merges))
@@ -185,7 +182,6 @@ class GPT2BPETokenizer(Tokenizer):
     def to_tokenizers(self):
         """The same tokenizer as a `tokenizers` object: a byte-level BPE (GPT-2's regex and byte map)."""
         from tokenizers import Tokenizer as _HFTok, decoders, models, pre_tokenizers
-
         tok = _HFTok(models.BPE.from_file(str(self.path), str(self.merges)))
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
@@ -227,7 +223,6 @@ def train_sentencepiece(sample: Iterable[str], folder: Path, vocab_size: int, mo
                         character_coverage: float, byte_fallback: bool, threads: int) -> SentencePieceTokenizer:
     """Train on the given sample (the training split's reservoir, sampling.py) into folder/spm.model."""
     import sentencepiece as spm
-
     prefix = Path(folder) / "spm"
     # The model is handed over in memory: written from a model_prefix, it would record that path (with the
     # run's temporary folder, so its process id) and differ from run to run.

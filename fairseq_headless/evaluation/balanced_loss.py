@@ -20,8 +20,6 @@ def balanced_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
 
 
 def balanced_loss_func(outputs, labels: Tensor, num_items_in_batch=None) -> Tensor:
-    """The Trainer's ``compute_loss_func`` hook: balanced CE of the model's logits.
-
-    ``num_items_in_batch`` is ignored: class frequencies are each micro-batch's, as in the paper; the
-    fine-tuning Trainer sets ``loss_is_scaled_for_ga = False`` and divides by the accumulation steps itself."""
+    """The Trainer's ``compute_loss_func`` hook: balanced CE of the model's logits. ``num_items_in_batch`` is
+    ignored: class frequencies are each micro-batch's, as in the paper (the Trainer scales for accumulation)."""
     return balanced_cross_entropy(outputs["logits"], labels)

@@ -128,9 +128,8 @@ def finetune(model_dir: Path, spec: TaskSpec, train_examples: list, dev_sets: di
     return _result(spec, trainer.state.log_history, list(dev), config.epochs, summary)
 
 
-# The Trainer writes ``checkpoint-N/`` file by file; a crash in the middle leaves a folder
-# that its own ``resume_from_checkpoint=True`` would pick (the highest N) and fail on. A
-# marker written atomically once the save is over tells finished checkpoints apart.
+# The Trainer writes ``checkpoint-N/`` file by file, and ``resume_from_checkpoint=True`` would pick a half-written
+# one; a marker written atomically once the save is over tells finished checkpoints apart.
 COMPLETE = "checkpoint_complete"
 
 

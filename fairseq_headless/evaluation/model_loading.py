@@ -23,7 +23,6 @@ DROPPED_PREFIXES = ("lm_head.", "pooler.", "roberta.pooler.")
 def quiet_transformers():
     """Silence transformers' warnings and progress bars (e.g. its load report) for a block."""
     from transformers.utils import logging as hf_logging
-
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -37,7 +36,6 @@ def quiet_transformers():
 
 def load_tokenizer(model_dir: Path):
     from transformers import AutoConfig, AutoTokenizer
-
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise InputError(
@@ -57,7 +55,6 @@ def load_tokenizer(model_dir: Path):
 def load_model(model_dir: Path, spec: TaskSpec):
     """The encoder of ``model_dir`` under a new head for ``spec``; returns (model, summary line)."""
     from transformers import AutoModelForMultipleChoice, AutoModelForSequenceClassification
-
     model_dir = Path(model_dir)
     kwargs = {"num_labels": spec.num_labels}
     if spec.kind == REGRESSION:

@@ -18,10 +18,8 @@ csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 
 def read_tsv(path: Path, required: Iterable[str], columns: Optional[tuple] = None) -> list:
-    """Rows of a tab-separated file as dicts keyed by its header (or by ``columns``).
-
-    ``columns`` names the fields of a file without a header line (CoLA); then every row
-    must have exactly that many fields."""
+    """Rows of a tab-separated file as dicts keyed by its header, or by ``columns`` for a file without one
+    (CoLA), whose rows must then have exactly that many fields."""
     path = Path(path)
     _check_file(path)
     rows = []

@@ -48,17 +48,14 @@ def row_average(columns: dict, avg_columns: list, main_metric: dict) -> Optional
 def table(header: list, rows: list) -> str:
     """A markdown table: the first column left-aligned, the others (scores) right-aligned; cells as given."""
     from tabulate import tabulate
-
     return tabulate(rows, headers=header, tablefmt="pipe", disable_numparse=True,
                     colalign=("left",) + ("right",) * (len(header) - 1)) + "\n"
 
 
 def markdown_table(rows: list, columns: list, avg_columns: list, main_metric: dict, first_header: str = "model",
                    avg_header: str = "Avg.") -> str:
-    """One row per model: ``rows`` = [(name, {column: {metric: {seed: value}}})].
-
-    ``columns`` are shown in order with their main metric; the average column comes after
-    the ``avg_columns`` (the columns not averaged, e.g. RTE, follow it)."""
+    """One row per model: ``rows`` = [(name, {column: {metric: {seed: value}}})]; the average column comes
+    after the ``avg_columns`` (the columns not averaged, e.g. RTE, follow it)."""
     shown = [c for c in columns if any(c in r for _, r in rows)]
     averaged = [c for c in shown if c in avg_columns]
     rest = [c for c in shown if c not in avg_columns]
@@ -89,10 +86,8 @@ def bar_chart(path: Path, sections: list, title: str) -> None:
 
     ``sections`` = [(subtitle or "", rows, columns, main_metric)], one panel each."""
     import matplotlib
-
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
     fig, axes = plt.subplots(len(sections), 1, figsize=(max(6, 1.4 * max(len(s[2]) for s in sections) + 2),
                                                        3.2 * len(sections)), squeeze=False)
     for ax, (subtitle, rows, columns, main_metric) in zip(axes[:, 0], sections):

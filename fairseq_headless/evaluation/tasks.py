@@ -135,9 +135,8 @@ SUPERGLUE_TASKS = {
 }
 SUPERGLUE_TABLE_ORDER = ("BoolQ", "CB", "COPA", "WiC")
 
-# XNLI: the dev set of XNLI-1.0.zip (all languages in one file) and the machine-translated
-# MultiNLI training sets of XNLI-MT-1.0.zip, both unpacked into --data-dir. The MT files
-# spell one label "contradictory".
+# XNLI: the dev set of XNLI-1.0.zip and the machine-translated MultiNLI training sets of XNLI-MT-1.0.zip,
+# both unpacked into --data-dir. The MT files spell one label "contradictory".
 XNLI_LANGUAGES = ("ar", "de", "en", "es", "fr", "hi", "zh")  # Tab.5's columns
 XNLI_ALL_LANGUAGES = ("ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh")
 XNLI = TaskSpec(name="XNLI", suite="xnli", kind=CLASSIFICATION,
@@ -154,10 +153,8 @@ TABLE_ORDER = {"glue": GLUE_TABLE_ORDER, "superglue": SUPERGLUE_TABLE_ORDER}
 
 
 def resolve_tasks(suite: str, spec: str) -> list:
-    """``"SST-2,MRPC"`` or ``"all"`` -> TaskSpecs in the table's column order.
-
-    Names are matched case-insensitively and without '-' (``sst2`` = ``SST-2``), but
-    are always written back in the benchmark's own spelling."""
+    """``"SST-2,MRPC"`` or ``"all"`` -> TaskSpecs in the table's column order; names match case-insensitively
+    and without '-' (``sst2`` = ``SST-2``)."""
     registry = SUITES[suite]
     if spec.strip().lower() == "all":
         return [registry[n] for n in TABLE_ORDER[suite]]

@@ -53,7 +53,6 @@ def paired_test(best: Sequence[float], second: Sequence[float], higher_is_better
     """One-sided paired t-test of H1 "best is better than second" over the same samples."""
     import numpy as np
     from scipy import stats
-
     best, second = np.asarray(best, dtype=np.float64), np.asarray(second, dtype=np.float64)
     d = best - second if higher_is_better else second - best
     n = len(d)
@@ -69,7 +68,6 @@ def paired_test(best: Sequence[float], second: Sequence[float], higher_is_better
 def welch_test(best: tuple, second: tuple, higher_is_better: bool) -> dict:
     """One-sided Welch t-test from (mean, stderr, n) of each model."""
     from scipy import stats
-
     (m1, s1, n1), (m2, s2, n2) = best, second
     if s1 is None or s2 is None or n1 < 2 or n2 < 2:
         return {"test": "welch", "t": None, "df": None, "p": None, "note": "no standard error: no test"}
@@ -194,10 +192,8 @@ def markdown_table(comparison: dict) -> str:
 def plot(comparison: dict, path: Path) -> None:
     """Grouped bars per task (x 100) with lm-eval's standard errors; † above a significant best."""
     import matplotlib
-
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
     tasks, models = comparison["tasks"], comparison["models"]
     width = 0.8 / len(models)
     fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(tasks), 4))

@@ -27,7 +27,6 @@ def build_parser() -> Parser:
 def main(argv: Sequence[str]) -> int:
     """Run under ``cli.run``: an InputError becomes exit code 2, a failed parity check exit code 1."""
     from .convert import convert
-
     args = build_parser().parse_args(argv)
     convert(args.checkpoint, args.output, args.data, args.force, tuple(args.tokenizer))
     return 0

@@ -32,7 +32,6 @@ def conv1d(name, tensors):
 
 def fused_qkv(name, tensors):
     import torch
-
     # GPT-2's c_attn is the q, k and v projections side by side.
     return conv1d(name, [torch.cat(tensors, dim=0)])
 
@@ -137,9 +136,7 @@ def _refuse(arch: str, hf_class: str, problems: list[str]) -> None:
 def hf_class_of(name: str):
     """A transformers class by name, or one of the headless encoder's own (modeling_headless_roberta.py)."""
     import transformers
-
     from . import modeling_headless_roberta
-
     own = {cls.__name__: cls for cls in modeling_headless_roberta.AUTO_MAP.values()}
     return own[name] if name in own else getattr(transformers, name)
 
@@ -147,9 +144,7 @@ def hf_class_of(name: str):
 def roberta_export(model, task, arch: str) -> Export:
     from fairseq.modules import LearnedPositionalEmbedding
     from transformers import RobertaConfig
-
     from .modeling_headless_roberta import HeadlessRobertaConfig
-
     body, cfg = model.encoder.sentence_encoder, model.encoder.sentence_encoder.cfg
     head = getattr(model.encoder, "lm_head", None)
     vanilla = head is not None
@@ -195,7 +190,6 @@ def roberta_export(model, task, arch: str) -> Export:
 def gpt2_export(model, task, arch: str) -> Export:
     from fairseq.modules import LearnedPositionalEmbedding
     from transformers import GPT2Config
-
     dec, cfg = model.decoder, model.decoder.cfg
     layer = dec.layers[0]
     _refuse(arch, "GPT2LMHeadModel", [reason for bad, reason in [
@@ -242,7 +236,6 @@ def gpt2_export(model, task, arch: str) -> Export:
 
 def gpt_neox_export(model, task, arch: str) -> Export:
     from transformers import GPTNeoXConfig
-
     dec = model.decoder
     attention = dec.layers[0].attention
     rows, dim = dec.embed_in.weight.shape
@@ -278,7 +271,6 @@ FAMILIES = [Family(f.name, f.fairseq_model, _EXPORTS[f.name]) for f in shapes.FA
 
 def family_of(model, arch: str) -> Family:
     import importlib
-
     for family in FAMILIES:
         module, cls = family.fairseq_model.split(":")
         if isinstance(model, getattr(importlib.import_module(module), cls)):

@@ -37,25 +37,16 @@ class GPTNeoXConfig(FairseqDataclass):
     decoder_embed_dim: int = field(default=_PYTHIA_70M.dim, metadata={"help": "hidden size"})
     decoder_ffn_embed_dim: int = field(default=_PYTHIA_70M.ffn, metadata={"help": "MLP inner size"})
     decoder_attention_heads: int = field(default=_PYTHIA_70M.heads, metadata={"help": "attention heads"})
-    max_target_positions: int = field(
-        default=2048, metadata={"help": "longest sequence accepted (rotary has no table; Pythia's context)"}
-    )
-    rotary_pct: float = field(
-        default=0.25, metadata={"help": "share of each head's dimensions that rotary embeddings rotate"}
-    )
+    max_target_positions: int = field(default=2048, metadata={"help": "longest sequence accepted (Pythia's context)"})
+    rotary_pct: float = field(default=0.25, metadata={"help": "share of each head's dimensions that rotary rotates"})
     rotary_base: float = field(default=10000.0, metadata={"help": "rotary frequency base (theta)"})
-    use_parallel_residual: bool = field(
-        default=True,
-        metadata={"help": "x + attn(ln1(x)) + mlp(ln2(x)) (GPT-NeoX / Pythia); false: sequential, as GPT-2"},
-    )
+    use_parallel_residual: bool = field(default=True, metadata={
+        "help": "x + attn(ln1(x)) + mlp(ln2(x)) (GPT-NeoX / Pythia); false: sequential, as GPT-2"})
     layer_norm_eps: float = field(default=1e-5, metadata={"help": "LayerNorm epsilon"})
     dropout: float = field(default=0.0, metadata={"help": "dropout on the embeddings and residual branches"})
     attention_dropout: float = field(default=0.0, metadata={"help": "dropout on attention probabilities"})
-    xformers: bool = field(
-        default=True,
-        metadata={"help": "use xformers' memory-efficient attention when it is installed and tensors are "
-                  "on a GPU (else torch's scaled_dot_product_attention)"},
-    )
+    xformers: bool = field(default=True, metadata={
+        "help": "use xformers' memory-efficient attention when installed and on a GPU (else torch's SDPA)"})
     freeze_body: bool = field(default=False, metadata={"help": FREEZE_BODY_HELP})
 
 
@@ -97,9 +88,9 @@ def attention(q, k, v, mask: Optional[Tensor], causal: bool, dropout_p: float, u
     ops = _xformers() if use_xformers and q.is_cuda and mask is None else None
     if ops is not None:
         bias = ops.LowerTriangularMask() if causal else None
-        out = ops.memory_efficient_attention(  # (batch, length, heads, head_dim) layout
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_bias=bias, p=dropout_p
-        )
+        # xformers' layout is (batch, length, heads, head_dim)
+        out = ops.memory_efficient_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_bias=bias,
+                                             p=dropout_p)
         return out.transpose(1, 2)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal)
 
@@ -205,14 +196,8 @@ class GPTNeoXDecoder(FairseqIncrementalDecoder):
                 std = wang if name.endswith(("attention.dense.weight", "dense_4h_to_h.weight")) else small
                 nn.init.normal_(p, mean=0.0, std=std)
 
-    def forward(
-        self,
-        prev_output_tokens,
-        encoder_out=None,
-        incremental_state: Optional[IncrementalState] = None,
-        features_only: bool = False,
-        **unused,  # src_lengths, ...
-    ):
+    def forward(self, prev_output_tokens, encoder_out=None, incremental_state: Optional[IncrementalState] = None,
+                features_only: bool = False, **unused):
         x, extra = self.extract_features(prev_output_tokens, incremental_state=incremental_state)
         if not features_only:
             x = self.output_layer(x)
@@ -281,9 +266,8 @@ class GPTNeoXLanguageModel(FairseqLanguageModel):
         super().upgrade_state_dict_named(state_dict, name)
         if not self.headless:
             prefix = f"{name}." if name else ""
-            fill_missing_head_from_embeddings(
-                state_dict, f"{prefix}decoder.embed_out.weight", f"{prefix}decoder.embed_in.weight"
-            )
+            fill_missing_head_from_embeddings(state_dict, f"{prefix}decoder.embed_out.weight",
+                                              f"{prefix}decoder.embed_in.weight")
 
 
 class HeadlessGPTNeoXLanguageModel(GPTNeoXLanguageModel):
@@ -291,7 +275,7 @@ class HeadlessGPTNeoXLanguageModel(GPTNeoXLanguageModel):
 
 
 for _shape in shapes.of_family("gpt_neox"):
-    shapes.register_dataclass_twins(_shape, GPTNeoXConfig, {
-        "decoder_layers": _shape.layers, "decoder_embed_dim": _shape.dim, "decoder_attention_heads": _shape.heads,
-        "decoder_ffn_embed_dim": _shape.ffn,
-    }, GPTNeoXLanguageModel, HeadlessGPTNeoXLanguageModel)
+    _defaults = {"decoder_layers": _shape.layers, "decoder_embed_dim": _shape.dim,
+                 "decoder_attention_heads": _shape.heads, "decoder_ffn_embed_dim": _shape.ffn}
+    shapes.register_dataclass_twins(_shape, GPTNeoXConfig, _defaults, GPTNeoXLanguageModel,
+                                    HeadlessGPTNeoXLanguageModel)

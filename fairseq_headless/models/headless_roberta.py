@@ -12,8 +12,7 @@ from fairseq.models.roberta.model import RobertaEncoder, RobertaModel, base_arch
 from fairseq.utils import safe_getattr, safe_hasattr
 from omegaconf import OmegaConf, open_dict
 
-from ..sparse_embedding import HELP as SPARSE_EMBEDDING_UPDATE_HELP
-from ..sparse_embedding import maybe_enable_sparse_embedding_update
+from ..sparse_embedding import HELP as SPARSE_EMBEDDING_UPDATE_HELP, maybe_enable_sparse_embedding_update
 from . import shapes
 
 

@@ -111,7 +111,6 @@ def register_dataclass_twins(shape: Shape, family_config: type, shape_fields: Ma
     configured by dataclasses: ``family_config`` with the family's ``shape_fields`` and the entry's other
     defaults; the headless one adds ``sparse_embedding_update``. Returns the vanilla config."""
     from ..sparse_embedding import SparseEmbeddingUpdateConfig  # imports fairseq, hence here
-
     config = config_with_defaults(shape.name, (family_config,), {**shape_fields, **shape.defaults}, doc=shape.paper)
     register_dataclass_model(shape.name, vanilla, config)
     register_dataclass_model(
@@ -124,7 +123,6 @@ def register_dataclass_model(name: str, model: type, config: type) -> type:
     """Register ``name`` as a subclass of ``model`` configured by ``config`` (a subclass per name, since
     fairseq's ``register_model`` stores the dataclass on the class)."""
     from fairseq.models import MODEL_REGISTRY, register_model  # here, so that the table imports without fairseq
-
     if name in MODEL_REGISTRY:  # fairseq would keep the model registered first and say nothing
         raise ValueError(f"model {name} is registered already: a shape entry may not reuse a model's name")
     return register_model(name, dataclass=config)(type(f"{_camel(name)}Model", (model,), {}))
