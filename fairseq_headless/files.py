@@ -118,12 +118,6 @@ def publish_folder(workdir, out, replace: bool) -> None:
         shutil.rmtree(old)
 
 
-def temporary_folder(out) -> Path:
-    """Where :func:`atomic_folder` builds `out`: beside it, named for this process."""
-    out = Path(out)
-    return out.parent / f"{out.name}.tmp-{os.getpid()}"
-
-
 def missing_parents(path) -> list[Path]:
     """The folders above `path` that do not exist yet, outermost first: what a writer that leaves nothing
     behind on failure creates and removes again (:func:`remove_empty`)."""
@@ -144,7 +138,7 @@ def atomic_folder(out, replace: bool) -> Iterator[Path]:
     """A fresh temporary folder beside `out` to fill, published onto `out` with plain modes when the block ends
     without an error; otherwise removed with the parent folders it created, so a failure leaves nothing behind."""
     out = Path(out)
-    workdir = temporary_folder(out)
+    workdir = out.parent / f"{out.name}.tmp-{os.getpid()}"  # beside `out`, named for this process
     created = missing_parents(out)
     try:
         for parent in created:

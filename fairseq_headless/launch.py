@@ -77,11 +77,10 @@ def check_launch(world_size: int, update_freq: int = 1, batch_size: int | None =
         if per_node == 1:
             # fairseq spawns one process per visible GPU on each node
             if not on_cpu and nodes * cuda_devices != world_size:
-                raise InputError(
-                    f"Slurm runs one task on each of {nodes} node(s), and fairseq spawns one process per visible GPU "
-                    f"({cuda_devices}): {nodes * cuda_devices} processes, but the config has "
-                    f"distributed_training.distributed_world_size={world_size}: change the node count, or set "
-                    f"{_keep_the_batch(world_size, nodes * cuda_devices, update_freq, batch_size)}")
+                raise InputError(f"Slurm runs one task on each of {nodes} node(s), and fairseq spawns one process per "
+                                 f"visible GPU ({cuda_devices}): {nodes * cuda_devices} processes, but the config has "
+                                 f"distributed_training.distributed_world_size={world_size}: change the node count, or "
+                                 f"set {_keep_the_batch(world_size, nodes * cuda_devices, update_freq, batch_size)}")
             return
         if tasks != world_size:
             raise InputError(
@@ -89,10 +88,9 @@ def check_launch(world_size: int, update_freq: int = 1, batch_size: int | None =
                 f"distributed_training.distributed_world_size={world_size}: ask for {world_size} tasks "
                 f"(--nodes x --ntasks-per-node), or keep the global batch with {_keep_the_batch(world_size, tasks, update_freq, batch_size)}")
         if not on_cpu and cuda_devices < per_node:
-            raise InputError(
-                f"Slurm runs {per_node} tasks per node but this task sees {cuda_devices} GPU(s): fairseq uses "
-                "SLURM_LOCALID as the CUDA device, so every task must see all of its node's GPUs: ask for "
-                f"--gpus-per-node={per_node} instead of --gpus-per-task")
+            raise InputError(f"Slurm runs {per_node} tasks per node but this task sees {cuda_devices} GPU(s): fairseq "
+                             "uses SLURM_LOCALID as the CUDA device, so every task must see all of its node's GPUs: "
+                             f"ask for --gpus-per-node={per_node} instead of --gpus-per-task")
 
 
 def check_devices(world_size: int, update_freq: int = 1, batch_size: int | None = None, *, fp16: bool = False,
@@ -111,10 +109,9 @@ def check_devices(world_size: int, update_freq: int = 1, batch_size: int | None 
     if cpu and fp16:
         raise InputError("common.cpu=true with common.fp16=true: fairseq's fp16 needs a GPU; add common.fp16=false")
     if not launched and not cpu and 1 < world_size and cuda_devices < world_size:
-        raise InputError(
-            f"distributed_training.distributed_world_size={world_size} but this machine has {cuda_devices} GPU(s): "
-            f"launch on {world_size} GPUs, or keep the global batch with "
-            f"{_keep_the_batch(world_size, cuda_devices, update_freq, batch_size)}")
+        raise InputError(f"distributed_training.distributed_world_size={world_size} but this machine has "
+                         f"{cuda_devices} GPU(s): launch on {world_size} GPUs, or keep the global batch with "
+                         f"{_keep_the_batch(world_size, cuda_devices, update_freq, batch_size)}")
 
 
 def check_data(data, train_subset: str = "train") -> None:

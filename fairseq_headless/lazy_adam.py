@@ -118,11 +118,10 @@ class LazyAdam(FairseqAdam):
     def step(self, closure=None, scale=1.0, groups=None):
         for p in self.params:
             if getattr(p, MARKER, False) and p.grad is not None and not p.grad.is_sparse:
-                raise ValueError(
-                    f"{OPTION}: the input embeddings' gradient reached optimizer._name={NAME} dense, so "
-                    "something in this setup densified it (fairseq's FP16Optimizer, legacy_ddp and ZeRO are "
-                    "known to): train in fp32, common.memory_efficient_fp16/bf16 or common.amp, with "
-                    "distributed_training.ddp_backend=pytorch_ddp; or turn the option off")
+                raise ValueError(f"{OPTION}: the input embeddings' gradient reached optimizer._name={NAME} dense, so "
+                                 "something in this setup densified it (fairseq's FP16Optimizer, legacy_ddp and ZeRO "
+                                 "are known to): train in fp32, common.memory_efficient_fp16/bf16 or common.amp, with "
+                                 "distributed_training.ddp_backend=pytorch_ddp; or turn the option off")
         sparse = self._with_sparse_grads()
         for p, group in sparse:
             if group.get("amsgrad", False):

@@ -824,9 +824,10 @@ class Preparation:
         out, k = opts.output, opts.shards
         settings = opts.settings()
         old = None
-        # An empty folder, or one holding only a temporary file, is what another task of the same array has
-        # just created (its prepare.json is being written): not someone else's folder.
-        if (out.exists() or out.is_symlink()) and not (out.is_dir() and _only_temporaries(out)):
+        # An empty folder, or one holding only the atomic writer's temporaries (``.name.*.tmp*``), is what another
+        # task of the same array has just created (its prepare.json is being written): not someone else's folder.
+        only_temporaries = out.is_dir() and all(p.name.startswith(".") and ".tmp" in p.name for p in out.iterdir())
+        if (out.exists() or out.is_symlink()) and not only_temporaries:
             previous = _read_json(out / MARKER) if out.is_dir() else None
             if previous is not None and previous.get("settings") == settings and not opts.force:
                 pass  # resume
@@ -1022,11 +1023,6 @@ def _remove(path: Path) -> None:
 
 def _described(sources) -> list:
     return [[s.path, s.size] for s in sources]
-
-
-def _only_temporaries(folder: Path) -> bool:
-    """True for an empty folder or one that holds only the atomic writer's temporaries (``.name.*.tmp*``)."""
-    return all(p.name.startswith(".") and ".tmp" in p.name for p in folder.iterdir())
 
 
 def _read_json(path: Path) -> dict | None:

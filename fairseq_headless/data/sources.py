@@ -148,10 +148,6 @@ def _strip_compression(name: str) -> str:
     return name[: -len(suffix)] if suffix else name
 
 
-def _is_corpus_name(name: str) -> bool:
-    return _strip_compression(name).endswith(TEXT_KINDS)
-
-
 def _looks_compressed_unknown(name: str) -> bool:
     """`x.jsonl.lz4`: a corpus file in a format we cannot read, which a folder scan must not skip."""
     return any(name.endswith(s) and name[: -len(s)].endswith(TEXT_KINDS) for s in UNSUPPORTED_SUFFIXES)
@@ -219,7 +215,7 @@ def resolve_inputs(inputs: Iterable[tuple[str | None, str]], exclude: Sequence[P
                 continue
             if _looks_compressed_unknown(f.name):
                 raise InputError(f"{f}: unknown compression {f.suffix}; accepted: {ACCEPTED}")
-            if _is_corpus_name(f.name):
+            if _strip_compression(f.name).endswith(TEXT_KINDS):
                 found.append(f)
         if not found:
             raise InputError(f"no .txt or .jsonl files (optionally .gz/.bz2/.xz/.zst) under folder {raw} ({option})")

@@ -133,9 +133,8 @@ def plan_split(candidates: SplitCandidates, total_lines: int, n_valid: int, n_te
         bounds[name] = items[i - 1][0] + 1 if records[name] else (bounds.get("valid", 0))
     train = total_lines - lines["valid"] - lines["test"]
     if lines["valid"] < n_valid or lines["test"] < n_test or train < 1:
-        raise InputError(
-            f"{what} has only {total_lines} non-empty lines, not enough for {n_valid} valid + {n_test} test "
-            f"lines (whole documents) and a training set; lower {option_hint} or add text")
+        raise InputError(f"{what} has only {total_lines} non-empty lines, not enough for {n_valid} valid + {n_test} "
+                         f"test lines (whole documents) and a training set; lower {option_hint} or add text")
     lines["train"] = train
     records["train"] = None  # counted by the encoding pass
     return GroupSplit(SplitPlan(bounds["valid"], bounds["test"]), lines, records, unit_lines)

@@ -89,10 +89,6 @@ def _check_output(path: Path) -> None:
         raise InputError(f"--output {path}: exists and is not a folder")
 
 
-def _data_source(args) -> str:
-    return str(args.data_dir.resolve()) if args.data_dir is not None else "hub"
-
-
 def _protocol_notes(config, seeds: int) -> list:
     cells = (f"mean ± std over {seeds} fine-tuning seeds" if seeds > 1
              else "the score of one fine-tuning seed (n=1: no spread is known)")
@@ -158,9 +154,10 @@ def _run_jobs(args, models, config, suite: str, jobs: list, table: tuple) -> int
     from .finetune import finetune
     from .suite import SuiteRunner, write_tables
     bench = SuiteRunner(args.output, force=args.force, keep_checkpoints=args.keep_checkpoints)
+    data = str(args.data_dir.resolve()) if args.data_dir is not None else "hub"
     for model in models:
         for name, section, spec, train_examples, dev_sets, extra in jobs:
-            settings = {"model_dir": str(model.path), "task": name, "data": _data_source(args), **extra,
+            settings = {"model_dir": str(model.path), "task": name, "data": data, **extra,
                         **config.settings()}
 
             def train(seed, run_dir, model=model, name=name, spec=spec, train_examples=train_examples,

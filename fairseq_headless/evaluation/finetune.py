@@ -81,9 +81,8 @@ def finetune(model_dir: Path, spec: TaskSpec, train_examples: list, dev_sets: di
     tokenizer, model_config = load_tokenizer(model_dir)
     limit = max_positions(model_config)
     if config.max_length > limit:
-        raise InputError(
-            f"--max-length {config.max_length}: {model_dir} takes at most {limit} tokens "
-            f"(max_position_embeddings {model_config.max_position_embeddings})")
+        raise InputError(f"--max-length {config.max_length}: {model_dir} takes at most {limit} tokens "
+                         f"(max_position_embeddings {model_config.max_position_embeddings})")
     train = EncodedDataset(spec, train_examples, tokenizer, config.max_length)
     dev = {name: EncodedDataset(spec, examples, tokenizer, config.max_length) for name, examples in dev_sets.items()}
 

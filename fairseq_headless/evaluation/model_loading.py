@@ -38,9 +38,8 @@ def load_tokenizer(model_dir: Path):
     from transformers import AutoConfig, AutoTokenizer
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
-        raise InputError(
-            f"--model {model_dir}: not a Hugging Face model folder (no config.json); export a fairseq "
-            "checkpoint with scripts/convert_to_hf.py first")
+        raise InputError(f"--model {model_dir}: not a Hugging Face model folder (no config.json); export a fairseq "
+                         "checkpoint with scripts/convert_to_hf.py first")
     with quiet_transformers():
         try:
             # trust_remote_code: a headless export's classes are the folder's modeling_headless_roberta.py
@@ -76,10 +75,9 @@ def load_model(model_dir: Path, spec: TaskSpec):
     not_loaded = [k for k in missing if not k.startswith(NEW_HEAD_PREFIXES)]
     if not_loaded or mismatched:
         shown = (not_loaded + mismatched)[:5]
-        raise InputError(
-            f"--model {model_dir}: {len(not_loaded) + len(mismatched)} encoder weights did not load into "
-            f"{type(model).__name__} (e.g. {', '.join(shown)}); fine-tuning would start from random "
-            "weights. Is it a RoBERTa encoder export (scripts/convert_to_hf.py)?")
+        raise InputError(f"--model {model_dir}: {len(not_loaded) + len(mismatched)} encoder weights did not load into "
+                         f"{type(model).__name__} (e.g. {', '.join(shown)}); fine-tuning would start from random "
+                         "weights. Is it a RoBERTa encoder export (scripts/convert_to_hf.py)?")
     heads = sorted({k.split(".weight")[0].split(".bias")[0] for k in missing})
     summary = f"{model_dir.name}: encoder loaded into {type(model).__name__}; new head {', '.join(heads) or '(none)'}"
     dropped = [k for k in unexpected if k.startswith(DROPPED_PREFIXES)]

@@ -31,17 +31,15 @@ def read_tsv(path: Path, required: Iterable[str], columns: Optional[tuple] = Non
         missing = [c for c in required if c not in header]
         if missing:
             where = "its columns (no header)" if columns is not None else "its header"
-            raise InputError(
-                f"{path}: missing column {', '.join(repr(c) for c in missing)} in {where}: "
-                f"{header}; is this the benchmark's original file?")
+            raise InputError(f"{path}: missing column {', '.join(repr(c) for c in missing)} in {where}: {header}; is "
+                             "this the benchmark's original file?")
         for fields in reader:
             line = reader.line_num
             if not fields or fields == [""]:
                 continue  # a blank line (e.g. a trailing one)
             if len(fields) != len(header):
-                raise InputError(
-                    f"{path} line {line}: {len(fields)} tab-separated fields, expected {len(header)} "
-                    f"({', '.join(header)})")
+                raise InputError(f"{path} line {line}: {len(fields)} tab-separated fields, expected {len(header)} "
+                                 f"({', '.join(header)})")
             rows.append((line, dict(zip(header, fields))))
     if not rows:
         raise InputError(f"{path}: no rows (the split is empty)")
@@ -66,9 +64,8 @@ def read_jsonl(path: Path, required: Iterable[str]) -> list:
                 raise InputError(f"{path} line {line}: expected a JSON object, got {type(row).__name__}")
             missing = [k for k in required if k not in row]
             if missing:
-                raise InputError(
-                    f"{path} line {line}: missing key {', '.join(repr(k) for k in missing)} "
-                    f"(has {sorted(row)})")
+                raise InputError(f"{path} line {line}: missing key {', '.join(repr(k) for k in missing)} (has "
+                                 f"{sorted(row)})")
             rows.append((line, row))
     if not rows:
         raise InputError(f"{path}: no rows (the split is empty)")

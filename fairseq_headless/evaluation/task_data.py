@@ -74,10 +74,9 @@ def _load_hub(spec: TaskSpec, split: str, lang: Optional[str]) -> list:
     try:
         import datasets  # optional: only for hub names
     except ImportError:
-        raise InputError(
-            f"no --data-dir given, so {spec.name} would be loaded from the hub as {where}, which needs "
-            "the optional `datasets` library (pip install datasets) and network access; or pass "
-            "--data-dir with the benchmark's files (layout in docs/evaluation.md)") from None
+        raise InputError(f"no --data-dir given, so {spec.name} would be loaded from the hub as {where}, which needs "
+                         "the optional `datasets` library (pip install datasets) and network access; or pass "
+                         "--data-dir with the benchmark's files (layout in docs/evaluation.md)") from None
     examples = []
     for split_name in ((hub.train_split,) if split == "train" else hub.dev_splits):
         try:
@@ -135,9 +134,8 @@ def _mark(sentence: str, start, end, where: str, which: str) -> str:
     except (TypeError, ValueError):
         raise InputError(f"{where}: start{which}/end{which} must be integers, got {start!r}, {end!r}") from None
     if not 0 <= start < end <= len(sentence):
-        raise InputError(
-            f"{where}: target span start{which}={start} end{which}={end} is not inside sentence{which} "
-            f"({len(sentence)} characters)")
+        raise InputError(f"{where}: target span start{which}={start} end{which}={end} is not inside sentence{which} "
+                         f"({len(sentence)} characters)")
     return f"{sentence[:start]}{WIC_MARK}{sentence[start:end]}{WIC_MARK}{sentence[end:]}"
 
 

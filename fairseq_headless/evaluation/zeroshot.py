@@ -60,14 +60,11 @@ def select_tasks(names: Sequence[str]) -> list:
     return [task for name, task in tasks.items() if name in names]  # the paper's column order
 
 
-def expected_format(task: ZeroShotTask) -> str:
-    return (f"JSON lines, one record per line with fields {', '.join(task.fields)} "
-            f"({task.source}; layout in docs/evaluation.md)")
-
-
 def check_task_file(task: ZeroShotTask, task_files: Path) -> Path:
     """The task's local file, checked line by line before any model is loaded."""
-    path, expected = task_files / task.file, expected_format(task)
+    path = task_files / task.file
+    expected = (f"JSON lines, one record per line with fields {', '.join(task.fields)} ({task.source}; layout in "
+                "docs/evaluation.md)")
     if not path.is_file():
         raise InputError(f"--task-files {task_files}: missing {task.file} for {task.name}; expected {expected}")
     rows = 0

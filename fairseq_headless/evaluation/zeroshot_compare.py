@@ -36,17 +36,12 @@ def load_result(path: Path) -> dict:
     return result
 
 
-def _clean(value) -> Optional[float]:
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
 def _one_sided(statistic: float, pvalue: float, improvement: float, spread: float) -> tuple:
     """(t, p) with the degenerate zero-variance cases made explicit instead of nan."""
     if spread == 0:
         # Every difference identical: no uncertainty; "better" iff the difference is positive.
         return None, (0.0 if improvement > 0 else 1.0)
-    return _clean(statistic), float(pvalue)
+    return (float(statistic) if math.isfinite(statistic) else None), float(pvalue)
 
 
 def paired_test(best: Sequence[float], second: Sequence[float], higher_is_better: bool) -> dict:
@@ -89,10 +84,9 @@ def _aligned_samples(task: str, metric: str, first: dict, second: dict) -> Optio
     ids_a = dict(zip(a["doc_id"], a.get("doc_hash", [None] * len(a["doc_id"]))))
     ids_b = dict(zip(b["doc_id"], b.get("doc_hash", [None] * len(b["doc_id"]))))
     if ids_a != ids_b:
-        raise InputError(
-            f"task {task}: {first['model']} ({first['_path']}) and {second['model']} ({second['_path']}) were "
-            "scored on different samples (ids or documents differ); rerun with the same --task-files and --limit, "
-            "or pass --test welch")
+        raise InputError(f"task {task}: {first['model']} ({first['_path']}) and {second['model']} ({second['_path']}) "
+                         "were scored on different samples (ids or documents differ); rerun with the same "
+                         "--task-files and --limit, or pass --test welch")
     score_a, score_b = dict(zip(a["doc_id"], a[metric])), dict(zip(b["doc_id"], b[metric]))
     ids = sorted(score_a)
     return [score_a[i] for i in ids], [score_b[i] for i in ids]

@@ -42,11 +42,10 @@ def check_dictionary(dictionary, manifest: dict | None, tokenizer_size: int, tok
     rows = [s for s in symbols[ID_OFFSET:] if not s.startswith("madeupword")]
     size = (manifest or {}).get("id_mapping", {}).get("dictionary_size")
     if rows != [str(i) for i in range(tokenizer_size)] or (size is not None and len(symbols) != size):
-        raise InputError(
-            f"dict.txt and {tokenizer_path} disagree: the dictionary has {len(rows)} tokenizer rows "
-            f"({len(symbols)} entries, manifest says {size}) but the tokenizer has {tokenizer_size} ids "
-            f"0..{tokenizer_size - 1} in order; use the data folder this checkpoint was trained on (a "
-            f"frequency-ordered dict.txt, such as fairseq's own GPT-2 one, cannot be exported)")
+        raise InputError(f"dict.txt and {tokenizer_path} disagree: the dictionary has {len(rows)} tokenizer rows "
+                         f"({len(symbols)} entries, manifest says {size}) but the tokenizer has {tokenizer_size} ids "
+                         f"0..{tokenizer_size - 1} in order; use the data folder this checkpoint was trained on (a "
+                         "frequency-ordered dict.txt, such as fairseq's own GPT-2 one, cannot be exported)")
     return len(symbols)
 
 

@@ -19,14 +19,11 @@ class Family:
     untied_twin: bool
 
 
-FAMILIES = {
-    family.name: family
-    for family in [
-        Family("roberta", "fairseq.models.roberta:RobertaModel", "encoder", untied_twin=False),
-        Family("gpt2", "fairseq.models.transformer_lm:TransformerLanguageModel", "decoder", untied_twin=True),
-        Family("gpt_neox", "fairseq_headless.models.gpt_neox:GPTNeoXLanguageModel", "decoder", untied_twin=False),
-    ]
-}
+FAMILIES = {family.name: family for family in [
+    Family("roberta", "fairseq.models.roberta:RobertaModel", "encoder", untied_twin=False),
+    Family("gpt2", "fairseq.models.transformer_lm:TransformerLanguageModel", "decoder", untied_twin=True),
+    Family("gpt_neox", "fairseq_headless.models.gpt_neox:GPTNeoXLanguageModel", "decoder", untied_twin=False),
+]}
 
 
 @dataclass(frozen=True)
@@ -59,26 +56,23 @@ class Shape:
 
 _NO_DROPOUT = {"dropout": 0.0, "attention_dropout": 0.0}
 
-SHAPES = {
-    shape.name: shape
-    for shape in [
-        Shape("roberta_base", "roberta", 12, 768, 12, 3072, "BERT-base, D.1", "mlm_base", vanilla_is_fairseqs=True),
-        Shape("roberta_small", "roberta", 4, 512, 8, 2048,
-              "BERT-small (google/bert_uncased_L-4_H-512_A-8), D.4: the vocabulary sweep and ablations", "mlm_small"),
-        Shape("roberta_multilingual", "roberta", 6, 768, 12, 3072,
-              "distilbert-base-multilingual-cased's body, D.3: 6 layers of BERT-base width", "mlm_multilingual"),
-        Shape("roberta_tiny", "roberta", 2, 128, 2, 512, "CPU-sized, for the demo and the tests (not in the paper)",
-              "mlm_tiny", defaults=_NO_DROPOUT),
-        Shape("gpt2_quarter", "gpt2", 3, 192, 3, 768,
-              "GPT-2 small with hidden size, heads and layers divided by 4, D.5 (Fig.7)", "lm_small"),
-        Shape("gpt2_tiny", "gpt2", 2, 128, 2, 512, "CPU-sized, for the demo and the tests (not in the paper)",
-              "lm_tiny", defaults=_NO_DROPOUT),
-        Shape("pythia_70m", "gpt_neox", 6, 512, 8, 2048,
-              "Pythia-70M (EleutherAI/pythia-70m-deduped's config.json), D.2, Tabs.3-4", "lm_pythia70m"),
-        Shape("pythia_tiny", "gpt_neox", 2, 128, 2, 512, "CPU-sized, for the tests and the demo (not in the paper)",
-              "lm_pythia_tiny"),
-    ]
-}
+SHAPES = {shape.name: shape for shape in [
+    Shape("roberta_base", "roberta", 12, 768, 12, 3072, "BERT-base, D.1", "mlm_base", vanilla_is_fairseqs=True),
+    Shape("roberta_small", "roberta", 4, 512, 8, 2048,
+          "BERT-small (google/bert_uncased_L-4_H-512_A-8), D.4: the vocabulary sweep and ablations", "mlm_small"),
+    Shape("roberta_multilingual", "roberta", 6, 768, 12, 3072,
+          "distilbert-base-multilingual-cased's body, D.3: 6 layers of BERT-base width", "mlm_multilingual"),
+    Shape("roberta_tiny", "roberta", 2, 128, 2, 512, "CPU-sized, for the demo and the tests (not in the paper)",
+          "mlm_tiny", defaults=_NO_DROPOUT),
+    Shape("gpt2_quarter", "gpt2", 3, 192, 3, 768,
+          "GPT-2 small with hidden size, heads and layers divided by 4, D.5 (Fig.7)", "lm_small"),
+    Shape("gpt2_tiny", "gpt2", 2, 128, 2, 512, "CPU-sized, for the demo and the tests (not in the paper)",
+          "lm_tiny", defaults=_NO_DROPOUT),
+    Shape("pythia_70m", "gpt_neox", 6, 512, 8, 2048,
+          "Pythia-70M (EleutherAI/pythia-70m-deduped's config.json), D.2, Tabs.3-4", "lm_pythia70m"),
+    Shape("pythia_tiny", "gpt_neox", 2, 128, 2, 512, "CPU-sized, for the tests and the demo (not in the paper)",
+          "lm_pythia_tiny"),
+]}
 
 
 def of_family(family: str):
@@ -113,9 +107,8 @@ def register_dataclass_twins(shape: Shape, family_config: type, shape_fields: Ma
     from ..sparse_embedding import SparseEmbeddingUpdateConfig  # imports fairseq, hence here
     config = config_with_defaults(shape.name, (family_config,), {**shape_fields, **shape.defaults}, doc=shape.paper)
     register_dataclass_model(shape.name, vanilla, config)
-    register_dataclass_model(
-        shape.headless, headless, config_with_defaults(shape.headless, (config, SparseEmbeddingUpdateConfig), {})
-    )
+    register_dataclass_model(shape.headless, headless,
+                             config_with_defaults(shape.headless, (config, SparseEmbeddingUpdateConfig), {}))
     return config
 
 
