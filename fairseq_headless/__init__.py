@@ -2,11 +2,8 @@
 Sagot, ICLR 2024).
 
 The loss, :func:`cwt_loss`, is a pure function of tensors (:mod:`.cwt`); the fairseq plugin is
-:mod:`.plugin`. Importing the package imports neither fairseq nor torch, so the Hugging Face side and the
-command lines stay free of them. The plugin registers once fairseq is loaded, in either import order: at
-once if fairseq came first (``--user-dir``), else through a one-shot import hook, since fairseq never
-re-imports a loaded user package. Why and how: docs/design.md#__init__py-and-pluginpy.
-"""
+:mod:`.plugin`, registered once fairseq is loaded, in either import order. Importing the package imports
+neither fairseq nor torch. Why and how: docs/design.md#__init__py-and-pluginpy."""
 
 import importlib.util
 import logging
@@ -67,6 +64,5 @@ def __getattr__(name):
     # The loss without importing torch at package import (the command lines' --help stays immediate).
     if name in ("cwt_loss", "CWTOutput"):
         from . import cwt
-
         return getattr(cwt, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

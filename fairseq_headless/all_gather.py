@@ -1,11 +1,8 @@
 """All-gather with gradients, for negatives shared across data-parallel ranks (``negatives_scope=global``).
 
-Beyond the paper, whose negatives are each device's micro-batch. Ranks usually hold
-different numbers of selected positions, while collectives need equal shapes: the
-sizes are gathered first, every shard is padded to the largest, gathered with
-``torch.distributed.nn.functional.all_gather`` (whose backward sums each shard's
-gradients from every rank back onto the rank that owns it), and the padding is cut.
-"""
+Beyond the paper. Ranks hold different numbers of positions, so the shards are padded to the largest,
+gathered with ``torch.distributed.nn.functional.all_gather`` (its backward returns each shard's
+gradients to its owner), and the padding is cut."""
 
 from typing import List, Optional, Tuple
 

@@ -1,9 +1,7 @@
 """Reading a fairseq checkpoint (its config, weights, training state), whichever fairseq CLI wrote it: the one reader.
 
-``torch.load`` with ``weights_only`` runs here and nowhere else, allowing only
-:data:`LEGACY_CONFIG_CLASSES` (fairseq-train's ``argparse.Namespace`` config sections). Imports
-neither torch nor fairseq at import time. docs/training.md.
-"""
+``torch.load`` with ``weights_only`` runs here and nowhere else, allowing only :data:`LEGACY_CONFIG_CLASSES`
+(fairseq-train's ``argparse.Namespace`` config sections). docs/training.md."""
 from __future__ import annotations
 
 import argparse
@@ -32,10 +30,8 @@ def _folder_message(name: str, where: str, folder: Path) -> str:
 def load_state(path, where: str = "", mmap: bool = False) -> dict:
     """The checkpoint's dict as saved (no fairseq upgrade), loaded weights_only with argparse.Namespace allowed.
 
-    ``where`` (the option that named the file, e.g. ``--checkpoint``) starts every error message.
-    """
+    ``where`` (the option that named the file, e.g. ``--checkpoint``) starts every error message."""
     import torch
-
     path = Path(path)
     name = f"{where} {path}".strip()
     if path.is_dir():  # a save_dir: which of its checkpoints to read is the user's choice
@@ -58,15 +54,11 @@ def load_state(path, where: str = "", mmap: bool = False) -> dict:
 
 
 def read_checkpoint(path, where: str = "", data=None) -> dict:
-    """The checkpoint as fairseq's ``checkpoint_utils.load_checkpoint_to_cpu`` returns it -- ``cfg`` as an
-    OmegaConf DictConfig, old layouts upgraded, ``task.data`` replaced by ``data`` when given -- but read
-    by :func:`load_state`. Its ``cfg`` and ``model`` go to fairseq's public builders
-    (``tasks.setup_task``, ``task.build_model``, ``model.load_state_dict``).
-    """
+    """The checkpoint as fairseq's ``checkpoint_utils.load_checkpoint_to_cpu`` returns it (``cfg`` upgraded,
+    ``task.data`` replaced by ``data`` when given), but read by :func:`load_state`."""
     from fairseq import checkpoint_utils
     from fairseq.dataclass.utils import overwrite_args_by_name
     from omegaconf import OmegaConf
-
     state = load_state(path, where)
     name = f"{where} {path}".strip()
     if (state.get("cfg") is None and state.get("args") is None) or not isinstance(state.get("model"), dict):
@@ -92,9 +84,7 @@ def build_model(state: dict):
     (``tasks.setup_task``, ``task.build_model``, a strict ``load_state_dict``: RuntimeError when the
     weights do not fit the model the config describes); fp32, eval mode, on the CPU."""
     from fairseq import tasks
-
     import fairseq_headless.plugin  # noqa: F401  (registers the plugin's tasks, models and criterions)
-
     cfg = state["cfg"]
     task = tasks.setup_task(cfg.task)
     model = task.build_model(cfg.model)
@@ -105,8 +95,7 @@ def build_model(state: dict):
 def cfg_field(section, key: str):
     """``key`` of one section of a checkpoint's cfg (a dict, a DictConfig or a fairseq-train Namespace).
 
-    Raises KeyError when the section lacks it, whatever its type.
-    """
+    Raises KeyError when the section lacks it, whatever its type."""
     if isinstance(section, argparse.Namespace):
         try:
             return getattr(section, key)

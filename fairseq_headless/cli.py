@@ -1,11 +1,8 @@
 """The one convention of every command line in scripts/: bad input gives one ``error:`` line, exit 2.
 
-A script is argument parsing, one call into the package, and :func:`run` around it. Every error
-the user can fix (a missing file, a bad option, a folder that would be overwritten without
-``--force``) is an :class:`InputError` whose message names the file or option at fault and the
-fix. Anything else is a bug and keeps its traceback. Messages are :mod:`logging` records, which
-:func:`run` shows on stderr. No torch or fairseq import here: ``--help`` is immediate.
-"""
+A script is argument parsing, one call into the package, and :func:`run` around it. An error the user
+can fix is an :class:`InputError` naming the file or option and the fix; anything else keeps its
+traceback. No torch or fairseq import here: ``--help`` is immediate."""
 from __future__ import annotations
 
 import argparse
@@ -36,8 +33,7 @@ def write_line(line: str, stream=None) -> None:
     ``print(text, file=sys.stderr)`` writes the text and the newline separately, so the ranks of a torchrun
     job, all failing at once into one log, interleave them ("...batch_size=8error: ..."). POSIX keeps one
     write of up to PIPE_BUF (4 KiB) bytes to a pipe whole. A stream without a file descriptor (a test's
-    capture) gets one ``write`` call.
-    """
+    capture) gets one ``write`` call."""
     stream = sys.stderr if stream is None else stream
     data = f"{line}\n"
     try:

@@ -7,8 +7,7 @@ For K selected positions with outputs o_i and the input embeddings e_i of their 
 where the negatives n_j are the target embeddings of the same micro-batch. It is returned as a sum
 with K, so that fairseq's trainer normalises it like its own criterions. A pure function of tensors
 (no fairseq import): any training loop can call it, and tests check it against a float64 reference.
-Negatives, chunking and numerics: docs/design.md#cwtpy.
-"""
+Negatives, chunking and numerics: docs/design.md#cwtpy."""
 
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
@@ -33,18 +32,9 @@ class CWTOutput:
     num_negatives: int  # columns of the denominator (K for `batch`, U for `unique`)
 
 
-def cwt_loss(
-    outputs: Tensor,
-    target_ids: Tensor,
-    target_embeddings: Optional[Tensor] = None,
-    *,
-    embedding_matrix: Optional[Tensor] = None,
-    negatives: str = "batch",
-    temperature: float = 1.0,
-    chunk_size: int = 0,
-    gather: Optional[Gather] = None,
-    sparse_gradient: bool = False,
-) -> CWTOutput:
+def cwt_loss(outputs: Tensor, target_ids: Tensor, target_embeddings: Optional[Tensor] = None, *,
+             embedding_matrix: Optional[Tensor] = None, negatives: str = "batch", temperature: float = 1.0,
+             chunk_size: int = 0, gather: Optional[Gather] = None, sparse_gradient: bool = False) -> CWTOutput:
     """CWT loss of ``outputs`` (K x D) against the embeddings of ``target_ids`` (K).
 
     Args:
@@ -65,8 +55,7 @@ def cwt_loss(
         sparse_gradient: gather the rows of ``embedding_matrix`` with ``F.embedding(sparse=True)``,
             so that its gradient is row-sparse; the values are the same.
 
-    Dot products are in the inputs' dtype, the normaliser in fp32 through logsumexp.
-    """
+    Dot products are in the inputs' dtype, the normaliser in fp32 through logsumexp."""
     if negatives not in NEGATIVE_MODES:
         raise ValueError(f"negatives must be one of {NEGATIVE_MODES}, got {negatives!r}")
     if (target_embeddings is None) == (embedding_matrix is None):
@@ -87,27 +76,22 @@ def cwt_loss(
         zero = (outputs.sum() + (target_embeddings.sum() if target_embeddings is not None else 0)).float() * 0.0
         return CWTOutput(zero, target_ids.new_zeros(()), 0, 0)
 
-    negative_ids, negative_embeddings, positive_index = build_negatives(
-        target_ids, target_embeddings, embedding_matrix, negatives, sparse_gradient
-    )
+    negative_ids, negative_embeddings, positive_index = build_negatives(target_ids, target_embeddings,
+                                                                        embedding_matrix, negatives, sparse_gradient)
     # Rows of this rank's own positions (all rows when nothing was gathered).
     positive_index = positive_index[first_row : first_row + num_positions]
     target_ids = target_ids[first_row : first_row + num_positions]
     needs_grad = torch.is_grad_enabled() and (outputs.requires_grad or negative_embeddings.requires_grad)
     if chunk_size and needs_grad and outputs.dtype != torch.float16:
         # Loss and gradients in one pass, no recomputation (see _FusedChunkedContrastive).
-        loss, prediction = _FusedChunkedContrastive.apply(
-            outputs, negative_embeddings, positive_index, temperature, min(chunk_size, num_positions)
-        )
+        loss, prediction = _FusedChunkedContrastive.apply(outputs, negative_embeddings, positive_index, temperature,
+                                                          min(chunk_size, num_positions))
     elif chunk_size and chunk_size < num_positions:
-        loss, prediction = _ChunkedContrastive.apply(
-            outputs, negative_embeddings, positive_index, temperature, chunk_size
-        )
+        loss, prediction = _ChunkedContrastive.apply(outputs, negative_embeddings, positive_index, temperature,
+                                                     chunk_size)
     else:
         logits = (outputs @ negative_embeddings.t()).float() / temperature
-        loss = (
-            torch.logsumexp(logits, dim=-1) - logits.gather(1, positive_index[:, None]).squeeze(1)
-        ).sum()
+        loss = (torch.logsumexp(logits, dim=-1) - logits.gather(1, positive_index[:, None]).squeeze(1)).sum()
         prediction = logits.detach().argmax(dim=-1)
     correct = (negative_ids[prediction] == target_ids).sum()
     return CWTOutput(loss, correct, num_positions, negative_ids.numel())
@@ -139,9 +123,7 @@ def build_negatives(target_ids, target_embeddings, embedding_matrix, negatives, 
     # All rows with the same id are the same embedding lookup, so any one of them
     # represents the id; the gradient reaching the embedding table is identical.
     positions = torch.arange(target_ids.numel(), device=target_ids.device)
-    first = torch.full_like(unique_ids, target_ids.numel()).scatter_reduce(
-        0, positive_index, positions, reduce="amin"
-    )
+    first = torch.full_like(unique_ids, target_ids.numel()).scatter_reduce(0, positive_index, positions, reduce="amin")
     return unique_ids, target_embeddings[first], positive_index
 
 
@@ -190,8 +172,7 @@ class _FusedChunkedContrastive(torch.autograd.Function):
 
     Each row block's logits are computed once into a reused fp32 buffer that becomes dL/dlogits in
     place: three matrix products, no recomputation, no autograd graph. fp16 inputs take
-    :class:`_ChunkedContrastive` instead (docs/design.md#cwtpy).
-    """
+    :class:`_ChunkedContrastive` instead (docs/design.md#cwtpy)."""
 
     @staticmethod
     def forward(ctx, outputs, negatives, positive_index, temperature, chunk):
@@ -242,8 +223,5 @@ class _FusedChunkedContrastive(torch.autograd.Function):
         grad_outputs, grad_negatives = ctx.saved_tensors
         outputs_dtype, negatives_dtype = ctx.dtypes
         grad_loss = grad_loss.to(grad_outputs.dtype) / ctx.temperature
-        return (
-            (grad_outputs * grad_loss).to(outputs_dtype),
-            (grad_negatives * grad_loss).to(negatives_dtype),
-            None, None, None,
-        )
+        grads = (grad_outputs * grad_loss).to(outputs_dtype), (grad_negatives * grad_loss).to(negatives_dtype)
+        return *grads, None, None, None

@@ -1,13 +1,9 @@
 """The data folder's tokenizer as a fairseq BPE, ``bpe=data_folder``: fairseq's own tools on the project's
 checkpoints (the hub interface's ``encode``/``fill_mask``/``sample``, ``fairseq-interactive``).
 
-A data folder's ``dict.txt`` symbols are the tokenizer's ids (fairseq id = tokenizer id + 4, docs/data.md),
-which no BPE of fairseq's knows: ``bpe=sentencepiece`` yields pieces absent from the dictionary, so every
-word becomes ``<unk>``. This BPE encodes with the tokenizer the folder's manifest names into those id
-symbols, and decodes them back. ``bpe.data_folder`` defaults to ``task.data``, so ``bpe=data_folder`` is
-enough wherever fairseq knows the data (``from_pretrained(..., data_name_or_path=DATA, bpe="data_folder")``,
-``fairseq-interactive DATA --bpe data_folder``).
-"""
+A data folder's ``dict.txt`` symbols are tokenizer ids (fairseq id = tokenizer id + 4), which no BPE of
+fairseq's produces; this one encodes with the tokenizer the folder's manifest names, and decodes back.
+``bpe.data_folder`` defaults to ``task.data``."""
 from dataclasses import dataclass
 
 from fairseq.data.encoders import register_bpe

@@ -7,8 +7,7 @@ cannot leave a patch stale. The six, each explained in docs/design.md#fairseq_pa
 2. atomic copies of checkpoints (``checkpoint_last.pt`` is never half-written);
 3. numpy 2's missing ``np.compat.long`` in ``TokenBlockDataset`` (``sample_break_mode=eos``);
 4. the sparse all-reduce hook on fairseq's DDP; 5. dummy batches marked for the criterion;
-6. fairseq-train checkpoints (an ``argparse.Namespace``) under torch's ``weights_only`` loading.
-"""
+6. fairseq-train checkpoints (an ``argparse.Namespace``) under torch's ``weights_only`` loading."""
 
 import inspect
 import os
@@ -16,8 +15,7 @@ import types
 
 import numpy as np
 import torch
-from fairseq import checkpoint_utils
-from fairseq import models as _fairseq_models
+from fairseq import checkpoint_utils, models as _fairseq_models
 from fairseq.data import token_block_dataset
 from fairseq.file_io import PathManager
 from fairseq.models import distributed_fairseq_model

@@ -1,12 +1,8 @@
 """Writing a result file or folder so that nobody ever reads it half-written (the one atomic writer), and
 reading the ``Key: value`` files of Linux's /proc.
 
-A file goes to a temporary file beside its destination and is renamed onto it (atomic within one
-folder on POSIX), then gets the mode a plain ``open()`` would have given it (the existing file's,
-or 0o666 less the umask), not ``mkstemp``'s 0o600 that colleagues on a shared filesystem cannot
-read; :func:`atomic_folder` gives a whole folder those modes (:func:`give_plain_modes`), since
-libraries that write atomically themselves (safetensors) leave 0o600 too.
-"""
+A file is written beside its destination and renamed onto it, then given the mode a plain ``open()``
+would have (not ``mkstemp``'s 0o600, unreadable to colleagues on a shared filesystem)."""
 from __future__ import annotations
 
 import contextlib
@@ -122,12 +118,6 @@ def publish_folder(workdir, out, replace: bool) -> None:
         shutil.rmtree(old)
 
 
-def temporary_folder(out) -> Path:
-    """Where :func:`atomic_folder` builds `out`: beside it, named for this process."""
-    out = Path(out)
-    return out.parent / f"{out.name}.tmp-{os.getpid()}"
-
-
 def missing_parents(path) -> list[Path]:
     """The folders above `path` that do not exist yet, outermost first: what a writer that leaves nothing
     behind on failure creates and removes again (:func:`remove_empty`)."""
@@ -145,12 +135,10 @@ def remove_empty(folders) -> None:
 
 @contextlib.contextmanager
 def atomic_folder(out, replace: bool) -> Iterator[Path]:
-    """A fresh temporary folder beside `out` to fill (exports, the demo corpus): published onto
-    `out` by :func:`publish_folder` when the block ends without an error, with plain modes throughout
-    (whatever library wrote in it); otherwise removed, with the parent folders it had to create, so that a
-    failure (Ctrl-C included) leaves nothing behind."""
+    """A fresh temporary folder beside `out` to fill, published onto `out` with plain modes when the block ends
+    without an error; otherwise removed with the parent folders it created, so a failure leaves nothing behind."""
     out = Path(out)
-    workdir = temporary_folder(out)
+    workdir = out.parent / f"{out.name}.tmp-{os.getpid()}"  # beside `out`, named for this process
     created = missing_parents(out)
     try:
         for parent in created:
@@ -170,7 +158,6 @@ def atomic_folder(out, replace: bool) -> Iterator[Path]:
 def save_figure_atomic(fig, path, dpi: int = 110) -> None:
     """A matplotlib figure written atomically (the format from `path`'s suffix), then closed."""
     import matplotlib.pyplot as plt
-
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi)
     plt.close(fig)

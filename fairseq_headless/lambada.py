@@ -1,13 +1,9 @@
 """Zero-shot LAMBADA accuracy and perplexity of a causal model, as lm-evaluation-harness's ``lambada_openai``.
 
-The paper's generation benchmark for its decoders (§4.2, Tab.3, Figs.4 and 7): the vanilla model, the
-headless model scored with its input embeddings as the head (e^T, Tab.3's "Headless" row) and the headless
-model after causal fine-tuning. :func:`evaluate` follows lm-evaluation-harness step by step (its
-``lambada_openai.yaml``, ``HFLM._encode_pair`` and ``HFLM._loglikelihood_tokens``), so that the numbers
-compare with the paper's. ``--model`` is a fairseq checkpoint, tokenized with its data folder's tokenizer,
-or a Hugging Face folder. The command line is :func:`main` (scripts/eval_lambada.py); options and the
-steps: docs/decoders.md.
-"""
+The paper's generation benchmark for its decoders (§4.2, Tab.3, Figs.4 and 7). :func:`evaluate` follows
+lm-evaluation-harness step by step, so the numbers compare with the paper's. ``--model`` is a fairseq
+checkpoint or a Hugging Face folder; the command line is :func:`main` (scripts/eval_lambada.py);
+options and the steps: docs/decoders.md."""
 from __future__ import annotations
 
 import argparse
@@ -23,14 +19,11 @@ from .progress import Progress
 TASK = "lambada_openai"
 
 
-# ------------------------------------------------------------------------------------------
-# the task, as lm-evaluation-harness defines it
-
+# -- the task, as lm-evaluation-harness defines it --
 
 def read_passages(path: Path) -> list[str]:
     """The passages of LAMBADA as jsonl, one ``{"text": ...}`` per line (evaluation.readers checks the lines)."""
     from .evaluation.readers import read_jsonl
-
     if not path.is_file():
         raise InputError(f"--data {path}: no such file (LAMBADA as jsonl, one {{\"text\": ...}} per line)")
     passages = []
@@ -76,7 +69,6 @@ class Scorer:
 def loglikelihoods(scorer: Scorer, requests: Sequence[tuple], batch_size: int, progress=None) -> list:
     """(loglikelihood, greedy) of each (context ids, continuation ids), as HFLM._loglikelihood_tokens."""
     import torch
-
     # Longest first, as lm-eval (less padding; results do not depend on the order).
     order = sorted(range(len(requests)), key=lambda i: -len(requests[i][0]) - len(requests[i][1]))
     results = [None] * len(requests)
@@ -110,10 +102,8 @@ def loglikelihoods(scorer: Scorer, requests: Sequence[tuple], batch_size: int, p
 
 def lambada_metrics(results: Sequence[tuple]) -> dict:
     """lm-eval's aggregations: acc = mean(greedy); perplexity = exp(-mean(loglikelihood))."""
-    return {
-        "accuracy": sum(greedy for _, greedy in results) / len(results),
-        "perplexity": math.exp(-sum(ll for ll, _ in results) / len(results)),
-    }
+    return {"accuracy": sum(greedy for _, greedy in results) / len(results),
+            "perplexity": math.exp(-sum(ll for ll, _ in results) / len(results))}
 
 
 def evaluate(scorer: Scorer, passages: Sequence[str], batch_size: int = 8, show_progress: bool = False) -> dict:
@@ -127,22 +117,13 @@ def evaluate(scorer: Scorer, passages: Sequence[str], batch_size: int = 8, show_
     return lambada_metrics(results)
 
 
-# ------------------------------------------------------------------------------------------
-# models
-
-
-def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
+# -- models --
 
 def fairseq_scorer(checkpoint: Path, data_bin: Path | None, device: str) -> Scorer:
     """A fairseq checkpoint (read weights_only), tokenized with its data folder's tokenizer (fairseq ids)."""
     logging.getLogger("fairseq").setLevel(logging.WARNING)  # stderr is for the progress bar and errors
     from .checkpoint_reading import build_model, read_checkpoint
     from .data.folder import open_data_folder
-
     state = read_checkpoint(checkpoint, "--model", data=data_bin)
     cfg = state["cfg"]
     if cfg.get("task", {}).get("_name") != "language_modeling":
@@ -157,23 +138,16 @@ def fairseq_scorer(checkpoint: Path, data_bin: Path | None, device: str) -> Scor
     model.to(device)
     dictionary = task.target_dictionary
     headless = cfg.model._name.startswith("headless")  # the plugin's naming: headless_<shape>
-    return Scorer(
-        encode=encode,
-        logits=lambda tokens: model(tokens)[0],  # a headless decoder's logits are e^T scores
-        eot_id=dictionary.eos(),  # fairseq's </s> ends every line of the training text
-        pad_id=dictionary.pad(),
-        max_length=int(model.max_positions()),
-        device=device,
-        description=f"fairseq {cfg.model._name}" + (" (headless: e^T as the head)" if headless else ""),
-    )
+    # A headless decoder's logits are e^T scores; fairseq's </s> ends every line of the training text.
+    return Scorer(encode=encode, logits=lambda tokens: model(tokens)[0], eot_id=dictionary.eos(),
+                  pad_id=dictionary.pad(), max_length=int(model.max_positions()), device=device,
+                  description=f"fairseq {cfg.model._name}" + (" (headless: e^T as the head)" if headless else ""))
 
 
 def huggingface_scorer(folder: Path, device: str) -> Scorer:
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
     transformers.logging.set_verbosity_error()  # stderr is for the progress bar and errors
-
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
@@ -187,15 +161,10 @@ def huggingface_scorer(folder: Path, device: str) -> Scorer:
     if max_length is None:
         max_length = tokenizer.model_max_length if tokenizer.model_max_length < 10**9 else 2048
     eot = tokenizer.eos_token_id
-    return Scorer(
-        encode=lambda text: tokenizer.encode(text, add_special_tokens=False),
-        logits=lambda tokens: model(tokens).logits,
-        eot_id=eot if eot is not None else 0,
-        pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eot or 0),
-        max_length=int(max_length),
-        device=device,
-        description=f"huggingface {config.model_type}",
-    )
+    return Scorer(encode=lambda text: tokenizer.encode(text, add_special_tokens=False),
+                  logits=lambda tokens: model(tokens).logits, eot_id=eot if eot is not None else 0,
+                  pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eot or 0),
+                  max_length=int(max_length), device=device, description=f"huggingface {config.model_type}")
 
 
 def model_kind(model: Path, data_bin: Path | None) -> str:
@@ -211,11 +180,10 @@ def model_kind(model: Path, data_bin: Path | None) -> str:
 
 def load_scorer(model: Path, data_bin: Path | None, device: str | None) -> Scorer:
     kind = model_kind(model, data_bin)
-    device = device or default_device()
+    if device is None:
+        import torch
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     return fairseq_scorer(model, data_bin, device) if kind == "fairseq" else huggingface_scorer(model, device)
-
-
-# ------------------------------------------------------------------------------------------
 
 
 def build_parser() -> Parser:
@@ -249,22 +217,14 @@ def main(argv: Sequence[str]) -> int:
     passages = read_passages(args.data)[: args.limit]
     scorer = load_scorer(args.model, args.data_bin, args.device)
     metrics = evaluate(scorer, passages, args.batch_size, show_progress=True)
-    result = {
-        "task": TASK,
-        **metrics,
-        "passages": len(passages),
-        "model": str(args.model),
-        "model_type": scorer.description,
-        "data": str(args.data),
-        "max_length": scorer.max_length,
-        "method": "lm-evaluation-harness lambada_openai: accuracy = share of passages whose last word is the "
-                  "greedy continuation (a fraction); perplexity = exp(-mean continuation log-likelihood)",
-    }
+    result = {"task": TASK, **metrics, "passages": len(passages), "model": str(args.model),
+              "model_type": scorer.description, "data": str(args.data), "max_length": scorer.max_length,
+              "method": "lm-evaluation-harness lambada_openai: accuracy = share of passages whose last word is the "
+                        "greedy continuation (a fraction); perplexity = exp(-mean continuation log-likelihood)"}
     print(f"{TASK}: accuracy {100 * metrics['accuracy']:.2f}%  perplexity {metrics['perplexity']:.2f}  "
           f"({len(passages)} passages, {scorer.description})")
     if args.output is not None:
         from .files import write_json_atomic
-
         write_json_atomic(args.output, result)
     return 0
 

@@ -1,10 +1,8 @@
 """How a training run was launched must agree with the config's world size, before fairseq looks.
 
-fairseq reconciles a launcher (torchrun, Slurm) with ``distributed_world_size`` silently, in ways
-that change the experiment's global batch; :func:`check_launch`, :func:`check_devices` and
-:func:`check_data` turn each into one error that names what to change, and :class:`LaunchCheck`
-runs them as a hydra callback in every process. The cases: docs/training.md.
-"""
+fairseq reconciles a launcher (torchrun, Slurm) with ``distributed_world_size`` silently; :func:`check_launch`,
+:func:`check_devices` and :func:`check_data` make each case one error, run by :class:`LaunchCheck` in every
+process. The cases: docs/training.md."""
 from __future__ import annotations
 
 import os
@@ -44,12 +42,10 @@ def check_launch(world_size: int, update_freq: int = 1, batch_size: int | None =
     """Raise InputError when the launcher in `environ` disagrees with the config's world size.
 
     `world_size`, `update_freq` and `batch_size` (per device) are the config's; `cuda_devices` is what this process sees
-    (torch.cuda.device_count() when None); `cpu` is common.cpu.
-    """
+    (torch.cuda.device_count() when None); `cpu` is common.cpu."""
     environ = os.environ if environ is None else environ
     if cuda_devices is None:
         import torch
-
         cuda_devices = torch.cuda.device_count()
     on_cpu = cpu or cuda_devices == 0
 
@@ -81,11 +77,10 @@ def check_launch(world_size: int, update_freq: int = 1, batch_size: int | None =
         if per_node == 1:
             # fairseq spawns one process per visible GPU on each node
             if not on_cpu and nodes * cuda_devices != world_size:
-                raise InputError(
-                    f"Slurm runs one task on each of {nodes} node(s), and fairseq spawns one process per visible GPU "
-                    f"({cuda_devices}): {nodes * cuda_devices} processes, but the config has "
-                    f"distributed_training.distributed_world_size={world_size}: change the node count, or set "
-                    f"{_keep_the_batch(world_size, nodes * cuda_devices, update_freq, batch_size)}")
+                raise InputError(f"Slurm runs one task on each of {nodes} node(s), and fairseq spawns one process per "
+                                 f"visible GPU ({cuda_devices}): {nodes * cuda_devices} processes, but the config has "
+                                 f"distributed_training.distributed_world_size={world_size}: change the node count, or "
+                                 f"set {_keep_the_batch(world_size, nodes * cuda_devices, update_freq, batch_size)}")
             return
         if tasks != world_size:
             raise InputError(
@@ -93,10 +88,9 @@ def check_launch(world_size: int, update_freq: int = 1, batch_size: int | None =
                 f"distributed_training.distributed_world_size={world_size}: ask for {world_size} tasks "
                 f"(--nodes x --ntasks-per-node), or keep the global batch with {_keep_the_batch(world_size, tasks, update_freq, batch_size)}")
         if not on_cpu and cuda_devices < per_node:
-            raise InputError(
-                f"Slurm runs {per_node} tasks per node but this task sees {cuda_devices} GPU(s): fairseq uses "
-                "SLURM_LOCALID as the CUDA device, so every task must see all of its node's GPUs: ask for "
-                f"--gpus-per-node={per_node} instead of --gpus-per-task")
+            raise InputError(f"Slurm runs {per_node} tasks per node but this task sees {cuda_devices} GPU(s): fairseq "
+                             "uses SLURM_LOCALID as the CUDA device, so every task must see all of its node's GPUs: "
+                             f"ask for --gpus-per-node={per_node} instead of --gpus-per-task")
 
 
 def check_devices(world_size: int, update_freq: int = 1, batch_size: int | None = None, *, fp16: bool = False,
@@ -115,17 +109,15 @@ def check_devices(world_size: int, update_freq: int = 1, batch_size: int | None 
     if cpu and fp16:
         raise InputError("common.cpu=true with common.fp16=true: fairseq's fp16 needs a GPU; add common.fp16=false")
     if not launched and not cpu and 1 < world_size and cuda_devices < world_size:
-        raise InputError(
-            f"distributed_training.distributed_world_size={world_size} but this machine has {cuda_devices} GPU(s): "
-            f"launch on {world_size} GPUs, or keep the global batch with "
-            f"{_keep_the_batch(world_size, cuda_devices, update_freq, batch_size)}")
+        raise InputError(f"distributed_training.distributed_world_size={world_size} but this machine has "
+                         f"{cuda_devices} GPU(s): launch on {world_size} GPUs, or keep the global batch with "
+                         f"{_keep_the_batch(world_size, cuda_devices, update_freq, batch_size)}")
 
 
 def check_data(data, train_subset: str = "train") -> None:
     """Raise InputError unless `data` (task.data: one folder or a colon list of shards) is a data folder:
     the first entry holds dict.txt (fairseq reads its dictionary there), every entry the training split."""
     from .data.folder import check_training_folders
-
     check_training_folders(data, "task.data", train_subset)
 
 
@@ -135,7 +127,6 @@ def check_config(cfg, environ: Mapping[str, str] | None = None, cuda_devices: in
     environ = os.environ if environ is None else environ
     if cuda_devices is None:
         import torch
-
         cuda_devices = torch.cuda.device_count()
     dt = cfg.distributed_training
     update_freq = cfg.optimization.get("update_freq", [1]) if "optimization" in cfg else [1]
@@ -166,20 +157,14 @@ except ImportError:  # hydra is fairseq's dependency; without it there is no hyd
 
 
 class LaunchCheck(Callback):
-    """hydra callback (``hydra.callbacks.launch_check._target_: fairseq_headless.launch.LaunchCheck``).
-
-    Besides the launcher, it checks the setup of ``model.sparse_embedding_update=true``
-    (:func:`fairseq_headless.sparse_embedding.check_training_setup`): fairseq shows the optimizer only
-    its own section, and its ``adam`` would fail at the first clipping with PyTorch's generic error.
-
-    hydra turns an exception raised by a callback into a warning and runs the job anyway, so a
-    disagreement ends the process here: one ``error:`` line and exit code 2, on every rank.
-    """
+    """hydra callback (``hydra.callbacks.launch_check._target_: fairseq_headless.launch.LaunchCheck``); also checks
+    ``model.sparse_embedding_update=true``'s setup (:func:`fairseq_headless.sparse_embedding.check_training_setup`).
+    hydra turns a callback's exception into a warning, so a disagreement ends the process here: one ``error:``
+    line and exit code 2, on every rank."""
 
     def on_job_start(self, config, **kwargs) -> None:
         # fairseq is loaded (fairseq-hydra-train imports it before hydra runs this): so is the plugin
         from .sparse_embedding import SparseUpdateSetupError, check_training_setup
-
         try:
             check_config(config)
             check_training_setup(config)  # the sparse embedding update: the one place that sees the whole config

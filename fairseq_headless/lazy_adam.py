@@ -1,14 +1,9 @@
 """``optimizer._name=lazy_adam``: fairseq's AdamW with a lazy update of row-sparse gradients (beyond the paper).
 
-The optimizer of ``model.sparse_embedding_update=true`` (:mod:`.sparse_embedding`). A registered subclass of
-fairseq's ``adam``, same options and state layout, that overrides only the three methods through which
-fairseq's ``Trainer`` touches gradients (``multiply_grads``, ``clip_grad_norm``, ``step``), and only for
-sparse gradients, which fairseq's versions leave unscaled or refuse. fairseq's memory-efficient fp16 and
-AMP wrappers call these methods of the optimizer they wrap. It refuses setups that densify the gradient
-when fairseq builds it, reading them from the other config sections by interpolation, since fairseq
-shows an optimizer only ``cfg.optimizer``. Why each override:
-docs/design.md#sparse_embeddingpy-lazy_adampy-sparse_all_reducepy.
-"""
+The optimizer of ``model.sparse_embedding_update=true`` (:mod:`.sparse_embedding`): fairseq's ``adam``,
+same options and state, overriding only ``multiply_grads``, ``clip_grad_norm`` and ``step`` for sparse
+gradients; it refuses setups that densify the gradient. Why each override:
+docs/design.md#sparse_embeddingpy-lazy_adampy-sparse_all_reducepy."""
 
 import math
 from dataclasses import dataclass
@@ -19,8 +14,7 @@ from fairseq.optim import register_optimizer
 from fairseq.optim.adam import FairseqAdam, FairseqAdamConfig
 from omegaconf import II
 
-from .sparse_embedding import MARKER, OPTION, densifying_setup
-from .sparse_embedding import OPTIMIZER as NAME
+from .sparse_embedding import MARKER, OPTIMIZER as NAME, OPTION, densifying_setup
 
 
 @dataclass
@@ -46,8 +40,7 @@ def lazy_adam_update_(param, grad, state, *, lr, betas, eps, weight_decay, scale
 
     ``state``: the optimizer's state of ``param``, with fairseq's Adam keys (checkpoints and the dense
     path read it unchanged); ``grad`` is divided by ``scale`` first, as in fairseq's fused optimizers.
-    The arithmetic is fairseq's, operation for operation: a row touched at every step gets the dense update.
-    """
+    The arithmetic is fairseq's, operation for operation: a row touched at every step gets the dense update."""
     grad = grad.coalesce()
     rows = grad.indices()[0]
     values = grad.values().float()
@@ -125,11 +118,10 @@ class LazyAdam(FairseqAdam):
     def step(self, closure=None, scale=1.0, groups=None):
         for p in self.params:
             if getattr(p, MARKER, False) and p.grad is not None and not p.grad.is_sparse:
-                raise ValueError(
-                    f"{OPTION}: the input embeddings' gradient reached optimizer._name={NAME} dense, so "
-                    "something in this setup densified it (fairseq's FP16Optimizer, legacy_ddp and ZeRO are "
-                    "known to): train in fp32, common.memory_efficient_fp16/bf16 or common.amp, with "
-                    "distributed_training.ddp_backend=pytorch_ddp; or turn the option off")
+                raise ValueError(f"{OPTION}: the input embeddings' gradient reached optimizer._name={NAME} dense, so "
+                                 "something in this setup densified it (fairseq's FP16Optimizer, legacy_ddp and ZeRO "
+                                 "are known to): train in fp32, common.memory_efficient_fp16/bf16 or common.amp, with "
+                                 "distributed_training.ddp_backend=pytorch_ddp; or turn the option off")
         sparse = self._with_sparse_grads()
         for p, group in sparse:
             if group.get("amsgrad", False):

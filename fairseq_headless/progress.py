@@ -1,8 +1,7 @@
 """Progress of a long count (bytes of a corpus, steps of an epoch, passages, benchmark parts).
 
 On a terminal a tqdm bar; otherwise (a batch job, output in a log file, where a bar's every redraw
-would stay) one log line at most every ``interval`` seconds and one at the end.
-"""
+would stay) one log line at most every ``interval`` seconds and one at the end."""
 from __future__ import annotations
 
 import logging
@@ -37,7 +36,6 @@ class Progress:
         self._bar = None
         if terminal:
             from tqdm import tqdm
-
             self._bar = tqdm(total=total, desc=what, unit=unit, unit_scale=unit == "B", file=sys.stderr,
                              dynamic_ncols=True, leave=not transient)
 

@@ -1,12 +1,8 @@
 """The all-reduce of a row-sparse gradient under DDP, on any backend: a communication hook (beyond the paper).
 
-DDP would hand the sparse embedding gradient of ``model.sparse_embedding_update`` to the backend's sparse
-all-reduce, which NCCL lacks; :func:`sparse_all_reduce_hook` replaces it on every backend, so gloo on CPUs
-runs NCCL's code. Dense buckets keep DDP's all-reduce. For the sparse one, all ranks take whichever
-exchange moves fewer bytes, ``gather`` (every rank's rows) or ``dense`` (densified, all-reduced, made
-sparse again on the union of touched rows); either gives DDP's sum / W with every touched row, zero or
-not, as lazy Adam needs. Byte counts and why it runs synchronously: docs/distributed.md.
-"""
+NCCL has no sparse all-reduce; :func:`sparse_all_reduce_hook` replaces it on every backend. All ranks take
+whichever exchange moves fewer bytes, ``gather`` or ``dense``; either gives DDP's sum / W on every touched
+row, as lazy Adam needs. docs/distributed.md."""
 
 import logging
 import math

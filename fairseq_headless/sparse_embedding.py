@@ -1,14 +1,9 @@
 """Row-sparse update of the input embeddings, so that the vocabulary costs nothing (beyond the paper, §6 / Fig.6b).
 
-A headless model has no output projection: its input embeddings' gradient touches only the rows of the
-batch's tokens, yet fairseq trains the table densely (a V x D gradient, AdamW over every row).
-``model.sparse_embedding_update=true`` with ``optimizer._name=lazy_adam`` makes it row-sparse end to end:
-a sparse ``nn.Embedding`` and sparse CWT target gathers, then lazy AdamW (:mod:`.lazy_adam`) over the
-touched rows, and under DDP the hook of :mod:`.sparse_all_reduce`. A model opts in with
-:class:`SparseEmbeddingUpdateConfig` and one call of :func:`maybe_enable_sparse_embedding_update`.
-What differs from dense AdamW, what is supported, and why setups are refused in three places:
-docs/design.md#sparse_embeddingpy-lazy_adampy-sparse_all_reducepy.
-"""
+``model.sparse_embedding_update=true`` with ``optimizer._name=lazy_adam``: a sparse ``nn.Embedding`` and
+sparse CWT target gathers, lazy AdamW (:mod:`.lazy_adam`) over the touched rows, and under DDP the hook of
+:mod:`.sparse_all_reduce`. A model opts in with :class:`SparseEmbeddingUpdateConfig` and
+:func:`maybe_enable_sparse_embedding_update`. docs/design.md#sparse_embeddingpy-lazy_adampy-sparse_all_reducepy."""
 
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -21,11 +16,9 @@ from torch import nn
 
 OPTION = "model.sparse_embedding_update=true (--sparse-embedding-update)"
 OPTIMIZER = "lazy_adam"  # fairseq_headless.lazy_adam's registered name
-HELP = (
-    "update only the rows of the input embeddings that the batch touches (sparse gradient, lazy "
-    "AdamW: untouched rows keep their moments and get no weight decay that step); beyond the paper, "
-    "headless models only; needs optimizer lazy_adam, fp32, amp or memory_efficient_fp16/bf16, pytorch_ddp"
-)
+HELP = ("update only the rows of the input embeddings that the batch touches (sparse gradient, lazy "
+        "AdamW: untouched rows keep their moments and get no weight decay that step); beyond the paper, "
+        "headless models only; needs optimizer lazy_adam, fp32, amp or memory_efficient_fp16/bf16, pytorch_ddp")
 # The hydra overrides that turn the update on: the model's switch and its optimizer.
 OVERRIDES = ("model.sparse_embedding_update=true", f"optimizer._name={OPTIMIZER}")
 # Set on the embedding weight: what lazy_adam and the DDP hook registration (fairseq_patches) look for.
@@ -55,10 +48,8 @@ def maybe_enable_sparse_embedding_update(model: nn.Module, cfg) -> nn.Module:
 
 
 def empty_next_sparse_gradient(weight: torch.Tensor):
-    """Replace ``weight``'s next sparse gradient (one backward pass) by one with no row; returns the hook's handle.
-
-    For a gradient whose values are all 0 (a dummy batch's, loss x 0), only the rows change: none is updated.
-    """
+    """Replace ``weight``'s next sparse gradient (one backward pass) by one with no row, so that no row of an
+    all-zero gradient (a dummy batch's) is updated; returns the hook's handle."""
     spent = False
 
     def empty(grad):
@@ -76,13 +67,8 @@ def has_sparse_embedding_update(params) -> bool:
 
 
 def densifying_setup(setup) -> Optional[str]:
-    """What in ``setup`` would densify the sparse gradient (with the fix), or None.
-
-    ``setup`` has the flat option names of fairseq's command line: ``fp16``, ``bf16``,
-    ``memory_efficient_fp16``, ``memory_efficient_bf16``, ``amp``, ``cpu``,
-    ``distributed_world_size``, ``ddp_backend``, ``ddp_comm_hook``, ``zero_sharding``, ``use_bmuf``
-    (the fields of ``lazy_adam``'s config; :func:`check_training_setup` takes them from a whole config).
-    """
+    """What in ``setup`` would densify the sparse gradient (with the fix), or None. ``setup`` has the flat option
+    names of fairseq's command line, the fields of ``lazy_adam``'s config (``fp16``, ``amp``, ``ddp_backend``, ...)."""
     if (setup.fp16 or setup.bf16) and not (setup.memory_efficient_fp16 or setup.memory_efficient_bf16 or setup.amp):
         return ("cannot run with fairseq's FP16Optimizer (plain common.fp16 / bf16 copy every gradient into "
                 "one flat fp32 buffer): add common.memory_efficient_fp16=true (or memory_efficient_bf16=true)")

@@ -1,9 +1,7 @@
-"""A training log line at least every 30 s, whatever fairseq's ``common.log_interval``.
+"""A training log line at least every 30 s, whatever fairseq's ``common.log_interval`` (docs/training.md).
 
-:class:`Heartbeat` is a hydra callback: a logging handler on fairseq's loggers sees every line and
-a daemon thread logs one more (updates, time, the last line) whenever none came for ``interval``
-seconds, so a slow CPU run or a hang shows in the log. docs/training.md.
-"""
+:class:`Heartbeat`, a hydra callback, logs one more line whenever fairseq's loggers were silent for
+``interval`` seconds, so a slow run or a hang shows in the log."""
 from __future__ import annotations
 
 import logging
@@ -53,7 +51,6 @@ def fairseq_updates() -> int:
     """fairseq's update counter as its trainer logs it (``num_updates`` of the ``default`` metrics; none
     before the first update of a new run)."""
     from fairseq.logging import metrics
-
     meter = metrics.get_meter("default", "num_updates")
     return 0 if meter is None or meter.val is None else int(meter.val)
 

@@ -1,9 +1,7 @@
 """How far a fairseq run had trained when it saved a checkpoint: updates, tokens seen, hours.
 
-The x axes of the paper's curves along pretraining (Figs.3-5, 7), read from what fairseq itself
-stores: ``num_updates``, the ``wpb`` meter's sum (extrapolated, and marked so, after a resume that
-reset the meters) and ``previous_training_time``. Why each is right: docs/training.md.
-"""
+The x axes of the paper's curves along pretraining (Figs.3-5, 7), read from what fairseq stores
+(``num_updates``, the ``wpb`` meter's sum, ``previous_training_time``). Why each is right: docs/training.md."""
 from __future__ import annotations
 
 import hashlib
@@ -97,13 +95,8 @@ def read_progress(path: Path) -> Progress:
 
 
 def list_checkpoints(folder: Path) -> list:
-    """The run's saves that mark a point along training, in training order, one per update count.
-
-    Interval (``checkpoint_<epoch>_<updates>.pt``) and epoch (``checkpoint<epoch>.pt``)
-    checkpoints, and ``checkpoint_last.pt`` when it is at an update count none of them has
-    (a run that stopped between intervals). ``checkpoint_best.pt`` is always a copy of one of them.
-    Returns [(updates, path)]; reads only the epoch and last checkpoints' update counts.
-    """
+    """[(updates, path)] of the run's interval and epoch checkpoints, in training order, one per update count,
+    and ``checkpoint_last.pt`` when at an update count none of them has (``checkpoint_best.pt`` is a copy)."""
     folder = Path(folder)
     found = {}
     for path in sorted(folder.glob("checkpoint*.pt")):

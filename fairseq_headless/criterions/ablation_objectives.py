@@ -1,13 +1,9 @@
 """The ablation objectives of the paper's Tab.6 (§6), as options of the CWT criterions.
 
-* ``cross_entropy=true``, "Cross-Entropy + CWT": the model's own LM head's full-vocabulary cross-entropy
-  is added, unweighted, at the CWT positions, on the features CWT already has (one body pass). Needs a
-  vanilla model (with an LM head), e.g. ``roberta_small``.
-* ``targets=separate``, "NCE (wo/ WT)" after Ma & Collins (2018): CWT against a separate static matrix
-  instead of the input embeddings. It is a parameter of the criterion, which fairseq's ``Trainer``
-  optimizes, checkpoints and wraps in DDP with the model's; the model and its exports stay the plain
-  headless model's (the paper's parameters "added during training").
-"""
+* ``cross_entropy=true``, "Cross-Entropy + CWT": the vanilla model's LM-head cross-entropy added at the
+  CWT positions, on the same features (one body pass).
+* ``targets=separate``, "NCE (wo/ WT)" after Ma & Collins (2018): CWT against a separate static matrix,
+  a parameter of the criterion (optimized, checkpointed and DDP-wrapped by fairseq's ``Trainer``)."""
 
 import torch.nn as nn
 from fairseq import modules
@@ -34,11 +30,10 @@ def lm_head(model):
 def require_lm_head(model):
     head = lm_head(model)
     if head is None:
-        raise ValueError(
-            f"criterion.cross_entropy=true (--cross-entropy) needs a model with an LM head, but "
-            f"{type(model).__name__} has none (headless): train a vanilla architecture (e.g. roberta_small, "
-            f"configs/mlm_small_cwt_ce.yaml, Tab.6 'Cross-Entropy + CWT') or drop cross_entropy"
-        )
+        raise ValueError(f"criterion.cross_entropy=true (--cross-entropy) needs a model with an LM head, but "
+                         f"{type(model).__name__} has none (headless): train a vanilla architecture (e.g. "
+                         f"roberta_small, configs/mlm_small_cwt_ce.yaml, Tab.6 'Cross-Entropy + CWT') or drop "
+                         f"cross_entropy")
     return head
 
 
@@ -58,7 +53,5 @@ def separate_target_matrix(vocab_size: int, dim: int, padding_idx: int) -> nn.Em
 
 def check_target_dim(matrix: nn.Embedding, features_dim: int) -> None:
     if matrix.embedding_dim != features_dim:
-        raise ValueError(
-            f"criterion.target_dim={matrix.embedding_dim} does not match the model's hidden size "
-            f"{features_dim}: set criterion.target_dim={features_dim} (--target-dim {features_dim})"
-        )
+        raise ValueError(f"criterion.target_dim={matrix.embedding_dim} does not match the model's hidden size "
+                         f"{features_dim}: set criterion.target_dim={features_dim} (--target-dim {features_dim})")

@@ -1,13 +1,9 @@
 """What the two headless criterions share: config, target lookup, the CWT call, logging (paper §3).
 
-A criterion selects K positions of a batch (masked tokens for MLM, next tokens for causal LM), takes the
-model's final hidden states there as o and its own input embeddings of the true tokens as targets, and
-calls :func:`fairseq_headless.cwt.cwt_loss`. It follows fairseq's criterion contract (summed loss,
-``sample_size`` = positions, summable logging) so that fairseq's trainer normalises and logs it as its
-own. A dummy batch (marked :data:`DUMMY_BATCH` by :mod:`fairseq_headless.fairseq_patches`) selects no
-position but still joins every collective (docs/design.md#fairseq_patchespy). ``cross_entropy`` and
-``targets`` give Tab.6's ablations (:mod:`.ablation_objectives`).
-"""
+A criterion takes the model's final hidden states at K selected positions as o and its own input
+embeddings of the true tokens as targets, calls :func:`fairseq_headless.cwt.cwt_loss`, and follows
+fairseq's criterion contract (summed loss, ``sample_size`` = positions). A dummy batch (:data:`DUMMY_BATCH`)
+selects no position but joins every collective (docs/design.md#fairseq_patchespy)."""
 
 import math
 from dataclasses import dataclass, field
@@ -22,13 +18,8 @@ from fairseq.logging import metrics
 from ..all_gather import all_gather_with_grad
 from ..cwt import NEGATIVE_MODES, cwt_loss
 from ..sparse_embedding import empty_next_sparse_gradient
-from .ablation_objectives import (
-    TARGET_MODES,
-    check_target_dim,
-    cross_entropy_sum,
-    require_lm_head,
-    separate_target_matrix,
-)
+from .ablation_objectives import (TARGET_MODES, check_target_dim, cross_entropy_sum, require_lm_head,
+                                  separate_target_matrix)
 
 # Key of a dummy batch's sample, set by fairseq_patches.prepare_sample_marking_dummies.
 DUMMY_BATCH = "headless_dummy_batch"
@@ -36,59 +27,25 @@ DUMMY_BATCH = "headless_dummy_batch"
 
 @dataclass
 class CWTCriterionConfig(FairseqDataclass):
-    temperature: float = field(
-        default=1.0,
-        metadata={"help": "t in exp(o.e / t); the paper uses 1"},
-    )
-    negatives: ChoiceEnum(NEGATIVE_MODES) = field(
-        default="batch",
-        metadata={
-            "help": "denominator of the contrastive softmax: 'batch' = every selected target "
-            "of the micro-batch, repeats included (the paper); 'unique' = each distinct "
-            "target token once (no false negatives from repeated tokens, K x U cost)"
-        },
-    )
-    negatives_scope: ChoiceEnum(["local", "global"]) = field(
-        default="local",
-        metadata={
-            "help": "'local' = negatives from this device's micro-batch (the paper); 'global' = "
-            "all-gather the targets of every data-parallel rank (beyond the paper: W times more "
-            "negatives, the loss and gradients of one process on the concatenated batch)"
-        },
-    )
-    chunk_size: int = field(
-        default=0,
-        metadata={
-            "help": "if > 0, compute the K x K logits this many rows at a time (O(chunk x K) "
-            "memory instead of O(K^2)); 0 = in one block"
-        },
-    )
-    cross_entropy: bool = field(
-        default=False,
-        metadata={
-            "help": "also add the full-vocabulary cross-entropy of the model's LM head at the same "
-            "positions, unweighted (paper Tab.6 'Cross-Entropy + CWT'); needs a vanilla model (with "
-            "an LM head), e.g. roberta_small. The head runs on the body's features outside the DDP "
-            "forward pass: not with distributed_training.find_unused_parameters=true (DDP would "
-            "mark the head's parameters unused, then see their gradients)"
-        },
-    )
-    targets: ChoiceEnum(TARGET_MODES) = field(
-        default="tied",
-        metadata={
-            "help": "CWT targets: 'tied' = the model's own input embeddings (the paper's CWT); "
-            "'separate' = a separate trainable V x D static embedding matrix held by the criterion "
-            "(saved in the checkpoint's criterion state), the input embeddings then only embed the "
-            "input (paper Tab.6 'NCE (wo/ WT)', after Ma & Collins 2018)"
-        },
-    )
-    target_dim: int = field(
-        default=0,
-        metadata={
-            "help": "D of the separate target matrix (targets=separate only): the model's hidden "
-            "size, e.g. 512 for BERT-small; checked against the model at the first batch"
-        },
-    )
+    temperature: float = field(default=1.0, metadata={"help": "t in exp(o.e / t); the paper uses 1"})
+    negatives: ChoiceEnum(NEGATIVE_MODES) = field(default="batch", metadata={"help": (
+        "denominator of the contrastive softmax: 'batch' = every selected target of the micro-batch, repeats "
+        "included (the paper); 'unique' = each distinct target token once (no false negatives, K x U cost)")})
+    negatives_scope: ChoiceEnum(["local", "global"]) = field(default="local", metadata={"help": (
+        "'local' = negatives from this device's micro-batch (the paper); 'global' = all-gather the targets of "
+        "every data-parallel rank (beyond the paper: W times more negatives)")})
+    chunk_size: int = field(default=0, metadata={"help": (
+        "if > 0, compute the K x K logits this many rows at a time (O(chunk x K) memory); 0 = in one block")})
+    cross_entropy: bool = field(default=False, metadata={"help": (
+        "also add the full-vocabulary cross-entropy of the model's LM head at the same positions (paper Tab.6 "
+        "'Cross-Entropy + CWT'); needs a vanilla model, e.g. roberta_small, and not "
+        "distributed_training.find_unused_parameters=true (the head runs outside the DDP forward)")})
+    targets: ChoiceEnum(TARGET_MODES) = field(default="tied", metadata={"help": (
+        "CWT targets: 'tied' = the model's own input embeddings (the paper's CWT); 'separate' = a trainable "
+        "V x D matrix held by the criterion (paper Tab.6 'NCE (wo/ WT)', after Ma & Collins 2018)")})
+    target_dim: int = field(default=0, metadata={"help": (
+        "D of the separate target matrix (targets=separate only): the model's hidden size, e.g. 512 for "
+        "BERT-small")})
 
 
 def input_embeddings(model):
@@ -118,13 +75,9 @@ class CWTCriterion(FairseqCriterion):
         if str(cfg.targets) == "separate":
             # fairseq builds the model first but never shows it to the criterion: D comes from the config.
             if cfg.target_dim <= 0:
-                raise ValueError(
-                    "criterion.targets=separate needs criterion.target_dim (--target-dim): the model's "
-                    "hidden size D, e.g. 512 for BERT-small"
-                )
-            self.target_matrix = separate_target_matrix(
-                len(task.target_dictionary), cfg.target_dim, self.padding_idx
-            )
+                raise ValueError("criterion.targets=separate needs criterion.target_dim (--target-dim): the model's "
+                                 "hidden size D, e.g. 512 for BERT-small")
+            self.target_matrix = separate_target_matrix(len(task.target_dictionary), cfg.target_dim, self.padding_idx)
         elif cfg.target_dim:
             raise ValueError("criterion.target_dim is only for criterion.targets=separate")
         self._dummy_gradient_hook = None
@@ -174,15 +127,9 @@ class CWTCriterion(FairseqCriterion):
             ce = cross_entropy_sum(head, outputs, target_ids)
             loss = loss + ce
             logging_output.update(cwt_loss=result.loss.data, ce_loss=ce.data)
-        logging_output.update({
-            "loss": loss.data,
-            "ntokens": sample["ntokens"],
-            "nsentences": sample["nsentences"],
-            "sample_size": result.num_positions,
-            "ncorrect": result.correct.data,
-            "nnegatives": result.num_negatives,
-            "nbatches": 1,
-        })
+        logging_output.update(loss=loss.data, ntokens=sample["ntokens"], nsentences=sample["nsentences"],
+                              sample_size=result.num_positions, ncorrect=result.correct.data,
+                              nnegatives=result.num_negatives, nbatches=1)
         return loss, result.num_positions, logging_output
 
     def _empty_sparse_gradient_of_dummy(self, model, dummy):

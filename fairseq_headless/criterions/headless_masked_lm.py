@@ -1,8 +1,7 @@
 """``headless_masked_lm``: CWT over the masked positions of fairseq's ``masked_lm`` task (§3.2, §4.1).
 
 The selected positions are the masked ones (the non-padding targets), exactly those the vanilla
-``masked_lm`` criterion scores.
-"""
+``masked_lm`` criterion scores."""
 
 from fairseq.criterions import register_criterion
 

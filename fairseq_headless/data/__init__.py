@@ -6,5 +6,4 @@
     interrupt.py, cli.py                 signals; the command line's options -> prepare.Options
     folder.py                            reading a data folder (the one place later stages tokenize with)
     fetch.py                             the demo corpus from the npm registry
-How they work: docs/data.md, "How the code works".
-"""
+How they work: docs/data.md, "How the code works"."""

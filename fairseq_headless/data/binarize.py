@@ -3,8 +3,7 @@
 fairseq id = tokenizer id + 4 (the CWT loss uses the input embeddings as targets, so each token
 keeps a fixed row); a line is one entry ending in ``</s>``, a document boundary an entry of ``</s>``
 alone. Units are built with fairseq's ``MMapIndexedDatasetBuilder`` and joined by :func:`join`,
-byte for byte what fairseq-preprocess writes (docs/data.md, also why not ``merge_file_``).
-"""
+byte for byte what fairseq-preprocess writes (docs/data.md, also why not ``merge_file_``)."""
 from __future__ import annotations
 
 import shutil
@@ -41,16 +40,14 @@ def dictionary_text(counts: Sequence[int], padding_factor: int) -> tuple[str, in
 
 
 def preload() -> None:
-    """Import torch and fairseq's builder in the parent before it forks its workers, so that they
-    inherit both (shared pages) instead of each importing them again in every pass: seconds of CPU
-    per worker and pass, which a 12 MB benchmark corpus showed as a 1 -> 2 worker slow-down."""
+    """Import torch and fairseq's builder in the parent before it forks its workers, so that they inherit both
+    instead of each importing them again in every pass (seconds of CPU per worker and pass)."""
     import torch  # noqa: F401
     from fairseq.data import indexed_dataset  # noqa: F401
 
 
 def _builder(prefix: Path, dict_size: int):
     from fairseq.data import indexed_dataset
-
     # The dtype fairseq-preprocess picks for this dictionary (uint16 below 65,500 entries).
     return indexed_dataset.make_builder(f"{prefix}.bin", "mmap", vocab_size=dict_size)
 
@@ -60,7 +57,6 @@ class SplitWriter:
 
     def __init__(self, prefix: Path, dict_size: int, vocab_size: int, option: str, counts: np.ndarray | None):
         import torch
-
         self._torch = torch
         self.prefix = Path(prefix)
         self.builder = _builder(self.prefix, dict_size)
@@ -113,7 +109,6 @@ def write_index(idx_path: Path, dtype, sizes_path: Path, lines: int, chunk: int 
     """fairseq's mmap ``.idx`` (its writer's header, the line count, int32 sizes, int64 byte offsets) from
     a file of int32 line sizes, one chunk at a time, the offsets summed in int64 whatever the count."""
     from fairseq.data.indexed_dataset import MMapIndexedDataset
-
     itemsize = np.dtype(dtype).itemsize
     with MMapIndexedDataset.Index.writer(str(idx_path), dtype) as index:  # magic, version, dtype code
         index._file.write(struct.pack("<Q", lines))
@@ -132,7 +127,6 @@ def join(prefix: Path, parts: Sequence[dict], dict_size: int) -> None:
     """One dataset from the units' parts, in order, a document boundary (a lone </s>) between two parts:
     the parts' ``.bin`` concatenated, their sizes streamed into one ``.idx`` (see the module docstring)."""
     from fairseq.data.indexed_dataset import MMapIndexedDataset, best_fitting_int_dtype
-
     dtype = best_fitting_int_dtype(dict_size)
     prefix = Path(prefix)
     sizes_path = prefix.with_name(prefix.name + ".sizes.tmp")

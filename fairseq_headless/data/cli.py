@@ -1,7 +1,6 @@
 """The command line of scripts/prepare_data.py: its options -> :class:`.prepare.Options` -> :func:`.prepare_data`.
 
-``--help`` lists the options; docs/data.md describes the output.
-"""
+``--help`` lists the options; docs/data.md describes the output."""
 from __future__ import annotations
 
 import argparse
@@ -20,107 +19,67 @@ from .tokenizer import BYTE_FALLBACK_AUTO_MIN_VOCAB
 
 
 def build_parser() -> Parser:
-    p = Parser(
-        prog="prepare_data.py",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=(
-            "Tokenize and binarize a text corpus for fairseq-headless.\n\n"
-            "Input: text files or folders (.txt, .jsonl with a text field, optionally\n"
-            ".gz/.bz2/.xz/.zst), or hf:NAME[:CONFIG][:SPLIT] (needs the `datasets` library\n"
-            "and network). Every non-empty line is one sequence; blank lines (and file\n"
-            "or jsonl-record ends) separate documents.\n\n"
-            "Tokenizer (at most one): --vocab-size N trains sentencepiece (default when\n"
-            f"none is given: --vocab-size {DEFAULT_VOCAB_SIZE}), --spm-model FILE reuses a "
-            "sentencepiece\nmodel, --hf-tokenizer FILE reuses a Hugging Face tokenizer.json.\n"
-            "fairseq id = tokenizer id + 4; dict.txt is padded to --padding-factor."
-        ),
-        epilog=(
-            "valid/test are whole documents chosen by a hash of (file, position), as many as it\n"
-            "takes to reach --valid-lines/--test-lines lines (per language with --lang-input).\n"
-            "Output layout and manifest.json fields: docs/data.md.\n\n"
-            "examples:\n"
-            "  prepare_data.py --input data/sotu --output data-bin/sotu --vocab-size 8000\n"
-            "  prepare_data.py --input corpus.jsonl.gz --output bin --hf-tokenizer "
-            "20B_tokenizer.json --padding-factor 128\n"
-            "  prepare_data.py --lang-input en=en.txt de=de.txt.xz --alpha 0.3 --output bin\n"
-            "  prepare_data.py --input owt2/ --output owt2-bin --hf-tokenizer 20B_tokenizer.json \\\n"
-            "      --padding-factor 128 --shards 4 --shard-index $SLURM_ARRAY_TASK_ID"
-        ),
-    )
+    p = Parser(prog="prepare_data.py", formatter_class=argparse.RawDescriptionHelpFormatter, description=(
+        "Tokenize and binarize a text corpus for fairseq-headless.\n\n"
+        "Input: .txt or .jsonl files or folders (optionally .gz/.bz2/.xz/.zst), or hf:NAME[:CONFIG][:SPLIT].\n"
+        "Every non-empty line is one sequence; blank lines (and file or record ends) separate documents.\n"
+        f"Tokenizer (at most one): --vocab-size N trains sentencepiece (default {DEFAULT_VOCAB_SIZE}), --spm-model\n"
+        "or --hf-tokenizer reuses one. fairseq id = tokenizer id + 4; output layout: docs/data.md."), epilog=(
+        "examples:\n"
+        "  prepare_data.py --input data/sotu --output data-bin/sotu --vocab-size 8000\n"
+        "  prepare_data.py --lang-input en=en.txt de=de.txt.xz --alpha 0.3 --output bin\n"
+        "  prepare_data.py --input owt2/ --output owt2-bin --hf-tokenizer 20B_tokenizer.json \\\n"
+        "      --padding-factor 128 --shards 4 --shard-index $SLURM_ARRAY_TASK_ID"))
     src = p.add_argument_group("input (exactly one of --input / --lang-input)")
     src.add_argument("--input", nargs="+", metavar="PATH",
-                     help="text/jsonl files (optionally .gz/.bz2/.xz/.zst), folders (searched "
-                          "recursively) or hf:NAME[:CONFIG][:SPLIT]")
+                     help="text/jsonl files (optionally compressed), folders (searched recursively) or hf:NAME")
     src.add_argument("--lang-input", nargs="+", metavar="LANG=PATH",
-                     help="multilingual mode: one LANG=PATH per source (repeat a LANG to "
-                          "merge several paths)")
+                     help="multilingual mode: one LANG=PATH per source (repeat a LANG to merge paths)")
     src.add_argument("--alpha", type=float, default=None,
-                     help=f"multilingual sampling exponent, q_i ~ p_i^alpha (default "
-                          f"{DEFAULT_ALPHA}; 1 keeps the natural shares, 0 is uniform)")
+                     help=f"multilingual sampling exponent, q_i ~ p_i^alpha (default {DEFAULT_ALPHA})")
     src.add_argument("--jsonl-field", "--text-field", default="text", metavar="NAME",
-                     help="field holding the text in .jsonl records and hf: datasets "
-                          "(default: text)")
+                     help="field holding the text in .jsonl records and hf: datasets (default: text)")
     src.add_argument("--licence", "--license", default=None, metavar="TEXT",
-                     help=f"licence recorded for every source in the manifest (default: "
-                          f"{LICENCE_UNKNOWN})")
+                     help=f"licence recorded for every source in the manifest (default: {LICENCE_UNKNOWN})")
 
     tok = p.add_argument_group("tokenizer (at most one of the three)")
     tok.add_argument("--vocab-size", type=int, default=None, metavar="N",
-                     help="train a sentencepiece model with this many pieces on the "
-                          f"training split (default {DEFAULT_VOCAB_SIZE}; a small corpus may "
-                          "yield fewer, the manifest records the real size)")
+                     help=f"train a sentencepiece model with this many pieces (default {DEFAULT_VOCAB_SIZE}; the "
+                          "manifest records the real size)")
     tok.add_argument("--model-type", choices=("bpe", "unigram"), default=None,
                      help="sentencepiece model type when training (default: bpe)")
-    tok.add_argument("--character-coverage", type=float, default=None,
-                     metavar="F", help="sentencepiece character_coverage when training (default "
-                                       f"{DEFAULT_CHARACTER_COVERAGE}: the rarest characters, "
-                                       "0.05%% of the text, get no piece of their own)")
+    tok.add_argument("--character-coverage", type=float, default=None, metavar="F",
+                     help=f"sentencepiece character_coverage when training (default {DEFAULT_CHARACTER_COVERAGE})")
     tok.add_argument("--byte-fallback", choices=("auto", "on", "off"), default="auto",
-                     help="sentencepiece byte_fallback when training: characters without a "
-                          "piece become UTF-8 byte pieces instead of <unk>, so text round-trips "
-                          "exactly; costs 256 pieces (auto, the default: on when --vocab-size "
-                          f">= {BYTE_FALLBACK_AUTO_MIN_VOCAB})")
-    tok.add_argument("--spm-sample-lines", type=int, default=DEFAULT_SPM_SAMPLE_LINES,
-                     metavar="N", help="train sentencepiece on at most N randomly chosen "
-                                       f"training lines, a reservoir sample (default {DEFAULT_SPM_SAMPLE_LINES:,})")
+                     help="sentencepiece byte_fallback when training: characters without a piece become UTF-8 "
+                          f"bytes, not <unk> (auto: on when --vocab-size >= {BYTE_FALLBACK_AUTO_MIN_VOCAB})")
+    tok.add_argument("--spm-sample-lines", type=int, default=DEFAULT_SPM_SAMPLE_LINES, metavar="N",
+                     help=f"train sentencepiece on at most N random lines (default {DEFAULT_SPM_SAMPLE_LINES:,})")
     tok.add_argument("--spm-sample-bytes", type=int, default=DEFAULT_SPM_SAMPLE_BYTES, metavar="B",
-                     help="and at most B bytes of them (default "
-                          f"{DEFAULT_SPM_SAMPLE_BYTES:,}): what bounds memory when lines are long, as "
-                          "sentencepiece holds several times its sample while it trains. The sample is the "
-                          "training lines of smallest pseudo-random priority (from --seed) that fit in both "
-                          "bounds: a uniform random sample, the same for any --workers")
+                     help=f"and at most B bytes of them, which bounds memory (default {DEFAULT_SPM_SAMPLE_BYTES:,}); "
+                          "the same sample for any --workers")
     tok.add_argument("--spm-model", metavar="FILE", help="existing sentencepiece .model")
-    tok.add_argument("--hf-tokenizer", metavar="FILE",
-                     help="existing Hugging Face tokenizer.json (e.g. Pythia's "
-                          "20B_tokenizer.json)")
+    tok.add_argument("--hf-tokenizer", metavar="FILE", help="existing Hugging Face tokenizer.json (e.g. Pythia's)")
 
     out = p.add_argument_group("output")
     out.add_argument("--output", required=True, metavar="DIR", help="output folder")
-    out.add_argument("--force", action="store_true",
-                     help="replace DIR if it exists (only once the new one is complete)")
+    out.add_argument("--force", action="store_true", help="replace DIR if it exists (once the new one is complete)")
     out.add_argument("--valid-lines", type=int, default=None, metavar="N",
-                     help=f"validation lines, at least (whole documents; per language with --lang-input; "
-                          f"default 1%%, at least 1, at most {MAX_DEFAULT_SPLIT_LINES})")
+                     help=f"validation lines, at least (whole documents; per language; default 1%%, at most "
+                          f"{MAX_DEFAULT_SPLIT_LINES})")
     out.add_argument("--test-lines", type=int, default=None, metavar="N",
                      help="test lines, at least (same default as --valid-lines)")
     out.add_argument("--padding-factor", type=int, default=DEFAULT_PADDING_FACTOR, metavar="N",
-                     help="pad the dictionary (4 specials + tokens) to a multiple of N "
-                          f"(default {DEFAULT_PADDING_FACTOR}; 128 matches Pythia's 50,304 rows)")
+                     help=f"pad the dictionary to a multiple of N (default {DEFAULT_PADDING_FACTOR}; 128 for Pythia)")
     out.add_argument("--workers", type=int, default=None, metavar="N",
-                     help="worker processes, one tokenizer thread each; the input is split by files, "
-                          "by byte ranges of uncompressed files and by blocks of a compressed file's text "
-                          "(decompressed once, by the main process) (default: this machine's cores, "
-                          f"{default_workers()} here); the output does not depend on it")
+                     help=f"worker processes (default: this machine's cores, {default_workers()} here); the output "
+                          "does not depend on it")
     out.add_argument("--shards", type=int, default=1, metavar="K",
-                     help="write OUT/shard0 .. OUT/shard{K-1} (train with task.data=OUT/shard0:OUT/shard1:...,"
-                          " one shard per epoch); valid/test, dict.txt, manifest.json in shard0. A run "
-                          "with the same options resumes: finished shards are kept (default 1: one folder)")
+                     help="write OUT/shard0 .. OUT/shard{K-1}, one per epoch (task.data=OUT/shard0:OUT/shard1:...); "
+                          "a rerun resumes (default 1: one folder)")
     out.add_argument("--shard-index", type=int, default=None, metavar="I",
-                     help="with --shards: prepare shard I only (a Slurm array task); the run that "
-                          "finishes the last shard writes shard0's dict.txt and manifest.json")
-    out.add_argument("--seed", type=int, default=1,
-                     help="seed for multilingual resampling and the sentencepiece training "
-                          "sample (default 1)")
+                     help="with --shards: prepare shard I only (a Slurm array task)")
+    out.add_argument("--seed", type=int, default=1, help="seed of multilingual resampling and the tokenizer sample")
     return p
 
 

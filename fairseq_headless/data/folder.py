@@ -1,12 +1,8 @@
-"""A data folder as training reads it, for every script that needs its dictionary or tokenizer
-(export, LAMBADA, the analyses, the sweeps).
+"""A data folder as training reads it, for every script that needs its dictionary or tokenizer.
 
-``task.data`` is one folder or a colon list of shards (``OUT/shard0:OUT/shard1:...``, one shard per
-epoch, as in fairseq's RoBERTa pretraining); fairseq reads the dictionary of the first only, and
-prepare_data.py keeps ``dict.txt``, ``manifest.json`` and ``tokenizer/`` there. A folder binarized
-by ``fairseq-preprocess`` directly has no manifest: it is read with the tokenizer files given
-(``tokenizer=``), and its dict.txt must list the tokenizer's ids in order (docs/data.md's recipe).
-"""
+``task.data`` is one folder or a colon list of shards (``OUT/shard0:OUT/shard1:...``); fairseq reads the
+first one's dictionary, where prepare_data.py keeps ``dict.txt``, ``manifest.json`` and ``tokenizer/``. A
+``fairseq-preprocess`` folder has no manifest: its tokenizer files are given (``tokenizer=``)."""
 from __future__ import annotations
 
 import dataclasses
@@ -44,7 +40,6 @@ class DataFolder:
     def load_tokenizer(self):
         """The preprocessing path's tokenizer (tokenizer.py): encode_batch, decode, vocab_size."""
         from .tokenizer import load_tokenizer
-
         if not self.tokenizer:
             raise InputError(f"{self.path}: no tokenizer known for this data folder")
         files = self.tokenizer if self.tokenizer_type == "gpt2" else self.tokenizer[0]

@@ -1,12 +1,8 @@
 """Stopping a long preparation on a signal: one line, the status a shell expects, and a run that resumes.
 
-Slurm ends a job at ``--time`` with SIGTERM (then SIGKILL), a user with Ctrl-C. Under
-:func:`stopping_on_signals` both raise :class:`Interrupted` in the main thread, so that the
-cleanup of ``finally`` blocks runs (the worker pool is terminated, this process's temporary
-folders removed) while what a rerun resumes from is kept. Worker processes forked meanwhile
-leave the stopping to the parent (Ctrl-C reaches the whole process group), die at once on
-SIGTERM, and die with the parent when it is killed outright (SIGKILL runs no cleanup at all).
-"""
+Under :func:`stopping_on_signals`, SIGTERM (Slurm at ``--time``) and Ctrl-C raise :class:`Interrupted`
+in the main thread, so ``finally`` blocks clean up while what a rerun resumes from is kept. Forked
+workers leave the stopping to the parent and die with it."""
 from __future__ import annotations
 
 import contextlib
@@ -85,10 +81,8 @@ def stopping_on_signals() -> Iterator[None]:
 
 
 def interruptible(function: Callable[..., T], *args, **kwargs) -> T:
-    """``function(...)`` in a thread while the main thread waits: Python runs signal handlers in the main
-    thread between bytecodes only, so a long native call there (sentencepiece's trainer) would hold a
-    SIGTERM back until it returned, past Slurm's grace period. On a signal the call is abandoned; the
-    process is ending."""
+    """``function(...)`` in a thread while the main thread waits: signal handlers run between bytecodes only, so
+    a long native call (sentencepiece's trainer) would hold SIGTERM back past Slurm's grace period."""
     outcome: dict = {}
 
     def call():

@@ -1,11 +1,8 @@
-"""Raw text -> a fairseq data folder for headless pretraining, streaming, parallel and sharded.
+"""Raw text -> a fairseq data folder for headless pretraining (paper Sec. 4-6), streaming, parallel and sharded.
 
-The data stage of the paper's recipe (Pythia's tokenizer, Sec. 4.1-4.2; a multilingual vocabulary,
-Sec. 5; BPE tokenizers of several sizes, Sec. 6) for corpora far larger than memory: a scan, a
-sample for sentencepiece, and one encoding pass per shard, each parallel over work units, the
-output the same for any --workers; a stopped run resumes. :func:`prepare_data` is the entry;
-docs/data.md describes the output and how the passes work.
-"""
+A scan, a sample for sentencepiece, and one encoding pass per shard, each parallel over work units; the
+output is the same for any --workers and a stopped run resumes. :func:`prepare_data` is the entry;
+docs/data.md describes the output and how the passes work."""
 from __future__ import annotations
 
 import contextlib
@@ -139,8 +136,7 @@ class Options:
         return any(language is not None for language, _ in self.inputs)
 
     def settings(self) -> dict:
-        """What decides the output (not --workers, --force, --shard-index): a resumed run must
-        have the same."""
+        """What decides the output (not --workers, --force, --shard-index): a resumed run must have the same."""
         keep = ("inputs", "alpha", "tokenizer_mode", "vocab_size", "model_type", "tokenizer_file",
                 "character_coverage", "byte_fallback", "spm_sample_lines", "spm_sample_bytes", "valid_lines",
                 "test_lines", "padding_factor", "seed", "field", "licence", "shards")
@@ -168,9 +164,7 @@ class Options:
         return shlex.join(["prepare_data.py", *map(str, words), *(["--force"] if self.force else [])])
 
 
-# --------------------------------------------------------------------------
-# what the workers share (inherited through fork, set again for each pass)
-# --------------------------------------------------------------------------
+# -- what the workers share (inherited through fork, set again for each pass) --
 
 
 @dataclasses.dataclass
@@ -237,19 +231,13 @@ def _task(args):
         report.flush()
 
 
-# --------------------------------------------------------------------------
-# the three passes, per unit
-# --------------------------------------------------------------------------
-
-
-def _group(source: Source):
-    return source.language
+# -- the three passes, per unit --
 
 
 def _scan(unit: Unit, _, report) -> dict:
     source = _JOB.sources[unit.source]
     hasher = splits.RecordHasher(source.name)
-    candidates = splits.SplitCandidates(*_JOB.budgets[_group(source)])
+    candidates = splits.SplitCandidates(*_JOB.budgets[source.language])
     lines = records = documents = text_bytes = 0
     for record in read_unit(_JOB.sources, unit, _JOB.field, lambda n: report(n)):
         n = len(record.lines)
@@ -268,12 +256,11 @@ def _text_bytes(line: str) -> int:
 
 
 def _lines(unit: Unit, shard: int | None, heldout: bool, report) -> Iterator[tuple]:
-    """(split, line, key, copy, record position, line in record) in the order they are written.
-    ``shard`` None: the training lines of every shard (the tokenizer's sample). ``key`` tells
-    contiguous text apart: consecutive keys (same pass and document, next line) are one text."""
+    """(split, line, key, copy, record position, line in record) in the order they are written; ``shard``
+    None: the training lines of every shard. Consecutive keys (same copy and document, next line) are one text."""
     source = _JOB.sources[unit.source]
     hasher = splits.RecordHasher(source.name)
-    plan = _JOB.plans[_group(source)]
+    plan = _JOB.plans[source.language]
     copies, extra, train_lines = (_JOB.resampling or {}).get(unit.index, (1, 0, 0))
     k = _JOB.shards
 
@@ -361,9 +348,7 @@ def _encode(unit: Unit, shard: int, report) -> dict:
             "text_bytes": text_bytes}
 
 
-# --------------------------------------------------------------------------
-# running a pass
-# --------------------------------------------------------------------------
+# -- running a pass --
 
 
 def _blocks(job: Job, units: Sequence[Unit], progress: _PassProgress) -> Iterator[Unit]:
@@ -384,11 +369,8 @@ def _blocks(job: Job, units: Sequence[Unit], progress: _PassProgress) -> Iterato
 
 def run_pass(job: Job, stage: str, units: Sequence[Unit], workers: int, progress: _PassProgress,
              extra=None, load_tok: bool = False) -> Iterator[dict]:
-    """Run ``stage`` over ``units``; yields each unit's result as it finishes (in any order).
-
-    Workers read the units of uncompressed files themselves. This process decompresses each
-    compressed file once and hands its blocks to the workers, at most ``workers + 2`` blocks
-    ahead of them, so that memory stays a few blocks whatever the size of the file."""
+    """Run ``stage`` over ``units``; yields each unit's result as it finishes (in any order). This process
+    decompresses each compressed file once and hands out its blocks, at most ``workers + 2`` ahead."""
     global _JOB, _DIRECT_REPORT
     streamed = [u for u in units if is_streamed(job.sources, u)]
     # Longest first, so that the last unit to start is a short one.
@@ -416,10 +398,8 @@ def run_pass(job: Job, stage: str, units: Sequence[Unit], workers: int, progress
     # of importing them again, and no worker has run a tokenizer thread before it forks.
     context = multiprocessing.get_context("fork")
     job.queue = context.SimpleQueue()
-    # The workers share the parent's heap (torch, fairseq) copy-on-write; their garbage collector would
-    # touch every inherited object and so copy the pages over a long run, and memory would grow with the
-    # corpus (BENCHMARKS.md, "Data preparation"). Frozen objects are never scanned; the parent collects
-    # them again once the workers exist.
+    # Frozen objects are never scanned: the workers' garbage collector would otherwise copy the parent's
+    # copy-on-write heap page by page, and memory would grow with the corpus (BENCHMARKS.md).
     gc.freeze()
     others = set(multiprocessing.active_children())
     try:
@@ -472,11 +452,8 @@ def run_pass(job: Job, stage: str, units: Sequence[Unit], workers: int, progress
 
 
 def _stop_pool(pool, workers) -> None:
-    """End a pool on an error or a signal without waiting on it forever. A signal sent to the whole job (Slurm at
-    ``--time``) also kills the workers, and a worker that dies holding one of the pool's queue locks (an idle worker
-    waits for its next task holding the task queue's) would make ``Pool.terminate()`` wait for that lock forever.
-    So the workers are killed, the locks they may have held freed, and ``terminate()`` runs in a thread of its
-    own that gets a few seconds at most."""
+    """End a pool on an error or a signal without waiting forever: a worker killed holding a queue lock would
+    hang ``Pool.terminate()``, so the workers are killed, their locks freed, and ``terminate()`` gets a few seconds."""
     pool._worker_handler._state = multiprocessing.pool.TERMINATE  # no new workers for those killed here
     for worker in workers:
         worker.kill()
@@ -491,9 +468,7 @@ def _stop_pool(pool, workers) -> None:
     stopper.join(POOL_STOP_SECONDS)
 
 
-# --------------------------------------------------------------------------
-# the corpus after the scan
-# --------------------------------------------------------------------------
+# -- the corpus after the scan --
 
 
 @dataclasses.dataclass
@@ -573,7 +548,7 @@ class Preparation:
                 found[r["unit"], start] = r["lines"], end, disk
                 for key, total in per_source[unit.source].items():
                     per_source[unit.source][key] = total + r[key]
-                candidates[_group(sources[unit.source])].merge(r["candidates"])
+                candidates[sources[unit.source].language].merge(r["candidates"])
                 pause_for_tests("scan")
         seconds = progress.close()
         # The candidates name their unit (unit, start); the passes after the scan number the blocks too.
@@ -593,7 +568,7 @@ class Preparation:
              "licence": opts.licence} for s, st in zip(sources, per_source)]
         result_groups = {}
         for g in groups:
-            total = sum(n for u, n in zip(units, unit_lines) if _group(sources[u.source]) == g)
+            total = sum(n for u, n in zip(units, unit_lines) if sources[u.source].language == g)
             if total == 0:
                 if g is None:
                     shown = ", ".join(path for _, path in opts.inputs)
@@ -626,7 +601,7 @@ class Preparation:
         for lang, n in counts.items():
             g = groups[_group_name(lang)]
             train_of = {u.index: unit_lines[u.index] - g["unit_heldout"].get(str(u.index), 0)
-                        for u in units if _group(sources[u.source]) == lang}
+                        for u in units if sources[u.source].language == lang}
             copies, extra = divmod(targets[lang], n)
             shares = sampling.allocate(extra, train_of)
             for u, lines in train_of.items():
@@ -773,8 +748,7 @@ class Preparation:
         }
         if tok.trained:
             manifest["tokenizer"].update(requested_vocab_size=opts.vocab_size,
-                                         character_coverage=opts.character_coverage,
-                                         byte_fallback=opts.byte_fallback)
+                                         character_coverage=opts.character_coverage, byte_fallback=opts.byte_fallback)
         return manifest
 
     def write_dictionary_and_manifest(self, folder: Path, tok: Tokenizer, scan: Scan, shard_results: list[dict]):
@@ -807,9 +781,13 @@ class Preparation:
         one does: the scan, the tokenizer and a finished encoding are kept), then renamed onto OUT whole."""
         opts = self.opts
         out = opts.output
-        check_output(out, opts.force)
+        if (out.exists() or out.is_symlink()) and not opts.force:
+            raise InputError(f"output folder {out} already exists; pass --force to replace it or choose another "
+                             "--output")
+        if (out.exists() or out.is_symlink()) and not out.is_dir():
+            raise InputError(f"--output {out} exists and is not a folder; remove it first")
         given = self._given_tokenizer()
-        work = partial_folder(out)
+        work = out.with_name(f"{out.name}.partial")  # beside OUT: the same command finds it again
         sources, units = self._sources([out, work])
         # All that the kept work depends on; anything else starts it over.
         state = {"settings": opts.settings(), "inputs": _described(sources),
@@ -846,9 +824,10 @@ class Preparation:
         out, k = opts.output, opts.shards
         settings = opts.settings()
         old = None
-        # An empty folder, or one holding only a temporary file, is what another task of the same array has
-        # just created (its prepare.json is being written): not someone else's folder.
-        if (out.exists() or out.is_symlink()) and not (out.is_dir() and _only_temporaries(out)):
+        # An empty folder, or one holding only the atomic writer's temporaries (``.name.*.tmp*``), is what another
+        # task of the same array has just created (its prepare.json is being written): not someone else's folder.
+        only_temporaries = out.is_dir() and all(p.name.startswith(".") and ".tmp" in p.name for p in out.iterdir())
+        if (out.exists() or out.is_symlink()) and not only_temporaries:
             previous = _read_json(out / MARKER) if out.is_dir() else None
             if previous is not None and previous.get("settings") == settings and not opts.force:
                 pass  # resume
@@ -974,19 +953,11 @@ class Preparation:
         return load_tokenizer("sentencepiece", folder / "spm.model", "--vocab-size", trained=True)
 
 
-# --------------------------------------------------------------------------
-# files and folders
-# --------------------------------------------------------------------------
+# -- files and folders --
 
 MARKER = "prepare.json"  # the options (and for one folder, the inputs) of a resumable preparation
 SHARD_DONE = "shard.json"  # written last into a finished shard
 _HOST = socket.gethostname()
-
-
-def partial_folder(out: Path) -> Path:
-    """Where a one-folder preparation works until it is complete: beside OUT, named for it alone, so that
-    the same command finds it again."""
-    return out.with_name(f"{out.name}.partial")
 
 
 def _temporary(base: Path, name: str) -> Path:
@@ -1003,16 +974,14 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # someone else's live process
-        return True
+        pass
     return True
 
 
 def _remove_stale_temporaries(folder: Path, shared: bool, finished: bool = False) -> None:
-    """Remove what stopped runs left in ``folder``: temporary folders (``NAME.tmp-HOST-PID``) and files of the
-    atomic writer (``.NAME.PID-HEX.tmp.SUFFIX``) whose process is dead. Another machine's processes cannot be
-    asked: in a ``shared`` (sharded) folder its folders go once the preparation is ``finished``, its files
-    never (a late task may be writing one). Unshared, the shard folders' files are checked too: a dictionary
-    or manifest cut short by SIGKILL would otherwise be published with the shard."""
+    """Remove the temporary folders (``NAME.tmp-HOST-PID``) and atomic-writer files (``.NAME.PID-HEX.tmp.SUFFIX``)
+    of dead processes. In a ``shared`` folder another machine's folders go once ``finished``, its files never;
+    unshared, the shard folders are checked too (a dictionary cut short by SIGKILL must not be published)."""
     shards = [] if shared else [p for p in folder.glob("shard*") if p.is_dir() and ".tmp-" not in p.name]
     for path in [*folder.iterdir(), *(p for shard in shards for p in shard.iterdir())]:
         name = path.name
@@ -1035,9 +1004,8 @@ class Busy(InputError):
 
 
 def _claim(base: Path, name: str) -> None:
-    """Remove what earlier runs left of ``name`` (``NAME.tmp-HOST-PID``) before this run makes it again; a live
-    process on this machine still making it stops this run instead (:class:`Busy`: the work, ``OUT.partial``
-    included, is the other run's and must stay)."""
+    """Remove what earlier runs left of ``name`` (``NAME.tmp-HOST-PID``); a live process on this machine still
+    making it stops this run instead (:class:`Busy`: the work is the other run's and must stay)."""
     for stale in base.glob(f"{name}.tmp-*"):
         host, _, pid = stale.name.rpartition(".tmp-")[2].rpartition("-")
         if host == _HOST and pid.isdigit() and _alive(int(pid)):
@@ -1057,25 +1025,11 @@ def _described(sources) -> list:
     return [[s.path, s.size] for s in sources]
 
 
-def _only_temporaries(folder: Path) -> bool:
-    """True for an empty folder or one that holds only the atomic writer's temporaries (``.name.*.tmp*``)."""
-    return all(p.name.startswith(".") and ".tmp" in p.name for p in folder.iterdir())
-
-
 def _read_json(path: Path) -> dict | None:
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-
-
-def check_output(out: Path, force: bool) -> None:
-    if out.exists() or out.is_symlink():
-        if not force:
-            raise InputError(f"output folder {out} already exists; pass --force to replace it or choose another "
-                            f"--output")
-        if not out.is_dir():
-            raise InputError(f"--output {out} exists and is not a folder; remove it first")
 
 
 def tokenizer_sample(opts: Options, k: int) -> list[str]:

@@ -2,8 +2,7 @@
 tokenizer's training sample (a mergeable priority reservoir), so that workers share no state.
 
 q_i = p_i^alpha / sum_j p_j^alpha; each language's extra lines are shared out among its units and
-drawn there by selection sampling. The method and why it is exact: docs/data.md.
-"""
+drawn there by selection sampling. The method and why it is exact: docs/data.md."""
 from __future__ import annotations
 
 import hashlib
@@ -77,10 +76,8 @@ class Priorities:
 
 
 def reservoir_cutoff(k: int, population: int) -> int:
-    """A priority below which a unit keeps its lines: the k-th smallest of ``population``
-    uniform priorities lies below k/population + 10 standard deviations but for a chance of
-    about 1e-23; if it ever does not, the caller sees fewer than k lines kept and asks again
-    with a larger cut-off."""
+    """A priority below which a unit keeps its lines: the k-th smallest of ``population`` uniform priorities lies
+    below k/population + 10 standard deviations (but for a chance of 1e-23, when the caller asks again)."""
     if population <= k:
         return PRIORITY_RANGE
     share = (k + 10 * math.sqrt(k) + 100) / population

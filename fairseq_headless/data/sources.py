@@ -1,10 +1,8 @@
 """Reading a corpus as a stream of records, in work units that workers read independently.
 
-An uncompressed file is cut into byte ranges, a compressed one into blocks of decompressed text
-that the main process hands out, a dataset is one unit; units depend on the input alone. A record
-(a jsonl line, a text document or an 8 KiB piece of one) is named by ``(Source.name, position)``,
-its byte offset, so any worker decides its split and shard alone (docs/data.md).
-"""
+Uncompressed files are cut into byte ranges, compressed ones into blocks of decompressed text that the
+main process hands out. A record (a jsonl line, or a text document or 8 KiB piece of one) is named by
+``(Source.name, position)``, so any worker decides its split and shard alone (docs/data.md)."""
 from __future__ import annotations
 
 import bz2
@@ -26,14 +24,11 @@ TEXT_KINDS = (".txt", ".jsonl")
 # A range of an uncompressed file read by one worker. Small enough that a 40 MB file keeps two
 # workers busy, large enough that OWT2-sized input is a few thousand units, not millions of files.
 UNIT_BYTES = 16 << 20
-# Longest record of a text file (see the module docstring): about 2,000 tokens, a whole context of
-# the paper's models (Pythia's is 2,048), and small enough that a file without blank lines (a
-# sentence per line, one document) still splits into valid, test and train at the requested sizes.
+# Longest record of a text file: about 2,000 tokens (Pythia's context is 2,048), and small enough that a
+# file without blank lines (one document) still splits into valid, test and train at the requested sizes.
 RECORD_BYTES = 8 << 10
-# A block of a compressed file: its text travels from the reader to a worker (the reader keeps at most
-# a few blocks per worker in flight). Small enough that the last blocks of a file keep every worker
-# busy (with a handful of large blocks, one worker tokenizes the last alone: BENCHMARKS.md, "One
-# compressed file"), large enough that handing one over costs nothing next to tokenizing it.
+# A block of a compressed file, handed from the reader to a worker: small enough that the last blocks of a
+# file keep every worker busy (BENCHMARKS.md, "One compressed file"), large enough to cost nothing to hand over.
 BLOCK_BYTES = 1 << 20
 
 
@@ -44,7 +39,6 @@ class _ZstdFrames(io.RawIOBase):
 
     def __init__(self, raw):
         import zstandard
-
         self._zstd, self._raw = zstandard, raw
         self._pending, self._offset = b"", 0  # decompressed bytes not handed out yet
         self._frame = None  # the decompressor of the frame being read
@@ -87,12 +81,8 @@ def _open_zstd(raw):
     return io.BufferedReader(_ZstdFrames(raw), 1 << 20)
 
 
-COMPRESSIONS: dict[str, Callable] = {
-    ".gz": lambda raw: gzip.open(raw, "rb"),
-    ".bz2": lambda raw: bz2.open(raw, "rb"),
-    ".xz": lambda raw: lzma.open(raw, "rb"),
-    ".zst": _open_zstd,
-}
+COMPRESSIONS: dict[str, Callable] = {".gz": lambda raw: gzip.open(raw, "rb"), ".bz2": lambda raw: bz2.open(raw, "rb"),
+                                     ".xz": lambda raw: lzma.open(raw, "rb"), ".zst": _open_zstd}
 # First bytes of compressed data: a file whose name says otherwise is refused rather than read as
 # text (it would fail later with a misleading "invalid UTF-8" message).
 MAGIC = {b"\x1f\x8b": ".gz", b"BZh": ".bz2", b"\xfd7zXZ\x00": ".xz", b"\x28\xb5\x2f\xfd": ".zst",
@@ -109,9 +99,8 @@ class Source:
     """One thing to read: a file on disk or a Hugging Face dataset."""
 
     path: str  # as shown in messages and the manifest
-    # What the split hashes: the file's path below the input it was found under, starting with
-    # that input's own name ("sotu/1790_washington.txt"), so that the same corpus mounted
-    # elsewhere (the machines of a Slurm array) splits the same way.
+    # What the split hashes: the path below the input's own name ("sotu/1790_washington.txt"), so that the
+    # same corpus mounted elsewhere (the machines of a Slurm array) splits the same way.
     name: str
     language: str | None
     kind: str  # "txt" | "jsonl" | "hf"
@@ -147,9 +136,7 @@ class Record:
     continues: bool = False  # continues the previous record's document (a cut text document)
 
 
-# --------------------------------------------------------------------------
-# finding the sources
-# --------------------------------------------------------------------------
+# -- finding the sources --
 
 
 def _known_compression(name: str) -> str | None:
@@ -159,10 +146,6 @@ def _known_compression(name: str) -> str | None:
 def _strip_compression(name: str) -> str:
     suffix = _known_compression(name)
     return name[: -len(suffix)] if suffix else name
-
-
-def _is_corpus_name(name: str) -> bool:
-    return _strip_compression(name).endswith(TEXT_KINDS)
 
 
 def _looks_compressed_unknown(name: str) -> bool:
@@ -196,18 +179,8 @@ def parse_hf_spec(spec: str) -> tuple[str, str | None, str]:
     parts = spec[len("hf:"):].split(":")
     if not parts[0] or len(parts) > 3:
         raise InputError(f"{spec}: expected hf:NAME[:CONFIG][:SPLIT]")
-    name = parts[0]
-    config = parts[1] if len(parts) > 1 and parts[1] else None
-    split = parts[2] if len(parts) > 2 and parts[2] else "train"
-    return name, config, split
-
-
-def _is_within(path: Path, folder: Path) -> bool:
-    try:
-        Path(os.path.abspath(path)).relative_to(folder)
-        return True
-    except ValueError:
-        return False
+    parts += ["", ""]
+    return parts[0], parts[1] or None, parts[2] or "train"
 
 
 def _file_source(path: Path, name: str, language: str | None) -> Source:
@@ -221,8 +194,7 @@ def resolve_inputs(inputs: Iterable[tuple[str | None, str]], exclude: Sequence[P
     """Expand folders (recursively, sorted) and check every path exists.
 
     Files under `exclude` (the output folder and its temporary siblings) are skipped so that
-    re-running into a folder inside an input folder does not read our own files back as text.
-    """
+    re-running into a folder inside an input folder does not read our own files back as text."""
     inputs = list(inputs)
     option = "--lang-input" if any(lang is not None for lang, _ in inputs) else "--input"
     sources: list[Source] = []
@@ -239,15 +211,14 @@ def resolve_inputs(inputs: Iterable[tuple[str | None, str]], exclude: Sequence[P
             continue
         found = []
         for f in sorted(path.rglob("*")):
-            if not f.is_file() or any(_is_within(f, ex) for ex in exclude):
+            if not f.is_file() or any(Path(os.path.abspath(f)).is_relative_to(ex) for ex in exclude):
                 continue
             if _looks_compressed_unknown(f.name):
                 raise InputError(f"{f}: unknown compression {f.suffix}; accepted: {ACCEPTED}")
-            if _is_corpus_name(f.name):
+            if _strip_compression(f.name).endswith(TEXT_KINDS):
                 found.append(f)
         if not found:
-            raise InputError(f"no .txt or .jsonl files (optionally .gz/.bz2/.xz/.zst) under folder {raw} "
-                            f"({option})")
+            raise InputError(f"no .txt or .jsonl files (optionally .gz/.bz2/.xz/.zst) under folder {raw} ({option})")
         sources.extend(_file_source(f, f"{base}/{f.relative_to(path).as_posix()}", lang) for f in found)
     seen: dict[str, str] = {}
     for s in sources:
@@ -281,9 +252,7 @@ def make_units(sources: Sequence[Source], unit_bytes: int | None = None) -> list
     return units
 
 
-# --------------------------------------------------------------------------
-# reading a unit
-# --------------------------------------------------------------------------
+# -- reading a unit --
 
 ProgressFn = Callable[[int], None]  # called with on-disk bytes consumed since the last call
 

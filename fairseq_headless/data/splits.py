@@ -2,8 +2,7 @@
 
 blake2b-128 of ``(source name, position)`` gives ``rank`` (valid = the smallest ranks up to
 --valid-lines lines, then test, then train) and ``shard`` (``% K``); neither depends on --seed or
-on which worker reads the record. docs/data.md, "Splits".
-"""
+on which worker reads the record. docs/data.md, "Splits"."""
 from __future__ import annotations
 
 import dataclasses
@@ -68,8 +67,7 @@ class SplitCandidates:
 
     ``first`` keeps the smallest-rank records covering the largest valid size possible; a record
     it lets go can never be a valid record any more (later records only add lines below it), so it
-    goes to ``second``, which keeps the smallest of those covering the largest test size.
-    """
+    goes to ``second``, which keeps the smallest of those covering the largest test size."""
 
     def __init__(self, valid_budget: int, test_budget: int):
         self.first = SmallestRecords(valid_budget)
@@ -135,9 +133,8 @@ def plan_split(candidates: SplitCandidates, total_lines: int, n_valid: int, n_te
         bounds[name] = items[i - 1][0] + 1 if records[name] else (bounds.get("valid", 0))
     train = total_lines - lines["valid"] - lines["test"]
     if lines["valid"] < n_valid or lines["test"] < n_test or train < 1:
-        raise InputError(
-            f"{what} has only {total_lines} non-empty lines, not enough for {n_valid} valid + {n_test} test "
-            f"lines (whole documents) and a training set; lower {option_hint} or add text")
+        raise InputError(f"{what} has only {total_lines} non-empty lines, not enough for {n_valid} valid + {n_test} "
+                         f"test lines (whole documents) and a training set; lower {option_hint} or add text")
     lines["train"] = train
     records["train"] = None  # counted by the encoding pass
     return GroupSplit(SplitPlan(bounds["valid"], bounds["test"]), lines, records, unit_lines)

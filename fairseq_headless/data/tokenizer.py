@@ -2,8 +2,7 @@
 ``tokenizer.json`` (e.g. Pythia's, paper Sec. 4.2), behind one batched ``encode_batch``.
 
 A preparation worker is one process running one tokenizer thread (``single_threaded``): the
-parallelism is the workers', so that N workers use N cores and no more.
-"""
+parallelism is the workers', so that N workers use N cores and no more."""
 from __future__ import annotations
 
 import functools
@@ -19,9 +18,8 @@ from ..cli import InputError
 # byte_fallback needs 256 byte pieces on top of the characters, so "auto" turns it on only for
 # vocabularies at least this large.
 BYTE_FALLBACK_AUTO_MIN_VOCAB = 1000
-# sentencepiece silently skips training sentences longer than max_sentence_length (4192 bytes by
-# default); long lines (a whole speech on one line, say) are cut at whitespace into pieces below
-# this for training.
+# sentencepiece silently skips training sentences longer than max_sentence_length (4192 bytes): long
+# lines are cut at whitespace into pieces below this for training.
 SPM_TRAIN_CHUNK_BYTES = 4000
 
 
@@ -58,8 +56,7 @@ class Tokenizer:
 
         ``decode`` reads ids as a whole text, and sentencepiece drops the space before a text's first
         word; a token spliced after other words (fairseq's fill_mask) or tested for starting a word keeps
-        it. Decoded after an anchor token, which is then cut off: the same for every kind of tokenizer.
-        """
+        it. Decoded after an anchor token, which is then cut off: the same for every kind of tokenizer."""
         anchor = self._anchor
         head, text = self.decode(anchor), self.decode(anchor + list(ids))
         return text[len(head):] if text.startswith(head) else self.decode(ids)
@@ -79,7 +76,6 @@ class SentencePieceTokenizer(Tokenizer):
     def __init__(self, model_file: Path, option: str, trained: bool = False):
         import sentencepiece as spm
         from sentencepiece.sentencepiece_model_pb2 import ModelProto, TrainerSpec
-
         try:
             self.sp = spm.SentencePieceProcessor(model_file=str(model_file))
         except (RuntimeError, OSError) as e:
@@ -165,7 +161,6 @@ class GPT2BPETokenizer(Tokenizer):
 
     def __init__(self, encoder_json: Path, vocab_bpe: Path):
         from fairseq.data.encoders.gpt2_bpe_utils import get_encoder
-
         self.path, self.merges = Path(encoder_json), Path(vocab_bpe)
         try:
             self.bpe = get_encoder(str(self.path), str(self.merges))
@@ -187,7 +182,6 @@ class GPT2BPETokenizer(Tokenizer):
     def to_tokenizers(self):
         """The same tokenizer as a `tokenizers` object: a byte-level BPE (GPT-2's regex and byte map)."""
         from tokenizers import Tokenizer as _HFTok, decoders, models, pre_tokenizers
-
         tok = _HFTok(models.BPE.from_file(str(self.path), str(self.merges)))
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
@@ -205,9 +199,7 @@ def load_tokenizer(kind: str, path, option: str, trained: bool = False) -> Token
     return HFTokenizer(path, option)
 
 
-# --------------------------------------------------------------------------
-# sentencepiece training
-# --------------------------------------------------------------------------
+# -- sentencepiece training --
 
 
 def training_pieces(line: str) -> list[str]:
@@ -231,7 +223,6 @@ def train_sentencepiece(sample: Iterable[str], folder: Path, vocab_size: int, mo
                         character_coverage: float, byte_fallback: bool, threads: int) -> SentencePieceTokenizer:
     """Train on the given sample (the training split's reservoir, sampling.py) into folder/spm.model."""
     import sentencepiece as spm
-
     prefix = Path(folder) / "spm"
     # The model is handed over in memory: written from a model_prefix, it would record that path (with the
     # run's temporary folder, so its process id) and differ from run to run.

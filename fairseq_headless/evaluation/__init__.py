@@ -6,5 +6,4 @@ WiC) and XNLI with App. E's protocol, and writes the paper's tables; scores caus
 One concept per module: tasks.py (the registry), readers.py and task_data.py (files -> examples),
 encoding.py (-> token ids), model_loading.py (folder -> model with a new head), balanced_loss.py and
 metrics.py, finetune.py (one run), suite.py and results.py (models x tasks x seeds, the tables), cli.py;
-zeroshot.py, zeroshot_compare.py and zeroshot_cli.py (Tab.4), zeroshot_tasks/ (one YAML per task).
-"""
+zeroshot.py, zeroshot_compare.py and zeroshot_cli.py (Tab.4), zeroshot_tasks/ (one YAML per task)."""

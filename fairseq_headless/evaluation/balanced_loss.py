@@ -1,12 +1,8 @@
 """Balanced cross-entropy for fine-tuning (paper App. E.1).
 
-With L_c the summed cross-entropy of the batch's examples of class c and w_c = n_c / N its frequency in
-the batch (App. E.1: "we approximate the (w_c) using the batch labels"), L_bce = sum_c L_c / w_c. We
-return L_bce / N, normalised as a mean cross-entropy: the sum over the classes present of their mean
-loss. Every class present weighs the same whatever its count, so rare classes (MRPC's negatives, CoLA's
-unacceptable sentences) are not drowned by frequent ones. (torch's ``cross_entropy(weight=1/n_c)``
-would divide by the number of classes present instead.)
-"""
+With L_c the summed cross-entropy of the batch's class-c examples and w_c = n_c / N, L_bce = sum_c L_c / w_c,
+returned / N: the sum over the classes present of their mean loss, so rare classes weigh as much as
+frequent ones. (torch's ``cross_entropy(weight=1/n_c)`` would divide by the number of classes instead.)"""
 from __future__ import annotations
 
 import torch
@@ -24,9 +20,6 @@ def balanced_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
 
 
 def balanced_loss_func(outputs, labels: Tensor, num_items_in_batch=None) -> Tensor:
-    """The Trainer's ``compute_loss_func`` hook: balanced CE of the model's logits.
-
-    ``num_items_in_batch`` is ignored: class frequencies are each micro-batch's, as in the paper; the
-    fine-tuning Trainer sets ``loss_is_scaled_for_ga = False`` and divides by the accumulation steps itself.
-    """
+    """The Trainer's ``compute_loss_func`` hook: balanced CE of the model's logits. ``num_items_in_batch`` is
+    ignored: class frequencies are each micro-batch's, as in the paper (the Trainer scales for accumulation)."""
     return balanced_cross_entropy(outputs["logits"], labels)

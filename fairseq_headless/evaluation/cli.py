@@ -1,11 +1,7 @@
 """The command lines of scripts/finetune_glue.py, finetune_superglue.py and finetune_xnli.py.
 
-Options come from :class:`FinetuneConfig`'s fields (their help texts are the docs), with per-benchmark
-defaults from the paper: GLUE (Tab.1) and SuperGLUE (Tab.2, no recipe of its own: GLUE's) with App. E's
-batch 32, 10 epochs and ``--loss balanced`` (lr 1e-5, weight decay 0, Tab.14) or ``--loss ce`` (Tab.12),
-3 and 10 seeds; XNLI (Tab.5, Tab.16) with lr 2e-5, batch 128, cross-entropy, weight decay 0.01 and 3
-epochs. Where the paper is ambiguous and what we took: docs/evaluation.md#protocol-paper-app-e.
-"""
+Options come from :class:`FinetuneConfig`'s fields, with per-benchmark defaults from the paper (App. E,
+Tab.12, 14, 16); where the paper is ambiguous and what we took: docs/evaluation.md#protocol-paper-app-e."""
 from __future__ import annotations
 
 import argparse
@@ -13,14 +9,10 @@ import logging
 import sys
 from pathlib import Path
 
-from ..cli import Parser, run
+from ..cli import InputError, Parser, run
 from .results import best_epoch_of
-from ..cli import InputError
 
-PRESETS = {  # --loss -> (lr, weight decay) of App. E
-    "balanced": (1e-5, 0.0),  # Tab.14
-    "ce": (5e-6, 0.01),  # Tab.12
-}
+PRESETS = {"balanced": (1e-5, 0.0), "ce": (5e-6, 0.01)}  # --loss -> (lr, weight decay) of App. E (Tab.14, Tab.12)
 SUITE_SEEDS = {"glue": 3, "superglue": 10, "xnli": 3}
 XNLI_DEFAULTS = {"lr": 2e-5, "weight_decay": 0.01, "batch_size": 128, "epochs": 3, "loss": "ce"}
 XNLI_SECTIONS = {"zero-shot": "Fine-tuned on English only (cross-lingual zero-shot)",
@@ -74,14 +66,12 @@ def _common_parser(description: str, seeds: int, epochs: int, batch: int, loss: 
 
 def _config(args, lr_wd_defaults):
     from .finetune import FinetuneConfig
-
     if args.seeds < 1:
         raise InputError("--seeds must be at least 1")
     if args.threads < 0:
         raise InputError("--threads must be 0 (torch's default) or more")
     if args.threads:
         import torch
-
         torch.set_num_threads(args.threads)
     if args.max_train_examples is not None and args.max_train_examples < 1:
         raise InputError("--max-train-examples must be at least 1")
@@ -99,15 +89,10 @@ def _check_output(path: Path) -> None:
         raise InputError(f"--output {path}: exists and is not a folder")
 
 
-def _data_source(args) -> str:
-    return str(args.data_dir.resolve()) if args.data_dir is not None else "hub"
-
-
 def _protocol_notes(config, seeds: int) -> list:
     cells = (f"mean ± std over {seeds} fine-tuning seeds" if seeds > 1
              else "the score of one fine-tuning seed (n=1: no spread is known)")
-    return [f"Each cell: {cells}, each {best_epoch_of(config.epochs)} "
-            f"(dev metrics after every epoch). Scores x 100.",
+    return [f"Each cell: {cells}, each {best_epoch_of(config.epochs)} (dev metrics after every epoch). Scores x 100.",
             f"This call: loss {config.loss}, AdamW lr {config.learning_rate:g}, weight decay {config.weight_decay:g}, "
             f"batch {config.batch_size}, constant LR after {100 * config.warmup_ratio:g}% linear warmup, "
             f"max length {config.max_length}"
@@ -128,7 +113,6 @@ def suite_main(argv, suite: str) -> int:
 def _suite_main(argv, suite: str) -> int:
     quiet_root_logger()
     from .tasks import GLUE_TABLE_ORDER, SUITES, TABLE_ORDER
-
     names = ", ".join(TABLE_ORDER[suite])
     title = {"glue": "GLUE dev (paper Tab.1)", "superglue": "SuperGLUE dev (paper Tab.2)"}[suite]
     parser = _common_parser(f"Fine-tune exported encoders on {title} with the protocol of paper App. E.",
@@ -140,10 +124,9 @@ def _suite_main(argv, suite: str) -> int:
 
 
 def _run_suite(args, suite, title, registry, order) -> int:
-    from .suite import SuiteRunner, parse_models, write_tables
+    from .suite import parse_models
     from .task_data import load_split
     from .tasks import resolve_tasks
-
     specs = resolve_tasks(suite, args.tasks)
     models = parse_models(args.model)
     config = _config(args, PRESETS[args.loss])
@@ -153,10 +136,6 @@ def _run_suite(args, suite, title, registry, order) -> int:
         data[spec.name] = (load_split(spec, "train", args.data_dir, max_examples=config.max_train_examples),
                            {"dev": load_split(spec, "dev", args.data_dir)})
 
-    from .finetune import finetune
-
-    bench = SuiteRunner(args.output, force=args.force, keep_checkpoints=args.keep_checkpoints)
-    seeds = list(range(args.seeds))
     avg = [n for n in order if registry[n].in_average]
     notes = _protocol_notes(config, args.seeds)
     if suite == "glue":
@@ -164,22 +143,33 @@ def _run_suite(args, suite, title, registry, order) -> int:
                      "sets concatenated; CoLA: Matthews corr., STS-B: Spearman corr., accuracy elsewhere.")
     else:
         notes.append("Accuracy for every task (Tab.2). COPA: two-way multiple choice; WiC: target word marked.")
+    jobs = [(spec.name, "main", spec, *data[spec.name], {}) for spec in specs]
+    return _run_jobs(args, models, config, suite, jobs, (title, [("main", "", list(order))], avg,
+                                                         {n: registry[n].main_metric for n in order}, notes))
+
+
+def _run_jobs(args, models, config, suite: str, jobs: list, table: tuple) -> int:
+    """Fine-tune every model on every job (name, section, spec, train examples, dev sets, extra settings) for
+    each seed, then write the suite's tables (``table``: write_tables' arguments after the suite)."""
+    from .finetune import finetune
+    from .suite import SuiteRunner, write_tables
+    bench = SuiteRunner(args.output, force=args.force, keep_checkpoints=args.keep_checkpoints)
+    data = str(args.data_dir.resolve()) if args.data_dir is not None else "hub"
     for model in models:
-        for spec in specs:
-            train_examples, dev_sets = data[spec.name]
-            settings = {"model_dir": str(model.path), "task": spec.name, "data": _data_source(args),
+        for name, section, spec, train_examples, dev_sets, extra in jobs:
+            settings = {"model_dir": str(model.path), "task": name, "data": data, **extra,
                         **config.settings()}
 
-            def train(seed, run_dir, spec=spec, model=model, train_examples=train_examples, dev_sets=dev_sets):
+            def train(seed, run_dir, model=model, name=name, spec=spec, train_examples=train_examples,
+                      dev_sets=dev_sets):
                 return finetune(model.path, spec, train_examples, dev_sets, config, seed, run_dir,
-                                desc=f"{model.name} {spec.name} seed {seed}")
+                                desc=f"{model.name} {name} seed {seed}")
 
-            results = bench.run(model, spec.name, settings, seeds, train)
-            # The job's columns are named after the task, not after its single dev set.
-            renamed = {s: {**r, "best": {spec.name: r["best"]["dev"]}} for s, r in results.items()}
-            bench.write_job_summary(model, spec.name, suite, "main", settings, renamed)
-            md = write_tables(args.output, suite, title, [("main", "", list(order))], avg,
-                              {n: registry[n].main_metric for n in order}, notes)
+            results = bench.run(model, name, settings, list(range(args.seeds)), train)
+            if suite != "xnli":  # the job's columns are named after the task, not after its single dev set
+                results = {s: {**r, "best": {name: r["best"]["dev"]}} for s, r in results.items()}
+            bench.write_job_summary(model, name, suite, section, settings, results)
+            md = write_tables(args.output, suite, *table)
     print(md.read_text(encoding="utf-8"))
     print(f"written: {md}, {md.with_suffix('.json')}, {md.with_suffix('.png')}", file=sys.stderr)
     return 0
@@ -193,7 +183,6 @@ def xnli_main(argv) -> int:
 def _xnli_main(argv) -> int:
     quiet_root_logger()
     from .tasks import XNLI_ALL_LANGUAGES, XNLI_LANGUAGES
-
     d = XNLI_DEFAULTS
     parser = _common_parser("Fine-tune exported multilingual encoders on XNLI (paper §5, Tab.5, App. E.4).",
                             SUITE_SEEDS["xnli"], d["epochs"], d["batch_size"], d["loss"],
@@ -211,18 +200,16 @@ def _xnli_main(argv) -> int:
     languages = [lang.strip() for lang in args.languages.split(",") if lang.strip()]
     for lang in languages:
         if lang not in XNLI_ALL_LANGUAGES:
-            raise InputError(
-                f"--languages: '{lang}' is not an XNLI language ({', '.join(XNLI_ALL_LANGUAGES)})")
+            raise InputError(f"--languages: '{lang}' is not an XNLI language ({', '.join(XNLI_ALL_LANGUAGES)})")
     if not protocols or not languages:
         raise InputError("--protocols and --languages must name at least one each")
     return _run_xnli(args, protocols, languages)
 
 
 def _run_xnli(args, protocols, languages) -> int:
-    from .suite import SuiteRunner, parse_models, write_tables
+    from .suite import parse_models
     from .task_data import load_split
     from .tasks import XNLI
-
     models = parse_models(args.model)
     d = XNLI_DEFAULTS
     config = _config(args, (d["lr"], d["weight_decay"]))
@@ -230,35 +217,16 @@ def _run_xnli(args, protocols, languages) -> int:
     load = lambda split, lang: load_split(  # noqa: E731
         XNLI, split, args.data_dir, lang=lang, max_examples=config.max_train_examples if split == "train" else None)
     dev = {lang: load("dev", lang) for lang in languages}
-    jobs = []  # (job name, section, train examples, dev sets)
+    jobs = []  # (job name, section, spec, train examples, dev sets, extra settings)
     if "zero-shot" in protocols:
-        jobs.append(("XNLI-zero-shot", "zero-shot", load("train", "en"), dev))
+        jobs.append(("XNLI-zero-shot", "zero-shot", XNLI, load("train", "en"), dev, {"dev_languages": languages}))
     if "translate-train" in protocols:
-        jobs += [(f"XNLI-translate-train-{lang}", "translate-train", load("train", lang), {lang: dev[lang]})
-                 for lang in languages]
-
-    from .finetune import finetune
-
-    bench = SuiteRunner(args.output, force=args.force, keep_checkpoints=args.keep_checkpoints)
-    seeds = list(range(args.seeds))
+        jobs += [(f"XNLI-translate-train-{lang}", "translate-train", XNLI, load("train", lang), {lang: dev[lang]},
+                  {"dev_languages": [lang]}) for lang in languages]
     notes = _protocol_notes(config, args.seeds) + [
         "Dev accuracy (Tab.5). Zero-shot: one English fine-tuning per seed, its best epoch chosen on the mean "
         "dev accuracy over the languages shown. Translate-train: one fine-tuning per language and seed on "
         "XNLI-MT's machine-translated MultiNLI, its best epoch chosen on that language's dev set."]
     sections = [(p, XNLI_SECTIONS[p], languages) for p in XNLI_SECTIONS if p in protocols]
-    for model in models:
-        for job, section, train_examples, dev_sets in jobs:
-            settings = {"model_dir": str(model.path), "task": job, "data": _data_source(args),
-                        "dev_languages": list(dev_sets), **config.settings()}
-
-            def train(seed, run_dir, model=model, job=job, train_examples=train_examples, dev_sets=dev_sets):
-                return finetune(model.path, XNLI, train_examples, dev_sets, config, seed, run_dir,
-                                desc=f"{model.name} {job} seed {seed}")
-
-            results = bench.run(model, job, settings, seeds, train)
-            bench.write_job_summary(model, job, "xnli", section, settings, results)
-            md = write_tables(args.output, "xnli", "XNLI dev accuracy (paper Tab.5)", sections, languages,
-                              {lang: "accuracy" for lang in languages}, notes)
-    print(md.read_text(encoding="utf-8"))
-    print(f"written: {md}, {md.with_suffix('.json')}, {md.with_suffix('.png')}", file=sys.stderr)
-    return 0
+    return _run_jobs(args, models, config, "xnli", jobs, ("XNLI dev accuracy (paper Tab.5)", sections, languages,
+                                                          {lang: "accuracy" for lang in languages}, notes))

@@ -1,12 +1,8 @@
 """Examples -> token ids with the exported tokenizer, and the collators that pad batches.
 
-The tokenizer of an export gives fairseq ids and, like Hugging Face's RoBERTa tokenizers,
-wraps inputs as ``<s> a </s>`` / ``<s> a </s></s> b </s>``: the classification head reads
-the first position, so :func:`check_tokenizer` refuses a tokenizer that adds no ``<s>``.
-Only ``input_ids`` and ``attention_mask`` are kept (RoBERTa ignores token types, and an
-export has a single token type); padding uses the tokenizer's pad id (checked equal to the
-model's, from which RoBERTa derives positions).
-"""
+Inputs are wrapped as ``<s> a </s>`` / ``<s> a </s></s> b </s>`` like RoBERTa's (the classification head
+reads the first position, so :func:`check_tokenizer` refuses a tokenizer that adds no ``<s>``); only
+``input_ids`` and ``attention_mask`` are kept, padded with the tokenizer's pad id."""
 from __future__ import annotations
 
 from torch.utils.data import Dataset
@@ -23,18 +19,16 @@ def check_tokenizer(tokenizer, config, model_dir) -> None:
     ids = tokenizer("a", "b")["input_ids"]
     start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
     if start is None or ids[0] != start:
-        raise InputError(
-            f"{model_dir}: its tokenizer adds no <s> at the start of inputs (got ids {ids}); the "
-            "classification head reads position 0, so export the tokenizer with a RoBERTa "
-            "post-processor (tokenizers.processors.RobertaProcessing)")
+        raise InputError(f"{model_dir}: its tokenizer adds no <s> at the start of inputs (got ids {ids}); the "
+                         "classification head reads position 0, so export the tokenizer with a RoBERTa "
+                         "post-processor (tokenizers.processors.RobertaProcessing)")
     if tokenizer.pad_token_id is None or tokenizer.pad_token_id != config.pad_token_id:
-        raise InputError(
-            f"{model_dir}: tokenizer pad id {tokenizer.pad_token_id} differs from the model's "
-            f"pad_token_id {config.pad_token_id} (RoBERTa derives positions from it); re-export the folder")
+        raise InputError(f"{model_dir}: tokenizer pad id {tokenizer.pad_token_id} differs from the model's "
+                         f"pad_token_id {config.pad_token_id} (RoBERTa derives positions from it); re-export the "
+                         "folder")
     if len(tokenizer) > config.vocab_size:
-        raise InputError(
-            f"{model_dir}: the tokenizer has {len(tokenizer)} tokens but the model only "
-            f"{config.vocab_size} embedding rows")
+        raise InputError(f"{model_dir}: the tokenizer has {len(tokenizer)} tokens but the model only "
+                         f"{config.vocab_size} embedding rows")
 
 
 def max_positions(config) -> int:

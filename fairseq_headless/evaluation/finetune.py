@@ -1,15 +1,8 @@
 """One fine-tuning run (one model, one task, one seed) with the protocol of paper App. E.
 
-The loop is the `transformers` Trainer: AdamW, a constant learning rate after a linear
-warmup over the first 10% of the steps (``constant_with_warmup``), validation after every
-epoch, a checkpoint after every epoch (the last one kept) so that an interrupted run
-resumes from its last finished epoch. The paper's custom part is the loss: the balanced
-cross-entropy of App. E.1 through the Trainer's ``compute_loss_func`` hook (the model's
-own loss otherwise: cross-entropy, or MSE for the STS-B regression).
-
-The run reports every epoch's dev metrics and the best epoch, chosen on the task's main
-metric (averaged over the dev sets when there are several, e.g. XNLI's languages).
-"""
+The loop is the `transformers` Trainer (AdamW, ``constant_with_warmup`` over 10% of the steps, validation
+and a checkpoint after every epoch, so an interrupted run resumes); the paper's own part is the balanced
+loss of App. E.1, through ``compute_loss_func``. The best epoch is chosen on the task's main metric."""
 from __future__ import annotations
 
 import logging
@@ -84,14 +77,12 @@ def finetune(model_dir: Path, spec: TaskSpec, train_examples: list, dev_sets: di
              seed: int, run_dir: Path, desc: str, callbacks: tuple = ()) -> RunResult:
     """Fine-tune ``model_dir`` on ``train_examples``; evaluate on each of ``dev_sets`` after every epoch.
 
-    ``run_dir`` holds the Trainer's checkpoints; if it has one, training resumes from it.
-    """
+    ``run_dir`` holds the Trainer's checkpoints; if it has one, training resumes from it."""
     tokenizer, model_config = load_tokenizer(model_dir)
     limit = max_positions(model_config)
     if config.max_length > limit:
-        raise InputError(
-            f"--max-length {config.max_length}: {model_dir} takes at most {limit} tokens "
-            f"(max_position_embeddings {model_config.max_position_embeddings})")
+        raise InputError(f"--max-length {config.max_length}: {model_dir} takes at most {limit} tokens "
+                         f"(max_position_embeddings {model_config.max_position_embeddings})")
     train = EncodedDataset(spec, train_examples, tokenizer, config.max_length)
     dev = {name: EncodedDataset(spec, examples, tokenizer, config.max_length) for name, examples in dev_sets.items()}
 
@@ -119,12 +110,10 @@ def finetune(model_dir: Path, spec: TaskSpec, train_examples: list, dev_sets: di
         dataloader_pin_memory=torch.cuda.is_available(),
     )
     use_balanced = config.loss == "balanced" and spec.kind != REGRESSION
-    trainer = Trainer(
-        model=model, args=args, train_dataset=train, eval_dataset=dev,
-        data_collator=collator(spec, tokenizer), compute_metrics=compute_metrics_fn(spec),
-        compute_loss_func=balanced_loss_func if use_balanced else None,
-        callbacks=[EpochProgress(desc, list(dev)), *callbacks],
-    )
+    trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=dev,
+                      data_collator=collator(spec, tokenizer), compute_metrics=compute_metrics_fn(spec),
+                      compute_loss_func=balanced_loss_func if use_balanced else None,
+                      callbacks=[EpochProgress(desc, list(dev)), *callbacks])
     # The balanced loss is a per-micro-batch mean: let the Trainer scale it for accumulation.
     trainer.loss_is_scaled_for_ga = False
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout
@@ -138,9 +127,8 @@ def finetune(model_dir: Path, spec: TaskSpec, train_examples: list, dev_sets: di
     return _result(spec, trainer.state.log_history, list(dev), config.epochs, summary)
 
 
-# The Trainer writes ``checkpoint-N/`` file by file; a crash in the middle leaves a folder
-# that its own ``resume_from_checkpoint=True`` would pick (the highest N) and fail on. A
-# marker written atomically once the save is over tells finished checkpoints apart.
+# The Trainer writes ``checkpoint-N/`` file by file, and ``resume_from_checkpoint=True`` would pick a half-written
+# one; a marker written atomically once the save is over tells finished checkpoints apart.
 COMPLETE = "checkpoint_complete"
 
 

@@ -1,10 +1,7 @@
 """The paper's downstream metrics (Tab.1, 2, 5), computed with scikit-learn and scipy.
 
-Matthews correlation for CoLA, Spearman correlation for STS-B, accuracy elsewhere, plus F1
-(of the positive class, label 1) for MRPC and QQP as GLUE reports it. Values are
-fractions in [0, 1] (correlations in [-1, 1]); tables print them x 100 like the paper.
-(The `evaluate` package is not used: it fetches metric code from a hub at run time.)
-"""
+Matthews correlation for CoLA, Spearman for STS-B, accuracy elsewhere, plus F1 (label 1) for MRPC and
+QQP; values are fractions, tables print them x 100. (Not `evaluate`: it fetches code from a hub.)"""
 from __future__ import annotations
 
 import numpy as np
@@ -27,16 +24,15 @@ def matthews(labels, predictions) -> float:
     return float(matthews_corrcoef(labels, predictions))
 
 
-def spearman(labels, scores) -> float:
-    if np.std(scores) == 0 or np.std(labels) == 0:
-        return 0.0  # constant predictions (a collapsed model) carry no ranking: no correlation
-    return float(spearmanr(labels, scores).statistic)
+def _correlation(statistic):
+    def correlation(labels, scores) -> float:
+        if np.std(scores) == 0 or np.std(labels) == 0:
+            return 0.0  # constant predictions (a collapsed model) carry no ranking: no correlation
+        return float(statistic(labels, scores).statistic)
+    return correlation
 
 
-def pearson(labels, scores) -> float:
-    if np.std(scores) == 0 or np.std(labels) == 0:
-        return 0.0  # as for spearman
-    return float(pearsonr(labels, scores).statistic)
+spearman, pearson = _correlation(spearmanr), _correlation(pearsonr)
 
 
 METRICS = {"accuracy": accuracy, "f1": f1, "matthews": matthews, "spearman": spearman, "pearson": pearson}
@@ -44,12 +40,8 @@ METRICS = {"accuracy": accuracy, "f1": f1, "matthews": matthews, "spearman": spe
 
 def task_metrics(spec: TaskSpec, labels, logits) -> dict:
     """Every metric of ``spec`` from the model's raw outputs (logits, or scores for a regression)."""
-    logits = np.asarray(logits)
-    labels = np.asarray(labels)
-    if spec.kind == REGRESSION:
-        predictions = logits.reshape(-1)
-    else:
-        predictions = logits.reshape(len(labels), -1).argmax(-1)
+    logits, labels = np.asarray(logits), np.asarray(labels)
+    predictions = logits.reshape(-1) if spec.kind == REGRESSION else logits.reshape(len(labels), -1).argmax(-1)
     return {name: METRICS[name](labels, predictions) for name in spec.metrics}
 
 

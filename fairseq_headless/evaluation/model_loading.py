@@ -1,11 +1,8 @@
 """An exported encoder folder -> a model with a new task head, checked, and its tokenizer.
 
-A headless export is a ``headless_roberta`` model (its own model type, code in the folder, loaded with
-``trust_remote_code=True``), a vanilla one a ``RobertaForMaskedLM``; the Auto task classes load both with
-RoBERTa's task heads and print a load report as a warning. That report would be the only sign of an
-encoder weight silently left random, so it is checked here instead (missing weights only in the new head,
-no shape mismatch, only ``lm_head`` left over) and replaced by one summary line.
-"""
+Headless exports (``headless_roberta``, ``trust_remote_code=True``) and vanilla ones (``RobertaForMaskedLM``)
+both get RoBERTa's task heads; the Auto classes' load report, the only sign of an encoder weight left
+random, is checked here and replaced by one summary line."""
 from __future__ import annotations
 
 import contextlib
@@ -26,7 +23,6 @@ DROPPED_PREFIXES = ("lm_head.", "pooler.", "roberta.pooler.")
 def quiet_transformers():
     """Silence transformers' warnings and progress bars (e.g. its load report) for a block."""
     from transformers.utils import logging as hf_logging
-
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -40,12 +36,10 @@ def quiet_transformers():
 
 def load_tokenizer(model_dir: Path):
     from transformers import AutoConfig, AutoTokenizer
-
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
-        raise InputError(
-            f"--model {model_dir}: not a Hugging Face model folder (no config.json); export a fairseq "
-            "checkpoint with scripts/convert_to_hf.py first")
+        raise InputError(f"--model {model_dir}: not a Hugging Face model folder (no config.json); export a fairseq "
+                         "checkpoint with scripts/convert_to_hf.py first")
     with quiet_transformers():
         try:
             # trust_remote_code: a headless export's classes are the folder's modeling_headless_roberta.py
@@ -60,7 +54,6 @@ def load_tokenizer(model_dir: Path):
 def load_model(model_dir: Path, spec: TaskSpec):
     """The encoder of ``model_dir`` under a new head for ``spec``; returns (model, summary line)."""
     from transformers import AutoModelForMultipleChoice, AutoModelForSequenceClassification
-
     model_dir = Path(model_dir)
     kwargs = {"num_labels": spec.num_labels}
     if spec.kind == REGRESSION:
@@ -82,10 +75,9 @@ def load_model(model_dir: Path, spec: TaskSpec):
     not_loaded = [k for k in missing if not k.startswith(NEW_HEAD_PREFIXES)]
     if not_loaded or mismatched:
         shown = (not_loaded + mismatched)[:5]
-        raise InputError(
-            f"--model {model_dir}: {len(not_loaded) + len(mismatched)} encoder weights did not load into "
-            f"{type(model).__name__} (e.g. {', '.join(shown)}); fine-tuning would start from random "
-            "weights. Is it a RoBERTa encoder export (scripts/convert_to_hf.py)?")
+        raise InputError(f"--model {model_dir}: {len(not_loaded) + len(mismatched)} encoder weights did not load into "
+                         f"{type(model).__name__} (e.g. {', '.join(shown)}); fine-tuning would start from random "
+                         "weights. Is it a RoBERTa encoder export (scripts/convert_to_hf.py)?")
     heads = sorted({k.split(".weight")[0].split(".bias")[0] for k in missing})
     summary = f"{model_dir.name}: encoder loaded into {type(model).__name__}; new head {', '.join(heads) or '(none)'}"
     dropped = [k for k in unexpected if k.startswith(DROPPED_PREFIXES)]

@@ -1,10 +1,7 @@
 """Readers for the benchmarks' distributed files (GLUE/XNLI TSV, SuperGLUE jsonl) that validate.
 
-Every problem is an :class:`InputError` naming the file (and line) and what
-was expected: a missing file, a missing column or key, a row with the wrong number of
-fields, invalid JSON, a split with no rows. Rows come back as ``(line_number, dict)``
-so that later checks (unknown label, bad offsets) can name the line too.
-"""
+Every problem is an :class:`InputError` naming the file and line; rows come back as ``(line_number, dict)``
+so that later checks can name the line too."""
 from __future__ import annotations
 
 import csv
@@ -21,11 +18,8 @@ csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 
 def read_tsv(path: Path, required: Iterable[str], columns: Optional[tuple] = None) -> list:
-    """Rows of a tab-separated file as dicts keyed by its header (or by ``columns``).
-
-    ``columns`` names the fields of a file without a header line (CoLA); then every row
-    must have exactly that many fields.
-    """
+    """Rows of a tab-separated file as dicts keyed by its header, or by ``columns`` for a file without one
+    (CoLA), whose rows must then have exactly that many fields."""
     path = Path(path)
     _check_file(path)
     rows = []
@@ -37,17 +31,15 @@ def read_tsv(path: Path, required: Iterable[str], columns: Optional[tuple] = Non
         missing = [c for c in required if c not in header]
         if missing:
             where = "its columns (no header)" if columns is not None else "its header"
-            raise InputError(
-                f"{path}: missing column {', '.join(repr(c) for c in missing)} in {where}: "
-                f"{header}; is this the benchmark's original file?")
+            raise InputError(f"{path}: missing column {', '.join(repr(c) for c in missing)} in {where}: {header}; is "
+                             "this the benchmark's original file?")
         for fields in reader:
             line = reader.line_num
             if not fields or fields == [""]:
                 continue  # a blank line (e.g. a trailing one)
             if len(fields) != len(header):
-                raise InputError(
-                    f"{path} line {line}: {len(fields)} tab-separated fields, expected {len(header)} "
-                    f"({', '.join(header)})")
+                raise InputError(f"{path} line {line}: {len(fields)} tab-separated fields, expected {len(header)} "
+                                 f"({', '.join(header)})")
             rows.append((line, dict(zip(header, fields))))
     if not rows:
         raise InputError(f"{path}: no rows (the split is empty)")
@@ -72,9 +64,8 @@ def read_jsonl(path: Path, required: Iterable[str]) -> list:
                 raise InputError(f"{path} line {line}: expected a JSON object, got {type(row).__name__}")
             missing = [k for k in required if k not in row]
             if missing:
-                raise InputError(
-                    f"{path} line {line}: missing key {', '.join(repr(k) for k in missing)} "
-                    f"(has {sorted(row)})")
+                raise InputError(f"{path} line {line}: missing key {', '.join(repr(k) for k in missing)} (has "
+                                 f"{sorted(row)})")
             rows.append((line, row))
     if not rows:
         raise InputError(f"{path}: no rows (the split is empty)")

@@ -1,13 +1,8 @@
 """Results: atomic JSON, mean and standard deviation over seeds, the paper's tables, a PNG.
 
-Scores are stored as fractions and printed x 100 like the paper. A cell is
-``mean ± std`` over fine-tuning seeds (sample standard deviation, ddof = 1), each seed taken
-at its best epoch; a cell of one seed is its value alone (and its bar has no error bar): one
-seed says nothing about the spread, and "± 0.00" would claim it is zero. The average column follows Tab.1/2/5: for each
-seed, the mean over the averaged columns; then mean ± std of those per-seed averages
-(which is how a "(±0.12)" on an average arises). A row that lacks one of the averaged
-columns gets no average, so that rows compare only on equal terms.
-"""
+Scores are fractions, printed x 100. A cell is ``mean ± std`` over seeds (ddof = 1), each at its best
+epoch; one seed is its value alone ("± 0.00" would claim no spread). The average column follows Tab.1/2/5:
+per seed the mean over the columns, then mean ± std of those; a row missing a column gets none."""
 from __future__ import annotations
 
 import math
@@ -53,18 +48,14 @@ def row_average(columns: dict, avg_columns: list, main_metric: dict) -> Optional
 def table(header: list, rows: list) -> str:
     """A markdown table: the first column left-aligned, the others (scores) right-aligned; cells as given."""
     from tabulate import tabulate
-
     return tabulate(rows, headers=header, tablefmt="pipe", disable_numparse=True,
                     colalign=("left",) + ("right",) * (len(header) - 1)) + "\n"
 
 
 def markdown_table(rows: list, columns: list, avg_columns: list, main_metric: dict, first_header: str = "model",
                    avg_header: str = "Avg.") -> str:
-    """One row per model: ``rows`` = [(name, {column: {metric: {seed: value}}})].
-
-    ``columns`` are shown in order with their main metric; the average column comes after
-    the ``avg_columns`` (the columns not averaged, e.g. RTE, follow it).
-    """
+    """One row per model: ``rows`` = [(name, {column: {metric: {seed: value}}})]; the average column comes
+    after the ``avg_columns`` (the columns not averaged, e.g. RTE, follow it)."""
     shown = [c for c in columns if any(c in r for _, r in rows)]
     averaged = [c for c in shown if c in avg_columns]
     rest = [c for c in shown if c not in avg_columns]
@@ -93,13 +84,10 @@ def secondary_table(rows: list, columns: list, main_metric: dict, first_header: 
 def bar_chart(path: Path, sections: list, title: str) -> None:
     """A PNG of grouped bars (one group per column, one bar per model, seed std as error bars).
 
-    ``sections`` = [(subtitle or "", rows, columns, main_metric)], one panel each.
-    """
+    ``sections`` = [(subtitle or "", rows, columns, main_metric)], one panel each."""
     import matplotlib
-
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
     fig, axes = plt.subplots(len(sections), 1, figsize=(max(6, 1.4 * max(len(s[2]) for s in sections) + 2),
                                                        3.2 * len(sections)), squeeze=False)
     for ax, (subtitle, rows, columns, main_metric) in zip(axes[:, 0], sections):

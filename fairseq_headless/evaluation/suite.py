@@ -5,8 +5,7 @@
     OUTPUT/results_<suite>.md / .json / .png  the paper's table for the suite, one row per model
 
 A finished seed is reused with the same settings, an interrupted one resumes from its last epoch;
-other settings are an error unless ``--force`` (docs/evaluation.md).
-"""
+other settings are an error unless ``--force`` (docs/evaluation.md)."""
 from __future__ import annotations
 
 import json
@@ -102,8 +101,7 @@ class SuiteRunner:
                  for c, ms in columns.items()}
         summary = {"model": model.name, "model_dir": str(model.path), "job": job, "suite": suite,
                    "section": section, "settings": settings, "columns": columns, "mean_std": stats,
-                   "best_epochs": {s: r["best_epoch"] for s, r in seed_results.items()},
-                   "seeds": seed_results}
+                   "best_epochs": {s: r["best_epoch"] for s, r in seed_results.items()}, "seeds": seed_results}
         write_json_atomic(self.output / model.name / f"{job}.json", summary)
         return summary
 
@@ -127,8 +125,7 @@ def write_tables(output: Path, suite: str, title: str, sections: list, avg_colum
                  notes: list, last_rows: tuple = ()) -> Path:
     """results_<suite>.md/.json/.png from every model's summaries; ``sections`` = [(key, subtitle, columns)].
 
-    Rows are sorted by model name, those named in ``last_rows`` (a control) at the end.
-    """
+    Rows are sorted by model name, those named in ``last_rows`` (a control) at the end."""
     output = Path(output)
     collected = collect(output, suite)
     parts, panels = [f"# {title}\n"], []

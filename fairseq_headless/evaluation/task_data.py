@@ -1,11 +1,7 @@
 """A task's train or dev split as a list of :class:`Example` (model-ready text and label id).
 
-Local files in the benchmark's own layout (``--data-dir``), or the hub when no folder is given (needs the
-optional `datasets` library and network). Text tasks are one segment or a sentence pair; COPA (Tab.2) is
-two-way multiple choice over (premise, "because <alternative>") for a *cause* question and (premise, "so
-<alternative>") for an *effect* one, softmax over the two (``RobertaForMultipleChoice``); WiC (Tab.2) is
-the sentence pair with the target word marked by asterisks, from the files' ``start``/``end`` offsets.
-"""
+Local files in the benchmark's own layout (``--data-dir``), or the hub. COPA (Tab.2) is two-way multiple
+choice over (premise, "because/so <alternative>"); WiC marks the target word with asterisks."""
 from __future__ import annotations
 
 import random
@@ -31,8 +27,7 @@ def load_split(spec: TaskSpec, split: str, data_dir: Optional[Path], lang: Optio
                max_examples: Optional[int] = None) -> list:
     """Examples of ``split`` ("train" or "dev"), from ``data_dir`` or else from the hub.
 
-    ``max_examples`` keeps a fixed random subset (the same for every seed and model).
-    """
+    ``max_examples`` keeps a fixed random subset (the same for every seed and model)."""
     if split not in ("train", "dev"):
         raise ValueError(f"split must be train or dev, not {split!r}")
     if data_dir is not None:
@@ -64,8 +59,7 @@ def _load_local(spec: TaskSpec, split: str, data_dir: Path, lang: Optional[str])
             kept = [(n, r) for n, r in rows if r[column] == value]
             if not kept:
                 present = sorted({r[column] for _, r in rows})
-                raise InputError(
-                    f"{path}: no rows with {column} = '{value}' (the file has {', '.join(present)})")
+                raise InputError(f"{path}: no rows with {column} = '{value}' (the file has {', '.join(present)})")
             rows = kept
         for line, row in rows:
             examples.append(_to_example(spec, source.text_fields, row, row[source.label_field],
@@ -80,10 +74,9 @@ def _load_hub(spec: TaskSpec, split: str, lang: Optional[str]) -> list:
     try:
         import datasets  # optional: only for hub names
     except ImportError:
-        raise InputError(
-            f"no --data-dir given, so {spec.name} would be loaded from the hub as {where}, which needs "
-            "the optional `datasets` library (pip install datasets) and network access; or pass "
-            "--data-dir with the benchmark's files (layout in docs/evaluation.md)") from None
+        raise InputError(f"no --data-dir given, so {spec.name} would be loaded from the hub as {where}, which needs "
+                         "the optional `datasets` library (pip install datasets) and network access; or pass "
+                         "--data-dir with the benchmark's files (layout in docs/evaluation.md)") from None
     examples = []
     for split_name in ((hub.train_split,) if split == "train" else hub.dev_splits):
         try:
@@ -93,8 +86,7 @@ def _load_hub(spec: TaskSpec, split: str, lang: Optional[str]) -> list:
         feature = ds.features.get("label")
         names = tuple(getattr(feature, "names", ()) or ())
         if hub.label_names and names != hub.label_names:
-            raise InputError(
-                f"{where}: label names {names} differ from the expected {hub.label_names}")
+            raise InputError(f"{where}: label names {names} differ from the expected {hub.label_names}")
         for i, row in enumerate(ds):
             examples.append(_to_example(spec, hub.text_fields, row, row["label"],
                                         f"{where} {split_name} row {i}", label_is_index=True))
@@ -123,18 +115,15 @@ def _label(spec: TaskSpec, raw, where: str, label_is_index: bool):
         try:
             return float(raw)
         except (TypeError, ValueError):
-            raise InputError(
-                f"{where}: label '{raw}' is not a number ({spec.name} is a regression)") from None
+            raise InputError(f"{where}: label '{raw}' is not a number ({spec.name} is a regression)") from None
     if label_is_index:
         if isinstance(raw, int) and 0 <= raw < len(spec.labels):
             return raw
-        raise InputError(
-            f"{where}: label id {raw!r} outside 0..{len(spec.labels) - 1} (a test split without labels?)")
+        raise InputError(f"{where}: label id {raw!r} outside 0..{len(spec.labels) - 1} (a test split without labels?)")
     text = str(raw).strip()  # JSON booleans -> "True"/"False", COPA's 0/1 -> "0"/"1"
     text = spec.label_aliases.get(text, text)
     if text not in spec.labels:
-        raise InputError(
-            f"{where}: unknown {spec.name} label '{raw}' (expected one of {', '.join(spec.labels)})")
+        raise InputError(f"{where}: unknown {spec.name} label '{raw}' (expected one of {', '.join(spec.labels)})")
     return spec.labels.index(text)
 
 
@@ -143,12 +132,10 @@ def _mark(sentence: str, start, end, where: str, which: str) -> str:
     try:
         start, end = int(start), int(end)
     except (TypeError, ValueError):
-        raise InputError(
-            f"{where}: start{which}/end{which} must be integers, got {start!r}, {end!r}") from None
+        raise InputError(f"{where}: start{which}/end{which} must be integers, got {start!r}, {end!r}") from None
     if not 0 <= start < end <= len(sentence):
-        raise InputError(
-            f"{where}: target span start{which}={start} end{which}={end} is not inside sentence{which} "
-            f"({len(sentence)} characters)")
+        raise InputError(f"{where}: target span start{which}={start} end{which}={end} is not inside sentence{which} "
+                         f"({len(sentence)} characters)")
     return f"{sentence[:start]}{WIC_MARK}{sentence[start:end]}{WIC_MARK}{sentence[end:]}"
 
 

@@ -1,10 +1,7 @@
 """The downstream tasks of the paper: GLUE (Tab.1), SuperGLUE BoolQ/CB/COPA/WiC (Tab.2), XNLI (Tab.5).
 
-Each task is one :class:`TaskSpec`: where its splits lie in the benchmark's own layout (GLUE's TSV folders,
-SuperGLUE's jsonl folders, XNLI's two zips), which columns hold text and label, the labels in the order of
-the model's outputs, the paper's metrics, and the same data's hub name (used only without ``--data-dir``).
-Labels follow the hub's ``ClassLabel`` order, so a hub label id is the output index (checked at load).
-"""
+Each task is one :class:`TaskSpec`: where its splits lie, which columns hold text and label, the labels
+in the hub's ``ClassLabel`` order (the model's output order, checked at load), and the paper's metrics."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -72,13 +69,11 @@ class TaskSpec:
 def _glue(name, folder, text_fields, label_field, labels, metrics, hub_config, hub_text,
           hub_labels, kind=CLASSIFICATION, dev_files=("dev.tsv",), columns=None,
           hub_dev=("validation",), in_average=True):
-    return TaskSpec(
-        name=name, suite="glue", kind=kind, labels=labels, metrics=metrics,
-        train=LocalSource((f"{folder}/train.tsv",), text_fields, label_field, columns),
-        dev=LocalSource(tuple(f"{folder}/{f}" for f in dev_files), text_fields, label_field, columns),
-        hub=HubSource("nyu-mll/glue", hub_config, "train", hub_dev, hub_text, hub_labels),
-        in_average=in_average,
-    )
+    return TaskSpec(name=name, suite="glue", kind=kind, labels=labels, metrics=metrics,
+                    train=LocalSource((f"{folder}/train.tsv",), text_fields, label_field, columns),
+                    dev=LocalSource(tuple(f"{folder}/{f}" for f in dev_files), text_fields, label_field, columns),
+                    hub=HubSource("nyu-mll/glue", hub_config, "train", hub_dev, hub_text, hub_labels),
+                    in_average=in_average)
 
 
 # GLUE's original distribution (the folders written by the GLUE download script).
@@ -117,13 +112,11 @@ GLUE_TABLE_ORDER = ("MRPC", "CoLA", "STS-B", "SST-2", "QNLI", "QQP", "MNLI", "RT
 
 def _superglue(name, folder, text_fields, labels, hub_config, hub_labels, kind=CLASSIFICATION,
                example_format=TEXT, label_aliases=None):
-    return TaskSpec(
-        name=name, suite="superglue", kind=kind, labels=labels, metrics=("accuracy",),
-        train=LocalSource((f"{folder}/train.jsonl",), text_fields, "label"),
-        dev=LocalSource((f"{folder}/val.jsonl",), text_fields, "label"),
-        hub=HubSource("aps/super_glue", hub_config, "train", ("validation",), text_fields, hub_labels),
-        example_format=example_format, label_aliases=label_aliases or {},
-    )
+    return TaskSpec(name=name, suite="superglue", kind=kind, labels=labels, metrics=("accuracy",),
+                    train=LocalSource((f"{folder}/train.jsonl",), text_fields, "label"),
+                    dev=LocalSource((f"{folder}/val.jsonl",), text_fields, "label"),
+                    hub=HubSource("aps/super_glue", hub_config, "train", ("validation",), text_fields, hub_labels),
+                    example_format=example_format, label_aliases=label_aliases or {})
 
 
 # SuperGLUE's distribution: <data-dir>/<Task>/{train,val,test}.jsonl. JSON booleans
@@ -142,33 +135,26 @@ SUPERGLUE_TASKS = {
 }
 SUPERGLUE_TABLE_ORDER = ("BoolQ", "CB", "COPA", "WiC")
 
-# XNLI: the dev set of XNLI-1.0.zip (all languages in one file) and the machine-translated
-# MultiNLI training sets of XNLI-MT-1.0.zip, both unpacked into --data-dir. The MT files
-# spell one label "contradictory".
+# XNLI: the dev set of XNLI-1.0.zip and the machine-translated MultiNLI training sets of XNLI-MT-1.0.zip,
+# both unpacked into --data-dir. The MT files spell one label "contradictory".
 XNLI_LANGUAGES = ("ar", "de", "en", "es", "fr", "hi", "zh")  # Tab.5's columns
-XNLI_ALL_LANGUAGES = ("ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr",
-                      "ur", "vi", "zh")
-XNLI = TaskSpec(
-    name="XNLI", suite="xnli", kind=CLASSIFICATION,
-    labels=("entailment", "neutral", "contradiction"), metrics=("accuracy",),
-    train=LocalSource(("XNLI-MT-1.0/multinli/multinli.train.{lang}.tsv",), ("premise", "hypo"), "label"),
-    dev=LocalSource(("XNLI-1.0/xnli.dev.tsv",), ("sentence1", "sentence2"), "gold_label",
-                    row_filter=("language", "{lang}")),
-    hub=HubSource("facebook/xnli", "{lang}", "train", ("validation",), ("premise", "hypothesis"),
-                  ("entailment", "neutral", "contradiction")),
-    label_aliases={"contradictory": "contradiction"},
-)
+XNLI_ALL_LANGUAGES = ("ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh")
+XNLI = TaskSpec(name="XNLI", suite="xnli", kind=CLASSIFICATION,
+                labels=("entailment", "neutral", "contradiction"), metrics=("accuracy",),
+                train=LocalSource(("XNLI-MT-1.0/multinli/multinli.train.{lang}.tsv",), ("premise", "hypo"), "label"),
+                dev=LocalSource(("XNLI-1.0/xnli.dev.tsv",), ("sentence1", "sentence2"), "gold_label",
+                                row_filter=("language", "{lang}")),
+                hub=HubSource("facebook/xnli", "{lang}", "train", ("validation",), ("premise", "hypothesis"),
+                              ("entailment", "neutral", "contradiction")),
+                label_aliases={"contradictory": "contradiction"})
 
 SUITES = {"glue": GLUE_TASKS, "superglue": SUPERGLUE_TASKS}
 TABLE_ORDER = {"glue": GLUE_TABLE_ORDER, "superglue": SUPERGLUE_TABLE_ORDER}
 
 
 def resolve_tasks(suite: str, spec: str) -> list:
-    """``"SST-2,MRPC"`` or ``"all"`` -> TaskSpecs in the table's column order.
-
-    Names are matched case-insensitively and without '-' (``sst2`` = ``SST-2``), but
-    are always written back in the benchmark's own spelling.
-    """
+    """``"SST-2,MRPC"`` or ``"all"`` -> TaskSpecs in the table's column order; names match case-insensitively
+    and without '-' (``sst2`` = ``SST-2``)."""
     registry = SUITES[suite]
     if spec.strip().lower() == "all":
         return [registry[n] for n in TABLE_ORDER[suite]]

@@ -1,13 +1,8 @@
 """Zero-shot evaluation of exported causal models with lm-evaluation-harness (paper §4.2, Tab.4).
 
-The paper scores its decoders (vanilla, headless + causal fine-tuning) on BoolQ, CrowS-Pairs, RACE, SciQ,
-PubMedQA and QASPER from the harness. Each ``zeroshot_tasks/*.yaml`` names the lm-eval YAML it derives
-from (``derive_from``), its local file and split; at run time a small lm-eval YAML ``include:``s that
-file, so prompts, choices and metrics are lm-eval's, never copied here, and reads ``dataset_path: json``
-from the local file (plus the task's own ``overrides``, only QASPER's). lm-eval runs as ``lm_eval --model
-hf --log_samples`` would, through its Python API; the per-sample scores feed the paired significance test
-of :mod:`fairseq_headless.evaluation.zeroshot_compare`.
-"""
+Each ``zeroshot_tasks/*.yaml`` names the lm-eval task it derives from and its local file; at run time a
+small lm-eval YAML ``include:``s that task, so prompts and metrics are lm-eval's, never copied here. The
+per-sample scores feed the paired test of :mod:`fairseq_headless.evaluation.zeroshot_compare`."""
 from __future__ import annotations
 
 import json
@@ -45,15 +40,12 @@ class ZeroShotTask:
 def load_tasks() -> dict:
     """{name: ZeroShotTask} for every YAML of ``zeroshot_tasks/``, in the paper's column order."""
     import yaml
-
     found = {}
     for path in sorted(TASKS_DIR.glob("*.yaml")):
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        found[path.stem] = ZeroShotTask(
-            name=path.stem, lm_eval_task=raw["lm_eval_task"], derive_from=raw["derive_from"], label=raw["label"],
-            file=raw["file"], split=raw["split"], source=raw["source"], fields=tuple(raw["fields"]),
-            metric=raw["metric"], overrides=raw.get("overrides") or {},
-        )
+        found[path.stem] = ZeroShotTask(path.stem, raw["lm_eval_task"], raw["derive_from"], raw["label"], raw["file"],
+                                        raw["split"], raw["source"], tuple(raw["fields"]), raw["metric"],
+                                        raw.get("overrides") or {})
     order = {name: i for i, name in enumerate(TABLE4_TASKS)}
     return dict(sorted(found.items(), key=lambda item: (order.get(item[0], len(order)), item[0])))
 
@@ -64,22 +56,17 @@ def select_tasks(names: Sequence[str]) -> list:
         return list(tasks.values())
     unknown = [n for n in names if n not in tasks]
     if unknown:
-        raise InputError(f"--tasks: unknown task(s) {', '.join(unknown)}; choose among "
-                                   f"{', '.join(tasks)} or 'all'")
+        raise InputError(f"--tasks: unknown task(s) {', '.join(unknown)}; choose among {', '.join(tasks)} or 'all'")
     return [task for name, task in tasks.items() if name in names]  # the paper's column order
-
-
-def expected_format(task: ZeroShotTask) -> str:
-    return (f"JSON lines, one record per line with fields {', '.join(task.fields)} "
-            f"({task.source}; layout in docs/evaluation.md)")
 
 
 def check_task_file(task: ZeroShotTask, task_files: Path) -> Path:
     """The task's local file, checked line by line before any model is loaded."""
     path = task_files / task.file
+    expected = (f"JSON lines, one record per line with fields {', '.join(task.fields)} ({task.source}; layout in "
+                "docs/evaluation.md)")
     if not path.is_file():
-        raise InputError(f"--task-files {task_files}: missing {task.file} for {task.name}; expected "
-                                   + expected_format(task))
+        raise InputError(f"--task-files {task_files}: missing {task.file} for {task.name}; expected {expected}")
     rows = 0
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -88,50 +75,38 @@ def check_task_file(task: ZeroShotTask, task_files: Path) -> Path:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
-                raise InputError(f"{path}, line {lineno}: not JSON ({e.msg}); expected "
-                                           + expected_format(task)) from None
+                raise InputError(f"{path}, line {lineno}: not JSON ({e.msg}); expected {expected}") from None
             missing = [k for k in task.fields if not isinstance(record, dict) or k not in record]
             if missing:
-                raise InputError(f"{path}, line {lineno}: no field(s) {', '.join(missing)}; expected "
-                                           + expected_format(task))
+                raise InputError(f"{path}, line {lineno}: no field(s) {', '.join(missing)}; expected {expected}")
             rows += 1
     if rows == 0:
-        raise InputError(f"{path}: no record; expected " + expected_format(task))
+        raise InputError(f"{path}: no record; expected {expected}")
     return path
 
 
 def lm_eval_tasks_dir() -> Path:
     import importlib.util
-
     spec = importlib.util.find_spec("lm_eval")
     if spec is None:
         raise InputError(f"lm-evaluation-harness is not installed: pip install -e \".[zeroshot]\" "
-                                   f"(lm-eval=={LM_EVAL_VERSION})")
+                         f"(lm-eval=={LM_EVAL_VERSION})")
     return Path(spec.submodule_search_locations[0]) / "tasks"
 
 
 def compose_task_yaml(task: ZeroShotTask, data_file: Path, folder: Path) -> Path:
     """Write the lm-eval YAML of ``task`` reading ``data_file``: include lm-eval's own, swap the data source."""
     import yaml
-
     base = lm_eval_tasks_dir() / task.derive_from
     if not base.is_file():
         from importlib.metadata import version
-
         raise InputError(f"lm-eval {version('lm_eval')} has no {task.derive_from} (task {task.name}); "
                                    f"the task files of this project are written for lm-eval=={LM_EVAL_VERSION}")
-    config = {
-        "include": str(base),
-        "task": task.lm_eval_task,
-        "dataset_path": "json",  # datasets' JSON-lines builder: no hub, no network
-        "dataset_name": None,
-        "dataset_kwargs": {"data_files": {task.split: str(data_file.resolve())}},
-        # The local file is the only split; zero-shot needs no training or few-shot docs.
-        "training_split": None,
-        "validation_split": None,
-        "test_split": task.split,
-        **task.overrides,
-    }
+    # datasets' JSON-lines builder (no hub, no network); the local file is the only split, since zero-shot
+    # needs no training or few-shot docs.
+    config = {"include": str(base), "task": task.lm_eval_task, "dataset_path": "json", "dataset_name": None,
+              "dataset_kwargs": {"data_files": {task.split: str(data_file.resolve())}}, "training_split": None,
+              "validation_split": None, "test_split": task.split, **task.overrides}
     path = folder / f"{task.name}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path
@@ -173,22 +148,11 @@ def task_result(task: ZeroShotTask, results: dict) -> dict:
         per_sample[metric] = [_plain(s[metric]) for s in samples]
     higher_is_better = results.get("higher_is_better", {}).get(name, {})
     n = results.get("n-samples", {}).get(name, {}).get("effective", len(samples))
-    return {
-        "task": task.name,
-        "label": task.label,
-        "lm_eval_task": name,
-        "metric": task.metric,
-        "value": metrics.get(task.metric),
-        "stderr": stderrs.get(task.metric),
-        "higher_is_better": bool(higher_is_better.get(task.metric, True)),
-        "n": int(n),
-        "metrics": metrics,
-        "stderrs": stderrs,
-        "higher_is_better_by_metric": {k: bool(v) for k, v in higher_is_better.items()},
-        "derived_from": f"lm_eval/tasks/{task.derive_from}",
-        "overrides": task.overrides,
-        "samples": per_sample,
-    }
+    return {"task": task.name, "label": task.label, "lm_eval_task": name, "metric": task.metric,
+            "value": metrics.get(task.metric), "stderr": stderrs.get(task.metric),
+            "higher_is_better": bool(higher_is_better.get(task.metric, True)), "n": int(n), "metrics": metrics,
+            "stderrs": stderrs, "higher_is_better_by_metric": {k: bool(v) for k, v in higher_is_better.items()},
+            "derived_from": f"lm_eval/tasks/{task.derive_from}", "overrides": task.overrides, "samples": per_sample}
 
 
 def evaluate_model(folder: Path, tasks: Sequence[ZeroShotTask], task_files: Path, *, batch_size=8,
@@ -201,10 +165,8 @@ def evaluate_model(folder: Path, tasks: Sequence[ZeroShotTask], task_files: Path
     lm_eval_tasks_dir()  # the one-line error when lm-eval is missing
     import lm_eval
     from lm_eval.tasks import TaskManager
-
     if device is None:
         import torch
-
         device = "cuda" if torch.cuda.is_available() else "cpu"
     files = {task.name: check_task_file(task, task_files) for task in tasks}
     with tempfile.TemporaryDirectory(prefix="zeroshot-tasks-") as tmp:
@@ -222,13 +184,7 @@ def evaluate_model(folder: Path, tasks: Sequence[ZeroShotTask], task_files: Path
             bootstrap_iters=bootstrap_iters,
             log_samples=True,
         )
-    return {
-        "tasks": {task.name: task_result(task, results) for task in tasks},
-        "lm_eval_version": getattr(lm_eval, "__version__", None),
-        "device": device,
-        "dtype": dtype,
-        "batch_size": batch_size,
-        "limit": limit,
-        "bootstrap_iters": bootstrap_iters,
-        "task_files": {name: str(path.resolve()) for name, path in files.items()},
-    }
+    return {"tasks": {task.name: task_result(task, results) for task in tasks},
+            "lm_eval_version": getattr(lm_eval, "__version__", None), "device": device, "dtype": dtype,
+            "batch_size": batch_size, "limit": limit, "bootstrap_iters": bootstrap_iters,
+            "task_files": {name: str(path.resolve()) for name, path in files.items()}}

@@ -1,11 +1,7 @@
 """The command lines of scripts/eval_zeroshot.py and scripts/compare_zeroshot.py (paper Tab.4, §4.2).
 
-:func:`eval_main` runs the zero-shot suite (zeroshot.py) on exported causal models and writes
-``OUTPUT/NAME.json`` per model; :func:`compare_main` ranks models per task with the one-tailed
-t-test of Tab.4's daggers (zeroshot_compare.py) and writes ``table4.md``, ``table4.json``,
-``table4.png``. Both run under ``cli.run``: bad input is one ``error:`` line, exit 2.
-Options, task files and outputs: docs/evaluation.md.
-"""
+:func:`eval_main` writes ``OUTPUT/NAME.json`` per model; :func:`compare_main` ranks models per task with
+Tab.4's one-tailed t-test and writes ``table4.md/.json/.png``. Options and outputs: docs/evaluation.md."""
 from __future__ import annotations
 
 import argparse
@@ -14,24 +10,20 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from ..cli import Parser
+from ..cli import InputError, Parser
 from ..files import atomic_path, write_json_atomic, write_text_atomic
 from .zeroshot import check_task_file, evaluate_model, load_tasks, lm_eval_tasks_dir, select_tasks
 from .zeroshot_compare import TESTS, compare, load_result, markdown_table, plot
-from ..cli import InputError
 
-EVAL_DESCRIPTION = ("Zero-shot suite of paper Tab.4 (§4.2) on exported causal models, with "
-                    "lm-evaluation-harness, offline.")
-COMPARE_DESCRIPTION = ("Compare models' zero-shot results task by task, with the one-tailed t-test of paper "
-                       "Tab.4's daggers.")
 OUTPUTS = ("table4.md", "table4.json", "table4.png")
 
 
 def build_eval_parser() -> Parser:
     names = ", ".join(load_tasks())
-    parser = Parser(prog="eval_zeroshot.py", description=EVAL_DESCRIPTION,
-                    formatter_class=argparse.RawDescriptionHelpFormatter,
-                     epilog=f"tasks: {names}. Task files and outputs: docs/evaluation.md.")
+    parser = Parser(prog="eval_zeroshot.py", formatter_class=argparse.RawDescriptionHelpFormatter,
+                    description="Zero-shot suite of paper Tab.4 (§4.2) on exported causal models, with "
+                                "lm-evaluation-harness, offline.",
+                    epilog=f"tasks: {names}. Task files and outputs: docs/evaluation.md.")
     parser.add_argument("--model", nargs="+", required=True, metavar="NAME=FOLDER",
                         help="exported Hugging Face causal LM folder(s), each with a name for the table")
     parser.add_argument("--tasks", nargs="+", default=["all"], help="task names or 'all' (default)")
@@ -62,9 +54,17 @@ def parse_models(specs: Sequence[str]) -> dict:
         path = Path(folder)
         if not (path / "config.json").is_file():
             raise InputError(f"--model {spec}: {path} is not a Hugging Face model folder (no config.json); "
-                                       "export a checkpoint with scripts/convert_to_hf.py")
+                             "export a checkpoint with scripts/convert_to_hf.py")
         models[name] = path
     return models
+
+
+def _check_outputs(output: Path, paths, force: bool) -> None:
+    existing = [str(p) for p in paths if p.exists()]
+    if existing and not force:
+        raise InputError(f"--output: {', '.join(existing)} exist(s); pass --force to replace")
+    if output.exists() and not output.is_dir():
+        raise InputError(f"--output {output} is a file, not a folder")
 
 
 def eval_main(argv: Sequence[str]) -> int:
@@ -75,16 +75,12 @@ def eval_main(argv: Sequence[str]) -> int:
     models = parse_models(args.model)
     tasks = select_tasks(args.tasks)
     if not args.task_files.is_dir():
-        raise InputError(f"--task-files {args.task_files}: no such folder (one JSON-lines file per "
-                                   "task, layout in docs/evaluation.md)")
+        raise InputError(f"--task-files {args.task_files}: no such folder (one JSON-lines file per task, layout in "
+                         "docs/evaluation.md)")
     for task in tasks:
         check_task_file(task, args.task_files)
     outputs = {name: args.output / f"{name}.json" for name in models}
-    existing = [str(p) for p in outputs.values() if p.exists()]
-    if existing and not args.force:
-        raise InputError(f"--output: {', '.join(existing)} exist(s); pass --force to replace")
-    if args.output.exists() and not args.output.is_dir():
-        raise InputError(f"--output {args.output} is a file, not a folder")
+    _check_outputs(args.output, outputs.values(), args.force)
     lm_eval_tasks_dir()
 
     # lm-eval's progress lines too, through the command line's console handler (cli.run); not its task loader's
@@ -109,9 +105,9 @@ def eval_main(argv: Sequence[str]) -> int:
 
 
 def build_compare_parser() -> Parser:
-    parser = Parser(prog="compare_zeroshot.py", description=COMPARE_DESCRIPTION,
-                    formatter_class=argparse.RawDescriptionHelpFormatter,
-                     epilog="Outputs and statistics: docs/evaluation.md.")
+    parser = Parser(prog="compare_zeroshot.py", formatter_class=argparse.RawDescriptionHelpFormatter,
+                    description="Compare models' zero-shot results task by task, with the one-tailed t-test of "
+                                "paper Tab.4's daggers.", epilog="Outputs and statistics: docs/evaluation.md.")
     parser.add_argument("--results", type=Path, nargs="+", required=True, metavar="NAME.json",
                         help="two or more result files of scripts/eval_zeroshot.py (table rows in this order)")
     parser.add_argument("--output", type=Path, required=True, help="folder for table4.md, table4.json, table4.png")
@@ -129,11 +125,7 @@ def compare_main(argv: Sequence[str]) -> int:
     if not 0 < args.alpha < 1:
         raise InputError(f"--alpha {args.alpha}: must lie strictly between 0 and 1")
     paths = {name: args.output / name for name in OUTPUTS}
-    existing = [str(p) for p in paths.values() if p.exists()]
-    if existing and not args.force:
-        raise InputError(f"--output: {', '.join(existing)} exist(s); pass --force to replace")
-    if args.output.exists() and not args.output.is_dir():
-        raise InputError(f"--output {args.output} is a file, not a folder")
+    _check_outputs(args.output, paths.values(), args.force)
     comparison = compare([load_result(p) for p in args.results], alpha=args.alpha, test=args.test)
     if not comparison["tasks"]:
         raise InputError("--results: the files have no task in common")

@@ -2,8 +2,7 @@
 
 A one-tailed t-test at alpha = 0.05 (our reading of the caption's "power 0.95"): ``paired`` over
 per-sample scores when both result files hold them, else ``welch`` from mean, stderr and n.
-The reasoning and the formulas: docs/evaluation.md.
-"""
+The reasoning and the formulas: docs/evaluation.md."""
 from __future__ import annotations
 
 import json
@@ -37,30 +36,23 @@ def load_result(path: Path) -> dict:
     return result
 
 
-def _clean(value) -> Optional[float]:
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
 def _one_sided(statistic: float, pvalue: float, improvement: float, spread: float) -> tuple:
     """(t, p) with the degenerate zero-variance cases made explicit instead of nan."""
     if spread == 0:
         # Every difference identical: no uncertainty; "better" iff the difference is positive.
         return None, (0.0 if improvement > 0 else 1.0)
-    return _clean(statistic), float(pvalue)
+    return (float(statistic) if math.isfinite(statistic) else None), float(pvalue)
 
 
 def paired_test(best: Sequence[float], second: Sequence[float], higher_is_better: bool) -> dict:
     """One-sided paired t-test of H1 "best is better than second" over the same samples."""
     import numpy as np
     from scipy import stats
-
     best, second = np.asarray(best, dtype=np.float64), np.asarray(second, dtype=np.float64)
     d = best - second if higher_is_better else second - best
     n = len(d)
     if n < 2:
-        return {"test": "paired", "t": None, "df": None, "p": None, "n": n,
-                "note": "fewer than 2 samples: no test"}
+        return {"test": "paired", "t": None, "df": None, "p": None, "n": n, "note": "fewer than 2 samples: no test"}
     res = stats.ttest_rel(best, second, alternative="greater" if higher_is_better else "less")
     statistic = res.statistic if higher_is_better else -res.statistic  # reported as "improvement / its stderr"
     t, p = _one_sided(statistic, res.pvalue, d.mean(), d.std(ddof=1))
@@ -71,7 +63,6 @@ def paired_test(best: Sequence[float], second: Sequence[float], higher_is_better
 def welch_test(best: tuple, second: tuple, higher_is_better: bool) -> dict:
     """One-sided Welch t-test from (mean, stderr, n) of each model."""
     from scipy import stats
-
     (m1, s1, n1), (m2, s2, n2) = best, second
     if s1 is None or s2 is None or n1 < 2 or n2 < 2:
         return {"test": "welch", "t": None, "df": None, "p": None, "note": "no standard error: no test"}
@@ -93,10 +84,9 @@ def _aligned_samples(task: str, metric: str, first: dict, second: dict) -> Optio
     ids_a = dict(zip(a["doc_id"], a.get("doc_hash", [None] * len(a["doc_id"]))))
     ids_b = dict(zip(b["doc_id"], b.get("doc_hash", [None] * len(b["doc_id"]))))
     if ids_a != ids_b:
-        raise InputError(
-            f"task {task}: {first['model']} ({first['_path']}) and {second['model']} ({second['_path']}) were "
-            "scored on different samples (ids or documents differ); rerun with the same --task-files and --limit, "
-            "or pass --test welch")
+        raise InputError(f"task {task}: {first['model']} ({first['_path']}) and {second['model']} ({second['_path']}) "
+                         "were scored on different samples (ids or documents differ); rerun with the same "
+                         "--task-files and --limit, or pass --test welch")
     score_a, score_b = dict(zip(a["doc_id"], a[metric])), dict(zip(b["doc_id"], b[metric]))
     ids = sorted(score_a)
     return [score_a[i] for i in ids], [score_b[i] for i in ids]
@@ -177,22 +167,17 @@ def markdown_table(comparison: dict) -> str:
     heads = [e["label"] + (" ↓" if not e["higher_is_better"] else "") for e in tasks.values()]
     test_words = {"auto": "paired over the same samples where both files hold per-sample scores, else Welch",
                   "paired": "paired over the same samples", "welch": "Welch, from mean, stderr and n"}
-    lines = [
-        "# Zero-shot evaluation (paper Tab.4)",
-        "",
-    ]
+    lines = ["# Zero-shot evaluation (paper Tab.4)", ""]
     lines.append(table(["model", *heads], [[model, *(_cell(e, model) for e in tasks.values())]
                                           for model in comparison["models"]]))
-    lines += [
-        f"Scores x 100 (± lm-eval's standard error). ↓: lower is better (CrowS-Pairs: stereotype percentage). "
-        f"†: best score significantly better than the second best, one-tailed t-test "
-        f"({test_words[comparison['test']]}), alpha = {comparison['alpha']:g}.",
-        "",
-        table(["task", "metric", "best", "second", "difference", "test", "t", "df", "p", "†"],
-              [[e["label"], e["metric"], e["best"], e["second"], f"{100 * e['difference']:+.2f}", e["test"],
-                _number(e["t"], ".3f"), _number(e["df"], ".1f"), _number(e["p"], ".4g"),
-                "†" if e["significant"] else ""] for e in tasks.values()]),
-    ]
+    lines += [f"Scores x 100 (± lm-eval's standard error). ↓: lower is better (CrowS-Pairs: stereotype percentage). "
+              f"†: best score significantly better than the second best, one-tailed t-test "
+              f"({test_words[comparison['test']]}), alpha = {comparison['alpha']:g}.",
+              "",
+              table(["task", "metric", "best", "second", "difference", "test", "t", "df", "p", "†"],
+                    [[e["label"], e["metric"], e["best"], e["second"], f"{100 * e['difference']:+.2f}", e["test"],
+                      _number(e["t"], ".3f"), _number(e["df"], ".1f"), _number(e["p"], ".4g"),
+                      "†" if e["significant"] else ""] for e in tasks.values()])]
     if comparison["skipped_tasks"]:
         lines += ["", "Not in every file, so not compared: " + ", ".join(comparison["skipped_tasks"]) + "."]
     return "\n".join(lines) + "\n"
@@ -201,10 +186,8 @@ def markdown_table(comparison: dict) -> str:
 def plot(comparison: dict, path: Path) -> None:
     """Grouped bars per task (x 100) with lm-eval's standard errors; † above a significant best."""
     import matplotlib
-
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
     tasks, models = comparison["tasks"], comparison["models"]
     width = 0.8 / len(models)
     fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(tasks), 4))

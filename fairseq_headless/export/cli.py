@@ -1,8 +1,7 @@
 """The command line of scripts/convert_to_hf.py: its options, one call to :func:`.convert.convert`, exit codes.
 
 Bad input is a :class:`fairseq_headless.cli.InputError` (``error:`` line, exit 2, through
-``cli.run``); a failed parity check exits 1.
-"""
+``cli.run``); a failed parity check exits 1."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,7 +27,6 @@ def build_parser() -> Parser:
 def main(argv: Sequence[str]) -> int:
     """Run under ``cli.run``: an InputError becomes exit code 2, a failed parity check exit code 1."""
     from .convert import convert
-
     args = build_parser().parse_args(argv)
     convert(args.checkpoint, args.output, args.data, args.force, tuple(args.tokenizer))
     return 0

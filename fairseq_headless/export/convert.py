@@ -1,14 +1,9 @@
 """Export a fairseq-headless checkpoint to a Hugging Face folder, and prove both compute the same numbers.
 
-The paper evaluates every pretrained model with Hugging Face tooling: GLUE fine-tuning of the
-encoders (§4.1, App. E), XNLI (§5), LAMBADA and the LM Evaluation Harness for the decoders (§4.2).
-:func:`convert` is the bridge, in the tradition of transformers' ``convert_*_checkpoint`` scripts:
-read the fairseq checkpoint (:mod:`fairseq_headless.checkpoint_reading`), map its weights through one
-visible table per architecture family (:mod:`.weights`), rebuild the data folder's tokenizer with
-fairseq's ids (:mod:`.tokenizer`), save, reload with the Auto classes and compare outputs with the
-fairseq model (fp32, max abs difference <= 1e-4, or :class:`ParityError`). Nothing is left behind
-when it fails. The command line is scripts/convert_to_hf.py; docs/export.md.
-"""
+The paper evaluates every model with Hugging Face tooling (§4.1, §4.2, §5, App. E). :func:`convert` reads
+the checkpoint, maps its weights through one table per family (:mod:`.weights`), rebuilds the tokenizer
+with fairseq's ids (:mod:`.tokenizer`), saves, reloads with the Auto classes and compares outputs with
+fairseq (fp32, max abs difference <= 1e-4, or :class:`ParityError`). docs/export.md."""
 from __future__ import annotations
 
 import hashlib
@@ -37,9 +32,7 @@ PARITY_BATCH, PARITY_MAX_LENGTH = 2, 512
 logger = logging.getLogger(__name__)
 
 
-# --------------------------------------------------------------------------
-# the source: checkpoint, data folder, fairseq model
-# --------------------------------------------------------------------------
+# -- the source: checkpoint, data folder, fairseq model --
 
 def read_data_folder(cfg, data_option: Path | None, tokenizer: tuple = ()) -> DataFolder:
     """The data folder of the checkpoint (task.data, its shard0 if a colon list) or --data."""
@@ -54,28 +47,10 @@ def read_data_folder(cfg, data_option: Path | None, tokenizer: tuple = ()) -> Da
     return folder
 
 
-def check_architecture(arch: str) -> None:
-    from fairseq.models import ARCH_MODEL_REGISTRY, MODEL_REGISTRY
-
-    if arch not in ARCH_MODEL_REGISTRY and arch not in MODEL_REGISTRY:
-        raise InputError(f"unknown architecture `{arch}`: registered neither by fairseq nor by fairseq_headless")
-
-
-def build_fairseq_model(state, arch: str):
-    try:
-        return build_model(state)
-    except RuntimeError as e:
-        raise InputError(f"the checkpoint's weights do not fit the `{arch}` model its config describes "
-                          f"({str(e).splitlines()[0]}...)") from None
-
-
 def parity(fairseq_model, hf_model, export: Export, rows: int) -> dict:
-    """Max abs differences on random ids: a full-length row and a right-padded one (pad positions
-    are left out: fairseq zeroes them, HF does not, and no real token attends to them). A headless
-    encoder's logits are compared after the same exclusion is applied to fairseq's e^T: its
-    never-predicted columns must hold the dtype's lowest value."""
+    """Max abs differences on random ids: a full-length row and a right-padded one (pad positions left out:
+    fairseq zeroes them, HF does not); fairseq's e^T gets the headless export's never-predicted exclusion."""
     import torch
-
     length = min(export.max_length, PARITY_MAX_LENGTH)
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(0, rows, (PARITY_BATCH, length), generator=generator)
@@ -159,9 +134,7 @@ read as that special token, as usual for Hugging Face tokenizers; the fairseq pr
 """
 
 
-# --------------------------------------------------------------------------
-# the conversion
-# --------------------------------------------------------------------------
+# -- the conversion --
 
 @dataclass
 class Source:
@@ -184,7 +157,6 @@ def save_model(hf_model, folder: Path) -> None:
     verbatim, and config.json's auto_map naming its classes: the Auto classes and pipelines load it
     from the folder, offline, with trust_remote_code=True."""
     from . import modeling_headless_roberta
-
     custom = isinstance(hf_model.config, modeling_headless_roberta.HeadlessRobertaConfig)
     if custom:
         hf_model.config.auto_map = {auto: f"{MODELING_FILE.stem}.{cls.__name__}"
@@ -206,25 +178,28 @@ def check_output(output: Path, data, force: bool) -> None:
 
 def read_source(checkpoint: Path, data, tokenizer: tuple) -> Source:
     from fairseq.data import Dictionary
-
+    from fairseq.models import ARCH_MODEL_REGISTRY, MODEL_REGISTRY
     import fairseq_headless.plugin  # noqa: F401  (registers the headless architectures)
-
     logger.info(f"loading {checkpoint} (weights_only)")
     state = read_checkpoint(checkpoint, "--checkpoint", data)
     arch = state["cfg"].model._name
-    check_architecture(arch)
+    if arch not in ARCH_MODEL_REGISTRY and arch not in MODEL_REGISTRY:
+        raise InputError(f"unknown architecture `{arch}`: registered neither by fairseq nor by fairseq_headless")
     folder = read_data_folder(state["cfg"], data, tuple(tokenizer))
     reference, raw = raw_tokenizer(folder)
     dictionary = Dictionary.load(str(folder.dictionary))
     size = check_dictionary(dictionary, folder.manifest, reference.vocab_size, folder.tokenizer[0])
-    task, model = build_fairseq_model(state, arch)
+    try:
+        task, model = build_model(state)
+    except RuntimeError as e:
+        raise InputError(f"the checkpoint's weights do not fit the `{arch}` model its config describes "
+                         f"({str(e).splitlines()[0]}...)") from None
     return Source(Path(checkpoint), state, arch, folder, reference, raw, dictionary, size, task, model)
 
 
 def hf_model_of(source: Source, export: Export):
     """The transformers model holding the mapped weights; every fairseq weight must have found a place."""
     import torch
-
     state_dict = source.model.state_dict()
     for key, original in export.tied.items():
         if not torch.equal(state_dict[key], state_dict[original]):
@@ -244,7 +219,6 @@ def hf_model_of(source: Source, export: Export):
 
 def hf_tokenizer_of(source: Source, export: Export, add_bos: bool):
     import transformers
-
     shifted, unk = export_tokenizer.shift_to_fairseq_ids(source.raw, source.size, export.encoder, add_bos)
     specials = dict(eos_token="</s>", pad_token="<pad>", unk_token=unk,
                     bos_token="<s>" if export.encoder or add_bos else "</s>")
@@ -258,7 +232,6 @@ def check_saved(workdir: Path, source: Source, export: Export, add_bos: bool) ->
     """Parity of the saved folder, reloaded with the Auto classes, with fairseq: (max abs diffs, lines checked)."""
     import torch
     import transformers
-
     logger.info("checking the saved folder against fairseq (reloaded with the Auto classes)")
     # trust_remote_code: a headless encoder runs the modeling file copied into the folder, as users will
     reloaded = getattr(transformers, export.auto_class).from_pretrained(
@@ -308,9 +281,7 @@ def convert(checkpoint: Path, output: Path, data: Path | None = None, force: boo
     check_output(output, data, force)
     logging.getLogger("fairseq").setLevel(logging.WARNING)  # stderr is for the one error line
     import transformers
-
     from . import modeling_headless_roberta
-
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     source = read_source(Path(checkpoint), data, tuple(tokenizer))

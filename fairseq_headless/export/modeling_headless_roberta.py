@@ -1,25 +1,18 @@
 """Hugging Face classes of a headless RoBERTa export: the masked-LM scores are e^T (paper §3, Contrastive Weight Tying).
 
-A headless encoder has no LM head: its vocabulary scores are hidden @ E^T (``HeadlessRobertaEncoder.output_layer``).
-transformers' ``RobertaForMaskedLM`` would build a randomly initialised head instead, so a headless export has a
-model type of its own, ``headless_roberta``: ``HeadlessRobertaForMaskedLM`` (e^T, with the ids that stand for no
-text, ``config.never_predicted``, never predicted), ``HeadlessRobertaModel`` (no pooler: fairseq has none), and
-transformers' RoBERTa task classes bound to this config, so that headless and vanilla exports get the same new
-heads. The converter copies this file into every such export (``auto_map``, loaded with
-``trust_remote_code=True``, offline): hence it imports only torch and transformers. Choices: docs/export.md.
-"""
+A headless encoder has no LM head, so its export has a model type of its own, ``headless_roberta``
+(``RobertaForMaskedLM`` would build a random head): e^T scores that never predict
+``config.never_predicted``, no pooler, and RoBERTa's task classes bound to this config. The converter
+copies this file into every such export (``trust_remote_code=True``): it imports only torch and
+transformers. Choices: docs/export.md."""
 import torch
 from torch import nn
 from transformers import RobertaConfig
 from transformers.modeling_outputs import MaskedLMOutput
-from transformers.models.roberta.modeling_roberta import (
-    RobertaForMultipleChoice,
-    RobertaForQuestionAnswering,
-    RobertaForSequenceClassification,
-    RobertaForTokenClassification,
-    RobertaModel,
-    RobertaPreTrainedModel,
-)
+from transformers.models.roberta.modeling_roberta import (RobertaForMultipleChoice, RobertaForQuestionAnswering,
+                                                          RobertaForSequenceClassification,
+                                                          RobertaForTokenClassification, RobertaModel,
+                                                          RobertaPreTrainedModel)
 
 
 class HeadlessRobertaConfig(RobertaConfig):

@@ -1,11 +1,8 @@
 """The exported tokenizer: the data folder's own tokenizer with fairseq's ids, checked against the preprocessing path.
 
-A data folder (:mod:`fairseq_headless.data.folder`) maps text to fairseq ids as tokenizer id + 4 after
-``<s> <pad> </s> <unk>``, then dict.txt's ``madeupword`` padding rows, then ``<mask>`` for encoders. The
-tokenizer is rebuilt as a ``tokenizers`` object with exactly those ids (sentencepiece models from their
-ModelProto, GPT-2 BPE and ``tokenizer.json`` as they are), and the export ends by comparing it with the
-preprocessing path on the folder's own validation text.
-"""
+Rebuilt as a ``tokenizers`` object with fairseq's ids (tokenizer id + 4 after ``<s> <pad> </s> <unk>``,
+dict.txt's ``madeupword`` rows, ``<mask>`` for encoders) and compared with the preprocessing path on the
+folder's own validation text."""
 from __future__ import annotations
 
 import json
@@ -45,24 +42,17 @@ def check_dictionary(dictionary, manifest: dict | None, tokenizer_size: int, tok
     rows = [s for s in symbols[ID_OFFSET:] if not s.startswith("madeupword")]
     size = (manifest or {}).get("id_mapping", {}).get("dictionary_size")
     if rows != [str(i) for i in range(tokenizer_size)] or (size is not None and len(symbols) != size):
-        raise InputError(
-            f"dict.txt and {tokenizer_path} disagree: the dictionary has {len(rows)} tokenizer rows "
-            f"({len(symbols)} entries, manifest says {size}) but the tokenizer has {tokenizer_size} ids "
-            f"0..{tokenizer_size - 1} in order; use the data folder this checkpoint was trained on (a "
-            f"frequency-ordered dict.txt, such as fairseq's own GPT-2 one, cannot be exported)")
+        raise InputError(f"dict.txt and {tokenizer_path} disagree: the dictionary has {len(rows)} tokenizer rows "
+                         f"({len(symbols)} entries, manifest says {size}) but the tokenizer has {tokenizer_size} ids "
+                         f"0..{tokenizer_size - 1} in order; use the data folder this checkpoint was trained on (a "
+                         "frequency-ordered dict.txt, such as fairseq's own GPT-2 one, cannot be exported)")
     return len(symbols)
 
 
 def spm_to_tokenizers(reference: SentencePieceTokenizer):
-    """A `tokenizers` object that encodes like sentencepiece, from the model's ModelProto.
-
-    Built here rather than with transformers' SpmConverter, an internal helper whose output changes across
-    releases. SentencePiece's order: the precompiled normalization map, removal of extra spaces, the dummy
-    prefix "▁" (always), spaces escaped as "▁"; user-defined pieces emitted whole; BPE merges a pair when
-    the merged piece is a normal piece, best score first. Known differences: docs/export.md.
-    """
+    """A `tokenizers` object that encodes like sentencepiece, from the model's ModelProto (not transformers'
+    SpmConverter, an internal helper whose output changes across releases). Known differences: docs/export.md."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
-
     proto, path = reference.proto, reference.path
     NORMAL, USER_DEFINED = proto.SentencePiece.NORMAL, proto.SentencePiece.USER_DEFINED
     trainer, spec = proto.trainer_spec, proto.normalizer_spec
@@ -110,7 +100,6 @@ def spm_to_tokenizers(reference: SentencePieceTokenizer):
 def raw_tokenizer(folder: DataFolder):
     """(the preprocessing path's tokenizer, the same tokenizer as a `tokenizers` object)."""
     from tokenizers import Tokenizer
-
     reference = folder.load_tokenizer()
     path = reference.path
     if isinstance(reference, SentencePieceTokenizer):
@@ -127,7 +116,6 @@ def shift_to_fairseq_ids(raw, size: int, encoder: bool, add_bos: bool):
     """The raw tokenizer with fairseq's ids: <s> <pad> </s> <unk>, tokenizer id + 4, madeupwords,
     <mask> (encoders). Returns (tokenizers.Tokenizer, name of the unknown-text token)."""
     from tokenizers import Tokenizer, processors
-
     tj = json.loads(raw.to_str())
     model = tj["model"]
     reserved = set(SPECIALS) | {MASK}
@@ -193,11 +181,8 @@ def shift_to_fairseq_ids(raw, size: int, encoder: bool, add_bos: bool):
 
 
 def never_predicted(tokenizer, reference) -> list[int]:
-    """Exported ids that stand for no text, which a headless masked LM's e^T scores must never predict:
-    the exported tokenizer's special tokens (fairseq's <s> <pad> </s> <unk>, dict.txt's madeupword rows,
-    <mask>, a tokenizer.json's own special added tokens) and the tokenizer's unknown and control pieces
-    (sentencepiece's <unk> <s> </s>, exported as tokenizer:<unk> ...), as the data folder's tokenizer
-    lists them (data/tokenizer.py special_ids)."""
+    """Exported ids that stand for no text, which a headless masked LM's e^T scores must never predict: the
+    exported tokenizer's special tokens and the tokenizer's unknown and control pieces (its ``special_ids``)."""
     ids = {i for i, token in tokenizer.added_tokens_decoder.items() if token.special}
     return sorted(ids | {i + ID_OFFSET for i in reference.special_ids()})
 
@@ -205,7 +190,6 @@ def never_predicted(tokenizer, reference) -> list[int]:
 def sample_lines(data: Path, dictionary, reference, limit: int) -> list[str]:
     """Text to compare tokenizers on: decoded lines of the binarized validation split, and SAMPLE_TEXT."""
     from fairseq.data import data_utils
-
     lines = list(SAMPLE_TEXT)
     dataset = data_utils.load_indexed_dataset(str(data / "valid"), dictionary)
     decode = reference.decode

@@ -1,13 +1,8 @@
 """Where each fairseq weight goes in the Hugging Face model: one visible key table per architecture family.
 
-A family is what a fairseq model class becomes in transformers (RoBERTa encoders -> RobertaForMaskedLM,
-or HeadlessRobertaForMaskedLM for headless ones, ``transformer_lm`` decoders -> GPT2LMHeadModel, the
-plugin's GPT-NeoX decoders -> GPTNeoXForCausalLM); its function builds the transformers config, maps
-the weights through the table and refuses, with the reasons, a model whose options transformers cannot
-express. Headless models (paper §3, Contrastive Weight Tying) have no LM head: their vocabulary scores
-are ``e^T``, so the exported head is the input embedding matrix itself (decoders: ``lm_head`` tied to
-it; encoders: the ``headless_roberta`` model type of :mod:`.modeling_headless_roberta`).
-"""
+A family's function builds the transformers config, maps the weights through its table and refuses, with
+the reasons, options transformers cannot express. Headless models have no LM head (paper §3): the exported
+head is the input embedding matrix (decoders: tied ``lm_head``; encoders: :mod:`.modeling_headless_roberta`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,9 +17,7 @@ ACTIVATIONS = {"gelu": "gelu", "gelu_accurate": "gelu_new", "gelu_fast": "gelu_n
                "tanh": "tanh", "linear": "linear"}
 
 
-# --------------------------------------------------------------------------
-# weights: one key table per family
-# --------------------------------------------------------------------------
+# -- weights: one key table per family --
 # A row maps one Hugging Face module (or tensor) to fairseq ones: (hf, fairseq, how). When
 # `fairseq` names modules, the row applies to their `.weight` and `.bias`. `{i}` is the layer.
 
@@ -39,7 +32,6 @@ def conv1d(name, tensors):
 
 def fused_qkv(name, tensors):
     import torch
-
     # GPT-2's c_attn is the q, k and v projections side by side.
     return conv1d(name, [torch.cat(tensors, dim=0)])
 
@@ -114,9 +106,7 @@ def map_weights(table, state: dict, layers: int, hf_prefix: str = "") -> tuple[d
     return out, used
 
 
-# --------------------------------------------------------------------------
-# families: what each fairseq model becomes
-# --------------------------------------------------------------------------
+# -- families: what each fairseq model becomes --
 
 @dataclass
 class Export:
@@ -146,9 +136,7 @@ def _refuse(arch: str, hf_class: str, problems: list[str]) -> None:
 def hf_class_of(name: str):
     """A transformers class by name, or one of the headless encoder's own (modeling_headless_roberta.py)."""
     import transformers
-
     from . import modeling_headless_roberta
-
     own = {cls.__name__: cls for cls in modeling_headless_roberta.AUTO_MAP.values()}
     return own[name] if name in own else getattr(transformers, name)
 
@@ -156,9 +144,7 @@ def hf_class_of(name: str):
 def roberta_export(model, task, arch: str) -> Export:
     from fairseq.modules import LearnedPositionalEmbedding
     from transformers import RobertaConfig
-
     from .modeling_headless_roberta import HeadlessRobertaConfig
-
     body, cfg = model.encoder.sentence_encoder, model.encoder.sentence_encoder.cfg
     head = getattr(model.encoder, "lm_head", None)
     vanilla = head is not None
@@ -204,7 +190,6 @@ def roberta_export(model, task, arch: str) -> Export:
 def gpt2_export(model, task, arch: str) -> Export:
     from fairseq.modules import LearnedPositionalEmbedding
     from transformers import GPT2Config
-
     dec, cfg = model.decoder, model.decoder.cfg
     layer = dec.layers[0]
     _refuse(arch, "GPT2LMHeadModel", [reason for bad, reason in [
@@ -251,7 +236,6 @@ def gpt2_export(model, task, arch: str) -> Export:
 
 def gpt_neox_export(model, task, arch: str) -> Export:
     from transformers import GPTNeoXConfig
-
     dec = model.decoder
     attention = dec.layers[0].attention
     rows, dim = dec.embed_in.weight.shape
@@ -287,7 +271,6 @@ FAMILIES = [Family(f.name, f.fairseq_model, _EXPORTS[f.name]) for f in shapes.FA
 
 def family_of(model, arch: str) -> Family:
     import importlib
-
     for family in FAMILIES:
         module, cls = family.fairseq_model.split(":")
         if isinstance(model, getattr(importlib.import_module(module), cls)):

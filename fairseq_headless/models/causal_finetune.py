@@ -1,12 +1,8 @@
 """The causal fine-tuning stage of headless decoders (paper §3.3, §4.2, App. E.3, Tab.3 "Headless + FT").
 
-A headless decoder has no LM head. Its vanilla twin, with a head *not* tied to the input embeddings, loads
-the headless checkpoint with ``checkpoint.finetune_from_model=HEADLESS.pt``, and the missing head is filled
-in ``upgrade_state_dict_named`` with a copy of the input embeddings, so that at step 0 the logits are the
-headless model's e^T scores; fairseq's ``cross_entropy`` then trains it. GPT-NeoX's vanilla models are
-untied already; the GPT-2 style shapes get ``<name>_untied`` twins (:class:`UntiedTransformerLanguageModel`).
-``model.freeze_body=true`` trains the head alone (the authors' probe mode). Configs: docs/decoders.md.
-"""
+The vanilla twin, with an untied head, loads the headless checkpoint (``checkpoint.finetune_from_model``)
+and fills the missing head with a copy of the input embeddings, so step 0 scores as e^T. GPT-2 shapes get
+``<name>_untied`` twins; ``model.freeze_body=true`` trains the head alone. Configs: docs/decoders.md."""
 
 import logging
 
@@ -39,10 +35,8 @@ class UntiedTransformerLanguageModel(TransformerLanguageModel):
     @classmethod
     def build_model(cls, args, task):
         if args.share_decoder_input_output_embed:
-            raise ValueError(
-                f"model.share_decoder_input_output_embed=true: {args._name} fine-tunes an untied head; "
-                f"use the tied model ({args._name.removesuffix('_untied')}) instead"
-            )
+            raise ValueError(f"model.share_decoder_input_output_embed=true: {args._name} fine-tunes an untied head; "
+                             f"use the tied model ({args._name.removesuffix('_untied')}) instead")
         model = super().build_model(args, task)
         if args.freeze_body:
             freeze_all_but(model, model.decoder.output_projection)

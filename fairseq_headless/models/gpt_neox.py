@@ -1,13 +1,8 @@
 """GPT-NeoX decoders: the paper's Pythia-70M, headless and vanilla (§3.3, §4.2, App. D.2, Tabs.3-4).
 
 fairseq's ``transformer_lm`` has neither rotary embeddings nor the parallel residual, so the decoder is
-written here, nanoGPT style, as a ``FairseqIncrementalDecoder``: it trains with fairseq's
-``language_modeling`` task, scores with ``fairseq-eval-lm`` and generates with ``SequenceGenerator``.
-Headless twins hold no head (logits = e^T); vanilla ones fill a head missing from a checkpoint with a
-copy of the input embeddings (:mod:`.causal_finetune`). Parameter names and the fused QKV layout are
-GPT-NeoX's, so the export to ``transformers`` is a rename. Each ``gpt_neox`` entry of :mod:`.shapes` is a
-registered config dataclass. Settings, table and export mapping: docs/decoders.md.
-"""
+written here, nanoGPT style, as a ``FairseqIncrementalDecoder``. Headless twins hold no head (logits = e^T);
+parameter names and the fused QKV layout are GPT-NeoX's, so the export is a rename. docs/decoders.md."""
 
 import logging
 import math
@@ -42,34 +37,23 @@ class GPTNeoXConfig(FairseqDataclass):
     decoder_embed_dim: int = field(default=_PYTHIA_70M.dim, metadata={"help": "hidden size"})
     decoder_ffn_embed_dim: int = field(default=_PYTHIA_70M.ffn, metadata={"help": "MLP inner size"})
     decoder_attention_heads: int = field(default=_PYTHIA_70M.heads, metadata={"help": "attention heads"})
-    max_target_positions: int = field(
-        default=2048, metadata={"help": "longest sequence accepted (rotary has no table; Pythia's context)"}
-    )
-    rotary_pct: float = field(
-        default=0.25, metadata={"help": "share of each head's dimensions that rotary embeddings rotate"}
-    )
+    max_target_positions: int = field(default=2048, metadata={"help": "longest sequence accepted (Pythia's context)"})
+    rotary_pct: float = field(default=0.25, metadata={"help": "share of each head's dimensions that rotary rotates"})
     rotary_base: float = field(default=10000.0, metadata={"help": "rotary frequency base (theta)"})
-    use_parallel_residual: bool = field(
-        default=True,
-        metadata={"help": "x + attn(ln1(x)) + mlp(ln2(x)) (GPT-NeoX / Pythia); false: sequential, as GPT-2"},
-    )
+    use_parallel_residual: bool = field(default=True, metadata={
+        "help": "x + attn(ln1(x)) + mlp(ln2(x)) (GPT-NeoX / Pythia); false: sequential, as GPT-2"})
     layer_norm_eps: float = field(default=1e-5, metadata={"help": "LayerNorm epsilon"})
     dropout: float = field(default=0.0, metadata={"help": "dropout on the embeddings and residual branches"})
     attention_dropout: float = field(default=0.0, metadata={"help": "dropout on attention probabilities"})
-    xformers: bool = field(
-        default=True,
-        metadata={"help": "use xformers' memory-efficient attention when it is installed and tensors are "
-                  "on a GPU (else torch's scaled_dot_product_attention)"},
-    )
+    xformers: bool = field(default=True, metadata={
+        "help": "use xformers' memory-efficient attention when installed and on a GPU (else torch's SDPA)"})
     freeze_body: bool = field(default=False, metadata={"help": FREEZE_BODY_HELP})
 
 
 def rotary_cos_sin(positions: Tensor, rotary_dim: int, base: float, dtype: torch.dtype):
     """cos and sin of position x frequency, (..., rotary_dim), each angle repeated for both halves."""
     compute_dtype = torch.promote_types(dtype, torch.float32)  # angles of fp16 models in fp32, as GPT-NeoX
-    inv_freq = base ** (
-        -torch.arange(0, rotary_dim, 2, device=positions.device, dtype=compute_dtype) / rotary_dim
-    )
+    inv_freq = base ** (-torch.arange(0, rotary_dim, 2, device=positions.device, dtype=compute_dtype) / rotary_dim)
     angles = positions.to(compute_dtype)[..., None] * inv_freq
     angles = torch.cat([angles, angles], dim=-1)
     return angles.cos().to(dtype), angles.sin().to(dtype)
@@ -104,9 +88,9 @@ def attention(q, k, v, mask: Optional[Tensor], causal: bool, dropout_p: float, u
     ops = _xformers() if use_xformers and q.is_cuda and mask is None else None
     if ops is not None:
         bias = ops.LowerTriangularMask() if causal else None
-        out = ops.memory_efficient_attention(  # (batch, length, heads, head_dim) layout
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_bias=bias, p=dropout_p
-        )
+        # xformers' layout is (batch, length, heads, head_dim)
+        out = ops.memory_efficient_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_bias=bias,
+                                             p=dropout_p)
         return out.transpose(1, 2)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal)
 
@@ -212,14 +196,8 @@ class GPTNeoXDecoder(FairseqIncrementalDecoder):
                 std = wang if name.endswith(("attention.dense.weight", "dense_4h_to_h.weight")) else small
                 nn.init.normal_(p, mean=0.0, std=std)
 
-    def forward(
-        self,
-        prev_output_tokens,
-        encoder_out=None,
-        incremental_state: Optional[IncrementalState] = None,
-        features_only: bool = False,
-        **unused,  # src_lengths, ...
-    ):
+    def forward(self, prev_output_tokens, encoder_out=None, incremental_state: Optional[IncrementalState] = None,
+                features_only: bool = False, **unused):
         x, extra = self.extract_features(prev_output_tokens, incremental_state=incremental_state)
         if not features_only:
             x = self.output_layer(x)
@@ -288,9 +266,8 @@ class GPTNeoXLanguageModel(FairseqLanguageModel):
         super().upgrade_state_dict_named(state_dict, name)
         if not self.headless:
             prefix = f"{name}." if name else ""
-            fill_missing_head_from_embeddings(
-                state_dict, f"{prefix}decoder.embed_out.weight", f"{prefix}decoder.embed_in.weight"
-            )
+            fill_missing_head_from_embeddings(state_dict, f"{prefix}decoder.embed_out.weight",
+                                              f"{prefix}decoder.embed_in.weight")
 
 
 class HeadlessGPTNeoXLanguageModel(GPTNeoXLanguageModel):
@@ -298,7 +275,7 @@ class HeadlessGPTNeoXLanguageModel(GPTNeoXLanguageModel):
 
 
 for _shape in shapes.of_family("gpt_neox"):
-    shapes.register_dataclass_twins(_shape, GPTNeoXConfig, {
-        "decoder_layers": _shape.layers, "decoder_embed_dim": _shape.dim, "decoder_attention_heads": _shape.heads,
-        "decoder_ffn_embed_dim": _shape.ffn,
-    }, GPTNeoXLanguageModel, HeadlessGPTNeoXLanguageModel)
+    _defaults = {"decoder_layers": _shape.layers, "decoder_embed_dim": _shape.dim,
+                 "decoder_attention_heads": _shape.heads, "decoder_ffn_embed_dim": _shape.ffn}
+    shapes.register_dataclass_twins(_shape, GPTNeoXConfig, _defaults, GPTNeoXLanguageModel,
+                                    HeadlessGPTNeoXLanguageModel)

@@ -1,12 +1,8 @@
 """Headless RoBERTa/BERT encoders: fairseq's RoBERTa with no LM head (paper §3.2, §4.1, §5).
 
-fairseq's ``RobertaEncoder`` with one builder overridden to build no LM head, so the model holds no
-output-projection parameter (nothing unused under DDP, smaller checkpoints); it trains with
-``headless_masked_lm``. Asked for logits (fill-mask, whole-vocabulary accuracy), it scores with the input
-embeddings, e^T. Each ``roberta`` entry of :mod:`.shapes` is one function of defaults registered on
-``headless_roberta`` and on fairseq's ``roberta``, so a headless run and its baseline differ only in the
-criterion and architecture names.
-"""
+``RobertaEncoder`` with the LM-head builder overridden to build nothing; asked for logits, it scores with
+the input embeddings, e^T. Each ``roberta`` entry of :mod:`.shapes` is registered on ``headless_roberta``
+and on fairseq's ``roberta``."""
 
 from contextlib import nullcontext
 
@@ -16,8 +12,7 @@ from fairseq.models.roberta.model import RobertaEncoder, RobertaModel, base_arch
 from fairseq.utils import safe_getattr, safe_hasattr
 from omegaconf import OmegaConf, open_dict
 
-from ..sparse_embedding import HELP as SPARSE_EMBEDDING_UPDATE_HELP
-from ..sparse_embedding import maybe_enable_sparse_embedding_update
+from ..sparse_embedding import HELP as SPARSE_EMBEDDING_UPDATE_HELP, maybe_enable_sparse_embedding_update
 from . import shapes
 
 

@@ -1,23 +1,16 @@
 """Headless decoders: fairseq's ``transformer_lm`` with no output projection (paper §3.3, §4.2, App. D.5).
 
-fairseq's ``TransformerDecoder`` with ``build_output_projection`` building nothing; it trains with
-``headless_language_modeling`` and, asked for logits (``fairseq-eval-lm``, generation), scores with the
-input embeddings, e^T: Tab.3's zero-cost "Headless" row. The ``gpt2`` entries of :mod:`.shapes` are
-GPT-2's settings on ``transformer_lm`` (:class:`Gpt2Config`), each a config dataclass whose defaults are the
-shape, registered as a model of its own name, since hydra ignores an architecture function's defaults
-for a dataclass-configured model (docs/design.md#models).
-"""
+``build_output_projection`` builds nothing; asked for logits, the model scores with the input embeddings,
+e^T (Tab.3's "Headless" row). The ``gpt2`` shapes are config dataclasses registered as models of their own
+name, since hydra ignores an architecture function's defaults for them (docs/design.md#models)."""
 
 from dataclasses import dataclass, field
 
 import torch.nn.functional as F
 from fairseq.models import register_model
 from fairseq.models.transformer import TransformerDecoder
-from fairseq.models.transformer_lm import (
-    DEFAULT_MAX_TARGET_POSITIONS,
-    TransformerLanguageModel,
-    TransformerLanguageModelConfig,
-)
+from fairseq.models.transformer_lm import (DEFAULT_MAX_TARGET_POSITIONS, TransformerLanguageModel,
+                                           TransformerLanguageModelConfig)
 from fairseq.utils import safe_getattr
 
 from ..sparse_embedding import SparseEmbeddingUpdateConfig, maybe_enable_sparse_embedding_update
@@ -54,13 +47,9 @@ class HeadlessTransformerLanguageModel(TransformerLanguageModel):
             if safe_getattr(args, option, None):
                 raise ValueError(f"headless decoders do not support --{option.replace('_', '-')}")
         if safe_getattr(args, "max_target_positions", None) is None:
-            args.max_target_positions = safe_getattr(
-                args, "tokens_per_sample", DEFAULT_MAX_TARGET_POSITIONS
-            )
+            args.max_target_positions = safe_getattr(args, "tokens_per_sample", DEFAULT_MAX_TARGET_POSITIONS)
         embed_tokens = cls.build_embedding(args, task.source_dictionary, args.decoder_input_dim)
-        decoder = HeadlessTransformerDecoder(
-            args, task.target_dictionary, embed_tokens, no_encoder_attn=True
-        )
+        decoder = HeadlessTransformerDecoder(args, task.target_dictionary, embed_tokens, no_encoder_attn=True)
         return maybe_enable_sparse_embedding_update(cls(decoder), args)
 
     def input_embeddings(self):

@@ -1,12 +1,8 @@
 """The paper's model shapes (App. D): one entry per architecture, and every registration derives from it.
 
-From each entry ``<name>`` (named as its vanilla model) the family's module registers ``<name>`` (the
-vanilla twin, unless fairseq has it), ``headless_<name>``, and ``<name>_untied`` where the family's
-vanilla head is tied (GPT-2), for the causal fine-tuning stage. The table imports no fairseq (only the
-registration helpers do, when called), so the exporter, the benchmarks and the tests read it freely.
-Adding an architecture: one ``Shape``, its two YAMLs, and its row in tests/test_configs.py's own table.
-Why one table and dataclass configs: docs/design.md#models.
-"""
+From each entry ``<name>`` the family's module registers ``<name>`` (unless fairseq has it),
+``headless_<name>``, and ``<name>_untied`` where the vanilla head is tied (GPT-2). Imports no fairseq.
+Adding an architecture: one ``Shape``, its two YAMLs, its row in tests/test_configs.py. docs/design.md#models."""
 
 import dataclasses
 from dataclasses import dataclass
@@ -23,14 +19,11 @@ class Family:
     untied_twin: bool
 
 
-FAMILIES = {
-    family.name: family
-    for family in [
-        Family("roberta", "fairseq.models.roberta:RobertaModel", "encoder", untied_twin=False),
-        Family("gpt2", "fairseq.models.transformer_lm:TransformerLanguageModel", "decoder", untied_twin=True),
-        Family("gpt_neox", "fairseq_headless.models.gpt_neox:GPTNeoXLanguageModel", "decoder", untied_twin=False),
-    ]
-}
+FAMILIES = {family.name: family for family in [
+    Family("roberta", "fairseq.models.roberta:RobertaModel", "encoder", untied_twin=False),
+    Family("gpt2", "fairseq.models.transformer_lm:TransformerLanguageModel", "decoder", untied_twin=True),
+    Family("gpt_neox", "fairseq_headless.models.gpt_neox:GPTNeoXLanguageModel", "decoder", untied_twin=False),
+]}
 
 
 @dataclass(frozen=True)
@@ -63,26 +56,23 @@ class Shape:
 
 _NO_DROPOUT = {"dropout": 0.0, "attention_dropout": 0.0}
 
-SHAPES = {
-    shape.name: shape
-    for shape in [
-        Shape("roberta_base", "roberta", 12, 768, 12, 3072, "BERT-base, D.1", "mlm_base", vanilla_is_fairseqs=True),
-        Shape("roberta_small", "roberta", 4, 512, 8, 2048,
-              "BERT-small (google/bert_uncased_L-4_H-512_A-8), D.4: the vocabulary sweep and ablations", "mlm_small"),
-        Shape("roberta_multilingual", "roberta", 6, 768, 12, 3072,
-              "distilbert-base-multilingual-cased's body, D.3: 6 layers of BERT-base width", "mlm_multilingual"),
-        Shape("roberta_tiny", "roberta", 2, 128, 2, 512, "CPU-sized, for the demo and the tests (not in the paper)",
-              "mlm_tiny", defaults=_NO_DROPOUT),
-        Shape("gpt2_quarter", "gpt2", 3, 192, 3, 768,
-              "GPT-2 small with hidden size, heads and layers divided by 4, D.5 (Fig.7)", "lm_small"),
-        Shape("gpt2_tiny", "gpt2", 2, 128, 2, 512, "CPU-sized, for the demo and the tests (not in the paper)",
-              "lm_tiny", defaults=_NO_DROPOUT),
-        Shape("pythia_70m", "gpt_neox", 6, 512, 8, 2048,
-              "Pythia-70M (EleutherAI/pythia-70m-deduped's config.json), D.2, Tabs.3-4", "lm_pythia70m"),
-        Shape("pythia_tiny", "gpt_neox", 2, 128, 2, 512, "CPU-sized, for the tests and the demo (not in the paper)",
-              "lm_pythia_tiny"),
-    ]
-}
+SHAPES = {shape.name: shape for shape in [
+    Shape("roberta_base", "roberta", 12, 768, 12, 3072, "BERT-base, D.1", "mlm_base", vanilla_is_fairseqs=True),
+    Shape("roberta_small", "roberta", 4, 512, 8, 2048,
+          "BERT-small (google/bert_uncased_L-4_H-512_A-8), D.4: the vocabulary sweep and ablations", "mlm_small"),
+    Shape("roberta_multilingual", "roberta", 6, 768, 12, 3072,
+          "distilbert-base-multilingual-cased's body, D.3: 6 layers of BERT-base width", "mlm_multilingual"),
+    Shape("roberta_tiny", "roberta", 2, 128, 2, 512, "CPU-sized, for the demo and the tests (not in the paper)",
+          "mlm_tiny", defaults=_NO_DROPOUT),
+    Shape("gpt2_quarter", "gpt2", 3, 192, 3, 768,
+          "GPT-2 small with hidden size, heads and layers divided by 4, D.5 (Fig.7)", "lm_small"),
+    Shape("gpt2_tiny", "gpt2", 2, 128, 2, 512, "CPU-sized, for the demo and the tests (not in the paper)",
+          "lm_tiny", defaults=_NO_DROPOUT),
+    Shape("pythia_70m", "gpt_neox", 6, 512, 8, 2048,
+          "Pythia-70M (EleutherAI/pythia-70m-deduped's config.json), D.2, Tabs.3-4", "lm_pythia70m"),
+    Shape("pythia_tiny", "gpt_neox", 2, 128, 2, 512, "CPU-sized, for the tests and the demo (not in the paper)",
+          "lm_pythia_tiny"),
+]}
 
 
 def of_family(family: str):
@@ -98,8 +88,7 @@ def config_with_defaults(model_name: str, bases: tuple, defaults: Mapping[str, o
 
     Each field keeps the type and help of the one it overrides, so hydra and fairseq's argparse treat it as
     the base's; a name no base has raises ``KeyError`` at import. ``new_fields``: further ``(name, type,
-    dataclasses.field(...))``; ``doc``: the docstring (by default the first base's).
-    """
+    dataclasses.field(...))``; ``doc``: the docstring (by default the first base's)."""
     inherited = {}
     for base in reversed(bases):  # the first base's field wins, as in the class's MRO
         inherited.update({f.name: f for f in dataclasses.fields(base)})
@@ -116,12 +105,10 @@ def register_dataclass_twins(shape: Shape, family_config: type, shape_fields: Ma
     configured by dataclasses: ``family_config`` with the family's ``shape_fields`` and the entry's other
     defaults; the headless one adds ``sparse_embedding_update``. Returns the vanilla config."""
     from ..sparse_embedding import SparseEmbeddingUpdateConfig  # imports fairseq, hence here
-
     config = config_with_defaults(shape.name, (family_config,), {**shape_fields, **shape.defaults}, doc=shape.paper)
     register_dataclass_model(shape.name, vanilla, config)
-    register_dataclass_model(
-        shape.headless, headless, config_with_defaults(shape.headless, (config, SparseEmbeddingUpdateConfig), {})
-    )
+    register_dataclass_model(shape.headless, headless,
+                             config_with_defaults(shape.headless, (config, SparseEmbeddingUpdateConfig), {}))
     return config
 
 
@@ -129,7 +116,6 @@ def register_dataclass_model(name: str, model: type, config: type) -> type:
     """Register ``name`` as a subclass of ``model`` configured by ``config`` (a subclass per name, since
     fairseq's ``register_model`` stores the dataclass on the class)."""
     from fairseq.models import MODEL_REGISTRY, register_model  # here, so that the table imports without fairseq
-
     if name in MODEL_REGISTRY:  # fairseq would keep the model registered first and say nothing
         raise ValueError(f"model {name} is registered already: a shape entry may not reuse a model's name")
     return register_model(name, dataclass=config)(type(f"{_camel(name)}Model", (model,), {}))
