@@ -63,6 +63,8 @@ def parse_args(argv):
     parser.add_argument("--output", type=Path, required=True, help="folder for benchmark_hf.json and benchmark_hf.md")
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), metavar="SHAPE",
                         help=f"shapes to run, each at its vocabularies (default: all of {', '.join(SHAPES)})")
+    parser.add_argument("--vocab-sizes", nargs="+", type=int, default=None, metavar="V",
+                        help="only these of the shapes' vocabularies (default: every one of each shape)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per model and group (default 5)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads (default: torch's own choice; on a shared machine, 1 keeps a busy "
@@ -73,6 +75,11 @@ def parse_args(argv):
     unknown = [s for s in args.shapes if s not in SHAPES]
     if unknown:
         raise InputError(f"--shapes: unknown {', '.join(unknown)}; choose among {', '.join(SHAPES)}")
+    if args.vocab_sizes and not args.quick:
+        offered = {v for name in args.shapes for v in SHAPES[name][2]}
+        if not set(args.vocab_sizes) & offered:
+            raise InputError(f"--vocab-sizes: none of {args.vocab_sizes} is a vocabulary of the shapes chosen "
+                             f"(they have {', '.join(map(str, sorted(offered)))})")
     if args.steps < 1:
         raise InputError(f"--steps must be at least 1, got {args.steps}")
     if args.output.exists() and not args.output.is_dir():
@@ -94,6 +101,8 @@ def groups(args):
             fields = {**fields, **small, "max_position_embeddings": max(length, 64)}
             vocabs = {v: None for v in quick_vocabs}
         for vocab, target in vocabs.items():
+            if args.vocab_sizes and not args.quick and vocab not in args.vocab_sizes:
+                continue
             out.append(dict(shape=name, family=family, fields=fields, vocab=vocab, rows=rows, length=length,
                             task=task, target=target))
     return out
