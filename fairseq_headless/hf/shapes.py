@@ -73,14 +73,17 @@ def read_model_option(model: str):
 
 
 def check_task(config, task: str, where: str) -> None:
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_FOR_MASKED_LM_MAPPING
 
-    kind = config.model_type
-    if task == "mlm" and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+    kind, masked, causal = config.model_type, type(config) in MODEL_FOR_MASKED_LM_MAPPING, \
+        type(config) in MODEL_FOR_CAUSAL_LM_MAPPING  # registered architectures included
+    if task == "mlm" and not masked:
         raise InputError(f"--task mlm: {where} is a {kind} model, which has no masked-LM class "
                          f"(AutoModelForMaskedLM); give --task clm or an encoder")
-    if task == "clm" and (kind not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or (
-            kind in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_decoder", False))):
+    if task == "clm" and not causal:
+        raise InputError(f"--task clm: {where} is a {kind} model, which has no causal-LM class "
+                         f"(AutoModelForCausalLM); give --task mlm or a decoder")
+    if task == "clm" and masked and not getattr(config, "is_decoder", False):
         raise InputError(f"--task clm: {where} is a {kind} encoder; give --task mlm, or a decoder "
                          f"(a config with \"is_decoder\": true where the architecture allows it)")
 
@@ -127,18 +130,21 @@ def build_model(model_option: str, task: str, objective: str, tokenizer: FolderT
     check_task(config, task, model_option)
     text = config.get_text_config()
     if saved is not None:
-        model = auto.from_pretrained(str(saved), local_files_only=True)
-        rows = input_embeddings(model, model_option).weight.size(0)
+        rows = getattr(text, "vocab_size", None)  # read before the weights load: the error comes first
         if rows != tokenizer.vocab_size:
             hint = (" (--task mlm appends <mask>, which the data folder's tokenizer lacks: this model was not "
-                    "trained for masked LM)" if "mask" in tokenizer.appended and rows + 1 == tokenizer.vocab_size else "")
+                    "trained for masked LM)" if "mask" in tokenizer.appended and rows == tokenizer.vocab_size - 1 else "")
             raise InputError(f"--model {model_option}: its vocabulary has {rows} entries but the data folder's "
                              f"tokenizer (with the task's special tokens) has {tokenizer.vocab_size}{hint}; "
                              f"continue it on the data it was trained on")
+        model = auto.from_pretrained(str(saved), local_files_only=True)
     else:
         specials = tokenizer.specials
         text.vocab_size = tokenizer.vocab_size
         text.pad_token_id, text.bos_token_id, text.eos_token_id = specials.pad, specials.bos, specials.eos
+        for name, value in (("cls_token_id", specials.bos), ("sep_token_id", specials.eos)):  # ModernBERT's
+            if hasattr(text, name):
+                setattr(text, name, value)
         if objective == "headless":  # the head is e: one matrix, nothing separate to train
             text.tie_word_embeddings = True
         model = auto.from_config(config)
