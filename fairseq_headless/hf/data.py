@@ -137,6 +137,7 @@ class Collator:
     vocab_size: int  # the tokenizer's own ids: the random replacements of masking
     seed: int
     mask_prob: float = 0.15
+    special_ids: frozenset = frozenset()  # never drawn as random replacements (fairseq's: its specials)
 
     def __call__(self, samples: list[Sample]) -> dict:
         import torch
@@ -157,7 +158,7 @@ class Collator:
         for row, sample in enumerate(samples):
             seed = int(np.random.SeedSequence([self.seed, sample.epoch, sample.index]).generate_state(1)[0])
             masked, target = mask_tokens(ids[row:row + 1], ~attention[row:row + 1], mask_id=self.specials.mask,
-                                         vocab_size=self.vocab_size, prob=self.mask_prob,
+                                         vocab_size=self.vocab_size, prob=self.mask_prob, special_ids=self.special_ids,
                                          generator=torch.Generator().manual_seed(seed))
             inputs.append(masked)
             labels.append(target)

@@ -120,7 +120,8 @@ def main(argv) -> int:
     seed = args.data_seed if args.data_seed is not None else args.seed
     trainer = make_trainer_class()(
         model=model, args=args, train_dataset=train, eval_dataset=valid if len(valid) else None,
-        data_collator=Collator(options.task, tokenizer.specials, tokenizer.text_vocab_size, seed, options.mask_prob),
+        data_collator=Collator(options.task, tokenizer.specials, tokenizer.text_vocab_size, seed, options.mask_prob,
+                               frozenset(tokenizer.reference.special_ids())),
         processing_class=tokenizer.hf, options=options)
     checkpoint = args.resume_from_checkpoint
     if checkpoint is None and os.path.isdir(args.output_dir):
