@@ -165,6 +165,25 @@ def test_packing_keeps_every_token_once_as_fairseq_packs_it(data, task):
                                                     break_mode="none"))
 
 
+# ---------------------------------------------------------------- shapes and models
+
+
+@pytest.mark.parametrize("name, sizes", [
+    # layers, width, heads, KV heads, FFN, vocabulary, tied
+    ("bert_small", (4, 512, 8, 8, 2048, 30522, True)),
+    ("bert_base", (12, 768, 12, 12, 3072, 30522, True)),
+    ("pythia_70m", (6, 512, 8, 8, 2048, 50304, False)),
+    ("modernbert_base", (22, 768, 12, 12, 1152, 50368, True)),
+    ("smollm2_135m", (30, 576, 9, 3, 1536, 49152, True)),
+    ("llama32_1b", (16, 2048, 32, 8, 8192, 128256, True)),
+])
+def test_built_in_shapes(name, sizes):
+    c = shapes.shape_config(name)
+    kv = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
+    assert (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, kv, c.intermediate_size, c.vocab_size,
+            c.tie_word_embeddings) == sizes
+
+
 # ---------------------------------------------------------------- training, resuming, reloading
 
 
@@ -315,15 +334,18 @@ def test_bad_input_gets_one_error_line(data, hf_data, configs, tmp_path):
 
 # ---------------------------------------------------------------- no fairseq
 
+HF_MODULES = ["fairseq_headless.hf", *(f"fairseq_headless.hf.{name}" for name in
+                                      ("data", "tokenizer", "shapes", "objective", "pretrain"))]
+
 
 def test_the_script_trains_and_imports_no_fairseq(data, configs, tmp_path):
     out = tmp_path / "run"
     argv = ["--model", str(configs / "llama.json"), "--data", str(data), "--task", "clm", "--output_dir", str(out),
             "--max_steps", "2", *map(str, TRAINING)]
     result = fresh_python(
-        "import glob, json, runpy, sys\n"
+        "import json, runpy, sys\n"
         "import torch; torch.set_num_threads(1)\n"
-        "modules = [m[:-3].replace('/', '.').replace('.__init__', '') for m in sorted(glob.glob('fairseq_headless/hf/*.py'))]\n"
+        f"modules = {HF_MODULES!r}\n"
         "import importlib; [importlib.import_module(m) for m in modules]\n"
         "seen = {'modules': len(modules), 'imported': 'fairseq' in sys.modules}\n"
         f"sys.argv = ['pretrain_hf.py'] + {argv!r}\n"
@@ -333,5 +355,5 @@ def test_the_script_trains_and_imports_no_fairseq(data, configs, tmp_path):
         "    seen['exit'] = e.code\n"
         "seen['trained'] = 'fairseq' in sys.modules\n"
         "print(json.dumps(seen))\n")
-    assert result == {"modules": 6, "imported": False, "exit": 0, "trained": False}
+    assert result == {"modules": len(HF_MODULES), "imported": False, "exit": 0, "trained": False}
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 2

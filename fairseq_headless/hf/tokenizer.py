@@ -64,6 +64,9 @@ def build_tokenizer(folder: DataFolder, task: str, max_length: int) -> FolderTok
         raw.add_special_tokens([AddedToken(names[role], special=True, normalized=False)])
     names["bos"] = names["bos"] or names["eos"]
     ids = {role: raw.token_to_id(name) if name else None for role, name in names.items()}
+    if any(ids[role] < reference.vocab_size for role in appended):  # would shadow one of the folder's ids
+        raise InputError(f"{reference.path}: appending {[names[r] for r in appended]} gave ids inside the "
+                         f"tokenizer's own 0..{reference.vocab_size - 1}; add these special tokens to the tokenizer")
     # a template of the tokenizer.json (BERT's [CLS] ... [SEP]) would add tokens the preprocessing never did
     tj = json.loads(raw.to_str())
     post = tj.get("post_processor") or {}
