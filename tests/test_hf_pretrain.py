@@ -8,6 +8,7 @@ one error: line; and the Hugging Face side imports no fairseq.
 import contextlib
 import io
 import json
+import pickle
 import random
 import re
 
@@ -39,7 +40,8 @@ TINY = {  # 2 layers of 32: each family's own config.json keys
 }
 TASK = {"llama": "clm", "gpt_neox": "clm", "modernbert": "mlm", "bert": "mlm"}
 TRAINING = ["--use_cpu", "--report_to", "none", "--disable_tqdm", "true", "--per_device_train_batch_size", "16",
-            "--tokens_per_sample", "32", "--learning_rate", "1e-2", "--lr_scheduler_type", "constant", "--logging_steps", "5", "--seed", "1"]
+            "--tokens_per_sample", "32", "--learning_rate", "1e-2", "--lr_scheduler_type", "constant",
+            "--logging_steps", "5", "--seed", "1"]
 
 
 def markov_corpus(path, documents: int, seed: int) -> None:
@@ -91,8 +93,8 @@ def hf_data(corpus):
         special_tokens=["<|endoftext|>", "<|padding|>"]))
     tok.save(str(corpus.parent / "tokenizer.json"))
     out = corpus.parent / "hf_data"
-    assert run(prepare_data.main, ["--input", corpus, "--output", out, "--hf-tokenizer", corpus.parent / "tokenizer.json",
-                                   "--valid-lines", 40])[0] == 0
+    assert run(prepare_data.main, ["--input", corpus, "--output", out, "--valid-lines", 40,
+                                   "--hf-tokenizer", corpus.parent / "tokenizer.json"])[0] == 0
     return out
 
 
@@ -124,7 +126,8 @@ def test_folder_ids_map_to_the_tokenizer_ids(data, hf_data):
         tokenizer = build_tokenizer(folder, "mlm", 32)
         hf, specials, size = tokenizer.hf, tokenizer.specials, tokenizer.text_vocab_size
         assert (hf.bos_token, hf.eos_token, hf.pad_token, hf.mask_token) == (bos, eos, pad, "<mask>")
-        assert specials.mask == size + len(tokenizer.appended) - 1 and tokenizer.vocab_size == size + len(tokenizer.appended)
+        appended = len(tokenizer.appended)
+        assert specials.mask == size + appended - 1 and tokenizer.vocab_size == size + appended
         # fairseq's <s> <pad> </s> <unk>, then tokenizer id + 4
         assert to_model_ids([0, 1, 2, 4, 5, size + 3], specials).tolist() == [specials.bos, specials.pad, specials.eos,
                                                                               0, 1, size - 1]
@@ -143,6 +146,8 @@ def test_packing_keeps_every_token_once_as_fairseq_packs_it(data, task):
     _, shards = open_shards(data)
     assert len(shards) == 2 and open_shards(f"{shards[0]}:{shards[1]}")[1] == shards  # the parent or the list
     samples = PackedBlocks(shards, "train", task, 32)
+    copy = pickle.dumps(samples)  # what a spawned data-loader worker gets: the paths, not the data
+    assert len(copy) < 4096 and np.array_equal(pickle.loads(copy)[7].tokens, samples[7].tokens)
     starts = list(samples.starts)
     for shard, (first, end) in enumerate(zip(starts, starts[1:])):
         stream = data_utils.load_indexed_dataset(str(shards[shard] / "train"), None)  # fairseq's own reader

@@ -54,24 +54,41 @@ def to_model_ids(folder_ids, specials: Specials) -> np.ndarray:
 
 
 class TokenStream:
-    """One split of one folder: ``.bin`` as a memory-mapped array, its lines' sizes from ``.idx``."""
+    """One split of one folder: ``.bin`` as a memory-mapped array, its lines' sizes from ``.idx``.
+
+    The maps are opened in the process that reads them (a pickled stream, as a spawned data-loader
+    worker gets it, carries the paths only, not a copy of the data)."""
 
     def __init__(self, prefix: Path):
-        idx, binary = Path(f"{prefix}.idx"), Path(f"{prefix}.bin")
-        with open(idx, "rb") as f:
-            magic, (version,), (code,), (lines,) = (f.read(9), struct.unpack("<Q", f.read(8)),
-                                                    struct.unpack("<B", f.read(1)), struct.unpack("<Q", f.read(8)))
+        self.idx, self.bin = Path(f"{prefix}.idx"), Path(f"{prefix}.bin")
+        with open(self.idx, "rb") as f:
+            magic, (version,), (code,), (self.lines,) = (f.read(9), struct.unpack("<Q", f.read(8)),
+                                                         struct.unpack("<B", f.read(1)), struct.unpack("<Q", f.read(8)))
         if magic != IDX_MAGIC or version != 1 or code not in DTYPES:
-            raise InputError(f"{idx}: not a fairseq mmap index; give a folder written by scripts/prepare_data.py")
-        header = 9 + 8 + 1 + 8
-        self.sizes = np.memmap(idx, np.int32, "r", header, (lines,)) if lines else np.zeros(0, np.int32)
-        dtype = np.dtype(DTYPES[code])
-        size = binary.stat().st_size
-        if lines:
-            pointers = np.memmap(idx, np.int64, "r", header + 4 * lines, (lines,))
-            if pointers[0] != 0 or pointers[-1] + int(self.sizes[-1]) * dtype.itemsize != size:
-                raise InputError(f"{binary}: its entries are not one contiguous stream as prepare_data.py writes")
-        self.tokens = np.memmap(binary, dtype, "r") if size else np.zeros(0, dtype)
+            raise InputError(f"{self.idx}: not a fairseq mmap index; give a folder written by scripts/prepare_data.py")
+        self.dtype = np.dtype(DTYPES[code])
+        self.header, self._maps = 9 + 8 + 1 + 8, {}
+        if self.lines:
+            pointers = np.memmap(self.idx, np.int64, "r", self.header + 4 * self.lines, (self.lines,))
+            if pointers[0] != 0 or pointers[-1] + int(self.sizes[-1]) * self.dtype.itemsize != self.bin.stat().st_size:
+                raise InputError(f"{self.bin}: its entries are not one contiguous stream as prepare_data.py writes")
+
+    def __getstate__(self):
+        return {**self.__dict__, "_maps": {}}
+
+    @property
+    def sizes(self) -> np.ndarray:
+        if "sizes" not in self._maps:
+            self._maps["sizes"] = (np.memmap(self.idx, np.int32, "r", self.header, (self.lines,)) if self.lines
+                                   else np.zeros(0, np.int32))
+        return self._maps["sizes"]
+
+    @property
+    def tokens(self) -> np.ndarray:
+        if "tokens" not in self._maps:
+            self._maps["tokens"] = (np.memmap(self.bin, self.dtype, "r") if self.bin.stat().st_size
+                                    else np.zeros(0, self.dtype))
+        return self._maps["tokens"]
 
 
 def open_shards(data, where: str = "--data") -> tuple[DataFolder, list[Path]]:
@@ -153,7 +170,8 @@ class Collator:
             ids, labels = ids[:, :-1], ids[:, 1:].clone()
         attention = torch.arange(ids.size(1))[None, :] < lengths[:, None]
         if self.task == "clm":
-            return {"input_ids": ids, "attention_mask": attention.long(), "labels": labels.masked_fill(~attention, IGNORE)}
+            labels = labels.masked_fill(~attention, IGNORE)
+            return {"input_ids": ids, "attention_mask": attention.long(), "labels": labels}
         inputs, labels = [], []
         for row, sample in enumerate(samples):
             seed = int(np.random.SeedSequence([self.seed, sample.epoch, sample.index]).generate_state(1)[0])

@@ -132,8 +132,9 @@ def build_model(model_option: str, task: str, objective: str, tokenizer: FolderT
     if saved is not None:
         rows = getattr(text, "vocab_size", None)  # read before the weights load: the error comes first
         if rows != tokenizer.vocab_size:
+            lacks_mask = "mask" in tokenizer.appended and rows == tokenizer.vocab_size - 1
             hint = (" (--task mlm appends <mask>, which the data folder's tokenizer lacks: this model was not "
-                    "trained for masked LM)" if "mask" in tokenizer.appended and rows == tokenizer.vocab_size - 1 else "")
+                    "trained for masked LM)" if lacks_mask else "")
             raise InputError(f"--model {model_option}: its vocabulary has {rows} entries but the data folder's "
                              f"tokenizer (with the task's special tokens) has {tokenizer.vocab_size}{hint}; "
                              f"continue it on the data it was trained on")
