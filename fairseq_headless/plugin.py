@@ -11,7 +11,8 @@ Importing this module imports fairseq; :mod:`fairseq_headless` imports it once f
 
 import warnings
 
-from . import criterions, data_folder_bpe, fairseq_patches, lazy_adam, models  # noqa: F401
+from . import criterions, data_folder_bpe, fairseq_patches, lazy_adam  # noqa: F401
+from .models import causal_finetune, gpt_neox, headless_roberta, headless_transformer_lm, shapes  # noqa: F401
 
 # Warnings of fairseq's own code under torch 2.x that no user can act on; only these exact messages, only
 # from the modules that raise them (docs/design.md#__init__py-and-pluginpy).
