@@ -13,10 +13,11 @@ import sys
 from conftest import REPO
 
 HF_SIDE = sorted(f"{folder.replace('/', '.')}.{path.stem}"
-                 for folder in ("fairseq_headless/evaluation", "studies/synonyms") for path in (REPO / folder).glob("*.py")
-                 if path.stem not in ("__init__", "__main__")) + ["fairseq_headless.evaluation", "studies.synonyms"]
+                 for folder in ("fairseq_headless/evaluation", "fairseq_headless/hf", "studies/synonyms")
+                 for path in (REPO / folder).glob("*.py") if path.stem not in ("__init__", "__main__")) + [
+    "fairseq_headless.evaluation", "fairseq_headless.hf", "studies.synonyms"]
 HF_SCRIPTS = ["scripts/finetune_glue.py", "scripts/finetune_superglue.py", "scripts/finetune_xnli.py",
-              "scripts/eval_zeroshot.py", "scripts/compare_zeroshot.py", "studies.synonyms"]
+              "scripts/eval_zeroshot.py", "scripts/compare_zeroshot.py", "scripts/pretrain_hf.py", "studies.synonyms"]
 
 
 def fresh_python(code: str) -> dict:
