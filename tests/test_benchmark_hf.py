@@ -1,28 +1,24 @@
-"""scripts/benchmark_hf.py --quick: the JSON and the table it writes, against the shapes it was given."""
+"""python -m studies.benchmarks.hf_speed --quick: the JSON and the table it writes, against the shapes it was given."""
 
-import importlib.util
+import importlib
 import json
 import subprocess
 import sys
 
 import pytest
 
-from conftest import REPO
 
-SCRIPT = REPO / "scripts" / "benchmark_hf.py"
+SCRIPT = ["-m", "studies.benchmarks.hf_speed"]
 
 
 def script_module():
-    spec = importlib.util.spec_from_file_location("benchmark_hf", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("studies.benchmarks.hf_speed")
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "out"
-    proc = subprocess.run([sys.executable, SCRIPT, "--quick", "--shapes", "pythia_70m", "bert_base", "--output", out],
+    proc = subprocess.run([sys.executable, *SCRIPT, "--quick", "--shapes", "pythia_70m", "bert_base", "--output", out],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((out / "benchmark_hf.json").read_text()), (out / "benchmark_hf.md").read_text()
@@ -98,7 +94,7 @@ def test_the_real_shapes_flop_limits_and_targets():
     (["--shapes", "bert_base", "--vocab-sizes", "50304"], "--vocab-sizes: none of [50304]"),
 ])
 def test_bad_options_get_one_error_line(argv, message, tmp_path):
-    proc = subprocess.run([sys.executable, SCRIPT, "--output", tmp_path / "out", *argv], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, *SCRIPT, "--output", tmp_path / "out", *argv], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and message in proc.stderr
     assert proc.stderr.startswith("error: ")

@@ -274,11 +274,12 @@ def trained_headless(spm_folder, tmp_path_factory):
 
 
 def masked_texts(data: Path, count: int = 20) -> list[str]:
-    """Validation lines with their middle word replaced by <mask>."""
+    """Validation lines with their middle word replaced by <mask>; at most 25 words, so that their tokens fit the
+    tiny model's 128 positions (the corpus is the project's docs, whose lines may be long)."""
     texts = []
     for line in valid_lines(data):
         words = line.split()
-        if len(words) >= 6 and "<" not in line and "madeupword" not in line:
+        if 6 <= len(words) <= 25 and "<" not in line and "madeupword" not in line:
             texts.append(" ".join(words[:len(words) // 2] + ["<mask>"] + words[len(words) // 2 + 1:]))
     return texts[:count]
 

@@ -17,7 +17,7 @@ from fairseq_headless.models.gpt_neox import (
     apply_rotary,
     rotary_cos_sin,
 )
-from helpers.references import to_transformers_key
+from helpers.references import randomize, to_transformers_key
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,16 +72,6 @@ def reference_layer(x, p, heads, rotary_pct, base, eps, parallel):
         return x + attn + mlp(layer_norm(x, p["post_attention_layernorm.weight"], p["post_attention_layernorm.bias"], eps))
     y = x + attn
     return y + mlp(layer_norm(y, p["post_attention_layernorm.weight"], p["post_attention_layernorm.bias"], eps))
-
-
-def randomize(module, seed=0):
-    """Random values everywhere (biases and LayerNorms too, so that each of them matters)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            noise = torch.randn(p.shape, generator=generator, dtype=p.dtype) * 0.1
-            p.copy_(1 + noise if "norm" in name and name.endswith("weight") else noise)
-    return module
 
 
 # ---------------------------------------------------------------------------------------------

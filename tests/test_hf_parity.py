@@ -10,6 +10,7 @@ import torch
 from conftest import assert_close_computations, build_task_and_model, network_terms
 from fairseq_headless.export import weights
 from fairseq_headless.hf.objective import IGNORE, headless_loss, vanilla_loss
+from helpers.references import randomize
 
 ROBERTA = [(weights.ROBERTA_TABLE, "roberta.")]
 CASES = {  # config: (exporter, [(key table, HF prefix of its keys)], objective, task)
@@ -18,16 +19,6 @@ CASES = {  # config: (exporter, [(key table, HF prefix of its keys)], objective,
     "hlm_pythia_tiny": (weights.gpt_neox_export, [(weights.GPT_NEOX_TABLE, "")], headless_loss, "clm"),
     "lm_pythia_tiny": (weights.gpt_neox_export, [(weights.GPT_NEOX_TABLE, "")], vanilla_loss, "clm"),
 }
-
-
-def randomize(module, seed=0):
-    """Random values everywhere (biases and LayerNorms too, so that each of them matters)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            noise = torch.randn(p.shape, generator=generator, dtype=p.dtype) * 0.1
-            p.copy_(1 + noise if "norm" in name and name.endswith("weight") else noise)
-    return module
 
 
 def fairseq_and_hf(config, data, *overrides):

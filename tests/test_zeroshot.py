@@ -280,7 +280,7 @@ def test_bad_input_is_one_error_line(exported_gpt2, tmp_path, monkeypatch, capsy
     (tmp_path / "bad" / "sciq.jsonl").write_text(json.dumps({"question": "q"}) + "\n")
     code = cli.run(eval_main, ["--model", f"m={folder}", "--tasks", "sciq", "--task-files", str(tmp_path / "bad"),
                                "--output", out])
-    assert_one_error_line(capsys, code, "sciq.jsonl, line 1", "support", "correct_answer")
+    assert_one_error_line(capsys, code, "sciq.jsonl line 1", "support", "correct_answer")
     code = cli.run(eval_main, ["--model", f"m={tmp_path}", "--tasks", "sciq", "--task-files", str(files),
                                "--output", out])
     assert_one_error_line(capsys, code, "config.json", "convert_to_hf.py")

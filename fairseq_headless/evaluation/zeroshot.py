@@ -5,7 +5,6 @@ small lm-eval YAML ``include:``s that task, so prompts and metrics are lm-eval's
 per-sample scores feed the paired test of :mod:`fairseq_headless.evaluation.zeroshot_compare`."""
 from __future__ import annotations
 
-import json
 import math
 import os
 import tempfile
@@ -13,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 from ..cli import InputError
+from .readers import read_jsonl
 
 
 TASKS_DIR = Path(__file__).parent / "zeroshot_tasks"
@@ -67,21 +67,10 @@ def check_task_file(task: ZeroShotTask, task_files: Path) -> Path:
                 "docs/evaluation.md)")
     if not path.is_file():
         raise InputError(f"--task-files {task_files}: missing {task.file} for {task.name}; expected {expected}")
-    rows = 0
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}, line {lineno}: not JSON ({e.msg}); expected {expected}") from None
-            missing = [k for k in task.fields if not isinstance(record, dict) or k not in record]
-            if missing:
-                raise InputError(f"{path}, line {lineno}: no field(s) {', '.join(missing)}; expected {expected}")
-            rows += 1
-    if rows == 0:
-        raise InputError(f"{path}: no record; expected {expected}")
+    try:
+        read_jsonl(path, task.fields)
+    except InputError as e:
+        raise InputError(f"{e}; expected {expected}") from None
     return path
 
 

@@ -25,3 +25,15 @@ def to_transformers_key(fairseq_key):
     `embed_out` when loading with from_pretrained)."""
     key = fairseq_key.removeprefix("decoder.")
     return key.replace("embed_out.", "lm_head.") if key.startswith("embed_out.") else f"gpt_neox.{key}"
+
+
+def randomize(module, seed=0):
+    """Random values everywhere (biases and LayerNorms too, so that each of them matters)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            noise = torch.randn(p.shape, generator=generator, dtype=p.dtype) * 0.1
+            p.copy_(1 + noise if "norm" in name and name.endswith("weight") else noise)
+    return module

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Headless against vanilla training steps of Hugging Face models, through fairseq_headless.hf.objective (§3.4).
 
-    python scripts/benchmark_hf.py --output bench-hf/                          # every shape (hours on 2 CPU cores)
-    python scripts/benchmark_hf.py --shapes pythia_70m --output bench-hf/      # one shape, both vocabularies
-    python scripts/benchmark_hf.py --quick --output /tmp/bench-hf              # toy sizes, seconds (the test's run)
+    python -m studies.benchmarks.hf_speed --output bench-hf/                          # every shape (hours on 2 CPU cores)
+    python -m studies.benchmarks.hf_speed --shapes pythia_70m --output bench-hf/      # one shape, both vocabularies
+    python -m studies.benchmarks.hf_speed --quick --output /tmp/bench-hf              # toy sizes, seconds (the test's run)
 
 One group is a shape at one vocabulary size, run in a forked child process. Both models are built there
 from a transformers config: the vanilla one as the shape is published (Pythia's head untied), the headless
@@ -161,11 +161,11 @@ def flops(group, positions):
     return body, head, cwt
 
 
-def run_group(report, group, steps):
+def run_group(group, steps):
     """In a forked child: both models, two untimed steps each, then ``steps`` timed steps alternating."""
     import torch
 
-    from fairseq_headless.benchmarking.machine import PeakMemory, tensor_mb
+    from studies.benchmarks.machine import PeakMemory, tensor_mb
     from fairseq_headless.hf.objective import headless_loss, vanilla_loss
 
     objectives = {"vanilla": vanilla_loss, "headless": headless_loss}
@@ -197,14 +197,14 @@ def run_group(report, group, steps):
         result[name] = {"positions": positions, "persistent_mb": round(persistent, 1),
                         "step_extra_mb": None if meter.extra_mb is None else round(meter.extra_mb, 1),
                         "parameters": sum(p.numel() for p in model.parameters()), "times_s": []}
-        report(f"{group['shape']} V={group['vocab']} {name}: warm, {persistent:.0f} MB persistent")
+        write_line(f"{group['shape']} V={group['vocab']} {name}: warm, {persistent:.0f} MB persistent")
     order = list(objectives)
     for repeat in range(steps):
         for name in order if repeat % 2 == 0 else order[::-1]:  # a drift of the machine hits both alike
             started = time.perf_counter()
             step(name)
             result[name]["times_s"].append(round(time.perf_counter() - started, 4))
-        report(f"{group['shape']} V={group['vocab']} step {repeat + 1}/{steps}: "
+        write_line(f"{group['shape']} V={group['vocab']} step {repeat + 1}/{steps}: "
                + ", ".join(f"{n} {result[n]['times_s'][-1]:.2f} s" for n in order))
     return result
 
@@ -277,7 +277,7 @@ def main(argv):
     import torch
     import transformers
 
-    from fairseq_headless.benchmarking.machine import run_isolated
+    from studies.benchmarks.machine import run_isolated
     from fairseq_headless.files import write_json_atomic, write_text_atomic
 
     transformers.logging.set_verbosity_error()
@@ -286,7 +286,7 @@ def main(argv):
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
     result = {
-        "command": "python scripts/benchmark_hf.py " + " ".join(shlex.quote(a) for a in argv),
+        "command": "python -m studies.benchmarks.hf_speed " + " ".join(shlex.quote(a) for a in argv),
         "settings": {"steps": args.steps, "quick": args.quick, "threads": args.threads, "mask_prob": MASK_PROB},
         "machine": {"cpu_model": cpu, "logical_cpus": os.cpu_count(), "torch": torch.__version__,
                     "torch_threads": torch.get_num_threads(), "transformers": transformers.__version__,
@@ -295,8 +295,7 @@ def main(argv):
     }
     started = time.time()
     for group in groups(args):
-        outcome, payload = run_isolated(run_group, {"group": group, "steps": args.steps}, torch.device("cpu"),
-                                        lambda message: write_line(message))
+        outcome, payload = run_isolated(run_group, {"group": group, "steps": args.steps}, torch.device("cpu"))
         if outcome == "result":
             record = summarize(group, payload)
             result["groups"].append(record)
