@@ -8,6 +8,7 @@ import inspect
 import os
 import re
 import shutil
+import time
 
 import pytest
 import torch
@@ -186,6 +187,10 @@ def test_the_hook_is_registered_on_a_ddp_with_a_row_sparse_embedding_only(tmp_pa
         expected[[1, 4]] = sparse[1].weight.detach() * torch.tensor([[1.0], [2.0]])
         assert sparse[0].weight.grad.is_sparse
         torch.testing.assert_close(sparse[0].weight.grad.to_dense(), expected)  # one rank: its own gradient
+        # gloo's worker thread frees a finished all-reduce under the GIL: give it the GIL before the DDP objects
+        # (and their process group, whose destructor joins that thread while this one holds the GIL) are freed
+        time.sleep(0.5)
+        del wrapped, other, ddp
     finally:
         dist.destroy_process_group()
 
